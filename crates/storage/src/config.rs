@@ -1,0 +1,249 @@
+//! Per-log configuration, named and defaulted as Kafka's topic configs so operators' settings
+//! carry over.
+
+use crate::error::{Result, StorageError};
+
+const KIB: u64 = 1024;
+const MIB: u64 = 1024 * KIB;
+const GIB: u64 = 1024 * MIB;
+const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// When the log makes its writes durable on its own (independently of what acks=all asks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushPolicy {
+    /// fdatasync before an append returns (`flush.messages=1`).
+    EveryAppend,
+    /// fdatasync once this many messages are unflushed (`flush.messages=N`).
+    Messages(u64),
+    /// fdatasync from the housekeeping tick when the oldest unflushed write is this old
+    /// (`flush.ms=N`).
+    IntervalMs(u64),
+    /// Nothing flushes on its own; acks=all producers still wait for a grouped fdatasync. The
+    /// default: durable acknowledgements on a single node, at the cost of one shared sync.
+    OnAck,
+    /// Leave it to the OS (`flush.messages` set to its Kafka default, Long.MAX_VALUE): acks=all
+    /// does not wait for a sync. Acknowledged data can be lost on power failure.
+    Never,
+}
+
+/// Configuration of one partition log. Field names follow Kafka's topic config keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `segment.bytes`: roll the active segment past this size.
+    pub segment_bytes: u64,
+    /// `segment.ms`: roll the active segment when it is this old and not empty.
+    pub segment_ms: u64,
+    /// `index.interval.bytes`: one offset index entry per this many log bytes.
+    pub index_interval_bytes: u32,
+    /// `rill.preallocate.step.bytes`: how far ahead of the write position the active segment is
+    /// preallocated. Bounded so that idle partitions do not reserve whole segments.
+    pub preallocate_step_bytes: u64,
+    /// `retention.ms`; -1 keeps data forever.
+    pub retention_ms: i64,
+    /// `retention.bytes`; -1 means no size limit.
+    pub retention_bytes: i64,
+    /// `max.message.bytes`: the largest record batch accepted.
+    pub max_message_bytes: u32,
+    /// `flush.messages`; `None` when unset.
+    pub flush_messages: Option<u64>,
+    /// `flush.ms`; `None` when unset.
+    pub flush_ms: Option<u64>,
+    /// `cleanup.policy`: stored for the cleaner that a later issue builds.
+    pub cleanup_policy: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: GIB,
+            segment_ms: 7 * DAY_MS,
+            index_interval_bytes: 4096,
+            preallocate_step_bytes: 16 * MIB,
+            retention_ms: 7 * DAY_MS as i64,
+            retention_bytes: -1,
+            max_message_bytes: 1024 * 1024 + 12,
+            flush_messages: None,
+            flush_ms: None,
+            cleanup_policy: "delete".to_string(),
+        }
+    }
+}
+
+/// Kafka's default for `flush.messages`/`flush.ms`: "never".
+const KAFKA_NEVER: u64 = i64::MAX as u64;
+
+impl LogConfig {
+    /// Every key [`LogConfig::set`] accepts.
+    pub const KEYS: [&'static str; 10] = [
+        "segment.bytes",
+        "segment.ms",
+        "index.interval.bytes",
+        "rill.preallocate.step.bytes",
+        "retention.ms",
+        "retention.bytes",
+        "max.message.bytes",
+        "flush.messages",
+        "flush.ms",
+        "cleanup.policy",
+    ];
+
+    /// The flush policy these settings describe.
+    pub fn flush_policy(&self) -> FlushPolicy {
+        match (self.flush_messages, self.flush_ms) {
+            (Some(1), _) | (_, Some(0)) => FlushPolicy::EveryAppend,
+            (Some(n), _) if n < KAFKA_NEVER => FlushPolicy::Messages(n),
+            (_, Some(ms)) if ms < KAFKA_NEVER => FlushPolicy::IntervalMs(ms),
+            (None, None) => FlushPolicy::OnAck,
+            _ => FlushPolicy::Never,
+        }
+    }
+
+    /// Applies one topic config. Unknown keys and bad values are errors that name the key.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let invalid = |reason: &str| StorageError::InvalidConfig {
+            key: key.to_string(),
+            reason: reason.to_string(),
+        };
+        let int = |min: i64| -> Result<i64> {
+            let v: i64 = value
+                .trim()
+                .parse()
+                .map_err(|_| invalid(&format!("{value:?} is not an integer")))?;
+            if v < min {
+                return Err(invalid(&format!("{v} is below the minimum {min}")));
+            }
+            Ok(v)
+        };
+        match key {
+            "segment.bytes" => {
+                // File positions in the offset index are 4 bytes, as in Kafka.
+                let v = int(14)?;
+                if v > i64::from(i32::MAX) {
+                    return Err(invalid("above 2147483647"));
+                }
+                self.segment_bytes = v as u64
+            }
+            "segment.ms" => self.segment_ms = int(1)? as u64,
+            "index.interval.bytes" => {
+                self.index_interval_bytes =
+                    u32::try_from(int(0)?).map_err(|_| invalid("too large"))?
+            }
+            "rill.preallocate.step.bytes" => self.preallocate_step_bytes = int(0)? as u64,
+            "retention.ms" => self.retention_ms = int(-1)?,
+            "retention.bytes" => self.retention_bytes = int(-1)?,
+            "max.message.bytes" => {
+                self.max_message_bytes = u32::try_from(int(0)?).map_err(|_| invalid("too large"))?
+            }
+            "flush.messages" => self.flush_messages = Some(int(1)? as u64),
+            "flush.ms" => self.flush_ms = Some(int(0)? as u64),
+            "cleanup.policy" => {
+                let ok = value
+                    .split(',')
+                    .all(|p| matches!(p.trim(), "delete" | "compact"));
+                if !ok || value.trim().is_empty() {
+                    return Err(invalid("must be delete, compact or both"));
+                }
+                self.cleanup_policy = value.trim().to_string();
+            }
+            _ => return Err(invalid("unknown topic config")),
+        }
+        Ok(())
+    }
+
+    /// Resets one key to its default (IncrementalAlterConfigs DELETE).
+    pub fn reset(&mut self, key: &str) -> Result<()> {
+        let default = LogConfig::default();
+        let value = default
+            .value_of(key)
+            .ok_or_else(|| StorageError::InvalidConfig {
+                key: key.to_string(),
+                reason: "unknown topic config".to_string(),
+            })?;
+        match key {
+            "flush.messages" => self.flush_messages = None,
+            "flush.ms" => self.flush_ms = None,
+            _ => self.set(key, &value)?,
+        }
+        Ok(())
+    }
+
+    fn value_of(&self, key: &str) -> Option<String> {
+        Some(match key {
+            "segment.bytes" => self.segment_bytes.to_string(),
+            "segment.ms" => self.segment_ms.to_string(),
+            "index.interval.bytes" => self.index_interval_bytes.to_string(),
+            "rill.preallocate.step.bytes" => self.preallocate_step_bytes.to_string(),
+            "retention.ms" => self.retention_ms.to_string(),
+            "retention.bytes" => self.retention_bytes.to_string(),
+            "max.message.bytes" => self.max_message_bytes.to_string(),
+            "flush.messages" => self.flush_messages.unwrap_or(KAFKA_NEVER).to_string(),
+            "flush.ms" => self.flush_ms.unwrap_or(KAFKA_NEVER).to_string(),
+            "cleanup.policy" => self.cleanup_policy.clone(),
+            _ => return None,
+        })
+    }
+
+    /// `(key, value, is_default)` for every supported key, for DescribeConfigs.
+    pub fn entries(&self) -> Vec<(&'static str, String, bool)> {
+        let default = LogConfig::default();
+        Self::KEYS
+            .iter()
+            .map(|&key| {
+                let value = self.value_of(key).expect("KEYS lists only known keys");
+                let is_default = default.value_of(key) == Some(value.clone());
+                (key, value, is_default)
+            })
+            .collect()
+    }
+
+    /// Checks relations between settings that each key alone cannot.
+    pub fn validate(&self) -> Result<()> {
+        if self.segment_bytes < 14 {
+            return Err(StorageError::InvalidConfig {
+                key: "segment.bytes".into(),
+                reason: "below 14".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_reset_and_entries_round_trip() {
+        let mut c = LogConfig::default();
+        assert_eq!(c.flush_policy(), FlushPolicy::OnAck);
+        c.set("flush.messages", "1").unwrap();
+        assert_eq!(c.flush_policy(), FlushPolicy::EveryAppend);
+        c.set("flush.messages", "100").unwrap();
+        assert_eq!(c.flush_policy(), FlushPolicy::Messages(100));
+        c.set("flush.messages", &i64::MAX.to_string()).unwrap();
+        assert_eq!(c.flush_policy(), FlushPolicy::Never);
+        c.reset("flush.messages").unwrap();
+        c.set("retention.ms", "-1").unwrap();
+        let e = c.entries();
+        assert!(e.contains(&("retention.ms", "-1".to_string(), false)));
+        assert!(e.contains(&("segment.bytes", GIB.to_string(), true)));
+        assert_eq!(e.len(), LogConfig::KEYS.len());
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let mut c = LogConfig::default();
+        for (k, v) in [
+            ("segment.bytes", "x"),
+            ("segment.bytes", "3"),
+            ("nope", "1"),
+            ("cleanup.policy", "zap"),
+        ] {
+            match c.set(k, v) {
+                Err(StorageError::InvalidConfig { key, .. }) => assert_eq!(key, k),
+                other => panic!("{k}={v} gave {other:?}"),
+            }
+        }
+        assert_eq!(c, LogConfig::default());
+    }
+}

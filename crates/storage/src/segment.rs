@@ -1,0 +1,587 @@
+//! One segment of a partition log (Kafka's `LogSegment`): the `.log` file of record batches
+//! starting at `base_offset`, its `.index` and `.timeindex`. Not thread-safe: the owning
+//! [`crate::log::Log`] serializes access under its lock.
+//!
+//! The active segment is preallocated in bounded steps ahead of the write position and written
+//! with pwrite; bytes past `size` are zeros (or garbage after a crash) and never read. When the
+//! segment is sealed its file is truncated to `size`.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::batch::{BatchHeader, HEADER_SIZE};
+use crate::error::{Result, StorageError};
+use crate::fd_cache::{FdCache, FileKind};
+use crate::file_io::{FileIo, IoFile};
+use crate::offset_index::{self, OffsetEntry, OffsetIndex};
+use crate::recovery::{self, ScanEnd};
+use crate::time_index::{self, TimeEntry, TimeIndex};
+
+/// The file operations and open-file cache every segment of a data directory shares.
+#[derive(Debug, Clone)]
+pub struct Files {
+    pub io: Arc<dyn FileIo>,
+    pub cache: Arc<FdCache>,
+}
+
+/// `00000000000000000042.log`: the base offset, zero-padded to 20 digits, as Kafka names them.
+pub fn file_name(base_offset: i64, extension: &str) -> String {
+    format!("{base_offset:020}.{extension}")
+}
+
+/// The largest batch recovery will consider (bounded by the file, too): large enough for any
+/// `max.message.bytes` a topic had when the batch was written.
+const RECOVERY_MAX_BATCH_BYTES: usize = i32::MAX as usize;
+
+#[derive(Debug)]
+pub struct Segment {
+    /// Cache key of this segment's files; unique per process.
+    pub id: u64,
+    pub base_offset: i64,
+    log_path: PathBuf,
+    /// Bytes of valid batches.
+    pub size: u64,
+    /// Bytes reserved in the file (active segment); `size <= allocated`.
+    allocated: u64,
+    /// Offset after the last batch.
+    pub next_offset: i64,
+    /// Largest batch max timestamp, and the base offset of its batch; -1 when unknown or empty.
+    pub max_timestamp: i64,
+    pub offset_of_max_timestamp: i64,
+    /// Base timestamp of the first batch (segment.ms rolls), if any.
+    pub first_timestamp: Option<i64>,
+    bytes_since_index: u64,
+    /// `index.interval.bytes` in force: the log sets it before each append.
+    pub index_interval_bytes: u64,
+    last_time_entry: Option<TimeEntry>,
+    pub offset_index: OffsetIndex,
+    pub time_index: TimeIndex,
+    /// Written since the last fdatasync.
+    pub dirty: bool,
+    pub sealed: bool,
+}
+
+impl Segment {
+    fn new(files: &Files, dir: &Path, base_offset: i64) -> Segment {
+        Segment {
+            id: files.cache.segment_id(),
+            base_offset,
+            log_path: dir.join(file_name(base_offset, "log")),
+            size: 0,
+            allocated: 0,
+            next_offset: base_offset,
+            max_timestamp: -1,
+            offset_of_max_timestamp: -1,
+            first_timestamp: None,
+            bytes_since_index: 0,
+            index_interval_bytes: DEFAULT_INDEX_INTERVAL,
+            last_time_entry: None,
+            offset_index: OffsetIndex::active(
+                dir.join(file_name(base_offset, "index")),
+                Vec::new(),
+            ),
+            time_index: TimeIndex::active(
+                dir.join(file_name(base_offset, "timeindex")),
+                Vec::new(),
+            ),
+            dirty: false,
+            sealed: false,
+        }
+    }
+
+    /// Creates the files of a new, empty active segment. The directory entry becomes durable at
+    /// the log's next flush, which syncs the directory first.
+    pub fn create(files: &Files, dir: &Path, base_offset: i64) -> Result<Segment> {
+        let segment = Segment::new(files, dir, base_offset);
+        let log = segment.log_file(files, true)?;
+        files
+            .io
+            .set_len(&log, 0)
+            .map_err(|e| StorageError::io("truncate", &segment.log_path, e))?;
+        for (kind, path) in [
+            (FileKind::OffsetIndex, segment.offset_index.path()),
+            (FileKind::TimeIndex, segment.time_index.path()),
+        ] {
+            let f = files
+                .cache
+                .get((segment.id, kind), &*files.io, path, true)
+                .map_err(|e| StorageError::io("create", path, e))?;
+            files
+                .io
+                .set_len(&f, 0)
+                .map_err(|e| StorageError::io("truncate", path, e))?;
+        }
+        Ok(segment)
+    }
+
+    /// Opens a segment that lies wholly before the recovery point: its files are trusted, its
+    /// indexes are mapped only when first used. `next_offset` is the next segment's base.
+    pub fn open_sealed(
+        files: &Files,
+        dir: &Path,
+        base_offset: i64,
+        next_offset: i64,
+    ) -> Result<Segment> {
+        let mut segment = Segment::new(files, dir, base_offset);
+        segment.size = std::fs::metadata(&segment.log_path)
+            .map_err(|e| StorageError::io("stat", &segment.log_path, e))?
+            .len();
+        segment.allocated = segment.size;
+        segment.next_offset = next_offset;
+        segment.offset_index = OffsetIndex::sealed(segment.offset_index.path().to_path_buf());
+        segment.time_index = TimeIndex::sealed(segment.time_index.path().to_path_buf());
+        segment.sealed = true;
+        Ok(segment)
+    }
+
+    /// Opens a segment at or after the recovery point: keeps the index entries below
+    /// `recovery_point` that are consistent, then scans and validates the log from there,
+    /// truncating it at the first invalid byte. `durable_end` is the offset the segment is known
+    /// to reach (the recovery point, or the next segment's base when that is lower): a scan that
+    /// stops short of it is retried from the segment's start before it is believed.
+    pub fn recover(
+        files: &Files,
+        dir: &Path,
+        base_offset: i64,
+        recovery_point: i64,
+        durable_end: i64,
+    ) -> Result<(Segment, ScanEnd)> {
+        let (segment, end) =
+            Self::recover_from_index(files, dir, base_offset, recovery_point, true)?;
+        if end.next_offset >= durable_end {
+            return Ok((segment, end));
+        }
+        // Flushed data seems lost: the index entry we started from may be damaged. Scan the
+        // whole segment before believing that.
+        tracing::warn!(
+            segment = base_offset,
+            "recovery from the index lost flushed data; rescanning the whole segment"
+        );
+        Self::recover_from_index(files, dir, base_offset, recovery_point, false)
+    }
+
+    fn recover_from_index(
+        files: &Files,
+        dir: &Path,
+        base_offset: i64,
+        recovery_point: i64,
+        trust_index: bool,
+    ) -> Result<(Segment, ScanEnd)> {
+        let mut segment = Segment::new(files, dir, base_offset);
+        let log = segment.log_file(files, false)?;
+        let file_len = log
+            .file_len()
+            .map_err(|e| StorageError::io("stat", &segment.log_path, e))?;
+        let limit = file_len.min(u64::from(u32::MAX));
+
+        let trusted_offsets = load_prefix::<OffsetEntry>(segment.offset_index.path(), |e| {
+            trust_index
+                && base_offset + i64::from(e.relative_offset) < recovery_point
+                && u64::from(e.position) < limit
+        });
+        let trusted_offsets = longest_sane_prefix(trusted_offsets, |w| {
+            w[0].relative_offset < w[1].relative_offset && w[0].position < w[1].position
+        });
+        let start = trusted_offsets.last().copied();
+        let (start_pos, start_offset) = match start {
+            Some(e) => (
+                u64::from(e.position),
+                base_offset + i64::from(e.relative_offset),
+            ),
+            None => (0, base_offset),
+        };
+        let trusted_times = load_prefix::<TimeEntry>(segment.time_index.path(), |e| {
+            base_offset + i64::from(e.relative_offset) < start_offset
+        });
+        let trusted_times = longest_sane_prefix(trusted_times, |w| {
+            w[0].timestamp < w[1].timestamp && w[0].relative_offset < w[1].relative_offset
+        });
+        segment.last_time_entry = trusted_times.last().copied();
+        if let Some(t) = segment.last_time_entry {
+            segment.max_timestamp = t.timestamp;
+            segment.offset_of_max_timestamp = base_offset + i64::from(t.relative_offset);
+        }
+        segment.offset_index =
+            OffsetIndex::active(segment.offset_index.path().to_path_buf(), trusted_offsets);
+        segment.time_index =
+            TimeIndex::active(segment.time_index.path().to_path_buf(), trusted_times);
+        segment.size = start_pos;
+        segment.next_offset = start_offset;
+        segment.bytes_since_index = 0;
+        let end = recovery::scan(
+            &log,
+            start_pos,
+            limit,
+            start_offset,
+            RECOVERY_MAX_BATCH_BYTES,
+            |pos, h| {
+                segment.track_batch(pos, h);
+            },
+        )
+        .map_err(|e| StorageError::io("read", &segment.log_path, e))?;
+        debug_assert_eq!(end.valid_end, segment.size);
+        debug_assert_eq!(end.next_offset, segment.next_offset);
+        segment.allocated = file_len;
+        if segment.first_timestamp.is_none() && segment.size > 0 {
+            segment.first_timestamp = segment.read_header(files, 0)?.map(|h| h.base_timestamp);
+        }
+        // The index files may hold stale entries past what we kept: rewrite them whole.
+        let offsets = segment.offset_index.to_vec();
+        let times = segment.time_index.to_vec();
+        segment
+            .offset_index
+            .rebuild(offsets, &*files.io)
+            .map_err(|e| StorageError::io("write", segment.offset_index.path(), e))?;
+        segment
+            .time_index
+            .rebuild(times, &*files.io)
+            .map_err(|e| StorageError::io("write", segment.time_index.path(), e))?;
+        files.cache.forget(segment.id);
+        segment.dirty = true;
+        Ok((segment, end))
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    pub fn log_file(&self, files: &Files, create: bool) -> Result<Arc<IoFile>> {
+        files
+            .cache
+            .get((self.id, FileKind::Log), &*files.io, &self.log_path, create)
+            .map_err(|e| StorageError::io("open", &self.log_path, e))
+    }
+
+    /// Updates sizes, offsets, timestamps and index entries for a batch written at `position`.
+    fn track_batch(&mut self, position: u64, header: &BatchHeader) {
+        debug_assert_eq!(position, self.size);
+        debug_assert_eq!(header.base_offset, self.next_offset);
+        if self.first_timestamp.is_none() {
+            self.first_timestamp = Some(header.base_timestamp);
+        }
+        if header.max_timestamp > self.max_timestamp {
+            self.max_timestamp = header.max_timestamp;
+            self.offset_of_max_timestamp = header.base_offset;
+        }
+        if self.bytes_since_index >= self.index_interval_bytes && position > 0 {
+            self.add_index_entries(header.base_offset, position);
+        }
+        let size = header.total_size() as u64;
+        self.bytes_since_index += size;
+        self.size = position + size;
+        self.next_offset = header.last_offset() + 1;
+    }
+
+    fn add_index_entries(&mut self, offset: i64, position: u64) {
+        self.offset_index.push(OffsetEntry {
+            relative_offset: self.relative(offset),
+            position: position as u32,
+        });
+        self.bytes_since_index = 0;
+        self.maybe_add_time_entry();
+    }
+
+    fn maybe_add_time_entry(&mut self) {
+        if self.max_timestamp >= 0
+            && self
+                .last_time_entry
+                .is_none_or(|t| self.max_timestamp > t.timestamp)
+        {
+            let entry = TimeEntry {
+                timestamp: self.max_timestamp,
+                relative_offset: self.relative(self.offset_of_max_timestamp),
+            };
+            if self
+                .last_time_entry
+                .is_none_or(|t| entry.relative_offset > t.relative_offset)
+            {
+                self.time_index.push(entry);
+                self.last_time_entry = Some(entry);
+            }
+        }
+    }
+
+    fn relative(&self, offset: i64) -> u32 {
+        let rel = offset - self.base_offset;
+        debug_assert!(
+            (0..=i64::from(i32::MAX)).contains(&rel),
+            "offset {offset} outside segment {}",
+            self.base_offset
+        );
+        rel as u32
+    }
+
+    /// Whether `records` more offsets still fit the 4-byte relative offsets of the index.
+    pub fn offsets_fit(&self, last_offset: i64) -> bool {
+        last_offset - self.base_offset <= i64::from(i32::MAX)
+    }
+
+    /// Writes already-validated batches (with offsets assigned) at the end of the segment as one
+    /// pwritev, after making sure the space is allocated. On error nothing is recorded as
+    /// written: the bytes past `size` are ignored and overwritten by the next append.
+    pub fn append(
+        &mut self,
+        files: &Files,
+        bufs: &[&[u8]],
+        headers: &[BatchHeader],
+        preallocate_step_bytes: u64,
+        index_interval_bytes: u32,
+    ) -> Result<()> {
+        debug_assert!(!self.sealed);
+        let len: u64 = headers.iter().map(|h| h.total_size() as u64).sum();
+        debug_assert_eq!(len, bufs.iter().map(|b| b.len() as u64).sum::<u64>());
+        let log = self.log_file(files, false)?;
+        let end = self.size + len;
+        if end > self.allocated {
+            let step = preallocate_step_bytes.max(1);
+            let target = end.div_ceil(step) * step;
+            files
+                .io
+                .allocate(&log, target)
+                .map_err(|e| StorageError::io("fallocate", &self.log_path, e))?;
+            self.allocated = target;
+        }
+        files
+            .io
+            .write_at(&log, bufs, self.size)
+            .map_err(|e| StorageError::io("pwrite", &self.log_path, e))?;
+        self.index_interval_bytes = u64::from(index_interval_bytes);
+        let mut position = self.size;
+        for h in headers {
+            self.track_batch(position, h);
+            position += h.total_size() as u64;
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Writes index entries not yet on disk (before the fdatasync of a flush).
+    pub fn write_indexes(&mut self, files: &Files) -> Result<()> {
+        self.offset_index
+            .write_pending(&*files.io, &files.cache, self.id)
+            .map_err(|e| StorageError::io("write", self.offset_index.path(), e))?;
+        self.time_index
+            .write_pending(&*files.io, &files.cache, self.id)
+            .map_err(|e| StorageError::io("write", self.time_index.path(), e))?;
+        Ok(())
+    }
+
+    /// The segment's three files, for a flush to fdatasync outside the log's lock.
+    pub fn files_to_sync(&self, files: &Files) -> Result<[Arc<IoFile>; 3]> {
+        let open = |kind, path: &Path| {
+            files
+                .cache
+                .get((self.id, kind), &*files.io, path, true)
+                .map_err(|e| StorageError::io("open", path, e))
+        };
+        Ok([
+            self.log_file(files, false)?,
+            open(FileKind::OffsetIndex, self.offset_index.path())?,
+            open(FileKind::TimeIndex, self.time_index.path())?,
+        ])
+    }
+
+    /// Stops being the active segment: records a final time index entry, writes the indexes,
+    /// and gives back the preallocated tail. The caller's next flush syncs it.
+    pub fn seal(&mut self, files: &Files) -> Result<()> {
+        if self.sealed {
+            return Ok(());
+        }
+        self.maybe_add_time_entry();
+        self.write_indexes(files)?;
+        if self.allocated != self.size {
+            let log = self.log_file(files, false)?;
+            files
+                .io
+                .set_len(&log, self.size)
+                .map_err(|e| StorageError::io("truncate", &self.log_path, e))?;
+            self.allocated = self.size;
+        }
+        self.offset_index.seal();
+        self.time_index.seal();
+        self.sealed = true;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Makes the indexes usable for lookups: maps a sealed segment's index files, rebuilding
+    /// them from the log when missing or inconsistent.
+    pub fn ensure_indexes(&mut self, files: &Files) -> Result<()> {
+        if self.offset_index.is_loaded() && self.time_index.is_loaded() {
+            return Ok(());
+        }
+        let (size, next_rel) = (self.size, (self.next_offset - self.base_offset) as u64);
+        let offsets_ok = self
+            .offset_index
+            .load(|e| offset_index::is_sane(e, size, next_rel))
+            .map_err(|e| StorageError::io("map", self.offset_index.path(), e))?;
+        let times_ok = self
+            .time_index
+            .load(|e| time_index::is_sane(e, next_rel))
+            .map_err(|e| StorageError::io("map", self.time_index.path(), e))?;
+        if offsets_ok && times_ok {
+            if let Some(t) = self.time_index.last() {
+                self.max_timestamp = t.timestamp;
+                self.offset_of_max_timestamp = self.base_offset + i64::from(t.relative_offset);
+            }
+            return Ok(());
+        }
+        tracing::warn!(segment = %self.log_path.display(), "rebuilding inconsistent or missing index");
+        self.rebuild_indexes(files)
+    }
+
+    /// Scans the whole (sealed) segment and writes fresh index files.
+    fn rebuild_indexes(&mut self, files: &Files) -> Result<()> {
+        let log = self.log_file(files, false)?;
+        let mut scratch = Segment::new(
+            files,
+            self.log_path.parent().unwrap_or(Path::new(".")),
+            self.base_offset,
+        );
+        let end = recovery::scan(
+            &log,
+            0,
+            self.size,
+            self.base_offset,
+            RECOVERY_MAX_BATCH_BYTES,
+            |pos, h| scratch.track_batch(pos, h),
+        )
+        .map_err(|e| StorageError::io("read", &self.log_path, e))?;
+        if end.valid_end != self.size || end.next_offset != self.next_offset {
+            return Err(StorageError::Corrupt {
+                path: self.log_path.clone(),
+                reason: format!(
+                    "sealed segment holds valid batches up to byte {} (offset {}), expected {} (offset {})",
+                    end.valid_end, end.next_offset, self.size, self.next_offset
+                ),
+            });
+        }
+        scratch.maybe_add_time_entry();
+        files.cache.forget(self.id);
+        self.offset_index
+            .rebuild(scratch.offset_index.to_vec(), &*files.io)
+            .map_err(|e| StorageError::io("write", self.offset_index.path(), e))?;
+        self.time_index
+            .rebuild(scratch.time_index.to_vec(), &*files.io)
+            .map_err(|e| StorageError::io("write", self.time_index.path(), e))?;
+        self.max_timestamp = scratch.max_timestamp;
+        self.offset_of_max_timestamp = scratch.offset_of_max_timestamp;
+        Ok(())
+    }
+
+    /// Reads the batch header at `position`, if a whole header lies before `size`.
+    pub fn read_header(&self, files: &Files, position: u64) -> Result<Option<BatchHeader>> {
+        if position + HEADER_SIZE as u64 > self.size {
+            return Ok(None);
+        }
+        let log = self.log_file(files, false)?;
+        let mut buf = [0u8; HEADER_SIZE];
+        let n = log
+            .read_at(&mut buf, position)
+            .map_err(|e| StorageError::io("read", &self.log_path, e))?;
+        Ok(BatchHeader::parse(&buf[..n]))
+    }
+
+    /// The file position of the batch holding `offset` and that batch's header: an index
+    /// lookup, then a walk over at most `index.interval.bytes` of headers.
+    pub fn find_batch(&mut self, files: &Files, offset: i64) -> Result<Option<(u64, BatchHeader)>> {
+        self.ensure_indexes(files)?;
+        let rel = offset
+            .saturating_sub(self.base_offset)
+            .clamp(0, i64::from(u32::MAX)) as u32;
+        let mut position = self
+            .offset_index
+            .floor(|e| e.relative_offset <= rel)
+            .map_or(0, |e| u64::from(e.position));
+        // Bounded by the segment size: each step moves past one batch.
+        while let Some(h) = self.read_header(files, position)? {
+            if h.last_offset() >= offset {
+                return Ok(Some((position, h)));
+            }
+            position += h.total_size() as u64;
+        }
+        Ok(None)
+    }
+
+    /// The largest batch boundary at or below `limit` (at least `from`), found through the
+    /// index and a short header walk, so a read can end on a whole batch.
+    pub fn batch_boundary_at_or_below(
+        &mut self,
+        files: &Files,
+        from: u64,
+        limit: u64,
+    ) -> Result<u64> {
+        if limit >= self.size {
+            return Ok(self.size);
+        }
+        self.ensure_indexes(files)?;
+        let mut position = self
+            .offset_index
+            .floor(|e| u64::from(e.position) <= limit)
+            .map_or(from, |e| u64::from(e.position).max(from));
+        // Bounded: at most index.interval.bytes of batches past the indexed position.
+        while let Some(h) = self.read_header(files, position)? {
+            let next = position + h.total_size() as u64;
+            if next > limit {
+                break;
+            }
+            position = next;
+        }
+        Ok(position)
+    }
+
+    /// Where to start looking for the first record with a timestamp at or after `timestamp`.
+    pub fn time_lookup_position(&mut self, files: &Files, timestamp: i64) -> Result<u64> {
+        self.ensure_indexes(files)?;
+        let Some(entry) = self.time_index.floor(|e| e.timestamp < timestamp) else {
+            return Ok(0);
+        };
+        let offset = self.base_offset + i64::from(entry.relative_offset);
+        Ok(self.find_batch(files, offset)?.map_or(0, |(pos, _)| pos))
+    }
+
+    /// Removes the segment's files (retention, or recovery dropping segments after a torn one).
+    /// Readers holding the log file open keep reading it until they drop it.
+    pub fn delete_files(&self, files: &Files) -> Result<()> {
+        files.cache.forget(self.id);
+        for path in [
+            self.log_path.as_path(),
+            self.offset_index.path(),
+            self.time_index.path(),
+        ] {
+            match std::fs::remove_file(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StorageError::io("delete", path, e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Kafka's `index.interval.bytes` default, used until the log sets its own.
+const DEFAULT_INDEX_INTERVAL: u64 = 4096;
+
+/// Loads an index file's entries while `keep` holds; a missing or ragged file yields the
+/// whole entries before the damage.
+fn load_prefix<E: crate::index::IndexEntry>(path: &Path, keep: impl Fn(&E) -> bool) -> Vec<E> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Vec::new();
+    };
+    bytes
+        .chunks_exact(E::SIZE)
+        .map(E::decode)
+        .take_while(|e| keep(e))
+        .collect()
+}
+
+/// The longest prefix of `entries` in which every adjacent pair satisfies `ordered`.
+fn longest_sane_prefix<E: Copy>(mut entries: Vec<E>, ordered: impl Fn(&[E]) -> bool) -> Vec<E> {
+    let good = entries
+        .windows(2)
+        .position(|w| !ordered(w))
+        .map_or(entries.len(), |i| i + 1);
+    entries.truncate(good);
+    entries
+}

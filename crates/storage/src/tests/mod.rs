@@ -1,0 +1,1 @@
+//! Cross-module tests: see the submodules.
