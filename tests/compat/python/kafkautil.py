@@ -17,7 +17,27 @@ def create_topic(bootstrap, name, partitions=1, config=None):
                                      config=config or {})], operation_timeout=OP_TIMEOUT_S)
     futs[name].result(timeout=OP_TIMEOUT_S)
     wait_for_topic(bootstrap, name, partitions)
+    wait_list_offsets(bootstrap, name, partitions)
     return name
+
+
+def wait_list_offsets(bootstrap, name, partitions, timeout_s=OP_TIMEOUT_S):
+    """Metadata can name a leader before that leader serves the partition; an acks=0 produce
+    sent in that window is silently dropped (acks=0 semantics). Wait until ListOffsets answers."""
+    c = consumer(bootstrap)
+    try:
+        deadline = time.monotonic() + timeout_s
+        for part in range(partitions):
+            while True:
+                try:
+                    c.get_watermark_offsets(TopicPartition(name, part), timeout=5, cached=False)
+                    break
+                except KafkaException:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.1)
+    finally:
+        c.close()
 
 
 def wait_for_topic(bootstrap, name, partitions, timeout_s=OP_TIMEOUT_S):

@@ -31,6 +31,26 @@ class AdminTest {
         fail("topic " + topic + (present ? " never appeared" : " never disappeared"));
     }
 
+    /**
+     * Metadata can name a leader before that leader serves the partition; an acks=0 produce
+     * sent in that window is dropped silently (acks=0 semantics). Wait until ListOffsets answers.
+     */
+    static void awaitServing(Admin admin, String topic, int partitions) throws Exception {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
+        Map<org.apache.kafka.common.TopicPartition, org.apache.kafka.clients.admin.OffsetSpec> req = new java.util.HashMap<>();
+        for (int i = 0; i < partitions; i++)
+            req.put(new org.apache.kafka.common.TopicPartition(topic, i), org.apache.kafka.clients.admin.OffsetSpec.latest());
+        while (true) {
+            try {
+                admin.listOffsets(req).all().get(10, TimeUnit.SECONDS);
+                return;
+            } catch (ExecutionException e) {
+                if (System.nanoTime() > deadline) throw e;
+                Thread.sleep(100);
+            }
+        }
+    }
+
     @Test
     void createDescribeDeleteTopics() throws Exception {
         String topic = Broker.uniqueTopic("admin");

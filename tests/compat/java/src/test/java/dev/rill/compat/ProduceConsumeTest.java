@@ -36,6 +36,7 @@ class ProduceConsumeTest {
         try (Admin admin = Admin.create(Broker.props())) {
             admin.createTopics(List.of(new NewTopic(topic, partitions, (short) 1))).all().get(30, TimeUnit.SECONDS);
             AdminTest.awaitTopic(admin, topic, true);
+            AdminTest.awaitServing(admin, topic, partitions);
         }
         return topic;
     }
