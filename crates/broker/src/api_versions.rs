@@ -1,0 +1,108 @@
+//! ApiVersions (key 18): which APIs and versions this broker speaks.
+//!
+//! [`SUPPORTED`] is the single source of truth: the dispatcher refuses anything outside it,
+//! and ApiVersions advertises exactly it. Each range is what we implement, intersected with
+//! what the `kafka-protocol` crate (0.18) can decode and encode; a unit test checks the
+//! latter.
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
+
+use crate::error::{ConnectionError, NONE};
+use crate::frame::HeaderPrefix;
+use crate::response::{self, Response};
+
+/// (api, min version, max version) for every API we serve.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 11),
+    (ApiKey::Fetch, 4, 16),
+    (ApiKey::ListOffsets, 1, 8),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::SaslAuthenticate, 0, 2),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::DescribeCluster, 0, 2),
+];
+
+/// The version range we serve for `api_key`, if any.
+pub fn supported_range(api_key: i16) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(key, _, _)| *key as i16 == api_key)
+        .map(|&(_, min, max)| (min, max))
+}
+
+fn api_version_list() -> Vec<ApiVersion> {
+    SUPPORTED
+        .iter()
+        .map(|&(key, min, max)| {
+            ApiVersion::default()
+                .with_api_key(key as i16)
+                .with_min_version(min)
+                .with_max_version(max)
+        })
+        .collect()
+}
+
+/// Answers a supported ApiVersions request.
+pub fn handle(_request: ApiVersionsRequest) -> ApiVersionsResponse {
+    ApiVersionsResponse::default()
+        .with_error_code(NONE)
+        .with_api_keys(api_version_list())
+}
+
+/// Answers an ApiVersions request whose version is newer than ours. Per KIP-511 the broker
+/// replies in the v0 format (which every client can read) with UNSUPPORTED_VERSION and at
+/// least its ApiVersions range; the client then retries with a version we support.
+///
+/// # Errors
+/// Encoding failure (a bug).
+pub fn unsupported_version(prefix: HeaderPrefix) -> Result<Response, ConnectionError> {
+    let body = ApiVersionsResponse::default()
+        .with_error_code(ResponseError::UnsupportedVersion.code())
+        .with_api_keys(api_version_list());
+    response::encode(ApiKey::ApiVersions as i16, 0, prefix.correlation_id, &body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advertised_ranges_are_within_the_crate() {
+        for &(key, min, max) in SUPPORTED {
+            let crate_range = key.valid_versions();
+            assert!(min <= max, "{key:?}");
+            assert!(
+                min >= crate_range.min,
+                "{key:?} min {min} < {}",
+                crate_range.min
+            );
+            assert!(
+                max <= crate_range.max,
+                "{key:?} max {max} > {}",
+                crate_range.max
+            );
+        }
+    }
+
+    #[test]
+    fn keys_are_unique() {
+        for (i, a) in SUPPORTED.iter().enumerate() {
+            for b in &SUPPORTED[i + 1..] {
+                assert_ne!(a.0 as i16, b.0 as i16);
+            }
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! The broker as a whole: startup (storage recovery, registry, bind), run, shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rill_storage::{LogManager, LogManagerConfig};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::error::BrokerError;
+use crate::listener;
+use crate::metrics::Metrics;
+use crate::response_writer::WriteMode;
+use crate::state::{BrokerState, Endpoint};
+use crate::topics::TopicRegistry;
+
+/// Broker settings; the `rill serve` flags map onto these one to one.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Address to bind, `host:port`; port 0 picks a free port, which is then advertised.
+    pub listen: String,
+    /// Root of the partition directories and the topic registry.
+    pub data_dir: PathBuf,
+    /// Partitions of auto-created topics and of CreateTopics with `num_partitions = -1`.
+    pub num_partitions: i32,
+    /// `auto.create.topics.enable`: create unknown topics on Metadata and Produce.
+    pub auto_create_topics: bool,
+    /// Connections served at once; further clients wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// `socket.request.max.bytes`: larger request frames close the connection.
+    pub socket_request_max_bytes: u32,
+    /// How fetch responses send record bytes.
+    pub write_mode: WriteMode,
+    /// This broker's node id in Metadata; a single node is its own controller.
+    pub node_id: i32,
+    /// Bound on storage's open segment files; 0 lets storage pick (half the fd limit).
+    pub max_open_files: usize,
+    /// How long shutdown waits for connections to finish their current request.
+    pub shutdown_grace_ms: u64,
+    /// Period of `LogManager::tick` (retention, flush.ms, segment.ms).
+    pub tick_interval_ms: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            listen: "127.0.0.1:9092".into(),
+            data_dir: PathBuf::from("rill-data"),
+            num_partitions: 1,
+            auto_create_topics: true,
+            max_connections: 1000,
+            socket_request_max_bytes: 104_857_600,
+            write_mode: WriteMode::Sendfile,
+            node_id: 0,
+            max_open_files: 0,
+            shutdown_grace_ms: 10_000,
+            tick_interval_ms: 1000,
+        }
+    }
+}
+
+/// A started broker: storage recovered, socket bound, not yet accepting.
+pub struct Broker {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    state: Arc<BrokerState>,
+}
+
+impl Broker {
+    /// Opens storage (recovering every log found), loads the topic registry and binds the
+    /// listener. When this returns the broker is ready: the caller prints its address and
+    /// calls [`Broker::run`].
+    ///
+    /// # Errors
+    /// Storage that cannot be opened, a corrupt registry, or an address that cannot be bound.
+    pub async fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
+        let mut logs_config = LogManagerConfig::new(config.data_dir.clone());
+        logs_config.max_open_files = config.max_open_files;
+        let (logs, topics) = tokio::task::spawn_blocking(move || open_storage(logs_config))
+            .await
+            .map_err(|source| BrokerError::Join {
+                op: "opening storage",
+                source,
+            })??;
+        let listener =
+            TcpListener::bind(&config.listen)
+                .await
+                .map_err(|source| BrokerError::Bind {
+                    addr: config.listen.clone(),
+                    source,
+                })?;
+        let local_addr = listener.local_addr().map_err(|source| BrokerError::Bind {
+            addr: config.listen.clone(),
+            source,
+        })?;
+        let advertised = advertised_endpoint(local_addr);
+        tracing::info!(
+            addr = %local_addr,
+            data_dir = %config.data_dir.display(),
+            cluster_id = topics.cluster_id(),
+            topics = topics.all().len(),
+            "broker ready"
+        );
+        let state = BrokerState::new(config, logs, topics, advertised, now_ms());
+        Ok(Broker {
+            listener,
+            local_addr,
+            state: Arc::new(state),
+        })
+    }
+
+    /// The bound address (with the real port when the config asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The broker's counters, live; keep the `Arc` to read them after `run` returns.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.state.metrics)
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets connections finish the
+    /// request they are handling (up to `shutdown_grace_ms`), and closes storage.
+    ///
+    /// # Errors
+    /// Storage failing to close cleanly (the next start recovers).
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), BrokerError> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let ticker = tokio::spawn(tick_loop(Arc::clone(&self.state), stop_rx));
+        listener::run(self.listener, Arc::clone(&self.state), shutdown).await;
+        // The ticker may be between ticks or inside one; either way it stops at its next
+        // await, and we wait for it so tick and close never overlap.
+        let _ = stop_tx.send(true);
+        if let Err(e) = ticker.await {
+            tracing::warn!(error = %e, "tick task failed");
+        }
+        let logs = Arc::clone(&self.state.logs);
+        let closed = tokio::task::spawn_blocking(move || logs.close())
+            .await
+            .map_err(|source| BrokerError::Join {
+                op: "closing storage",
+                source,
+            })?;
+        let metrics = self.state.metrics.snapshot();
+        tracing::info!(
+            rill_sendfile_bytes_total = metrics.sendfile_bytes_total,
+            rill_copied_bytes_total = metrics.copied_bytes_total,
+            rill_requests_total = metrics.requests_total,
+            rill_connections_accepted_total = metrics.connections_accepted_total,
+            rill_produced_bytes_total = metrics.produced_bytes_total,
+            "broker stopped"
+        );
+        closed.map_err(|source| BrokerError::Storage {
+            op: "closing",
+            source,
+        })
+    }
+}
+
+fn open_storage(
+    config: LogManagerConfig,
+) -> Result<(Arc<LogManager>, Arc<TopicRegistry>), BrokerError> {
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|source| BrokerError::Storage {
+        op: "creating the data directory",
+        source: rill_storage::StorageError::Io {
+            op: "create_dir_all",
+            path: data_dir.clone(),
+            source,
+        },
+    })?;
+    let logs = LogManager::open(config).map_err(|source| BrokerError::Storage {
+        op: "opening the log manager",
+        source,
+    })?;
+    let topics = TopicRegistry::load(&logs).map_err(|source| BrokerError::Registry {
+        path: data_dir.join(crate::topics::REGISTRY_FILE_NAME),
+        source,
+    })?;
+    Ok((Arc::new(logs), Arc::new(topics)))
+}
+
+/// Clients connect to what Metadata advertises. An unspecified bind address (0.0.0.0, ::)
+/// cannot be connected to, so advertise loopback then; a real deployment would configure
+/// `advertised.listeners` (not implemented yet).
+fn advertised_endpoint(local_addr: SocketAddr) -> Endpoint {
+    let ip = local_addr.ip();
+    let host = if ip.is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        ip.to_string()
+    };
+    Endpoint {
+        host,
+        port: i32::from(local_addr.port()),
+    }
+}
+
+/// Calls `LogManager::tick` every `tick_interval_ms` on the blocking pool until stopped.
+async fn tick_loop(state: Arc<BrokerState>, mut stop: watch::Receiver<bool>) {
+    let period = Duration::from_millis(state.config.tick_interval_ms.max(10));
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+        let logs = Arc::clone(&state.logs);
+        let now = now_ms();
+        match tokio::task::spawn_blocking(move || logs.tick(now)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "storage tick failed"),
+            Err(e) => tracing::error!(error = %e, "storage tick task failed"),
+        }
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch, as Kafka timestamps are.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,349 @@
+//! DescribeConfigs (32), AlterConfigs (33) and IncrementalAlterConfigs (44).
+//!
+//! Topic configs are the ones storage supports (`LogConfig::set` / `entries`); overrides are
+//! kept in the topic registry and applied to every partition's log. Broker configs are
+//! read-only here (they come from the command line) and include the broker's counters
+//! under `rill.metrics.*`, so tools without Rust access can read them too.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
+use kafka_protocol::messages::{
+    alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
+    AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::error::NONE;
+use crate::state::BrokerState;
+use crate::topics::TopicError;
+
+/// ConfigResource.Type values.
+pub const RESOURCE_TOPIC: i8 = 2;
+pub const RESOURCE_BROKER: i8 = 4;
+pub const RESOURCE_BROKER_LOGGER: i8 = 8;
+
+/// ConfigEntry.ConfigSource values.
+pub const CONFIG_SOURCE_DYNAMIC_TOPIC: i8 = 1;
+pub const CONFIG_SOURCE_STATIC_BROKER: i8 = 4;
+pub const CONFIG_SOURCE_DEFAULT: i8 = 5;
+
+/// IncrementalAlterConfigs operations.
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+const OP_SUBTRACT: i8 = 3;
+
+/// ConfigEntry.ConfigType (v3+), so tools can show and validate values.
+fn config_type(name: &str) -> i8 {
+    const BOOLEAN: i8 = 1;
+    const STRING: i8 = 2;
+    const INT: i8 = 3;
+    const LONG: i8 = 5;
+    const LIST: i8 = 7;
+    match name {
+        "segment.bytes" | "index.interval.bytes" | "max.message.bytes" | "num.partitions" => INT,
+        "segment.ms" | "retention.ms" | "retention.bytes" | "flush.messages" | "flush.ms" => LONG,
+        "socket.request.max.bytes" | "max.connections" => INT,
+        "cleanup.policy" => LIST,
+        "auto.create.topics.enable" => BOOLEAN,
+        name if name.starts_with("rill.metrics.") => LONG,
+        _ => STRING,
+    }
+}
+
+fn is_list(name: &str) -> bool {
+    name == "cleanup.policy"
+}
+
+pub fn describe(
+    state: &BrokerState,
+    version: i16,
+    request: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
+    let results = request
+        .resources
+        .into_iter()
+        .map(|resource| {
+            let mut result = DescribeConfigsResult::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name.clone());
+            let entries = match resource.resource_type {
+                RESOURCE_TOPIC => topic_entries(state, resource.resource_name.as_str()),
+                RESOURCE_BROKER => Ok(broker_entries(state)),
+                RESOURCE_BROKER_LOGGER => Ok(Vec::new()),
+                other => Err((
+                    ResponseError::InvalidRequest.code(),
+                    format!("unsupported resource type {other}"),
+                )),
+            };
+            let wanted = resource.configuration_keys.as_ref();
+            match entries {
+                Ok(entries) => {
+                    result.error_code = NONE;
+                    result.configs = entries
+                        .into_iter()
+                        .filter(|e| match wanted {
+                            None => true,
+                            Some(keys) => keys.iter().any(|k| k == &e.name),
+                        })
+                        .map(|e| e.into_result(version, request.include_synonyms))
+                        .collect();
+                }
+                Err((code, text)) => {
+                    result.error_code = code;
+                    result.error_message = Some(StrBytes::from_string(text));
+                }
+            }
+            result
+        })
+        .collect();
+    DescribeConfigsResponse::default().with_results(results)
+}
+
+/// One described config, before encoding.
+struct Entry {
+    name: StrBytes,
+    value: String,
+    source: i8,
+    read_only: bool,
+}
+
+impl Entry {
+    fn into_result(self, version: i16, include_synonyms: bool) -> DescribeConfigsResourceResult {
+        let mut result = DescribeConfigsResourceResult::default()
+            .with_value(Some(StrBytes::from_string(self.value.clone())))
+            .with_read_only(self.read_only)
+            .with_config_source(self.source)
+            .with_is_sensitive(false)
+            .with_config_type(config_type(self.name.as_str()));
+        if include_synonyms && version >= 1 {
+            result.synonyms = vec![DescribeConfigsSynonym::default()
+                .with_name(self.name.clone())
+                .with_value(Some(StrBytes::from_string(self.value)))
+                .with_source(self.source)];
+        }
+        // v0 reported "is_default" instead of a source; the crate maps the field per version.
+        result.name = self.name;
+        result
+    }
+}
+
+fn topic_entries(state: &BrokerState, name: &str) -> Result<Vec<Entry>, (i16, String)> {
+    let Some(meta) = state.topics.get(name) else {
+        return Err((
+            ResponseError::UnknownTopicOrPartition.code(),
+            format!("unknown topic {name}"),
+        ));
+    };
+    let config = meta
+        .log_config()
+        .map_err(|e| (ResponseError::InvalidConfig.code(), e.to_string()))?;
+    Ok(config
+        .entries()
+        .into_iter()
+        .map(|(key, value, _)| Entry {
+            name: StrBytes::from_static_str(key),
+            value,
+            source: if meta.configs.contains_key(key) {
+                CONFIG_SOURCE_DYNAMIC_TOPIC
+            } else {
+                CONFIG_SOURCE_DEFAULT
+            },
+            read_only: false,
+        })
+        .collect())
+}
+
+fn broker_entries(state: &BrokerState) -> Vec<Entry> {
+    let c = &state.config;
+    let m = state.metrics.snapshot();
+    let statics = [
+        ("node.id", c.node_id.to_string()),
+        ("broker.id", c.node_id.to_string()),
+        ("log.dirs", c.data_dir.display().to_string()),
+        ("num.partitions", c.num_partitions.to_string()),
+        (
+            "auto.create.topics.enable",
+            c.auto_create_topics.to_string(),
+        ),
+        ("max.connections", c.max_connections.to_string()),
+        (
+            "socket.request.max.bytes",
+            c.socket_request_max_bytes.to_string(),
+        ),
+        (
+            "rill.metrics.sendfile.bytes.total",
+            m.sendfile_bytes_total.to_string(),
+        ),
+        (
+            "rill.metrics.copied.bytes.total",
+            m.copied_bytes_total.to_string(),
+        ),
+        ("rill.metrics.requests.total", m.requests_total.to_string()),
+        (
+            "rill.metrics.produced.bytes.total",
+            m.produced_bytes_total.to_string(),
+        ),
+    ];
+    statics
+        .into_iter()
+        .map(|(name, value)| Entry {
+            name: StrBytes::from_static_str(name),
+            value,
+            source: CONFIG_SOURCE_STATIC_BROKER,
+            read_only: true,
+        })
+        .collect()
+}
+
+/// Applies `overrides` as the topic's complete override set.
+async fn set_topic_configs(
+    state: &Arc<BrokerState>,
+    name: &str,
+    overrides: BTreeMap<String, String>,
+    validate_only: bool,
+) -> Result<(), (i16, String)> {
+    let name = name.to_string();
+    let outcome: Result<_, TopicError> = state
+        .blocking(move |s| {
+            s.topics
+                .set_configs(&s.logs, &name, overrides, validate_only)
+        })
+        .await;
+    outcome.map(|_| ()).map_err(|e| (e.code(), e.message()))
+}
+
+fn not_alterable(resource_type: i8) -> (i16, String) {
+    if resource_type == RESOURCE_BROKER || resource_type == RESOURCE_BROKER_LOGGER {
+        let text = "broker configs are set on the command line and cannot be altered".into();
+        (ResponseError::InvalidRequest.code(), text)
+    } else {
+        let text = format!("unsupported resource type {resource_type}");
+        (ResponseError::InvalidRequest.code(), text)
+    }
+}
+
+/// AlterConfigs: the given entries replace all of the topic's overrides.
+pub async fn alter(state: &Arc<BrokerState>, request: AlterConfigsRequest) -> AlterConfigsResponse {
+    let mut responses = Vec::with_capacity(request.resources.len());
+    for resource in request.resources {
+        let outcome = if resource.resource_type == RESOURCE_TOPIC {
+            let overrides = resource
+                .configs
+                .iter()
+                .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
+                .collect();
+            let name = resource.resource_name.as_str();
+            set_topic_configs(state, name, overrides, request.validate_only).await
+        } else {
+            Err(not_alterable(resource.resource_type))
+        };
+        let mut response = alter_configs_response::AlterConfigsResourceResponse::default()
+            .with_resource_type(resource.resource_type)
+            .with_resource_name(resource.resource_name);
+        match outcome {
+            Ok(()) => response.error_code = NONE,
+            Err((code, text)) => {
+                response.error_code = code;
+                response.error_message = Some(StrBytes::from_string(text));
+            }
+        }
+        responses.push(response);
+    }
+    AlterConfigsResponse::default().with_responses(responses)
+}
+
+/// IncrementalAlterConfigs: SET, DELETE, and APPEND/SUBTRACT for list configs.
+pub async fn incremental_alter(
+    state: &Arc<BrokerState>,
+    request: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let mut responses = Vec::with_capacity(request.resources.len());
+    for resource in request.resources {
+        let outcome = if resource.resource_type == RESOURCE_TOPIC {
+            let name = resource.resource_name.as_str();
+            match state.topics.get(name) {
+                None => Err((
+                    ResponseError::UnknownTopicOrPartition.code(),
+                    format!("unknown topic {name}"),
+                )),
+                Some(meta) => {
+                    let mut overrides = meta.configs.clone();
+                    match apply_ops(&mut overrides, &resource.configs) {
+                        Ok(()) => {
+                            set_topic_configs(state, name, overrides, request.validate_only).await
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
+            }
+        } else {
+            Err(not_alterable(resource.resource_type))
+        };
+        let mut response =
+            incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(resource.resource_type)
+                .with_resource_name(resource.resource_name);
+        match outcome {
+            Ok(()) => response.error_code = NONE,
+            Err((code, text)) => {
+                response.error_code = code;
+                response.error_message = Some(StrBytes::from_string(text));
+            }
+        }
+        responses.push(response);
+    }
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+fn apply_ops(
+    overrides: &mut BTreeMap<String, String>,
+    ops: &[kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig],
+) -> Result<(), (i16, String)> {
+    let invalid = |text: String| (ResponseError::InvalidConfig.code(), text);
+    for op in ops {
+        let key = op.name.to_string();
+        let value = op.value.as_ref().map(|v| v.to_string());
+        match (op.config_operation, value) {
+            (OP_SET, Some(value)) => {
+                overrides.insert(key, value);
+            }
+            (OP_DELETE, _) => {
+                overrides.remove(&key);
+            }
+            (OP_APPEND | OP_SUBTRACT, Some(value)) if is_list(&key) => {
+                let current = overrides.get(&key).cloned().unwrap_or_default();
+                let mut items: Vec<String> = split_list(&current);
+                for item in split_list(&value) {
+                    let present = items.contains(&item);
+                    if op.config_operation == OP_APPEND && !present {
+                        items.push(item);
+                    } else if op.config_operation == OP_SUBTRACT {
+                        items.retain(|i| i != &item);
+                    }
+                }
+                overrides.insert(key, items.join(","));
+            }
+            (OP_APPEND | OP_SUBTRACT, _) => {
+                return Err(invalid(format!("{key} is not a list config")));
+            }
+            (OP_SET, None) => return Err(invalid(format!("SET of {key} needs a value"))),
+            (other, _) => return Err(invalid(format!("unknown config operation {other}"))),
+        }
+    }
+    Ok(())
+}
+
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|i| !i.is_empty())
+        .map(str::to_string)
+        .collect()
+}

@@ -1,0 +1,194 @@
+//! Request dispatch: header checks, decoding with the `kafka-protocol` crate, and routing to
+//! one module per API family.
+//!
+//! Anything that shows the peer is not speaking our protocol closes the connection (as Kafka
+//! does): an unknown or unserved API key, an unsupported version (except ApiVersions, which
+//! gets the KIP-511 v0 fallback), or a body that does not decode.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::{self as m, ApiKey, RequestHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
+
+use crate::error::ConnectionError;
+use crate::frame::HeaderPrefix;
+use crate::metrics::Metrics;
+use crate::response::{self, Response};
+use crate::state::BrokerState;
+use crate::{
+    admin, api_versions, configs, fetch, leader_epoch, list_offsets, metadata, produce,
+    producer_id, sasl,
+};
+
+/// Handles one request frame.
+///
+/// # Returns
+/// The response to write, or `None` when the request gets none (produce with acks=0).
+///
+/// # Errors
+/// A [`ConnectionError`] when the connection must be closed.
+pub async fn dispatch(
+    state: &Arc<BrokerState>,
+    frame: Bytes,
+) -> Result<Option<Response>, ConnectionError> {
+    let prefix = HeaderPrefix::parse(&frame)?;
+    let api_key = ApiKey::try_from(prefix.api_key).map_err(|_| ConnectionError::UnknownApiKey {
+        api_key: prefix.api_key,
+    })?;
+    let Some((min, max)) = api_versions::supported_range(prefix.api_key) else {
+        return Err(ConnectionError::UnknownApiKey {
+            api_key: prefix.api_key,
+        });
+    };
+    let version = prefix.api_version;
+    if version > max && api_key == ApiKey::ApiVersions {
+        return api_versions::unsupported_version(prefix).map(Some);
+    }
+    if version < min || version > max {
+        return Err(ConnectionError::UnsupportedVersion {
+            api_key: prefix.api_key,
+            api_version: version,
+        });
+    }
+    Metrics::add(&state.metrics.requests_total, 1);
+    let mut body = frame;
+    let header = RequestHeader::decode(&mut body, api_key.request_header_version(version))
+        .map_err(decode_error(prefix))?;
+    tracing::trace!(
+        ?api_key,
+        version,
+        correlation_id = header.correlation_id,
+        "request"
+    );
+    route(state, api_key, prefix, body).await
+}
+
+async fn route(
+    state: &Arc<BrokerState>,
+    api_key: ApiKey,
+    prefix: HeaderPrefix,
+    mut body: Bytes,
+) -> Result<Option<Response>, ConnectionError> {
+    let v = prefix.api_version;
+    let response = match api_key {
+        ApiKey::ApiVersions => {
+            let request: m::ApiVersionsRequest = decode(&mut body, prefix)?;
+            reply(prefix, &api_versions::handle(request))?
+        }
+        ApiKey::Metadata => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &metadata::handle(state, v, request).await)?
+        }
+        ApiKey::Produce => {
+            let request = decode(&mut body, prefix)?;
+            match produce::handle(state, v, request).await {
+                Some(response) => reply(prefix, &response)?,
+                None => return Ok(None),
+            }
+        }
+        ApiKey::Fetch => {
+            let request = decode(&mut body, prefix)?;
+            fetch::handle(state, v, prefix.correlation_id, request).await
+        }
+        ApiKey::ListOffsets => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &list_offsets::handle(state, v, request))?
+        }
+        ApiKey::OffsetForLeaderEpoch => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &leader_epoch::handle(state, request))?
+        }
+        ApiKey::InitProducerId => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &producer_id::handle(state, request))?
+        }
+        _ => return route_admin(state, api_key, prefix, body).await.map(Some),
+    };
+    Ok(Some(response))
+}
+
+async fn route_admin(
+    state: &Arc<BrokerState>,
+    api_key: ApiKey,
+    prefix: HeaderPrefix,
+    mut body: Bytes,
+) -> Result<Response, ConnectionError> {
+    let v = prefix.api_version;
+    match api_key {
+        ApiKey::CreateTopics => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &admin::create_topics(state, v, request).await)
+        }
+        ApiKey::DeleteTopics => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &admin::delete_topics(state, v, request).await)
+        }
+        ApiKey::CreatePartitions => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &admin::create_partitions(state, request).await)
+        }
+        ApiKey::DeleteRecords => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &admin::delete_records(state, request).await)
+        }
+        ApiKey::DescribeLogDirs => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &admin::describe_log_dirs(state, request))
+        }
+        ApiKey::DescribeCluster => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &metadata::describe_cluster(state, request))
+        }
+        ApiKey::DescribeConfigs => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &configs::describe(state, v, request))
+        }
+        ApiKey::AlterConfigs => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &configs::alter(state, request).await)
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &configs::incremental_alter(state, request).await)
+        }
+        ApiKey::SaslHandshake => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &sasl::handshake(request))
+        }
+        ApiKey::SaslAuthenticate => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &sasl::authenticate(request))
+        }
+        // supported_range() admitted only the keys routed above.
+        _ => Err(ConnectionError::UnknownApiKey {
+            api_key: prefix.api_key,
+        }),
+    }
+}
+
+fn decode<R: Decodable>(body: &mut Bytes, prefix: HeaderPrefix) -> Result<R, ConnectionError> {
+    R::decode(body, prefix.api_version).map_err(decode_error(prefix))
+}
+
+fn reply<R: Encodable + HeaderVersion>(
+    prefix: HeaderPrefix,
+    body: &R,
+) -> Result<Response, ConnectionError> {
+    response::encode(
+        prefix.api_key,
+        prefix.api_version,
+        prefix.correlation_id,
+        body,
+    )
+}
+
+fn decode_error<E: std::fmt::Display>(
+    prefix: HeaderPrefix,
+) -> impl Fn(E) -> ConnectionError + Copy {
+    move |e| ConnectionError::Decode {
+        api_key: prefix.api_key,
+        api_version: prefix.api_version,
+        reason: e.to_string(),
+    }
+}

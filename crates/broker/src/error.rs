@@ -1,0 +1,117 @@
+//! Error types, and the one place where storage errors become Kafka error codes.
+//!
+//! Two kinds of failure exist on the wire. *Per-partition* failures (a corrupt batch, an
+//! unknown partition) are answered with an error code and the rest of the request goes on:
+//! they are [`rill_storage::StorageError`]s or [`crate::topics::TopicError`]s, mapped by
+//! [`storage_error_code`] and [`crate::topics::TopicError::code`]. *Connection* failures (a
+//! frame over the size limit, an unknown API key, bytes that do not decode) mean the peer does
+//! not speak our protocol, and the connection is closed: they are [`ConnectionError`]s.
+
+use std::io;
+use std::path::PathBuf;
+
+use kafka_protocol::error::ResponseError;
+use rill_storage::StorageError;
+use thiserror::Error;
+
+use crate::frame::FrameError;
+
+/// Errors that stop the broker from starting or from shutting down cleanly.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum BrokerError {
+    #[error("failed to bind listener on {addr}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("storage failed while {op}")]
+    Storage {
+        op: &'static str,
+        #[source]
+        source: StorageError,
+    },
+    #[error("topic registry {path} could not be loaded")]
+    Registry {
+        path: PathBuf,
+        #[source]
+        source: crate::topics::RegistryError,
+    },
+    #[error("a blocking task panicked or was cancelled while {op}")]
+    Join {
+        op: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+/// Why a connection was closed by the broker.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ConnectionError {
+    #[error("socket i/o failed")]
+    Io(#[from] io::Error),
+    #[error("bad frame")]
+    Frame(#[from] FrameError),
+    #[error(
+        "connection closed by peer in the middle of a frame ({buffered_bytes} bytes buffered)"
+    )]
+    TruncatedFrame { buffered_bytes: usize },
+    #[error("unknown api key {api_key}")]
+    UnknownApiKey { api_key: i16 },
+    #[error("unsupported version {api_version} of api key {api_key}")]
+    UnsupportedVersion { api_key: i16, api_version: i16 },
+    #[error("request of api key {api_key} v{api_version} did not decode: {reason}")]
+    Decode {
+        api_key: i16,
+        api_version: i16,
+        reason: String,
+    },
+    #[error("response of api key {api_key} v{api_version} did not encode: {reason}")]
+    Encode {
+        api_key: i16,
+        api_version: i16,
+        reason: String,
+    },
+    #[error("segment file {position}+{len} ended early while sending a fetch response")]
+    FileShrunk { position: u64, len: u32 },
+}
+
+/// Kafka's "no error" code; `ResponseError` has no variant for it.
+pub const NONE: i16 = 0;
+
+/// Maps a storage error to the Kafka error code the client understands, per the table in
+/// `docs/storage-api.md`. Anything about the disk itself is `KAFKA_STORAGE_ERROR`, which
+/// clients treat as retriable.
+pub fn storage_error_code(error: &StorageError) -> i16 {
+    let kind = match error {
+        StorageError::CorruptRecord { .. } => ResponseError::CorruptMessage,
+        StorageError::RecordTooLarge { .. } => ResponseError::MessageTooLarge,
+        StorageError::InvalidRecord { .. } => ResponseError::InvalidRecord,
+        StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        StorageError::UnknownPartition { .. } => ResponseError::UnknownTopicOrPartition,
+        StorageError::LogAlreadyExists { .. } => ResponseError::TopicAlreadyExists,
+        StorageError::InvalidConfig { .. } => ResponseError::InvalidConfig,
+        _ => ResponseError::KafkaStorageError,
+    };
+    kind.code()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_errors_map_to_documented_codes() {
+        let corrupt = StorageError::CorruptRecord {
+            reason: "crc".into(),
+        };
+        assert_eq!(storage_error_code(&corrupt), 2);
+        let too_large = StorageError::RecordTooLarge { size: 2, max: 1 };
+        assert_eq!(storage_error_code(&too_large), 10);
+        let invalid = StorageError::InvalidRecord { reason: "x".into() };
+        assert_eq!(storage_error_code(&invalid), 87);
+        assert_eq!(storage_error_code(&StorageError::Closed), 56);
+    }
+}

@@ -1,0 +1,343 @@
+//! Fetch (1): read record batches and send them with zero copy.
+//!
+//! The response is built by hand ([`ChunkBuilder`]) because its records are not bytes we
+//! hold: they are file ranges from `Log::read`, written by the response writer with
+//! `sendfile(2)`. Everything else in the body is encoded here for versions 4–16, including
+//! the flexible (v12+) compact encodings and empty tagged-field sections.
+//!
+//! # Long poll
+//! When less than `min_bytes` is available, the request parks on every requested partition's
+//! append [`Notify`](tokio::sync::Notify) until one is signalled or `max_wait_ms` passes, then
+//! reads again. Notifications are enabled *before* reading, so an append between the read and
+//! the wait is not lost. No polling loop.
+//!
+//! # Sizes (KIP-74)
+//! `max_bytes` bounds the whole response and `partition_max_bytes` each partition, except that
+//! the first partition with data returns its first batch whole even when it is larger, so a
+//! consumer can always make progress.
+//!
+//! # Sessions (KIP-227)
+//! Not implemented: every response carries session id 0, which tells clients no session was
+//! created, so they keep sending full fetch requests. A request naming a session we never
+//! created gets FETCH_SESSION_ID_NOT_FOUND, after which clients start over with a full one.
+
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::FetchRequest;
+use rill_storage::{FileSlice, StorageError, TopicPartition};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::error::{storage_error_code, NONE};
+use crate::leader_epoch::check_current_epoch;
+use crate::response::{ChunkBuilder, Response};
+use crate::state::BrokerState;
+
+/// Upper bound on a long poll, whatever the client asks, so a parked fetch cannot outlive
+/// reasonable shutdown grace by much.
+const MAX_WAIT_MS_MAX: u64 = 60_000;
+
+/// What the request asked of one partition.
+struct PartitionFetch {
+    partition: i32,
+    fetch_offset: i64,
+    partition_max_bytes: u32,
+    current_leader_epoch: i32,
+}
+
+/// One requested topic, resolved (or not) against the registry.
+struct TopicFetch {
+    name: String,
+    id: Uuid,
+    /// The error every partition gets when the topic is unknown.
+    unknown_code: Option<i16>,
+    partitions: Vec<PartitionFetch>,
+}
+
+/// One partition's answer.
+struct PartitionData {
+    partition: i32,
+    error_code: i16,
+    high_watermark: i64,
+    log_start_offset: i64,
+    slices: Vec<FileSlice>,
+    records_bytes: u64,
+}
+
+struct TopicData {
+    name: String,
+    id: Uuid,
+    partitions: Vec<PartitionData>,
+}
+
+/// Handles a fetch request; returns the whole response frame.
+pub async fn handle(
+    state: &Arc<BrokerState>,
+    version: i16,
+    correlation_id: i32,
+    request: FetchRequest,
+) -> Response {
+    let encoder = Encoder {
+        version,
+        correlation_id,
+        read_committed: request.isolation_level != 0,
+    };
+    if request.session_id != 0 {
+        return encoder.encode(ResponseError::FetchSessionIdNotFound.code(), Vec::new());
+    }
+    let plan = plan(state, version, &request);
+    let max_bytes = u64::try_from(request.max_bytes).unwrap_or(0);
+    let min_bytes = u64::try_from(request.min_bytes).unwrap_or(0);
+    let max_wait_ms = u64::try_from(request.max_wait_ms)
+        .unwrap_or(0)
+        .min(MAX_WAIT_MS_MAX);
+    let deadline = Instant::now() + Duration::from_millis(max_wait_ms);
+    let notifies = append_notifies(state, &plan);
+    loop {
+        let mut waiters: Vec<_> = notifies.iter().map(|n| Box::pin(n.notified())).collect();
+        for waiter in &mut waiters {
+            waiter.as_mut().enable();
+        }
+        let (data, total_bytes, any_error) = read_all(state, &plan, max_bytes);
+        let done = total_bytes >= min_bytes || any_error || waiters.is_empty();
+        if done || Instant::now() >= deadline {
+            return encoder.encode(NONE, data);
+        }
+        drop(data);
+        let any_append = poll_fn(|cx| {
+            for waiter in waiters.iter_mut() {
+                if Pin::as_mut(waiter).poll(cx).is_ready() {
+                    return Poll::Ready(());
+                }
+            }
+            Poll::Pending
+        });
+        // Timing out is not an error: the next read answers with whatever is there.
+        let _ = tokio::time::timeout_at(deadline, any_append).await;
+    }
+}
+
+fn plan(state: &BrokerState, version: i16, request: &FetchRequest) -> Vec<TopicFetch> {
+    request
+        .topics
+        .iter()
+        .map(|topic| {
+            let meta = if version >= 13 {
+                state.topics.get_by_id(&topic.topic_id)
+            } else {
+                state.topics.get(topic.topic.0.as_str())
+            };
+            let unknown_code = match (&meta, version >= 13) {
+                (Some(_), _) => None,
+                (None, true) => Some(ResponseError::UnknownTopicId.code()),
+                (None, false) => Some(ResponseError::UnknownTopicOrPartition.code()),
+            };
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|p| PartitionFetch {
+                    partition: p.partition,
+                    fetch_offset: p.fetch_offset,
+                    partition_max_bytes: u32::try_from(p.partition_max_bytes).unwrap_or(0),
+                    current_leader_epoch: p.current_leader_epoch,
+                })
+                .collect();
+            TopicFetch {
+                name: meta
+                    .as_ref()
+                    .map_or_else(|| topic.topic.0.to_string(), |m| m.name.clone()),
+                id: meta.as_ref().map_or(topic.topic_id, |m| m.id),
+                unknown_code,
+                partitions,
+            }
+        })
+        .collect()
+}
+
+fn append_notifies(state: &BrokerState, plan: &[TopicFetch]) -> Vec<Arc<Notify>> {
+    plan.iter()
+        .filter(|topic| topic.unknown_code.is_none())
+        .flat_map(|topic| {
+            topic.partitions.iter().map(|p| {
+                state.append_notify(&TopicPartition {
+                    topic: topic.name.clone(),
+                    partition: p.partition,
+                })
+            })
+        })
+        .collect()
+}
+
+/// Reads every partition once. Returns the data, the record bytes in it, and whether any
+/// partition failed (which answers the fetch at once, as Kafka does).
+fn read_all(
+    state: &BrokerState,
+    plan: &[TopicFetch],
+    max_bytes: u64,
+) -> (Vec<TopicData>, u64, bool) {
+    let mut remaining_bytes = max_bytes;
+    let mut total_bytes = 0u64;
+    let mut any_error = false;
+    let topics = plan
+        .iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    let data = match topic.unknown_code {
+                        Some(code) => error_data(p.partition, code),
+                        None => {
+                            let limit = u64::from(p.partition_max_bytes).min(remaining_bytes);
+                            read_partition(state, &topic.name, p, limit, total_bytes == 0)
+                        }
+                    };
+                    any_error |= data.error_code != NONE;
+                    total_bytes += data.records_bytes;
+                    remaining_bytes = remaining_bytes.saturating_sub(data.records_bytes);
+                    data
+                })
+                .collect();
+            TopicData {
+                name: topic.name.clone(),
+                id: topic.id,
+                partitions,
+            }
+        })
+        .collect();
+    (topics, total_bytes, any_error)
+}
+
+fn error_data(partition: i32, error_code: i16) -> PartitionData {
+    PartitionData {
+        partition,
+        error_code,
+        high_watermark: -1,
+        log_start_offset: -1,
+        slices: Vec::new(),
+        records_bytes: 0,
+    }
+}
+
+fn read_partition(
+    state: &BrokerState,
+    topic: &str,
+    p: &PartitionFetch,
+    limit_bytes: u64,
+    min_one_batch: bool,
+) -> PartitionData {
+    let tp = TopicPartition {
+        topic: topic.to_string(),
+        partition: p.partition,
+    };
+    let log = match state.log(&tp) {
+        Ok(log) => log,
+        Err(code) => return error_data(p.partition, code),
+    };
+    let mut data = error_data(p.partition, NONE);
+    data.high_watermark = log.high_watermark();
+    data.log_start_offset = log.log_start_offset();
+    if let Err(code) = check_current_epoch(p.current_leader_epoch, &log) {
+        data.error_code = code;
+        return data;
+    }
+    let limit_bytes = u32::try_from(limit_bytes).unwrap_or(u32::MAX);
+    match log.read(p.fetch_offset, limit_bytes, min_one_batch) {
+        Ok(read) => {
+            data.high_watermark = read.high_watermark;
+            data.log_start_offset = read.log_start_offset;
+            data.records_bytes = read.total_len();
+            data.slices = read.slices;
+        }
+        Err(e) => {
+            if !matches!(e, StorageError::OffsetOutOfRange { .. }) {
+                tracing::warn!(%tp, error = %e, "fetch read failed");
+            }
+            data.error_code = storage_error_code(&e);
+        }
+    }
+    data
+}
+
+/// Encodes a fetch response body for one version.
+struct Encoder {
+    version: i16,
+    correlation_id: i32,
+    read_committed: bool,
+}
+
+impl Encoder {
+    fn flexible(&self) -> bool {
+        self.version >= 12
+    }
+
+    fn encode(&self, error_code: i16, topics: Vec<TopicData>) -> Response {
+        let flexible = self.flexible();
+        let mut b = ChunkBuilder::new();
+        b.put_i32(self.correlation_id);
+        if flexible {
+            b.put_empty_tags(); // response header v1
+        }
+        b.put_i32(0); // throttle_time_ms
+        if self.version >= 7 {
+            b.put_i16(error_code);
+            b.put_i32(0); // session_id: no session created
+        }
+        b.put_array_len(Some(topics.len()), flexible);
+        for topic in topics {
+            if self.version >= 13 {
+                b.put_uuid(topic.id);
+            } else {
+                b.put_string(&topic.name, flexible);
+            }
+            b.put_array_len(Some(topic.partitions.len()), flexible);
+            for partition in topic.partitions {
+                self.encode_partition(&mut b, partition);
+            }
+            if flexible {
+                b.put_empty_tags();
+            }
+        }
+        if flexible {
+            b.put_empty_tags();
+        }
+        b.finish()
+    }
+
+    fn encode_partition(&self, b: &mut ChunkBuilder, p: PartitionData) {
+        let flexible = self.flexible();
+        b.put_i32(p.partition);
+        b.put_i16(p.error_code);
+        b.put_i64(p.high_watermark);
+        // Without transactions the last stable offset is the high watermark.
+        b.put_i64(p.high_watermark);
+        if self.version >= 5 {
+            b.put_i64(p.log_start_offset);
+        }
+        // Aborted transactions: none; null for read_uncommitted as Kafka sends.
+        let aborted = self.read_committed.then_some(0);
+        b.put_array_len(aborted, flexible);
+        if self.version >= 11 {
+            b.put_i32(-1); // preferred_read_replica: none
+        }
+        // Records are bounded by max_bytes (an i32) plus one batch (max.message.bytes).
+        let records_bytes = u32::try_from(p.records_bytes).unwrap_or(u32::MAX);
+        if flexible {
+            b.put_uvarint(records_bytes.saturating_add(1));
+        } else {
+            b.put_i32(i32::try_from(records_bytes).unwrap_or(i32::MAX));
+        }
+        for slice in p.slices {
+            b.put_file(slice);
+        }
+        if flexible {
+            b.put_empty_tags();
+        }
+    }
+}

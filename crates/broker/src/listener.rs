@@ -1,0 +1,130 @@
+//! The accept loop: one task per connection, bounded by a semaphore, and graceful shutdown.
+//!
+//! As in mini-redis, a permit is taken *before* `accept`, so at most `max_connections`
+//! connections are served and the rest wait in the kernel's backlog instead of costing us
+//! memory. On shutdown the loop stops accepting, tells every connection to stop after its
+//! current request, and waits for them (bounded by `shutdown_grace_ms`).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::connection::Connection;
+use crate::dispatch;
+use crate::error::ConnectionError;
+use crate::metrics::Metrics;
+use crate::state::BrokerState;
+
+/// Longest pause after a failed `accept` (e.g. out of file descriptors).
+const ACCEPT_BACKOFF_MS_MAX: u64 = 5_000;
+
+/// Accepts until `shutdown` completes, then drains the connections.
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<BrokerState>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let limit = Arc::new(Semaphore::new(state.config.max_connections.max(1)));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&limit).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                // Only a closed semaphore fails, and nothing closes this one.
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            stream = accept(&listener) => stream,
+            () = &mut shutdown => break,
+        };
+        Metrics::add(&state.metrics.connections_accepted_total, 1);
+        let state = Arc::clone(&state);
+        let stop = stop_rx.clone();
+        connections.spawn(async move {
+            serve(stream, state, stop).await;
+            drop(permit);
+        });
+        // Reap finished connections so the set does not grow with every client ever seen.
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    let grace = Duration::from_millis(state.config.shutdown_grace_ms);
+    let drained = tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            remaining = connections.len(),
+            "connections still busy after the shutdown grace period; aborting them"
+        );
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
+    }
+}
+
+/// Accepts one connection, backing off on errors (e.g. EMFILE) instead of spinning.
+async fn accept(listener: &TcpListener) -> TcpStream {
+    let mut backoff_ms = 50;
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                tracing::debug!(%peer, "accepted connection");
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(error = %e, "set_nodelay failed");
+                }
+                return stream;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, backoff_ms, "accept failed");
+                tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+                backoff_ms = (backoff_ms * 2).min(ACCEPT_BACKOFF_MS_MAX);
+            }
+        }
+    }
+}
+
+/// Serves one connection: read a frame, handle it, write the response, repeat. Stops at EOF,
+/// on a protocol error (closing the connection), or when shutdown is signalled between
+/// requests.
+async fn serve(stream: TcpStream, state: Arc<BrokerState>, mut stop: watch::Receiver<bool>) {
+    let peer = stream.peer_addr().ok();
+    let mut connection = Connection::new(
+        stream,
+        state.config.socket_request_max_bytes,
+        state.write_mode,
+        Arc::clone(&state.metrics),
+    );
+    let result: Result<(), ConnectionError> = async {
+        loop {
+            let frame = tokio::select! {
+                frame = connection.read_frame() => frame?,
+                _ = stop.wait_for(|stopped| *stopped) => return Ok(()),
+            };
+            let Some(frame) = frame else {
+                return Ok(());
+            };
+            if let Some(response) = dispatch::dispatch(&state, frame).await? {
+                connection.write_response(&response).await?;
+            }
+        }
+    }
+    .await;
+    match result {
+        Ok(()) => tracing::debug!(?peer, "connection closed"),
+        Err(ConnectionError::Io(e)) => tracing::debug!(?peer, error = %e, "connection i/o error"),
+        Err(e) => {
+            Metrics::add(&state.metrics.connections_rejected_total, 1);
+            tracing::warn!(?peer, error = %e, "closing connection");
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Produce (0): append the client's record batches, then acknowledge per `acks`.
+//!
+//! - acks=0: append and send no response at all.
+//! - acks=1: respond once the batches are in the page cache (`Log::append`).
+//! - acks=-1 (all): additionally wait until they are on disk, when the topic's flush policy
+//!   asks for it (`Log::needs_sync_for_ack`). Waits run on the blocking pool and all
+//!   partitions of the request wait concurrently, so they share group-commit syncs.
+//!
+//! Each partition succeeds or fails alone: a corrupt batch for one partition does not stop
+//! the others. The batches are never decoded here; storage validates and stores them as sent.
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::StrBytes;
+use rill_storage::TopicPartition;
+use tokio::task::JoinHandle;
+
+use crate::error::{storage_error_code, NONE};
+use crate::metrics::Metrics;
+use crate::state::BrokerState;
+
+/// A durability wait still running, and where its outcome goes in the response.
+struct PendingSync {
+    topic_index: usize,
+    partition_index: usize,
+    wait: JoinHandle<Result<(), rill_storage::StorageError>>,
+}
+
+/// Handles a produce request; `None` means acks=0 (no response).
+pub async fn handle(
+    state: &Arc<BrokerState>,
+    _version: i16,
+    request: ProduceRequest,
+) -> Option<ProduceResponse> {
+    let acks = request.acks;
+    let acks_valid = (-1..=1).contains(&acks);
+    let mut responses = Vec::with_capacity(request.topic_data.len());
+    let mut pending = Vec::new();
+    for (topic_index, topic) in request.topic_data.into_iter().enumerate() {
+        let name = topic.name.0.to_string();
+        let resolved = if acks_valid {
+            state.resolve_topic(&name, true).await.map_err(|e| e.code())
+        } else {
+            Err(ResponseError::InvalidRequiredAcks.code())
+        };
+        let mut partitions = Vec::with_capacity(topic.partition_data.len());
+        for (partition_index, data) in topic.partition_data.into_iter().enumerate() {
+            let mut result = PartitionProduceResponse::default()
+                .with_index(data.index)
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(-1);
+            let tp = TopicPartition {
+                topic: name.clone(),
+                partition: data.index,
+            };
+            let outcome = match &resolved {
+                Ok(_) => append(state, &tp, data.records.as_deref(), acks),
+                Err(code) => Err((*code, None)),
+            };
+            match outcome {
+                Ok((base_offset, log_start_offset, sync)) => {
+                    result.error_code = NONE;
+                    result.base_offset = base_offset;
+                    result.log_start_offset = log_start_offset;
+                    if let Some(wait) = sync {
+                        pending.push(PendingSync {
+                            topic_index,
+                            partition_index,
+                            wait,
+                        });
+                    }
+                }
+                Err((code, message)) => {
+                    result.error_code = code;
+                    result.error_message = message.map(StrBytes::from_string);
+                }
+            }
+            partitions.push(result);
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic.name)
+                .with_partition_responses(partitions),
+        );
+    }
+    await_syncs(&mut responses, pending).await;
+    if acks == 0 {
+        return None;
+    }
+    Some(ProduceResponse::default().with_responses(responses))
+}
+
+type AppendOutcome = Result<
+    (
+        i64,
+        i64,
+        Option<JoinHandle<Result<(), rill_storage::StorageError>>>,
+    ),
+    (i16, Option<String>),
+>;
+
+/// Appends one partition's batches and wakes its long-polling fetchers. Returns the base
+/// offset, the log start offset, and (acks=-1 only) the durability wait to await.
+fn append(
+    state: &Arc<BrokerState>,
+    tp: &TopicPartition,
+    records: Option<&[u8]>,
+    acks: i16,
+) -> AppendOutcome {
+    let log = state.log(tp).map_err(|code| (code, None))?;
+    let records = match records {
+        Some(records) if !records.is_empty() => records,
+        _ => {
+            let message = "produce request without record batches".to_string();
+            return Err((ResponseError::InvalidRecord.code(), Some(message)));
+        }
+    };
+    let info = match log.append(records) {
+        Ok(info) => info,
+        Err(e) => {
+            tracing::debug!(%tp, error = %e, "append refused");
+            return Err((storage_error_code(&e), Some(e.to_string())));
+        }
+    };
+    debug_assert!(info.last_offset >= info.base_offset);
+    Metrics::add(&state.metrics.produced_bytes_total, records.len() as u64);
+    state.notify_appended(tp);
+    let sync = (acks == -1 && log.needs_sync_for_ack()).then(|| {
+        let end_offset = info.last_offset + 1;
+        tokio::task::spawn_blocking(move || log.wait_durable(end_offset))
+    });
+    Ok((info.base_offset, info.log_start_offset, sync))
+}
+
+/// Waits for every durability wait and records failures in the response.
+async fn await_syncs(responses: &mut [TopicProduceResponse], pending: Vec<PendingSync>) {
+    for sync in pending {
+        let error = match sync.wait.await {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => (storage_error_code(&e), e.to_string()),
+            Err(e) => (ResponseError::KafkaStorageError.code(), e.to_string()),
+        };
+        tracing::warn!(error = %error.1, "acks=all durability wait failed");
+        let partition = &mut responses[sync.topic_index].partition_responses[sync.partition_index];
+        partition.error_code = error.0;
+        partition.error_message = Some(StrBytes::from_string(error.1));
+        partition.base_offset = -1;
+    }
+}

@@ -1,0 +1,154 @@
+//! What every request handler shares.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use parking_lot::Mutex;
+use rill_storage::{Log, LogManager, TopicPartition};
+use tokio::sync::Notify;
+
+use crate::broker::BrokerConfig;
+use crate::metrics::Metrics;
+use crate::response_writer::WriteMode;
+use crate::topics::{TopicError, TopicMeta, TopicRegistry};
+
+/// The host and port clients are told to connect to (Metadata, DescribeCluster).
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: i32,
+}
+
+/// Shared broker state, one per broker, behind an `Arc`.
+pub struct BrokerState {
+    pub config: BrokerConfig,
+    pub logs: Arc<LogManager>,
+    pub topics: Arc<TopicRegistry>,
+    pub metrics: Arc<Metrics>,
+    pub advertised: Endpoint,
+    /// How fetch responses send file ranges.
+    pub write_mode: WriteMode,
+    /// One `Notify` per partition, signalled after every append so long-polling fetches wake
+    /// without polling. Entries are created on first use; a topic's entries are dropped when
+    /// it is deleted.
+    appended: Mutex<HashMap<TopicPartition, Arc<Notify>>>,
+    /// Next producer id for InitProducerId; see [`BrokerState::next_producer_id`].
+    next_producer_id: AtomicI64,
+}
+
+impl BrokerState {
+    pub fn new(
+        config: BrokerConfig,
+        logs: Arc<LogManager>,
+        topics: Arc<TopicRegistry>,
+        advertised: Endpoint,
+        now_ms: i64,
+    ) -> BrokerState {
+        let write_mode = config.write_mode;
+        BrokerState {
+            config,
+            logs,
+            topics,
+            metrics: Arc::new(Metrics::default()),
+            advertised,
+            write_mode,
+            appended: Mutex::new(HashMap::new()),
+            // Ids must not repeat across restarts and nothing is persisted for them, so start
+            // from the clock: 1024 ids per millisecond of uptime before overtaking a restart.
+            next_producer_id: AtomicI64::new(now_ms.max(1).saturating_mul(1024)),
+        }
+    }
+
+    /// A partition's log, or the Kafka error code to answer with: UNKNOWN_TOPIC_OR_PARTITION
+    /// when it does not exist, a storage code when it cannot be opened.
+    pub fn log(&self, tp: &TopicPartition) -> Result<Arc<Log>, i16> {
+        match self.logs.get_log(tp) {
+            Ok(Some(log)) => Ok(log),
+            Ok(None) => Err(ResponseError::UnknownTopicOrPartition.code()),
+            Err(e) => {
+                tracing::error!(%tp, error = %e, "cannot open partition log");
+                Err(crate::error::storage_error_code(&e))
+            }
+        }
+    }
+
+    /// The notifier for a partition's appends.
+    pub fn append_notify(&self, tp: &TopicPartition) -> Arc<Notify> {
+        let mut appended = self.appended.lock();
+        if let Some(notify) = appended.get(tp) {
+            return Arc::clone(notify);
+        }
+        let notify = Arc::new(Notify::new());
+        appended.insert(tp.clone(), Arc::clone(&notify));
+        notify
+    }
+
+    /// Wakes every fetch parked on `tp`. Called by produce after a successful append.
+    pub fn notify_appended(&self, tp: &TopicPartition) {
+        let notify = self.appended.lock().get(tp).cloned();
+        if let Some(notify) = notify {
+            notify.notify_waiters();
+        }
+    }
+
+    /// Forgets a deleted topic's notifiers, waking anyone parked on them.
+    pub fn forget_topic(&self, topic: &str) {
+        let mut appended = self.appended.lock();
+        appended.retain(|tp, notify| {
+            let keep = tp.topic != topic;
+            if !keep {
+                notify.notify_waiters();
+            }
+            keep
+        });
+    }
+
+    /// A producer id unique for this broker's lifetime and (by construction from the clock)
+    /// across restarts.
+    pub fn next_producer_id(&self) -> i64 {
+        self.next_producer_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Looks a topic up, creating it when auto creation is enabled and `allow_create` (the
+    /// request's own flag) agrees.
+    ///
+    /// # Errors
+    /// [`TopicError::Unknown`] when it does not exist and may not be created; creation errors.
+    pub async fn resolve_topic(
+        self: &Arc<Self>,
+        name: &str,
+        allow_create: bool,
+    ) -> Result<Arc<TopicMeta>, TopicError> {
+        if let Some(meta) = self.topics.get(name) {
+            return Ok(meta);
+        }
+        if !(allow_create && self.config.auto_create_topics) {
+            crate::topics::validate_name(name)?;
+            return Err(TopicError::Unknown {
+                name: name.to_string(),
+            });
+        }
+        let name = name.to_string();
+        let partitions = self.config.num_partitions;
+        self.blocking(move |state| state.topics.get_or_create(&state.logs, &name, partitions))
+            .await
+    }
+
+    /// Runs a blocking closure on the blocking pool. A panic there is a bug; it is turned into
+    /// a storage error for the one request rather than taking the connection down.
+    pub async fn blocking<T, F>(self: &Arc<Self>, f: F) -> Result<T, TopicError>
+    where
+        F: FnOnce(&BrokerState) -> Result<T, TopicError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let state = Arc::clone(self);
+        match tokio::task::spawn_blocking(move || f(&state)).await {
+            Ok(result) => result,
+            Err(join_error) => Err(TopicError::Internal {
+                reason: format!("blocking task failed: {join_error}"),
+            }),
+        }
+    }
+}
