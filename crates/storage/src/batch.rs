@@ -193,7 +193,9 @@ pub fn record_timestamps(batch: &[u8]) -> Option<Vec<(i64, i64)>> {
     }
     let end = header.total_size().min(batch.len());
     let mut at = HEADER_SIZE;
-    let mut out = Vec::with_capacity(header.record_count.max(0) as usize);
+    // Capacity from what can fit, not from the (untrusted) count.
+    let fits = end.saturating_sub(HEADER_SIZE) / MIN_RECORD_SIZE;
+    let mut out = Vec::with_capacity((header.record_count.max(0) as usize).min(fits));
     for _ in 0..header.record_count {
         let len = read_varlong(batch, &mut at)?;
         let record_end = at.checked_add(usize::try_from(len).ok()?)?;

@@ -69,7 +69,7 @@ pub fn write(io: &dyn FileIo, path: &Path, entries: &HashMap<TopicPartition, i64
         io.set_len(&f, 0)?;
         io.write_at(&f, &[text.as_bytes()], 0)?;
         io.sync_data(&f)?;
-        std::fs::rename(&tmp, path)?;
+        io.rename(&tmp, path)?;
         io.sync_dir(dir)
     };
     write().map_err(|e| StorageError::io("write checkpoint", path, e))

@@ -79,6 +79,11 @@ pub trait FileIo: Send + Sync + Debug + 'static {
 
     /// fsyncs a directory, making the creation or removal of its entries durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+
+    /// Renames a file (atomically replacing `to`); durable after `sync_dir` of its directory.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
 }
 
 /// The real file system.
@@ -87,7 +92,11 @@ pub struct OsIo;
 
 impl FileIo for OsIo {
     fn write_at(&self, file: &IoFile, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
-        let mut slices: Vec<IoSlice<'_>> = bufs.iter().map(|b| IoSlice::new(b)).collect();
+        let mut slices: Vec<IoSlice<'_>> = bufs
+            .iter()
+            .filter(|b| !b.is_empty())
+            .map(|b| IoSlice::new(b))
+            .collect();
         let mut slices = &mut slices[..];
         let mut offset = offset;
         // Bounded: each iteration writes at least one byte, or fails.

@@ -196,7 +196,7 @@ impl<E: IndexEntry> Index<E> {
         io.set_len(&file, 0)?;
         io.write_at(&file, &[&buf], 0)?;
         io.sync_data(&file)?;
-        std::fs::rename(&tmp, &self.path)?;
+        io.rename(&tmp, &self.path)?;
         let written = entries.len();
         self.entries = Entries::Memory { entries, written };
         Ok(())

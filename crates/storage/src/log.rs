@@ -70,9 +70,9 @@ pub struct TimestampOffset {
 }
 
 #[derive(Debug)]
-struct LogState {
+pub(crate) struct LogState {
     /// By base offset; never empty; the last is the active segment.
-    segments: BTreeMap<i64, Segment>,
+    pub(crate) segments: BTreeMap<i64, Segment>,
     log_start_offset: i64,
     unflushed_messages: u64,
     /// Wall-clock time of the oldest write not yet flushed.
@@ -106,7 +106,7 @@ pub struct Log {
     dir: PathBuf,
     files: Files,
     config: RwLock<LogConfig>,
-    state: Mutex<LogState>,
+    pub(crate) state: Mutex<LogState>,
     /// Held by the one flush in progress; waiters queue here (group commit).
     sync_lock: Mutex<()>,
     /// Every offset below this is on disk: the recovery point.
@@ -312,7 +312,7 @@ impl Log {
         let base_offset = state.log_end_offset();
         let last_offset = base_offset + i64::from(record_count) - 1;
         let total_len: u64 = headers.iter().map(|h| h.total_size() as u64).sum();
-        self.maybe_roll(&mut state, &config, total_len, last_offset, now)?;
+        self.maybe_roll(&mut state, &config, total_len, last_offset, max_timestamp)?;
 
         // Rewrite base offset and leader epoch (outside the CRC) in small patches, so the
         // producer's bytes go to the file without another copy: one pwritev of patch + body
@@ -377,16 +377,18 @@ impl Log {
         config: &LogConfig,
         len: u64,
         last_offset: i64,
-        now: i64,
+        max_timestamp: i64,
     ) -> Result<()> {
         let active = state.active();
         if active.size == 0 {
             return Ok(());
         }
         let full = active.size + len > config.segment_bytes;
+        // As Kafka: segment.ms compares the new batch's timestamp with the segment's first
+        // one, so replayed old data does not roll a segment per append.
         let old = active
             .first_timestamp
-            .is_some_and(|t| now.saturating_sub(t) > config.segment_ms as i64);
+            .is_some_and(|t| max_timestamp.saturating_sub(t) > config.segment_ms as i64);
         if full || old || !active.offsets_fit(last_offset) {
             self.roll(state)?;
         }
@@ -707,21 +709,18 @@ impl Log {
         Ok(())
     }
 
-    /// Deletes old segments by `retention.ms` and `retention.bytes`, and rolls a segment older
-    /// than `segment.ms`. Returns the number of segments deleted.
+    /// Deletes old segments by `retention.ms` and `retention.bytes`. Returns the number of
+    /// segments deleted.
     pub fn apply_retention(&self, now: i64) -> Result<usize> {
         let config = self.config.read().clone();
         let mut state = self.state.lock();
         let active = state.active();
-        let active_old = active.size > 0
-            && active
-                .first_timestamp
-                .is_some_and(|t| now.saturating_sub(t) > config.segment_ms as i64);
         let active_expired = config.retention_ms >= 0
             && active.size > 0
             && active.max_timestamp >= 0
             && active.max_timestamp < now.saturating_sub(config.retention_ms);
-        if active_old || active_expired {
+        // An expired active segment is rolled so that it can be deleted, as Kafka does.
+        if active_expired {
             self.roll(&mut state)?;
         }
         let mut total: u64 = state.segments.values().map(|s| s.size).sum();
@@ -836,7 +835,7 @@ fn write_log_start(io: &dyn crate::file_io::FileIo, dir: &Path, offset: i64) -> 
         io.set_len(&f, 0)?;
         io.write_at(&f, &[format!("{offset}\n").as_bytes()], 0)?;
         io.sync_data(&f)?;
-        std::fs::rename(&tmp, &path)?;
+        io.rename(&tmp, &path)?;
         io.sync_dir(dir)
     };
     write().map_err(|e| StorageError::io("write", &path, e))

@@ -334,12 +334,28 @@ impl Segment {
         let log = self.log_file(files, false)?;
         let end = self.size + len;
         if end > self.allocated {
-            let step = preallocate_step_bytes.max(1);
-            let target = end.div_ceil(step) * step;
-            files
-                .io
-                .allocate(&log, target)
-                .map_err(|e| StorageError::io("fallocate", &self.log_path, e))?;
+            // Grow by doubling from 64 KiB up to the configured step, so an idle partition
+            // reserves 64 KiB, not a step, and a busy one preallocates in large steps.
+            let grow = self.allocated.clamp(
+                MIN_PREALLOCATE_BYTES,
+                preallocate_step_bytes.max(MIN_PREALLOCATE_BYTES),
+            );
+            let target = end.max(self.allocated + grow).div_ceil(4096) * 4096;
+            let target = match files.io.allocate(&log, target) {
+                Ok(()) => target,
+                // Nearly full disk: take only what this append needs.
+                Err(e)
+                    if e.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error())
+                        && target > end =>
+                {
+                    files
+                        .io
+                        .allocate(&log, end)
+                        .map_err(|e| StorageError::io("fallocate", &self.log_path, e))?;
+                    end
+                }
+                Err(e) => return Err(StorageError::io("fallocate", &self.log_path, e)),
+            };
             self.allocated = target;
         }
         files
@@ -559,6 +575,9 @@ impl Segment {
         Ok(())
     }
 }
+
+/// The first preallocation of a segment; later ones double up to `preallocate_step_bytes`.
+const MIN_PREALLOCATE_BYTES: u64 = 64 * 1024;
 
 /// Kafka's `index.interval.bytes` default, used until the log sets its own.
 const DEFAULT_INDEX_INTERVAL: u64 = 4096;

@@ -1,0 +1,140 @@
+//! A [`FileIo`] that remembers which byte ranges of each file were written since its last
+//! fdatasync, and which new files were not yet made durable by a directory sync, so a test can
+//! simulate a power cut: unsynced ranges are overwritten with zeros, garbage or a torn prefix,
+//! unsynced new files may vanish. Decisions come from a seeded RNG, so a failing seed replays.
+//!
+//! Real fdatasync is skipped: what survives is the simulator's decision, and skipping it keeps
+//! thousands of cases fast.
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use parking_lot::Mutex;
+use rand::Rng;
+
+use crate::file_io::{FileIo, IoFile, OsIo};
+
+#[derive(Debug, Default)]
+struct SimState {
+    /// Per file: (offset, len) ranges written since its last sync.
+    unsynced: HashMap<PathBuf, Vec<(u64, u64)>>,
+    /// Per directory: files created in it since its last sync.
+    new_files: HashMap<PathBuf, Vec<PathBuf>>,
+}
+
+#[derive(Debug, Default)]
+pub struct SimIo {
+    state: Mutex<SimState>,
+}
+
+fn parent(path: &Path) -> PathBuf {
+    path.parent().unwrap_or(Path::new(".")).to_path_buf()
+}
+
+impl FileIo for SimIo {
+    fn open(&self, path: &Path, create: bool) -> io::Result<IoFile> {
+        let existed = path.exists();
+        let file = OsIo.open(path, create)?;
+        if !existed {
+            let mut state = self.state.lock();
+            state.unsynced.remove(path);
+            state
+                .new_files
+                .entry(parent(path))
+                .or_default()
+                .push(path.to_path_buf());
+        }
+        Ok(file)
+    }
+
+    fn write_at(&self, file: &IoFile, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        let len: u64 = bufs.iter().map(|b| b.len() as u64).sum();
+        self.state
+            .lock()
+            .unsynced
+            .entry(file.path().to_path_buf())
+            .or_default()
+            .push((offset, len));
+        OsIo.write_at(file, bufs, offset)
+    }
+
+    fn sync_data(&self, file: &IoFile) -> io::Result<()> {
+        self.state.lock().unsynced.remove(file.path());
+        Ok(())
+    }
+
+    fn allocate(&self, file: &IoFile, len: u64) -> io::Result<()> {
+        OsIo.allocate(file, len)
+    }
+
+    fn set_len(&self, file: &IoFile, len: u64) -> io::Result<()> {
+        OsIo.set_len(file, len)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.state.lock().new_files.remove(dir);
+        Ok(())
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)?;
+        let mut state = self.state.lock();
+        let ranges = state.unsynced.remove(from);
+        state.unsynced.remove(to);
+        if let Some(r) = ranges {
+            state.unsynced.insert(to.to_path_buf(), r);
+        }
+        Ok(())
+    }
+}
+
+impl SimIo {
+    /// Applies a power cut to the files on disk. Returns how many ranges were damaged.
+    pub fn power_cut(&self, rng: &mut impl Rng) -> usize {
+        let mut state = self.state.lock();
+        let mut damaged = 0;
+        let mut paths: Vec<_> = state.unsynced.keys().cloned().collect();
+        paths.sort();
+        for path in paths {
+            let Ok(file) = OpenOptions::new().write(true).open(&path) else {
+                continue;
+            };
+            for &(offset, len) in &state.unsynced[&path] {
+                let bytes: Vec<u8> = match rng.random_range(0..4) {
+                    0 => continue, // the write made it
+                    1 => vec![0; len as usize],
+                    2 => {
+                        let mut g = vec![0; len as usize];
+                        rng.fill_bytes(&mut g);
+                        g
+                    }
+                    _ => {
+                        // torn: a prefix made it, the rest is zeros
+                        let keep = rng.random_range(0..=len);
+                        let _ = file.write_all_at(&vec![0; (len - keep) as usize], offset + keep);
+                        damaged += 1;
+                        continue;
+                    }
+                };
+                let _ = file.write_all_at(&bytes, offset);
+                damaged += 1;
+            }
+        }
+        let mut dirs: Vec<_> = state.new_files.keys().cloned().collect();
+        dirs.sort();
+        for dir in dirs {
+            for file in &state.new_files[&dir] {
+                if rng.random_bool(0.5) {
+                    let _ = std::fs::remove_file(file);
+                    damaged += 1;
+                }
+            }
+        }
+        state.unsynced.clear();
+        state.new_files.clear();
+        damaged
+    }
+}
