@@ -63,7 +63,9 @@ pub fn handle(
                             result.error_code = NONE;
                             result.timestamp = timestamp;
                             result.offset = offset;
-                            result.leader_epoch = log.leader_epoch();
+                            if version >= 4 {
+                                result.leader_epoch = log.leader_epoch();
+                            }
                         }
                         Err(code) => result.error_code = code,
                     }
