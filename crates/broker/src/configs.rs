@@ -82,7 +82,11 @@ pub fn describe(
                     format!("unsupported resource type {other}"),
                 )),
             };
-            let wanted = resource.configuration_keys.as_ref();
+            // Null or empty key lists both mean "every config", as in Kafka.
+            let wanted = resource
+                .configuration_keys
+                .as_ref()
+                .filter(|k| !k.is_empty());
             match entries {
                 Ok(entries) => {
                     result.error_code = NONE;

@@ -13,7 +13,11 @@ use crate::state::BrokerState;
 
 /// A fresh producer id with epoch 0, or an error for transactional producers.
 pub fn handle(state: &BrokerState, request: InitProducerIdRequest) -> InitProducerIdResponse {
-    if request.transactional_id.is_some() {
+    let transactional = request
+        .transactional_id
+        .as_ref()
+        .is_some_and(|id| !id.0.is_empty());
+    if transactional {
         return InitProducerIdResponse::default()
             .with_error_code(ResponseError::CoordinatorNotAvailable.code())
             .with_producer_id(ProducerId(-1))

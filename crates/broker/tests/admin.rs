@@ -1,0 +1,458 @@
+//! Admin and auxiliary APIs over TCP: every advertised version of each answers and decodes,
+//! and the answers are right for a single node.
+
+mod common;
+
+use common::{now_ms, record_batch, Client, TestBroker, TEST_TIMEOUT};
+use kafka_protocol::messages::alter_configs_request as alter;
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use kafka_protocol::messages::delete_records_request::{
+    DeleteRecordsPartition, DeleteRecordsTopic,
+};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use kafka_protocol::messages::describe_log_dirs_request::DescribableLogDirTopic;
+use kafka_protocol::messages::incremental_alter_configs_request as incremental;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+async fn bounded<F: std::future::Future<Output = ()>>(test: F) {
+    tokio::time::timeout(TEST_TIMEOUT, test)
+        .await
+        .expect("test timed out");
+}
+
+fn create_topics_request(
+    topic: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> CreateTopicsRequest {
+    CreateTopicsRequest::default()
+        .with_timeout_ms(5_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(name(topic))
+            .with_num_partitions(partitions)
+            .with_replication_factor(-1)
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|(k, v)| {
+                        CreatableTopicConfig::default()
+                            .with_name(s(k))
+                            .with_value(Some(s(v)))
+                    })
+                    .collect(),
+            )])
+}
+
+async fn partition_count(client: &mut Client, topic: &str) -> Option<usize> {
+    let request = MetadataRequest::default()
+        .with_topics(Some(vec![
+            MetadataRequestTopic::default().with_name(Some(name(topic)))
+        ]))
+        .with_allow_auto_topic_creation(false);
+    let response = client.send(12, &request).await;
+    let t = &response.topics[0];
+    (t.error_code == 0).then_some(t.partitions.len())
+}
+
+async fn produce(client: &mut Client, topic: &str, count: usize) {
+    let request = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(name(topic))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(record_batch(count, 10, now_ms())))])]);
+    let response = client.send(9, &request).await;
+    assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+}
+
+#[tokio::test]
+async fn create_topics_at_every_version_then_refuse_duplicates_and_bad_input() {
+    bounded(async {
+        let broker = TestBroker::start_with(|c| c.auto_create_topics = false).await;
+        let mut client = broker.connect().await;
+        for version in 2..=7 {
+            let topic = format!("created-v{version}");
+            let response = client
+                .send(
+                    version,
+                    &create_topics_request(&topic, 2, &[("retention.ms", "60000")]),
+                )
+                .await;
+            let result = &response.topics[0];
+            assert_eq!(
+                result.error_code, 0,
+                "v{version}: {:?}",
+                result.error_message
+            );
+            if version >= 5 {
+                assert_eq!(result.num_partitions, 2);
+                let configs = result.configs.as_ref().expect("configs");
+                let retention = configs
+                    .iter()
+                    .find(|c| c.name.as_str() == "retention.ms")
+                    .unwrap();
+                assert_eq!(retention.value.as_deref(), Some("60000"));
+            }
+            assert_eq!(partition_count(&mut client, &topic).await, Some(2));
+        }
+        let again = client
+            .send(7, &create_topics_request("created-v7", 1, &[]))
+            .await;
+        assert_eq!(again.topics[0].error_code, 36, "TOPIC_ALREADY_EXISTS");
+        let bad_config = client
+            .send(
+                7,
+                &create_topics_request("bad-config", 1, &[("retention.ms", "soon")]),
+            )
+            .await;
+        assert_eq!(bad_config.topics[0].error_code, 40, "INVALID_CONFIG");
+        let bad_name = client.send(7, &create_topics_request("a/b", 1, &[])).await;
+        assert_eq!(bad_name.topics[0].error_code, 17);
+        let zero = client.send(7, &create_topics_request("zero", 0, &[])).await;
+        assert_eq!(zero.topics[0].error_code, 37, "INVALID_PARTITIONS");
+        let mut rf3 = create_topics_request("rf3", 1, &[]);
+        rf3.topics[0].replication_factor = 3;
+        assert_eq!(client.send(7, &rf3).await.topics[0].error_code, 38);
+        // Auto creation is off: Metadata does not create.
+        assert_eq!(partition_count(&mut client, "never").await, None);
+        broker.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn delete_topics_by_name_and_by_id() {
+    bounded(async {
+        let broker = TestBroker::start().await;
+        let mut client = broker.connect().await;
+        for version in 1..=6 {
+            let topic = format!("doomed-{version}");
+            let created = client.send(7, &create_topics_request(&topic, 1, &[])).await;
+            let id = created.topics[0].topic_id;
+            produce(&mut client, &topic, 3).await;
+            let request = if version >= 6 {
+                DeleteTopicsRequest::default()
+                    .with_topics(vec![DeleteTopicState::default().with_topic_id(id)])
+            } else {
+                DeleteTopicsRequest::default().with_topic_names(vec![name(&topic)])
+            };
+            let response = client.send(version, &request.with_timeout_ms(5_000)).await;
+            assert_eq!(response.responses[0].error_code, 0, "v{version}");
+            let metadata = MetadataRequest::default()
+                .with_topics(Some(vec![
+                    MetadataRequestTopic::default().with_name(Some(name(&topic)))
+                ]))
+                .with_allow_auto_topic_creation(false);
+            assert_eq!(client.send(12, &metadata).await.topics[0].error_code, 3);
+        }
+        let missing = DeleteTopicsRequest::default().with_topic_names(vec![name("missing")]);
+        assert_eq!(client.send(5, &missing).await.responses[0].error_code, 3);
+        broker.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn create_partitions_grows_topics_only() {
+    bounded(async {
+        let broker = TestBroker::start().await;
+        let mut client = broker.connect().await;
+        client.send(7, &create_topics_request("grow", 1, &[])).await;
+        for (version, count) in [(0, 2), (1, 3), (2, 4), (3, 5)] {
+            let request = CreatePartitionsRequest::default()
+                .with_timeout_ms(5_000)
+                .with_topics(vec![CreatePartitionsTopic::default()
+                    .with_name(name("grow"))
+                    .with_count(count)]);
+            let response = client.send(version, &request).await;
+            assert_eq!(response.results[0].error_code, 0, "v{version}");
+            assert_eq!(
+                partition_count(&mut client, "grow").await,
+                Some(count as usize)
+            );
+        }
+        let shrink =
+            CreatePartitionsRequest::default().with_topics(vec![CreatePartitionsTopic::default()
+                .with_name(name("grow"))
+                .with_count(2)]);
+        assert_eq!(client.send(3, &shrink).await.results[0].error_code, 37);
+        broker.stop().await;
+    })
+    .await;
+}
+
+fn describe_topic(topic: &str, keys: Option<Vec<&str>>) -> DescribeConfigsRequest {
+    DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+        .with_resource_type(2)
+        .with_resource_name(s(topic))
+        .with_configuration_keys(keys.map(|k| k.into_iter().map(s).collect()))])
+}
+
+async fn topic_config(client: &mut Client, topic: &str, key: &str) -> (String, i8) {
+    let response = client
+        .send(4, &describe_topic(topic, Some(vec![key])))
+        .await;
+    let result = &response.results[0];
+    assert_eq!(result.error_code, 0);
+    assert_eq!(result.configs.len(), 1);
+    let entry = &result.configs[0];
+    (
+        entry.value.as_deref().unwrap_or("").to_string(),
+        entry.config_source,
+    )
+}
+
+#[tokio::test]
+async fn configs_describe_alter_and_incremental_alter() {
+    bounded(async {
+        let broker = TestBroker::start().await;
+        let mut client = broker.connect().await;
+        client.send(7, &create_topics_request("conf", 1, &[])).await;
+        for version in 1..=4 {
+            let response = client.send(version, &describe_topic("conf", None)).await;
+            assert_eq!(response.results[0].error_code, 0, "v{version}");
+            assert!(response.results[0]
+                .configs
+                .iter()
+                .any(|c| c.name.as_str() == "retention.ms"));
+        }
+        let (_, source) = topic_config(&mut client, "conf", "retention.ms").await;
+        assert_eq!(source, 5, "DEFAULT_CONFIG");
+        for version in 0..=2 {
+            let value = format!("{}", 100_000 + i64::from(version));
+            let request = AlterConfigsRequest::default().with_resources(vec![
+                alter::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("conf"))
+                    .with_configs(vec![alter::AlterableConfig::default()
+                        .with_name(s("retention.ms"))
+                        .with_value(Some(s(&value)))]),
+            ]);
+            let response = client.send(version, &request).await;
+            assert_eq!(response.responses[0].error_code, 0, "v{version}");
+            assert_eq!(
+                topic_config(&mut client, "conf", "retention.ms").await,
+                (value, 1)
+            );
+        }
+        for version in 0..=1 {
+            let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+                incremental::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(s("conf"))
+                    .with_configs(vec![
+                        incremental::AlterableConfig::default()
+                            .with_name(s("retention.bytes"))
+                            .with_config_operation(0)
+                            .with_value(Some(s("12345"))),
+                        incremental::AlterableConfig::default()
+                            .with_name(s("retention.ms"))
+                            .with_config_operation(1),
+                    ]),
+            ]);
+            let response = client.send(version, &request).await;
+            assert_eq!(response.responses[0].error_code, 0, "v{version}");
+            assert_eq!(
+                topic_config(&mut client, "conf", "retention.bytes").await,
+                ("12345".into(), 1)
+            );
+            assert_eq!(topic_config(&mut client, "conf", "retention.ms").await.1, 5);
+        }
+        let bad = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            incremental::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s("conf"))
+                .with_configs(vec![incremental::AlterableConfig::default()
+                    .with_name(s("no.such.config"))
+                    .with_config_operation(0)
+                    .with_value(Some(s("1")))]),
+        ]);
+        assert_eq!(client.send(1, &bad).await.responses[0].error_code, 40);
+        // Broker resource: static configs and the metrics counters.
+        let broker_request = DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(4)
+                .with_resource_name(s("0")),
+        ]);
+        let response = client.send(4, &broker_request).await;
+        assert!(response.results[0]
+            .configs
+            .iter()
+            .any(|c| c.name.as_str() == "rill.metrics.sendfile.bytes.total"));
+        broker.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn topic_configs_survive_a_restart() {
+    bounded(async {
+        let broker = TestBroker::start().await;
+        let mut client = broker.connect().await;
+        client
+            .send(
+                7,
+                &create_topics_request("kept", 1, &[("retention.bytes", "777")]),
+            )
+            .await;
+        drop(client);
+        let dir = broker.stop().await;
+        let broker = TestBroker::start_in(dir, |_| {}).await;
+        let mut client = broker.connect().await;
+        assert_eq!(
+            topic_config(&mut client, "kept", "retention.bytes").await,
+            ("777".into(), 1)
+        );
+        broker.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn delete_records_leader_epoch_log_dirs_and_cluster() {
+    bounded(async {
+        let broker = TestBroker::start().await;
+        let mut client = broker.connect().await;
+        client.send(7, &create_topics_request("misc", 1, &[])).await;
+        produce(&mut client, "misc", 5).await;
+        produce(&mut client, "misc", 5).await;
+        for version in 0..=2 {
+            let request = DeleteRecordsRequest::default()
+                .with_timeout_ms(5_000)
+                .with_topics(vec![DeleteRecordsTopic::default()
+                    .with_name(name("misc"))
+                    .with_partitions(vec![DeleteRecordsPartition::default()
+                        .with_partition_index(0)
+                        .with_offset(5)])]);
+            let response = client.send(version, &request).await;
+            let p = &response.topics[0].partitions[0];
+            assert_eq!((p.error_code, p.low_watermark), (0, 5), "v{version}");
+        }
+        for version in 2..=4 {
+            let request = OffsetForLeaderEpochRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(vec![OffsetForLeaderTopic::default()
+                    .with_topic(name("misc"))
+                    .with_partitions(vec![OffsetForLeaderPartition::default()
+                        .with_partition(0)
+                        .with_current_leader_epoch(-1)
+                        .with_leader_epoch(0)])]);
+            let response = client.send(version, &request).await;
+            let p = &response.topics[0].partitions[0];
+            assert_eq!(
+                (p.error_code, p.leader_epoch, p.end_offset),
+                (0, 0, 10),
+                "v{version}"
+            );
+        }
+        for version in 1..=4 {
+            let request = DescribeLogDirsRequest::default().with_topics(Some(vec![
+                DescribableLogDirTopic::default()
+                    .with_topic(name("misc"))
+                    .with_partitions(vec![0]),
+            ]));
+            let response = client.send(version, &request).await;
+            let dir = &response.results[0];
+            assert_eq!(dir.error_code, 0);
+            assert!(dir.topics[0].partitions[0].partition_size > 0, "v{version}");
+        }
+        for version in 0..=2 {
+            let response = client
+                .send(version, &DescribeClusterRequest::default())
+                .await;
+            assert_eq!(response.error_code, 0);
+            assert_eq!(response.brokers[0].port, i32::from(broker.addr.port()));
+            assert!(!response.cluster_id.is_empty());
+        }
+        for version in 0..=5 {
+            let response = client
+                .send(
+                    version,
+                    &InitProducerIdRequest::default()
+                        .with_transactional_id(None)
+                        .with_transaction_timeout_ms(1000),
+                )
+                .await;
+            assert_eq!(response.error_code, 0, "v{version}");
+            assert!(response.producer_id.0 >= 0);
+        }
+        broker.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sasl_is_refused_with_clear_errors() {
+    bounded(async {
+        let broker = TestBroker::start().await;
+        let mut client = broker.connect().await;
+        for version in 0..=1 {
+            let request = SaslHandshakeRequest::default().with_mechanism(s("PLAIN"));
+            let response = client.send(version, &request).await;
+            assert_eq!(response.error_code, 33, "UNSUPPORTED_SASL_MECHANISM");
+        }
+        for version in 0..=2 {
+            let response = client
+                .send(version, &SaslAuthenticateRequest::default())
+                .await;
+            assert_eq!(response.error_code, 34, "ILLEGAL_SASL_STATE");
+        }
+        broker.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn metadata_and_produce_answer_at_every_version() {
+    bounded(async {
+        let broker = TestBroker::start().await;
+        let mut client = broker.connect().await;
+        for version in 0..=12 {
+            let request = MetadataRequest::default()
+                .with_topics(Some(vec![
+                    MetadataRequestTopic::default().with_name(Some(name("every")))
+                ]))
+                .with_allow_auto_topic_creation(true);
+            let response = client.send(version, &request).await;
+            assert_eq!(response.topics[0].error_code, 0, "metadata v{version}");
+            assert_eq!(response.topics[0].partitions.len(), 1);
+        }
+        for version in 3..=11 {
+            let request = ProduceRequest::default()
+                .with_acks(1)
+                .with_timeout_ms(5_000)
+                .with_topic_data(vec![TopicProduceData::default()
+                    .with_name(name("every"))
+                    .with_partition_data(vec![PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(record_batch(1, 1, now_ms())))])]);
+            let response = client.send(version, &request).await;
+            let p = &response.responses[0].partition_responses[0];
+            assert_eq!(
+                (p.error_code, p.base_offset),
+                (0, i64::from(version) - 3),
+                "produce v{version}"
+            );
+        }
+        broker.stop().await;
+    })
+    .await;
+}
