@@ -230,16 +230,17 @@ impl LogManager {
         Ok(())
     }
 
-    /// Writes every log's recovery point. A stale checkpoint only makes recovery scan more.
+    /// Writes every log's recovery point, flushing what each log has unflushed (and its
+    /// index entries) first. A stale checkpoint only makes recovery scan more.
     pub fn checkpoint(&self) -> Result<()> {
+        let mut fresh = HashMap::new();
+        for log in self.open_logs() {
+            fresh.insert(log.topic_partition().clone(), log.checkpoint_offset()?);
+        }
         let points = {
             let mut state = self.state.lock();
             let mut points = std::mem::take(&mut state.recovery_points);
-            for (tp, slot) in &state.logs {
-                if let Slot::Open(log) = slot {
-                    points.insert(tp.clone(), log.flushed_offset());
-                }
-            }
+            points.extend(fresh);
             points.retain(|tp, _| state.logs.contains_key(tp));
             state.recovery_points = points.clone();
             points

@@ -59,6 +59,8 @@ pub struct Segment {
     pub time_index: TimeIndex,
     /// Written since the last fdatasync.
     pub dirty: bool,
+    /// Index entries written to the files but not yet synced.
+    pub index_unsynced: bool,
     pub sealed: bool,
 }
 
@@ -86,6 +88,7 @@ impl Segment {
                 Vec::new(),
             ),
             dirty: false,
+            index_unsynced: false,
             sealed: false,
         }
     }
@@ -372,15 +375,18 @@ impl Segment {
         Ok(())
     }
 
-    /// Writes index entries not yet on disk (before the fdatasync of a flush).
-    pub fn write_indexes(&mut self, files: &Files) -> Result<()> {
-        self.offset_index
+    /// Writes index entries not yet on disk. Returns whether anything was written.
+    pub fn write_indexes(&mut self, files: &Files) -> Result<bool> {
+        let offsets = self
+            .offset_index
             .write_pending(&*files.io, &files.cache, self.id)
             .map_err(|e| StorageError::io("write", self.offset_index.path(), e))?;
-        self.time_index
+        let times = self
+            .time_index
             .write_pending(&*files.io, &files.cache, self.id)
             .map_err(|e| StorageError::io("write", self.time_index.path(), e))?;
-        Ok(())
+        self.index_unsynced |= offsets || times;
+        Ok(offsets || times)
     }
 
     /// The segment's three files, for a flush to fdatasync outside the log's lock.
