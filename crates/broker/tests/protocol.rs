@@ -590,3 +590,25 @@ async fn topics_ids_configs_and_data_survive_a_restart() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn list_offsets_by_time_looks_inside_compressed_batches() {
+    bounded(async {
+        let broker = TestBroker::start().await;
+        let mut client = broker.connect().await;
+        create_topic(&mut client, "gz").await;
+        let base = now_ms();
+        let batch =
+            common::record_batch_with(10, 50, base, kafka_protocol::records::Compression::Gzip);
+        let response = client.send(9, &produce_request("gz", 0, batch, -1)).await;
+        assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+        let by_time = client.send(7, &list_offsets_request("gz", base + 5)).await;
+        let p = &by_time.topics[0].partitions[0];
+        assert_eq!((p.error_code, p.timestamp, p.offset), (0, base + 5, 5));
+        let max = client.send(7, &list_offsets_request("gz", -3)).await;
+        let p = &max.topics[0].partitions[0];
+        assert_eq!((p.error_code, p.timestamp, p.offset), (0, base + 9, 9));
+        broker.stop().await;
+    })
+    .await;
+}

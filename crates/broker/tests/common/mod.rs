@@ -182,6 +182,16 @@ pub fn now_ms() -> i64 {
 /// A v2 record batch with `count` records whose values are `value-<i>`, CRC-32C correct,
 /// base offset 0 and partition leader epoch 0 (what the broker will store).
 pub fn record_batch(count: usize, value_bytes: usize, timestamp: i64) -> Bytes {
+    record_batch_with(count, value_bytes, timestamp, Compression::None)
+}
+
+/// [`record_batch`] with a compression codec.
+pub fn record_batch_with(
+    count: usize,
+    value_bytes: usize,
+    timestamp: i64,
+    compression: Compression,
+) -> Bytes {
     let records: Vec<Record> = (0..count)
         .map(|i| {
             let mut value = format!("value-{i}-").into_bytes();
@@ -211,7 +221,7 @@ pub fn record_batch(count: usize, value_bytes: usize, timestamp: i64) -> Bytes {
         &records,
         &RecordEncodeOptions {
             version: 2,
-            compression: Compression::None,
+            compression,
         },
     )
     .expect("encode batch");
