@@ -5,6 +5,7 @@
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=lib/broker.sh
+RILL_COMPAT_NAME=kcat
 source "$here/lib/broker.sh"
 
 command -v kcat >/dev/null || { echo "kcat not installed (apt-get install kcat)"; exit 1; }

@@ -36,6 +36,11 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	stopRill(cmd)
+	if dir := os.Getenv("RILL_COMPAT_LOG_DIR"); dir != "" {
+		if b, err := os.ReadFile(filepath.Join(tmp, "rill-stderr.log")); err == nil {
+			os.WriteFile(filepath.Join(dir, "go-rill.log"), b, 0o644)
+		}
+	}
 	os.RemoveAll(tmp)
 	os.Exit(code)
 }

@@ -20,6 +20,10 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
+// baseTS is an hour ago, whole seconds: explicit record timestamps must be recent, because
+// a broker deletes records older than retention.ms (7 days by default).
+var baseTS = time.Now().Add(-time.Hour).Truncate(time.Second).UnixMilli()
+
 func uniqueTopic(prefix string) string {
 	return fmt.Sprintf("go-%s-%08x", prefix, rand.Uint32())
 }
@@ -154,7 +158,8 @@ func TestAdminListOffsets(t *testing.T) {
 	topic := uniqueTopic("offsets")
 	createTopic(t, adm, topic, 1)
 	cl := producer(t, kgo.RequiredAcks(kgo.AllISRAcks()), kgo.DisableIdempotentWrite())
-	base := time.UnixMilli(1_600_000_000_000)
+	// recent: records older than retention.ms (7 days) may be deleted by the broker
+	base := time.UnixMilli(baseTS)
 	var recs []*kgo.Record
 	for i := 0; i < 10; i++ {
 		recs = append(recs, &kgo.Record{Topic: topic, Partition: 0, Value: []byte{byte(i)},
@@ -258,7 +263,7 @@ func TestProduceConsumeByAssignment(t *testing.T) {
 					Key:       []byte(fmt.Sprintf("k%d", i)),
 					Value:     v,
 					Headers:   []kgo.RecordHeader{{Key: "i", Value: []byte(fmt.Sprint(i))}},
-					Timestamp: time.UnixMilli(1_700_000_000_000 + int64(i))})
+					Timestamp: time.UnixMilli(baseTS + int64(i))})
 			}
 			res := cl.ProduceSync(ctxT(t, 60*time.Second), recs...)
 			if err := res.FirstErr(); err != nil {
@@ -271,7 +276,7 @@ func TestProduceConsumeByAssignment(t *testing.T) {
 					if r.Offset != int64(j) || !bytes.Equal(r.Value, recs[i].Value) ||
 						string(r.Key) != fmt.Sprintf("k%d", i) ||
 						len(r.Headers) != 1 || string(r.Headers[0].Value) != fmt.Sprint(i) ||
-						r.Timestamp.UnixMilli() != 1_700_000_000_000+int64(i) {
+						r.Timestamp.UnixMilli() != baseTS+int64(i) {
 						t.Fatalf("partition %d record %d mismatch: offset=%d key=%q headers=%v ts=%v",
 							part, j, r.Offset, r.Key, r.Headers, r.Timestamp)
 					}

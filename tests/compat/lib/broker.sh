@@ -46,6 +46,9 @@ broker_stop() {
     wait "$_rill_pid" 2>/dev/null
   fi
   _rill_pid=""
+  if [[ -n "$_rill_tmp" && -n "${RILL_COMPAT_LOG_DIR:-}" && -f "$_rill_tmp/rill-stderr.log" ]]; then
+    cp "$_rill_tmp/rill-stderr.log" "$RILL_COMPAT_LOG_DIR/${RILL_COMPAT_NAME:-sh}-rill.log"
+  fi
   [[ -n "$_rill_tmp" ]] && rm -rf "$_rill_tmp"
   _rill_tmp=""
   return 0

@@ -44,6 +44,9 @@ async function startBroker () {
     const t = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS)
     await exited
     clearTimeout(t)
+    if (process.env.RILL_COMPAT_LOG_DIR) {
+      fs.copyFileSync(path.join(tmp, 'rill-stderr.log'), path.join(process.env.RILL_COMPAT_LOG_DIR, 'node-rill.log'))
+    }
     fs.rmSync(tmp, { recursive: true, force: true })
   }
   return { bootstrap, stop }

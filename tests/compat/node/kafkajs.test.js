@@ -133,7 +133,8 @@ for (const [name, acks, compression] of [
     const producer = kafka.producer({ allowAutoTopicCreation: false })
     await producer.connect()
     const n = 400
-    const base = 1700000000000
+    // recent: records older than retention.ms (7 days) may be deleted by the broker
+    const base = Math.floor(Date.now() / 1000) * 1000 - 3600000
     const msgs = (part) => Array.from({ length: n / 2 }, (_, j) => ({
       partition: part,
       key: j % 4 === 0 ? null : `k${part}-${j}`,

@@ -82,6 +82,16 @@ class RillProcess:
                 self.proc.wait(timeout=STOP_GRACE_S)
             except subprocess.TimeoutExpired:
                 self.kill()
+        keep_log(self.log_path)
+
+
+def keep_log(path):
+    """Append rill's stderr to $RILL_COMPAT_LOG_DIR/python-rill.log (set by scripts/test)."""
+    d = os.environ.get("RILL_COMPAT_LOG_DIR")
+    if d and os.path.exists(path):
+        with open(path, "rb") as src, open(os.path.join(d, "python-rill.log"), "ab") as dst:
+            shutil.copyfileobj(src, dst)
+        os.truncate(path, 0)
 
 
 def external_bootstrap():

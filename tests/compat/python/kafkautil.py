@@ -7,6 +7,12 @@ from confluent_kafka.admin import AdminClient, NewTopic
 OP_TIMEOUT_S = 30
 
 
+def recent_ts():
+    """An hour ago in ms, whole seconds. Explicit record timestamps must be recent: a broker
+    deletes records older than retention.ms (7 days by default), Kafka at its next check."""
+    return int(time.time()) * 1000 - 3_600_000
+
+
 def admin(bootstrap):
     return AdminClient({"bootstrap.servers": bootstrap})
 

@@ -52,7 +52,7 @@ def test_kafka_python_offsets_for_times(bootstrap, topic_name):
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
     ku.create_topic(bootstrap, topic_name)
-    base_ts = 1_650_000_000_000
+    base_ts = ku.recent_ts()
     p = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     try:
         for i in range(10):

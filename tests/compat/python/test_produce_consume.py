@@ -46,7 +46,7 @@ def test_produce_compressed(bootstrap, topic_name, codec):
 
 def test_keys_headers_timestamps_nulls(bootstrap, topic_name):
     ku.create_topic(bootstrap, topic_name)
-    base_ts = 1_700_000_000_000
+    base_ts = ku.recent_ts()
     recs = [
         {"value": b"plain"},
         {"value": b"with-key", "key": b"the-key"},
@@ -115,7 +115,7 @@ def test_consume_from_end_sees_only_new(bootstrap, topic_name):
 
 def test_watermarks_and_offsets_for_times(bootstrap, topic_name):
     ku.create_topic(bootstrap, topic_name)
-    base_ts = 1_600_000_000_000
+    base_ts = ku.recent_ts()
     n = 20
     recs = [{"value": b"t%d" % i, "timestamp": base_ts + i * 1000} for i in range(n)]
     ku.produce_all(ku.producer(bootstrap, acks="all"), topic_name, recs)

@@ -90,6 +90,9 @@ impl Drop for Broker {
             let _ = child.wait();
         }
         if let Some(tmp) = &self.tmp {
+            if let Ok(dir) = std::env::var("RILL_COMPAT_LOG_DIR") {
+                let _ = std::fs::copy(tmp.join("rill-stderr.log"), PathBuf::from(dir).join("rust-rill.log"));
+            }
             let _ = std::fs::remove_dir_all(tmp);
         }
     }
@@ -135,6 +138,9 @@ async fn produce_then_consume_by_assignment() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // an hour ago: explicit timestamps must be recent, because a broker deletes records
+    // older than retention.ms (7 days by default)
+    let base_ts: i64 = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64 - 3600) * 1000;
     let n: usize = 2000;
     let value = |i: usize| -> Vec<u8> { (0..(i % 700)).map(|j| (i * 31 + j) as u8).collect() };
     let keys: Vec<String> = (0..n).map(|i| format!("key-{i}")).collect();
@@ -146,7 +152,7 @@ async fn produce_then_consume_by_assignment() {
             .partition((i % 2) as i32)
             .key(&keys[i])
             .payload(&values[i])
-            .timestamp(1_700_000_000_000 + i as i64)
+            .timestamp(base_ts + i as i64)
             .headers(OwnedHeaders::new().insert(Header { key: "i", value: Some(&idx[i]) }));
         futs.push(producer.send(rec, Duration::from_secs(30)));
     }
@@ -180,7 +186,7 @@ async fn produce_then_consume_by_assignment() {
         let i = msg.offset() as usize * 2 + p;
         assert_eq!(msg.payload().unwrap_or(&[]), &value(i)[..], "record {i} value");
         assert_eq!(msg.key(), Some(format!("key-{i}").as_bytes()));
-        assert_eq!(msg.timestamp().to_millis(), Some(1_700_000_000_000 + i as i64));
+        assert_eq!(msg.timestamp().to_millis(), Some(base_ts + i as i64));
         let h = msg.headers().expect("headers").get(0);
         assert_eq!((h.key, h.value), ("i", Some(i.to_string().as_bytes())));
         got += 1;

@@ -90,6 +90,14 @@ final class Broker {
         } catch (InterruptedException ignored) {
             p.destroyForcibly();
         }
+        String logDir = System.getenv("RILL_COMPAT_LOG_DIR");
+        if (logDir != null && !logDir.isEmpty()) {
+            try {
+                Files.copy(tmp.resolve("rill-stderr.log"), Path.of(logDir, "java-rill.log"),
+                        java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+            } catch (IOException ignored) {
+            }
+        }
         try (var walk = Files.walk(tmp)) {
             walk.sorted(Comparator.reverseOrder()).map(Path::toFile).forEach(File::delete);
         } catch (IOException ignored) {

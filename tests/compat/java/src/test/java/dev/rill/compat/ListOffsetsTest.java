@@ -19,7 +19,7 @@ import org.junit.jupiter.api.Timeout;
 
 @Timeout(value = 120, unit = TimeUnit.SECONDS)
 class ListOffsetsTest {
-    static final long BASE_TS = 1_600_000_000_000L;
+    static final long BASE_TS = ProduceConsumeTest.BASE_TS;
 
     static long offset(Admin admin, TopicPartition tp, OffsetSpec spec) throws Exception {
         Map<TopicPartition, ListOffsetsResultInfo> r = admin.listOffsets(Map.of(tp, spec)).all().get(30, TimeUnit.SECONDS);

@@ -29,7 +29,9 @@ import org.junit.jupiter.params.provider.CsvSource;
 @Timeout(value = 120, unit = TimeUnit.SECONDS)
 class ProduceConsumeTest {
 
-    static final long BASE_TS = 1_700_000_000_000L;
+    /** An hour ago, whole seconds: explicit timestamps must be recent, because a broker deletes
+     *  records older than retention.ms (7 days by default). */
+    static final long BASE_TS = (System.currentTimeMillis() / 1000) * 1000 - 3_600_000L;
 
     static String createTopic(String prefix, int partitions) throws Exception {
         String topic = Broker.uniqueTopic(prefix);
