@@ -62,17 +62,8 @@ pub fn write(io: &dyn FileIo, path: &Path, entries: &HashMap<TopicPartition, i64
     for (tp, offset) in sorted {
         text.push_str(&format!("{} {} {}\n", tp.topic, tp.partition, offset));
     }
-    let tmp = path.with_extension("tmp");
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let write = || -> io::Result<()> {
-        let f = io.open(&tmp, true)?;
-        io.set_len(&f, 0)?;
-        io.write_at(&f, &[text.as_bytes()], 0)?;
-        io.sync_data(&f)?;
-        io.rename(&tmp, path)?;
-        io.sync_dir(dir)
-    };
-    write().map_err(|e| StorageError::io("write checkpoint", path, e))
+    crate::file_io::write_atomically(io, path, text.as_bytes())
+        .map_err(|e| StorageError::io("write checkpoint", path, e))
 }
 
 #[cfg(test)]

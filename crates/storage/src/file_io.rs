@@ -148,3 +148,15 @@ impl FileIo for OsIo {
         File::open(dir)?.sync_all()
     }
 }
+
+/// Replaces `path` with `bytes` so that a crash leaves the old or the new contents: a
+/// temporary file, fdatasync, rename over, directory sync.
+pub fn write_atomically(io: &dyn FileIo, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let file = io.open(&tmp, true)?;
+    io.set_len(&file, 0)?;
+    io.write_at(&file, &[bytes], 0)?;
+    io.sync_data(&file)?;
+    io.rename(&tmp, path)?;
+    io.sync_dir(path.parent().unwrap_or(Path::new(".")))
+}

@@ -20,7 +20,7 @@ use crate::batch::{self, BatchHeader};
 use crate::config::{FlushPolicy, LogConfig};
 use crate::error::{Result, StorageError};
 use crate::file_io::IoFile;
-use crate::segment::{self, Files, Segment};
+use crate::segment::{Files, Segment};
 use crate::TopicPartition;
 
 /// File in the partition directory holding the log start offset moved by DeleteRecords.
@@ -875,19 +875,6 @@ fn read_log_start(dir: &Path) -> Result<Option<i64>> {
 /// Writes the log start offset durably: temporary file, fdatasync, rename, directory sync.
 fn write_log_start(io: &dyn crate::file_io::FileIo, dir: &Path, offset: i64) -> Result<()> {
     let path = dir.join(LOG_START_FILE);
-    let tmp = dir.join(format!("{LOG_START_FILE}.tmp"));
-    let write = || -> io::Result<()> {
-        let f = io.open(&tmp, true)?;
-        io.set_len(&f, 0)?;
-        io.write_at(&f, &[format!("{offset}\n").as_bytes()], 0)?;
-        io.sync_data(&f)?;
-        io.rename(&tmp, &path)?;
-        io.sync_dir(dir)
-    };
-    write().map_err(|e| StorageError::io("write", &path, e))
-}
-
-/// The name of a segment's log file; re-exported for tools and tests.
-pub fn segment_file_name(base_offset: i64) -> String {
-    segment::file_name(base_offset, "log")
+    crate::file_io::write_atomically(io, &path, format!("{offset}\n").as_bytes())
+        .map_err(|e| StorageError::io("write", &path, e))
 }
