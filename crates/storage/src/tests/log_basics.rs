@@ -502,3 +502,65 @@ fn disk_full_scenario(dir: &std::path::Path, file_size_limit: Option<u64>) {
     let m = manager(dir);
     assert_eq!(read_all(&m.get_log(&tp(0)).unwrap().unwrap()), expected);
 }
+
+/// A read-only file system (a tmpfs remounted read-only): opening and creating logs fail with a
+/// typed error, never a panic, and the data is still there once it is writable again.
+#[test]
+fn read_only_file_system_gives_typed_errors() {
+    let mnt = tempfile::tempdir().unwrap();
+    let mount = |opts: &str| {
+        std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
+            .arg(mnt.path())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let remount = |opts: &str| {
+        std::process::Command::new("mount")
+            .args(["-o", opts])
+            .arg(mnt.path())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !mount("size=4m") {
+        eprintln!("mount not permitted here: read-only file system test not run");
+        return;
+    }
+    let result = std::panic::catch_unwind(|| {
+        let dir = mnt.path().join("data");
+        {
+            let m = manager(&dir);
+            let log = m.create_log(&tp(0), small_config()).unwrap();
+            append_expected(&log);
+            m.close().unwrap();
+        }
+        assert!(remount("remount,ro"));
+        let m = manager(&dir);
+        match m.create_log(&tp(1), small_config()) {
+            Err(StorageError::ReadOnly { .. }) => {}
+            other => panic!("expected ReadOnly, got {other:?}"),
+        }
+        // Opening needs to write (index rebuild after recovery): a typed error too.
+        match m.get_log(&tp(0)) {
+            Err(StorageError::ReadOnly { .. }) => {}
+            Ok(Some(log)) => assert!(matches!(
+                log.append(&expected_batch(log.log_end_offset())),
+                Err(StorageError::ReadOnly { .. })
+            )),
+            other => panic!("expected ReadOnly, got {other:?}"),
+        }
+        drop(m);
+        assert!(remount("remount,rw"));
+        let m = manager(&dir);
+        assert_eq!(
+            read_all(&m.get_log(&tp(0)).unwrap().unwrap()),
+            vec![expected_batch(0)]
+        );
+    });
+    let _ = std::process::Command::new("umount")
+        .arg(mnt.path())
+        .status();
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
