@@ -67,6 +67,8 @@ pub struct Broker {
     listener: TcpListener,
     local_addr: SocketAddr,
     state: Arc<BrokerState>,
+    /// Holds the data directory's `flock` until the broker is dropped.
+    _lock: std::fs::File,
 }
 
 impl Broker {
@@ -79,7 +81,7 @@ impl Broker {
     pub async fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
         let mut logs_config = LogManagerConfig::new(config.data_dir.clone());
         logs_config.max_open_files = config.max_open_files;
-        let (logs, topics) = tokio::task::spawn_blocking(move || open_storage(logs_config))
+        let (logs, topics, lock) = tokio::task::spawn_blocking(move || open_storage(logs_config))
             .await
             .map_err(|source| BrokerError::Join {
                 op: "opening storage",
@@ -109,6 +111,7 @@ impl Broker {
             listener,
             local_addr,
             state: Arc::new(state),
+            _lock: lock,
         })
     }
 
@@ -160,9 +163,34 @@ impl Broker {
     }
 }
 
-fn open_storage(
-    config: LogManagerConfig,
-) -> Result<(Arc<LogManager>, Arc<TopicRegistry>), BrokerError> {
+/// Name of the lock file in the data directory root.
+pub const LOCK_FILE_NAME: &str = ".lock";
+
+/// Takes an exclusive `flock` on `<data_dir>/.lock` (Kafka does the same), so a second broker
+/// pointed at the same directory fails at startup instead of corrupting the first one's logs.
+/// The lock lives as long as the returned file.
+fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, BrokerError> {
+    let path = data_dir.join(LOCK_FILE_NAME);
+    let lock_error = |source| BrokerError::DataDirLock {
+        path: path.clone(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(lock_error)?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(BrokerError::DataDirLocked { path }),
+        Err(e) => Err(lock_error(e.into())),
+    }
+}
+
+type Opened = (Arc<LogManager>, Arc<TopicRegistry>, std::fs::File);
+
+fn open_storage(config: LogManagerConfig) -> Result<Opened, BrokerError> {
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir).map_err(|source| BrokerError::Storage {
         op: "creating the data directory",
@@ -172,6 +200,7 @@ fn open_storage(
             source,
         },
     })?;
+    let lock = lock_data_dir(&data_dir)?;
     let logs = LogManager::open(config).map_err(|source| BrokerError::Storage {
         op: "opening the log manager",
         source,
@@ -180,7 +209,7 @@ fn open_storage(
         path: data_dir.join(crate::topics::REGISTRY_FILE_NAME),
         source,
     })?;
-    Ok((Arc::new(logs), Arc::new(topics)))
+    Ok((Arc::new(logs), Arc::new(topics), lock))
 }
 
 /// Clients connect to what Metadata advertises. An unspecified bind address (0.0.0.0, ::)

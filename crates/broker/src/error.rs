@@ -26,6 +26,14 @@ pub enum BrokerError {
         #[source]
         source: io::Error,
     },
+    #[error("data directory {path} is in use by another rill process (lock held)")]
+    DataDirLocked { path: PathBuf },
+    #[error("cannot lock data directory {path}")]
+    DataDirLock {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("storage failed while {op}")]
     Storage {
         op: &'static str,

@@ -612,3 +612,22 @@ async fn list_offsets_by_time_looks_inside_compressed_batches() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_second_broker_on_the_same_data_dir_is_refused() {
+    bounded(async {
+        let broker = TestBroker::start().await;
+        let config = rill_broker::BrokerConfig {
+            listen: "127.0.0.1:0".into(),
+            data_dir: broker.dir.path().to_path_buf(),
+            ..rill_broker::BrokerConfig::default()
+        };
+        match rill_broker::Broker::start(config).await {
+            Err(rill_broker::BrokerError::DataDirLocked { .. }) => {}
+            Err(other) => panic!("unexpected error {other}"),
+            Ok(_) => panic!("second broker started on a locked data dir"),
+        }
+        broker.stop().await;
+    })
+    .await;
+}
