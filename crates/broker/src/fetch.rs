@@ -341,3 +341,128 @@ impl Encoder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::response::Chunk;
+    use bytes::Bytes;
+    use kafka_protocol::messages::{FetchResponse, ResponseHeader};
+    use kafka_protocol::protocol::Decodable;
+    use proptest::prelude::*;
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+
+    /// The response as a client receives it: file chunks read back from the file.
+    fn materialize(response: &Response) -> Vec<u8> {
+        let mut out = Vec::new();
+        for chunk in response.chunks() {
+            match chunk {
+                Chunk::Bytes(bytes) => out.extend_from_slice(bytes),
+                Chunk::File(slice) => {
+                    let mut buf = vec![0u8; slice.len as usize];
+                    slice
+                        .file
+                        .read_exact_at(&mut buf, slice.position)
+                        .expect("read back");
+                    out.extend_from_slice(&buf);
+                }
+            }
+        }
+        out
+    }
+
+    type PartitionSpec = (i32, i16, i64, i64, Vec<u8>, bool);
+
+    fn partition_spec() -> impl Strategy<Value = PartitionSpec> {
+        (
+            0i32..1000,
+            prop::sample::select(vec![0i16, 1, 3, 74]),
+            -1i64..1_000_000,
+            -1i64..1000,
+            prop::collection::vec(any::<u8>(), 0..300),
+            any::<bool>(),
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// The hand-written encoder and the crate's decoder agree on every fetch version.
+        #[test]
+        fn encoded_fetch_responses_decode_with_the_crate(
+            version in 4i16..=16,
+            correlation_id in any::<i32>(),
+            read_committed in any::<bool>(),
+            topics in prop::collection::vec(
+                ("[a-z][a-z0-9._-]{0,20}", prop::collection::vec(partition_spec(), 0..4)),
+                0..4,
+            ),
+        ) {
+            let mut file = tempfile::tempfile().expect("tempfile");
+            let mut expected = Vec::new();
+            let mut position = 0u64;
+            let mut data = Vec::new();
+            for (name, partitions) in &topics {
+                let id = Uuid::new_v4();
+                let mut parts = Vec::new();
+                for (partition, error_code, hwm, start, records, split) in partitions {
+                    file.write_all(records).expect("write");
+                    let len = records.len() as u32;
+                    // Optionally split the records over two slices, as storage may.
+                    let cut = if *split { len / 2 } else { len };
+                    let mut slices = Vec::new();
+                    let shared = Arc::new(file.try_clone().expect("clone fd"));
+                    for (pos, n) in [(position, cut), (position + u64::from(cut), len - cut)] {
+                        if n > 0 {
+                            slices.push(FileSlice { file: Arc::clone(&shared), position: pos, len: n });
+                        }
+                    }
+                    position += u64::from(len);
+                    parts.push(PartitionData {
+                        partition: *partition,
+                        error_code: *error_code,
+                        high_watermark: *hwm,
+                        log_start_offset: *start,
+                        slices,
+                        records_bytes: u64::from(len),
+                    });
+                }
+                expected.push((name.clone(), id, partitions.clone()));
+                data.push(TopicData { name: name.clone(), id, partitions: parts });
+            }
+            let encoder = Encoder { version, correlation_id, read_committed };
+            let response = encoder.encode(NONE, data);
+            let bytes = materialize(&response);
+            prop_assert_eq!(bytes.len() as u64, response.size_bytes());
+            let frame_len = i32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+            prop_assert_eq!(frame_len as usize, bytes.len() - 4);
+            let mut buf = Bytes::from(bytes[4..].to_vec());
+            let header_version = if version >= 12 { 1 } else { 0 };
+            let header = ResponseHeader::decode(&mut buf, header_version).expect("header");
+            prop_assert_eq!(header.correlation_id, correlation_id);
+            let decoded = FetchResponse::decode(&mut buf, version).expect("body");
+            prop_assert!(buf.is_empty(), "{} trailing bytes", buf.len());
+            prop_assert_eq!(decoded.responses.len(), expected.len());
+            for (topic, (name, id, partitions)) in decoded.responses.iter().zip(&expected) {
+                if version >= 13 {
+                    prop_assert_eq!(topic.topic_id, *id);
+                } else {
+                    prop_assert_eq!(topic.topic.0.as_str(), name.as_str());
+                }
+                prop_assert_eq!(topic.partitions.len(), partitions.len());
+                for (p, spec) in topic.partitions.iter().zip(partitions) {
+                    prop_assert_eq!(p.partition_index, spec.0);
+                    prop_assert_eq!(p.error_code, spec.1);
+                    prop_assert_eq!(p.high_watermark, spec.2);
+                    prop_assert_eq!(p.last_stable_offset, spec.2);
+                    if version >= 5 {
+                        prop_assert_eq!(p.log_start_offset, spec.3);
+                    }
+                    prop_assert_eq!(p.aborted_transactions.is_some(), read_committed);
+                    prop_assert_eq!(p.records.as_deref().unwrap_or(&[]), &spec.4[..]);
+                }
+            }
+        }
+    }
+}

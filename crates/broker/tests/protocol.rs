@@ -631,3 +631,76 @@ async fn a_second_broker_on_the_same_data_dir_is_refused() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn connections_beyond_max_connections_wait_for_a_free_slot() {
+    bounded(async {
+        let broker = TestBroker::start_with(|c| c.max_connections = 1).await;
+        let mut first = broker.connect().await;
+        first.send(3, &ApiVersionsRequest::default()).await;
+        // The second connection is accepted by the kernel but not served yet.
+        let mut second = broker.connect().await;
+        let correlation_id = second.send_only(3, &ApiVersionsRequest::default()).await;
+        let early = tokio::time::timeout(Duration::from_millis(300), second.read_frame()).await;
+        assert!(early.is_err(), "served beyond max_connections");
+        drop(first);
+        let response = second
+            .read_response::<ApiVersionsRequest>(3, correlation_id)
+            .await;
+        assert_eq!(response.error_code, 0);
+        broker.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn fetch_max_bytes_spans_partitions_and_first_partition_with_data_gets_a_whole_batch() {
+    bounded(async {
+        let broker = TestBroker::start_with(|c| c.num_partitions = 3).await;
+        let mut client = broker.connect().await;
+        create_topic(&mut client, "multi").await;
+        let batch = record_batch(10, 1000, now_ms());
+        for partition in 0..3 {
+            for _ in 0..2 {
+                let response = client
+                    .send(9, &produce_request("multi", partition, batch.clone(), 1))
+                    .await;
+                assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+            }
+        }
+        let partitions = (0..3)
+            .map(|p| {
+                FetchPartition::default()
+                    .with_partition(p)
+                    .with_fetch_offset(0)
+                    .with_partition_max_bytes(1 << 20)
+            })
+            .collect();
+        // Room for one and a half batches: partition 0 gets one batch, the rest nothing.
+        let request = FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_min_bytes(1)
+            .with_max_bytes((batch.len() + batch.len() / 2) as i32)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(name("multi"))
+                .with_partitions(partitions)]);
+        let response = client.send(11, &request).await;
+        let sizes: Vec<usize> = response.responses[0]
+            .partitions
+            .iter()
+            .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
+            .collect();
+        assert_eq!(sizes, vec![batch.len(), 0, 0]);
+        // max_bytes smaller than one batch still returns the first batch whole (KIP-74).
+        let request = request.with_max_bytes(10);
+        let response = client.send(11, &request).await;
+        let sizes: Vec<usize> = response.responses[0]
+            .partitions
+            .iter()
+            .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
+            .collect();
+        assert_eq!(sizes, vec![batch.len(), 0, 0]);
+        broker.stop().await;
+    })
+    .await;
+}
