@@ -40,6 +40,9 @@ pub struct BrokerConfig {
     pub max_open_files: usize,
     /// How long shutdown waits for connections to finish their current request.
     pub shutdown_grace_ms: u64,
+    /// `connections.max.idle.ms`: close a connection that sends no request, or does not take
+    /// its response, for this long.
+    pub connections_max_idle_ms: u64,
     /// Period of `LogManager::tick` (retention, flush.ms, segment.ms).
     pub tick_interval_ms: u64,
 }
@@ -57,6 +60,7 @@ impl Default for BrokerConfig {
             node_id: 0,
             max_open_files: 0,
             shutdown_grace_ms: 10_000,
+            connections_max_idle_ms: 600_000,
             tick_interval_ms: 1000,
         }
     }

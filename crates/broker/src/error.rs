@@ -82,6 +82,8 @@ pub enum ConnectionError {
         api_version: i16,
         reason: String,
     },
+    #[error("no request or response progress for {idle_ms} ms")]
+    Idle { idle_ms: u64 },
     #[error("segment file {position}+{len} ended early while sending a fetch response")]
     FileShrunk { position: u64, len: u32 },
 }

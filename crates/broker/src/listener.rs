@@ -94,8 +94,9 @@ async fn accept(listener: &TcpListener) -> TcpStream {
 }
 
 /// Serves one connection: read a frame, handle it, write the response, repeat. Stops at EOF,
-/// on a protocol error (closing the connection), or when shutdown is signalled between
-/// requests.
+/// on a protocol error (closing the connection), when shutdown is signalled between
+/// requests, or when the connection makes no progress for `connections_max_idle_ms`
+/// (Kafka's `connections.max.idle.ms`), so idle or stalled clients cannot hold slots forever.
 async fn serve(stream: TcpStream, state: Arc<BrokerState>, mut stop: watch::Receiver<bool>) {
     let peer = stream.peer_addr().ok();
     let mut connection = Connection::new(
@@ -104,17 +105,23 @@ async fn serve(stream: TcpStream, state: Arc<BrokerState>, mut stop: watch::Rece
         state.write_mode,
         Arc::clone(&state.metrics),
     );
+    let idle_ms = state.config.connections_max_idle_ms;
+    let idle = Duration::from_millis(idle_ms);
     let result: Result<(), ConnectionError> = async {
         loop {
             let frame = tokio::select! {
                 frame = connection.read_frame() => frame?,
                 _ = stop.wait_for(|stopped| *stopped) => return Ok(()),
+                () = tokio::time::sleep(idle) => return Err(ConnectionError::Idle { idle_ms }),
             };
             let Some(frame) = frame else {
                 return Ok(());
             };
             if let Some(response) = dispatch::dispatch(&state, frame).await? {
-                connection.write_response(&response).await?;
+                // A client that stops reading holds its connection slot only this long.
+                tokio::time::timeout(idle, connection.write_response(&response))
+                    .await
+                    .map_err(|_| ConnectionError::Idle { idle_ms })??;
             }
         }
     }
@@ -122,6 +129,9 @@ async fn serve(stream: TcpStream, state: Arc<BrokerState>, mut stop: watch::Rece
     match result {
         Ok(()) => tracing::debug!(?peer, "connection closed"),
         Err(ConnectionError::Io(e)) => tracing::debug!(?peer, error = %e, "connection i/o error"),
+        Err(ConnectionError::Idle { idle_ms }) => {
+            tracing::info!(?peer, idle_ms, "closing idle connection");
+        }
         Err(e) => {
             Metrics::add(&state.metrics.connections_rejected_total, 1);
             tracing::warn!(?peer, error = %e, "closing connection");

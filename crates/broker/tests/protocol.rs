@@ -704,3 +704,16 @@ async fn fetch_max_bytes_spans_partitions_and_first_partition_with_data_gets_a_w
     })
     .await;
 }
+
+#[tokio::test]
+async fn idle_connections_are_closed() {
+    bounded(async {
+        let broker = TestBroker::start_with(|c| c.connections_max_idle_ms = 300).await;
+        let mut idle = broker.connect().await;
+        idle.send(3, &ApiVersionsRequest::default()).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(idle.is_closed_by_broker().await);
+        broker.stop().await;
+    })
+    .await;
+}
