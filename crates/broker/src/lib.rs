@@ -16,8 +16,10 @@
 //! - [`error`]: error enums and the mapping from storage errors to Kafka error codes.
 //! - [`metrics`]: atomic counters, notably bytes sent by `sendfile(2)` versus copied.
 //!
-//! **Invariant:** record batches are never decoded or re-encoded here. Produce hands the
-//! client's bytes to `Log::append`; fetch sends file ranges straight from the segment files.
+//! **Invariant:** record batches are never re-encoded, and never decoded on the produce or
+//! fetch path. Produce hands the client's bytes to `Log::append`; fetch sends file ranges
+//! straight from the segment files. The one exception is read-only: ListOffsets by timestamp
+//! decompresses a single stored batch to find a record inside it (storage has no codecs).
 
 pub mod admin;
 pub mod api_versions;
