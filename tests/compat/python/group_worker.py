@@ -1,0 +1,232 @@
+"""One consumer-group member as its own OS process, for test_groups.py.
+
+The tests spawn several of these, kill some with SIGKILL (a crash: no LeaveGroup, no final
+commit) and stop others with SIGTERM (a clean close: commit, LeaveGroup). Each worker
+subscribes to one topic, and for every batch it receives: reports the records on stdout
+("processing"), commits the next offsets synchronously, reports the commit. Rebalance
+callbacks are reported with the partitions of the event and the worker's whole assignment
+after it. One JSON object per line, flushed at once:
+
+  {"ev": "ready"}
+  {"ev": "assign"|"revoke"|"lost", "parts": [..], "now": [..], "proto": "EAGER"|"COOPERATIVE"}
+  {"ev": "recs", "recs": [[partition, offset, value], ..]}
+  {"ev": "commit", "offs": {"partition": next_offset, ..}}
+  {"ev": "commit_error", "error": ".."}
+  {"ev": "closed"}
+
+Libraries: confluent (confluent-kafka / librdkafka), kafka-python, aiokafka. Every worker
+exits by itself after --max-s seconds (bound), closing its consumer.
+"""
+import argparse
+import json
+import signal
+import sys
+import time
+
+stop = False
+
+
+def emit(**kw):
+    sys.stdout.write(json.dumps(kw) + "\n")
+    sys.stdout.flush()
+
+
+def on_term(_sig, _frm):
+    global stop
+    stop = True
+
+
+def run_confluent(a):
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    conf = {
+        "bootstrap.servers": a.bootstrap,
+        "group.id": a.group,
+        "client.id": a.name,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": a.session_timeout_ms,
+        "heartbeat.interval.ms": a.heartbeat_ms,
+        "max.poll.interval.ms": 60000,
+        "topic.metadata.refresh.interval.ms": 2000,
+    }
+    if a.strategy:
+        conf["partition.assignment.strategy"] = a.strategy
+    if a.instance_id:
+        conf["group.instance.id"] = a.instance_id
+    c = Consumer(conf)
+    owned = set()
+
+    def on_assign(cons, parts):
+        if cons.rebalance_protocol() == "COOPERATIVE":
+            cons.incremental_assign(parts)
+        else:
+            cons.assign(parts)
+        owned.update(p.partition for p in parts)
+        emit(ev="assign", parts=sorted(p.partition for p in parts), now=sorted(owned),
+             proto=cons.rebalance_protocol())
+
+    def on_revoke(cons, parts):
+        if cons.rebalance_protocol() == "COOPERATIVE":
+            cons.incremental_unassign(parts)
+        else:
+            cons.unassign()
+        owned.difference_update(p.partition for p in parts)
+        emit(ev="revoke", parts=sorted(p.partition for p in parts), now=sorted(owned),
+             proto=cons.rebalance_protocol())
+
+    def on_lost(cons, parts):
+        owned.difference_update(p.partition for p in parts)
+        if cons.rebalance_protocol() == "COOPERATIVE":
+            cons.incremental_unassign(parts)
+        else:
+            cons.unassign()
+        emit(ev="lost", parts=sorted(p.partition for p in parts), now=sorted(owned),
+             proto=cons.rebalance_protocol())
+
+    c.subscribe([a.topic], on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
+    emit(ev="ready")
+    deadline = time.monotonic() + a.max_s
+    try:
+        while not stop and time.monotonic() < deadline:
+            msgs = c.consume(num_messages=500, timeout=0.2)
+            recs, nxt = [], {}
+            for m in msgs:
+                if m.error():
+                    emit(ev="error", error=str(m.error()))
+                    continue
+                recs.append([m.partition(), m.offset(), m.value().decode()])
+                nxt[m.partition()] = m.offset() + 1
+            if not recs:
+                continue
+            emit(ev="recs", recs=recs)
+            try:
+                c.commit(offsets=[TopicPartition(a.topic, p, o) for p, o in nxt.items()],
+                         asynchronous=False)
+                emit(ev="commit", offs={str(p): o for p, o in nxt.items()})
+            except KafkaException as e:
+                emit(ev="commit_error", error=str(e))
+    finally:
+        c.close()
+        emit(ev="closed")
+
+
+def run_kafka_python(a):
+    from kafka import ConsumerRebalanceListener, KafkaConsumer
+    from kafka.errors import KafkaError
+
+    c = KafkaConsumer(bootstrap_servers=a.bootstrap, group_id=a.group, client_id=a.name,
+                      enable_auto_commit=False, auto_offset_reset="earliest",
+                      session_timeout_ms=a.session_timeout_ms,
+                      heartbeat_interval_ms=a.heartbeat_ms, max_poll_interval_ms=60000,
+                      metadata_max_age_ms=2000, request_timeout_ms=30000)
+    owned = set()
+
+    class Listener(ConsumerRebalanceListener):
+        def on_partitions_revoked(self, revoked):
+            owned.difference_update(tp.partition for tp in revoked)
+            emit(ev="revoke", parts=sorted(tp.partition for tp in revoked), now=sorted(owned),
+                 proto="EAGER")
+
+        def on_partitions_assigned(self, assigned):
+            owned.update(tp.partition for tp in assigned)
+            emit(ev="assign", parts=sorted(tp.partition for tp in assigned), now=sorted(owned),
+                 proto="EAGER")
+
+    c.subscribe(topics=[a.topic], listener=Listener())
+    emit(ev="ready")
+    deadline = time.monotonic() + a.max_s
+    try:
+        while not stop and time.monotonic() < deadline:
+            batches = c.poll(timeout_ms=200, max_records=500)
+            recs, nxt = [], {}
+            for tp, ms in batches.items():
+                for m in ms:
+                    recs.append([m.partition, m.offset, m.value.decode()])
+                    nxt[m.partition] = m.offset + 1
+            if not recs:
+                continue
+            emit(ev="recs", recs=recs)
+            try:
+                c.commit()   # the positions: exactly the next offsets of what was just processed
+                emit(ev="commit", offs={str(p): o for p, o in nxt.items()})
+            except KafkaError as e:
+                emit(ev="commit_error", error=repr(e))
+    finally:
+        c.close(autocommit=False)
+        emit(ev="closed")
+
+
+def run_aiokafka(a):
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer
+    from aiokafka.abc import ConsumerRebalanceListener
+    from aiokafka.errors import KafkaError
+
+    async def main():
+        c = AIOKafkaConsumer(bootstrap_servers=a.bootstrap, group_id=a.group, client_id=a.name,
+                             enable_auto_commit=False, auto_offset_reset="earliest",
+                             session_timeout_ms=a.session_timeout_ms,
+                             heartbeat_interval_ms=a.heartbeat_ms, max_poll_interval_ms=60000,
+                             metadata_max_age_ms=2000, request_timeout_ms=30000)
+        owned = set()
+
+        class Listener(ConsumerRebalanceListener):
+            async def on_partitions_revoked(self, revoked):
+                owned.difference_update(tp.partition for tp in revoked)
+                emit(ev="revoke", parts=sorted(tp.partition for tp in revoked),
+                     now=sorted(owned), proto="EAGER")
+
+            async def on_partitions_assigned(self, assigned):
+                owned.update(tp.partition for tp in assigned)
+                emit(ev="assign", parts=sorted(tp.partition for tp in assigned),
+                     now=sorted(owned), proto="EAGER")
+
+        c.subscribe(topics=[a.topic], listener=Listener())
+        await c.start()
+        emit(ev="ready")
+        deadline = time.monotonic() + a.max_s
+        try:
+            while not stop and time.monotonic() < deadline:
+                batches = await c.getmany(timeout_ms=200, max_records=500)
+                recs, nxt = [], {}
+                for tp, ms in batches.items():
+                    for m in ms:
+                        recs.append([m.partition, m.offset, m.value.decode()])
+                        nxt[m.partition] = m.offset + 1
+                if not recs:
+                    continue
+                emit(ev="recs", recs=recs)
+                try:
+                    await c.commit()
+                    emit(ev="commit", offs={str(p): o for p, o in nxt.items()})
+                except KafkaError as e:
+                    emit(ev="commit_error", error=repr(e))
+        finally:
+            await c.stop()
+            emit(ev="closed")
+
+    asyncio.run(main())
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lib", choices=["confluent", "kafka-python", "aiokafka"], required=True)
+    ap.add_argument("--bootstrap", required=True)
+    ap.add_argument("--group", required=True)
+    ap.add_argument("--topic", required=True)
+    ap.add_argument("--name", default="worker")
+    ap.add_argument("--session-timeout-ms", type=int, default=6000)
+    ap.add_argument("--heartbeat-ms", type=int, default=1000)
+    ap.add_argument("--strategy", default="")
+    ap.add_argument("--instance-id", default="")
+    ap.add_argument("--max-s", type=float, default=180)
+    a = ap.parse_args()
+    signal.signal(signal.SIGTERM, on_term)
+    {"confluent": run_confluent, "kafka-python": run_kafka_python, "aiokafka": run_aiokafka}[a.lib](a)
+
+
+if __name__ == "__main__":
+    main()

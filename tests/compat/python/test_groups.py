@@ -1,0 +1,371 @@
+"""Consumer groups (classic protocol) with real clients, each member its own OS process
+(group_worker.py), so a member can be killed with SIGKILL.
+
+- confluent-kafka: three members split 6 partitions, one is SIGKILLed and its partitions move
+  to the others after the session timeout (6000 ms, the broker minimum), a fourth joins and gets
+  a share; every produced record is processed at least once, and a moved partition resumes from
+  the committed offset (not before it, not after what was processed).
+- cooperative-sticky (librdkafka): a second member joins; the first loses some partitions by
+  incremental revoke, never all of them.
+- static membership (group.instance.id): a member SIGKILLed and restarted within its session
+  timeout gets its partitions back, and the other member sees no revoke/assign.
+- AdminClient: list/describe groups (members, assignments), list offsets, delete
+  (NON_EMPTY_GROUP while members remain, then success on the empty group).
+- kafka-python and aiokafka: two members split the partitions, process and commit, leave; a new
+  member resumes exactly at the committed offsets.
+- kcat -G (balanced consumer): consumes everything, then resumes from its commits.
+- committed offsets survive a SIGKILL of the broker (rill only).
+"""
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import ConsumerGroupTopicPartitions
+
+import kafkautil as ku
+from groupkit import (Worker, processed, split_ok, stop_all, wait_processed, wait_split,
+                      wait_until)
+
+SESSION_TIMEOUT_MS = 6000
+
+
+def produce(bootstrap, topic, tag, n, partitions):
+    """n records round-robin over the partitions; returns {(partition, offset): value}."""
+    p = ku.producer(bootstrap, acks="all")
+    recs = [{"value": f"{tag}-{i}".encode(), "partition": i % partitions} for i in range(n)]
+    reports = ku.produce_all(p, topic, recs)
+    return {(part, off): r["value"].decode() for (_, part, off), r in zip(reports, recs)}
+
+
+def group_offsets(bootstrap, group):
+    """{partition: committed offset} from the AdminClient (OffsetFetch)."""
+    a = ku.admin(bootstrap)
+    res = a.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
+                                        request_timeout=30)[group].result(timeout=30)
+    return {tp.partition: tp.offset for tp in res.topic_partitions}
+
+
+def wait_group_offsets(bootstrap, group, want, timeout_s=30):
+    last = {}
+
+    def ok():
+        nonlocal last
+        last = group_offsets(bootstrap, group)
+        return last == want
+
+    try:
+        wait_until(ok, timeout_s, "committed offsets")
+    except AssertionError:
+        raise AssertionError(f"group {group}: committed offsets {last}, wanted {want}")
+
+
+def end_offsets(produced, partitions):
+    return {p: 1 + max(o for (pp, o) in produced if pp == p) for p in range(partitions)}
+
+
+def first_offset_after(workers, partition, t):
+    """Lowest offset of `partition` processed by any of `workers` after monotonic time t."""
+    offs = [o for w in workers for p, o, _, tr in w.records() if p == partition and tr > t]
+    return min(offs) if offs else None
+
+
+def test_confluent_split_kill_rebalance_join(bootstrap, topic_name):
+    ku.create_topic(bootstrap, topic_name, partitions=6)
+    group = "g-" + topic_name
+    produced = produce(bootstrap, topic_name, "a", 600, 6)
+    ws = [Worker("confluent", bootstrap, group, topic_name, f"c{i}",
+                 session_timeout_ms=SESSION_TIMEOUT_MS) for i in range(3)]
+    try:
+        split = wait_split(ws, 6, exact=2)
+        wait_processed(ws, produced)
+        victim, survivors = ws[0], ws[1:]
+        victim_parts = set(victim.snapshot()[1])
+        assert len(victim_parts) == 2, split
+        time.sleep(0.5)   # the victim's last commit is out; then crash it
+        victim.kill()
+        t_kill = time.monotonic()
+        # what the group knew when the victim died: commits and processing per partition
+        committed_before = {p: 0 for p in range(6)}
+        processed_max = {p: -1 for p in range(6)}
+        for w in ws:
+            for e in w.of("commit"):
+                for p, o in e["offs"].items():
+                    committed_before[int(p)] = max(committed_before[int(p)], o)
+            for p, o, _, _ in w.records():
+                processed_max[p] = max(processed_max[p], o)
+        produced.update(produce(bootstrap, topic_name, "b", 300, 6))
+
+        wait_split(survivors, 6, exact=3, timeout_s=45)
+        moved_after_s = min(e["t"] for w in survivors for e in w.of("assign")
+                            if e["t"] > t_kill and victim_parts & set(e["parts"])) - t_kill
+        print(f"victim's partitions {sorted(victim_parts)} reassigned {moved_after_s:.1f}s after SIGKILL")
+        wait_processed(ws, produced)
+        for p in victim_parts:
+            first = first_offset_after(survivors, p, t_kill)
+            assert first is not None, f"partition {p} never consumed after the kill"
+            # resumed from the committed offset: not before the last commit seen, and not past
+            # what the victim processed (a commit may have landed without being reported)
+            assert committed_before[p] <= first <= processed_max[p] + 1, (
+                f"partition {p}: resumed at {first}, committed {committed_before[p]}, "
+                f"processed up to {processed_max[p]}")
+
+        joiner = Worker("confluent", bootstrap, group, topic_name, "c3",
+                        session_timeout_ms=SESSION_TIMEOUT_MS)
+        ws.append(joiner)
+        wait_split(survivors + [joiner], 6, exact=2, timeout_s=45)
+        produced.update(produce(bootstrap, topic_name, "c", 300, 6))
+        wait_processed(ws, produced)
+        assert {p for p, _, v, _ in joiner.records() if v.startswith("c-")} == joiner.snapshot()[1]
+    finally:
+        stop_all(ws)
+    errs = [e for w in ws for e in w.of("error")]
+    assert not errs, errs[:5]
+    wait_group_offsets(bootstrap, group, end_offsets(produced, 6))
+
+
+def test_confluent_cooperative_sticky_incremental(bootstrap, topic_name):
+    ku.create_topic(bootstrap, topic_name, partitions=6)
+    group = "g-" + topic_name
+    produced = produce(bootstrap, topic_name, "a", 300, 6)
+    opts = dict(session_timeout_ms=SESSION_TIMEOUT_MS, strategy="cooperative-sticky")
+    first = Worker("confluent", bootstrap, group, topic_name, "coop0", **opts)
+    ws = [first]
+    try:
+        wait_split([first], 6)
+        wait_processed([first], produced)
+        n_before = len(first.snapshot()[0])
+        second = Worker("confluent", bootstrap, group, topic_name, "coop1", **opts)
+        ws.append(second)
+        split = wait_split(ws, 6, exact=3)
+        evs = [e for e in first.snapshot()[0][n_before:] if "now" in e]
+        assert all(e["proto"] == "COOPERATIVE" for e in evs), evs
+        assert all(e["now"] for e in evs), f"first member lost all its partitions: {evs}"
+        revoked = {p for e in evs if e["ev"] == "revoke" for p in e["parts"]}
+        assert revoked == set(range(6)) - set(split[0]), (revoked, split)
+        assert not [e for e in evs if e["ev"] == "lost"], evs
+        # the joiner's assignment came incrementally, only the revoked partitions
+        got = {p for e in second.of("assign") for p in e["parts"]}
+        assert got == set(split[1]) == revoked
+        assert not second.of("revoke")
+        more = produce(bootstrap, topic_name, "b", 120, 6)
+        produced.update(more)
+        wait_processed(ws, produced)
+        for w, parts in zip(ws, split):
+            assert {p for p, _, v, _ in w.records() if v.startswith("b-")} == set(parts)
+    finally:
+        stop_all(ws)
+
+
+def test_confluent_static_membership_restart(bootstrap, topic_name):
+    ku.create_topic(bootstrap, topic_name, partitions=6)
+    group = "g-" + topic_name
+    session_ms = 10000
+    produced = produce(bootstrap, topic_name, "a", 120, 6)
+    observer = Worker("confluent", bootstrap, group, topic_name, "static-b",
+                      instance_id="static-b", session_timeout_ms=session_ms)
+    ws = [observer]
+    try:
+        wait_split([observer], 6)   # the observer joins first: it is the group leader
+        member = Worker("confluent", bootstrap, group, topic_name, "static-a",
+                        instance_id="static-a", session_timeout_ms=session_ms)
+        ws.append(member)
+        split = wait_split(ws, 6, exact=3)
+        wait_processed(ws, produced)
+        kept = set(member.snapshot()[1])
+        n_obs = len(observer.snapshot()[0])
+        member.kill()
+        t_kill = time.monotonic()
+        restarted = Worker("confluent", bootstrap, group, topic_name, "static-a2",
+                           instance_id="static-a", session_timeout_ms=session_ms)
+        ws.append(restarted)
+        wait_until(lambda: restarted.snapshot()[1] == kept, 30,
+                   f"restarted static member to get {sorted(kept)} back", ws)
+        back_after_s = time.monotonic() - t_kill
+        assert back_after_s < session_ms / 1000, f"took {back_after_s:.1f}s"
+        # hold on for more than a few heartbeat intervals: a rebalance would show by now
+        time.sleep(3)
+        assert restarted.snapshot()[1] == kept
+        churn = [e for e in observer.snapshot()[0][n_obs:] if e["ev"] in ("assign", "revoke", "lost")]
+        assert not churn, f"the other member saw a rebalance during the restart: {churn}"
+        assert observer.snapshot()[1] == set(split[0])
+        more = produce(bootstrap, topic_name, "b", 60, 6)
+        produced.update(more)
+        wait_processed(ws, produced)
+        assert {p for p, _, v, _ in restarted.records() if v.startswith("b-")} == kept
+        # the restarted member resumed from its predecessor's commits: no record of "a" twice
+        # unless the predecessor died between processing and committing
+        a_again = [(p, o) for p, o, v, _ in restarted.records() if v.startswith("a-")]
+        assert len(a_again) <= 6 * 500, a_again
+    finally:
+        stop_all(ws)
+
+
+def test_admin_list_describe_offsets_delete(bootstrap, topic_name):
+    ku.create_topic(bootstrap, topic_name, partitions=6)
+    group = "g-" + topic_name
+    produced = produce(bootstrap, topic_name, "a", 120, 6)
+    names = ["adm0", "adm1"]
+    ws = [Worker("confluent", bootstrap, group, topic_name, n,
+                 session_timeout_ms=SESSION_TIMEOUT_MS) for n in names]
+    a = ku.admin(bootstrap)
+    try:
+        wait_split(ws, 6, exact=3)
+        wait_processed(ws, produced)
+        wait_group_offsets(bootstrap, group, {p: 20 for p in range(6)})
+
+        listing = a.list_consumer_groups(request_timeout=30).result(timeout=30)
+        mine = [g for g in listing.valid if g.group_id == group]
+        assert len(mine) == 1, [g.group_id for g in listing.valid]
+        assert not mine[0].is_simple_consumer_group
+        assert mine[0].state.name == "STABLE", mine[0].state
+
+        desc = a.describe_consumer_groups([group], request_timeout=30)[group].result(timeout=30)
+        assert desc.group_id == group
+        assert desc.state.name == "STABLE"
+        assert not desc.is_simple_consumer_group
+        assert desc.partition_assignor == "range"
+        assert sorted(m.client_id for m in desc.members) == names
+        by_client = {m.client_id: {(tp.topic, tp.partition) for tp in m.assignment.topic_partitions}
+                     for m in desc.members}
+        for w in ws:
+            assert by_client[w.name] == {(topic_name, p) for p in w.snapshot()[1]}
+        assert all(m.member_id and m.host for m in desc.members)
+
+        offs = a.list_consumer_group_offsets(
+            [ConsumerGroupTopicPartitions(group, [TopicPartition(topic_name, 1),
+                                                  TopicPartition(topic_name, 4)])],
+            request_timeout=30)[group].result(timeout=30)
+        assert [(tp.topic, tp.partition, tp.offset) for tp in offs.topic_partitions] == [
+            (topic_name, 1, 20), (topic_name, 4, 20)]
+
+        fut = a.delete_consumer_groups([group], request_timeout=30)[group]
+        with pytest.raises(KafkaException) as ei:
+            fut.result(timeout=30)
+        assert ei.value.args[0].code() == KafkaError.NON_EMPTY_GROUP, ei.value
+    finally:
+        stop_all(ws)
+
+    def empty():
+        d = a.describe_consumer_groups([group], request_timeout=30)[group].result(timeout=30)
+        return d.state.name == "EMPTY" and not d.members
+
+    wait_until(empty, 30, "group empty after its members left")
+    assert group_offsets(bootstrap, group) == {p: 20 for p in range(6)}  # kept while empty
+    a.delete_consumer_groups([group], request_timeout=30)[group].result(timeout=30)
+    listing = a.list_consumer_groups(request_timeout=30).result(timeout=30)
+    assert group not in [g.group_id for g in listing.valid]
+    assert all(o < 0 for o in group_offsets(bootstrap, group).values())
+    fut = a.delete_consumer_groups([group], request_timeout=30)[group]
+    with pytest.raises(KafkaException) as ei:
+        fut.result(timeout=30)
+    assert ei.value.args[0].code() == KafkaError.GROUP_ID_NOT_FOUND, ei.value
+
+
+@pytest.mark.parametrize("lib", ["kafka-python", "aiokafka"])
+def test_join_split_commit_resume(bootstrap, topic_name, lib):
+    ku.create_topic(bootstrap, topic_name, partitions=6)
+    group = "g-" + topic_name
+    produced = produce(bootstrap, topic_name, "a", 300, 6)
+    ws = [Worker(lib, bootstrap, group, topic_name, f"{lib}-{i}",
+                 session_timeout_ms=SESSION_TIMEOUT_MS) for i in range(2)]
+    try:
+        wait_split(ws, 6, exact=3)
+        wait_processed(ws, produced)
+    finally:
+        stop_all(ws)
+    assert all(w.of("closed") for w in ws), [w.describe() for w in ws]
+    wait_group_offsets(bootstrap, group, {p: 50 for p in range(6)})
+    more = produce(bootstrap, topic_name, "b", 60, 6)
+    resumer = Worker(lib, bootstrap, group, topic_name, f"{lib}-resume",
+                     session_timeout_ms=SESSION_TIMEOUT_MS)
+    try:
+        wait_split([resumer], 6)
+        wait_processed([resumer], more)
+        time.sleep(0.5)
+    finally:
+        stop_all([resumer])
+    got = sorted((p, o) for p, o, _, _ in resumer.records())
+    assert got == sorted(more), f"resumed with {got[:8]}..., wanted exactly the new records"
+    wait_group_offsets(bootstrap, group, {p: 60 for p in range(6)})
+
+
+def test_kcat_balanced_consumer(bootstrap, topic_name):
+    kcat = shutil.which("kcat")
+    if not kcat:
+        pytest.skip("kcat not installed")
+    ku.create_topic(bootstrap, topic_name, partitions=2)
+    group = "g-" + topic_name
+    first = produce(bootstrap, topic_name, "a", 100, 2)
+
+    def run_kcat():
+        out = subprocess.run(
+            ["timeout", "60", kcat, "-b", bootstrap, "-G", group, "-X", "auto.offset.reset=earliest",
+             "-X", f"session.timeout.ms={SESSION_TIMEOUT_MS}", "-X", "heartbeat.interval.ms=1000",
+             "-e", "-q", "-f", "%p %o %s\\n", topic_name],
+            capture_output=True, timeout=90)
+        assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
+        got = {}
+        for line in out.stdout.decode().splitlines():
+            p, o, v = line.split(" ", 2)
+            got[(int(p), int(o))] = v
+        return got
+
+    assert run_kcat() == first
+    assert group_offsets(bootstrap, group) == {0: 50, 1: 50}
+    second = produce(bootstrap, topic_name, "b", 20, 2)
+    assert run_kcat() == second   # resumed from the committed offsets
+    assert group_offsets(bootstrap, group) == {0: 60, 1: 60}
+
+
+def test_committed_offsets_survive_broker_sigkill(rill_factory, topic_name):
+    r1 = rill_factory()
+    bs = r1.start()
+    ku.create_topic(bs, topic_name, partitions=3)
+    group = "g-" + topic_name
+    produce(bs, topic_name, "a", 90, 3)
+    want = {0: 15, 1: 20, 2: 25}
+
+    def member(bootstrap):
+        return Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest",
+                         "session.timeout.ms": SESSION_TIMEOUT_MS, "heartbeat.interval.ms": 1000})
+
+    c = member(bs)
+    try:
+        c.subscribe([topic_name])
+        seen = set()
+        deadline = time.monotonic() + 60
+        while len(seen) < 90 and time.monotonic() < deadline:
+            for m in c.consume(num_messages=100, timeout=0.5):
+                if not m.error():
+                    seen.add((m.partition(), m.offset()))
+        assert len(seen) == 90
+        c.commit(offsets=[TopicPartition(topic_name, p, o) for p, o in want.items()],
+                 asynchronous=False)
+        got = c.committed([TopicPartition(topic_name, p) for p in want], timeout=30)
+        assert {tp.partition: tp.offset for tp in got} == want
+    finally:
+        c.close()
+    r1.kill()
+
+    r2 = rill_factory()
+    bs2 = r2.start()
+    assert group_offsets(bs2, group) == want
+    c = member(bs2)
+    try:
+        c.subscribe([topic_name])
+        seen = []
+        deadline = time.monotonic() + 60
+        while len(seen) < 30 and time.monotonic() < deadline:
+            for m in c.consume(num_messages=100, timeout=0.5):
+                if not m.error():
+                    seen.append((m.partition(), m.offset()))
+        firsts = {p: min(o for pp, o in seen if pp == p) for p in (0, 1, 2)}
+        assert firsts == want, seen[:10]
+        assert sorted(seen) == sorted([(0, o) for o in range(15, 30)] + [(1, o) for o in range(20, 30)]
+                                      + [(2, o) for o in range(25, 30)])
+    finally:
+        c.close()
