@@ -608,8 +608,12 @@ fn parse(path: &Path, text: &str) -> Result<Parsed, RegistryError> {
             ["version", other] => return Err(error(format!("unsupported version {other}"))),
             ["cluster.id", id] => cluster_id = Some(id.to_string()),
             ["topic", name, id, partitions] => {
+                validate_name(name).map_err(|e| error(e.to_string()))?;
                 let id = Uuid::parse_str(id).map_err(|e| error(e.to_string()))?;
-                let partitions = partitions.parse().map_err(|_| error("bad count".into()))?;
+                let partitions: i32 = partitions.parse().map_err(|_| error("bad count".into()))?;
+                if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
+                    return Err(error(format!("partition count {partitions} out of range")));
+                }
                 let meta = TopicMeta {
                     name: name.to_string(),
                     id,
