@@ -11,8 +11,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::error::BrokerError;
+use crate::group_coordinator::{GroupConfig, GroupCoordinator};
 use crate::listener;
 use crate::metrics::Metrics;
+use crate::offsets_log;
 use crate::response_writer::WriteMode;
 use crate::state::{BrokerState, Endpoint};
 use crate::topics::TopicRegistry;
@@ -45,6 +47,8 @@ pub struct BrokerConfig {
     pub connections_max_idle_ms: u64,
     /// Period of `LogManager::tick` (retention, flush.ms, segment.ms).
     pub tick_interval_ms: u64,
+    /// Consumer group coordinator settings (session timeouts, offsets topic, retention).
+    pub groups: GroupConfig,
 }
 
 impl Default for BrokerConfig {
@@ -62,6 +66,7 @@ impl Default for BrokerConfig {
             shutdown_grace_ms: 10_000,
             connections_max_idle_ms: 600_000,
             tick_interval_ms: 1000,
+            groups: GroupConfig::default(),
         }
     }
 }
@@ -85,12 +90,14 @@ impl Broker {
     pub async fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
         let mut logs_config = LogManagerConfig::new(config.data_dir.clone());
         logs_config.max_open_files = config.max_open_files;
-        let (logs, topics, lock) = tokio::task::spawn_blocking(move || open_storage(logs_config))
-            .await
-            .map_err(|source| BrokerError::Join {
-                op: "opening storage",
-                source,
-            })??;
+        let group_config = config.groups.clone();
+        let (logs, topics, groups, lock) =
+            tokio::task::spawn_blocking(move || open_storage(logs_config, group_config))
+                .await
+                .map_err(|source| BrokerError::Join {
+                    op: "opening storage",
+                    source,
+                })??;
         let listener =
             TcpListener::bind(&config.listen)
                 .await
@@ -110,7 +117,7 @@ impl Broker {
             topics = topics.all().len(),
             "broker ready"
         );
-        let state = BrokerState::new(config, logs, topics, advertised, now_ms());
+        let state = BrokerState::new(config, logs, topics, groups, advertised, now_ms());
         Ok(Broker {
             listener,
             local_addr,
@@ -136,13 +143,17 @@ impl Broker {
     /// Storage failing to close cleanly (the next start recovers).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), BrokerError> {
         let (stop_tx, stop_rx) = watch::channel(false);
-        let ticker = tokio::spawn(tick_loop(Arc::clone(&self.state), stop_rx));
+        let ticker = tokio::spawn(tick_loop(Arc::clone(&self.state), stop_rx.clone()));
+        let group_ticker = tokio::spawn(group_tick_loop(Arc::clone(&self.state), stop_rx));
         listener::run(self.listener, Arc::clone(&self.state), shutdown).await;
         // The ticker may be between ticks or inside one; either way it stops at its next
         // await, and we wait for it so tick and close never overlap.
         let _ = stop_tx.send(true);
         if let Err(e) = ticker.await {
             tracing::warn!(error = %e, "tick task failed");
+        }
+        if let Err(e) = group_ticker.await {
+            tracing::warn!(error = %e, "group tick task failed");
         }
         let logs = Arc::clone(&self.state.logs);
         let closed = tokio::task::spawn_blocking(move || logs.close())
@@ -192,9 +203,17 @@ fn lock_data_dir(data_dir: &std::path::Path) -> Result<std::fs::File, BrokerErro
     }
 }
 
-type Opened = (Arc<LogManager>, Arc<TopicRegistry>, std::fs::File);
+type Opened = (
+    Arc<LogManager>,
+    Arc<TopicRegistry>,
+    Arc<GroupCoordinator>,
+    std::fs::File,
+);
 
-fn open_storage(config: LogManagerConfig) -> Result<Opened, BrokerError> {
+fn open_storage(
+    config: LogManagerConfig,
+    group_config: GroupConfig,
+) -> Result<Opened, BrokerError> {
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir).map_err(|source| BrokerError::Storage {
         op: "creating the data directory",
@@ -213,7 +232,68 @@ fn open_storage(config: LogManagerConfig) -> Result<Opened, BrokerError> {
         path: data_dir.join(crate::topics::REGISTRY_FILE_NAME),
         source,
     })?;
-    Ok((Arc::new(logs), Arc::new(topics), lock))
+    let groups = open_groups(&logs, &topics, group_config)?;
+    Ok((Arc::new(logs), Arc::new(topics), Arc::new(groups), lock))
+}
+
+/// Creates `__consumer_offsets` on first start (kept forever: retention would drop committed
+/// offsets) and replays it into the group coordinator.
+fn open_groups(
+    logs: &LogManager,
+    topics: &TopicRegistry,
+    config: GroupConfig,
+) -> Result<GroupCoordinator, BrokerError> {
+    let topic_error = |e: crate::topics::TopicError| BrokerError::Groups {
+        reason: e.to_string(),
+    };
+    let meta = match topics.get(offsets_log::TOPIC) {
+        Some(meta) => meta,
+        None => {
+            let configs = [("cleanup.policy", "compact"), ("retention.ms", "-1")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            topics
+                .create(
+                    logs,
+                    offsets_log::TOPIC,
+                    config.offsets_partitions,
+                    configs,
+                    false,
+                )
+                .map_err(topic_error)?
+        }
+    };
+    let mut partition_logs = Vec::with_capacity(meta.partitions as usize);
+    for partition in 0..meta.partitions {
+        let tp = rill_storage::TopicPartition::new(offsets_log::TOPIC, partition);
+        let log = logs
+            .get_log(&tp)
+            .map_err(|source| BrokerError::Storage {
+                op: "opening __consumer_offsets",
+                source,
+            })?
+            .ok_or_else(|| BrokerError::Groups {
+                reason: format!("{tp} is missing"),
+            })?;
+        partition_logs.push(log);
+    }
+    GroupCoordinator::load(config, partition_logs).map_err(|e| BrokerError::Groups {
+        reason: e.to_string(),
+    })
+}
+
+/// Runs the group coordinator's timers (session expiry, rebalance deadlines) every 100 ms.
+async fn group_tick_loop(state: Arc<BrokerState>, mut stop: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(Duration::from_millis(100));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+        state.groups.tick();
+    }
 }
 
 /// Clients connect to what Metadata advertises. An unspecified bind address (0.0.0.0, ::)

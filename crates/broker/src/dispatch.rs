@@ -13,6 +13,7 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
 use crate::error::ConnectionError;
 use crate::frame::HeaderPrefix;
+use crate::group_api::{self, Client};
 use crate::metrics::Metrics;
 use crate::response::{self, Response};
 use crate::state::BrokerState;
@@ -31,6 +32,7 @@ use crate::{
 pub async fn dispatch(
     state: &Arc<BrokerState>,
     frame: Bytes,
+    peer: Option<std::net::SocketAddr>,
 ) -> Result<Option<Response>, ConnectionError> {
     let prefix = HeaderPrefix::parse(&frame)?;
     let api_key = ApiKey::try_from(prefix.api_key).map_err(|_| ConnectionError::UnknownApiKey {
@@ -61,7 +63,96 @@ pub async fn dispatch(
         correlation_id = header.correlation_id,
         "request"
     );
+    if is_group_api(api_key) {
+        let client = Client {
+            client_id: header.client_id.map(|c| c.to_string()).unwrap_or_default(),
+            host: peer.map_or_else(String::new, |p| format!("/{}", p.ip())),
+        };
+        return route_group(state, api_key, prefix, &client, body)
+            .await
+            .map(Some);
+    }
     route(state, api_key, prefix, body).await
+}
+
+fn is_group_api(api_key: ApiKey) -> bool {
+    matches!(
+        api_key,
+        ApiKey::FindCoordinator
+            | ApiKey::JoinGroup
+            | ApiKey::SyncGroup
+            | ApiKey::Heartbeat
+            | ApiKey::LeaveGroup
+            | ApiKey::OffsetCommit
+            | ApiKey::OffsetFetch
+            | ApiKey::ListGroups
+            | ApiKey::DescribeGroups
+            | ApiKey::DeleteGroups
+            | ApiKey::OffsetDelete
+    )
+}
+
+async fn route_group(
+    state: &Arc<BrokerState>,
+    api_key: ApiKey,
+    prefix: HeaderPrefix,
+    client: &Client,
+    mut body: Bytes,
+) -> Result<Response, ConnectionError> {
+    let v = prefix.api_version;
+    match api_key {
+        ApiKey::FindCoordinator => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &group_api::find_coordinator(state, v, request))
+        }
+        ApiKey::JoinGroup => {
+            let request = decode(&mut body, prefix)?;
+            reply(
+                prefix,
+                &group_api::join_group(state, v, client, request).await,
+            )
+        }
+        ApiKey::SyncGroup => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &group_api::sync_group(state, v, request).await)
+        }
+        ApiKey::Heartbeat => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &group_api::heartbeat(state, request))
+        }
+        ApiKey::LeaveGroup => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &group_api::leave_group(state, v, request))
+        }
+        ApiKey::OffsetCommit => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &group_api::offset_commit(state, request).await)
+        }
+        ApiKey::OffsetFetch => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &group_api::offset_fetch(state, v, request))
+        }
+        ApiKey::ListGroups => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &group_api::list_groups(state, v, request))
+        }
+        ApiKey::DescribeGroups => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &group_api::describe_groups(state, v, request))
+        }
+        ApiKey::DeleteGroups => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &group_api::delete_groups(state, request).await)
+        }
+        ApiKey::OffsetDelete => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &group_api::offset_delete(state, request).await)
+        }
+        // is_group_api() admitted only the keys routed above.
+        _ => Err(ConnectionError::UnknownApiKey {
+            api_key: prefix.api_key,
+        }),
+    }
 }
 
 async fn route(

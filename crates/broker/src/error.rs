@@ -40,6 +40,10 @@ pub enum BrokerError {
         #[source]
         source: StorageError,
     },
+    /// The consumer group coordinator cannot start (its offsets topic cannot be created or
+    /// read).
+    #[error("consumer groups: {reason}")]
+    Groups { reason: String },
     #[error("topic registry {path} could not be loaded")]
     Registry {
         path: PathBuf,

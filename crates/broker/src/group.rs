@@ -21,7 +21,7 @@ use tokio::sync::oneshot;
 
 use crate::offsets_log::{GroupValue, MemberValue, OffsetValue};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum GroupState {
     Empty,
     PreparingRebalance,
@@ -59,7 +59,12 @@ pub struct JoinOutcome {
 
 impl JoinOutcome {
     pub fn error(code: i16, member_id: &str) -> JoinOutcome {
-        JoinOutcome { error: code, generation_id: -1, member_id: member_id.to_string(), ..JoinOutcome::default() }
+        JoinOutcome {
+            error: code,
+            generation_id: -1,
+            member_id: member_id.to_string(),
+            ..JoinOutcome::default()
+        }
     }
 }
 
@@ -74,7 +79,10 @@ pub struct SyncOutcome {
 
 impl SyncOutcome {
     pub fn error(code: i16) -> SyncOutcome {
-        SyncOutcome { error: code, ..SyncOutcome::default() }
+        SyncOutcome {
+            error: code,
+            ..SyncOutcome::default()
+        }
     }
 }
 
@@ -98,7 +106,11 @@ pub struct Member {
 
 impl Member {
     fn metadata_for(&self, protocol: &str) -> Bytes {
-        self.protocols.iter().find(|(name, _)| name == protocol).map(|(_, m)| m.clone()).unwrap_or_default()
+        self.protocols
+            .iter()
+            .find(|(name, _)| name == protocol)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default()
     }
 }
 
@@ -113,7 +125,12 @@ pub struct Committed {
 
 impl From<OffsetValue> for Committed {
     fn from(v: OffsetValue) -> Self {
-        Committed { offset: v.offset, leader_epoch: v.leader_epoch, metadata: v.metadata, commit_timestamp_ms: v.commit_timestamp_ms }
+        Committed {
+            offset: v.offset,
+            leader_epoch: v.leader_epoch,
+            metadata: v.metadata,
+            commit_timestamp_ms: v.commit_timestamp_ms,
+        }
     }
 }
 
@@ -181,7 +198,11 @@ impl Group {
         if self.protocol_type.as_deref() != Some(protocol_type) {
             return false;
         }
-        protocols.iter().any(|(name, _)| self.members.values().all(|m| m.protocols.iter().any(|(n, _)| n == name)))
+        protocols.iter().any(|(name, _)| {
+            self.members
+                .values()
+                .all(|m| m.protocols.iter().any(|(n, _)| n == name))
+        })
     }
 
     /// The protocol every member supports that most members prefer (Kafka's vote).
@@ -193,11 +214,20 @@ impl Group {
             .protocols
             .iter()
             .map(|(n, _)| n)
-            .filter(|n| self.members.values().all(|m| m.protocols.iter().any(|(p, _)| p == *n)))
+            .filter(|n| {
+                self.members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|(p, _)| p == *n))
+            })
             .collect();
         let mut votes: Vec<(usize, &String)> = candidates.iter().map(|&c| (0, c)).collect();
         for m in self.members.values() {
-            if let Some(choice) = m.protocols.iter().map(|(n, _)| n).find(|n| candidates.contains(n)) {
+            if let Some(choice) = m
+                .protocols
+                .iter()
+                .map(|(n, _)| n)
+                .find(|n| candidates.contains(n))
+            {
                 if let Some(v) = votes.iter_mut().find(|(_, c)| *c == choice) {
                     v.0 += 1;
                 }
@@ -205,7 +235,10 @@ impl Group {
         }
         // Most votes; among equals, the first in the first member's order.
         let best = votes.iter().map(|(n, _)| *n).max()?;
-        votes.into_iter().find(|(n, _)| *n == best).map(|(_, c)| c.clone())
+        votes
+            .into_iter()
+            .find(|(n, _)| *n == best)
+            .map(|(_, c)| c.clone())
     }
 
     /// Starts a rebalance: members must rejoin. Members waiting in SyncGroup are told to
@@ -213,10 +246,17 @@ impl Group {
     pub fn prepare_rebalance(&mut self, now: Instant, now_ms: i64, initial_delay: Duration) {
         for m in self.members.values_mut() {
             if let Some(w) = m.sync_waiter.take() {
-                let _ = w.send(SyncOutcome::error(ResponseError::RebalanceInProgress.code()));
+                let _ = w.send(SyncOutcome::error(
+                    ResponseError::RebalanceInProgress.code(),
+                ));
             }
         }
-        let rebalance_timeout = self.members.values().map(|m| m.rebalance_timeout).max().unwrap_or(initial_delay);
+        let rebalance_timeout = self
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or(initial_delay);
         if self.state == GroupState::Empty {
             self.initial_delay_until = Some(now + initial_delay.min(rebalance_timeout));
         }
@@ -230,10 +270,12 @@ impl Group {
         if self.state != GroupState::PreparingRebalance {
             return false;
         }
-        let all_joined = !self.members.is_empty() && self.members.values().all(|m| m.join_waiter.is_some());
+        let all_joined =
+            !self.members.is_empty() && self.members.values().all(|m| m.join_waiter.is_some());
         let delay_over = self.initial_delay_until.is_none_or(|t| now >= t);
         let timed_out = self.deadline.is_some_and(|t| now >= t);
-        if !(all_joined && delay_over) && !timed_out {
+        let ready = timed_out || (all_joined && delay_over);
+        if !ready {
             return false;
         }
         self.complete_join(now, now_ms);
@@ -241,7 +283,12 @@ impl Group {
     }
 
     fn complete_join(&mut self, now: Instant, now_ms: i64) {
-        let absent: Vec<String> = self.members.values().filter(|m| m.join_waiter.is_none()).map(|m| m.member_id.clone()).collect();
+        let absent: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| m.join_waiter.is_none())
+            .map(|m| m.member_id.clone())
+            .collect();
         for id in absent {
             tracing::info!(group = %self.id, member = %id, "member did not rejoin in time; removed");
             self.remove_member(&id);
@@ -255,9 +302,12 @@ impl Group {
             self.set_state(GroupState::Empty, now_ms);
             return;
         }
-        self.protocol_type = self.members.values().next().map(|_| self.protocol_type.clone().unwrap_or_default());
         self.protocol_name = self.select_protocol();
-        if self.leader_id.as_ref().is_none_or(|l| !self.members.contains_key(l)) {
+        if self
+            .leader_id
+            .as_ref()
+            .is_none_or(|l| !self.members.contains_key(l))
+        {
             self.leader_id = self.members.keys().next().cloned();
         }
         let protocol = self.protocol_name.clone().unwrap_or_default();
@@ -265,9 +315,20 @@ impl Group {
         let everyone: Vec<(String, Option<String>, Bytes)> = self
             .members
             .values()
-            .map(|m| (m.member_id.clone(), m.group_instance_id.clone(), m.metadata_for(&protocol)))
+            .map(|m| {
+                (
+                    m.member_id.clone(),
+                    m.group_instance_id.clone(),
+                    m.metadata_for(&protocol),
+                )
+            })
             .collect();
-        let rebalance_timeout = self.members.values().map(|m| m.rebalance_timeout).max().unwrap_or_default();
+        let rebalance_timeout = self
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or_default();
         self.deadline = Some(now + rebalance_timeout);
         self.set_state(GroupState::CompletingRebalance, now_ms);
         for m in self.members.values_mut() {
@@ -281,7 +342,11 @@ impl Group {
                     protocol_name: self.protocol_name.clone(),
                     leader_id: leader.clone(),
                     member_id: m.member_id.clone(),
-                    members: if m.member_id == leader { everyone.clone() } else { Vec::new() },
+                    members: if m.member_id == leader {
+                        everyone.clone()
+                    } else {
+                        Vec::new()
+                    },
                     skip_assignment: false,
                 });
             }
@@ -300,7 +365,16 @@ impl Group {
             leader_id: self.leader_id.clone().unwrap_or_default(),
             member_id: member_id.to_string(),
             members: if is_leader {
-                self.members.values().map(|m| (m.member_id.clone(), m.group_instance_id.clone(), m.metadata_for(&protocol))).collect()
+                self.members
+                    .values()
+                    .map(|m| {
+                        (
+                            m.member_id.clone(),
+                            m.group_instance_id.clone(),
+                            m.metadata_for(&protocol),
+                        )
+                    })
+                    .collect()
             } else {
                 Vec::new()
             },
@@ -334,7 +408,11 @@ impl Group {
             return false;
         };
         if let Some(instance) = &member.group_instance_id {
-            if self.static_members.get(instance).is_some_and(|id| id == member_id) {
+            if self
+                .static_members
+                .get(instance)
+                .is_some_and(|id| id == member_id)
+            {
                 self.static_members.remove(instance);
             }
         }
@@ -377,7 +455,10 @@ impl Group {
     pub fn expired_members(&self, now: Instant) -> Vec<String> {
         self.members
             .values()
-            .filter(|m| m.join_waiter.is_none() && now.saturating_duration_since(m.last_heartbeat) > m.session_timeout)
+            .filter(|m| {
+                m.join_waiter.is_none()
+                    && now.saturating_duration_since(m.last_heartbeat) > m.session_timeout
+            })
             .map(|m| m.member_id.clone())
             .collect()
     }
@@ -421,7 +502,8 @@ impl Group {
         let protocol = self.protocol_name.clone().unwrap_or_default();
         for m in value.members {
             if let Some(instance) = &m.group_instance_id {
-                self.static_members.insert(instance.clone(), m.member_id.clone());
+                self.static_members
+                    .insert(instance.clone(), m.member_id.clone());
             }
             self.members.insert(
                 m.member_id.clone(),
@@ -440,7 +522,11 @@ impl Group {
                 },
             );
         }
-        self.state = if self.members.is_empty() { GroupState::Empty } else { GroupState::Stable };
+        self.state = if self.members.is_empty() {
+            GroupState::Empty
+        } else {
+            GroupState::Stable
+        };
     }
 
     /// Topics the members subscribe to, from consumer-protocol metadata (OffsetDelete refuses
@@ -479,7 +565,10 @@ mod tests {
             client_host: "/127.0.0.1".into(),
             session_timeout: Duration::from_secs(10),
             rebalance_timeout: Duration::from_secs(30),
-            protocols: protocols.iter().map(|p| (p.to_string(), Bytes::from(p.to_string()))).collect(),
+            protocols: protocols
+                .iter()
+                .map(|p| (p.to_string(), Bytes::from(p.to_string())))
+                .collect(),
             assignment: Bytes::new(),
             last_heartbeat: Instant::now(),
             join_waiter: None,
@@ -491,9 +580,12 @@ mod tests {
     fn protocol_vote_picks_common_and_most_preferred() {
         let mut g = Group::new("g", 0);
         g.protocol_type = Some("consumer".into());
-        g.members.insert("a".into(), member("a", &["range", "roundrobin"]));
-        g.members.insert("b".into(), member("b", &["roundrobin", "range"]));
-        g.members.insert("c".into(), member("c", &["roundrobin", "sticky"]));
+        g.members
+            .insert("a".into(), member("a", &["range", "roundrobin"]));
+        g.members
+            .insert("b".into(), member("b", &["roundrobin", "range"]));
+        g.members
+            .insert("c".into(), member("c", &["roundrobin", "sticky"]));
         assert_eq!(g.select_protocol().as_deref(), Some("roundrobin"));
         assert!(!g.accepts("consumer", &[("sticky".into(), Bytes::new())]));
         assert!(g.accepts("consumer", &[("roundrobin".into(), Bytes::new())]));
@@ -517,13 +609,19 @@ mod tests {
         assert!(g.maybe_complete_join(now, 0));
         assert_eq!(g.state, GroupState::CompletingRebalance);
         assert_eq!(g.generation_id, 1);
-        let outcomes: Vec<JoinOutcome> = receivers.into_iter().map(|mut r| r.try_recv().unwrap()).collect();
+        let outcomes: Vec<JoinOutcome> = receivers
+            .into_iter()
+            .map(|mut r| r.try_recv().unwrap())
+            .collect();
         assert_eq!(outcomes[0].leader_id, "a");
         assert_eq!(outcomes[0].members.len(), 2, "the leader sees every member");
         assert!(outcomes[1].members.is_empty());
         let (tx, mut rx) = oneshot::channel();
         g.members.get_mut("b").unwrap().sync_waiter = Some(tx);
-        g.complete_sync(HashMap::from([("b".to_string(), Bytes::from_static(b"p0"))]), 0);
+        g.complete_sync(
+            HashMap::from([("b".to_string(), Bytes::from_static(b"p0"))]),
+            0,
+        );
         assert_eq!(g.state, GroupState::Stable);
         assert_eq!(rx.try_recv().unwrap().assignment, Bytes::from_static(b"p0"));
         // b goes silent: it expires, and the group rebalances without it.
@@ -553,7 +651,10 @@ mod tests {
         let mut restored = Group::new("g", 0);
         restored.restore(value.clone(), Instant::now());
         assert_eq!(restored.state, GroupState::Stable);
-        assert_eq!(restored.static_members.get("i").map(String::as_str), Some("a"));
+        assert_eq!(
+            restored.static_members.get("i").map(String::as_str),
+            Some("a")
+        );
         assert_eq!(restored.to_value(), value);
     }
 }

@@ -117,7 +117,7 @@ async fn serve(stream: TcpStream, state: Arc<BrokerState>, mut stop: watch::Rece
             let Some(frame) = frame else {
                 return Ok(());
             };
-            if let Some(response) = dispatch::dispatch(&state, frame).await? {
+            if let Some(response) = dispatch::dispatch(&state, frame, peer).await? {
                 // A client that stops reading holds its connection slot only this long.
                 tokio::time::timeout(idle, connection.write_response(&response))
                     .await

@@ -16,8 +16,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType,
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use rill_storage::{Log, StorageError, TopicPartition};
 
@@ -60,8 +59,15 @@ pub struct GroupValue {
 /// One record of the offsets topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoredRecord {
-    Offset { group: String, tp: TopicPartition, value: Option<OffsetValue> },
-    Group { group: String, value: Option<GroupValue> },
+    Offset {
+        group: String,
+        tp: TopicPartition,
+        value: Option<OffsetValue>,
+    },
+    Group {
+        group: String,
+        value: Option<GroupValue>,
+    },
 }
 
 /// Why a stored record could not be read.
@@ -86,7 +92,8 @@ pub fn partition_for(group: &str, partitions: i32) -> i32 {
 
 /// Java's `String.hashCode`: over UTF-16 code units, wrapping.
 fn java_string_hash(s: &str) -> i32 {
-    s.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
+    s.encode_utf16()
+        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
 }
 
 fn put_string(out: &mut BytesMut, s: &str) {
@@ -122,13 +129,19 @@ impl<'a> Reader<'a> {
         Ok(head)
     }
     fn i16(&mut self) -> Result<i16, OffsetsLogError> {
-        Ok(i16::from_be_bytes(self.take(2)?.try_into().expect("2 bytes")))
+        Ok(i16::from_be_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
     }
     fn i32(&mut self) -> Result<i32, OffsetsLogError> {
-        Ok(i32::from_be_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(i32::from_be_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn i64(&mut self) -> Result<i64, OffsetsLogError> {
-        Ok(i64::from_be_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(i64::from_be_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn nullable_string(&mut self) -> Result<Option<String>, OffsetsLogError> {
         let len = self.i16()?;
@@ -136,10 +149,13 @@ impl<'a> Reader<'a> {
             return Ok(None);
         }
         let bytes = self.take(len as usize)?;
-        String::from_utf8(bytes.to_vec()).map(Some).map_err(|_| OffsetsLogError::Malformed { what: self.what })
+        String::from_utf8(bytes.to_vec())
+            .map(Some)
+            .map_err(|_| OffsetsLogError::Malformed { what: self.what })
     }
     fn string(&mut self) -> Result<String, OffsetsLogError> {
-        self.nullable_string()?.ok_or(OffsetsLogError::Malformed { what: self.what })
+        self.nullable_string()?
+            .ok_or(OffsetsLogError::Malformed { what: self.what })
     }
     fn bytes(&mut self) -> Result<Bytes, OffsetsLogError> {
         let len = self.i32()?;
@@ -171,7 +187,9 @@ impl StoredRecord {
     fn value(&self) -> Option<Bytes> {
         let mut out = BytesMut::new();
         match self {
-            StoredRecord::Offset { value: None, .. } | StoredRecord::Group { value: None, .. } => return None,
+            StoredRecord::Offset { value: None, .. } | StoredRecord::Group { value: None, .. } => {
+                return None
+            }
             StoredRecord::Offset { value: Some(v), .. } => {
                 out.put_i16(3);
                 out.put_i64(v.offset);
@@ -204,8 +222,14 @@ impl StoredRecord {
 
     /// Decodes a record; `Ok(None)` for key versions this broker does not know (skipped, as a
     /// newer Kafka's records would be).
-    pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<Option<StoredRecord>, OffsetsLogError> {
-        let mut k = Reader { buf: key, what: "key" };
+    pub fn decode(
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<Option<StoredRecord>, OffsetsLogError> {
+        let mut k = Reader {
+            buf: key,
+            what: "key",
+        };
         match k.i16()? {
             0 | 1 => {
                 let group = k.string()?;
@@ -226,20 +250,33 @@ impl StoredRecord {
 }
 
 fn decode_offset_value(bytes: &[u8]) -> Result<OffsetValue, OffsetsLogError> {
-    let mut r = Reader { buf: bytes, what: "offset value" };
+    let mut r = Reader {
+        buf: bytes,
+        what: "offset value",
+    };
     let version = r.i16()?;
     let offset = r.i64()?;
     let leader_epoch = if version >= 3 { r.i32()? } else { -1 };
     let metadata = r.string()?;
     let commit_timestamp_ms = r.i64()?;
-    Ok(OffsetValue { offset, leader_epoch, metadata, commit_timestamp_ms })
+    Ok(OffsetValue {
+        offset,
+        leader_epoch,
+        metadata,
+        commit_timestamp_ms,
+    })
 }
 
 fn decode_group_value(bytes: &[u8]) -> Result<GroupValue, OffsetsLogError> {
-    let mut r = Reader { buf: bytes, what: "group value" };
+    let mut r = Reader {
+        buf: bytes,
+        what: "group value",
+    };
     let version = r.i16()?;
     if version != 3 {
-        return Err(OffsetsLogError::Malformed { what: "group value version" });
+        return Err(OffsetsLogError::Malformed {
+            what: "group value version",
+        });
     }
     let protocol_type = r.string()?;
     let generation_id = r.i32()?;
@@ -249,7 +286,9 @@ fn decode_group_value(bytes: &[u8]) -> Result<GroupValue, OffsetsLogError> {
     let count = r.i32()?;
     // Bounded by the bytes present: each member takes at least 28 bytes.
     if count < 0 || count as usize > r.buf.len() / 28 {
-        return Err(OffsetsLogError::Malformed { what: "group member count" });
+        return Err(OffsetsLogError::Malformed {
+            what: "group member count",
+        });
     }
     let mut members = Vec::with_capacity(count as usize);
     for _ in 0..count {
@@ -264,7 +303,14 @@ fn decode_group_value(bytes: &[u8]) -> Result<GroupValue, OffsetsLogError> {
             assignment: r.bytes()?,
         });
     }
-    Ok(GroupValue { protocol_type, generation_id, protocol_name, leader_id, state_timestamp_ms, members })
+    Ok(GroupValue {
+        protocol_type,
+        generation_id,
+        protocol_name,
+        leader_id,
+        state_timestamp_ms,
+        members,
+    })
 }
 
 /// Encodes records as one uncompressed v2 batch, ready for `Log::append`.
@@ -289,9 +335,15 @@ pub fn encode_batch(records: &[StoredRecord], now_ms: i64) -> Result<Bytes, Offs
         })
         .collect();
     let mut out = BytesMut::new();
-    let options = RecordEncodeOptions { version: 2, compression: Compression::None };
-    RecordBatchEncoder::encode(&mut out, records.iter(), &options)
-        .map_err(|e| OffsetsLogError::Batch { reason: e.to_string() })?;
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut out, records.iter(), &options).map_err(|e| {
+        OffsetsLogError::Batch {
+            reason: e.to_string(),
+        }
+    })?;
     Ok(out.freeze())
 }
 
@@ -307,7 +359,10 @@ pub fn replay(log: &Log) -> Result<Vec<StoredRecord>, OffsetsLogError> {
             break;
         }
         let mut buf = Bytes::from(bytes);
-        let sets = RecordBatchDecoder::decode_all(&mut buf).map_err(|e| OffsetsLogError::Batch { reason: e.to_string() })?;
+        let sets =
+            RecordBatchDecoder::decode_all(&mut buf).map_err(|e| OffsetsLogError::Batch {
+                reason: e.to_string(),
+            })?;
         let mut next = offset;
         for set in sets {
             for record in set.records {
@@ -316,13 +371,20 @@ pub fn replay(log: &Log) -> Result<Vec<StoredRecord>, OffsetsLogError> {
                     continue;
                 }
                 let Some(key) = record.key else { continue };
-                if let Some(r) = StoredRecord::decode(&key, record.value.as_deref())? {
-                    out.push(r);
+                match StoredRecord::decode(&key, record.value.as_deref()) {
+                    Ok(Some(r)) => out.push(r),
+                    Ok(None) => {}
+                    // One unreadable record must not keep every group from loading.
+                    Err(e) => {
+                        tracing::warn!(offset = record.offset, error = %e, "skipping a malformed record")
+                    }
                 }
             }
         }
         if next <= offset {
-            return Err(OffsetsLogError::Batch { reason: format!("no progress at offset {offset}") });
+            return Err(OffsetsLogError::Batch {
+                reason: format!("no progress at offset {offset}"),
+            });
         }
         offset = next;
     }
@@ -338,7 +400,11 @@ mod tests {
         // Values of Java's String.hashCode(), computed by a JVM.
         assert_eq!(java_string_hash("hello"), 99_162_322);
         assert_eq!(java_string_hash(""), 0);
-        assert_eq!(java_string_hash("Aa"), java_string_hash("BB"), "Java's classic collision");
+        assert_eq!(
+            java_string_hash("Aa"),
+            java_string_hash("BB"),
+            "Java's classic collision"
+        );
         assert_eq!(partition_for("hello", 50), 99_162_322 % 50);
         for g in ["a", "my-group", "ünïcødé", "console-consumer-12345"] {
             assert!((0..50).contains(&partition_for(g, 50)));
@@ -351,9 +417,18 @@ mod tests {
             StoredRecord::Offset {
                 group: "g".into(),
                 tp: TopicPartition::new("t", 3),
-                value: Some(OffsetValue { offset: 42, leader_epoch: 0, metadata: "m".into(), commit_timestamp_ms: 7 }),
+                value: Some(OffsetValue {
+                    offset: 42,
+                    leader_epoch: 0,
+                    metadata: "m".into(),
+                    commit_timestamp_ms: 7,
+                }),
             },
-            StoredRecord::Offset { group: "g".into(), tp: TopicPartition::new("t", 4), value: None },
+            StoredRecord::Offset {
+                group: "g".into(),
+                tp: TopicPartition::new("t", 4),
+                value: None,
+            },
             StoredRecord::Group {
                 group: "g".into(),
                 value: Some(GroupValue {
@@ -374,10 +449,15 @@ mod tests {
                     }],
                 }),
             },
-            StoredRecord::Group { group: "gone".into(), value: None },
+            StoredRecord::Group {
+                group: "gone".into(),
+                value: None,
+            },
         ];
         for r in &records {
-            let decoded = StoredRecord::decode(&r.key(), r.value().as_deref()).unwrap().unwrap();
+            let decoded = StoredRecord::decode(&r.key(), r.value().as_deref())
+                .unwrap()
+                .unwrap();
             assert_eq!(&decoded, r);
         }
         let batch = encode_batch(&records, 1).unwrap();
@@ -386,10 +466,18 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_not_a_panic() {
-        for bytes in [&b""[..], &[0, 1, 0, 9, b'x'], &[0, 2, 0xff, 0xff], &[0, 3, 1, 2, 3]] {
+        for bytes in [
+            &b""[..],
+            &[0, 1, 0, 9, b'x'],
+            &[0, 2, 0xff, 0xff],
+            &[0, 3, 1, 2, 3],
+        ] {
             let _ = StoredRecord::decode(bytes, Some(bytes));
         }
         assert!(StoredRecord::decode(&[0, 1, 0, 9, b'x'], None).is_err());
-        assert!(StoredRecord::decode(&[0, 9], None).unwrap().is_none(), "unknown key versions are skipped");
+        assert!(
+            StoredRecord::decode(&[0, 9], None).unwrap().is_none(),
+            "unknown key versions are skipped"
+        );
     }
 }

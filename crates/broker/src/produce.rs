@@ -41,7 +41,10 @@ pub async fn handle(
     let mut pending = Vec::new();
     for (topic_index, topic) in request.topic_data.into_iter().enumerate() {
         let name = topic.name.0.to_string();
-        let resolved = if acks_valid {
+        let resolved = if name == crate::offsets_log::TOPIC {
+            // Only the group coordinator writes there; a client's bytes could not be replayed.
+            Err(ResponseError::InvalidTopicException.code())
+        } else if acks_valid {
             state.resolve_topic(&name, true).await.map_err(|e| e.code())
         } else {
             Err(ResponseError::InvalidRequiredAcks.code())

@@ -10,6 +10,7 @@ use rill_storage::{Log, LogManager, TopicPartition};
 use tokio::sync::Notify;
 
 use crate::broker::BrokerConfig;
+use crate::group_coordinator::GroupCoordinator;
 use crate::metrics::Metrics;
 use crate::response_writer::WriteMode;
 use crate::topics::{TopicError, TopicMeta, TopicRegistry};
@@ -26,6 +27,8 @@ pub struct BrokerState {
     pub config: BrokerConfig,
     pub logs: Arc<LogManager>,
     pub topics: Arc<TopicRegistry>,
+    /// Consumer groups and committed offsets.
+    pub groups: Arc<GroupCoordinator>,
     pub metrics: Arc<Metrics>,
     pub advertised: Endpoint,
     /// How fetch responses send file ranges.
@@ -43,6 +46,7 @@ impl BrokerState {
         config: BrokerConfig,
         logs: Arc<LogManager>,
         topics: Arc<TopicRegistry>,
+        groups: Arc<GroupCoordinator>,
         advertised: Endpoint,
         now_ms: i64,
     ) -> BrokerState {
@@ -51,6 +55,7 @@ impl BrokerState {
             config,
             logs,
             topics,
+            groups,
             metrics: Arc::new(Metrics::default()),
             advertised,
             write_mode,

@@ -1,0 +1,910 @@
+//! The group coordinator (Kafka's `GroupCoordinator` for the classic protocol) on a single
+//! node: every group is coordinated here. Groups live in memory; every offset commit and every
+//! settled group is appended to `__consumer_offsets` and replayed at start-up.
+//!
+//! Concurrency: a map of groups, each behind its own mutex that is never held across an
+//! await, so a rebalance of one group never blocks another group or produce/fetch traffic.
+//! JoinGroup and SyncGroup park on oneshot channels; whichever request (or the timer task)
+//! completes the phase answers them all.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use parking_lot::Mutex;
+use rill_storage::{Log, TopicPartition};
+use tokio::sync::oneshot;
+
+use crate::group::{Committed, Group, GroupState, JoinOutcome, Member, SyncOutcome};
+use crate::offsets_log::{self, OffsetValue, OffsetsLogError, StoredRecord};
+
+/// Coordinator settings, named after Kafka's broker configs.
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// `offsets.topic.num.partitions`.
+    pub offsets_partitions: i32,
+    /// `group.min.session.timeout.ms` / `group.max.session.timeout.ms`.
+    pub min_session_timeout_ms: i32,
+    pub max_session_timeout_ms: i32,
+    /// `group.initial.rebalance.delay.ms`.
+    pub initial_rebalance_delay_ms: u64,
+    /// `group.max.size`: members per group.
+    pub max_group_size: usize,
+    /// Groups this broker keeps; a bound on memory against a flood of group ids.
+    pub max_groups: usize,
+    /// `offsets.retention.minutes`, in ms: offsets of a group empty this long are dropped.
+    pub offsets_retention_ms: i64,
+    /// `offset.metadata.max.bytes`.
+    pub max_metadata_bytes: usize,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            offsets_partitions: 50,
+            min_session_timeout_ms: 6_000,
+            max_session_timeout_ms: 1_800_000,
+            initial_rebalance_delay_ms: 3_000,
+            max_group_size: 1_000,
+            max_groups: 100_000,
+            offsets_retention_ms: 7 * 24 * 3_600_000,
+            max_metadata_bytes: 4_096,
+        }
+    }
+}
+
+/// Longest group id accepted (Kafka has none; unbounded ids are unbounded memory).
+pub const GROUP_ID_BYTES_MAX: usize = 1_024;
+/// Upper bound on a rebalance timeout, against absurd values.
+const REBALANCE_TIMEOUT_MAX: Duration = Duration::from_secs(30 * 60);
+
+/// A JoinGroup as the coordinator sees it (version differences already resolved).
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    pub group_id: String,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub protocol_type: String,
+    pub protocols: Vec<(String, Bytes)>,
+    /// v4+: a new dynamic member first gets MEMBER_ID_REQUIRED and a member id.
+    pub require_known_member_id: bool,
+}
+
+/// One partition's offset to commit.
+#[derive(Debug, Clone)]
+pub struct CommitEntry {
+    pub tp: TopicPartition,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+}
+
+/// Where a write to `__consumer_offsets` ended, to wait for its durability outside locks.
+pub struct PendingWrite {
+    pub log: Arc<Log>,
+    pub end_offset: i64,
+}
+
+/// Either an answer now or one to wait for.
+pub enum Reply<T> {
+    Now(T),
+    Later(oneshot::Receiver<T>, Option<PendingWrite>),
+}
+
+pub struct GroupCoordinator {
+    config: GroupConfig,
+    groups: Mutex<HashMap<String, Arc<Mutex<Group>>>>,
+    /// The offsets topic's partition logs, by partition.
+    logs: Vec<Arc<Log>>,
+}
+
+fn code(e: ResponseError) -> i16 {
+    e.code()
+}
+
+pub fn now_ms() -> i64 {
+    crate::broker::now_ms()
+}
+
+impl GroupCoordinator {
+    /// Builds the coordinator over the offsets topic's logs and replays them.
+    ///
+    /// # Errors
+    /// A record or batch of the offsets topic that cannot be read.
+    pub fn load(
+        config: GroupConfig,
+        logs: Vec<Arc<Log>>,
+    ) -> Result<GroupCoordinator, OffsetsLogError> {
+        let now = Instant::now();
+        let mut groups: HashMap<String, Group> = HashMap::new();
+        let mut records = 0usize;
+        for log in &logs {
+            for record in offsets_log::replay(log)? {
+                records += 1;
+                match record {
+                    StoredRecord::Offset { group, tp, value } => {
+                        let g = groups
+                            .entry(group.clone())
+                            .or_insert_with(|| Group::new(&group, now_ms()));
+                        match value {
+                            Some(v) => {
+                                g.offsets.insert(tp, v.into());
+                            }
+                            None => {
+                                g.offsets.remove(&tp);
+                            }
+                        }
+                    }
+                    StoredRecord::Group {
+                        group,
+                        value: Some(v),
+                    } => {
+                        groups
+                            .entry(group.clone())
+                            .or_insert_with(|| Group::new(&group, now_ms()))
+                            .restore(v, now);
+                    }
+                    StoredRecord::Group { group, value: None } => {
+                        if let Some(g) = groups.get_mut(&group) {
+                            g.members.clear();
+                            g.static_members.clear();
+                            g.state = GroupState::Empty;
+                        }
+                    }
+                }
+            }
+        }
+        groups.retain(|_, g| {
+            !g.offsets.is_empty() || !g.members.is_empty() || g.protocol_type.is_some()
+        });
+        tracing::info!(groups = groups.len(), records, "consumer groups loaded");
+        Ok(GroupCoordinator {
+            config,
+            groups: Mutex::new(
+                groups
+                    .into_iter()
+                    .map(|(k, g)| (k, Arc::new(Mutex::new(g))))
+                    .collect(),
+            ),
+            logs,
+        })
+    }
+
+    pub fn config(&self) -> &GroupConfig {
+        &self.config
+    }
+
+    fn initial_delay(&self) -> Duration {
+        Duration::from_millis(self.config.initial_rebalance_delay_ms)
+    }
+
+    fn group(&self, id: &str) -> Option<Arc<Mutex<Group>>> {
+        self.groups.lock().get(id).cloned()
+    }
+
+    fn group_or_create(&self, id: &str) -> Result<Arc<Mutex<Group>>, i16> {
+        let mut groups = self.groups.lock();
+        if let Some(g) = groups.get(id) {
+            return Ok(g.clone());
+        }
+        if groups.len() >= self.config.max_groups {
+            tracing::warn!(
+                group = id,
+                max = self.config.max_groups,
+                "refusing a new group: too many groups"
+            );
+            return Err(code(ResponseError::CoordinatorNotAvailable));
+        }
+        let g = Arc::new(Mutex::new(Group::new(id, now_ms())));
+        groups.insert(id.to_string(), g.clone());
+        Ok(g)
+    }
+
+    /// INVALID_GROUP_ID for empty or oversized ids.
+    pub fn validate_group_id(id: &str) -> Result<(), i16> {
+        if id.is_empty() || id.len() > GROUP_ID_BYTES_MAX {
+            return Err(code(ResponseError::InvalidGroupId));
+        }
+        Ok(())
+    }
+
+    fn log_for(&self, group: &str) -> &Arc<Log> {
+        &self.logs[offsets_log::partition_for(group, self.logs.len() as i32) as usize]
+    }
+
+    /// Appends records of `group` to its offsets partition. Called with the group's lock held
+    /// so the log's order is the order of changes; the append itself is a page-cache write.
+    fn append(&self, group: &str, records: &[StoredRecord]) -> Result<PendingWrite, i16> {
+        let log = self.log_for(group).clone();
+        let batch = offsets_log::encode_batch(records, now_ms()).map_err(|e| {
+            tracing::error!(group, error = %e, "cannot encode offsets records");
+            code(ResponseError::UnknownServerError)
+        })?;
+        match log.append(&batch) {
+            Ok(info) => Ok(PendingWrite {
+                log,
+                end_offset: info.last_offset + 1,
+            }),
+            Err(e) => {
+                tracing::error!(group, error = %e, "cannot write {}", offsets_log::TOPIC);
+                Err(crate::error::storage_error_code(&e))
+            }
+        }
+    }
+
+    fn persist_group(&self, g: &Group) -> Option<PendingWrite> {
+        let record = StoredRecord::Group {
+            group: g.id.clone(),
+            value: Some(g.to_value()),
+        };
+        self.append(&g.id, &[record]).ok()
+    }
+
+    pub fn join(&self, req: JoinRequest) -> Reply<JoinOutcome> {
+        let fail = |e: i16| Reply::Now(JoinOutcome::error(e, &req.member_id));
+        if let Err(e) = Self::validate_group_id(&req.group_id) {
+            return fail(e);
+        }
+        let c = &self.config;
+        if req.session_timeout_ms < c.min_session_timeout_ms
+            || req.session_timeout_ms > c.max_session_timeout_ms
+        {
+            return fail(code(ResponseError::InvalidSessionTimeout));
+        }
+        if req.rebalance_timeout_ms < 0 || req.protocols.is_empty() || req.protocol_type.is_empty()
+        {
+            return fail(if req.rebalance_timeout_ms < 0 {
+                code(ResponseError::InvalidSessionTimeout)
+            } else {
+                code(ResponseError::InconsistentGroupProtocol)
+            });
+        }
+        let group = match self.group_or_create(&req.group_id) {
+            Ok(g) => g,
+            Err(e) => return fail(e),
+        };
+        let mut g = group.lock();
+        if g.state == GroupState::Dead {
+            return fail(code(ResponseError::CoordinatorNotAvailable));
+        }
+        if !g.accepts(&req.protocol_type, &req.protocols) {
+            return fail(code(ResponseError::InconsistentGroupProtocol));
+        }
+        let now = Instant::now();
+        let session = Duration::from_millis(req.session_timeout_ms as u64);
+        let rebalance = Duration::from_millis(req.rebalance_timeout_ms as u64)
+            .clamp(session.min(REBALANCE_TIMEOUT_MAX), REBALANCE_TIMEOUT_MAX);
+        let fresh_id = || {
+            format!(
+                "{}-{}",
+                req.group_instance_id.as_deref().unwrap_or(&req.client_id),
+                uuid::Uuid::new_v4()
+            )
+        };
+        let member_id = if req.member_id.is_empty() {
+            let id = fresh_id();
+            if let Some(instance) = &req.group_instance_id {
+                if let Some(old) = g.static_members.get(instance).cloned() {
+                    return self.rejoin_static(&mut g, &req, &old, id, now);
+                }
+            } else if req.require_known_member_id {
+                if g.pending_members.len() >= self.config.max_group_size {
+                    return fail(code(ResponseError::GroupMaxSizeReached));
+                }
+                g.pending_members.insert(id.clone(), now + session);
+                return Reply::Now(JoinOutcome::error(
+                    code(ResponseError::MemberIdRequired),
+                    &id,
+                ));
+            }
+            id
+        } else {
+            if let Some(instance) = &req.group_instance_id {
+                if g.static_members
+                    .get(instance)
+                    .is_some_and(|id| *id != req.member_id)
+                {
+                    return fail(code(ResponseError::FencedInstanceId));
+                }
+            }
+            if !g.members.contains_key(&req.member_id)
+                && g.pending_members.remove(&req.member_id).is_none()
+            {
+                return fail(code(ResponseError::UnknownMemberId));
+            }
+            req.member_id.clone()
+        };
+        let (tx, rx) = oneshot::channel();
+        if let Some(m) = g.members.get_mut(&member_id) {
+            let unchanged = m.protocols == req.protocols;
+            m.protocols = req.protocols.clone();
+            m.session_timeout = session;
+            m.rebalance_timeout = rebalance;
+            m.last_heartbeat = now;
+            let is_leader = g.leader_id.as_deref() == Some(member_id.as_str());
+            match g.state {
+                GroupState::CompletingRebalance if unchanged => {
+                    return Reply::Now(g.current_generation(&member_id))
+                }
+                GroupState::Stable if unchanged && !is_leader => {
+                    return Reply::Now(g.current_generation(&member_id))
+                }
+                _ => {}
+            }
+            let m = g.members.get_mut(&member_id).expect("checked above");
+            m.join_waiter = Some(tx);
+        } else {
+            if g.members.len() >= self.config.max_group_size {
+                return fail(code(ResponseError::GroupMaxSizeReached));
+            }
+            if g.members.is_empty() {
+                g.protocol_type = Some(req.protocol_type.clone());
+            }
+            if let Some(instance) = &req.group_instance_id {
+                g.static_members.insert(instance.clone(), member_id.clone());
+            }
+            g.members.insert(
+                member_id.clone(),
+                new_member(&req, &member_id, session, rebalance, now, tx),
+            );
+        }
+        if g.state != GroupState::PreparingRebalance {
+            g.prepare_rebalance(now, now_ms(), self.initial_delay());
+        }
+        self.after_join_phase(&mut g, now);
+        Reply::Later(rx, None)
+    }
+
+    /// A static member rejoining with a new member id (it restarted). In a stable group with
+    /// unchanged protocols it takes over its old place and assignment with no rebalance
+    /// (KIP-345); otherwise the group rebalances.
+    fn rejoin_static(
+        &self,
+        g: &mut Group,
+        req: &JoinRequest,
+        old_id: &str,
+        new_id: String,
+        now: Instant,
+    ) -> Reply<JoinOutcome> {
+        let Some(mut member) = g.members.remove(old_id) else {
+            g.static_members
+                .remove(req.group_instance_id.as_deref().unwrap_or_default());
+            return Reply::Now(JoinOutcome::error(
+                code(ResponseError::UnknownMemberId),
+                &req.member_id,
+            ));
+        };
+        // The old incarnation's parked requests are fenced.
+        if let Some(w) = member.join_waiter.take() {
+            let _ = w.send(JoinOutcome::error(
+                code(ResponseError::FencedInstanceId),
+                old_id,
+            ));
+        }
+        if let Some(w) = member.sync_waiter.take() {
+            let _ = w.send(SyncOutcome::error(code(ResponseError::FencedInstanceId)));
+        }
+        let unchanged = member.protocols == req.protocols;
+        member.member_id = new_id.clone();
+        member.protocols = req.protocols.clone();
+        member.client_id = req.client_id.clone();
+        member.client_host = req.client_host.clone();
+        member.last_heartbeat = now;
+        g.members.insert(new_id.clone(), member);
+        if let Some(instance) = &req.group_instance_id {
+            g.static_members.insert(instance.clone(), new_id.clone());
+        }
+        if g.leader_id.as_deref() == Some(old_id) {
+            g.leader_id = Some(new_id.clone());
+        }
+        if g.state == GroupState::Stable && unchanged {
+            let pending = self.persist_group(g);
+            let mut outcome = g.current_generation(&new_id);
+            // The leader need not compute assignments again.
+            outcome.skip_assignment = g.leader_id.as_deref() == Some(new_id.as_str());
+            let (tx, rx) = oneshot::channel();
+            let _ = tx.send(outcome);
+            return Reply::Later(rx, pending);
+        }
+        let (tx, rx) = oneshot::channel();
+        g.members
+            .get_mut(&new_id)
+            .expect("inserted above")
+            .join_waiter = Some(tx);
+        if g.state != GroupState::PreparingRebalance {
+            g.prepare_rebalance(now, now_ms(), self.initial_delay());
+        }
+        self.after_join_phase(g, now);
+        Reply::Later(rx, None)
+    }
+
+    /// Completes the join phase if it can, persisting an emptied group.
+    fn after_join_phase(&self, g: &mut Group, now: Instant) {
+        let was = g.state;
+        if g.maybe_complete_join(now, now_ms())
+            && g.state == GroupState::Empty
+            && was != GroupState::Empty
+        {
+            self.persist_group(g);
+        }
+    }
+
+    pub fn sync(
+        &self,
+        group_id: &str,
+        generation_id: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+        assignments: Vec<(String, Bytes)>,
+    ) -> Reply<SyncOutcome> {
+        let fail = |e: i16| Reply::Now(SyncOutcome::error(e));
+        let Some(group) = self.group(group_id) else {
+            return fail(code(ResponseError::UnknownMemberId));
+        };
+        let mut g = group.lock();
+        if let Err(e) = check_member(&g, member_id, instance_id, generation_id) {
+            return fail(e);
+        }
+        let now = Instant::now();
+        match g.state {
+            GroupState::Empty | GroupState::Dead => fail(code(ResponseError::UnknownMemberId)),
+            GroupState::PreparingRebalance => fail(code(ResponseError::RebalanceInProgress)),
+            GroupState::Stable => {
+                let m = &g.members[member_id];
+                Reply::Now(SyncOutcome {
+                    error: 0,
+                    protocol_type: g.protocol_type.clone(),
+                    protocol_name: g.protocol_name.clone(),
+                    assignment: m.assignment.clone(),
+                })
+            }
+            GroupState::CompletingRebalance => {
+                let (tx, rx) = oneshot::channel();
+                let m = g
+                    .members
+                    .get_mut(member_id)
+                    .expect("checked by check_member");
+                m.sync_waiter = Some(tx);
+                m.last_heartbeat = now;
+                if g.leader_id.as_deref() != Some(member_id) {
+                    return Reply::Later(rx, None);
+                }
+                g.complete_sync(assignments.into_iter().collect(), now_ms());
+                let pending = self.persist_group(&g);
+                Reply::Later(rx, pending)
+            }
+        }
+    }
+
+    pub fn heartbeat(
+        &self,
+        group_id: &str,
+        generation_id: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> i16 {
+        let Some(group) = self.group(group_id) else {
+            return code(ResponseError::UnknownMemberId);
+        };
+        let mut g = group.lock();
+        if let Err(e) = check_member(&g, member_id, instance_id, generation_id) {
+            return e;
+        }
+        g.members
+            .get_mut(member_id)
+            .expect("checked by check_member")
+            .last_heartbeat = Instant::now();
+        match g.state {
+            GroupState::PreparingRebalance => code(ResponseError::RebalanceInProgress),
+            GroupState::Empty | GroupState::Dead => code(ResponseError::UnknownMemberId),
+            _ => 0,
+        }
+    }
+
+    /// LeaveGroup for each (member id, instance id); returns an error code per member.
+    pub fn leave(
+        &self,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+    ) -> Result<Vec<i16>, i16> {
+        let group = self
+            .group(group_id)
+            .ok_or(code(ResponseError::UnknownMemberId))?;
+        let mut g = group.lock();
+        let mut results = Vec::with_capacity(members.len());
+        let mut removed = false;
+        for (member_id, instance) in members {
+            let target = match instance {
+                Some(instance) => match g.static_members.get(instance) {
+                    Some(id) if member_id.is_empty() || id == member_id => Some(id.clone()),
+                    Some(_) => {
+                        results.push(code(ResponseError::FencedInstanceId));
+                        continue;
+                    }
+                    None => None,
+                },
+                None => Some(member_id.clone()),
+            };
+            match target {
+                Some(id) if g.remove_member(&id) => {
+                    tracing::debug!(group = group_id, member = %id, "member left");
+                    removed = true;
+                    results.push(0);
+                }
+                _ => results.push(code(ResponseError::UnknownMemberId)),
+            }
+        }
+        if removed {
+            self.after_members_removed(&mut g, Instant::now());
+        }
+        Ok(results)
+    }
+
+    fn after_members_removed(&self, g: &mut Group, now: Instant) {
+        let was = g.state;
+        g.on_members_removed(now, now_ms(), self.initial_delay());
+        if g.state == GroupState::Empty && was != GroupState::Empty {
+            self.persist_group(g);
+        }
+    }
+
+    /// OffsetCommit. Returns an error code per entry and, when anything was written, the
+    /// write to wait for before answering.
+    pub fn commit(
+        &self,
+        group_id: &str,
+        generation_id: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+        entries: Vec<CommitEntry>,
+        topic_exists: impl Fn(&TopicPartition) -> bool,
+    ) -> (Vec<i16>, Option<PendingWrite>) {
+        let all = |e: i16| (vec![e; entries.len()], None);
+        if let Err(e) = Self::validate_group_id(group_id) {
+            return all(e);
+        }
+        let simple = generation_id < 0 && member_id.is_empty();
+        let group = if simple {
+            self.group_or_create(group_id)
+        } else {
+            self.group(group_id)
+                .ok_or(code(ResponseError::UnknownMemberId))
+        };
+        let group = match group {
+            Ok(g) => g,
+            Err(e) => return all(e),
+        };
+        let mut g = group.lock();
+        if g.state == GroupState::Dead {
+            return all(code(ResponseError::CoordinatorNotAvailable));
+        }
+        if simple {
+            if !g.is_empty() {
+                return all(code(ResponseError::UnknownMemberId));
+            }
+        } else {
+            if let Err(e) = check_member(&g, member_id, instance_id, generation_id) {
+                return all(e);
+            }
+            if matches!(
+                g.state,
+                GroupState::PreparingRebalance | GroupState::CompletingRebalance
+            ) {
+                return all(code(ResponseError::RebalanceInProgress));
+            }
+            g.members
+                .get_mut(member_id)
+                .expect("checked by check_member")
+                .last_heartbeat = Instant::now();
+        }
+        let now = now_ms();
+        let mut codes = Vec::with_capacity(entries.len());
+        let mut records = Vec::new();
+        let mut accepted = Vec::new();
+        for e in entries {
+            if e.metadata.len() > self.config.max_metadata_bytes {
+                codes.push(code(ResponseError::OffsetMetadataTooLarge));
+            } else if !topic_exists(&e.tp) {
+                codes.push(code(ResponseError::UnknownTopicOrPartition));
+            } else {
+                codes.push(0);
+                let value = OffsetValue {
+                    offset: e.offset,
+                    leader_epoch: e.leader_epoch,
+                    metadata: e.metadata,
+                    commit_timestamp_ms: now,
+                };
+                records.push(StoredRecord::Offset {
+                    group: group_id.to_string(),
+                    tp: e.tp.clone(),
+                    value: Some(value.clone()),
+                });
+                accepted.push((e.tp, Committed::from(value)));
+            }
+        }
+        if records.is_empty() {
+            return (codes, None);
+        }
+        match self.append(group_id, &records) {
+            Ok(pending) => {
+                // Applied with the append, under the group lock: memory and log agree.
+                g.offsets.extend(accepted);
+                (codes, Some(pending))
+            }
+            Err(e) => (
+                codes
+                    .into_iter()
+                    .map(|c| if c == 0 { e } else { c })
+                    .collect(),
+                None,
+            ),
+        }
+    }
+
+    /// Committed offsets of `group_id`: for the given partitions, or all when `None`.
+    pub fn fetch_offsets(
+        &self,
+        group_id: &str,
+        partitions: Option<&[TopicPartition]>,
+    ) -> Vec<(TopicPartition, Option<Committed>)> {
+        let group = self.group(group_id);
+        let g = group.as_ref().map(|g| g.lock());
+        match partitions {
+            Some(tps) => tps
+                .iter()
+                .map(|tp| {
+                    (
+                        tp.clone(),
+                        g.as_ref().and_then(|g| g.offsets.get(tp).cloned()),
+                    )
+                })
+                .collect(),
+            None => {
+                let mut all: Vec<_> = g
+                    .map(|g| {
+                        g.offsets
+                            .iter()
+                            .map(|(tp, c)| (tp.clone(), Some(c.clone())))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                all.sort_by(|a, b| a.0.cmp(&b.0));
+                all
+            }
+        }
+    }
+
+    /// (group id, protocol type, state) of every live group.
+    pub fn list(&self) -> Vec<(String, String, GroupState)> {
+        let groups: Vec<_> = self.groups.lock().values().cloned().collect();
+        let mut out: Vec<_> = groups
+            .iter()
+            .map(|g| {
+                let g = g.lock();
+                (
+                    g.id.clone(),
+                    g.protocol_type.clone().unwrap_or_default(),
+                    g.state,
+                )
+            })
+            .filter(|(_, _, s)| *s != GroupState::Dead)
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Runs `f` on a group, if it exists.
+    pub fn with_group<T>(&self, group_id: &str, f: impl FnOnce(&Group) -> T) -> Option<T> {
+        self.group(group_id).map(|g| f(&g.lock()))
+    }
+
+    /// DeleteGroups for one group.
+    pub fn delete_group(&self, group_id: &str) -> (i16, Option<PendingWrite>) {
+        let Some(group) = self.group(group_id) else {
+            return (code(ResponseError::GroupIdNotFound), None);
+        };
+        let mut g = group.lock();
+        if g.state == GroupState::Dead {
+            return (code(ResponseError::GroupIdNotFound), None);
+        }
+        if !g.is_empty() {
+            return (code(ResponseError::NonEmptyGroup), None);
+        }
+        let pending = match self.tombstone_all(&g) {
+            Ok(p) => p,
+            Err(e) => return (e, None),
+        };
+        g.set_state(GroupState::Dead, now_ms());
+        drop(g);
+        self.groups.lock().remove(group_id);
+        (0, pending)
+    }
+
+    fn tombstone_all(&self, g: &Group) -> Result<Option<PendingWrite>, i16> {
+        let mut records: Vec<StoredRecord> = g
+            .offsets
+            .keys()
+            .map(|tp| StoredRecord::Offset {
+                group: g.id.clone(),
+                tp: tp.clone(),
+                value: None,
+            })
+            .collect();
+        records.push(StoredRecord::Group {
+            group: g.id.clone(),
+            value: None,
+        });
+        self.append(&g.id, &records).map(Some)
+    }
+
+    /// OffsetDelete: per-partition codes, or a group-level error.
+    pub fn delete_offsets(
+        &self,
+        group_id: &str,
+        tps: &[TopicPartition],
+    ) -> Result<(Vec<i16>, Option<PendingWrite>), i16> {
+        let group = self
+            .group(group_id)
+            .ok_or(code(ResponseError::GroupIdNotFound))?;
+        let mut g = group.lock();
+        if g.state == GroupState::Dead {
+            return Err(code(ResponseError::GroupIdNotFound));
+        }
+        let subscribed = if g.is_empty() {
+            Some(Vec::new())
+        } else {
+            g.subscribed_topics()
+        };
+        let mut codes = Vec::with_capacity(tps.len());
+        let mut records = Vec::new();
+        for tp in tps {
+            let in_use = subscribed
+                .as_ref()
+                .is_none_or(|topics| topics.contains(&tp.topic));
+            if in_use {
+                codes.push(code(ResponseError::GroupSubscribedToTopic));
+            } else {
+                codes.push(0);
+                if g.offsets.contains_key(tp) {
+                    records.push(StoredRecord::Offset {
+                        group: g.id.clone(),
+                        tp: tp.clone(),
+                        value: None,
+                    });
+                }
+            }
+        }
+        if records.is_empty() {
+            return Ok((codes, None));
+        }
+        let pending = self.append(group_id, &records)?;
+        for r in &records {
+            if let StoredRecord::Offset { tp, .. } = r {
+                g.offsets.remove(tp);
+            }
+        }
+        Ok((codes, Some(pending)))
+    }
+
+    /// Timers, run every ~100 ms: rebalance and sync deadlines, session expiry, pending member
+    /// expiry, offset retention of empty groups.
+    pub fn tick(&self) {
+        let now = Instant::now();
+        let wall = now_ms();
+        let groups: Vec<_> = self.groups.lock().values().cloned().collect();
+        let mut dead = Vec::new();
+        for group in groups {
+            let mut g = group.lock();
+            g.pending_members.retain(|_, deadline| *deadline > now);
+            match g.state {
+                GroupState::PreparingRebalance => self.after_join_phase(&mut g, now),
+                GroupState::CompletingRebalance if g.deadline.is_some_and(|d| now >= d) => {
+                    let unsynced: Vec<String> = g
+                        .members
+                        .values()
+                        .filter(|m| m.sync_waiter.is_none())
+                        .map(|m| m.member_id.clone())
+                        .collect();
+                    for id in &unsynced {
+                        tracing::info!(group = %g.id, member = %id, "member did not sync in time; removed");
+                        g.remove_member(id);
+                    }
+                    if unsynced.is_empty() {
+                        // The leader never sent its assignment: start over.
+                        g.prepare_rebalance(now, wall, self.initial_delay());
+                    } else {
+                        self.after_members_removed(&mut g, now);
+                    }
+                }
+                _ => {}
+            }
+            let expired = g.expired_members(now);
+            if !expired.is_empty() {
+                for id in &expired {
+                    tracing::info!(group = %g.id, member = %id, "session timed out; member removed");
+                    g.remove_member(id);
+                }
+                self.after_members_removed(&mut g, now);
+            }
+            if g.state == GroupState::Empty
+                && wall - g.state_timestamp_ms > self.config.offsets_retention_ms
+                && self.tombstone_all(&g).is_ok()
+            {
+                tracing::info!(group = %g.id, "offsets expired (offsets.retention.minutes)");
+                g.set_state(GroupState::Dead, wall);
+                dead.push(g.id.clone());
+            }
+        }
+        if !dead.is_empty() {
+            let mut groups = self.groups.lock();
+            for id in dead {
+                groups.remove(&id);
+            }
+        }
+    }
+}
+
+fn new_member(
+    req: &JoinRequest,
+    member_id: &str,
+    session: Duration,
+    rebalance: Duration,
+    now: Instant,
+    tx: oneshot::Sender<JoinOutcome>,
+) -> Member {
+    Member {
+        member_id: member_id.to_string(),
+        group_instance_id: req.group_instance_id.clone(),
+        client_id: req.client_id.clone(),
+        client_host: req.client_host.clone(),
+        session_timeout: session,
+        rebalance_timeout: rebalance,
+        protocols: req.protocols.clone(),
+        assignment: Bytes::new(),
+        last_heartbeat: now,
+        join_waiter: Some(tx),
+        sync_waiter: None,
+    }
+}
+
+/// UNKNOWN_MEMBER_ID, FENCED_INSTANCE_ID or ILLEGAL_GENERATION, as Kafka checks them.
+fn check_member(
+    g: &Group,
+    member_id: &str,
+    instance_id: Option<&str>,
+    generation_id: i32,
+) -> Result<(), i16> {
+    if let Some(instance) = instance_id {
+        if g.static_members
+            .get(instance)
+            .is_some_and(|id| id != member_id)
+        {
+            return Err(code(ResponseError::FencedInstanceId));
+        }
+    }
+    if !g.members.contains_key(member_id) {
+        return Err(code(ResponseError::UnknownMemberId));
+    }
+    if generation_id != g.generation_id {
+        return Err(code(ResponseError::IllegalGeneration));
+    }
+    Ok(())
+}
+
+/// Waits for a write to `__consumer_offsets` to be durable (group commit), off the runtime.
+pub async fn durable(pending: Option<PendingWrite>) -> Result<(), i16> {
+    let Some(PendingWrite { log, end_offset }) = pending else {
+        return Ok(());
+    };
+    match tokio::task::spawn_blocking(move || log.wait_durable(end_offset)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(crate::error::storage_error_code(&e)),
+        Err(_) => Err(code(ResponseError::UnknownServerError)),
+    }
+}
