@@ -136,6 +136,12 @@ impl Broker {
         Arc::clone(&self.state.metrics)
     }
 
+    /// The shared state, for what runs beside the broker: the `/metrics` endpoint
+    /// ([`crate::metrics::encode_prometheus`]) and the startup banner.
+    pub fn state(&self) -> Arc<BrokerState> {
+        Arc::clone(&self.state)
+    }
+
     /// Serves until `shutdown` completes, then stops accepting, lets connections finish the
     /// request they are handling (up to `shutdown_grace_ms`), and closes storage.
     ///

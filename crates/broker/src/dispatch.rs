@@ -63,16 +63,22 @@ pub async fn dispatch(
         correlation_id = header.correlation_id,
         "request"
     );
-    if is_group_api(api_key) {
+    let started = std::time::Instant::now();
+    let result = if is_group_api(api_key) {
         let client = Client {
             client_id: header.client_id.map(|c| c.to_string()).unwrap_or_default(),
             host: peer.map_or_else(String::new, |p| format!("/{}", p.ip())),
         };
-        return route_group(state, api_key, prefix, &client, body)
+        route_group(state, api_key, prefix, &client, body)
             .await
-            .map(Some);
-    }
-    route(state, api_key, prefix, body).await
+            .map(Some)
+    } else {
+        route(state, api_key, prefix, body).await
+    };
+    state
+        .metrics
+        .observe_request(prefix.api_key, started.elapsed());
+    result
 }
 
 fn is_group_api(api_key: ApiKey) -> bool {

@@ -107,6 +107,7 @@ pub async fn handle(
         let (data, total_bytes, any_error) = read_all(state, &plan, max_bytes);
         let done = total_bytes >= min_bytes || any_error || waiters.is_empty();
         if done || Instant::now() >= deadline {
+            record_metrics(state, &data);
             return encoder.encode(NONE, data);
         }
         drop(data);
@@ -120,6 +121,17 @@ pub async fn handle(
         });
         // Timing out is not an error: the next read answers with whatever is there.
         let _ = tokio::time::timeout_at(deadline, any_append).await;
+    }
+}
+
+/// Counts what a fetch returns: record bytes per topic, errors per code.
+fn record_metrics(state: &BrokerState, data: &[TopicData]) {
+    for topic in data {
+        let bytes = topic.partitions.iter().map(|p| p.records_bytes).sum();
+        state.metrics.record_fetch(&topic.name, bytes);
+        for partition in &topic.partitions {
+            state.metrics.fetch_error(partition.error_code);
+        }
     }
 }
 

@@ -99,6 +99,8 @@ async fn accept(listener: &TcpListener) -> TcpStream {
 /// (Kafka's `connections.max.idle.ms`), so idle or stalled clients cannot hold slots forever.
 async fn serve(stream: TcpStream, state: Arc<BrokerState>, mut stop: watch::Receiver<bool>) {
     let peer = stream.peer_addr().ok();
+    // Counts this connection as open until the task ends, aborted or not.
+    let _open = state.metrics.connection_opened();
     let mut connection = Connection::new(
         stream,
         state.config.socket_request_max_bytes,

@@ -91,6 +91,9 @@ pub async fn handle(
         );
     }
     await_syncs(&mut responses, pending).await;
+    for partition in responses.iter().flat_map(|t| &t.partition_responses) {
+        state.metrics.produce_error(partition.error_code);
+    }
     if acks == 0 {
         return None;
     }
@@ -125,16 +128,26 @@ fn append(
     let info = match log.append(records) {
         Ok(info) => info,
         Err(e) => {
-            tracing::debug!(%tp, error = %e, "append refused");
+            tracing::warn!(%tp, error = %e, "produce refused");
             return Err((storage_error_code(&e), Some(e.to_string())));
         }
     };
     debug_assert!(info.last_offset >= info.base_offset);
     Metrics::add(&state.metrics.produced_bytes_total, records.len() as u64);
+    let record_count = u64::from(info.record_count);
+    state
+        .metrics
+        .record_produce(&tp.topic, records.len() as u64, record_count);
     state.notify_appended(tp);
     let sync = (acks == -1 && log.needs_sync_for_ack()).then(|| {
         let end_offset = info.last_offset + 1;
-        tokio::task::spawn_blocking(move || log.wait_durable(end_offset))
+        let metrics = Arc::clone(&state.metrics);
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let durable = log.wait_durable(end_offset);
+            metrics.observe_durable_wait(started.elapsed());
+            durable
+        })
     });
     Ok((info.base_offset, info.log_start_offset, sync))
 }
