@@ -456,3 +456,26 @@ async fn metadata_and_produce_answer_at_every_version() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn validate_only_changes_nothing() {
+    bounded(async {
+        let broker = TestBroker::start_with(|c| c.auto_create_topics = false).await;
+        let mut client = broker.connect().await;
+        let dry = create_topics_request("dry", 3, &[]).with_validate_only(true);
+        let response = client.send(7, &dry).await;
+        assert_eq!(response.topics[0].error_code, 0);
+        assert_eq!(response.topics[0].num_partitions, 3);
+        assert_eq!(partition_count(&mut client, "dry").await, None);
+        client.send(7, &create_topics_request("wet", 1, &[])).await;
+        let grow = CreatePartitionsRequest::default()
+            .with_validate_only(true)
+            .with_topics(vec![CreatePartitionsTopic::default()
+                .with_name(name("wet"))
+                .with_count(4)]);
+        assert_eq!(client.send(3, &grow).await.results[0].error_code, 0);
+        assert_eq!(partition_count(&mut client, "wet").await, Some(1));
+        broker.stop().await;
+    })
+    .await;
+}
