@@ -19,6 +19,8 @@ exits by itself after --max-s seconds (bound), closing its consumer.
 """
 import argparse
 import json
+import logging
+import os
 import signal
 import sys
 import time
@@ -57,33 +59,34 @@ def run_confluent(a):
         conf["group.instance.id"] = a.instance_id
     c = Consumer(conf)
     owned = set()
+    proto = "COOPERATIVE" if a.strategy == "cooperative-sticky" else "EAGER"
 
     def on_assign(cons, parts):
-        if cons.rebalance_protocol() == "COOPERATIVE":
+        if proto == "COOPERATIVE":
             cons.incremental_assign(parts)
         else:
             cons.assign(parts)
         owned.update(p.partition for p in parts)
         emit(ev="assign", parts=sorted(p.partition for p in parts), now=sorted(owned),
-             proto=cons.rebalance_protocol())
+             proto=proto)
 
     def on_revoke(cons, parts):
-        if cons.rebalance_protocol() == "COOPERATIVE":
+        if proto == "COOPERATIVE":
             cons.incremental_unassign(parts)
         else:
             cons.unassign()
         owned.difference_update(p.partition for p in parts)
         emit(ev="revoke", parts=sorted(p.partition for p in parts), now=sorted(owned),
-             proto=cons.rebalance_protocol())
+             proto=proto)
 
     def on_lost(cons, parts):
         owned.difference_update(p.partition for p in parts)
-        if cons.rebalance_protocol() == "COOPERATIVE":
+        if proto == "COOPERATIVE":
             cons.incremental_unassign(parts)
         else:
             cons.unassign()
         emit(ev="lost", parts=sorted(p.partition for p in parts), now=sorted(owned),
-             proto=cons.rebalance_protocol())
+             proto=proto)
 
     c.subscribe([a.topic], on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
     emit(ev="ready")
@@ -224,6 +227,9 @@ def main():
     ap.add_argument("--instance-id", default="")
     ap.add_argument("--max-s", type=float, default=180)
     a = ap.parse_args()
+    if os.environ.get("GROUP_WORKER_LOG"):   # client library logs on stderr (Python clients)
+        logging.basicConfig(level=getattr(logging, os.environ["GROUP_WORKER_LOG"].upper()),
+                            stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     signal.signal(signal.SIGTERM, on_term)
     {"confluent": run_confluent, "kafka-python": run_kafka_python, "aiokafka": run_aiokafka}[a.lib](a)
 

@@ -122,6 +122,9 @@ def wait_split(workers, partitions, timeout_s=45, exact=None, settle_s=1.0):
     deadline = time.monotonic() + timeout_s
     since = None
     while time.monotonic() < deadline:
+        dead = [w.name for w in workers if not w.alive()]
+        if dead:
+            raise AssertionError(f"workers {dead} exited\n" + "\n".join(w.describe() for w in workers))
         if split_ok(workers, partitions, exact):
             since = since or time.monotonic()
             if time.monotonic() - since >= settle_s:

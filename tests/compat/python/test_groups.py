@@ -22,8 +22,8 @@ import subprocess
 import time
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
-from confluent_kafka.admin import ConsumerGroupTopicPartitions
+from confluent_kafka import (Consumer, ConsumerGroupTopicPartitions, KafkaError, KafkaException,
+                             TopicPartition)
 
 import kafkautil as ku
 from groupkit import (Worker, processed, split_ok, stop_all, wait_processed, wait_split,
@@ -35,9 +35,20 @@ SESSION_TIMEOUT_MS = 6000
 def produce(bootstrap, topic, tag, n, partitions):
     """n records round-robin over the partitions; returns {(partition, offset): value}."""
     p = ku.producer(bootstrap, acks="all")
-    recs = [{"value": f"{tag}-{i}".encode(), "partition": i % partitions} for i in range(n)]
-    reports = ku.produce_all(p, topic, recs)
-    return {(part, off): r["value"].decode() for (_, part, off), r in zip(reports, recs)}
+    out, errs = {}, []
+
+    def cb(err, msg):
+        if err is not None:
+            errs.append(err)
+        else:
+            out[(msg.partition(), msg.offset())] = msg.value().decode()
+
+    for i in range(n):
+        p.produce(topic, value=f"{tag}-{i}".encode(), partition=i % partitions, on_delivery=cb)
+    assert p.flush(60) == 0, "records not delivered in 60 s"
+    assert not errs, errs[:5]
+    assert len(out) == n
+    return out
 
 
 def group_offsets(bootstrap, group):
