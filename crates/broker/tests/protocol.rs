@@ -120,10 +120,12 @@ async fn api_versions_lists_what_we_serve_at_every_version() {
                 .find(|k| k.api_key == ApiKey::Fetch as i16)
                 .expect("fetch advertised");
             assert_eq!((fetch.min_version, fetch.max_version), (4, 16));
-            assert!(
-                response.api_keys.iter().all(|k| k.api_key != 10),
-                "no FindCoordinator"
+            // Exactly what the dispatcher serves, nothing else (e.g. no UpdateFeatures, 57).
+            assert_eq!(
+                response.api_keys.len(),
+                rill_broker::api_versions::SUPPORTED.len()
             );
+            assert!(response.api_keys.iter().all(|k| k.api_key != 57));
         }
         broker.stop().await;
     })
@@ -176,11 +178,12 @@ async fn metadata_auto_creates_topics_and_advertises_the_real_port() {
         assert_eq!(topic.error_code, 0);
         assert_eq!(topic.partitions.len(), 3);
         assert_ne!(topic.topic_id, Uuid::nil());
-        // v1 with a null topic list returns all topics, with the same id.
+        // v1 with a null topic list returns all topics (internal ones aside).
         let all = client
             .send(1, &MetadataRequest::default().with_topics(None))
             .await;
-        assert_eq!(all.topics.len(), 1);
+        let user_topics: Vec<_> = all.topics.iter().filter(|t| !t.is_internal).collect();
+        assert_eq!(user_topics.len(), 1);
         // Invalid names are refused, not created.
         let bad = client.send(12, &metadata_request(&["bad name"])).await;
         assert_eq!(bad.topics[0].error_code, 17);
@@ -381,7 +384,8 @@ async fn truncated_frame_and_garbage_bodies_close_only_that_connection() {
 async fn unknown_or_unserved_api_keys_close_the_connection() {
     bounded(async {
         let broker = TestBroker::start().await;
-        for api_key in [999i16, 10, -1] {
+        // 999 and -1 are not Kafka APIs; 57 (UpdateFeatures) is one we do not serve.
+        for api_key in [999i16, 57, -1] {
             let mut client = broker.connect().await;
             let mut frame = BytesMut::new();
             frame.put_i32(10);
