@@ -79,6 +79,11 @@ class Worker:
                 self.kill()
         self._reader.join(timeout=5)
         self._stderr.close()
+        if not os.environ.get("GROUP_WORKER_LOG"):   # kept for debugging when logs were asked for
+            try:
+                os.unlink(self.stderr_path)
+            except OSError:
+                pass
 
     def stderr_tail(self, n=2000):
         try:
