@@ -255,10 +255,17 @@ fn open_groups(
     let meta = match topics.get(offsets_log::TOPIC) {
         Some(meta) => meta,
         None => {
-            let configs = [("cleanup.policy", "compact"), ("retention.ms", "-1")]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
+            // Small segments so that compaction (a snapshot, then DeleteRecords) frees space;
+            // a large batch limit for groups with many members.
+            let configs = [
+                ("cleanup.policy", "compact"),
+                ("retention.ms", "-1"),
+                ("segment.bytes", "16777216"),
+                ("max.message.bytes", "16777216"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
             topics
                 .create(
                     logs,
@@ -298,7 +305,11 @@ async fn group_tick_loop(state: Arc<BrokerState>, mut stop: watch::Receiver<bool
             _ = interval.tick() => {}
             _ = stop.wait_for(|stopped| *stopped) => return,
         }
-        state.groups.tick();
+        // Off the runtime: compaction may fsync.
+        let groups = Arc::clone(&state.groups);
+        if let Err(e) = tokio::task::spawn_blocking(move || groups.tick()).await {
+            tracing::error!(error = %e, "group tick task failed");
+        }
     }
 }
 
