@@ -137,6 +137,13 @@ def run_kafka_python(a):
             emit(ev="assign", parts=sorted(tp.partition for tp in assigned), now=sorted(owned),
                  proto="EAGER")
 
+    # Know the topic's partitions before joining. Seen against Kafka 4.1.2: when the group
+    # leader joins before it has the topic's metadata, it assigns nothing, rejoins once the
+    # metadata arrives, and then sometimes hangs in the leader's assignment step for good
+    # (kafka-python 3.0.12 client behaviour, not the broker's).
+    meta_deadline = time.monotonic() + 30
+    while not c.partitions_for_topic(a.topic) and time.monotonic() < meta_deadline:
+        time.sleep(0.1)
     c.subscribe(topics=[a.topic], listener=Listener())
     emit(ev="ready")
     deadline = time.monotonic() + a.max_s

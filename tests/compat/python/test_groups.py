@@ -113,6 +113,8 @@ def test_confluent_split_kill_rebalance_join(bootstrap, topic_name):
         moved_after_s = min(e["t"] for w in survivors for e in w.of("assign")
                             if e["t"] > t_kill and victim_parts & set(e["parts"])) - t_kill
         print(f"victim's partitions {sorted(victim_parts)} reassigned {moved_after_s:.1f}s after SIGKILL")
+        # the session timeout, plus a rejoin round: heartbeat interval, JoinGroup, SyncGroup
+        assert moved_after_s < SESSION_TIMEOUT_MS / 1000 + 10, moved_after_s
         wait_processed(ws, produced)
         for p in victim_parts:
             first = first_offset_after(survivors, p, t_kill)

@@ -266,6 +266,9 @@ class GroupsTest {
                 }
             }
             System.out.printf("victim's partitions %s reassigned %.1f s after SIGKILL%n", victimParts, movedNanos / 1e9);
+            // the session timeout, plus a rejoin round: heartbeat interval, JoinGroup, SyncGroup
+            assertTrue(movedNanos < TimeUnit.MILLISECONDS.toNanos(SESSION_TIMEOUT_MS + 10_000),
+                    "partitions moved " + movedNanos / 1e9 + " s after the kill");
             waitProcessed(ms, produced);
             for (int p : victimParts) {
                 long first = Long.MAX_VALUE;
