@@ -38,6 +38,8 @@ fn message(text: String) -> Option<StrBytes> {
     Some(StrBytes::from_string(text))
 }
 
+/// CreateTopics: validates each topic (name, partitions, replication factor 1, configs) and
+/// creates its partition logs; per-topic errors, as Kafka answers them.
 pub async fn create_topics(
     state: &Arc<BrokerState>,
     version: i16,
@@ -141,6 +143,8 @@ fn topic_configs(meta: &TopicMeta) -> Vec<CreatableTopicConfigs> {
         .collect()
 }
 
+/// DeleteTopics: by name (v0-v5) or by name or id (v6); removes the logs and wakes any fetch
+/// parked on them.
 pub async fn delete_topics(
     state: &Arc<BrokerState>,
     version: i16,
@@ -197,6 +201,7 @@ pub async fn delete_topics(
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
+/// CreatePartitions: grows a topic; shrinking or keeping the count is INVALID_PARTITIONS.
 pub async fn create_partitions(
     state: &Arc<BrokerState>,
     request: CreatePartitionsRequest,
@@ -225,6 +230,7 @@ pub async fn create_partitions(
     CreatePartitionsResponse::default().with_results(results)
 }
 
+/// DeleteRecords: moves each partition's log start offset (-1 = the high watermark).
 pub async fn delete_records(
     state: &Arc<BrokerState>,
     request: DeleteRecordsRequest,
@@ -283,6 +289,7 @@ async fn delete_records_one(
     }
 }
 
+/// DescribeLogDirs: one log dir (the data directory) with partition sizes and disk space.
 pub fn describe_log_dirs(
     state: &BrokerState,
     request: DescribeLogDirsRequest,

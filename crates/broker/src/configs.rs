@@ -25,12 +25,16 @@ use crate::topics::TopicError;
 
 /// ConfigResource.Type values.
 pub const RESOURCE_TOPIC: i8 = 2;
+/// ConfigResource.Type BROKER.
 pub const RESOURCE_BROKER: i8 = 4;
+/// ConfigResource.Type BROKER_LOGGER (answered with no entries).
 pub const RESOURCE_BROKER_LOGGER: i8 = 8;
 
 /// ConfigEntry.ConfigSource values.
 pub const CONFIG_SOURCE_DYNAMIC_TOPIC: i8 = 1;
+/// Source of broker settings: they come from the command line.
 pub const CONFIG_SOURCE_STATIC_BROKER: i8 = 4;
+/// Source of topic configs that are not overridden.
 pub const CONFIG_SOURCE_DEFAULT: i8 = 5;
 
 /// IncrementalAlterConfigs operations.
@@ -61,6 +65,8 @@ fn is_list(name: &str) -> bool {
     name == "cleanup.policy"
 }
 
+/// DescribeConfigs: topic configs from storage's `LogConfig::entries` (overrides marked as
+/// DYNAMIC_TOPIC_CONFIG), and the broker's static settings and counters.
 pub fn describe(
     state: &BrokerState,
     version: i16,

@@ -32,6 +32,7 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// Wraps an accepted socket; `request_max_bytes` bounds every frame read from it.
     pub fn new(
         stream: TcpStream,
         request_max_bytes: u32,

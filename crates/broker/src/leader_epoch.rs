@@ -30,6 +30,7 @@ pub fn check_current_epoch(requested: i32, log: &Log) -> Result<(), i16> {
     }
 }
 
+/// Answers every partition: the current epoch's end offset, or the error for it.
 pub fn handle(
     state: &BrokerState,
     request: OffsetForLeaderEpochRequest,

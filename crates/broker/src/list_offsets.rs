@@ -29,6 +29,7 @@ const LATEST_TIMESTAMP: i64 = -1;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
 
+/// Answers every partition of the request; unknown ones get UNKNOWN_TOPIC_OR_PARTITION.
 pub fn handle(
     state: &BrokerState,
     version: i16,

@@ -24,6 +24,8 @@ use crate::topics::TopicMeta;
 /// "Authorized operations" when the client did not ask for them (Kafka's INT32 MIN marker).
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
+/// Metadata: this broker, and the requested topics (all when null; v0: when empty),
+/// auto-creating unknown ones when the broker and the request allow it.
 pub async fn handle(
     state: &Arc<BrokerState>,
     version: i16,

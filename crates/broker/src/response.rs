@@ -142,22 +142,27 @@ impl ChunkBuilder {
         }
     }
 
+    /// INT8.
     pub fn put_i8(&mut self, v: i8) {
         self.current.put_i8(v);
     }
 
+    /// INT16, big-endian like every Kafka integer.
     pub fn put_i16(&mut self, v: i16) {
         self.current.put_i16(v);
     }
 
+    /// INT32.
     pub fn put_i32(&mut self, v: i32) {
         self.current.put_i32(v);
     }
 
+    /// INT64.
     pub fn put_i64(&mut self, v: i64) {
         self.current.put_i64(v);
     }
 
+    /// UUID: 16 bytes, most significant first.
     pub fn put_uuid(&mut self, v: Uuid) {
         self.current.put_slice(v.as_bytes());
     }

@@ -62,6 +62,7 @@ pub struct ResponseWriter {
 }
 
 impl ResponseWriter {
+    /// A writer for one connection; the copy buffer is allocated only if the copy path runs.
     pub fn new(mode: WriteMode, metrics: Arc<Metrics>) -> ResponseWriter {
         ResponseWriter {
             mode,

@@ -42,6 +42,7 @@ pub struct BrokerState {
 }
 
 impl BrokerState {
+    /// Shared state over opened storage and registry; `now_ms` seeds producer ids.
     pub fn new(
         config: BrokerConfig,
         logs: Arc<LogManager>,

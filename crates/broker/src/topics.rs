@@ -267,10 +267,12 @@ impl TopicRegistry {
         &self.cluster_id
     }
 
+    /// The topic named `name`, if it exists (a read-locked map lookup).
     pub fn get(&self, name: &str) -> Option<Arc<TopicMeta>> {
         self.topics.read().by_name.get(name).cloned()
     }
 
+    /// The topic with id `id` (Fetch v13+, Metadata and DeleteTopics by id).
     pub fn get_by_id(&self, id: &Uuid) -> Option<Arc<TopicMeta>> {
         self.topics.read().by_id.get(id).cloned()
     }
