@@ -18,6 +18,7 @@ Libraries: confluent (confluent-kafka / librdkafka), kafka-python, aiokafka. Eve
 exits by itself after --max-s seconds (bound), closing its consumer.
 """
 import argparse
+import faulthandler
 import json
 import logging
 import os
@@ -238,6 +239,7 @@ def main():
         logging.basicConfig(level=getattr(logging, os.environ["GROUP_WORKER_LOG"].upper()),
                             stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
     signal.signal(signal.SIGTERM, on_term)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)   # stacks on stderr, for diagnosis
     {"confluent": run_confluent, "kafka-python": run_kafka_python, "aiokafka": run_aiokafka}[a.lib](a)
 
 

@@ -85,7 +85,7 @@ class Worker:
             except OSError:
                 pass
 
-    def stderr_tail(self, n=2000):
+    def stderr_tail(self, n=4000):
         try:
             with open(self.stderr_path, "rb") as f:
                 return f.read()[-n:].decode(errors="replace")
@@ -96,7 +96,15 @@ class Worker:
         evs, owned = self.snapshot()
         kinds = [e["ev"] for e in evs if e["ev"] not in ("recs", "commit")]
         return (f"{self.name}: alive={self.alive()} owned={sorted(owned)} events={kinds[-12:]} "
-                f"stderr={self.stderr_tail(600)!r}")
+                f"stderr:\n{self.stderr_tail()}")
+
+
+def dump_stacks(workers):
+    """Ask live workers for their Python stacks (faulthandler on SIGUSR1, to their stderr)."""
+    for w in workers:
+        if w.alive():
+            w.proc.send_signal(signal.SIGUSR1)
+    time.sleep(0.5)
 
 
 def wait_until(cond, timeout_s, what, workers=()):
@@ -137,6 +145,7 @@ def wait_split(workers, partitions, timeout_s=45, exact=None, settle_s=1.0):
         else:
             since = None
         time.sleep(0.1)
+    dump_stacks(workers)
     detail = "\n".join(w.describe() for w in workers)
     raise AssertionError(f"no stable split of {partitions} partitions among "
                          f"{[w.name for w in workers]} in {timeout_s}s\n{detail}")
