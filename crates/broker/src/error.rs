@@ -106,6 +106,7 @@ pub fn storage_error_code(error: &StorageError) -> i16 {
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         StorageError::UnknownPartition { .. } => ResponseError::UnknownTopicOrPartition,
         StorageError::LogAlreadyExists { .. } => ResponseError::TopicAlreadyExists,
+        StorageError::InvalidTopic { .. } => ResponseError::InvalidTopicException,
         StorageError::InvalidConfig { .. } => ResponseError::InvalidConfig,
         _ => ResponseError::KafkaStorageError,
     };
@@ -127,5 +128,10 @@ mod tests {
         let invalid = StorageError::InvalidRecord { reason: "x".into() };
         assert_eq!(storage_error_code(&invalid), 87);
         assert_eq!(storage_error_code(&StorageError::Closed), 56);
+        let invalid_topic = StorageError::InvalidTopic {
+            topic: "a/b".into(),
+            reason: "slash".into(),
+        };
+        assert_eq!(storage_error_code(&invalid_topic), 17);
     }
 }
