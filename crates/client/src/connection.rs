@@ -48,7 +48,7 @@ pub fn client_versions(key: ApiKey) -> (i16, i16) {
         ApiKey::DescribeConfigs => (1, 4),
         ApiKey::IncrementalAlterConfigs => (0, 1),
         ApiKey::DeleteRecords => (0, 2),
-        ApiKey::FindCoordinator => (1, 4),
+        ApiKey::FindCoordinator => (1, 3),
         ApiKey::ListGroups => (0, 4),
         ApiKey::DescribeGroups => (0, 5),
         ApiKey::OffsetFetch => (1, 7),

@@ -8,7 +8,7 @@ use std::io;
 #[non_exhaustive]
 pub enum ClientError {
     /// No TCP connection could be made (nothing listening, wrong address, firewall).
-    #[error("cannot connect to {addr}: {source}")]
+    #[error("cannot connect to {addr}")]
     Connect {
         addr: String,
         #[source]

@@ -6,6 +6,7 @@
 //! - [`client`]: bootstrap, metadata, a connection per broker, admin calls, ListOffsets,
 //!   fetch.
 //! - [`batch`]: record batches (v2): building them (with compression) and reading them.
+//! - [`group`]: consumer group admin (list, describe, offsets, delete) and a simple member.
 //! - [`producer`]: batching per partition, linger, pipelined produce requests.
 //! - [`error`]: [`ClientError`], with the broker address or topic in every variant.
 //!
@@ -16,6 +17,7 @@ pub mod batch;
 pub mod client;
 pub mod connection;
 pub mod error;
+pub mod group;
 pub mod producer;
 
 pub use batch::Compression;

@@ -304,11 +304,18 @@ impl Producer {
             .is_some_and(|f| f.response.is_finished())
         {
             // The loop condition saw a front entry.
-            let Some(done) = self.in_flight.pop_front() else {
+            let Some(mut done) = self.in_flight.pop_front() else {
                 break;
             };
-            let result = futures_now(done.response);
-            self.record(done.batches, result);
+            match poll_once(&mut done.response) {
+                Some(result) => self.record(done.batches, result),
+                None => {
+                    // Finished, but tokio's cooperative budget made the poll return Pending:
+                    // leave it for the next call (or `await_oldest`).
+                    self.in_flight.push_front(done);
+                    break;
+                }
+            }
         }
     }
 
@@ -370,21 +377,15 @@ impl Producer {
     }
 }
 
-/// The result of a finished task, without an executor: `is_finished` was true, so polling
-/// once with a no-op waker completes it.
-fn futures_now(handle: JoinHandle<Result<ProduceResponse>>) -> Result<ProduceResponse> {
-    let mut handle = handle;
-    let waker = std::task::Waker::noop();
-    let mut cx = std::task::Context::from_waker(waker);
-    match std::pin::Pin::new(&mut handle).poll(&mut cx) {
-        std::task::Poll::Ready(Ok(r)) => r,
-        std::task::Poll::Ready(Err(e)) => {
-            Err(ClientError::Invalid(format!("produce task failed: {e}")))
-        }
-        std::task::Poll::Pending => Err(ClientError::Invalid(
-            "produce task reported finished but is pending".into(),
-        )),
+/// Polls a task's handle once with a no-op waker: `Some` with its result when ready.
+fn poll_once(handle: &mut JoinHandle<Result<ProduceResponse>>) -> Option<Result<ProduceResponse>> {
+    use std::future::Future as _;
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::Pin::new(handle).poll(&mut cx) {
+        std::task::Poll::Ready(Ok(r)) => Some(r),
+        std::task::Poll::Ready(Err(e)) => Some(Err(ClientError::Invalid(format!(
+            "produce task failed: {e}"
+        )))),
+        std::task::Poll::Pending => None,
     }
 }
-
-use std::future::Future as _;

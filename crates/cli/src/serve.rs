@@ -1,0 +1,397 @@
+//! `rill serve`: configuration (flags, `RILL_*` variables, a TOML file, in that order of
+//! precedence), the startup banner, the `/metrics` endpoint, and running the broker.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use rill_broker::{Broker, BrokerConfig, WriteMode};
+use serde::{Deserialize, Serialize};
+
+use crate::metrics_http;
+
+/// Defaults, in one place: the help text, the effective config and the tests read these.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9092";
+pub const DEFAULT_DATA_DIR: &str = "./rill-data";
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9644";
+
+/// Flags of `rill serve`. Every one is optional here so that "not given" can fall through to
+/// the environment, then the config file, then the default (named in each help text).
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServeArgs {
+    /// TOML config file; its keys are the flag names with `_` for `-` (e.g. `data_dir`).
+    /// Unknown keys are errors.
+    #[arg(long, env = "RILL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration (after flags, environment and file) as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Address to listen on for Kafka clients; port 0 picks a free port (the real one is
+    /// printed) [default: 127.0.0.1:9092].
+    #[arg(long, env = "RILL_LISTEN", value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// Directory holding the partition logs and the topic registry [default: ./rill-data].
+    #[arg(long, env = "RILL_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Partitions of auto-created topics [default: 1].
+    #[arg(long, env = "RILL_NUM_PARTITIONS", value_name = "N")]
+    pub num_partitions: Option<i32>,
+    /// Create unknown topics on Metadata and Produce requests (true/false) [default: true].
+    #[arg(long, env = "RILL_AUTO_CREATE_TOPICS", value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub auto_create_topics: Option<bool>,
+    /// Connections served at once; more wait in the kernel's accept queue [default: 1000].
+    #[arg(long, env = "RILL_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Largest request frame accepted; larger ones close the connection
+    /// [default: 104857600].
+    #[arg(long, env = "RILL_SOCKET_REQUEST_MAX_BYTES", value_name = "BYTES")]
+    pub socket_request_max_bytes: Option<u32>,
+    /// How fetch responses send record bytes: `sendfile` (zero copy) or `copy`
+    /// [default: sendfile].
+    #[arg(long, env = "RILL_FETCH_WRITE_MODE", value_name = "MODE")]
+    pub fetch_write_mode: Option<String>,
+    /// Close connections idle this long (Kafka's connections.max.idle.ms) [default: 600000].
+    #[arg(long, env = "RILL_CONNECTIONS_MAX_IDLE_MS", value_name = "MS")]
+    pub connections_max_idle_ms: Option<u64>,
+    /// Address of the Prometheus `/metrics` HTTP endpoint [default: 127.0.0.1:9644]. When the
+    /// default address is taken (another broker on this machine) the broker warns and serves
+    /// without it; an address given explicitly must be free.
+    #[arg(long, env = "RILL_METRICS_LISTEN", value_name = "HOST:PORT")]
+    pub metrics_listen: Option<String>,
+    /// Turn the `/metrics` endpoint off.
+    #[arg(long, env = "RILL_NO_METRICS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub no_metrics: Option<bool>,
+    /// Log level or filter (`error`, `warn`, `info`, `debug`, `trace`, or `rill_broker=debug`)
+    /// [default: info; the RILL_LOG variable also sets it].
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+/// The config file's keys. Every key is optional; unknown ones are refused by name.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    num_partitions: Option<i32>,
+    auto_create_topics: Option<bool>,
+    max_connections: Option<usize>,
+    socket_request_max_bytes: Option<u32>,
+    fetch_write_mode: Option<String>,
+    connections_max_idle_ms: Option<u64>,
+    metrics_listen: Option<String>,
+    metrics: Option<bool>,
+    log_level: Option<String>,
+}
+
+/// The effective configuration of `rill serve`, every value decided.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ServeConfig {
+    pub listen: String,
+    pub data_dir: PathBuf,
+    pub num_partitions: i32,
+    pub auto_create_topics: bool,
+    pub max_connections: usize,
+    pub socket_request_max_bytes: u32,
+    pub fetch_write_mode: String,
+    pub connections_max_idle_ms: u64,
+    pub metrics: bool,
+    pub metrics_listen: String,
+    /// True when `metrics_listen` was chosen by someone (flag, variable or file) rather than
+    /// defaulted: then failing to bind it is an error, not a warning.
+    #[serde(skip)]
+    pub metrics_listen_explicit: bool,
+    pub log_level: String,
+}
+
+impl ServeConfig {
+    /// Merges flags (which clap has already merged with `RILL_*` variables), the config
+    /// file and the defaults, and validates the result.
+    ///
+    /// # Errors
+    /// An unreadable or invalid config file (naming the key), or an invalid value.
+    pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeConfig> {
+        let file = match &args.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let defaults = BrokerConfig::default();
+        let metrics_listen_explicit =
+            args.metrics_listen.is_some() || file.metrics_listen.is_some();
+        let config = ServeConfig {
+            listen: pick(args.listen.clone(), file.listen, DEFAULT_LISTEN.into()),
+            data_dir: pick(
+                args.data_dir.clone(),
+                file.data_dir,
+                DEFAULT_DATA_DIR.into(),
+            ),
+            num_partitions: pick(
+                args.num_partitions,
+                file.num_partitions,
+                defaults.num_partitions,
+            ),
+            auto_create_topics: pick(
+                args.auto_create_topics,
+                file.auto_create_topics,
+                defaults.auto_create_topics,
+            ),
+            max_connections: pick(
+                args.max_connections,
+                file.max_connections,
+                defaults.max_connections,
+            ),
+            socket_request_max_bytes: pick(
+                args.socket_request_max_bytes,
+                file.socket_request_max_bytes,
+                defaults.socket_request_max_bytes,
+            ),
+            fetch_write_mode: pick(
+                args.fetch_write_mode.clone(),
+                file.fetch_write_mode,
+                "sendfile".into(),
+            ),
+            connections_max_idle_ms: pick(
+                args.connections_max_idle_ms,
+                file.connections_max_idle_ms,
+                defaults.connections_max_idle_ms,
+            ),
+            metrics: !args.no_metrics.unwrap_or(false) && file.metrics.unwrap_or(true),
+            metrics_listen: pick(
+                args.metrics_listen.clone(),
+                file.metrics_listen,
+                DEFAULT_METRICS_LISTEN.into(),
+            ),
+            metrics_listen_explicit,
+            log_level: pick(
+                args.log_level
+                    .clone()
+                    .or_else(|| std::env::var("RILL_LOG").ok()),
+                file.log_level,
+                "info".into(),
+            ),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.num_partitions < 1 {
+            bail!(
+                "invalid value for num_partitions: {} (must be at least 1)",
+                self.num_partitions
+            );
+        }
+        if self.max_connections < 1 {
+            bail!("invalid value for max_connections: 0 (must be at least 1)");
+        }
+        if self.socket_request_max_bytes < 1024 {
+            bail!(
+                "invalid value for socket_request_max_bytes: {} (must be at least 1024)",
+                self.socket_request_max_bytes
+            );
+        }
+        self.write_mode()?;
+        tracing_subscriber::EnvFilter::try_new(&self.log_level)
+            .with_context(|| format!("invalid value for log_level: '{}'", self.log_level))?;
+        Ok(())
+    }
+
+    fn write_mode(&self) -> anyhow::Result<WriteMode> {
+        self.fetch_write_mode.parse::<WriteMode>().map_err(|e| {
+            anyhow::anyhow!(
+                "invalid value for fetch_write_mode: '{}' ({e}; expected sendfile or copy)",
+                self.fetch_write_mode
+            )
+        })
+    }
+
+    /// The broker's settings.
+    ///
+    /// # Errors
+    /// None after [`ServeConfig::resolve`] validated the config.
+    pub fn broker_config(&self) -> anyhow::Result<BrokerConfig> {
+        Ok(BrokerConfig {
+            listen: self.listen.clone(),
+            data_dir: self.data_dir.clone(),
+            num_partitions: self.num_partitions,
+            auto_create_topics: self.auto_create_topics,
+            max_connections: self.max_connections,
+            socket_request_max_bytes: self.socket_request_max_bytes,
+            write_mode: self.write_mode()?,
+            connections_max_idle_ms: self.connections_max_idle_ms,
+            ..BrokerConfig::default()
+        })
+    }
+
+    /// The configuration as TOML (what `--print-config` shows; loadable with `--config`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+/// First of flag/variable, file, default.
+fn pick<T>(flag: Option<T>, file: Option<T>, default: T) -> T {
+    flag.or(file).unwrap_or(default)
+}
+
+fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading config file {}", path.display()))?;
+    // toml's message names the unknown or mistyped key and shows the line.
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+}
+
+/// Runs the broker until SIGINT or SIGTERM.
+///
+/// # Errors
+/// The broker failing to start (address in use, data directory locked or unreadable) or to
+/// stop cleanly; the metrics address being taken when it was chosen explicitly.
+pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let broker = Broker::start(config.broker_config()?)
+        .await
+        .with_context(|| format!("starting the broker on {}", config.listen))?;
+    let state = broker.state();
+    let metrics_addr = if config.metrics {
+        match metrics_http::bind(&config.metrics_listen).await {
+            Ok(listener) => {
+                let addr = listener.local_addr().ok();
+                tokio::spawn(metrics_http::run(listener, state.clone()));
+                addr
+            }
+            Err(e) if !config.metrics_listen_explicit => {
+                tracing::warn!(addr = %config.metrics_listen, error = %e,
+                    "metrics endpoint not started (address in use?); set --metrics-listen to choose another");
+                None
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "binding the metrics endpoint on {} (choose another with --metrics-listen or turn it off with --no-metrics)",
+                        config.metrics_listen
+                    )
+                })
+            }
+        }
+    } else {
+        None
+    };
+    banner(&config, &broker, metrics_addr, started.elapsed());
+    {
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "rill listening on {}", broker.local_addr())
+            .and_then(|()| stdout.flush())
+            .context("writing the ready line to stdout")?;
+    }
+    broker
+        .run(shutdown_signal())
+        .await
+        .context("shutting the broker down")?;
+    Ok(())
+}
+
+/// The startup banner on stderr: what an operator checks first.
+fn banner(
+    config: &ServeConfig,
+    broker: &Broker,
+    metrics_addr: Option<std::net::SocketAddr>,
+    startup: std::time::Duration,
+) {
+    let state = broker.state();
+    let partitions = state.logs.partitions().len();
+    let metrics = metrics_addr.map_or_else(|| "off".to_string(), |a| format!("http://{a}/metrics"));
+    eprintln!(
+        "rill {version}\n  kafka listener  {listen}\n  data dir        {data}\n  partitions      {partitions} found, storage opened in {ms} ms\n  metrics         {metrics}",
+        version = env!("CARGO_PKG_VERSION"),
+        listen = broker.local_addr(),
+        data = config.data_dir.display(),
+        ms = startup.as_millis(),
+    );
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C will stop");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
+        _ = terminate.recv() => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn flag_beats_file_beats_default() {
+        let f = write("listen = \"127.0.0.1:1234\"\nnum_partitions = 3\nmetrics = false\n");
+        let args = ServeArgs {
+            config: Some(f.path().into()),
+            num_partitions: Some(7),
+            ..ServeArgs::default()
+        };
+        let c = ServeConfig::resolve(&args).unwrap();
+        assert_eq!(c.listen, "127.0.0.1:1234");
+        assert_eq!(c.num_partitions, 7);
+        assert!(!c.metrics);
+        assert_eq!(c.max_connections, 1000);
+        assert_eq!(c.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let f = write("listen = \"127.0.0.1:1\"\nnum_partition = 3\n");
+        let args = ServeArgs {
+            config: Some(f.path().into()),
+            ..ServeArgs::default()
+        };
+        let e = ServeConfig::resolve(&args).unwrap_err().to_string();
+        assert!(e.contains("num_partition"), "{e}");
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        let f = write("num_partitions = \"three\"\n");
+        let args = ServeArgs {
+            config: Some(f.path().into()),
+            ..ServeArgs::default()
+        };
+        let e = ServeConfig::resolve(&args).unwrap_err().to_string();
+        assert!(e.contains("num_partitions"), "{e}");
+        let args = ServeArgs {
+            fetch_write_mode: Some("mmap".into()),
+            ..ServeArgs::default()
+        };
+        let e = ServeConfig::resolve(&args).unwrap_err().to_string();
+        assert!(e.contains("fetch_write_mode"), "{e}");
+    }
+
+    #[test]
+    fn printed_config_loads_back() {
+        let c = ServeConfig::resolve(&ServeArgs::default()).unwrap();
+        let f = write(&c.to_toml());
+        let args = ServeArgs {
+            config: Some(f.path().into()),
+            ..ServeArgs::default()
+        };
+        let mut back = ServeConfig::resolve(&args).unwrap();
+        back.metrics_listen_explicit = false;
+        assert_eq!(back, c);
+    }
+}

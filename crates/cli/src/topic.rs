@@ -1,0 +1,272 @@
+//! `rill topic create|list|describe|delete|alter`, over the Kafka admin APIs.
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use rill_client::client::{EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
+use rill_client::{Client, ClientError};
+use serde_json::json;
+
+use crate::common::{usage, ConnectArgs};
+
+#[derive(Subcommand, Debug)]
+pub enum TopicCommand {
+    /// Create a topic.
+    Create(CreateArgs),
+    /// List topics, one name per line (or JSON with --json).
+    List(ListArgs),
+    /// Show a topic's partitions (leader, replicas, offsets) and its non-default configs.
+    Describe(DescribeArgs),
+    /// Delete a topic and all its data.
+    Delete(DeleteArgs),
+    /// Add partitions, set or remove topic configs.
+    Alter(AlterArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// Topic name.
+    pub topic: String,
+    /// Number of partitions.
+    #[arg(long, short = 'p', default_value_t = 1)]
+    pub partitions: i32,
+    /// Replication factor (a single rill node supports only 1).
+    #[arg(long, short = 'r', default_value_t = 1)]
+    pub replication_factor: i16,
+    /// Topic config `key=value` (repeatable), e.g. `--config retention.ms=3600000`.
+    #[arg(long, short = 'c', value_name = "KEY=VALUE")]
+    pub config: Vec<String>,
+    /// Succeed when the topic already exists.
+    #[arg(long)]
+    pub if_not_exists: bool,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    /// Leave out internal topics (`__consumer_offsets`).
+    #[arg(long)]
+    pub exclude_internal: bool,
+    /// Print a JSON array of {name, partitions, internal}.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DescribeArgs {
+    /// Topic name.
+    pub topic: String,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct DeleteArgs {
+    /// Topic name.
+    pub topic: String,
+    /// Succeed when the topic does not exist.
+    #[arg(long)]
+    pub if_exists: bool,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct AlterArgs {
+    /// Topic name.
+    pub topic: String,
+    /// New (larger) number of partitions.
+    #[arg(long, short = 'p')]
+    pub partitions: Option<i32>,
+    /// Set a topic config `key=value` (repeatable).
+    #[arg(long, short = 'c', value_name = "KEY=VALUE")]
+    pub config: Vec<String>,
+    /// Remove a topic config, reverting it to the broker default (repeatable).
+    #[arg(long, value_name = "KEY")]
+    pub delete_config: Vec<String>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// Runs a topic subcommand.
+///
+/// # Errors
+/// Usage errors, unreachable broker, broker errors.
+pub async fn run(command: TopicCommand) -> anyhow::Result<()> {
+    match command {
+        TopicCommand::Create(a) => create(a).await,
+        TopicCommand::List(a) => list(a).await,
+        TopicCommand::Describe(a) => describe(a).await,
+        TopicCommand::Delete(a) => delete(a).await,
+        TopicCommand::Alter(a) => alter(a).await,
+    }
+}
+
+/// Parses `key=value` pairs.
+///
+/// # Errors
+/// A usage error naming the malformed pair.
+pub fn parse_pairs(pairs: &[String], what: &str) -> anyhow::Result<Vec<(String, String)>> {
+    pairs
+        .iter()
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(usage(format!("invalid {what} '{p}': expected KEY=VALUE"))),
+        })
+        .collect()
+}
+
+async fn create(a: CreateArgs) -> anyhow::Result<()> {
+    if a.partitions < 1 {
+        return Err(usage(format!(
+            "--partitions must be at least 1, not {}",
+            a.partitions
+        )));
+    }
+    let configs = parse_pairs(&a.config, "--config")?;
+    let client = a.connect.connect().await?;
+    match client
+        .create_topic(&a.topic, a.partitions, a.replication_factor, &configs)
+        .await
+    {
+        Ok(()) => {
+            println!(
+                "created topic {} with {} partition(s)",
+                a.topic, a.partitions
+            );
+            Ok(())
+        }
+        Err(ClientError::Broker { code: 36, .. }) if a.if_not_exists => {
+            println!("topic {} already exists", a.topic);
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn list(a: ListArgs) -> anyhow::Result<()> {
+    let client = a.connect.connect().await?;
+    let topics = client.metadata(None).await?;
+    let topics: Vec<_> = topics
+        .into_iter()
+        .filter(|t| !(a.exclude_internal && (t.is_internal || t.name.starts_with("__"))))
+        .collect();
+    if a.json {
+        let out: Vec<_> = topics
+            .iter()
+            .map(|t| json!({"name": t.name, "partitions": t.partitions.len(), "internal": t.is_internal || t.name.starts_with("__")}))
+            .collect();
+        println!("{}", serde_json::Value::Array(out));
+    } else {
+        for t in &topics {
+            println!("{}", t.name);
+        }
+    }
+    Ok(())
+}
+
+async fn describe(a: DescribeArgs) -> anyhow::Result<()> {
+    let client = a.connect.connect().await?;
+    let topic = client.topic(&a.topic).await?;
+    let ids: Vec<i32> = topic.partitions.iter().map(|p| p.partition).collect();
+    let starts = client
+        .list_offsets(&topic, &ids, EARLIEST_TIMESTAMP)
+        .await?;
+    let ends = client.list_offsets(&topic, &ids, LATEST_TIMESTAMP).await?;
+    let configs = client
+        .describe_topic_configs(&a.topic)
+        .await
+        .with_context(|| format!("reading configs of topic '{}'", a.topic))?;
+    let set: Vec<_> = configs.iter().filter(|c| !c.is_default).collect();
+    let offset = |list: &[(i32, i64, i64)], p: i32| {
+        list.iter()
+            .find(|(q, _, _)| *q == p)
+            .map_or(-1, |(_, o, _)| *o)
+    };
+    if a.json {
+        let partitions: Vec<_> = topic
+            .partitions
+            .iter()
+            .map(|p| {
+                json!({
+                    "partition": p.partition,
+                    "leader": p.leader,
+                    "replicas": p.replicas,
+                    "isr": p.isr,
+                    "log_start_offset": offset(&starts, p.partition),
+                    "log_end_offset": offset(&ends, p.partition),
+                })
+            })
+            .collect();
+        let configs: serde_json::Map<String, serde_json::Value> = set
+            .iter()
+            .map(|c| (c.name.clone(), json!(c.value)))
+            .collect();
+        println!(
+            "{}",
+            json!({"name": topic.name, "id": topic.id.to_string(), "partitions": partitions, "configs": configs})
+        );
+        return Ok(());
+    }
+    println!(
+        "Topic: {}  TopicId: {}  PartitionCount: {}",
+        topic.name,
+        topic.id,
+        topic.partitions.len()
+    );
+    let configs: Vec<String> = set
+        .iter()
+        .map(|c| format!("{}={}", c.name, c.value.as_deref().unwrap_or("")))
+        .collect();
+    println!("Configs: {}", configs.join(","));
+    for p in &topic.partitions {
+        println!(
+            "  Partition: {}  Leader: {}  Replicas: {:?}  Isr: {:?}  LogStartOffset: {}  LogEndOffset: {}",
+            p.partition,
+            p.leader,
+            p.replicas,
+            p.isr,
+            offset(&starts, p.partition),
+            offset(&ends, p.partition),
+        );
+    }
+    Ok(())
+}
+
+async fn delete(a: DeleteArgs) -> anyhow::Result<()> {
+    let client = a.connect.connect().await?;
+    match client.delete_topic(&a.topic).await {
+        Ok(()) => {
+            println!("deleted topic {}", a.topic);
+            Ok(())
+        }
+        Err(ClientError::UnknownTopic { .. }) if a.if_exists => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn alter(a: AlterArgs) -> anyhow::Result<()> {
+    if a.partitions.is_none() && a.config.is_empty() && a.delete_config.is_empty() {
+        return Err(usage(
+            "nothing to alter: give --partitions, --config or --delete-config",
+        ));
+    }
+    let set = parse_pairs(&a.config, "--config")?;
+    let client: Client = a.connect.connect().await?;
+    if let Some(n) = a.partitions {
+        client.create_partitions(&a.topic, n).await?;
+        println!("topic {} now has {n} partition(s)", a.topic);
+    }
+    if !set.is_empty() || !a.delete_config.is_empty() {
+        client
+            .alter_topic_configs(&a.topic, &set, &a.delete_config)
+            .await?;
+        println!("altered configs of topic {}", a.topic);
+    }
+    Ok(())
+}
