@@ -2,12 +2,15 @@ package compat
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -281,4 +284,105 @@ func TestGroupJoinSplitCommitResume(t *testing.T) {
 		want[p] = 60
 	}
 	waitCommitted(t, group, topic, want)
+}
+
+// Offsets of a group with no members (a "simple" group, as stream processors use): commit with
+// metadata, fetch, OffsetDelete refused while a member is subscribed to the topic
+// (GROUP_SUBSCRIBED_TO_TOPIC) and accepted once the group is empty, then ListGroups and
+// DeleteGroups.
+func TestGroupOffsetsCommitFetchDelete(t *testing.T) {
+	const partitions = 2
+	adm := newAdmin(t)
+	topic := uniqueTopic("groupoffs")
+	createTopic(t, adm, topic, partitions)
+	group := "g-" + topic
+	produceTagged(t, topic, "a", 20, partitions)
+
+	var os kadm.Offsets
+	os.Add(kadm.Offset{Topic: topic, Partition: 0, At: 7, LeaderEpoch: -1, Metadata: "meta-0"})
+	os.Add(kadm.Offset{Topic: topic, Partition: 1, At: 3, LeaderEpoch: -1, Metadata: ""})
+	cr, err := adm.CommitOffsets(ctxT(t, 30*time.Second), group, os)
+	if err == nil {
+		err = cr.Error()
+	}
+	if err != nil {
+		t.Fatalf("CommitOffsets to a group without members: %v", err)
+	}
+	fr, err := adm.FetchOffsets(ctxT(t, 30*time.Second), group)
+	if err == nil {
+		err = fr.Error()
+	}
+	if err != nil {
+		t.Fatalf("FetchOffsets: %v", err)
+	}
+	for p, want := range map[int32][2]any{0: {int64(7), "meta-0"}, 1: {int64(3), ""}} {
+		got, ok := fr.Lookup(topic, p)
+		if !ok || got.At != want[0].(int64) || got.Metadata != want[1].(string) {
+			t.Fatalf("partition %d: fetched %+v (found %v), want offset %v metadata %q", p, got, ok, want[0], want[1])
+		}
+	}
+
+	// a member resumes from the committed offsets, and while it is subscribed the group's
+	// offsets for the topic cannot be deleted
+	m := newGroupMember(t, "franz-offs", group, topic)
+	func() {
+		defer m.stop()
+		waitSplit(t, []*groupMember{m}, partitions, partitions)
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			m.mu.Lock()
+			n := len(m.recs)
+			_, early0 := m.recs[[2]int64{0, 6}]
+			_, early1 := m.recs[[2]int64{1, 2}]
+			m.mu.Unlock()
+			if early0 || early1 {
+				t.Fatalf("member read below the committed offsets:%s", describeAll([]*groupMember{m}))
+			}
+			if n == (10-7)+(10-3) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("member got %d records, want 10:%s", n, describeAll([]*groupMember{m}))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		dr, err := adm.DeleteOffsets(ctxT(t, 30*time.Second), group, kadm.TopicsSet{topic: {0: {}}})
+		if err == nil {
+			err = dr.Error()
+		}
+		if !errors.Is(err, kerr.GroupSubscribedToTopic) {
+			t.Fatalf("OffsetDelete with a subscribed member: got %v, want GROUP_SUBSCRIBED_TO_TOPIC", err)
+		}
+	}()
+	waitCommitted(t, group, topic, map[int32]int64{0: 10, 1: 10})
+
+	dr, err := adm.DeleteOffsets(ctxT(t, 30*time.Second), group, kadm.TopicsSet{topic: {0: {}}})
+	if err == nil {
+		err = dr.Error()
+	}
+	if err != nil {
+		t.Fatalf("OffsetDelete on the empty group: %v", err)
+	}
+	if got := committedOffsets(t, group, topic); len(got) != 1 || got[1] != 10 {
+		t.Fatalf("after OffsetDelete of partition 0: committed %v, want only 1=10", got)
+	}
+
+	listed, err := adm.ListGroups(ctxT(t, 30*time.Second))
+	if err != nil {
+		t.Fatalf("ListGroups: %v", err)
+	}
+	if g, ok := listed[group]; !ok || g.ProtocolType != "consumer" || g.State != "Empty" {
+		t.Fatalf("ListGroups: %s is %+v (found %v), want protocol type consumer, state Empty", group, g, ok)
+	}
+	del, err := adm.DeleteGroups(ctxT(t, 30*time.Second), group)
+	if err != nil || del[group].Err != nil {
+		t.Fatalf("DeleteGroups: %v %v", err, del[group].Err)
+	}
+	listed, err = adm.ListGroups(ctxT(t, 30*time.Second))
+	if err != nil {
+		t.Fatalf("ListGroups: %v", err)
+	}
+	if _, ok := listed[group]; ok {
+		t.Fatalf("group %s still listed after DeleteGroups", group)
+	}
 }
