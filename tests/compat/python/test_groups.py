@@ -398,3 +398,25 @@ def test_committed_offsets_survive_broker_sigkill(rill_factory, topic_name):
                                       + [(2, o) for o in range(25, 30)])
     finally:
         c.close()
+
+
+def test_mixed_clients_one_group_common_protocol(bootstrap, topic_name):
+    """Two librdkafka members (offering range, roundrobin) and one aiokafka member (offering
+    roundrobin only) in one group: the broker must pick the protocol every member supports
+    (roundrobin), not the most preferred one, and the three split the partitions."""
+    ku.create_topic(bootstrap, topic_name, partitions=6)
+    group = "g-" + topic_name
+    produced = produce(bootstrap, topic_name, "a", 300, 6)
+    ws = [Worker("confluent", bootstrap, group, topic_name, "mix-c0", session_timeout_ms=SESSION_TIMEOUT_MS),
+          Worker("confluent", bootstrap, group, topic_name, "mix-c1", session_timeout_ms=SESSION_TIMEOUT_MS),
+          Worker("aiokafka", bootstrap, group, topic_name, "mix-aio", session_timeout_ms=SESSION_TIMEOUT_MS)]
+    try:
+        wait_split(ws, 6, exact=2)
+        wait_processed(ws, produced)
+        a = ku.admin(bootstrap)
+        desc = a.describe_consumer_groups([group], request_timeout=30)[group].result(timeout=30)
+        assert desc.partition_assignor == "roundrobin", desc.partition_assignor
+        assert sorted(m.client_id for m in desc.members) == ["mix-aio", "mix-c0", "mix-c1"]
+    finally:
+        stop_all(ws)
+    wait_group_offsets(bootstrap, group, {p: 50 for p in range(6)})
