@@ -45,6 +45,11 @@ pub struct BrokerConfig {
     /// `connections.max.idle.ms`: close a connection that sends no request, or does not take
     /// its response, for this long.
     pub connections_max_idle_ms: u64,
+    /// `queued.max.request.bytes`: bytes of large request frames (above the 64 KiB every
+    /// connection reads into anyway) held at once across all connections. A connection whose
+    /// next frame does not fit waits before reading it, so memory is bounded by this plus
+    /// 64 KiB per connection, not by `max_connections * socket_request_max_bytes`.
+    pub queued_max_request_bytes: u64,
     /// Period of `LogManager::tick` (retention, flush.ms, segment.ms).
     pub tick_interval_ms: u64,
     /// Consumer group coordinator settings (session timeouts, offsets topic, retention).
@@ -65,6 +70,7 @@ impl Default for BrokerConfig {
             max_open_files: 0,
             shutdown_grace_ms: 10_000,
             connections_max_idle_ms: 600_000,
+            queued_max_request_bytes: 512 << 20,
             tick_interval_ms: 1000,
             groups: GroupConfig::default(),
         }

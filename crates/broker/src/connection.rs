@@ -5,12 +5,18 @@
 //! next frame. That gives each connection at most one response in flight, so a client that
 //! stops reading its fetch responses stalls only itself and costs one response's worth of
 //! memory (and for fetch, most of that is file ranges, not buffers).
+//!
+//! Request memory is bounded twice: each frame by `socket.request.max.bytes` (checked before
+//! anything is allocated for it), and all large frames together by a broker-wide budget
+//! (`queued.max.request.bytes`): a connection whose next frame does not fit in the budget
+//! waits before allocating for it.
 
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ConnectionError;
 use crate::frame::{self, LENGTH_PREFIX_BYTES};
@@ -19,7 +25,54 @@ use crate::response::Response;
 use crate::response_writer::{ResponseWriter, WriteMode};
 
 /// Initial read buffer; grows only once a frame's length has been checked against the limit.
-const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// Frames that fit in it are not charged to the request budget.
+pub const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// The broker-wide budget for large request frames, one semaphore permit per byte.
+#[derive(Clone)]
+pub struct RequestMemory {
+    permits: Arc<Semaphore>,
+    capacity_bytes: usize,
+}
+
+impl RequestMemory {
+    /// A budget of `capacity_bytes` (clamped to what a semaphore can count).
+    pub fn new(capacity_bytes: u64) -> RequestMemory {
+        let capacity_bytes = usize::try_from(capacity_bytes)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS)
+            .min(u32::MAX as usize);
+        RequestMemory {
+            permits: Arc::new(Semaphore::new(capacity_bytes)),
+            capacity_bytes,
+        }
+    }
+
+    /// Bytes of the budget not held by any frame right now.
+    pub fn available_bytes(&self) -> usize {
+        self.permits.available_permits()
+    }
+
+    /// Waits for `frame_bytes` of the budget. A frame larger than the whole budget takes all
+    /// of it rather than waiting forever. `None` only if the semaphore were closed, which
+    /// nothing does; the frame is then read unbudgeted rather than refused.
+    async fn take(&self, frame_bytes: usize) -> Option<OwnedSemaphorePermit> {
+        let bytes = frame_bytes.min(self.capacity_bytes);
+        // `capacity_bytes` is clamped to u32::MAX in new(), so this conversion cannot fail.
+        let permits = u32::try_from(bytes).unwrap_or(u32::MAX);
+        Arc::clone(&self.permits)
+            .acquire_many_owned(permits)
+            .await
+            .ok()
+    }
+}
+
+/// A request frame body, with its share of the request budget. Drop it once the request is
+/// handled so the budget goes back to other connections.
+pub struct Frame {
+    pub body: Bytes,
+    pub(crate) memory: Option<OwnedSemaphorePermit>,
+}
 
 /// A framed Kafka connection.
 pub struct Connection {
@@ -28,14 +81,20 @@ pub struct Connection {
     read_buffer: BytesMut,
     /// `socket.request.max.bytes`: frames above it are refused before any allocation.
     request_max_bytes: u32,
+    memory: RequestMemory,
+    /// The budget taken for the frame being read. Kept here, not in a local, because
+    /// `read_frame` races shutdown and idleness and may be cancelled and called again.
+    pending_memory: Option<OwnedSemaphorePermit>,
     writer: ResponseWriter,
 }
 
 impl Connection {
-    /// Wraps an accepted socket; `request_max_bytes` bounds every frame read from it.
+    /// Wraps an accepted socket; `request_max_bytes` bounds every frame read from it and
+    /// `memory` all large frames of all connections together.
     pub fn new(
         stream: TcpStream,
         request_max_bytes: u32,
+        memory: RequestMemory,
         mode: WriteMode,
         metrics: Arc<Metrics>,
     ) -> Connection {
@@ -43,6 +102,8 @@ impl Connection {
             stream,
             read_buffer: BytesMut::with_capacity(READ_BUFFER_BYTES),
             request_max_bytes,
+            memory,
+            pending_memory: None,
             writer: ResponseWriter::new(mode, metrics),
         }
     }
@@ -55,16 +116,23 @@ impl Connection {
     /// # Errors
     /// [`ConnectionError::Frame`] for a length we refuse, [`ConnectionError::TruncatedFrame`]
     /// when the peer closes in the middle of a frame, and socket errors.
-    pub async fn read_frame(&mut self) -> Result<Option<Bytes>, ConnectionError> {
+    pub async fn read_frame(&mut self) -> Result<Option<Frame>, ConnectionError> {
         loop {
             if let Some(body_bytes) = frame::check(&self.read_buffer, self.request_max_bytes)? {
                 let frame_bytes = LENGTH_PREFIX_BYTES + body_bytes;
                 if self.read_buffer.len() >= frame_bytes {
                     let mut frame = self.read_buffer.split_to(frame_bytes);
                     let body = frame.split_off(LENGTH_PREFIX_BYTES);
-                    return Ok(Some(body.freeze()));
+                    self.shrink_after_large_frame();
+                    return Ok(Some(Frame {
+                        body: body.freeze(),
+                        memory: self.pending_memory.take(),
+                    }));
                 }
-                // The length is within the limit, so reserving for it is bounded.
+                if frame_bytes > READ_BUFFER_BYTES && self.pending_memory.is_none() {
+                    self.pending_memory = self.memory.take(frame_bytes).await;
+                }
+                // Within the frame limit and the budget, so reserving for it is bounded.
                 self.read_buffer
                     .reserve(frame_bytes - self.read_buffer.len());
             } else if self.read_buffer.capacity() == self.read_buffer.len() {
@@ -79,6 +147,17 @@ impl Connection {
                     buffered_bytes: self.read_buffer.len(),
                 });
             }
+        }
+    }
+
+    /// After a large frame the read buffer still owns the rest of that large allocation; move
+    /// the leftover (the start of the next pipelined frame) into a fresh buffer so the memory
+    /// is really returned along with the budget.
+    fn shrink_after_large_frame(&mut self) {
+        if self.read_buffer.capacity() > 2 * READ_BUFFER_BYTES {
+            let mut fresh = BytesMut::with_capacity(READ_BUFFER_BYTES.max(self.read_buffer.len()));
+            fresh.extend_from_slice(&self.read_buffer);
+            self.read_buffer = fresh;
         }
     }
 

@@ -13,7 +13,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::connection::Connection;
+use crate::connection::{Connection, RequestMemory};
 use crate::dispatch;
 use crate::error::ConnectionError;
 use crate::metrics::Metrics;
@@ -31,6 +31,7 @@ pub async fn run(
     let limit = Arc::new(Semaphore::new(state.config.max_connections.max(1)));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
+    let memory = RequestMemory::new(state.config.queued_max_request_bytes);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -48,8 +49,9 @@ pub async fn run(
         Metrics::add(&state.metrics.connections_accepted_total, 1);
         let state = Arc::clone(&state);
         let stop = stop_rx.clone();
+        let memory = memory.clone();
         connections.spawn(async move {
-            serve(stream, state, stop).await;
+            serve(stream, state, memory, stop).await;
             drop(permit);
         });
         // Reap finished connections so the set does not grow with every client ever seen.
@@ -97,13 +99,19 @@ async fn accept(listener: &TcpListener) -> TcpStream {
 /// on a protocol error (closing the connection), when shutdown is signalled between
 /// requests, or when the connection makes no progress for `connections_max_idle_ms`
 /// (Kafka's `connections.max.idle.ms`), so idle or stalled clients cannot hold slots forever.
-async fn serve(stream: TcpStream, state: Arc<BrokerState>, mut stop: watch::Receiver<bool>) {
+async fn serve(
+    stream: TcpStream,
+    state: Arc<BrokerState>,
+    memory: RequestMemory,
+    mut stop: watch::Receiver<bool>,
+) {
     let peer = stream.peer_addr().ok();
     // Counts this connection as open until the task ends, aborted or not.
     let _open = state.metrics.connection_opened();
     let mut connection = Connection::new(
         stream,
         state.config.socket_request_max_bytes,
+        memory,
         state.write_mode,
         Arc::clone(&state.metrics),
     );
@@ -119,7 +127,9 @@ async fn serve(stream: TcpStream, state: Arc<BrokerState>, mut stop: watch::Rece
             let Some(frame) = frame else {
                 return Ok(());
             };
-            if let Some(response) = dispatch::dispatch(&state, frame, peer).await? {
+            // The frame's share of the request budget is held until the request is handled.
+            let _memory = frame.memory;
+            if let Some(response) = dispatch::dispatch(&state, frame.body, peer).await? {
                 // A client that stops reading holds its connection slot only this long.
                 tokio::time::timeout(idle, connection.write_response(&response))
                     .await

@@ -721,3 +721,45 @@ async fn idle_connections_are_closed() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn large_frames_wait_for_the_request_memory_budget() {
+    bounded(async {
+        let broker = TestBroker::start_with(|c| {
+            c.queued_max_request_bytes = 1 << 20;
+            c.socket_request_max_bytes = 1 << 20;
+        })
+        .await;
+        let mut setup = broker.connect().await;
+        create_topic(&mut setup, "budget").await;
+        // A slow client announces a 1 MiB frame, sends part of it, and stalls: it holds the
+        // whole budget.
+        let mut slow = broker.connect().await;
+        slow.stream
+            .write_all(&(1i32 << 20).to_be_bytes())
+            .await
+            .unwrap();
+        slow.stream.write_all(&[0u8; 100_000]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // A 500 KB produce must wait for the budget...
+        let mut producer = broker.connect().await;
+        let batch = record_batch(30, 16 * 1024, now_ms());
+        assert!(batch.len() > 64 * 1024);
+        let correlation_id = producer
+            .send_only(9, &produce_request("budget", 0, batch, 1))
+            .await;
+        let early = tokio::time::timeout(Duration::from_millis(300), producer.read_frame()).await;
+        assert!(early.is_err(), "a large frame was read beyond the budget");
+        // ...small requests do not,
+        let mut small = broker.connect().await;
+        small.send(3, &ApiVersionsRequest::default()).await;
+        // ...and it goes through once the slow client leaves.
+        drop(slow);
+        let response = producer
+            .read_response::<ProduceRequest>(9, correlation_id)
+            .await;
+        assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+        broker.stop().await;
+    })
+    .await;
+}
