@@ -258,6 +258,7 @@ pub fn encode_prometheus(state: &BrokerState) -> String {
     let mut registry = Registry::with_prefix("rill");
     register_counters(&mut registry, metrics);
     register_storage(&mut registry, state);
+    register_groups(&mut registry, state);
     let mut out = String::with_capacity(16 * 1024);
     if let Err(e) = encode(&mut out, &registry) {
         // Encoding into a String only fails if a metric's own encoder does; say so in-band.
@@ -412,8 +413,42 @@ fn register_storage(registry: &mut Registry, state: &BrokerState) {
         Unit::Bytes,
         log_size,
     );
-    // TODO(groups): consumer group lag per partition (committed offset vs high watermark)
-    // once the group coordinator exposes committed offsets to this module.
+}
+
+/// Committed offset and lag (high watermark minus committed, never negative) for every
+/// partition a live group has committed for.
+fn register_groups(registry: &mut Registry, state: &BrokerState) {
+    type GroupLabels = [(&'static str, String); 3];
+    let committed = Family::<GroupLabels, Gauge>::default();
+    let lag = Family::<GroupLabels, Gauge>::default();
+    for (group, _, _) in state.groups.list() {
+        for (tp, offset) in state.groups.fetch_offsets(&group, None) {
+            let Some(offset) = offset else {
+                continue;
+            };
+            let Ok(Some(log)) = state.logs.get_log(&tp) else {
+                continue; // a deleted topic's offsets linger until they expire
+            };
+            let labels = [
+                ("group", group.clone()),
+                ("topic", tp.topic.clone()),
+                ("partition", tp.partition.to_string()),
+            ];
+            committed.get_or_create(&labels).set(offset.offset);
+            lag.get_or_create(&labels)
+                .set((log.high_watermark() - offset.offset).max(0));
+        }
+    }
+    registry.register(
+        "consumer_group_committed_offset",
+        "Offset a consumer group committed, per partition",
+        committed,
+    );
+    registry.register(
+        "consumer_group_lag",
+        "Records between a group's committed offset and the high watermark, per partition",
+        lag,
+    );
 }
 
 /// Open file descriptors of this process (Linux: entries of /proc/self/fd).

@@ -72,6 +72,20 @@ fn metrics_after_produce_and_consume() {
     let o = broker.rill(&["consume", "m", "--from-beginning", "-e"]);
     assert_exit(&o, 0);
     assert_eq!(stdout(&o).lines().count(), 10);
+    // A group whose offsets were set to 4 (an admin commit): lag 6 on partition 1.
+    assert_exit(
+        &broker.rill(&[
+            "group",
+            "reset-offsets",
+            "lagging",
+            "-t",
+            "m",
+            "--to-offset",
+            "4",
+            "--execute",
+        ]),
+        0,
+    );
     // One refused request: a fetch past the end is an error the broker counts.
     assert_exit(
         &broker.rill(&["consume", "m", "-p", "1", "--offset", "99", "-n", "1"]),
@@ -130,6 +144,12 @@ fn metrics_after_produce_and_consume() {
     );
     assert!(get("rill_connections_accepted_total", &[]) >= 4.0);
     assert!(get("rill_connections_open", &[]) >= 0.0);
+    let group = [("group", "lagging"), ("topic", "m"), ("partition", "1")];
+    assert_eq!(get("rill_consumer_group_committed_offset", &group), 4.0);
+    assert_eq!(get("rill_consumer_group_lag", &group), 6.0);
+    // Partition 0 is empty: offset 4 is clamped to its end, 0, so no lag.
+    let group0 = [("group", "lagging"), ("topic", "m"), ("partition", "0")];
+    assert_eq!(get("rill_consumer_group_lag", &group0), 0.0);
     // Histograms: the latency of Produce has a count, a sum and buckets.
     let produce_latency = all
         .iter()
@@ -140,14 +160,20 @@ fn metrics_after_produce_and_consume() {
     assert!(
         matches!(produce_latency.value, prometheus_parse::Value::Histogram(ref b) if !b.is_empty())
     );
-    assert!(
-        text.contains("rill_request_latency_seconds_count{api=\"Produce\"} 1\n"),
-        "{text}"
+    // Counts agree across series: one latency observation per Produce request, and one
+    // durable wait per acks=all produce request (stdin may arrive in more than one batch).
+    let count_line = |prefix: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in\n{text}"))
+    };
+    let produces = get("rill_requests_total", &[("api", "Produce")]);
+    assert_eq!(
+        count_line("rill_request_latency_seconds_count{api=\"Produce\"}"),
+        produces
     );
-    assert!(
-        text.contains("rill_durable_wait_seconds_count 1\n"),
-        "{text}"
-    );
+    assert_eq!(count_line("rill_durable_wait_seconds_count"), produces);
     assert!(text.contains("# HELP rill_sendfile_bytes "));
 
     // Not found and other methods.
