@@ -19,7 +19,12 @@ import java.util.TreeSet;
 import java.util.concurrent.TimeUnit;
 import java.util.function.BooleanSupplier;
 import java.util.stream.Collectors;
+import java.util.concurrent.ExecutionException;
 import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.GroupListing;
+import org.apache.kafka.common.errors.GroupIdNotFoundException;
+import org.apache.kafka.common.errors.GroupNotEmptyException;
+import org.apache.kafka.common.errors.UnknownMemberIdException;
 import org.apache.kafka.clients.admin.ConsumerGroupDescription;
 import org.apache.kafka.clients.admin.MemberDescription;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
@@ -312,6 +317,88 @@ class GroupsTest {
                     .get(group).get(30, TimeUnit.SECONDS);
             assertEquals(GroupState.EMPTY, d.groupState());
             assertEquals(List.<MemberDescription>of(), List.copyOf(d.members()));
+        }
+    }
+
+    /** Admin over a live group and an empty one: listGroups, describeConsumerGroups (members
+     *  and their assignments as the Java client decodes them), listConsumerGroupOffsets;
+     *  alterConsumerGroupOffsets refused while members remain (UNKNOWN_MEMBER_ID) and
+     *  deleteConsumerGroups refused (NON_EMPTY_GROUP); once empty: alter, deleteConsumerGroupOffsets,
+     *  deleteConsumerGroups, and describe/delete of the deleted group. */
+    @Test
+    void adminOnLiveAndEmptyGroup() throws Exception {
+        String topic = ProduceConsumeTest.createTopic("groupadm", PARTITIONS);
+        String group = "g-" + topic;
+        String bs = Broker.bootstrap();
+        Map<List<Long>, String> produced = produce(topic, "a", 120);
+        List<Member> ms = new ArrayList<>();
+        try (Admin admin = Admin.create(Broker.props())) {
+            try {
+                ms.add(new Member(bs, group, topic, "adm0"));
+                ms.add(new Member(bs, group, topic, "adm1"));
+                waitSplit(ms, 3, 60);
+                waitProcessed(ms, produced);
+                Map<Integer, Long> all20 = new HashMap<>();
+                for (int p = 0; p < PARTITIONS; p++) all20.put(p, 20L);
+                waitUntil(() -> {
+                    try {
+                        return committed(admin, group).equals(all20);
+                    } catch (Exception e) {
+                        return false;
+                    }
+                }, 30, "committed offsets 20 everywhere", ms);
+
+                List<String> listed = admin.listGroups().all().get(30, TimeUnit.SECONDS).stream()
+                        .map(GroupListing::groupId).toList();
+                assertTrue(listed.contains(group), "listGroups: " + listed);
+                ConsumerGroupDescription d = admin.describeConsumerGroups(List.of(group)).describedGroups()
+                        .get(group).get(30, TimeUnit.SECONDS);
+                assertEquals(GroupState.STABLE, d.groupState());
+                assertEquals("range", d.partitionAssignor());
+                assertFalse(d.isSimpleConsumerGroup());
+                Map<String, Set<Integer>> byClient = new HashMap<>();
+                for (MemberDescription m : d.members()) {
+                    byClient.put(m.clientId(), m.assignment().topicPartitions().stream()
+                            .map(TopicPartition::partition).collect(Collectors.toCollection(TreeSet::new)));
+                }
+                for (Member m : ms) assertEquals(m.owned(), byClient.get(m.name), "assignment of " + m.name);
+
+                ExecutionException alter = assertThrows(ExecutionException.class, () -> admin.alterConsumerGroupOffsets(
+                        group, Map.of(new TopicPartition(topic, 0), new OffsetAndMetadata(5))).all().get(30, TimeUnit.SECONDS));
+                assertInstanceOf(UnknownMemberIdException.class, alter.getCause());
+                ExecutionException del = assertThrows(ExecutionException.class,
+                        () -> admin.deleteConsumerGroups(List.of(group)).all().get(30, TimeUnit.SECONDS));
+                assertInstanceOf(GroupNotEmptyException.class, del.getCause());
+            } finally {
+                for (Member m : ms) m.stop();
+            }
+            waitUntil(() -> {
+                try {
+                    return admin.describeConsumerGroups(List.of(group)).describedGroups().get(group)
+                            .get(30, TimeUnit.SECONDS).groupState() == GroupState.EMPTY;
+                } catch (Exception e) {
+                    return false;
+                }
+            }, 30, "group empty", ms);
+            admin.alterConsumerGroupOffsets(group, Map.of(new TopicPartition(topic, 0), new OffsetAndMetadata(5, "five")))
+                    .all().get(30, TimeUnit.SECONDS);
+            Map<TopicPartition, OffsetAndMetadata> offs = admin.listConsumerGroupOffsets(group)
+                    .partitionsToOffsetAndMetadata().get(30, TimeUnit.SECONDS);
+            assertEquals(5, offs.get(new TopicPartition(topic, 0)).offset());
+            assertEquals("five", offs.get(new TopicPartition(topic, 0)).metadata());
+            assertEquals(20, offs.get(new TopicPartition(topic, 1)).offset());
+            admin.deleteConsumerGroupOffsets(group, Set.of(new TopicPartition(topic, 1))).all().get(30, TimeUnit.SECONDS);
+            offs = admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata().get(30, TimeUnit.SECONDS);
+            assertFalse(offs.containsKey(new TopicPartition(topic, 1)) && offs.get(new TopicPartition(topic, 1)) != null,
+                    "partition 1 still committed: " + offs);
+            assertEquals(PARTITIONS - 1, offs.values().stream().filter(o -> o != null).count(), offs.toString());
+            admin.deleteConsumerGroups(List.of(group)).all().get(30, TimeUnit.SECONDS);
+            ExecutionException gone = assertThrows(ExecutionException.class,
+                    () -> admin.deleteConsumerGroups(List.of(group)).all().get(30, TimeUnit.SECONDS));
+            assertInstanceOf(GroupIdNotFoundException.class, gone.getCause());
+            List<String> listed = admin.listGroups().all().get(30, TimeUnit.SECONDS).stream()
+                    .map(GroupListing::groupId).toList();
+            assertFalse(listed.contains(group), "listGroups after delete: " + listed);
         }
     }
 }
