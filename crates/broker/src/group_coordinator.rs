@@ -1097,4 +1097,48 @@ mod tests {
             "the deleted group stays deleted"
         );
     }
+
+    #[test]
+    fn offsets_of_an_empty_group_expire_after_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = LogManager::open(LogManagerConfig::new(dir.path())).unwrap();
+        let config = GroupConfig {
+            offsets_retention_ms: 50,
+            offsets_partitions: 1,
+            ..GroupConfig::default()
+        };
+        let logs = offsets_logs(&m, 1);
+        let c = GroupCoordinator::load(config.clone(), logs.clone()).unwrap();
+        let entry = |offset| {
+            vec![CommitEntry {
+                tp: TopicPartition::new("t", 0),
+                offset,
+                leader_epoch: 0,
+                metadata: String::new(),
+            }]
+        };
+        assert_eq!(c.commit("old", -1, "", None, entry(5), |_| true).0, vec![0]);
+        c.tick();
+        assert_eq!(c.fetch_offsets("old", None).len(), 1, "not expired yet");
+        std::thread::sleep(Duration::from_millis(120));
+        assert_eq!(
+            c.commit("fresh", -1, "", None, entry(7), |_| true).0,
+            vec![0]
+        );
+        // Retention counts from when the group became empty (here: was created), as in Kafka.
+        c.tick();
+        assert!(c.fetch_offsets("old", None).is_empty(), "expired");
+        assert_eq!(
+            c.fetch_offsets("fresh", None).len(),
+            1,
+            "empty for less than the retention"
+        );
+        assert!(
+            c.list().iter().all(|(id, _, _)| id != "old"),
+            "the expired group is gone"
+        );
+        // And it stays gone after a restart: tombstones were written.
+        let reloaded = GroupCoordinator::load(config, logs).unwrap();
+        assert!(reloaded.fetch_offsets("old", None).is_empty());
+    }
 }
