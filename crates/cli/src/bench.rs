@@ -77,8 +77,9 @@ pub struct ProducerOptions {
     /// Compression: none, gzip, snappy, lz4, zstd.
     #[arg(long, default_value = "none")]
     pub compression: Compression,
-    /// Bytes per partition batch.
-    #[arg(long, default_value_t = 262_144)]
+    /// Bytes per partition batch (as librdkafka's batch.size; keep it below the broker's
+    /// max.message.bytes, 1048588 by default).
+    #[arg(long, default_value_t = 1_000_000)]
     pub batch_size: usize,
     /// How long a batch may wait to fill, in ms.
     #[arg(long, default_value_t = 5)]

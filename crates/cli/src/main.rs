@@ -98,6 +98,12 @@ fn client(
     runtime: &tokio::runtime::Runtime,
     command: impl std::future::Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
+    // Like other Unix tools, end quietly when stdout's reader goes away (`rill consume | head`)
+    // instead of failing on EPIPE. Not for `serve`, whose sockets must never raise SIGPIPE.
+    // SAFETY: setting a signal disposition to the default has no memory-safety preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     init_logging(&std::env::var("RILL_LOG").unwrap_or_else(|_| "warn".into()));
     runtime.block_on(command)
 }

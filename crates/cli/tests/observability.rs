@@ -255,6 +255,26 @@ fn bench_json_results_and_no_progress_bar_when_piped() {
     assert!(out.contains("produce: 5000 records in"), "{out}");
     assert!(out.contains("latency ms: p50"), "{out}");
 
+    // Batches stop at --batch-size: right under the broker's max.message.bytes (1048588)
+    // nothing is refused.
+    let o = broker.rill(&[
+        "bench",
+        "produce",
+        "-t",
+        "big",
+        "-n",
+        "40000",
+        "-s",
+        "1000",
+        "--batch-size",
+        "1048000",
+        "--json",
+    ]);
+    assert_exit(&o, 0);
+    let r: Value = serde_json::from_str(&stdout(&o)).expect("JSON");
+    assert_eq!(r["errors"], 0);
+    assert_eq!(r["records"], 40000);
+
     // Usage errors.
     assert_exit(
         &broker.rill(&["bench", "produce", "-n", "5", "--duration-s", "1"]),

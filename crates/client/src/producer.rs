@@ -77,6 +77,8 @@ struct PartitionBuffer {
     tags: Vec<u64>,
     /// When the oldest record of the current batch was added.
     first_at: Option<Instant>,
+    /// The batch is full and goes out with the next request, whatever its linger.
+    sealed: bool,
 }
 
 struct InFlight {
@@ -128,6 +130,7 @@ impl Producer {
                 builder: BatchBuilder::new(config.compression, config.batch_size_bytes + 1024),
                 tags: Vec::new(),
                 first_at: None,
+                sealed: false,
             });
         }
         Ok(Producer {
@@ -161,9 +164,31 @@ impl Producer {
         tag: u64,
     ) -> Result<()> {
         let partitions = self.buffers.len();
-        let buffer = self.buffers.get_mut(index).ok_or_else(|| {
-            ClientError::Invalid(format!("partition index {index} of {partitions}"))
-        })?;
+        if index >= partitions {
+            return Err(ClientError::Invalid(format!(
+                "partition index {index} of {partitions}"
+            )));
+        }
+        // A batch never grows past `batch_size_bytes` (brokers refuse batches above
+        // max.message.bytes): when this record would not fit, send the batch first.
+        let record_bytes = 24
+            + key.map_or(0, <[u8]>::len)
+            + value.map_or(0, <[u8]>::len)
+            + headers
+                .iter()
+                .map(|(k, v)| k.len() + v.map_or(0, <[u8]>::len) + 4)
+                .sum::<usize>();
+        let buffer = &mut self.buffers[index];
+        if !buffer.builder.is_empty()
+            && buffer.builder.size_bytes() + record_bytes > self.config.batch_size_bytes
+        {
+            buffer.sealed = true;
+            while self.in_flight.len() >= self.config.max_in_flight {
+                self.await_oldest().await;
+            }
+            self.dispatch(false)?;
+        }
+        let buffer = &mut self.buffers[index];
         buffer.builder.push(timestamp_ms, key, value, headers);
         buffer.tags.push(tag);
         buffer.first_at.get_or_insert_with(Instant::now);
@@ -241,6 +266,7 @@ impl Producer {
                     continue;
                 };
                 let ready = all
+                    || buffer.sealed
                     || buffer.builder.size_bytes() >= self.config.batch_size_bytes
                     || now.duration_since(first_at) >= self.config.linger;
                 if !ready {
@@ -248,6 +274,7 @@ impl Producer {
                 }
                 let records: Bytes = buffer.builder.finish()?;
                 buffer.first_at = None;
+                buffer.sealed = false;
                 topic.partition_data.push(
                     PartitionProduceData::default()
                         .with_index(buffer.partition)
