@@ -67,9 +67,14 @@ fn main() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let command = cli
-        .command
-        .unwrap_or_else(|| Command::Serve(serve::ServeArgs::default()));
+    // No command is `rill serve`, parsed as such so its `RILL_*` variables apply too.
+    let command = match cli.command {
+        Some(command) => command,
+        None => Cli::try_parse_from(["rill", "serve"])
+            .map_err(|e| common::usage(e.to_string()))?
+            .command
+            .unwrap_or_else(|| Command::Serve(serve::ServeArgs::default())),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

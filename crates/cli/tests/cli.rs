@@ -610,3 +610,27 @@ fn consumer_groups() {
     assert_exit(&o, 1);
     assert!(stderr(&o).contains("does not exist"), "{}", stderr(&o));
 }
+
+#[test]
+fn no_command_is_serve_with_environment() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut child = std::process::Command::new(common::rill_bin())
+        .env("RILL_LISTEN", "127.0.0.1:0")
+        .env("RILL_DATA_DIR", dir.path())
+        .env("RILL_NO_METRICS", "true")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).expect("ready line");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(line.starts_with("rill listening on 127.0.0.1:"), "{line}");
+    assert!(
+        !line.trim_end().ends_with(":9092"),
+        "RILL_LISTEN applied: {line}"
+    );
+    assert!(dir.path().join(".lock").exists(), "RILL_DATA_DIR applied");
+}
