@@ -743,6 +743,41 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any set of topics with any config values (spaces, '%', non-ASCII, empty) survives
+        /// a write and a read of the registry file.
+        #[test]
+        fn any_registry_round_trips(
+            topics in proptest::collection::btree_map(
+                "[a-zA-Z0-9._-]{1,30}",
+                (1i32..100, proptest::collection::btree_map("[a-z.]{1,20}", ".{0,20}", 0..4)),
+                0..6,
+            ),
+        ) {
+            let mut published = BTreeMap::new();
+            for (name, (partitions, configs)) in &topics {
+                if validate_name(name).is_err() {
+                    continue;
+                }
+                let meta = TopicMeta {
+                    name: name.clone(),
+                    id: Uuid::new_v4(),
+                    partitions: *partitions,
+                    configs: configs.clone(),
+                };
+                published.insert(name.clone(), Arc::new(meta));
+            }
+            let cluster_id = new_cluster_id();
+            let text = render(&cluster_id, &published);
+            let (parsed_id, parsed) = parse(Path::new("x"), &text).expect("parses");
+            proptest::prop_assert_eq!(parsed_id, cluster_id);
+            proptest::prop_assert_eq!(parsed.len(), published.len());
+            for (name, meta) in &published {
+                proptest::prop_assert_eq!(parsed.get(name), Some(meta.as_ref()));
+            }
+        }
+    }
+
     #[test]
     fn registry_text_round_trips() {
         let mut topics = BTreeMap::new();
