@@ -12,6 +12,8 @@ after it. One JSON object per line, flushed at once:
   {"ev": "recs", "recs": [[partition, offset, value], ..]}
   {"ev": "commit", "offs": {"partition": next_offset, ..}}
   {"ev": "commit_error", "error": ".."}
+  {"ev": "error"|"client_error"|"fatal", "error": ".."}   (confluent: consumer errors, error_cb;
+                                                          a fatal consume error ends the worker)
   {"ev": "closed"}
 
 Libraries: confluent (confluent-kafka / librdkafka), kafka-python, aiokafka. Every worker
@@ -58,6 +60,8 @@ def run_confluent(a):
         conf["partition.assignment.strategy"] = a.strategy
     if a.instance_id:
         conf["group.instance.id"] = a.instance_id
+    # client-level errors (transient ones included: a disconnect is one); not asserted on
+    conf["error_cb"] = lambda err: emit(ev="fatal" if err.fatal() else "client_error", error=str(err))
     c = Consumer(conf)
     owned = set()
     proto = "COOPERATIVE" if a.strategy == "cooperative-sticky" else "EAGER"
@@ -98,6 +102,9 @@ def run_confluent(a):
             recs, nxt = [], {}
             for m in msgs:
                 if m.error():
+                    if m.error().fatal():   # e.g. fenced by a newer static member: stop here
+                        emit(ev="fatal", error=str(m.error()))
+                        return
                     emit(ev="error", error=str(m.error()))
                     continue
                 recs.append([m.partition(), m.offset(), m.value().decode()])

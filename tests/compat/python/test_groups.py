@@ -420,3 +420,39 @@ def test_mixed_clients_one_group_common_protocol(bootstrap, topic_name):
     finally:
         stop_all(ws)
     wait_group_offsets(bootstrap, group, {p: 50 for p in range(6)})
+
+
+def test_confluent_static_member_fenced_by_newer_instance(bootstrap, topic_name):
+    """A second process with the same group.instance.id while the first is still alive: the
+    newcomer takes over the first one's partitions without a rebalance of the others, and the
+    first is fenced (FENCED_INSTANCE_ID, a fatal error in librdkafka)."""
+    ku.create_topic(bootstrap, topic_name, partitions=4)
+    group = "g-" + topic_name
+    session_ms = 10000
+    observer = Worker("confluent", bootstrap, group, topic_name, "obs",
+                      instance_id="obs", session_timeout_ms=session_ms)
+    ws = [observer]
+    try:
+        wait_split([observer], 4)
+        old = Worker("confluent", bootstrap, group, topic_name, "dup-old",
+                     instance_id="dup", session_timeout_ms=session_ms)
+        ws.append(old)
+        split = wait_split([observer, old], 4, exact=2)
+        n_obs = len(observer.snapshot()[0])
+        new = Worker("confluent", bootstrap, group, topic_name, "dup-new",
+                     instance_id="dup", session_timeout_ms=session_ms)
+        ws.append(new)
+        wait_until(lambda: new.snapshot()[1] == set(split[1]), 30,
+                   f"the newer instance to own {split[1]}", ws)
+        def fenced():
+            evs = old.of("fatal") + old.of("error") + old.of("client_error")
+            return [e for e in evs if "fenced" in e["error"].lower()]
+
+        wait_until(fenced, 30, "the older instance to be told it is fenced", ws)
+        time.sleep(2)
+        churn = [e for e in observer.snapshot()[0][n_obs:] if e["ev"] in ("assign", "revoke", "lost")]
+        assert not churn, f"the other member saw a rebalance: {churn}"
+        more = produce(bootstrap, topic_name, "b", 40, 4)
+        wait_processed([observer, new], more)
+    finally:
+        stop_all(ws)
