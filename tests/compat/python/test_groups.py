@@ -456,3 +456,110 @@ def test_confluent_static_member_fenced_by_newer_instance(bootstrap, topic_name)
         wait_processed([observer, new], more)
     finally:
         stop_all(ws)
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_rill_at(bin_path, data_dir, port, log_path, attempts=20):
+    """`rill serve` on a fixed loopback port (so that live clients reconnect after a restart);
+    retries while the port is still held by the killed process. Returns the Popen."""
+    import re
+    import threading
+    for _ in range(attempts):
+        with open(log_path, "ab") as log:
+            proc = subprocess.Popen([bin_path, "serve", "--listen", f"127.0.0.1:{port}",
+                                     "--data-dir", data_dir],
+                                    stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL)
+        first = {}
+
+        def read():
+            first["line"] = proc.stdout.readline().decode(errors="replace")
+            for _ in iter(proc.stdout.readline, b""):
+                pass
+
+        threading.Thread(target=read, daemon=True).start()
+        deadline = time.monotonic() + 30
+        while "line" not in first and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if re.match(rf"^rill listening on 127\.0\.0\.1:{port}\s*$", first.get("line", "")):
+            return proc
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        time.sleep(0.5)
+    with open(log_path, "rb") as f:
+        tail = f.read()[-2000:].decode(errors="replace")
+    raise AssertionError(f"rill did not start on port {port}: {tail}")
+
+
+def test_live_group_survives_broker_sigkill(tmp_path, topic_name):
+    """rill only: two confluent-kafka members consume and commit; the broker is SIGKILLed and
+    restarted on the same data dir and port while they run. They carry on (reconnect, rejoin if
+    asked), no partition goes back below the last commit reported before the crash, every
+    record (before, and after the restart) is processed, and the final commits are the log end
+    offsets."""
+    if os.environ.get("KAFKA_BOOTSTRAP"):
+        pytest.skip("kills and restarts the broker; only meaningful against rill")
+    from conftest import REPO
+    bin_path = os.environ.get("RILL_BIN", str(REPO / "target" / "release" / "rill"))
+    data_dir = str(tmp_path / "data")
+    os.makedirs(data_dir)
+    log_path = str(tmp_path / "rill-stderr.log")
+    port = _free_port()
+    bs = f"127.0.0.1:{port}"
+    rill = _start_rill_at(bin_path, data_dir, port, log_path)
+    ws = []
+    try:
+        ku.create_topic(bs, topic_name, partitions=6)
+        group = "g-" + topic_name
+        produced = produce(bs, topic_name, "a", 600, 6)
+        ws = [Worker("confluent", bs, group, topic_name, f"crash{i}",
+                     session_timeout_ms=SESSION_TIMEOUT_MS) for i in range(2)]
+        wait_split(ws, 6, exact=3)
+        wait_processed(ws, produced)
+        time.sleep(0.5)
+        committed_before = {p: 0 for p in range(6)}
+        for w in ws:
+            for e in w.of("commit"):
+                for p, o in e["offs"].items():
+                    committed_before[int(p)] = max(committed_before[int(p)], o)
+        assert committed_before == {p: 100 for p in range(6)}, committed_before
+        rill.kill()
+        rill.wait(timeout=10)
+        t_restart = time.monotonic()
+        rill = _start_rill_at(bin_path, data_dir, port, log_path)
+        # nothing new to consume yet, so nothing new committed: OffsetFetch shows the old commits
+        assert group_offsets(bs, group) == committed_before
+        produced.update(produce(bs, topic_name, "b", 300, 6))
+        wait_split(ws, 6, exact=3, timeout_s=60)
+        wait_processed(ws, produced, timeout_s=90)
+        churn = [(w.name, e["ev"], e["parts"]) for w in ws for e in w.snapshot()[0]
+                 if e["t"] > t_restart and e["ev"] in ("assign", "revoke", "lost")]
+        fails = [(w.name, e["error"][:80]) for w in ws for e in w.snapshot()[0]
+                 if e["t"] > t_restart and e["ev"] in ("commit_error", "client_error")]
+        print(f"after the broker restart: rebalance events {churn}, client/commit errors {fails[:6]}")
+        for p in range(6):
+            after = [o for w in ws for pp, o, _, t in w.records() if pp == p and t > t_restart]
+            assert after and min(after) >= committed_before[p], (
+                f"partition {p}: after the restart consumed from {min(after) if after else None}, "
+                f"committed before the crash {committed_before[p]}")
+    finally:
+        stop_all(ws)
+    try:
+        wait_group_offsets(bs, group, {p: 150 for p in range(6)})
+    finally:
+        if rill.poll() is None:
+            rill.terminate()
+            try:
+                rill.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                rill.kill()
+        d = os.environ.get("RILL_COMPAT_LOG_DIR")
+        if d:
+            with open(log_path, "rb") as src, open(os.path.join(d, "python-rill.log"), "ab") as dst:
+                shutil.copyfileobj(src, dst)
