@@ -534,8 +534,12 @@ async fn e2e(b: E2eBench) -> anyhow::Result<()> {
     let base = Instant::now();
     let produced_total = Arc::new(AtomicU64::new(u64::MAX));
     let stop = Arc::new(AtomicBool::new(false));
+    // The consumer gets its own connection: the broker answers a connection's requests one
+    // at a time, so a long-polling fetch would hold up produce requests behind it.
+    let consumer_client = Arc::new(b.workload.connect.connect().await?);
+    consumer_client.metadata(Some(&[])).await?;
     let consumer = tokio::spawn(e2e_consumer(
-        Arc::clone(&client),
+        consumer_client,
         topic.clone(),
         ends,
         b.fetch_max_bytes,
