@@ -57,6 +57,9 @@ struct TopicFetch {
     id: Uuid,
     /// The error every partition gets when the topic is unknown.
     unknown_code: Option<i16>,
+    /// Partitions the topic has (0 when unknown): only those get append notifiers, so a
+    /// request naming bogus partitions cannot grow the notifier map.
+    partition_count: i32,
     partitions: Vec<PartitionFetch>,
 }
 
@@ -166,6 +169,7 @@ fn plan(state: &BrokerState, version: i16, request: &FetchRequest) -> Vec<TopicF
                     .map_or_else(|| topic.topic.0.to_string(), |m| m.name.clone()),
                 id: meta.as_ref().map_or(topic.topic_id, |m| m.id),
                 unknown_code,
+                partition_count: meta.as_ref().map_or(0, |m| m.partitions),
                 partitions,
             }
         })
@@ -176,7 +180,8 @@ fn append_notifies(state: &BrokerState, plan: &[TopicFetch]) -> Vec<Arc<Notify>>
     plan.iter()
         .filter(|topic| topic.unknown_code.is_none())
         .flat_map(|topic| {
-            topic.partitions.iter().map(|p| {
+            let exists = |p: &&PartitionFetch| (0..topic.partition_count).contains(&p.partition);
+            topic.partitions.iter().filter(exists).map(|p| {
                 state.append_notify(&TopicPartition {
                     topic: topic.name.clone(),
                     partition: p.partition,

@@ -763,3 +763,20 @@ async fn large_frames_wait_for_the_request_memory_budget() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn fetch_of_a_missing_partition_answers_at_once_with_an_error() {
+    bounded(async {
+        let broker = TestBroker::start().await;
+        let mut client = broker.connect().await;
+        let topic_id = create_topic(&mut client, "one").await;
+        let mut request = fetch_request(12, "one", topic_id, 0, 10_000, 1 << 20);
+        request.topics[0].partitions[0].partition = 7;
+        let started = Instant::now();
+        let response = client.send(12, &request).await;
+        assert_eq!(response.responses[0].partitions[0].error_code, 3);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        broker.stop().await;
+    })
+    .await;
+}
