@@ -346,6 +346,7 @@ fn register_storage(registry: &mut Registry, state: &BrokerState) {
     let log_start_offset = Family::<PartitionLabels, Gauge>::default();
     let log_size = Family::<PartitionLabels, Gauge>::default();
     let mut flushes: u64 = 0;
+    let mut flush_nanos: u64 = 0;
     for tp in &partitions {
         // This may open a log nobody used yet; the storage tick opens them all within a
         // second of startup anyway.
@@ -369,6 +370,7 @@ fn register_storage(registry: &mut Registry, state: &BrokerState) {
             .get_or_create(&labels)
             .set(i64::try_from(log.size_bytes()).unwrap_or(i64::MAX));
         flushes += log.flush_count();
+        flush_nanos += log.flush_nanos_total();
     }
     registry.register(
         "partitions",
@@ -391,6 +393,12 @@ fn register_storage(registry: &mut Registry, state: &BrokerState) {
         "log_flushes",
         "fdatasync rounds (group commits) of open partition logs",
         ConstCounter::new(flushes),
+    );
+    registry.register_with_unit(
+        "log_flush",
+        "Time spent in fdatasync by those flushes (divide by rill_log_flushes_total for the mean)",
+        Unit::Seconds,
+        ConstCounter::new(flush_nanos as f64 / 1e9),
     );
     registry.register(
         "log_end_offset",

@@ -142,6 +142,10 @@ fn metrics_after_produce_and_consume() {
         get("rill_log_flushes_total", &[]) >= 1.0,
         "acks=all flushed"
     );
+    assert!(
+        get("rill_log_flush_seconds_total", &[]) > 0.0,
+        "flush time measured"
+    );
     assert!(get("rill_connections_accepted_total", &[]) >= 4.0);
     assert!(get("rill_connections_open", &[]) >= 0.0);
     let group = [("group", "lagging"), ("topic", "m"), ("partition", "1")];

@@ -119,6 +119,9 @@ pub struct Log {
     /// Whether the partition directory itself is new and its parent must be synced.
     parent_dir_dirty: AtomicBool,
     flush_count: AtomicU64,
+    /// Time spent in the fdatasync calls of successful flushes, for the flush latency
+    /// metric (`flush_nanos_total / flush_count` is the mean).
+    flush_nanos_total: AtomicU64,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -241,6 +244,7 @@ impl Log {
             failed: AtomicBool::new(false),
             parent_dir_dirty: AtomicBool::new(false),
             flush_count: AtomicU64::new(0),
+            flush_nanos_total: AtomicU64::new(0),
         }
     }
 
@@ -452,7 +456,9 @@ impl Log {
             let sync_dir = std::mem::take(&mut state.dir_dirty);
             (state.log_end_offset(), to_sync, sync_dir)
         };
+        let sync_started = std::time::Instant::now();
         let result = self.sync_files(&to_sync, sync_dir);
+        let sync_nanos = u64::try_from(sync_started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         if let Err(e) = result {
             // fsyncgate: after a failed fsync the kernel may have dropped the dirty pages, so
             // a retry could "succeed" without the data. Stop taking writes.
@@ -462,6 +468,8 @@ impl Log {
         }
         self.flushed_offset.fetch_max(end, Ordering::AcqRel);
         self.flush_count.fetch_add(1, Ordering::Relaxed);
+        self.flush_nanos_total
+            .fetch_add(sync_nanos, Ordering::Relaxed);
         Ok(())
     }
 
@@ -497,6 +505,11 @@ impl Log {
     /// flushes than durable appends.
     pub fn flush_count(&self) -> u64 {
         self.flush_count.load(Ordering::Relaxed)
+    }
+
+    /// Nanoseconds spent syncing in the flushes [`Log::flush_count`] counts.
+    pub fn flush_nanos_total(&self) -> u64 {
+        self.flush_nanos_total.load(Ordering::Relaxed)
     }
 
     fn sync_files(&self, to_sync: &[Arc<IoFile>], sync_dir: bool) -> Result<()> {
