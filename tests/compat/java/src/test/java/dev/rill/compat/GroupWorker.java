@@ -31,7 +31,7 @@ import org.apache.kafka.common.serialization.ByteArrayDeserializer;
  * (parts comma-separated, "-" when empty), {@code REC <partition> <offset> <value>},
  * {@code COMMIT <p>=<next>,...}, {@code COMMIT_ERROR <text>}, {@code CLOSED}.
  *
- * <p>Args: bootstrap group topic clientId sessionTimeoutMs maxSeconds
+ * <p>Args: bootstrap group topic clientId sessionTimeoutMs maxSeconds [groupInstanceId]
  */
 public final class GroupWorker {
     private static final Object OUT = new Object();
@@ -53,6 +53,7 @@ public final class GroupWorker {
         String bootstrap = args[0], group = args[1], topic = args[2], clientId = args[3];
         int sessionTimeoutMs = Integer.parseInt(args[4]);
         long maxSeconds = Long.parseLong(args[5]);
+        String instanceId = args.length > 6 ? args[6] : "";
         Properties p = new Properties();
         p.put("bootstrap.servers", bootstrap);
         p.put("group.id", group);
@@ -66,6 +67,7 @@ public final class GroupWorker {
         p.put("metadata.max.age.ms", "2000");
         p.put("request.timeout.ms", "30000");
         p.put("default.api.timeout.ms", "30000");
+        if (!instanceId.isEmpty()) p.put("group.instance.id", instanceId);  // static membership
         KafkaConsumer<byte[], byte[]> c = new KafkaConsumer<>(p, new ByteArrayDeserializer(), new ByteArrayDeserializer());
         TreeSet<TopicPartition> owned = new TreeSet<>((a, b) -> Integer.compare(a.partition(), b.partition()));
         CountDownLatch done = new CountDownLatch(1);

@@ -60,6 +60,11 @@ class GroupsTest {
         record Event(long tNanos, String kind, int partition, long offset, String value, Set<Integer> parts) {}
 
         Member(String bootstrap, String group, String topic, String name) throws IOException {
+            this(bootstrap, group, topic, name, SESSION_TIMEOUT_MS, "");
+        }
+
+        Member(String bootstrap, String group, String topic, String name, int sessionTimeoutMs, String instanceId)
+                throws IOException {
             this.name = name;
             String cp = System.getProperty("surefire.test.class.path", System.getProperty("java.class.path"));
             String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
@@ -67,7 +72,7 @@ class GroupsTest {
             proc = new ProcessBuilder(java, "-Xmx128m", "-XX:TieredStopAtLevel=1", "-Xshare:auto",
                     "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-cp", cp,
                     GroupWorker.class.getName(), bootstrap, group, topic, name,
-                    String.valueOf(SESSION_TIMEOUT_MS), "180")
+                    String.valueOf(sessionTimeoutMs), "180", instanceId)
                     .redirectError(stderr.toFile())
                     .redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")))
                     .start();
@@ -399,6 +404,46 @@ class GroupsTest {
             List<String> listed = admin.listGroups().all().get(30, TimeUnit.SECONDS).stream()
                     .map(GroupListing::groupId).toList();
             assertFalse(listed.contains(group), "listGroups after delete: " + listed);
+        }
+    }
+
+    /** Static membership with the Java client: the group leader (a static member) is SIGKILLed
+     *  and restarted with the same group.instance.id within its session timeout. It gets its
+     *  partitions back (Kafka answers the rejoining static leader without a new assignment
+     *  round, KIP-814) and the other member sees no revoke or assign. */
+    @Test
+    void staticLeaderRestartWithoutRebalance() throws Exception {
+        String topic = ProduceConsumeTest.createTopic("groupstatic", PARTITIONS);
+        String group = "g-" + topic;
+        String bs = Broker.bootstrap();
+        int sessionMs = 10_000;
+        List<Member> ms = new ArrayList<>();
+        try {
+            Member leader = new Member(bs, group, topic, "st-leader", sessionMs, "st-leader");
+            ms.add(leader);
+            waitSplit(List.of(leader), PARTITIONS, 60);  // alone first: it is the leader
+            Member other = new Member(bs, group, topic, "st-other", sessionMs, "st-other");
+            ms.add(other);
+            List<Set<Integer>> split = waitSplit(List.of(leader, other), 3, 60);
+            Map<List<Long>, String> produced = produce(topic, "a", 60);
+            waitProcessed(ms, produced);
+            int seen = other.events().size();
+            leader.kill();
+            long tKill = System.nanoTime();
+            Member again = new Member(bs, group, topic, "st-leader2", sessionMs, "st-leader");
+            ms.add(again);
+            waitUntil(() -> again.owned().equals(split.get(0)), 30, "the restarted leader to get " + split.get(0) + " back", ms);
+            long backMs = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - tKill);
+            assertTrue(backMs < sessionMs, "partitions back after " + backMs + " ms");
+            Thread.sleep(3000);  // a rebalance would have reached the other member by now
+            List<String> churn = other.events().subList(seen, other.events().size()).stream()
+                    .map(Member.Event::kind).filter(k -> !k.equals("REC") && !k.equals("COMMIT")).toList();
+            assertEquals(List.of(), churn, "the other member saw a rebalance during the restart");
+            assertEquals(split.get(1), other.owned());
+            Map<List<Long>, String> more = produce(topic, "b", 60);
+            waitProcessed(List.of(again, other), more);
+        } finally {
+            for (Member m : ms) m.stop();
         }
     }
 }
