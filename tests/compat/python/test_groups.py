@@ -172,19 +172,32 @@ def test_confluent_cooperative_sticky_incremental(bootstrap, topic_name):
         stop_all(ws)
 
 
-def test_confluent_static_membership_restart(bootstrap, topic_name):
+@pytest.mark.parametrize("which", ["follower", "leader"])
+def test_confluent_static_membership_restart(bootstrap, topic_name, which):
+    """Static member SIGKILLed and restarted within its session timeout (the group's follower,
+    or its leader): it gets its partitions back and the other member sees no rebalance."""
     ku.create_topic(bootstrap, topic_name, partitions=6)
     group = "g-" + topic_name
     session_ms = 10000
     produced = produce(bootstrap, topic_name, "a", 120, 6)
-    observer = Worker("confluent", bootstrap, group, topic_name, "static-b",
+
+    def observer_worker():
+        return Worker("confluent", bootstrap, group, topic_name, "static-b",
                       instance_id="static-b", session_timeout_ms=session_ms)
-    ws = [observer]
+
+    def member_worker():
+        return Worker("confluent", bootstrap, group, topic_name, "static-a",
+                      instance_id="static-a", session_timeout_ms=session_ms)
+
+    # the first to join is the group leader
+    first = observer_worker() if which == "follower" else member_worker()
+    ws = [first]
     try:
-        wait_split([observer], 6)   # the observer joins first: it is the group leader
-        member = Worker("confluent", bootstrap, group, topic_name, "static-a",
-                        instance_id="static-a", session_timeout_ms=session_ms)
-        ws.append(member)
+        wait_split([first], 6)
+        second = member_worker() if which == "follower" else observer_worker()
+        ws.append(second)
+        observer, member = (first, second) if which == "follower" else (second, first)
+        ws = [observer, member]
         split = wait_split(ws, 6, exact=3)
         wait_processed(ws, produced)
         kept = set(member.snapshot()[1])
