@@ -286,7 +286,7 @@ async fn produce_loop(
     latency: &mut Histogram<u64>,
     bar: &ProgressBar,
     stop: &AtomicBool,
-) -> anyhow::Result<(u64, u64)> {
+) -> anyhow::Result<(u64, u64, u64)> {
     let count = match (p.count, p.duration_s) {
         (Some(n), _) => n,
         (None, Some(_)) => u64::MAX,
@@ -299,8 +299,11 @@ async fn produce_loop(
     let per_batch = (p.batch_size / (p.record_size + 16)).max(1) as u64;
     let mut value = vec![b'x'; p.record_size];
     let started = Instant::now();
-    let (mut sent, mut failed) = (0u64, 0u64);
-    let account = |producer: &mut Producer, failed: &mut u64, latency: &mut Histogram<u64>| {
+    let (mut sent, mut failed, mut wire) = (0u64, 0u64, 0u64);
+    let account = |producer: &mut Producer,
+                   failed: &mut u64,
+                   wire: &mut u64,
+                   latency: &mut Histogram<u64>| {
         let now_ns = base.elapsed().as_nanos() as u64;
         for ack in producer.take_acks() {
             if let Some(e) = &ack.error {
@@ -311,6 +314,7 @@ async fn produce_loop(
                 *failed += ack.tags.len() as u64;
                 continue;
             }
+            *wire += ack.batch_bytes as u64;
             for tag in ack.tags {
                 let _ = latency.record((now_ns.saturating_sub(tag) / 1000).max(1));
             }
@@ -336,7 +340,7 @@ async fn produce_loop(
                     tokio::time::sleep_until(wake.into()).await;
                 }
                 producer.poll()?;
-                account(producer, &mut failed, latency);
+                account(producer, &mut failed, &mut wire, latency);
             }
         }
         let tag = base.elapsed().as_nanos() as u64;
@@ -347,13 +351,13 @@ async fn produce_loop(
             .await?;
         sent += 1;
         if sent % 256 == 0 {
-            account(producer, &mut failed, latency);
+            account(producer, &mut failed, &mut wire, latency);
         }
     }
     producer.flush().await?;
-    account(producer, &mut failed, latency);
+    account(producer, &mut failed, &mut wire, latency);
     bar.set_position(sent);
-    Ok((sent, failed))
+    Ok((sent, failed, wire))
 }
 
 async fn produce(b: ProduceBench) -> anyhow::Result<()> {
@@ -371,11 +375,10 @@ async fn produce(b: ProduceBench) -> anyhow::Result<()> {
     let mut latency = histogram();
     let base = Instant::now();
     let stop = AtomicBool::new(false);
-    let (sent, failed) =
+    let (sent, failed, wire) =
         produce_loop(&mut producer, &b.producer, base, &mut latency, &bar, &stop).await?;
     let elapsed = base.elapsed();
     bar.finish_and_clear();
-    let wire = sent * (b.producer.record_size as u64 + 8);
     Report {
         mode: "produce",
         records: sent - failed,
@@ -565,7 +568,7 @@ async fn e2e(b: E2eBench) -> anyhow::Result<()> {
         &stop,
     )
     .await;
-    let (sent, failed) = match produced {
+    let (sent, failed, _wire) = match produced {
         Ok(r) => r,
         Err(e) => {
             stop.store(true, Ordering::Relaxed);

@@ -259,6 +259,29 @@ fn bench_json_results_and_no_progress_bar_when_piped() {
     assert!(out.contains("produce: 5000 records in"), "{out}");
     assert!(out.contains("latency ms: p50"), "{out}");
 
+    // Wire bytes are the batches as sent: compressed, far below the values.
+    let o = broker.rill(&[
+        "bench",
+        "produce",
+        "-t",
+        "z",
+        "-n",
+        "20000",
+        "--compression",
+        "zstd",
+        "--json",
+    ]);
+    assert_exit(&o, 0);
+    let r: Value = serde_json::from_str(&stdout(&o)).expect("JSON");
+    let (wire, values) = (
+        r["wire_bytes"].as_u64().unwrap_or(0),
+        r["value_bytes"].as_u64().unwrap_or(0),
+    );
+    assert!(
+        wire > 0 && wire * 4 < values,
+        "zstd: {wire} wire bytes for {values} value bytes"
+    );
+
     // Batches stop at --batch-size: right under the broker's max.message.bytes (1048588)
     // nothing is refused.
     let o = broker.rill(&[

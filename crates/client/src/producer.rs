@@ -65,6 +65,8 @@ pub struct Ack {
     pub base_offset: i64,
     /// The tags of the batch's records, in order.
     pub tags: Vec<u64>,
+    /// Bytes of the batch as sent (after compression).
+    pub batch_bytes: usize,
     /// Why the batch failed, if it did.
     pub error: Option<String>,
 }
@@ -81,10 +83,13 @@ struct PartitionBuffer {
     sealed: bool,
 }
 
+/// (partition, tags, bytes) of one batch in a request.
+type SentBatch = (i32, Vec<u64>, usize);
+
 struct InFlight {
     response: JoinHandle<Result<ProduceResponse>>,
     /// (partition, tags) of each batch in the request.
-    batches: Vec<(i32, Vec<u64>)>,
+    batches: Vec<SentBatch>,
 }
 
 /// See the module docs.
@@ -273,6 +278,7 @@ impl Producer {
                     continue;
                 }
                 let records: Bytes = buffer.builder.finish()?;
+                let batch_bytes = records.len();
                 buffer.first_at = None;
                 buffer.sealed = false;
                 topic.partition_data.push(
@@ -280,7 +286,11 @@ impl Producer {
                         .with_index(buffer.partition)
                         .with_records(Some(records)),
                 );
-                batches.push((buffer.partition, std::mem::take(&mut buffer.tags)));
+                batches.push((
+                    buffer.partition,
+                    std::mem::take(&mut buffer.tags),
+                    batch_bytes,
+                ));
             }
             if batches.is_empty() {
                 continue;
@@ -294,11 +304,12 @@ impl Producer {
             let connection = &self.connections[leader];
             if self.config.acks == 0 {
                 connection.send_no_response(&request)?;
-                for (partition, tags) in batches {
+                for (partition, tags, batch_bytes) in batches {
                     self.acks.push(Ack {
                         partition,
                         base_offset: -1,
                         tags,
+                        batch_bytes,
                         error: None,
                     });
                 }
@@ -357,23 +368,24 @@ impl Producer {
         self.record(done.batches, result);
     }
 
-    fn record(&mut self, batches: Vec<(i32, Vec<u64>)>, result: Result<ProduceResponse>) {
+    fn record(&mut self, batches: Vec<SentBatch>, result: Result<ProduceResponse>) {
         let response = match result {
             Ok(r) => r,
             Err(e) => {
                 let error = e.to_string();
-                for (partition, tags) in batches {
+                for (partition, tags, batch_bytes) in batches {
                     self.acks.push(Ack {
                         partition,
                         base_offset: -1,
                         tags,
+                        batch_bytes,
                         error: Some(error.clone()),
                     });
                 }
                 return;
             }
         };
-        for (partition, tags) in batches {
+        for (partition, tags, batch_bytes) in batches {
             let answer = response
                 .responses
                 .iter()
@@ -398,6 +410,7 @@ impl Producer {
                 partition,
                 base_offset,
                 tags,
+                batch_bytes,
                 error,
             });
         }
