@@ -22,6 +22,9 @@ import java.util.stream.Collectors;
 import java.util.concurrent.ExecutionException;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.GroupListing;
+import org.apache.kafka.clients.admin.MemberToRemove;
+import org.apache.kafka.clients.admin.RemoveMembersFromConsumerGroupOptions;
+import org.apache.kafka.clients.admin.RemoveMembersFromConsumerGroupResult;
 import org.apache.kafka.common.errors.GroupIdNotFoundException;
 import org.apache.kafka.common.errors.GroupNotEmptyException;
 import org.apache.kafka.common.errors.UnknownMemberIdException;
@@ -442,6 +445,52 @@ class GroupsTest {
             assertEquals(split.get(1), other.owned());
             Map<List<Long>, String> more = produce(topic, "b", 60);
             waitProcessed(List.of(again, other), more);
+        } finally {
+            for (Member m : ms) m.stop();
+        }
+    }
+
+    /** A static member that closes sends no LeaveGroup, so the group waits for its session
+     *  timeout (30 s here). Admin.removeMembersFromConsumerGroup (LeaveGroup v3+ by
+     *  group.instance.id) removes it at once: the other member gets every partition long before
+     *  the session timeout; removing an unknown instance id fails with UNKNOWN_MEMBER_ID. */
+    @Test
+    void adminRemovesStaticMember() throws Exception {
+        String topic = ProduceConsumeTest.createTopic("groupremove", PARTITIONS);
+        String group = "g-" + topic;
+        String bs = Broker.bootstrap();
+        int sessionMs = 30_000;
+        List<Member> ms = new ArrayList<>();
+        try (Admin admin = Admin.create(Broker.props())) {
+            Member stays = new Member(bs, group, topic, "rm-stays", sessionMs, "rm-stays");
+            ms.add(stays);
+            waitSplit(List.of(stays), PARTITIONS, 60);
+            Member goes = new Member(bs, group, topic, "rm-goes", sessionMs, "rm-goes");
+            ms.add(goes);
+            waitSplit(List.of(stays, goes), 3, 60);
+            int seen = stays.events().size();
+            goes.stop();  // clean close; a static member does not leave the group on close
+            Thread.sleep(3000);
+            assertEquals(3, stays.owned().size(), "the group rebalanced before the static member was removed");
+            assertEquals(seen, stays.events().size(), "the remaining member saw a rebalance on a static close");
+            long t0 = System.nanoTime();
+            RemoveMembersFromConsumerGroupResult res = admin.removeMembersFromConsumerGroup(group,
+                    new RemoveMembersFromConsumerGroupOptions(List.of(new MemberToRemove("rm-goes"))));
+            res.all().get(30, TimeUnit.SECONDS);
+            waitUntil(() -> stays.owned().size() == PARTITIONS, 20, "the remaining member to get every partition", ms);
+            long tookMs = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - t0);
+            assertTrue(tookMs < sessionMs, "rebalanced " + tookMs + " ms after the removal");
+            ConsumerGroupDescription d = admin.describeConsumerGroups(List.of(group)).describedGroups()
+                    .get(group).get(30, TimeUnit.SECONDS);
+            assertEquals(List.of("rm-stays"), d.members().stream().map(MemberDescription::clientId).toList());
+            assertEquals(java.util.Optional.of("rm-stays"), d.members().iterator().next().groupInstanceId());
+
+            MemberToRemove nobody = new MemberToRemove("rm-nobody");
+            RemoveMembersFromConsumerGroupResult bad = admin.removeMembersFromConsumerGroup(group,
+                    new RemoveMembersFromConsumerGroupOptions(List.of(nobody)));
+            ExecutionException e = assertThrows(ExecutionException.class,
+                    () -> bad.memberResult(nobody).get(30, TimeUnit.SECONDS));
+            assertInstanceOf(UnknownMemberIdException.class, e.getCause());
         } finally {
             for (Member m : ms) m.stop();
         }
