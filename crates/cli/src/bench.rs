@@ -71,8 +71,8 @@ pub struct ProducerOptions {
     /// Records per second at most; 0 means as fast as possible.
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
-    /// Acknowledgements: 0, 1 or all.
-    #[arg(long, default_value = "1", value_parser = parse_acks)]
+    /// Acknowledgements: 0, 1 or all (all is the default of librdkafka and the Java client).
+    #[arg(long, default_value = "all", value_parser = parse_acks)]
     pub acks: i16,
     /// Compression: none, gzip, snappy, lz4, zstd.
     #[arg(long, default_value = "none")]
