@@ -133,6 +133,10 @@ class GroupsTest {
         void stop() throws InterruptedException {
             proc.destroy();  // SIGTERM: the worker closes its consumer (LeaveGroup)
             if (!proc.waitFor(20, TimeUnit.SECONDS)) kill();
+            try {  // failure messages quote it before this point
+                Files.deleteIfExists(stderr);
+            } catch (IOException ignored) {
+            }
         }
 
         String describe() {
