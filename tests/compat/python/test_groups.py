@@ -7,14 +7,18 @@
   the committed offset (not before it, not after what was processed).
 - cooperative-sticky (librdkafka): a second member joins; the first loses some partitions by
   incremental revoke, never all of them.
-- static membership (group.instance.id): a member SIGKILLed and restarted within its session
-  timeout gets its partitions back, and the other member sees no revoke/assign.
+- static membership (group.instance.id): a member (follower or leader) SIGKILLed and restarted
+  within its session timeout gets its partitions back, and the other member sees no
+  revoke/assign.
 - AdminClient: list/describe groups (members, assignments), list offsets, delete
   (NON_EMPTY_GROUP while members remain, then success on the empty group).
 - kafka-python and aiokafka: two members split the partitions, process and commit, leave; a new
   member resumes exactly at the committed offsets.
 - kcat -G (balanced consumer): consumes everything, then resumes from its commits.
-- committed offsets survive a SIGKILL of the broker (rill only).
+- mixed librdkafka + aiokafka group: the broker selects the protocol every member supports.
+- a static member is fenced (FENCED_INSTANCE_ID) by a newer process with the same instance id.
+- committed offsets survive a SIGKILL of the broker, for a closed consumer and for a live
+  group whose broker restarts on the same port (rill only).
 """
 import os
 import shutil
