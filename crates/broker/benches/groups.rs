@@ -5,69 +5,25 @@
 //! `cargo bench -p rill-broker --bench groups`
 
 use std::net::SocketAddr;
+
+mod common;
+use common::Conn;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use kafka_protocol::protocol::StrBytes;
 use rill_broker::{Broker, BrokerConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const MEMBERS: usize = 50;
 const PARTITIONS: i32 = 100;
 const COMMITTERS: usize = 8;
 const COMMIT_SECONDS: u64 = 5;
-
-struct Conn {
-    stream: TcpStream,
-    correlation: i32,
-}
-
-impl Conn {
-    async fn connect(addr: SocketAddr) -> Conn {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        stream.set_nodelay(true).unwrap();
-        Conn {
-            stream,
-            correlation: 0,
-        }
-    }
-
-    async fn send<R: Request>(&mut self, version: i16, request: &R) -> R::Response
-    where
-        R::Response: Decodable + HeaderVersion,
-    {
-        self.correlation += 1;
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(self.correlation)
-            .with_client_id(Some(StrBytes::from_static_str("bench")));
-        let mut body = BytesMut::new();
-        header
-            .encode(&mut body, R::header_version(version))
-            .unwrap();
-        request.encode(&mut body, version).unwrap();
-        let mut frame = BytesMut::with_capacity(body.len() + 4);
-        frame.put_i32(body.len() as i32);
-        frame.extend_from_slice(&body);
-        self.stream.write_all(&frame).await.unwrap();
-        let len = self.stream.read_i32().await.unwrap() as usize;
-        let mut buf = vec![0; len];
-        self.stream.read_exact(&mut buf).await.unwrap();
-        let mut buf = Bytes::from(buf);
-        ResponseHeader::decode(&mut buf, R::Response::header_version(version)).unwrap();
-        let r = R::Response::decode(&mut buf, version).unwrap();
-        assert!(!buf.has_remaining());
-        r
-    }
-}
 
 fn s(v: &str) -> StrBytes {
     StrBytes::from_string(v.to_string())
