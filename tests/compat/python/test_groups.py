@@ -30,7 +30,7 @@ from confluent_kafka import (Consumer, ConsumerGroupTopicPartitions, KafkaError,
                              TopicPartition)
 
 import kafkautil as ku
-from groupkit import (Worker, processed, split_ok, stop_all, wait_processed, wait_split,
+from groupkit import (Worker, stop_all, wait_processed, wait_split,
                       wait_until)
 
 SESSION_TIMEOUT_MS = 6000
