@@ -402,7 +402,6 @@ impl GroupCoordinator {
         if let Some(w) = member.sync_waiter.take() {
             let _ = w.send(SyncOutcome::error(code(ResponseError::FencedInstanceId)));
         }
-        let unchanged = member.protocols == req.protocols;
         member.member_id = new_id.clone();
         member.protocols = req.protocols.clone();
         member.client_id = req.client_id.clone();
@@ -415,7 +414,11 @@ impl GroupCoordinator {
         if g.leader_id.as_deref() == Some(old_id) {
             g.leader_id = Some(new_id.clone());
         }
-        if g.state == GroupState::Stable && unchanged {
+        // As Kafka: a restarted static member's metadata differs (its owned partitions are
+        // gone), which is fine; only a change of the protocol the group would select next
+        // needs a rebalance.
+        let same_protocol = g.select_protocol().is_some() && g.select_protocol() == g.protocol_name;
+        if g.state == GroupState::Stable && same_protocol {
             let pending = self.persist_group(g);
             let mut outcome = g.current_generation(&new_id);
             // The leader need not compute assignments again.

@@ -426,9 +426,15 @@ async fn static_member_restart_keeps_assignment_without_rebalance() {
                 .error_code,
             0
         );
-        // The consumer restarts: new connection, no member id, same instance id.
+        // The consumer restarts: new connection, no member id, same instance id, and different
+        // metadata (a restarted consumer owns no partitions yet).
         let mut a2 = broker.connect().await;
-        let j2 = a2.send(9, &join("g", "", Some("instance-a"), 10_000)).await;
+        let restarted = join("g", "", Some("instance-a"), 10_000).with_protocols(vec![
+            JoinGroupRequestProtocol::default()
+                .with_name(s("range"))
+                .with_metadata(Bytes::from_static(b"meta, owning nothing")),
+        ]);
+        let j2 = a2.send(9, &restarted).await;
         assert_eq!(j2.error_code, 0);
         assert_eq!(j2.generation_id, 1, "no rebalance");
         assert_ne!(j2.member_id, ja.member_id, "a new member id");
