@@ -4,8 +4,10 @@
 //! fdatasync.
 //!
 //! Locking: `state` guards the segments and is held for page-cache work only (pwrite, header
-//! reads, index lookups). fdatasync happens outside it, under `sync_lock`, which serializes
-//! flushes: a waiter that finds its offset already flushed by someone else returns at once.
+//! reads, index lookups). fdatasync happens outside it, by one flush leader at a time (the
+//! sync gate); waiters park on a condvar that every finished flush broadcasts, so they all wake
+//! at once and append again while the next flush runs; a waiter that finds its offset already
+//! flushed by someone else returns at once.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -25,6 +27,17 @@ use crate::TopicPartition;
 
 /// File in the partition directory holding the log start offset moved by DeleteRecords.
 const LOG_START_FILE: &str = "log-start-offset";
+
+/// The flush leader's token: releases the sync gate and wakes every waiter when dropped, even
+/// if the flush failed.
+struct SyncLeader<'a>(&'a Log);
+
+impl Drop for SyncLeader<'_> {
+    fn drop(&mut self) {
+        *self.0.sync_gate.lock() = false;
+        self.0.synced.notify_all();
+    }
+}
 
 /// Result of a successful append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +121,9 @@ pub struct Log {
     config: RwLock<LogConfig>,
     pub(crate) state: Mutex<LogState>,
     /// Held by the one flush in progress; waiters queue here (group commit).
-    sync_lock: Mutex<()>,
+    sync_gate: Mutex<bool>,
+    /// Broadcast when a flush ends.
+    synced: parking_lot::Condvar,
     /// Every offset below this is on disk: the recovery point.
     flushed_offset: AtomicI64,
     /// Mirrors of state fields, readable without the lock.
@@ -237,7 +252,8 @@ impl Log {
             files,
             config: RwLock::new(config),
             state: Mutex::new(state),
-            sync_lock: Mutex::new(()),
+            sync_gate: Mutex::new(false),
+            synced: parking_lot::Condvar::new(),
             flushed_offset: AtomicI64::new(flushed_offset),
             log_end_offset: AtomicI64::new(log_end),
             log_start_offset: AtomicI64::new(log_start_offset),
@@ -414,20 +430,42 @@ impl Log {
     /// fdatasync: whoever holds the sync lock flushes everything appended so far, and the
     /// others find their offsets flushed when they get the lock.
     pub fn wait_durable(&self, end_offset: i64) -> Result<()> {
-        if self.flushed_offset() >= end_offset {
-            return Ok(());
+        // Bounded: each round either returns, or waits for a flush that was running, or runs
+        // one that covers every append made before it started (ours included).
+        loop {
+            if self.flushed_offset() >= end_offset {
+                return Ok(());
+            }
+            let mut in_progress = self.sync_gate.lock();
+            if self.flushed_offset() >= end_offset {
+                return Ok(());
+            }
+            if *in_progress {
+                self.synced.wait(&mut in_progress);
+                continue;
+            }
+            *in_progress = true;
+            drop(in_progress);
+            let _leader = SyncLeader(self);
+            self.flush_locked()?;
         }
-        let _sync = self.sync_lock.lock();
-        if self.flushed_offset() >= end_offset {
-            return Ok(());
-        }
-        self.flush_locked()
     }
 
     /// Makes everything appended so far durable.
     pub fn flush(&self) -> Result<()> {
-        let _sync = self.sync_lock.lock();
+        let _leader = self.lead_sync();
         self.flush_locked()
+    }
+
+    /// Waits until no flush runs, then becomes the one that does.
+    fn lead_sync(&self) -> SyncLeader<'_> {
+        let mut in_progress = self.sync_gate.lock();
+        // Bounded by the flushes already queued: each ends with a broadcast.
+        while *in_progress {
+            self.synced.wait(&mut in_progress);
+        }
+        *in_progress = true;
+        SyncLeader(self)
     }
 
     fn flush_locked(&self) -> Result<()> {
@@ -477,7 +515,7 @@ impl Log {
     /// below which data and indexes are durable: the recovery point to checkpoint. A log with
     /// nothing new does no I/O here.
     pub(crate) fn checkpoint_offset(&self) -> Result<i64> {
-        let _sync = self.sync_lock.lock();
+        let _leader = self.lead_sync();
         if self.flushed_offset() < self.log_end_offset()
             || self.state.lock().segments.values().any(|s| s.dirty)
         {
