@@ -427,8 +427,8 @@ impl Log {
     }
 
     /// Blocks until every offset below `end_offset` is on disk. Concurrent callers share one
-    /// fdatasync: whoever holds the sync lock flushes everything appended so far, and the
-    /// others find their offsets flushed when they get the lock.
+    /// fdatasync: one caller at a time leads a flush of everything appended so far; the others
+    /// wait for its broadcast and return if it covered them, or lead the next one.
     pub fn wait_durable(&self, end_offset: i64) -> Result<()> {
         // Bounded: each round either returns, or waits for a flush that was running, or runs
         // one that covers every append made before it started (ours included).
