@@ -4,12 +4,12 @@
 //! The broker is a fresh `rill serve` (RILL_BIN, default <repo>/target/release/rill) or,
 //! when KAFKA_BOOTSTRAP is set, that address (nothing is started).
 
+mod common;
+use common::Broker;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -20,88 +20,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::Offset;
 
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
-const STOP_GRACE: Duration = Duration::from_secs(5);
 const PARTITIONS: i32 = 3;
-
-/// The broker under test; stops a started rill on drop (SIGTERM, then SIGKILL). Same as in
-/// produce_consume.rs (each integration test is its own crate).
-struct Broker {
-    bootstrap: String,
-    child: Option<Child>,
-    tmp: Option<PathBuf>,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        if let Ok(b) = std::env::var("KAFKA_BOOTSTRAP") {
-            if !b.is_empty() {
-                return Broker { bootstrap: b, child: None, tmp: None };
-            }
-        }
-        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../..");
-        let bin = std::env::var("RILL_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| repo.join("target/release/rill"));
-        assert!(bin.exists(), "rill binary not found at {} (build it or set RILL_BIN)", bin.display());
-        let tmp = std::env::temp_dir().join(format!("rill-compat-rust-groups-{}", std::process::id()));
-        let data = tmp.join("data");
-        std::fs::create_dir_all(&data).expect("create temp data dir");
-        let stderr = std::fs::File::create(tmp.join("rill-stderr.log")).expect("stderr log");
-        let mut child = Command::new(&bin)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn rill");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let first = lines.next().and_then(|l| l.ok()).unwrap_or_else(|| "<eof>".into());
-            let _ = tx.send(first);
-            for _ in lines {} // drain so the broker never blocks on stdout
-        });
-        let line = match rx.recv_timeout(READY_TIMEOUT) {
-            Ok(l) => l,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("rill printed no listening line within {READY_TIMEOUT:?}; see {}", tmp.display());
-            }
-        };
-        let addr = line.strip_prefix("rill listening on ").map(str::trim).filter(|a| a.starts_with("127.0.0.1:"));
-        let Some(addr) = addr else {
-            let _ = child.kill();
-            panic!("unexpected first line from rill: {line:?}");
-        };
-        Broker { bootstrap: addr.to_string(), child: Some(child), tmp: Some(tmp) }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-            let deadline = Instant::now() + STOP_GRACE;
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if let Some(tmp) = &self.tmp {
-            if let Ok(dir) = std::env::var("RILL_COMPAT_LOG_DIR") {
-                let _ = std::fs::copy(tmp.join("rill-stderr.log"), PathBuf::from(dir).join("rust-groups-rill.log"));
-            }
-            let _ = std::fs::remove_dir_all(tmp);
-        }
-    }
-}
 
 fn member(bootstrap: &str, group: &str, name: &str) -> StreamConsumer {
     ClientConfig::new()
@@ -116,12 +35,22 @@ fn member(bootstrap: &str, group: &str, name: &str) -> StreamConsumer {
         .expect("stream consumer")
 }
 
-async fn produce(producer: &FutureProducer, topic: &str, tag: &str, n: usize) -> BTreeMap<(i32, i64), String> {
+async fn produce(
+    producer: &FutureProducer,
+    topic: &str,
+    tag: &str,
+    n: usize,
+) -> BTreeMap<(i32, i64), String> {
     let mut out = BTreeMap::new();
     for i in 0..n {
         let value = format!("{tag}-{i}");
-        let rec = FutureRecord::<(), _>::to(topic).partition(i as i32 % PARTITIONS).payload(&value);
-        let d = producer.send(rec, Duration::from_secs(30)).await.unwrap_or_else(|e| panic!("record {i}: {e:?}"));
+        let rec = FutureRecord::<(), _>::to(topic)
+            .partition(i as i32 % PARTITIONS)
+            .payload(&value);
+        let d = producer
+            .send(rec, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|e| panic!("record {i}: {e:?}"));
         out.insert((d.partition, d.offset), value);
     }
     out
@@ -132,30 +61,55 @@ fn committed(c: &StreamConsumer, topic: &str) -> BTreeMap<i32, Offset> {
     for p in 0..PARTITIONS {
         tpl.add_partition(topic, p);
     }
-    let got = c.committed_offsets(tpl, Duration::from_secs(30)).expect("OffsetFetch");
-    got.elements().iter().map(|e| (e.partition(), e.offset())).collect()
+    let got = c
+        .committed_offsets(tpl, Duration::from_secs(30))
+        .expect("OffsetFetch");
+    got.elements()
+        .iter()
+        .map(|e| (e.partition(), e.offset()))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stream_consumer_group_commit_resume_split() {
-    let broker = Broker::start();
+    let broker = Broker::start("rust-groups");
     let bs = broker.bootstrap.clone();
     let topic = format!("rust-groups-{}", std::process::id());
     let group = format!("g-{topic}");
 
-    let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", &bs).create().expect("admin client");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &bs)
+        .create()
+        .expect("admin client");
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let res = admin
-        .create_topics(&[NewTopic::new(&topic, PARTITIONS, TopicReplication::Fixed(1))], &opts)
+        .create_topics(
+            &[NewTopic::new(
+                &topic,
+                PARTITIONS,
+                TopicReplication::Fixed(1),
+            )],
+            &opts,
+        )
         .await
         .expect("CreateTopics request");
     assert!(res[0].is_ok(), "create topic: {:?}", res[0]);
-    let producer: FutureProducer =
-        ClientConfig::new().set("bootstrap.servers", &bs).set("acks", "all").create().expect("producer");
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bs)
+        .set("acks", "all")
+        .create()
+        .expect("producer");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !(0..PARTITIONS).all(|p| producer.client().fetch_watermarks(&topic, p, Duration::from_secs(5)).is_ok()) {
-        assert!(Instant::now() < deadline, "topic {topic} not served within 30 s");
+    while !(0..PARTITIONS).all(|p| {
+        producer
+            .client()
+            .fetch_watermarks(&topic, p, Duration::from_secs(5))
+            .is_ok()
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "topic {topic} not served within 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let first = produce(&producer, &topic, "a", 90).await;
@@ -167,17 +121,31 @@ async fn stream_consumer_group_commit_resume_split() {
         let mut got = BTreeMap::new();
         let deadline = Instant::now() + Duration::from_secs(60);
         while got.len() < first.len() {
-            assert!(Instant::now() < deadline, "consumed {} of {} in 60 s", got.len(), first.len());
-            let Ok(msg) = tokio::time::timeout(Duration::from_millis(500), c.recv()).await else { continue };
+            assert!(
+                Instant::now() < deadline,
+                "consumed {} of {} in 60 s",
+                got.len(),
+                first.len()
+            );
+            let Ok(msg) = tokio::time::timeout(Duration::from_millis(500), c.recv()).await else {
+                continue;
+            };
             let msg = msg.expect("consume error");
             let value = String::from_utf8(msg.payload().unwrap_or(&[]).to_vec()).expect("utf8");
             got.insert((msg.partition(), msg.offset()), value);
             c.commit_message(&msg, CommitMode::Sync).expect("commit");
         }
         assert_eq!(got, first);
-        let assigned: BTreeSet<i32> = c.assignment().expect("assignment").elements().iter().map(|e| e.partition()).collect();
+        let assigned: BTreeSet<i32> = c
+            .assignment()
+            .expect("assignment")
+            .elements()
+            .iter()
+            .map(|e| e.partition())
+            .collect();
         assert_eq!(assigned, (0..PARTITIONS).collect());
-        let want: BTreeMap<i32, Offset> = (0..PARTITIONS).map(|p| (p, Offset::Offset(30))).collect();
+        let want: BTreeMap<i32, Offset> =
+            (0..PARTITIONS).map(|p| (p, Offset::Offset(30))).collect();
         assert_eq!(committed(&c, &topic), want);
     } // dropped: close, LeaveGroup
 
@@ -185,8 +153,9 @@ async fn stream_consumer_group_commit_resume_split() {
     let second = produce(&producer, &topic, "b", 30).await;
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Arc::new(Mutex::new(Vec::<(i32, i64, String, String)>::new()));
-    let members: Vec<Arc<StreamConsumer>> =
-        (1..=2).map(|i| Arc::new(member(&bs, &group, &format!("rust-{i}")))).collect();
+    let members: Vec<Arc<StreamConsumer>> = (1..=2)
+        .map(|i| Arc::new(member(&bs, &group, &format!("rust-{i}"))))
+        .collect();
     let mut tasks = Vec::new();
     for (i, c) in members.iter().enumerate() {
         c.subscribe(&[&topic]).expect("subscribe");
@@ -194,10 +163,18 @@ async fn stream_consumer_group_commit_resume_split() {
         tasks.push(tokio::spawn(async move {
             let deadline = Instant::now() + Duration::from_secs(120);
             while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                let Ok(msg) = tokio::time::timeout(Duration::from_millis(200), c.recv()).await else { continue };
+                let Ok(msg) = tokio::time::timeout(Duration::from_millis(200), c.recv()).await
+                else {
+                    continue;
+                };
                 let msg = msg.expect("consume error");
                 let value = String::from_utf8(msg.payload().unwrap_or(&[]).to_vec()).expect("utf8");
-                seen.lock().unwrap().push((msg.partition(), msg.offset(), value, format!("rust-{}", i + 1)));
+                seen.lock().unwrap().push((
+                    msg.partition(),
+                    msg.offset(),
+                    value,
+                    format!("rust-{}", i + 1),
+                ));
                 // a commit can fail while the group rebalances; the record then comes again
                 let _ = c.commit_message(&msg, CommitMode::Sync);
             }
@@ -208,11 +185,20 @@ async fn stream_consumer_group_commit_resume_split() {
     loop {
         let owned: Vec<BTreeSet<i32>> = members
             .iter()
-            .map(|c| c.assignment().expect("assignment").elements().iter().map(|e| e.partition()).collect())
+            .map(|c| {
+                c.assignment()
+                    .expect("assignment")
+                    .elements()
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect()
+            })
             .collect();
         let all_seen = {
             let s = seen.lock().unwrap();
-            second.keys().all(|k| s.iter().any(|(p, o, _, _)| (*p, *o) == *k))
+            second
+                .keys()
+                .all(|k| s.iter().any(|(p, o, _, _)| (*p, *o) == *k))
         };
         let split = owned.iter().all(|o| !o.is_empty())
             && owned[0].is_disjoint(&owned[1])
@@ -225,7 +211,10 @@ async fn stream_consumer_group_commit_resume_split() {
         } else {
             stable_since = None;
         }
-        assert!(Instant::now() < deadline, "no split with everything consumed in 60 s: owned {owned:?}, all seen {all_seen}");
+        assert!(
+            Instant::now() < deadline,
+            "no split with everything consumed in 60 s: owned {owned:?}, all seen {all_seen}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     stop.store(true, Ordering::Relaxed);
@@ -234,11 +223,18 @@ async fn stream_consumer_group_commit_resume_split() {
     }
     let s = seen.lock().unwrap().clone();
     for (p, o, v, who) in &s {
-        assert_eq!(second.get(&(*p, *o)), Some(v), "{who} got {p}:{o}={v}, which was committed before it joined");
+        assert_eq!(
+            second.get(&(*p, *o)),
+            Some(v),
+            "{who} got {p}:{o}={v}, which was committed before it joined"
+        );
     }
     let want: BTreeMap<i32, Offset> = (0..PARTITIONS).map(|p| (p, Offset::Offset(40))).collect();
     assert_eq!(committed(&members[0], &topic), want);
     drop(members);
-    let del = admin.delete_topics(&[&topic], &opts).await.expect("DeleteTopics request");
+    let del = admin
+        .delete_topics(&[&topic], &opts)
+        .await
+        .expect("DeleteTopics request");
     assert!(del[0].is_ok(), "delete topic: {:?}", del[0]);
 }

@@ -3,10 +3,9 @@
 //! The broker is a fresh `rill serve` (RILL_BIN, default <repo>/target/release/rill) or,
 //! when KAFKA_BOOTSTRAP is set, that address (nothing is started).
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+mod common;
+use common::Broker;
+
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -17,87 +16,6 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
-const STOP_GRACE: Duration = Duration::from_secs(5);
-
-/// The broker under test; stops a started rill on drop (SIGTERM, then SIGKILL).
-struct Broker {
-    bootstrap: String,
-    child: Option<Child>,
-    tmp: Option<PathBuf>,
-}
-
-impl Broker {
-    fn start() -> Broker {
-        if let Ok(b) = std::env::var("KAFKA_BOOTSTRAP") {
-            if !b.is_empty() {
-                return Broker { bootstrap: b, child: None, tmp: None };
-            }
-        }
-        let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../..");
-        let bin = std::env::var("RILL_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| repo.join("target/release/rill"));
-        assert!(bin.exists(), "rill binary not found at {} (build it or set RILL_BIN)", bin.display());
-        let tmp = std::env::temp_dir().join(format!("rill-compat-rust-{}", std::process::id()));
-        let data = tmp.join("data");
-        std::fs::create_dir_all(&data).expect("create temp data dir");
-        let stderr = std::fs::File::create(tmp.join("rill-stderr.log")).expect("stderr log");
-        let mut child = Command::new(&bin)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn rill");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            let first = lines.next().and_then(|l| l.ok()).unwrap_or_else(|| "<eof>".into());
-            let _ = tx.send(first);
-            for _ in lines {} // drain so the broker never blocks on stdout
-        });
-        let line = match rx.recv_timeout(READY_TIMEOUT) {
-            Ok(l) => l,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("rill printed no listening line within {READY_TIMEOUT:?}; see {}", tmp.display());
-            }
-        };
-        let addr = line.strip_prefix("rill listening on ").map(str::trim).filter(|a| a.starts_with("127.0.0.1:"));
-        let Some(addr) = addr else {
-            let _ = child.kill();
-            panic!("unexpected first line from rill: {line:?}");
-        };
-        Broker { bootstrap: addr.to_string(), child: Some(child), tmp: Some(tmp) }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        if let Some(child) = self.child.as_mut() {
-            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-            let deadline = Instant::now() + STOP_GRACE;
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if let Some(tmp) = &self.tmp {
-            if let Ok(dir) = std::env::var("RILL_COMPAT_LOG_DIR") {
-                let _ = std::fs::copy(tmp.join("rill-stderr.log"), PathBuf::from(dir).join("rust-rill.log"));
-            }
-            let _ = std::fs::remove_dir_all(tmp);
-        }
-    }
-}
-
 fn config(bootstrap: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap);
@@ -106,14 +24,22 @@ fn config(bootstrap: &str) -> ClientConfig {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn produce_then_consume_by_assignment() {
-    let broker = Broker::start();
+    let broker = Broker::start("rust");
     let topic = format!("rust-pc-{}", std::process::id());
     let partitions = 2;
 
-    let admin: AdminClient<DefaultClientContext> = config(&broker.bootstrap).create().expect("admin client");
+    let admin: AdminClient<DefaultClientContext> =
+        config(&broker.bootstrap).create().expect("admin client");
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let res = admin
-        .create_topics(&[NewTopic::new(&topic, partitions, TopicReplication::Fixed(1))], &opts)
+        .create_topics(
+            &[NewTopic::new(
+                &topic,
+                partitions,
+                TopicReplication::Fixed(1),
+            )],
+            &opts,
+        )
         .await
         .expect("CreateTopics request");
     assert!(res[0].is_ok(), "create topic: {:?}", res[0]);
@@ -129,18 +55,29 @@ async fn produce_then_consume_by_assignment() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let ok = (0..partitions).all(|p| {
-            producer.client().fetch_watermarks(&topic, p, Duration::from_secs(5)).is_ok()
+            producer
+                .client()
+                .fetch_watermarks(&topic, p, Duration::from_secs(5))
+                .is_ok()
         });
         if ok {
             break;
         }
-        assert!(Instant::now() < deadline, "topic {topic} not served within 30 s");
+        assert!(
+            Instant::now() < deadline,
+            "topic {topic} not served within 30 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     // an hour ago: explicit timestamps must be recent, because a broker deletes records
     // older than retention.ms (7 days by default)
-    let base_ts: i64 = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64 - 3600) * 1000;
+    let base_ts: i64 = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+        - 3600)
+        * 1000;
     let n: usize = 2000;
     let value = |i: usize| -> Vec<u8> { (0..(i % 700)).map(|j| (i * 31 + j) as u8).collect() };
     let keys: Vec<String> = (0..n).map(|i| format!("key-{i}")).collect();
@@ -153,7 +90,10 @@ async fn produce_then_consume_by_assignment() {
             .key(&keys[i])
             .payload(&values[i])
             .timestamp(base_ts + i as i64)
-            .headers(OwnedHeaders::new().insert(Header { key: "i", value: Some(&idx[i]) }));
+            .headers(OwnedHeaders::new().insert(Header {
+                key: "i",
+                value: Some(&idx[i]),
+            }));
         futs.push(producer.send(rec, Duration::from_secs(30)));
     }
     for (i, f) in futs.into_iter().enumerate() {
@@ -169,31 +109,47 @@ async fn produce_then_consume_by_assignment() {
         .create()
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(&topic, 0, Offset::Beginning).expect("tpl");
-    tpl.add_partition_offset(&topic, 1, Offset::Offset(100)).expect("tpl");
+    tpl.add_partition_offset(&topic, 0, Offset::Beginning)
+        .expect("tpl");
+    tpl.add_partition_offset(&topic, 1, Offset::Offset(100))
+        .expect("tpl");
     consumer.assign(&tpl).expect("assign");
     let want = n / 2 + (n / 2 - 100);
     let mut next = [0i64, 100i64];
     let mut got = 0usize;
     let deadline = Instant::now() + Duration::from_secs(60);
     while got < want {
-        assert!(Instant::now() < deadline, "consumed {got} of {want} in 60 s");
-        let Some(msg) = consumer.poll(Duration::from_millis(500)) else { continue };
+        assert!(
+            Instant::now() < deadline,
+            "consumed {got} of {want} in 60 s"
+        );
+        let Some(msg) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
         let msg = msg.expect("fetch error");
         let p = msg.partition() as usize;
         assert_eq!(msg.offset(), next[p], "partition {p} out of order");
         next[p] += 1;
         let i = msg.offset() as usize * 2 + p;
-        assert_eq!(msg.payload().unwrap_or(&[]), &value(i)[..], "record {i} value");
+        assert_eq!(
+            msg.payload().unwrap_or(&[]),
+            &value(i)[..],
+            "record {i} value"
+        );
         assert_eq!(msg.key(), Some(format!("key-{i}").as_bytes()));
         assert_eq!(msg.timestamp().to_millis(), Some(base_ts + i as i64));
         let h = msg.headers().expect("headers").get(0);
         assert_eq!((h.key, h.value), ("i", Some(i.to_string().as_bytes())));
         got += 1;
     }
-    let (lo, hi) = consumer.fetch_watermarks(&topic, 1, Duration::from_secs(10)).expect("watermarks");
+    let (lo, hi) = consumer
+        .fetch_watermarks(&topic, 1, Duration::from_secs(10))
+        .expect("watermarks");
     assert_eq!((lo, hi), (0, (n / 2) as i64));
 
-    let del = admin.delete_topics(&[&topic], &opts).await.expect("DeleteTopics request");
+    let del = admin
+        .delete_topics(&[&topic], &opts)
+        .await
+        .expect("DeleteTopics request");
     assert!(del[0].is_ok(), "delete topic: {:?}", del[0]);
 }
