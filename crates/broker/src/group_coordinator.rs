@@ -417,7 +417,8 @@ impl GroupCoordinator {
         // As Kafka: a restarted static member's metadata differs (its owned partitions are
         // gone), which is fine; only a change of the protocol the group would select next
         // needs a rebalance.
-        let same_protocol = g.select_protocol().is_some() && g.select_protocol() == g.protocol_name;
+        let next_protocol = g.select_protocol();
+        let same_protocol = next_protocol.is_some() && next_protocol == g.protocol_name;
         if g.state == GroupState::Stable && same_protocol {
             let pending = self.persist_group(g);
             let mut outcome = g.current_generation(&new_id);

@@ -118,7 +118,8 @@ pub struct Log {
     tp: TopicPartition,
     dir: PathBuf,
     files: Files,
-    config: RwLock<LogConfig>,
+    /// Shared, so an append takes a reference count rather than copying the config.
+    config: RwLock<Arc<LogConfig>>,
     pub(crate) state: Mutex<LogState>,
     /// Held by the one flush in progress; waiters queue here (group commit).
     sync_gate: Mutex<bool>,
@@ -250,7 +251,7 @@ impl Log {
             tp,
             dir,
             files,
-            config: RwLock::new(config),
+            config: RwLock::new(Arc::new(config)),
             state: Mutex::new(state),
             sync_gate: Mutex::new(false),
             synced: parking_lot::Condvar::new(),
@@ -273,11 +274,11 @@ impl Log {
     }
 
     pub fn config(&self) -> LogConfig {
-        self.config.read().clone()
+        LogConfig::clone(&self.config.read())
     }
 
     pub fn set_config(&self, config: LogConfig) {
-        *self.config.write() = config;
+        *self.config.write() = Arc::new(config);
     }
 
     /// Single node: the leader epoch never changes.
@@ -322,7 +323,7 @@ impl Log {
     /// Validates and appends one or more record batches (a produce request's records),
     /// assigning offsets. All or nothing: on error nothing of `batches` is in the log.
     pub fn append(&self, batches: &[u8]) -> Result<AppendInfo> {
-        let config = self.config.read().clone();
+        let config = Arc::clone(&self.config.read());
         let mut headers = batch::validate_all(batches, config.max_message_bytes as usize)?;
         let record_count: u32 = headers.iter().map(|h| h.record_count as u32).sum();
         let max_timestamp = headers.iter().map(|h| h.max_timestamp).max().unwrap_or(-1);
@@ -809,7 +810,7 @@ impl Log {
     /// Deletes old segments by `retention.ms` and `retention.bytes`. Returns the number of
     /// segments deleted.
     pub fn apply_retention(&self, now: i64) -> Result<usize> {
-        let config = self.config.read().clone();
+        let config = Arc::clone(&self.config.read());
         let mut state = self.state.lock();
         let active = state.active();
         let active_expired = config.retention_ms >= 0
