@@ -114,7 +114,7 @@ fn topic_entry(state: &BrokerState, meta: &TopicMeta) -> MetadataResponseTopic {
         .with_error_code(NONE)
         .with_name(Some(TopicName(StrBytes::from_string(meta.name.clone()))))
         .with_topic_id(meta.id)
-        .with_is_internal(meta.name == crate::offsets_log::TOPIC)
+        .with_is_internal(crate::topics::is_internal(&meta.name))
         .with_partitions(partitions);
     entry.topic_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
     entry

@@ -41,7 +41,7 @@ pub async fn handle(
     let mut pending = Vec::new();
     for (topic_index, topic) in request.topic_data.into_iter().enumerate() {
         let name = topic.name.0.to_string();
-        let resolved = if name == crate::offsets_log::TOPIC {
+        let resolved = if crate::topics::is_internal(&name) {
             // Only the group coordinator writes there; a client's bytes could not be replayed.
             Err(ResponseError::InvalidTopicException.code())
         } else if acks_valid {

@@ -128,6 +128,15 @@ pub enum TopicError {
     Registry(#[from] RegistryError),
     #[error("internal error: {reason}")]
     Internal { reason: String },
+    /// A broker-owned topic (`__consumer_offsets`): its partition count and existence are the
+    /// group coordinator's, and only it writes there.
+    #[error("topic {name} is internal to the broker")]
+    InternalTopic { name: String },
+}
+
+/// Whether `name` is a topic the broker itself owns.
+pub fn is_internal(name: &str) -> bool {
+    name == crate::offsets_log::TOPIC
 }
 
 impl TopicError {
@@ -144,6 +153,7 @@ impl TopicError {
             }
             TopicError::Registry(_) => ResponseError::KafkaStorageError,
             TopicError::Internal { .. } => ResponseError::UnknownServerError,
+            TopicError::InternalTopic { .. } => ResponseError::InvalidTopicException,
         };
         kind.code()
     }
@@ -355,6 +365,11 @@ impl TopicRegistry {
     /// # Errors
     /// Unknown topic, storage or file failures.
     pub fn delete(&self, logs: &LogManager, name: &str) -> Result<Arc<TopicMeta>, TopicError> {
+        if is_internal(name) {
+            return Err(TopicError::InternalTopic {
+                name: name.to_string(),
+            });
+        }
         let _guard = self.write_lock.lock();
         let meta = self.get(name).ok_or_else(|| TopicError::Unknown {
             name: name.to_string(),
@@ -393,6 +408,11 @@ impl TopicRegistry {
         count: i32,
         validate_only: bool,
     ) -> Result<Arc<TopicMeta>, TopicError> {
+        if is_internal(name) {
+            return Err(TopicError::InternalTopic {
+                name: name.to_string(),
+            });
+        }
         let _guard = self.write_lock.lock();
         let meta = self.get(name).ok_or_else(|| TopicError::Unknown {
             name: name.to_string(),

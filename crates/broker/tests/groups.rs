@@ -553,6 +553,41 @@ async fn bad_input_gets_clear_errors_and_bounded_state() {
             r.responses[0].partition_responses[0].error_code,
             ResponseError::InvalidTopicException.code()
         );
+        // Nor can a client delete it or change its partition count (the group hash uses it).
+        use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+        use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+        let del = c
+            .send(
+                6,
+                &DeleteTopicsRequest::default()
+                    .with_timeout_ms(5_000)
+                    .with_topics(vec![DeleteTopicState::default()
+                        .with_name(Some(TopicName(s("__consumer_offsets"))))]),
+            )
+            .await;
+        assert_eq!(
+            del.responses[0].error_code,
+            ResponseError::InvalidTopicException.code()
+        );
+        let grow = c
+            .send(
+                3,
+                &CreatePartitionsRequest::default()
+                    .with_timeout_ms(5_000)
+                    .with_topics(vec![CreatePartitionsTopic::default()
+                        .with_name(TopicName(s("__consumer_offsets")))
+                        .with_count(60)]),
+            )
+            .await;
+        assert_eq!(
+            grow.results[0].error_code,
+            ResponseError::InvalidTopicException.code()
+        );
+        assert_eq!(
+            commit_code(&c.send(9, &commit("simple", -1, "", "t", 0, 12, "")).await),
+            0,
+            "the coordinator still writes"
+        );
         broker.stop().await;
     })
     .await;
