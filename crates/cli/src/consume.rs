@@ -85,6 +85,8 @@ struct Position {
 /// # Errors
 /// Usage errors, unreachable broker, missing topic or partition, fetch errors.
 pub async fn run(a: ConsumeArgs) -> anyhow::Result<()> {
+    // Before joining a group: a SIGTERM that arrives once we are a member must be handled.
+    let stop = stop_on_signal()?;
     if a.fetch_max_bytes < 1 {
         return Err(usage("--fetch-max-bytes must be positive"));
     }
@@ -119,7 +121,6 @@ pub async fn run(a: ConsumeArgs) -> anyhow::Result<()> {
     let mut leaders = leaders_of(&client, &topic, &positions).await?;
     let mut last_heartbeat = Instant::now();
     let mut last_commit = Instant::now();
-    let stop = stop_on_signal();
     let mut printed: u64 = 0;
     let mut last_record_at = Instant::now();
     let stdout = std::io::stdout();
@@ -237,21 +238,21 @@ pub async fn run(a: ConsumeArgs) -> anyhow::Result<()> {
 
 /// A flag set on SIGINT or SIGTERM, so the loop ends cleanly: a group member commits what it
 /// printed and leaves the group (its partitions move to the others at once).
-fn stop_on_signal() -> Arc<AtomicBool> {
+fn stop_on_signal() -> anyhow::Result<Arc<AtomicBool>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Registered here, synchronously: a signal arriving before the task first runs is kept.
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
     let stop = Arc::new(AtomicBool::new(false));
     let flag = Arc::clone(&stop);
     tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let Ok(mut terminate) = signal(SignalKind::terminate()) else {
-            return;
-        };
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
+            _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
         }
         flag.store(true, Ordering::Relaxed);
     });
-    stop
+    Ok(stop)
 }
 
 /// How often a group member commits what it has printed.
