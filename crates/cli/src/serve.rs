@@ -278,6 +278,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     } else {
         None
     };
+    let shutdown = shutdown_signal()?;
     banner(&config, &broker, metrics_addr, started.elapsed());
     {
         let mut stdout = std::io::stdout().lock();
@@ -286,7 +287,7 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
             .context("writing the ready line to stdout")?;
     }
     broker
-        .run(shutdown_signal())
+        .run(shutdown)
         .await
         .context("shutting the broker down")?;
     Ok(())
@@ -311,21 +312,18 @@ fn banner(
     );
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Registers SIGINT and SIGTERM now (so a signal sent right after the ready line is not lost
+/// to the default action) and returns a future that completes on either.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C will stop");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let mut terminate = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("SIGINT received, shutting down"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received, shutting down"),
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
-        _ = terminate.recv() => tracing::info!("SIGTERM received, shutting down"),
-    }
+    })
 }
 
 #[cfg(test)]
