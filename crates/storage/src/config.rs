@@ -48,7 +48,8 @@ pub struct LogConfig {
     pub flush_messages: Option<u64>,
     /// `flush.ms`; `None` when unset.
     pub flush_ms: Option<u64>,
-    /// `cleanup.policy`: stored for the cleaner that a later issue builds.
+    /// `cleanup.policy`: `delete`, `compact` or both. Time and size retention apply only when
+    /// it includes `delete` ([`LogConfig::deletes_by_retention`]).
     pub cleanup_policy: String,
 }
 
@@ -86,6 +87,22 @@ impl LogConfig {
         "flush.ms",
         "cleanup.policy",
     ];
+
+    /// Whether `retention.ms` and `retention.bytes` apply: only when `cleanup.policy` includes
+    /// `delete`. A compact-only topic holds "current state" (Connect's offsets, changelogs, CDC
+    /// tables) and Kafka never deletes it by age or size.
+    pub fn deletes_by_retention(&self) -> bool {
+        self.policy_includes("delete")
+    }
+
+    /// Whether `cleanup.policy` includes `compact`.
+    pub fn compacts(&self) -> bool {
+        self.policy_includes("compact")
+    }
+
+    fn policy_includes(&self, policy: &str) -> bool {
+        self.cleanup_policy.split(',').any(|p| p.trim() == policy)
+    }
 
     /// The flush policy these settings describe.
     pub fn flush_policy(&self) -> FlushPolicy {
@@ -228,6 +245,18 @@ mod tests {
         assert!(e.contains(&("retention.ms", "-1".to_string(), false)));
         assert!(e.contains(&("segment.bytes", GIB.to_string(), true)));
         assert_eq!(e.len(), LogConfig::KEYS.len());
+    }
+
+    #[test]
+    fn retention_follows_the_cleanup_policy() {
+        let mut c = LogConfig::default();
+        assert!(c.deletes_by_retention() && !c.compacts());
+        c.set("cleanup.policy", "compact").unwrap();
+        assert!(!c.deletes_by_retention() && c.compacts());
+        c.set("cleanup.policy", "compact, delete").unwrap();
+        assert!(c.deletes_by_retention() && c.compacts());
+        c.set("cleanup.policy", "delete").unwrap();
+        assert!(c.deletes_by_retention() && !c.compacts());
     }
 
     #[test]

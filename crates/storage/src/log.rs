@@ -807,10 +807,14 @@ impl Log {
         Ok(())
     }
 
-    /// Deletes old segments by `retention.ms` and `retention.bytes`. Returns the number of
-    /// segments deleted.
+    /// Deletes old segments by `retention.ms` and `retention.bytes` when `cleanup.policy`
+    /// includes `delete` (a compact-only log is never deleted by age or size, as in Kafka).
+    /// Returns the number of segments deleted.
     pub fn apply_retention(&self, now: i64) -> Result<usize> {
         let config = Arc::clone(&self.config.read());
+        if !config.deletes_by_retention() {
+            return Ok(0);
+        }
         let mut state = self.state.lock();
         let active = state.active();
         let active_expired = config.retention_ms >= 0

@@ -296,6 +296,41 @@ fn retention_by_size_and_time() {
     append_expected(&log);
 }
 
+/// A compact-only log keeps everything however old or large (Kafka's rule); adding `delete`
+/// to the policy brings retention back.
+#[test]
+fn compact_only_policy_is_never_deleted_by_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(dir.path());
+    let mut config = LogConfig {
+        retention_bytes: 1024,
+        retention_ms: 1,
+        ..small_config()
+    };
+    config.set("cleanup.policy", "compact").unwrap();
+    let log = m.create_log(&tp(0), config).unwrap();
+    for _ in 0..60 {
+        append_expected(&log);
+    }
+    let (size, end) = (log.size_bytes(), log.log_end_offset());
+    assert!(log.segment_count() > 1, "several segments to delete");
+    // Batch timestamps are ~1970: far past retention.ms=1.
+    assert_eq!(log.apply_retention(crate::log::now_ms()).unwrap(), 0);
+    m.tick(crate::log::now_ms()).unwrap();
+    assert_eq!((log.size_bytes(), log.log_start_offset()), (size, 0));
+    assert_eq!(read_all(&log).len(), 60, "every batch is still readable");
+
+    let mut config = log.config();
+    config.set("cleanup.policy", "compact,delete").unwrap();
+    log.set_config(config);
+    assert!(log.apply_retention(crate::log::now_ms()).unwrap() > 0);
+    assert_eq!(
+        log.log_start_offset(),
+        end,
+        "compact,delete also deletes by time"
+    );
+}
+
 #[test]
 fn list_offsets_by_timestamp_and_max_timestamp() {
     let dir = tempfile::tempdir().unwrap();
