@@ -113,9 +113,13 @@ fn client(
     runtime.block_on(command)
 }
 
+/// Logs to stderr, with ANSI colours only when stderr is a terminal: a file or a log shipper
+/// gets plain text.
 fn init_logging(filter: &str) {
+    use std::io::IsTerminal;
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .with_env_filter(filter)
         .init();

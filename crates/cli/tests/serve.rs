@@ -113,3 +113,36 @@ fn a_data_dir_in_use_is_refused() {
     assert!(wait_exit(&mut first).success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Log lines written to a pipe (a file, a log shipper) carry no ANSI colour codes.
+#[test]
+fn logs_to_a_pipe_are_plain_text() {
+    let dir = data_dir("plain-logs");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rill"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-metrics",
+            "--data-dir",
+        ])
+        .arg(&dir)
+        .env("RILL_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rill");
+    let _ready = watch_stdout(&mut child);
+    signal(&child, "TERM");
+    assert!(wait_exit(&mut child).success());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut stderr)
+        .expect("read stderr");
+    assert!(stderr.contains("INFO"), "info lines were logged: {stderr}");
+    assert!(!stderr.contains('\u{1b}'), "no escape codes: {stderr:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
