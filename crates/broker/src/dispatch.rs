@@ -18,8 +18,8 @@ use crate::metrics::Metrics;
 use crate::response::{self, Response};
 use crate::state::BrokerState;
 use crate::{
-    admin, api_versions, configs, fetch, leader_epoch, list_offsets, metadata, produce,
-    producer_id, sasl,
+    admin, api_versions, configs, describe_topic_partitions, fetch, leader_epoch, list_offsets,
+    metadata, produce, producer_id, sasl,
 };
 
 /// Handles one request frame.
@@ -236,6 +236,10 @@ async fn route_admin(
         ApiKey::DescribeCluster => {
             let request = decode(&mut body, prefix)?;
             reply(prefix, &metadata::describe_cluster(state, request))
+        }
+        ApiKey::DescribeTopicPartitions => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &describe_topic_partitions::handle(state, request))
         }
         ApiKey::DescribeConfigs => {
             let request = decode(&mut body, prefix)?;

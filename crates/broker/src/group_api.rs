@@ -442,10 +442,16 @@ pub fn describe_groups(
         .map(|id| {
             let base =
                 m::describe_groups_response::DescribedGroup::default().with_group_id(id.clone());
-            let base = if version >= 3 {
-                base.with_authorized_operations(i32::MIN)
-            } else {
+            let base = if version < 3 {
                 base
+            } else if r.include_authorized_operations {
+                base.with_authorized_operations(state.authorizer.authorized_operations_bits(
+                    crate::authorizer::ANONYMOUS,
+                    crate::authorizer::ResourceType::Group,
+                    &id,
+                ))
+            } else {
+                base.with_authorized_operations(i32::MIN)
             };
             if let Err(e) = GroupCoordinator::validate_group_id(&id) {
                 return base

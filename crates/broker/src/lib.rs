@@ -23,9 +23,11 @@
 
 pub mod admin;
 pub mod api_versions;
+pub mod authorizer;
 pub mod broker;
 pub mod configs;
 pub mod connection;
+pub mod describe_topic_partitions;
 pub mod dispatch;
 pub mod error;
 pub mod fetch;

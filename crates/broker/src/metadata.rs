@@ -17,6 +17,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
+use crate::authorizer::{ResourceType, ANONYMOUS};
 use crate::error::NONE;
 use crate::state::BrokerState;
 use crate::topics::TopicMeta;
@@ -61,8 +62,28 @@ pub async fn handle(
         )))
         .with_controller_id(BrokerId(state.config.node_id))
         .with_topics(topics);
-    response.cluster_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+    // v8–v10 carry a cluster flag; v11 dropped it in favour of DescribeCluster.
+    response.cluster_authorized_operations = if request.include_cluster_authorized_operations {
+        cluster_operations(state)
+    } else {
+        AUTHORIZED_OPERATIONS_OMITTED
+    };
+    if request.include_topic_authorized_operations {
+        for topic in &mut response.topics {
+            let name = topic.name.as_ref().map_or("", |n| n.0.as_str());
+            topic.topic_authorized_operations =
+                state
+                    .authorizer
+                    .authorized_operations_bits(ANONYMOUS, ResourceType::Topic, name);
+        }
+    }
     response
+}
+
+fn cluster_operations(state: &BrokerState) -> i32 {
+    state
+        .authorizer
+        .authorized_operations_bits(ANONYMOUS, ResourceType::Cluster, "kafka-cluster")
 }
 
 async fn requested_topic(
@@ -133,6 +154,7 @@ pub fn describe_cluster(
     state: &BrokerState,
     request: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
+    let include_operations = request.include_cluster_authorized_operations;
     let broker = DescribeClusterBroker::default()
         .with_broker_id(BrokerId(state.config.node_id))
         .with_host(StrBytes::from_string(state.advertised.host.clone()))
@@ -145,6 +167,10 @@ pub fn describe_cluster(
         .with_cluster_id(StrBytes::from_string(state.topics.cluster_id().to_string()))
         .with_controller_id(BrokerId(state.config.node_id))
         .with_brokers(vec![broker]);
-    response.cluster_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+    response.cluster_authorized_operations = if include_operations {
+        cluster_operations(state)
+    } else {
+        AUTHORIZED_OPERATIONS_OMITTED
+    };
     response
 }

@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 use rill_storage::{Log, LogManager, TopicPartition};
 use tokio::sync::Notify;
 
+use crate::authorizer::{AllowAll, Authorizer};
 use crate::broker::BrokerConfig;
 use crate::group_coordinator::GroupCoordinator;
 use crate::metrics::Metrics;
@@ -33,6 +34,8 @@ pub struct BrokerState {
     pub advertised: Endpoint,
     /// How fetch responses send file ranges.
     pub write_mode: WriteMode,
+    /// Answers "authorized operations"; [`AllowAll`] until security exists.
+    pub authorizer: Arc<dyn Authorizer>,
     /// One `Notify` per partition, signalled after every append so long-polling fetches wake
     /// without polling. Entries are created on first use; a topic's entries are dropped when
     /// it is deleted.
@@ -60,6 +63,7 @@ impl BrokerState {
             metrics: Arc::new(Metrics::default()),
             advertised,
             write_mode,
+            authorizer: Arc::new(AllowAll),
             appended: Mutex::new(HashMap::new()),
             // Ids must not repeat across restarts and nothing is persisted for them, so start
             // from the clock: 1024 ids per millisecond of uptime before overtaking a restart.

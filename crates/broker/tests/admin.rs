@@ -479,3 +479,158 @@ async fn validate_only_changes_nothing() {
     })
     .await;
 }
+
+/// DescribeTopicPartitions pages through topics in name order with a cursor, as Kafka's
+/// handler does; unknown and illegal names get their own codes; a bad cursor refuses the
+/// request.
+#[tokio::test]
+async fn describe_topic_partitions_pages_with_a_cursor() {
+    use describe_topic_partitions_request::{Cursor, TopicRequest};
+    bounded(async {
+        let broker = TestBroker::start().await;
+        let mut client = broker.connect().await;
+        for (topic, partitions) in [("dtp-b", 3), ("dtp-a", 2), ("dtp-c", 1)] {
+            let r = client
+                .send(5, &create_topics_request(topic, partitions, &[]))
+                .await;
+            assert_eq!(r.topics[0].error_code, 0, "{topic}");
+        }
+        let ask = |topics: &[&str], limit: i32, cursor: Option<(&str, i32)>| {
+            DescribeTopicPartitionsRequest::default()
+                .with_topics(
+                    topics
+                        .iter()
+                        .map(|t| TopicRequest::default().with_name(name(t)))
+                        .collect(),
+                )
+                .with_response_partition_limit(limit)
+                .with_cursor(cursor.map(|(t, p)| {
+                    Cursor::default()
+                        .with_topic_name(name(t))
+                        .with_partition_index(p)
+                }))
+        };
+        let listed = |r: &DescribeTopicPartitionsResponse| -> Vec<(String, i16, Vec<i32>)> {
+            r.topics
+                .iter()
+                .map(|t| {
+                    let n = t.name.as_ref().map(|n| n.0.to_string()).unwrap_or_default();
+                    let parts = t.partitions.iter().map(|p| p.partition_index).collect();
+                    (n, t.error_code, parts)
+                })
+                .collect()
+        };
+        let wanted = ["dtp-c", "dtp-b", "dtp-a", "dtp-missing", "bad name!"];
+        // 4 partitions per page: a's 2, then b's first 2; the cursor points at b-2.
+        let first = client.send(0, &ask(&wanted, 4, None)).await;
+        assert_eq!(
+            listed(&first),
+            vec![
+                ("bad name!".into(), 17, vec![]),
+                ("dtp-a".into(), 0, vec![0, 1]),
+                ("dtp-b".into(), 0, vec![0, 1]),
+            ]
+        );
+        let cursor = first.next_cursor.as_ref().expect("a next page");
+        assert_eq!(
+            (cursor.topic_name.0.as_str(), cursor.partition_index),
+            ("dtp-b", 2)
+        );
+        let second = client.send(0, &ask(&wanted, 4, Some(("dtp-b", 2)))).await;
+        assert_eq!(
+            listed(&second),
+            vec![
+                ("dtp-b".into(), 0, vec![2]),
+                ("dtp-c".into(), 0, vec![0]),
+                ("dtp-missing".into(), 3, vec![]),
+            ]
+        );
+        assert!(second.next_cursor.is_none(), "last page");
+        let topic = &second.topics[1];
+        assert_eq!(
+            topic.partitions[0].leader_id.0,
+            rill_broker::BrokerConfig::default().node_id
+        );
+        assert_eq!(
+            topic.topic_authorized_operations, 0b1101_1111_1000,
+            "every topic operation, as Kafka without an authorizer"
+        );
+        // Empty list: every topic (__consumer_offsets first, so start at a with a cursor),
+        // here cut at exactly 2 partitions (a), cursor at b-0.
+        let all = client.send(0, &ask(&[], 2, Some(("dtp-a", 0)))).await;
+        assert_eq!(listed(&all), vec![("dtp-a".into(), 0, vec![0, 1])]);
+        let cursor = all.next_cursor.as_ref().expect("more topics");
+        assert_eq!(
+            (cursor.topic_name.0.as_str(), cursor.partition_index),
+            ("dtp-b", 0)
+        );
+        // A cursor outside the requested topics, or negative: INVALID_REQUEST (42) for all.
+        for bad in [("dtp-zzz", 0), ("dtp-b", -1)] {
+            let r = client
+                .send(0, &ask(&["dtp-b", "dtp-c"], 10, Some(bad)))
+                .await;
+            assert_eq!(
+                r.topics.iter().map(|t| t.error_code).collect::<Vec<_>>(),
+                vec![42, 42],
+                "{bad:?}"
+            );
+        }
+        broker.stop().await;
+    })
+    .await;
+}
+
+/// Authorized operations, when asked for, are every operation the resource type supports
+/// (Kafka with no authorizer); when not asked for, the INT32_MIN "omitted" marker.
+#[tokio::test]
+async fn authorized_operations_when_asked() {
+    bounded(async {
+        let broker = TestBroker::start().await;
+        let mut client = broker.connect().await;
+        let r = client.send(5, &create_topics_request("ops", 1, &[])).await;
+        assert_eq!(r.topics[0].error_code, 0);
+        const TOPIC_OPS: i32 = 0b1101_1111_1000;
+        const CLUSTER_OPS: i32 = 0b1_1111_1010_0000;
+        const GROUP_OPS: i32 = 0b1101_0100_1000;
+        for (version, ask) in [(8, true), (10, true), (12, true), (12, false)] {
+            let mut request = MetadataRequest::default()
+                .with_topics(Some(vec![
+                    MetadataRequestTopic::default().with_name(Some(name("ops")))
+                ]))
+                .with_include_topic_authorized_operations(ask);
+            if version <= 10 {
+                request = request.with_include_cluster_authorized_operations(ask);
+            }
+            let r = client.send(version, &request).await;
+            let want = if ask { TOPIC_OPS } else { i32::MIN };
+            assert_eq!(r.topics[0].topic_authorized_operations, want, "v{version}");
+            if version <= 10 {
+                let want = if ask { CLUSTER_OPS } else { i32::MIN };
+                assert_eq!(r.cluster_authorized_operations, want, "v{version}");
+            }
+        }
+        for ask in [true, false] {
+            let r = client
+                .send(
+                    1,
+                    &DescribeClusterRequest::default()
+                        .with_include_cluster_authorized_operations(ask),
+                )
+                .await;
+            let want = if ask { CLUSTER_OPS } else { i32::MIN };
+            assert_eq!(r.cluster_authorized_operations, want);
+            let r = client
+                .send(
+                    5,
+                    &DescribeGroupsRequest::default()
+                        .with_groups(vec![GroupId(s("no-such-group"))])
+                        .with_include_authorized_operations(ask),
+                )
+                .await;
+            let want = if ask { GROUP_OPS } else { i32::MIN };
+            assert_eq!(r.groups[0].authorized_operations, want);
+        }
+        broker.stop().await;
+    })
+    .await;
+}

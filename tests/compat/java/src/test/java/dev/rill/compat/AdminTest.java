@@ -9,10 +9,14 @@ import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.Config;
+import org.apache.kafka.clients.admin.DescribeClusterOptions;
 import org.apache.kafka.clients.admin.DescribeClusterResult;
+import org.apache.kafka.clients.admin.DescribeConsumerGroupsOptions;
+import org.apache.kafka.clients.admin.DescribeTopicsOptions;
 import org.apache.kafka.clients.admin.NewTopic;
 import org.apache.kafka.clients.admin.TopicDescription;
 import org.apache.kafka.common.TopicPartitionInfo;
+import org.apache.kafka.common.acl.AclOperation;
 import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.common.errors.TopicExistsException;
 import org.apache.kafka.common.errors.UnknownTopicOrPartitionException;
@@ -115,6 +119,59 @@ class AdminTest {
             TopicDescription d = admin.describeTopics(List.of(topic)).allTopicNames().get(30, TimeUnit.SECONDS).get(topic);
             assertTrue(d.partitions().size() >= 1);
             admin.deleteTopics(List.of(topic)).all().get(30, TimeUnit.SECONDS);
+        }
+    }
+
+    /**
+     * With no authorizer configured, Kafka answers "authorized operations" with every operation
+     * the resource type supports; tools gate their UI on these sets.
+     */
+    @Test
+    void authorizedOperationsWithoutAnAuthorizer() throws Exception {
+        String topic = Broker.uniqueTopic("authops");
+        try (Admin admin = Admin.create(Broker.props())) {
+            admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1))).all().get(30, TimeUnit.SECONDS);
+            awaitTopic(admin, topic, true);
+            Set<AclOperation> cluster = admin.describeCluster(new DescribeClusterOptions().includeAuthorizedOperations(true))
+                    .authorizedOperations().get(30, TimeUnit.SECONDS);
+            assertEquals(Set.of(AclOperation.CREATE, AclOperation.CLUSTER_ACTION, AclOperation.DESCRIBE_CONFIGS,
+                    AclOperation.ALTER_CONFIGS, AclOperation.IDEMPOTENT_WRITE, AclOperation.ALTER, AclOperation.DESCRIBE),
+                    cluster);
+            TopicDescription d = admin.describeTopics(List.of(topic), new DescribeTopicsOptions().includeAuthorizedOperations(true))
+                    .allTopicNames().get(30, TimeUnit.SECONDS).get(topic);
+            assertEquals(Set.of(AclOperation.READ, AclOperation.WRITE, AclOperation.CREATE, AclOperation.DESCRIBE,
+                    AclOperation.DELETE, AclOperation.ALTER, AclOperation.DESCRIBE_CONFIGS, AclOperation.ALTER_CONFIGS),
+                    d.authorizedOperations());
+            // A group that exists (committed offsets, no members): Kafka 4.4 answers an unknown
+            // group with GROUP_ID_NOT_FOUND from DescribeGroups v6.
+            String group = Broker.uniqueTopic("authops-group");
+            admin.alterConsumerGroupOffsets(group, Map.of(new org.apache.kafka.common.TopicPartition(topic, 0),
+                    new org.apache.kafka.clients.consumer.OffsetAndMetadata(0))).all().get(30, TimeUnit.SECONDS);
+            Set<AclOperation> groupOps = admin.describeConsumerGroups(List.of(group),
+                    new DescribeConsumerGroupsOptions().includeAuthorizedOperations(true))
+                    .describedGroups().get(group).get(30, TimeUnit.SECONDS).authorizedOperations();
+            assertEquals(Set.of(AclOperation.READ, AclOperation.DESCRIBE, AclOperation.DELETE,
+                    AclOperation.DESCRIBE_CONFIGS, AclOperation.ALTER_CONFIGS), groupOps);
+            admin.deleteTopics(List.of(topic)).all().get(30, TimeUnit.SECONDS);
+        }
+    }
+
+    /** describeTopics pages through DescribeTopicPartitions when a response holds few partitions. */
+    @Test
+    void describeTopicsPagesThroughPartitions() throws Exception {
+        String a = Broker.uniqueTopic("pages-a");
+        String b = Broker.uniqueTopic("pages-b");
+        try (Admin admin = Admin.create(Broker.props())) {
+            admin.createTopics(List.of(new NewTopic(a, 5, (short) 1), new NewTopic(b, 3, (short) 1)))
+                    .all().get(30, TimeUnit.SECONDS);
+            awaitTopic(admin, a, true);
+            awaitTopic(admin, b, true);
+            Map<String, TopicDescription> all = admin.describeTopics(List.of(a, b),
+                    new DescribeTopicsOptions().partitionSizeLimitPerResponse(2)).allTopicNames().get(30, TimeUnit.SECONDS);
+            assertEquals(5, all.get(a).partitions().size());
+            assertEquals(3, all.get(b).partitions().size());
+            for (int i = 0; i < 5; i++) assertEquals(i, all.get(a).partitions().get(i).partition());
+            admin.deleteTopics(List.of(a, b)).all().get(30, TimeUnit.SECONDS);
         }
     }
 }
