@@ -18,8 +18,8 @@ use crate::metrics::Metrics;
 use crate::response::{self, Response};
 use crate::state::BrokerState;
 use crate::{
-    admin, api_versions, configs, describe_topic_partitions, fetch, leader_epoch, list_offsets,
-    metadata, produce, producer_id, sasl,
+    acls, admin, api_versions, configs, credentials, describe_topic_partitions, fetch,
+    leader_epoch, list_offsets, metadata, produce, producer_id, quotas, replica_admin, sasl,
 };
 
 /// Handles one request frame.
@@ -252,6 +252,61 @@ async fn route_admin(
         ApiKey::IncrementalAlterConfigs => {
             let request = decode(&mut body, prefix)?;
             reply(prefix, &configs::incremental_alter(state, request).await)
+        }
+        _ => route_cluster_admin(state, api_key, prefix, body),
+    }
+}
+
+/// Security and replica placement: answered as a single node without an authorizer, SASL or
+/// other brokers answers them (see each module).
+fn route_cluster_admin(
+    state: &Arc<BrokerState>,
+    api_key: ApiKey,
+    prefix: HeaderPrefix,
+    mut body: Bytes,
+) -> Result<Response, ConnectionError> {
+    match api_key {
+        ApiKey::DescribeAcls => reply(prefix, &acls::describe(decode(&mut body, prefix)?)),
+        ApiKey::CreateAcls => reply(prefix, &acls::create(decode(&mut body, prefix)?)),
+        ApiKey::DeleteAcls => reply(prefix, &acls::delete(decode(&mut body, prefix)?)),
+        ApiKey::ElectLeaders => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &replica_admin::elect_leaders(state, request))
+        }
+        ApiKey::ListPartitionReassignments => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &replica_admin::list_reassignments(request))
+        }
+        ApiKey::AlterPartitionReassignments => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &replica_admin::alter_reassignments(state, request))
+        }
+        ApiKey::AlterReplicaLogDirs => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &replica_admin::alter_log_dirs(state, request))
+        }
+        ApiKey::DescribeUserScramCredentials => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &credentials::describe_scram(request))
+        }
+        ApiKey::DescribeDelegationToken => {
+            let _: m::DescribeDelegationTokenRequest = decode(&mut body, prefix)?;
+            reply(prefix, &credentials::describe_tokens())
+        }
+        ApiKey::CreateDelegationToken => {
+            let _: m::CreateDelegationTokenRequest = decode(&mut body, prefix)?;
+            reply(prefix, &credentials::create_token())
+        }
+        ApiKey::RenewDelegationToken => {
+            let _: m::RenewDelegationTokenRequest = decode(&mut body, prefix)?;
+            reply(prefix, &credentials::renew_token())
+        }
+        ApiKey::ExpireDelegationToken => {
+            let _: m::ExpireDelegationTokenRequest = decode(&mut body, prefix)?;
+            reply(prefix, &credentials::expire_token())
+        }
+        ApiKey::DescribeClientQuotas => {
+            reply(prefix, &quotas::describe(decode(&mut body, prefix)?))
         }
         ApiKey::SaslHandshake => {
             let request = decode(&mut body, prefix)?;

@@ -21,12 +21,14 @@
 //! straight from the segment files. The one exception is read-only: ListOffsets by timestamp
 //! decompresses a single stored batch to find a record inside it (storage has no codecs).
 
+pub mod acls;
 pub mod admin;
 pub mod api_versions;
 pub mod authorizer;
 pub mod broker;
 pub mod configs;
 pub mod connection;
+pub mod credentials;
 pub mod describe_topic_partitions;
 pub mod dispatch;
 pub mod error;
@@ -43,6 +45,8 @@ pub mod metrics;
 pub mod offsets_log;
 pub mod produce;
 pub mod producer_id;
+pub mod quotas;
+pub mod replica_admin;
 pub mod response;
 pub mod response_writer;
 pub mod sasl;

@@ -634,3 +634,181 @@ async fn authorized_operations_when_asked() {
     })
     .await;
 }
+
+/// ACLs, elections, reassignments, log dir moves, SCRAM, delegation tokens and quotas answer
+/// at every advertised version as a single Kafka node with no authorizer, SASL or other
+/// brokers does (checked against Kafka 4.4 by tests/compat/java ClusterAdminTest).
+#[tokio::test]
+async fn cluster_admin_apis_answer_as_a_single_node_without_security() {
+    use alter_partition_reassignments_request::{ReassignablePartition, ReassignableTopic};
+    use elect_leaders_request::TopicPartitions;
+    bounded(async {
+        let broker = TestBroker::start().await;
+        let mut client = broker.connect().await;
+        let r = client
+            .send(5, &create_topics_request("placed", 2, &[]))
+            .await;
+        assert_eq!(r.topics[0].error_code, 0);
+        let node = BrokerId(rill_broker::BrokerConfig::default().node_id);
+        for v in 1..=3 {
+            let r = client.send(v, &DescribeAclsRequest::default()).await;
+            assert_eq!(r.error_code, 54, "SECURITY_DISABLED v{v}");
+            let r = client
+                .send(
+                    v,
+                    &CreateAclsRequest::default().with_creations(vec![Default::default(); 2]),
+                )
+                .await;
+            assert_eq!(
+                r.results.iter().map(|x| x.error_code).collect::<Vec<_>>(),
+                [54, 54]
+            );
+            let r = client
+                .send(
+                    v,
+                    &DeleteAclsRequest::default().with_filters(vec![Default::default()]),
+                )
+                .await;
+            assert_eq!(r.filter_results[0].error_code, 54);
+        }
+        for v in 0..=2 {
+            let request = ElectLeadersRequest::default().with_topic_partitions(Some(vec![
+                TopicPartitions::default()
+                    .with_topic(name("placed"))
+                    .with_partitions(vec![0, 7]),
+                TopicPartitions::default()
+                    .with_topic(name("nope"))
+                    .with_partitions(vec![0]),
+            ]));
+            let r = client.send(v, &request).await;
+            let codes: Vec<Vec<i16>> = r
+                .replica_election_results
+                .iter()
+                .map(|t| t.partition_result.iter().map(|p| p.error_code).collect())
+                .collect();
+            // ELECTION_NOT_NEEDED, UNKNOWN_TOPIC_OR_PARTITION.
+            assert_eq!(codes, vec![vec![84, 3], vec![3]], "v{v}");
+            let all = client.send(v, &ElectLeadersRequest::default()).await;
+            assert!(
+                all.replica_election_results.is_empty(),
+                "all partitions: nothing to say"
+            );
+        }
+        let r = client
+            .send(0, &ListPartitionReassignmentsRequest::default())
+            .await;
+        assert_eq!((r.error_code, r.topics.len()), (0, 0));
+        for v in 0..=1 {
+            let partition = |i: i32, replicas: Option<Vec<BrokerId>>| {
+                ReassignablePartition::default()
+                    .with_partition_index(i)
+                    .with_replicas(replicas)
+            };
+            let request = AlterPartitionReassignmentsRequest::default().with_topics(vec![
+                ReassignableTopic::default()
+                    .with_name(name("placed"))
+                    .with_partitions(vec![
+                        partition(0, Some(vec![node])),
+                        partition(1, Some(vec![BrokerId(node.0 + 7)])),
+                        partition(0, None),
+                        partition(1, Some(vec![])),
+                    ]),
+                ReassignableTopic::default()
+                    .with_name(name("nope"))
+                    .with_partitions(vec![partition(0, Some(vec![node]))]),
+            ]);
+            let r = client.send(v, &request).await;
+            let codes: Vec<Vec<i16>> = r
+                .responses
+                .iter()
+                .map(|t| t.partitions.iter().map(|p| p.error_code).collect())
+                .collect();
+            // none, INVALID_REPLICA_ASSIGNMENT, NO_REASSIGNMENT_IN_PROGRESS, invalid; unknown.
+            assert_eq!(codes, vec![vec![0, 39, 85, 39], vec![3]], "v{v}");
+        }
+        let data_dir = broker.dir.path().to_string_lossy().to_string();
+        for v in 1..=2 {
+            use alter_replica_log_dirs_request::{AlterReplicaLogDir, AlterReplicaLogDirTopic};
+            let dir = |path: &str| {
+                AlterReplicaLogDir::default()
+                    .with_path(s(path))
+                    .with_topics(vec![AlterReplicaLogDirTopic::default()
+                        .with_name(name("placed"))
+                        .with_partitions(vec![0])])
+            };
+            let r = client
+                .send(
+                    v,
+                    &AlterReplicaLogDirsRequest::default()
+                        .with_dirs(vec![dir(&data_dir), dir("/elsewhere")]),
+                )
+                .await;
+            let codes: Vec<i16> = r
+                .results
+                .iter()
+                .map(|t| t.partitions[0].error_code)
+                .collect();
+            assert_eq!(
+                codes,
+                vec![0, 57],
+                "here: fine; elsewhere: LOG_DIR_NOT_FOUND; v{v}"
+            );
+        }
+        {
+            use describe_user_scram_credentials_request::UserName;
+            let user = |n: &str| UserName::default().with_name(s(n));
+            let r = client
+                .send(
+                    0,
+                    &DescribeUserScramCredentialsRequest::default().with_users(Some(vec![
+                        user("alice"),
+                        user("bob"),
+                        user("bob"),
+                    ])),
+                )
+                .await;
+            let codes: Vec<(String, i16)> = r
+                .results
+                .iter()
+                .map(|u| (u.user.to_string(), u.error_code))
+                .collect();
+            // RESOURCE_NOT_FOUND, DUPLICATE_RESOURCE.
+            assert_eq!(codes, vec![("alice".into(), 91), ("bob".into(), 92)]);
+            let all = client
+                .send(0, &DescribeUserScramCredentialsRequest::default())
+                .await;
+            assert!(all.results.is_empty());
+        }
+        for v in 1..=3 {
+            let r = client
+                .send(v, &DescribeDelegationTokenRequest::default())
+                .await;
+            assert_eq!(
+                r.error_code, 64,
+                "DELEGATION_TOKEN_REQUEST_NOT_ALLOWED v{v}"
+            );
+            let r = client
+                .send(v, &CreateDelegationTokenRequest::default())
+                .await;
+            assert_eq!(r.error_code, 64);
+        }
+        for v in 1..=2 {
+            let r = client
+                .send(v, &RenewDelegationTokenRequest::default())
+                .await;
+            assert_eq!(r.error_code, 64);
+            let r = client
+                .send(v, &ExpireDelegationTokenRequest::default())
+                .await;
+            assert_eq!(r.error_code, 64);
+        }
+        for v in 0..=1 {
+            let r = client
+                .send(v, &DescribeClientQuotasRequest::default())
+                .await;
+            assert_eq!((r.error_code, r.entries.map(|e| e.len())), (0, Some(0)));
+        }
+        broker.stop().await;
+    })
+    .await;
+}
