@@ -156,7 +156,8 @@ impl Broker {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), BrokerError> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let ticker = tokio::spawn(tick_loop(Arc::clone(&self.state), stop_rx.clone()));
-        let group_ticker = tokio::spawn(group_tick_loop(Arc::clone(&self.state), stop_rx));
+        let group_ticker = tokio::spawn(group_tick_loop(Arc::clone(&self.state), stop_rx.clone()));
+        let group_timer = tokio::spawn(group_timer_loop(Arc::clone(&self.state), stop_rx));
         listener::run(self.listener, Arc::clone(&self.state), shutdown).await;
         // The ticker may be between ticks or inside one; either way it stops at its next
         // await, and we wait for it so tick and close never overlap.
@@ -166,6 +167,9 @@ impl Broker {
         }
         if let Err(e) = group_ticker.await {
             tracing::warn!(error = %e, "group tick task failed");
+        }
+        if let Err(e) = group_timer.await {
+            tracing::warn!(error = %e, "group timer task failed");
         }
         let logs = Arc::clone(&self.state.logs);
         let closed = tokio::task::spawn_blocking(move || logs.close())
@@ -303,6 +307,25 @@ fn open_groups(
 }
 
 /// Runs the group coordinator's timers (session expiry, rebalance deadlines) every 100 ms.
+/// Fires group timers at their deadlines (sessions, join and sync deadlines): sleeps until the
+/// earliest one, or until an operation schedules an earlier one.
+async fn group_timer_loop(state: Arc<BrokerState>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let next = state.groups.timers().next_deadline();
+        // Nothing scheduled: sleep until woken (an hour is only a bound on the sleep).
+        let until = next.unwrap_or_else(|| std::time::Instant::now() + Duration::from_secs(3600));
+        tokio::select! {
+            _ = tokio::time::sleep_until(until.into()) => {}
+            _ = state.groups.timers().woken() => continue,
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+        // Inline, like the group requests themselves: in-memory work plus, for a group that
+        // empties, one page-cache append (no sync is awaited). A hop to the blocking pool would
+        // add its own latency to every deadline.
+        state.groups.fire_due(std::time::Instant::now());
+    }
+}
+
 async fn group_tick_loop(state: Arc<BrokerState>, mut stop: watch::Receiver<bool>) {
     let mut interval = tokio::time::interval(Duration::from_millis(100));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

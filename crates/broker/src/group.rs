@@ -105,6 +105,11 @@ pub struct Member {
 }
 
 impl Member {
+    /// When this member's session ends unless it heartbeats again.
+    pub fn session_deadline(&self) -> Instant {
+        self.last_heartbeat + self.session_timeout
+    }
+
     fn metadata_for(&self, protocol: &str) -> Bytes {
         self.protocols
             .iter()
@@ -451,16 +456,34 @@ impl Group {
     }
 
     /// The members whose session ran out (not counting members whose JoinGroup is parked:
-    /// they are waiting on us, not silent).
+    /// they are waiting on us, not silent). A session ends at `last_heartbeat +
+    /// session_timeout`, inclusive.
     pub fn expired_members(&self, now: Instant) -> Vec<String> {
         self.members
             .values()
-            .filter(|m| {
-                m.join_waiter.is_none()
-                    && now.saturating_duration_since(m.last_heartbeat) > m.session_timeout
-            })
+            .filter(|m| m.join_waiter.is_none() && m.session_deadline() <= now)
             .map(|m| m.member_id.clone())
             .collect()
+    }
+
+    /// The earliest moment at which a timer could change this group: a session end, the join
+    /// or sync deadline, the end of the initial rebalance delay, a pending member id's expiry.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let sessions = self
+            .members
+            .values()
+            .filter(|m| m.join_waiter.is_none())
+            .map(Member::session_deadline);
+        let phase = match self.state {
+            GroupState::PreparingRebalance | GroupState::CompletingRebalance => {
+                [self.deadline, self.initial_delay_until]
+            }
+            _ => [None, None],
+        };
+        sessions
+            .chain(phase.into_iter().flatten())
+            .chain(self.pending_members.values().copied())
+            .min()
     }
 
     /// Stored form of the group's metadata (GroupMetadataValue v3).

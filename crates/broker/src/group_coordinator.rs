@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 use rill_storage::{Log, TopicPartition};
 use tokio::sync::oneshot;
 
 use crate::group::{Committed, Group, GroupState, JoinOutcome, Member, SyncOutcome};
+use crate::group_timers::GroupTimers;
 use crate::offsets_log::{self, OffsetValue, OffsetsLogError, StoredRecord};
 
 /// Coordinator settings, named after Kafka's broker configs.
@@ -109,6 +110,36 @@ pub struct GroupCoordinator {
     /// Bytes written by the last snapshot of each offsets partition.
     snapshot_bytes: Vec<std::sync::atomic::AtomicU64>,
     ticks: std::sync::atomic::AtomicU64,
+    /// Every group's next deadline, so timers fire on time (see `group_timers`).
+    timers: GroupTimers,
+}
+
+/// A locked group that, when released, schedules the group's next deadline: whatever an
+/// operation changed (a join phase begun, a member added), its timers are then on time.
+struct Scheduled<'a> {
+    group: MutexGuard<'a, Group>,
+    timers: &'a GroupTimers,
+}
+
+impl std::ops::Deref for Scheduled<'_> {
+    type Target = Group;
+    fn deref(&self) -> &Group {
+        &self.group
+    }
+}
+
+impl std::ops::DerefMut for Scheduled<'_> {
+    fn deref_mut(&mut self) -> &mut Group {
+        &mut self.group
+    }
+}
+
+impl Drop for Scheduled<'_> {
+    fn drop(&mut self) {
+        if let Some(at) = self.group.next_deadline() {
+            self.timers.schedule(&self.group.id, at);
+        }
+    }
 }
 
 fn code(e: ResponseError) -> i16 {
@@ -185,6 +216,7 @@ impl GroupCoordinator {
                 .collect(),
             logs,
             ticks: std::sync::atomic::AtomicU64::new(0),
+            timers: GroupTimers::default(),
         })
     }
 
@@ -194,6 +226,19 @@ impl GroupCoordinator {
 
     fn initial_delay(&self) -> Duration {
         Duration::from_millis(self.config.initial_rebalance_delay_ms)
+    }
+
+    /// Locks a group for an operation that may move its deadlines.
+    fn lock<'a>(&'a self, group: &'a Mutex<Group>) -> Scheduled<'a> {
+        Scheduled {
+            group: group.lock(),
+            timers: &self.timers,
+        }
+    }
+
+    /// The deadlines of every group (the timer task waits on them).
+    pub fn timers(&self) -> &GroupTimers {
+        &self.timers
     }
 
     fn group(&self, id: &str) -> Option<Arc<Mutex<Group>>> {
@@ -281,7 +326,7 @@ impl GroupCoordinator {
             Ok(g) => g,
             Err(e) => return fail(e),
         };
-        let mut g = group.lock();
+        let mut g = self.lock(&group);
         if g.state == GroupState::Dead {
             return fail(code(ResponseError::CoordinatorNotAvailable));
         }
@@ -463,7 +508,7 @@ impl GroupCoordinator {
         let Some(group) = self.group(group_id) else {
             return fail(code(ResponseError::UnknownMemberId));
         };
-        let mut g = group.lock();
+        let mut g = self.lock(&group);
         if let Err(e) = check_member(&g, member_id, instance_id, generation_id) {
             return fail(e);
         }
@@ -532,7 +577,7 @@ impl GroupCoordinator {
         let group = self
             .group(group_id)
             .ok_or(code(ResponseError::UnknownMemberId))?;
-        let mut g = group.lock();
+        let mut g = self.lock(&group);
         let mut results = Vec::with_capacity(members.len());
         let mut removed = false;
         for (member_id, instance) in members {
@@ -596,7 +641,7 @@ impl GroupCoordinator {
             Ok(g) => g,
             Err(e) => return all(e),
         };
-        let mut g = group.lock();
+        let mut g = self.lock(&group);
         if g.state == GroupState::Dead {
             return all(code(ResponseError::CoordinatorNotAvailable));
         }
@@ -725,10 +770,13 @@ impl GroupCoordinator {
         let Some(group) = self.group(group_id) else {
             return (code(ResponseError::GroupIdNotFound), None);
         };
-        let mut g = group.lock();
+        let mut g = self.lock(&group);
         if g.state == GroupState::Dead {
             return (code(ResponseError::GroupIdNotFound), None);
         }
+        // Deadlines that have passed count even if the timer task has not run them yet: a
+        // member whose session ended a moment ago is gone, as on Kafka.
+        self.run_timers(&mut g, Instant::now(), now_ms());
         if !g.is_empty() {
             return (code(ResponseError::NonEmptyGroup), None);
         }
@@ -768,7 +816,7 @@ impl GroupCoordinator {
         let group = self
             .group(group_id)
             .ok_or(code(ResponseError::GroupIdNotFound))?;
-        let mut g = group.lock();
+        let mut g = self.lock(&group);
         if g.state == GroupState::Dead {
             return Err(code(ResponseError::GroupIdNotFound));
         }
@@ -889,8 +937,58 @@ impl GroupCoordinator {
         Ok(bytes)
     }
 
-    /// Timers, run every ~100 ms: rebalance and sync deadlines, session expiry, pending member
-    /// expiry, offset retention of empty groups.
+    /// Fires the timers of every group whose deadline has come (the timer task calls this at
+    /// the earliest deadline, see `group_timers`). Bounded per call; the rest stay due.
+    pub fn fire_due(&self, now: Instant) {
+        const MAX_GROUPS_PER_CALL: usize = 1024;
+        let wall = now_ms();
+        for id in self.timers.take_due(now, MAX_GROUPS_PER_CALL) {
+            if let Some(group) = self.group(&id) {
+                let mut g = self.lock(&group);
+                self.run_timers(&mut g, now, wall);
+            }
+        }
+    }
+
+    /// What the passage of time does to one group: pending member ids expire, a join phase
+    /// completes at its deadline (or when its initial delay ends), members that did not sync
+    /// in time are dropped, silent members' sessions end.
+    fn run_timers(&self, g: &mut Group, now: Instant, wall: i64) {
+        g.pending_members.retain(|_, deadline| *deadline > now);
+        match g.state {
+            GroupState::PreparingRebalance => self.after_join_phase(g, now),
+            GroupState::CompletingRebalance if g.deadline.is_some_and(|d| now >= d) => {
+                let unsynced: Vec<String> = g
+                    .members
+                    .values()
+                    .filter(|m| m.sync_waiter.is_none())
+                    .map(|m| m.member_id.clone())
+                    .collect();
+                for id in &unsynced {
+                    tracing::info!(group = %g.id, member = %id, "member did not sync in time; removed");
+                    g.remove_member(id);
+                }
+                if unsynced.is_empty() {
+                    // The leader never sent its assignment: start over.
+                    g.prepare_rebalance(now, wall, self.initial_delay());
+                } else {
+                    self.after_members_removed(g, now);
+                }
+            }
+            _ => {}
+        }
+        let expired = g.expired_members(now);
+        if !expired.is_empty() {
+            for id in &expired {
+                tracing::info!(group = %g.id, member = %id, "session timed out; member removed");
+                g.remove_member(id);
+            }
+            self.after_members_removed(g, now);
+        }
+    }
+
+    /// The periodic sweep, every ~100 ms: a safety net for the deadline timers, offset
+    /// retention of empty groups, and compaction of the offsets topic.
     pub fn tick(&self) {
         // Every 10 s (100 ticks): compaction of the offsets topic.
         if self
@@ -906,38 +1004,8 @@ impl GroupCoordinator {
         let groups: Vec<_> = self.groups.lock().values().cloned().collect();
         let mut dead = Vec::new();
         for group in groups {
-            let mut g = group.lock();
-            g.pending_members.retain(|_, deadline| *deadline > now);
-            match g.state {
-                GroupState::PreparingRebalance => self.after_join_phase(&mut g, now),
-                GroupState::CompletingRebalance if g.deadline.is_some_and(|d| now >= d) => {
-                    let unsynced: Vec<String> = g
-                        .members
-                        .values()
-                        .filter(|m| m.sync_waiter.is_none())
-                        .map(|m| m.member_id.clone())
-                        .collect();
-                    for id in &unsynced {
-                        tracing::info!(group = %g.id, member = %id, "member did not sync in time; removed");
-                        g.remove_member(id);
-                    }
-                    if unsynced.is_empty() {
-                        // The leader never sent its assignment: start over.
-                        g.prepare_rebalance(now, wall, self.initial_delay());
-                    } else {
-                        self.after_members_removed(&mut g, now);
-                    }
-                }
-                _ => {}
-            }
-            let expired = g.expired_members(now);
-            if !expired.is_empty() {
-                for id in &expired {
-                    tracing::info!(group = %g.id, member = %id, "session timed out; member removed");
-                    g.remove_member(id);
-                }
-                self.after_members_removed(&mut g, now);
-            }
+            let mut g = self.lock(&group);
+            self.run_timers(&mut g, now, wall);
             if g.state == GroupState::Empty
                 && wall - g.state_timestamp_ms > self.config.offsets_retention_ms
                 && self.tombstone_all(&g).is_ok()

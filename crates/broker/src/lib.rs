@@ -37,6 +37,7 @@ pub mod frame;
 pub mod group;
 pub mod group_api;
 pub mod group_coordinator;
+pub mod group_timers;
 pub mod leader_epoch;
 pub mod list_offsets;
 pub mod listener;

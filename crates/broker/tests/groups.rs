@@ -684,3 +684,65 @@ async fn find_coordinator_at_every_version() {
     })
     .await;
 }
+
+/// A silent static member's session ends at its deadline, not at the next sweep: DescribeGroups
+/// 10 ms after the deadline sees the group empty (five times over, so a periodic sweep cannot
+/// pass by luck), never before it; and DeleteGroups 5 ms after the deadline succeeds (Kafka
+/// answers both as empty).
+#[tokio::test]
+async fn static_member_session_ends_at_its_deadline() {
+    bounded(async {
+        let broker = broker().await;
+        let mut c = broker.connect().await;
+        const SESSION: Duration = Duration::from_millis(400);
+        for round in 0..6 {
+            let group = format!("timed-{round}");
+            let then_delete = round == 5;
+            // The broker starts the session while answering the join: its deadline lies
+            // between SESSION after sending the join and SESSION after its answer.
+            let sent = tokio::time::Instant::now();
+            let j = join_new(
+                &mut c,
+                9,
+                &group,
+                Some("static-1"),
+                SESSION.as_millis() as i32,
+            )
+            .await;
+            let answered = tokio::time::Instant::now();
+            assert_eq!(j.error_code, 0);
+            let sync = c
+                .send(5, &sync(&group, j.generation_id, &j.member_id, &[]))
+                .await;
+            assert_eq!(sync.error_code, 0);
+            tokio::time::sleep_until(sent + SESSION - Duration::from_millis(20)).await;
+            assert_eq!(
+                describe(&mut c, &group).await.group_state.as_str(),
+                "Stable",
+                "not before the deadline"
+            );
+            if then_delete {
+                tokio::time::sleep_until(answered + SESSION + Duration::from_millis(5)).await;
+                let r = c
+                    .send(
+                        2,
+                        &DeleteGroupsRequest::default().with_groups_names(vec![gid(&group)]),
+                    )
+                    .await;
+                assert_eq!(
+                    r.results[0].error_code, 0,
+                    "deleted as empty, not NON_EMPTY_GROUP"
+                );
+            } else {
+                tokio::time::sleep_until(answered + SESSION + Duration::from_millis(10)).await;
+                let state = describe(&mut c, &group).await.group_state.to_string();
+                assert_eq!(
+                    state, "Empty",
+                    "round {round}: over within 10 ms of its deadline"
+                );
+            }
+        }
+        broker.stop().await;
+    })
+    .await;
+}
