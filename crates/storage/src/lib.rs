@@ -20,6 +20,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod fd_cache;
+pub mod flusher;
 pub mod file_io;
 pub mod index;
 pub mod log;
@@ -32,9 +33,10 @@ pub mod time_index;
 #[cfg(test)]
 mod tests;
 
-pub use config::{FlushPolicy, LogConfig};
+pub use config::{FlushPolicy, LogConfig, Visibility};
 pub use error::StorageError;
-pub use log::{AppendInfo, FileSlice, Log, ReadResult, TimestampOffset};
+pub use flusher::{FlushListener, GroupSync};
+pub use log::{AppendInfo, DurableCallback, FileSlice, Log, ReadResult, TimestampOffset};
 pub use log_manager::{LogManager, LogManagerConfig};
 
 use std::fmt;
