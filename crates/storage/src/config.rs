@@ -307,7 +307,10 @@ mod tests {
         c.reset("rill.high.watermark.visibility").unwrap();
         assert!(c.visible_when_durable());
         c.set("flush.ms", "1000").unwrap();
-        assert!(!c.visible_when_durable(), "flush.ms leaves data unsynced for a while");
+        assert!(
+            !c.visible_when_durable(),
+            "flush.ms leaves data unsynced for a while"
+        );
         assert!(c.set("rill.high.watermark.visibility", "maybe").is_err());
     }
 

@@ -729,7 +729,9 @@ impl Log {
                 state.durable = point;
             }
         }
-        let before = self.flushed_offset.fetch_max(point.offset, Ordering::AcqRel);
+        let before = self
+            .flushed_offset
+            .fetch_max(point.offset, Ordering::AcqRel);
         self.flush_count.fetch_add(1, Ordering::Relaxed);
         self.flush_nanos_total
             .fetch_add(sync_nanos, Ordering::Relaxed);
