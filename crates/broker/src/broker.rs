@@ -54,6 +54,9 @@ pub struct BrokerConfig {
     pub tick_interval_ms: u64,
     /// Consumer group coordinator settings (session timeouts, offsets topic, retention).
     pub groups: GroupConfig,
+    /// The file I/O seam storage writes through; `None` is the real file system. Tests put a
+    /// fault-injecting one here (held or failing syncs).
+    pub file_io: Option<Arc<dyn rill_storage::file_io::FileIo>>,
 }
 
 impl Default for BrokerConfig {
@@ -73,6 +76,7 @@ impl Default for BrokerConfig {
             queued_max_request_bytes: 512 << 20,
             tick_interval_ms: 1000,
             groups: GroupConfig::default(),
+            file_io: None,
         }
     }
 }
@@ -97,8 +101,9 @@ impl Broker {
         let mut logs_config = LogManagerConfig::new(config.data_dir.clone());
         logs_config.max_open_files = config.max_open_files;
         let group_config = config.groups.clone();
+        let io = config.file_io.clone();
         let (logs, topics, groups, lock) =
-            tokio::task::spawn_blocking(move || open_storage(logs_config, group_config))
+            tokio::task::spawn_blocking(move || open_storage(logs_config, group_config, io))
                 .await
                 .map_err(|source| BrokerError::Join {
                     op: "opening storage",
@@ -229,6 +234,7 @@ type Opened = (
 fn open_storage(
     config: LogManagerConfig,
     group_config: GroupConfig,
+    io: Option<Arc<dyn rill_storage::file_io::FileIo>>,
 ) -> Result<Opened, BrokerError> {
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir).map_err(|source| BrokerError::Storage {
@@ -240,7 +246,8 @@ fn open_storage(
         },
     })?;
     let lock = lock_data_dir(&data_dir)?;
-    let logs = LogManager::open(config).map_err(|source| BrokerError::Storage {
+    let io = io.unwrap_or_else(|| Arc::new(rill_storage::file_io::OsIo));
+    let logs = LogManager::open_with_io(config, io).map_err(|source| BrokerError::Storage {
         op: "opening the log manager",
         source,
     })?;

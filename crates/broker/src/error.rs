@@ -108,6 +108,10 @@ pub fn storage_error_code(error: &StorageError) -> i16 {
         StorageError::LogAlreadyExists { .. } => ResponseError::TopicAlreadyExists,
         StorageError::InvalidTopic { .. } => ResponseError::InvalidTopicException,
         StorageError::InvalidConfig { .. } => ResponseError::InvalidConfig,
+        // A handle that outlived its partition: the partition it named is gone.
+        StorageError::Deleted { .. } => ResponseError::UnknownTopicOrPartition,
+        // An offline log (failed fsync), like any other disk failure.
+        StorageError::Offline { .. } => ResponseError::KafkaStorageError,
         _ => ResponseError::KafkaStorageError,
     };
     kind.code()
@@ -127,7 +131,10 @@ mod tests {
         assert_eq!(storage_error_code(&too_large), 10);
         let invalid = StorageError::InvalidRecord { reason: "x".into() };
         assert_eq!(storage_error_code(&invalid), 87);
-        assert_eq!(storage_error_code(&StorageError::Closed), 56);
+        let tp = rill_storage::TopicPartition::new("t", 0);
+        let offline = StorageError::Offline { tp: tp.clone() };
+        assert_eq!(storage_error_code(&offline), 56);
+        assert_eq!(storage_error_code(&StorageError::Deleted { tp }), 3);
         let invalid_topic = StorageError::InvalidTopic {
             topic: "a/b".into(),
             reason: "slash".into(),

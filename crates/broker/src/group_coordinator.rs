@@ -1071,12 +1071,20 @@ fn check_member(
     Ok(())
 }
 
-/// Waits for a write to `__consumer_offsets` to be durable (group commit), off the runtime.
+/// Waits for a write to `__consumer_offsets` to be durable (the data directory's group
+/// commit), without holding a thread: storage's flusher calls back.
 pub async fn durable(pending: Option<PendingWrite>) -> Result<(), i16> {
     let Some(PendingWrite { log, end_offset }) = pending else {
         return Ok(());
     };
-    match tokio::task::spawn_blocking(move || log.wait_durable(end_offset)).await {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    log.on_durable(
+        end_offset,
+        Box::new(move |result| {
+            let _ = tx.send(result);
+        }),
+    );
+    match rx.await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(crate::error::storage_error_code(&e)),
         Err(_) => Err(code(ResponseError::UnknownServerError)),

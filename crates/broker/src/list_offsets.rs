@@ -87,8 +87,19 @@ pub fn handle(
     ListOffsetsResponse::default().with_topics(topics)
 }
 
-/// (timestamp, offset) for one partition; (-1, -1) when no record qualifies.
+/// (timestamp, offset) for one partition; (-1, -1) when no record qualifies. As Kafka, an
+/// offset at or past the high watermark is not shown (under durable visibility: not yet
+/// durable).
 fn lookup(log: &Log, timestamp: i64) -> Result<(i64, i64), i16> {
+    let high_watermark = log.high_watermark();
+    let found = lookup_any(log, timestamp)?;
+    if (timestamp >= 0 || timestamp == MAX_TIMESTAMP) && found.1 >= high_watermark {
+        return Ok((-1, -1));
+    }
+    Ok(found)
+}
+
+fn lookup_any(log: &Log, timestamp: i64) -> Result<(i64, i64), i16> {
     match timestamp {
         EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => Ok((-1, log.log_start_offset())),
         LATEST_TIMESTAMP => Ok((-1, log.high_watermark())),

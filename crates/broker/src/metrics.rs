@@ -390,9 +390,19 @@ fn register_storage(registry: &mut Registry, state: &BrokerState) {
         );
     }
     registry.register(
+        "offline_partitions",
+        "Partitions taken offline by a storage failure (a failed fsync); they answer KAFKA_STORAGE_ERROR",
+        ConstGauge::new(i64::try_from(logs.offline_partitions().len()).unwrap_or(i64::MAX)),
+    );
+    registry.register(
         "log_flushes",
         "fdatasync rounds (group commits) of open partition logs",
         ConstCounter::new(flushes),
+    );
+    registry.register(
+        "flusher_passes",
+        "Passes of the data directory's flusher; each makes every log queued at its start durable",
+        ConstCounter::new(logs.flusher_passes()),
     );
     registry.register_with_unit(
         "log_flush",

@@ -352,6 +352,9 @@ pub fn replay(log: &Log) -> Result<Vec<StoredRecord>, OffsetsLogError> {
     let mut out = Vec::new();
     let mut offset = log.log_start_offset();
     let end = log.log_end_offset();
+    // Reads stop at the high watermark (the durable offset): make everything durable first,
+    // so the replay sees the whole log.
+    log.wait_durable(end)?;
     // Bounded: each read returns at least one batch and moves `offset` past it.
     while offset < end {
         let bytes = log.read_bytes(offset, REPLAY_READ_BYTES)?;

@@ -3,8 +3,13 @@
 //! - acks=0: append and send no response at all.
 //! - acks=1: respond once the batches are in the page cache (`Log::append`).
 //! - acks=-1 (all): additionally wait until they are on disk, when the topic's flush policy
-//!   asks for it (`Log::needs_sync_for_ack`). Waits run on the blocking pool and all
-//!   partitions of the request wait concurrently, so they share group-commit syncs.
+//!   asks for it (`Log::needs_sync_for_ack`). The wait is async: storage's flusher calls back
+//!   when a pass covered the append (`Log::on_durable`), and every partition of every request
+//!   written meanwhile shares that pass.
+//!
+//! Long-polling fetches are woken here only when the append is already visible (Kafka's
+//! `written` visibility or a relaxed flush policy); under durable visibility the flusher's
+//! listener wakes them when the flush makes it visible.
 //!
 //! Each partition succeeds or fails alone: a corrupt batch for one partition does not stop
 //! the others. The batches are never decoded here; storage validates and stores them as sent.
@@ -16,7 +21,7 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
 use rill_storage::TopicPartition;
-use tokio::task::JoinHandle;
+use tokio::sync::oneshot;
 
 use crate::error::{storage_error_code, NONE};
 use crate::metrics::Metrics;
@@ -26,7 +31,7 @@ use crate::state::BrokerState;
 struct PendingSync {
     topic_index: usize,
     partition_index: usize,
-    wait: JoinHandle<Result<(), rill_storage::StorageError>>,
+    wait: oneshot::Receiver<Result<(), rill_storage::StorageError>>,
 }
 
 /// Handles a produce request; `None` means acks=0 (no response).
@@ -104,7 +109,7 @@ type AppendOutcome = Result<
     (
         i64,
         i64,
-        Option<JoinHandle<Result<(), rill_storage::StorageError>>>,
+        Option<oneshot::Receiver<Result<(), rill_storage::StorageError>>>,
     ),
     (i16, Option<String>),
 >;
@@ -138,16 +143,22 @@ fn append(
     state
         .metrics
         .record_produce(&tp.topic, records.len() as u64, record_count);
-    state.notify_appended(tp);
+    let end_offset = info.last_offset + 1;
+    if log.high_watermark() >= end_offset {
+        state.notify_appended(tp);
+    }
     let sync = (acks == -1 && log.needs_sync_for_ack()).then(|| {
-        let end_offset = info.last_offset + 1;
+        let (tx, rx) = oneshot::channel();
         let metrics = Arc::clone(&state.metrics);
-        tokio::task::spawn_blocking(move || {
-            let started = std::time::Instant::now();
-            let durable = log.wait_durable(end_offset);
-            metrics.observe_durable_wait(started.elapsed());
-            durable
-        })
+        let started = std::time::Instant::now();
+        log.on_durable(
+            end_offset,
+            Box::new(move |durable| {
+                metrics.observe_durable_wait(started.elapsed());
+                let _ = tx.send(durable);
+            }),
+        );
+        rx
     });
     Ok((info.base_offset, info.log_start_offset, sync))
 }
@@ -158,7 +169,11 @@ async fn await_syncs(responses: &mut [TopicProduceResponse], pending: Vec<Pendin
         let error = match sync.wait.await {
             Ok(Ok(())) => continue,
             Ok(Err(e)) => (storage_error_code(&e), e.to_string()),
-            Err(e) => (ResponseError::KafkaStorageError.code(), e.to_string()),
+            // Storage calls every callback; a dropped one would be a bug there.
+            Err(_) => (
+                ResponseError::KafkaStorageError.code(),
+                "durability wait abandoned".to_string(),
+            ),
         };
         tracing::warn!(error = %error.1, "acks=all durability wait failed");
         let partition = &mut responses[sync.topic_index].partition_responses[sync.partition_index];

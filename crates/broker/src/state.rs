@@ -36,10 +36,11 @@ pub struct BrokerState {
     pub write_mode: WriteMode,
     /// Answers "authorized operations"; [`AllowAll`] until security exists.
     pub authorizer: Arc<dyn Authorizer>,
-    /// One `Notify` per partition, signalled after every append so long-polling fetches wake
-    /// without polling. Entries are created on first use; a topic's entries are dropped when
-    /// it is deleted.
-    appended: Mutex<HashMap<TopicPartition, Arc<Notify>>>,
+    /// One `Notify` per partition, signalled when new records become visible (after the
+    /// append, or after the flush that makes it durable under durable visibility) so
+    /// long-polling fetches wake without polling. Entries are created on first use; a topic's
+    /// entries are dropped when it is deleted. Shared with storage's flush listener.
+    appended: Arc<Mutex<HashMap<TopicPartition, Arc<Notify>>>>,
     /// Next producer id for InitProducerId; see [`BrokerState::next_producer_id`].
     next_producer_id: AtomicI64,
 }
@@ -55,6 +56,14 @@ impl BrokerState {
         now_ms: i64,
     ) -> BrokerState {
         let write_mode = config.write_mode;
+        let appended: Arc<Mutex<HashMap<TopicPartition, Arc<Notify>>>> = Arc::default();
+        let notifiers = Arc::clone(&appended);
+        logs.set_flush_listener(Arc::new(move |tp: &TopicPartition| {
+            let notify = notifiers.lock().get(tp).cloned();
+            if let Some(notify) = notify {
+                notify.notify_waiters();
+            }
+        }));
         BrokerState {
             config,
             logs,
@@ -64,7 +73,7 @@ impl BrokerState {
             advertised,
             write_mode,
             authorizer: Arc::new(AllowAll),
-            appended: Mutex::new(HashMap::new()),
+            appended,
             // Ids must not repeat across restarts and nothing is persisted for them, so start
             // from the clock: 1024 ids per millisecond of uptime before overtaking a restart.
             next_producer_id: AtomicI64::new(now_ms.max(1).saturating_mul(1024)),
@@ -95,7 +104,8 @@ impl BrokerState {
         notify
     }
 
-    /// Wakes every fetch parked on `tp`. Called by produce after a successful append.
+    /// Wakes every fetch parked on `tp`. Called by produce after an append that is visible at
+    /// once; storage's flush listener does the same when a flush makes records visible.
     pub fn notify_appended(&self, tp: &TopicPartition) {
         let notify = self.appended.lock().get(tp).cloned();
         if let Some(notify) = notify {

@@ -26,6 +26,19 @@ pub enum FlushPolicy {
     Never,
 }
 
+/// When appended records become visible to readers (the high watermark): Kafka's behaviour, or
+/// only once a power cut can no longer take them back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Visibility {
+    /// `durable` (the default): the high watermark is the flushed offset, so no reader sees a
+    /// record that a power cut removes and no offset a consumer saw is ever reused. Applies
+    /// under the flush policies that sync promptly ([`FlushPolicy::OnAck`],
+    /// [`FlushPolicy::EveryAppend`]); the background flusher keeps the delay near one sync.
+    Durable,
+    /// `written`: visible once in the page cache, as in Kafka.
+    Written,
+}
+
 /// Configuration of one partition log. Field names follow Kafka's topic config keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
@@ -51,6 +64,8 @@ pub struct LogConfig {
     /// `cleanup.policy`: `delete`, `compact` or both. Time and size retention apply only when
     /// it includes `delete` ([`LogConfig::deletes_by_retention`]).
     pub cleanup_policy: String,
+    /// `rill.high.watermark.visibility`: `durable` or `written`.
+    pub visibility: Visibility,
 }
 
 impl Default for LogConfig {
@@ -66,6 +81,7 @@ impl Default for LogConfig {
             flush_messages: None,
             flush_ms: None,
             cleanup_policy: "delete".to_string(),
+            visibility: Visibility::Durable,
         }
     }
 }
@@ -75,7 +91,7 @@ const KAFKA_NEVER: u64 = i64::MAX as u64;
 
 impl LogConfig {
     /// Every key [`LogConfig::set`] accepts.
-    pub const KEYS: [&'static str; 10] = [
+    pub const KEYS: [&'static str; 11] = [
         "segment.bytes",
         "segment.ms",
         "index.interval.bytes",
@@ -86,6 +102,7 @@ impl LogConfig {
         "flush.messages",
         "flush.ms",
         "cleanup.policy",
+        "rill.high.watermark.visibility",
     ];
 
     /// Whether `retention.ms` and `retention.bytes` apply: only when `cleanup.policy` includes
@@ -102,6 +119,17 @@ impl LogConfig {
 
     fn policy_includes(&self, policy: &str) -> bool {
         self.cleanup_policy.split(',').any(|p| p.trim() == policy)
+    }
+
+    /// Whether the high watermark waits for durability: `durable` visibility under a flush
+    /// policy that syncs promptly. Under `flush.ms`/`flush.messages`/never the user chose to
+    /// leave data unsynced for a while, and readers see it when written.
+    pub fn visible_when_durable(&self) -> bool {
+        self.visibility == Visibility::Durable
+            && matches!(
+                self.flush_policy(),
+                FlushPolicy::OnAck | FlushPolicy::EveryAppend
+            )
     }
 
     /// The flush policy these settings describe.
@@ -162,6 +190,13 @@ impl LogConfig {
                 }
                 self.cleanup_policy = value.trim().to_string();
             }
+            "rill.high.watermark.visibility" => {
+                self.visibility = match value.trim() {
+                    "durable" => Visibility::Durable,
+                    "written" => Visibility::Written,
+                    _ => return Err(invalid("must be durable or written")),
+                }
+            }
             _ => return Err(invalid("unknown topic config")),
         }
         Ok(())
@@ -196,6 +231,10 @@ impl LogConfig {
             "flush.messages" => self.flush_messages.unwrap_or(KAFKA_NEVER).to_string(),
             "flush.ms" => self.flush_ms.unwrap_or(KAFKA_NEVER).to_string(),
             "cleanup.policy" => self.cleanup_policy.clone(),
+            "rill.high.watermark.visibility" => match self.visibility {
+                Visibility::Durable => "durable".to_string(),
+                Visibility::Written => "written".to_string(),
+            },
             _ => return None,
         })
     }
@@ -257,6 +296,22 @@ mod tests {
         assert!(c.deletes_by_retention() && c.compacts());
         c.set("cleanup.policy", "delete").unwrap();
         assert!(c.deletes_by_retention() && !c.compacts());
+    }
+
+    #[test]
+    fn visibility_is_durable_by_default_and_only_under_prompt_flushes() {
+        let mut c = LogConfig::default();
+        assert!(c.visible_when_durable());
+        c.set("rill.high.watermark.visibility", "written").unwrap();
+        assert!(!c.visible_when_durable());
+        c.reset("rill.high.watermark.visibility").unwrap();
+        assert!(c.visible_when_durable());
+        c.set("flush.ms", "1000").unwrap();
+        assert!(
+            !c.visible_when_durable(),
+            "flush.ms leaves data unsynced for a while"
+        );
+        assert!(c.set("rill.high.watermark.visibility", "maybe").is_err());
     }
 
     #[test]

@@ -51,10 +51,15 @@ pub enum StorageError {
     /// On-disk state that recovery cannot repair (it repairs a torn tail or a bad index itself).
     #[error("corrupt log data in {path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
-    /// The log failed an fsync earlier or was closed; it takes no more writes (fail fast: after a
-    /// failed fsync the page cache state is unknown).
-    #[error("log is closed or failed")]
-    Closed,
+    /// The log's disk failed (an fsync or a write of its indexes): it is offline and takes no
+    /// more reads or writes (fail fast: after a failed fsync the page cache state is unknown).
+    /// Other logs are not affected.
+    #[error("partition {tp} is offline after a storage failure")]
+    Offline { tp: TopicPartition },
+    /// The log was deleted; a handle kept across the deletion cannot write into, or read from,
+    /// a partition created again under the same name.
+    #[error("partition {tp} was deleted")]
+    Deleted { tp: TopicPartition },
 }
 
 impl StorageError {

@@ -21,6 +21,7 @@ pub mod config;
 pub mod error;
 pub mod fd_cache;
 pub mod file_io;
+pub mod flusher;
 pub mod index;
 pub mod log;
 pub mod log_manager;
@@ -32,9 +33,10 @@ pub mod time_index;
 #[cfg(test)]
 mod tests;
 
-pub use config::{FlushPolicy, LogConfig};
+pub use config::{FlushPolicy, LogConfig, Visibility};
 pub use error::StorageError;
-pub use log::{AppendInfo, FileSlice, Log, ReadResult, TimestampOffset};
+pub use flusher::{FlushListener, GroupSync};
+pub use log::{AppendInfo, DurableCallback, FileSlice, Log, ReadResult, TimestampOffset};
 pub use log_manager::{LogManager, LogManagerConfig};
 
 use std::fmt;

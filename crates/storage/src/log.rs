@@ -1,19 +1,22 @@
 //! One partition's log (Kafka's `UnifiedLog` + `LocalLog` for a single node): an ordered set of
 //! segments, the last one active. Appends assign offsets and write with one pwritev; reads
-//! return file ranges for sendfile; flushes are grouped so concurrent waiters share one
-//! fdatasync.
+//! return file ranges for sendfile, up to the high watermark; flushes are grouped across logs
+//! by the data directory's flusher (`flusher.rs`).
 //!
 //! Locking: `state` guards the segments and is held for page-cache work only (pwrite, header
 //! reads, index lookups). fdatasync happens outside it, by one flush leader at a time (the
-//! sync gate); waiters park on a condvar that every finished flush broadcasts, so they all wake
-//! at once and append again while the next flush runs; a waiter that finds its offset already
-//! flushed by someone else returns at once.
+//! sync gate: the flusher thread, or a checkpoint or close). Durability waiters register a
+//! callback ([`Log::on_durable`]) that the flush which covers them calls; nobody parks a
+//! thread on a flush except the blocking [`Log::wait_durable`].
+//!
+//! Visibility: with `rill.high.watermark.visibility=durable` (the default) the high watermark
+//! is the flushed offset, and reads stop at the flushed byte position ([`DurablePoint`]).
 
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, RwLock};
@@ -30,7 +33,7 @@ const LOG_START_FILE: &str = "log-start-offset";
 
 /// The flush leader's token: releases the sync gate and wakes every waiter when dropped, even
 /// if the flush failed.
-struct SyncLeader<'a>(&'a Log);
+pub(crate) struct SyncLeader<'a>(&'a Log);
 
 impl Drop for SyncLeader<'_> {
     fn drop(&mut self) {
@@ -82,6 +85,49 @@ pub struct TimestampOffset {
     pub offset: i64,
 }
 
+/// Called once with the outcome when the offsets a caller waits for are durable (or can never
+/// be: the log went offline or was deleted). Runs on the flushing thread: it must be quick and
+/// must not block (send on a channel, wake a task).
+pub type DurableCallback = Box<dyn FnOnce(Result<()>) + Send>;
+
+/// Durability waiters, by the end offset each waits for. Bounded by the appends in flight
+/// that wait (one per acks=all partition of each request being answered).
+#[derive(Default)]
+struct Waiters(Vec<(i64, DurableCallback)>);
+
+impl std::fmt::Debug for Waiters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} durability waiters", self.0.len())
+    }
+}
+
+/// Where the flushed prefix of the log ends: its offset, and the byte position in the segment
+/// holding it, so a read can stop there without looking at headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DurablePoint {
+    offset: i64,
+    segment_base: i64,
+    position: u64,
+}
+
+/// What a flush must sync, taken under the state lock; synced outside it.
+pub(crate) struct PreparedFlush {
+    point: DurablePoint,
+    files: Vec<Arc<IoFile>>,
+    sync_dir: bool,
+    sync_parent: bool,
+}
+
+impl PreparedFlush {
+    pub(crate) fn file_count(&self) -> usize {
+        self.files.len() + usize::from(self.sync_dir) + usize::from(self.sync_parent)
+    }
+
+    pub(crate) fn any_file(&self) -> Option<Arc<IoFile>> {
+        self.files.first().cloned()
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct LogState {
     /// By base offset; never empty; the last is the active segment.
@@ -92,6 +138,8 @@ pub(crate) struct LogState {
     first_unflushed_ms: Option<i64>,
     /// Directory entries (segment files) created or removed since the last flush.
     dir_dirty: bool,
+    /// The end of the flushed prefix: the high watermark under durable visibility.
+    durable: DurablePoint,
 }
 
 impl LogState {
@@ -109,6 +157,15 @@ impl LogState {
     }
     fn log_end_offset(&self) -> i64 {
         self.active().next_offset
+    }
+    /// The current end as a durable point (what a flush that starts now covers).
+    fn end_point(&self) -> DurablePoint {
+        let active = self.active();
+        DurablePoint {
+            offset: active.next_offset,
+            segment_base: active.base_offset,
+            position: active.size,
+        }
     }
 }
 
@@ -130,8 +187,19 @@ pub struct Log {
     /// Mirrors of state fields, readable without the lock.
     log_end_offset: AtomicI64,
     log_start_offset: AtomicI64,
-    /// Set when an fsync fails: the log takes no more writes (the page cache state is unknown).
+    /// Set when an fsync fails: the log is offline, it takes no more reads or writes (the page
+    /// cache state is unknown). Other logs go on.
     failed: AtomicBool,
+    /// Set when the log is deleted: a handle kept past it must not touch files that a new
+    /// partition of the same name now owns.
+    deleted: AtomicBool,
+    /// Whether the high watermark is the flushed offset (see [`LogConfig::visible_when_durable`]).
+    visible_when_durable: AtomicBool,
+    /// Whether the log sits in the flusher's queue.
+    queued: AtomicBool,
+    waiters: Mutex<Waiters>,
+    /// This log's own `Arc`, so an append can queue it for the flusher.
+    self_ref: OnceLock<Weak<Log>>,
     /// Whether the partition directory itself is new and its parent must be synced.
     parent_dir_dirty: AtomicBool,
     flush_count: AtomicU64,
@@ -226,6 +294,11 @@ impl Log {
         let flushed = recovery_point.clamp(first_base, log_end);
         let log = Log::assemble(tp, dir, config, files, segments, log_start, flushed);
         log.state.lock().dir_dirty = true;
+        if flushed < log_end {
+            // Recovered data past the recovery point is in the page cache only: make it
+            // durable before it is visible, so the high watermark never goes backwards.
+            log.flush()?;
+        }
         Ok(log)
     }
 
@@ -244,9 +317,20 @@ impl Log {
             unflushed_messages: 0,
             first_unflushed_ms: None,
             dir_dirty: false,
+            durable: DurablePoint {
+                offset: flushed_offset,
+                segment_base: 0,
+                position: 0,
+            },
         };
         let log_end = state.log_end_offset();
         debug_assert!(log_start_offset <= log_end && flushed_offset <= log_end);
+        let mut state = state;
+        if flushed_offset == log_end {
+            state.durable = state.end_point();
+        }
+        // Otherwise `open` flushes before anyone sees the log, which sets the point.
+        let visible_when_durable = AtomicBool::new(config.visible_when_durable());
         Log {
             tp,
             dir,
@@ -259,6 +343,11 @@ impl Log {
             log_end_offset: AtomicI64::new(log_end),
             log_start_offset: AtomicI64::new(log_start_offset),
             failed: AtomicBool::new(false),
+            deleted: AtomicBool::new(false),
+            visible_when_durable,
+            queued: AtomicBool::new(false),
+            waiters: Mutex::new(Waiters::default()),
+            self_ref: OnceLock::new(),
             parent_dir_dirty: AtomicBool::new(false),
             flush_count: AtomicU64::new(0),
             flush_nanos_total: AtomicU64::new(0),
@@ -278,7 +367,10 @@ impl Log {
     }
 
     pub fn set_config(&self, config: LogConfig) {
-        *self.config.write() = Arc::new(config);
+        let mut current = self.config.write();
+        self.visible_when_durable
+            .store(config.visible_when_durable(), Ordering::Release);
+        *current = Arc::new(config);
     }
 
     /// Single node: the leader epoch never changes.
@@ -294,9 +386,16 @@ impl Log {
         self.log_end_offset.load(Ordering::Acquire)
     }
 
-    /// On a single node every appended record is committed.
+    /// The offset below which readers see records. With durable visibility (the default) it
+    /// is the flushed offset: nothing a power cut can remove is ever shown. Otherwise (Kafka's
+    /// behaviour, `rill.high.watermark.visibility=written`, or a relaxed flush policy) every
+    /// appended record, as a single node commits all it writes.
     pub fn high_watermark(&self) -> i64 {
-        self.log_end_offset()
+        if self.visible_when_durable.load(Ordering::Acquire) {
+            self.flushed_offset()
+        } else {
+            self.log_end_offset()
+        }
     }
 
     /// The recovery point: offsets below it survive a power cut.
@@ -329,9 +428,7 @@ impl Log {
         let max_timestamp = headers.iter().map(|h| h.max_timestamp).max().unwrap_or(-1);
         let now = now_ms();
         let mut state = self.state.lock();
-        if self.failed.load(Ordering::Acquire) {
-            return Err(StorageError::Closed);
-        }
+        self.check_live()?;
         let base_offset = state.log_end_offset();
         let last_offset = base_offset + i64::from(record_count) - 1;
         let total_len: u64 = headers.iter().map(|h| h.total_size() as u64).sum();
@@ -388,6 +485,9 @@ impl Log {
         drop(state);
         if flush_now {
             self.wait_durable(last_offset + 1)?;
+        } else if config.visible_when_durable() {
+            // Readers see it once durable: the flusher's next pass makes it so, acks=1 too.
+            self.request_flush();
         }
         Ok(info)
     }
@@ -418,38 +518,89 @@ impl Log {
         Ok(())
     }
 
+    /// Rolls to a new segment: creates it first and seals the old one only then, so a failed
+    /// create (EMFILE, ENOSPC, EIO) leaves the old segment active and the append fails
+    /// cleanly; a later append tries again.
     fn roll(&self, state: &mut LogState) -> Result<()> {
         let base = state.log_end_offset();
-        state.active_mut().seal(&self.files)?;
         let segment = Segment::create(&self.files, &self.dir, base)?;
+        if let Err(e) = state.active_mut().seal(&self.files) {
+            // The old segment stays active (sealing sets `sealed` last); drop the new files.
+            if let Err(cleanup) = segment.delete_files(&self.files) {
+                tracing::warn!(partition = %self.tp, error = %cleanup, "could not remove a segment whose roll failed");
+            }
+            return Err(e);
+        }
         state.segments.insert(base, segment);
         state.dir_dirty = true;
         Ok(())
     }
 
-    /// Blocks until every offset below `end_offset` is on disk. Concurrent callers share one
-    /// fdatasync: one caller at a time leads a flush of everything appended so far; the others
-    /// wait for its broadcast and return if it covered them, or lead the next one.
-    pub fn wait_durable(&self, end_offset: i64) -> Result<()> {
-        // Bounded: each round either returns, or waits for a flush that was running, or runs
-        // one that covers every append made before it started (ours included).
-        loop {
-            if self.flushed_offset() >= end_offset {
-                return Ok(());
-            }
-            let mut in_progress = self.sync_gate.lock();
-            if self.flushed_offset() >= end_offset {
-                return Ok(());
-            }
-            if *in_progress {
-                self.synced.wait(&mut in_progress);
-                continue;
-            }
-            *in_progress = true;
-            drop(in_progress);
-            let _leader = SyncLeader(self);
-            self.flush_locked()?;
+    /// Sets the log's own `Arc` (by the `LogManager`, once), so appends can queue it for the
+    /// flusher.
+    pub(crate) fn init_self(self: &Arc<Self>) {
+        let _ = self.self_ref.set(Arc::downgrade(self));
+    }
+
+    /// Queues the log for the flusher's next pass; flushes here when there is no flusher
+    /// (stopped, or a log used without a manager).
+    fn request_flush(&self) {
+        if self.queued.swap(true, Ordering::AcqRel) {
+            return;
         }
+        let me = self.self_ref.get().and_then(Weak::upgrade);
+        if let Some(me) = me {
+            if self.files.flusher.enqueue(me) {
+                return;
+            }
+        }
+        self.queued.store(false, Ordering::Release);
+        if let Err(e) = self.flush() {
+            tracing::warn!(partition = %self.tp, error = %e, "flush failed");
+        }
+    }
+
+    /// Called by the flusher when it takes the log from its queue.
+    pub(crate) fn dequeued(&self) {
+        self.queued.store(false, Ordering::Release);
+    }
+
+    /// Calls `done` once every offset below `end_offset` is durable, or with the error that
+    /// makes it impossible. Never blocks (except without a running flusher, when it flushes
+    /// here): this is how async callers wait.
+    pub fn on_durable(&self, end_offset: i64, done: DurableCallback) {
+        {
+            let mut waiters = self.waiters.lock();
+            // Checked under the waiters lock: a flush publishes its offset, and a failure its
+            // flag, before taking this lock to answer the waiters.
+            if let Err(e) = self.check_live() {
+                drop(waiters);
+                return done(Err(e));
+            }
+            if self.flushed_offset() >= end_offset {
+                drop(waiters);
+                return done(Ok(()));
+            }
+            waiters.0.push((end_offset, done));
+        }
+        self.request_flush();
+    }
+
+    /// Blocks until every offset below `end_offset` is on disk: the flusher's next pass, which
+    /// concurrent callers on every log of the data directory share.
+    pub fn wait_durable(&self, end_offset: i64) -> Result<()> {
+        if self.flushed_offset() >= end_offset {
+            return Ok(());
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.on_durable(
+            end_offset,
+            Box::new(move |result| {
+                let _ = tx.send(result);
+            }),
+        );
+        // Every registered callback is called: by a flush, a failure or a deletion.
+        rx.recv().unwrap_or_else(|_| Err(self.dead_error()))
     }
 
     /// Makes everything appended so far durable.
@@ -459,7 +610,7 @@ impl Log {
     }
 
     /// Waits until no flush runs, then becomes the one that does.
-    fn lead_sync(&self) -> SyncLeader<'_> {
+    pub(crate) fn lead_sync(&self) -> SyncLeader<'_> {
         let mut in_progress = self.sync_gate.lock();
         // Bounded by the flushes already queued: each ends with a broadcast.
         while *in_progress {
@@ -469,47 +620,173 @@ impl Log {
         SyncLeader(self)
     }
 
+    /// Offline or deleted: the error for any use of the log.
+    fn check_live(&self) -> Result<()> {
+        if self.deleted.load(Ordering::Acquire) {
+            return Err(StorageError::Deleted {
+                tp: self.tp.clone(),
+            });
+        }
+        if self.failed.load(Ordering::Acquire) {
+            return Err(StorageError::Offline {
+                tp: self.tp.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn dead_error(&self) -> StorageError {
+        self.check_live().err().unwrap_or(StorageError::Offline {
+            tp: self.tp.clone(),
+        })
+    }
+
+    /// Whether the log is offline after a storage failure.
+    pub fn is_offline(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
     fn flush_locked(&self) -> Result<()> {
-        let (end, to_sync, sync_dir) = {
-            let mut state = self.state.lock();
-            if self.failed.load(Ordering::Acquire) {
-                return Err(StorageError::Closed);
-            }
-            let mut to_sync: Vec<Arc<IoFile>> = Vec::new();
-            for segment in state.segments.values_mut().filter(|s| s.dirty) {
-                if segment.sealed {
-                    // Below the recovery point a sealed segment is trusted whole, indexes too.
-                    segment.write_indexes(&self.files)?;
-                    to_sync.extend(segment.files_to_sync(&self.files)?);
-                } else {
-                    // The active segment's indexes are synced at checkpoints
-                    // (`checkpoint_offset`); recovery rebuilds entries past the checkpointed
-                    // recovery point, so an acknowledgement needs only the log file: one
-                    // fdatasync per group commit.
-                    to_sync.push(segment.log_file(&self.files, false)?);
-                }
-                segment.dirty = false;
-            }
-            state.unflushed_messages = 0;
-            state.first_unflushed_ms = None;
-            let sync_dir = std::mem::take(&mut state.dir_dirty);
-            (state.log_end_offset(), to_sync, sync_dir)
+        let Some(prepared) = self.prepare_flush()? else {
+            return Err(self.dead_error());
         };
-        let sync_started = std::time::Instant::now();
-        let result = self.sync_files(&to_sync, sync_dir);
-        let sync_nanos = u64::try_from(sync_started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let started = std::time::Instant::now();
+        let result = self.sync_prepared(&prepared);
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let failed = result.as_ref().err().map(ToString::to_string);
+        self.finish_flush(Some((prepared, nanos)), result);
+        match failed {
+            None => Ok(()),
+            Some(_) => Err(self.dead_error()),
+        }
+    }
+
+    /// Takes what the next sync must cover, under the state lock (the caller leads the sync
+    /// gate). `None` when the log is offline or deleted.
+    pub(crate) fn prepare_flush(&self) -> Result<Option<PreparedFlush>> {
+        let mut state = self.state.lock();
+        if self.check_live().is_err() {
+            return Ok(None);
+        }
+        let mut files: Vec<Arc<IoFile>> = Vec::new();
+        for segment in state.segments.values_mut().filter(|s| s.dirty) {
+            if segment.sealed {
+                // Below the recovery point a sealed segment is trusted whole, indexes too. Its
+                // log is synced on the descriptor that wrote it, which it gives up now.
+                segment.write_indexes(&self.files)?;
+                files.extend(segment.files_to_sync(&self.files)?);
+                segment.release_write_file();
+            } else {
+                // The active segment's indexes are synced at checkpoints
+                // (`checkpoint_offset`); recovery rebuilds entries past the checkpointed
+                // recovery point, so an acknowledgement needs only the log file.
+                files.push(segment.log_file(&self.files, false)?);
+            }
+            segment.dirty = false;
+        }
+        state.unflushed_messages = 0;
+        state.first_unflushed_ms = None;
+        let sync_dir = std::mem::take(&mut state.dir_dirty);
+        let sync_parent = self.parent_dir_dirty.swap(false, Ordering::AcqRel);
+        Ok(Some(PreparedFlush {
+            point: state.end_point(),
+            files,
+            sync_dir,
+            sync_parent,
+        }))
+    }
+
+    /// fdatasyncs the files of `prepared`, then the directories.
+    pub(crate) fn sync_prepared(&self, prepared: &PreparedFlush) -> Result<()> {
+        self.sync_files(&prepared.files, prepared.sync_dir)?;
+        if prepared.sync_parent {
+            let parent = self.dir.parent().unwrap_or(Path::new("."));
+            self.files
+                .io
+                .sync_dir(parent)
+                .map_err(|e| StorageError::io("fsync dir", parent, e))?;
+        }
+        Ok(())
+    }
+
+    /// Publishes a flush's outcome: on success the new flushed offset (and high watermark),
+    /// answering the waiters it covers and telling the listener; on failure the log goes
+    /// offline and every waiter gets the error.
+    pub(crate) fn finish_flush(&self, prepared: Option<(PreparedFlush, u64)>, result: Result<()>) {
         if let Err(e) = result {
             // fsyncgate: after a failed fsync the kernel may have dropped the dirty pages, so
-            // a retry could "succeed" without the data. Stop taking writes.
-            self.failed.store(true, Ordering::Release);
-            tracing::error!(partition = %self.tp, error = %e, "fdatasync failed; log taken offline");
-            return Err(e);
+            // a retry could "succeed" without the data. The log goes offline.
+            self.go_offline(&e);
+            return;
         }
-        self.flushed_offset.fetch_max(end, Ordering::AcqRel);
+        let Some((prepared, sync_nanos)) = prepared else {
+            return;
+        };
+        let point = prepared.point;
+        {
+            let mut state = self.state.lock();
+            if point.offset > state.durable.offset || state.durable == point {
+                state.durable = point;
+            }
+        }
+        let before = self
+            .flushed_offset
+            .fetch_max(point.offset, Ordering::AcqRel);
         self.flush_count.fetch_add(1, Ordering::Relaxed);
         self.flush_nanos_total
             .fetch_add(sync_nanos, Ordering::Relaxed);
-        Ok(())
+        let flushed = self.flushed_offset();
+        let ready: Vec<DurableCallback> = {
+            let mut waiters = self.waiters.lock();
+            let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut waiters.0)
+                .into_iter()
+                .partition(|(end, _)| *end <= flushed);
+            waiters.0 = waiting;
+            ready.into_iter().map(|(_, done)| done).collect()
+        };
+        for done in ready {
+            done(Ok(()));
+        }
+        if point.offset > before {
+            self.files.flusher.flushed(&self.tp);
+        }
+    }
+
+    /// Takes the log offline after a storage failure: no more reads or writes; waiters get
+    /// the error. Logged once.
+    fn go_offline(&self, error: &StorageError) {
+        if !self.failed.swap(true, Ordering::AcqRel) {
+            tracing::error!(partition = %self.tp, %error, "storage failure; partition taken offline");
+        }
+        self.fail_waiters();
+    }
+
+    fn fail_waiters(&self) {
+        let doomed = std::mem::take(&mut self.waiters.lock().0);
+        for (_, done) in doomed {
+            done(Err(self.dead_error()));
+        }
+    }
+
+    /// Marks the log deleted (by `LogManager::delete_log`): it refuses every further use,
+    /// closes its files and forgets its cached descriptors, so the disk space is freed as soon
+    /// as reads in flight end and a handle kept past the deletion cannot reach files of a
+    /// partition created again under the same name.
+    pub(crate) fn mark_deleted(&self) {
+        {
+            let mut state = self.state.lock();
+            self.deleted.store(true, Ordering::Release);
+            for segment in state.segments.values_mut() {
+                segment.release_write_file();
+                self.files.cache.forget(segment.id);
+            }
+        }
+        self.fail_waiters();
+        self.wake_gate_waiters();
+    }
+
+    fn wake_gate_waiters(&self) {
+        self.synced.notify_all();
     }
 
     /// Flushes, then writes and syncs the active segment's index entries; returns the offset
@@ -517,6 +794,7 @@ impl Log {
     /// nothing new does no I/O here.
     pub(crate) fn checkpoint_offset(&self) -> Result<i64> {
         let _leader = self.lead_sync();
+        self.check_live()?;
         if self.flushed_offset() < self.log_end_offset()
             || self.state.lock().segments.values().any(|s| s.dirty)
         {
@@ -524,6 +802,7 @@ impl Log {
         }
         let index_files = {
             let mut state = self.state.lock();
+            self.check_live()?;
             let active = state.active_mut();
             if active.write_indexes(&self.files)? || active.index_unsynced {
                 active.index_unsynced = false;
@@ -534,7 +813,7 @@ impl Log {
             }
         };
         if let Err(e) = self.sync_files(&index_files, false) {
-            self.failed.store(true, Ordering::Release);
+            self.go_offline(&e);
             return Err(e);
         }
         Ok(self.flushed_offset())
@@ -560,11 +839,6 @@ impl Log {
         if sync_dir {
             io.sync_dir(&self.dir)
                 .map_err(|e| StorageError::io("fsync dir", &self.dir, e))?;
-        }
-        if self.parent_dir_dirty.swap(false, Ordering::AcqRel) {
-            let parent = self.dir.parent().unwrap_or(Path::new("."));
-            io.sync_dir(parent)
-                .map_err(|e| StorageError::io("fsync dir", parent, e))?;
         }
         Ok(())
     }
@@ -603,15 +877,25 @@ impl Log {
         min_one_batch: bool,
     ) -> Result<ReadResult> {
         let mut state = self.state.lock();
+        self.check_live()?;
         let (log_start, log_end) = (state.log_start_offset, state.log_end_offset());
+        let durable = self
+            .visible_when_durable
+            .load(Ordering::Acquire)
+            .then_some(state.durable);
+        let high_watermark = durable.map_or(log_end, |d| d.offset);
         let mut result = ReadResult {
             slices: Vec::new(),
-            high_watermark: log_end,
+            high_watermark,
             log_start_offset: log_start,
             log_end_offset: log_end,
         };
         if start_offset < log_start || start_offset > log_end {
             return Err(self.out_of_range(&state, start_offset));
+        }
+        if start_offset >= high_watermark {
+            // Written but not yet visible (as Kafka past the high watermark): nothing yet.
+            return Ok(result);
         }
         let bases: Vec<i64> = state
             .segments
@@ -630,7 +914,13 @@ impl Log {
             let Some((position, header)) = segment.find_batch(&self.files, start_offset)? else {
                 continue;
             };
+            // The segment holding the high watermark is read up to its byte position only
+            // (a batch boundary: flushes cover whole appends).
+            let visible_end = durable
+                .filter(|d| d.segment_base == base)
+                .map_or(u64::MAX, |d| d.position);
             let first = header.total_size() as u64;
+            debug_assert!(position + first <= visible_end);
             let end = if first > u64::from(max_bytes) {
                 if !min_one_batch {
                     return Ok(result);
@@ -640,7 +930,7 @@ impl Log {
                 segment.batch_boundary_at_or_below(
                     &self.files,
                     position,
-                    position + u64::from(max_bytes),
+                    (position + u64::from(max_bytes)).min(visible_end),
                 )?
             };
             debug_assert!(end >= position + first.min(u64::from(max_bytes)));
@@ -673,6 +963,7 @@ impl Log {
     /// does not decompress).
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<TimestampOffset>> {
         let mut state = self.state.lock();
+        self.check_live()?;
         let log_start = state.log_start_offset;
         let bases: Vec<i64> = state.segments.keys().copied().collect();
         for base in bases {
@@ -725,6 +1016,7 @@ impl Log {
     /// ListOffsets MAX_TIMESTAMP: the record with the largest timestamp (the first such).
     pub fn max_timestamp(&self) -> Result<Option<TimestampOffset>> {
         let mut state = self.state.lock();
+        self.check_live()?;
         let mut best: Option<(i64, i64)> = None;
         for segment in state.segments.values_mut() {
             segment.ensure_indexes(&self.files)?;
@@ -771,6 +1063,7 @@ impl Log {
     /// it. Returns the new log start offset.
     pub fn delete_records(&self, offset: i64) -> Result<i64> {
         let mut state = self.state.lock();
+        self.check_live()?;
         let log_end = state.log_end_offset();
         if offset > log_end || offset < 0 {
             return Err(self.out_of_range(&state, offset));
@@ -816,6 +1109,14 @@ impl Log {
             return Ok(0);
         }
         let mut state = self.state.lock();
+        self.check_live()?;
+        // As Kafka: only segments wholly below the high watermark are deleted, so the log
+        // start never passes what readers can see.
+        let high_watermark = if self.visible_when_durable.load(Ordering::Acquire) {
+            state.durable.offset
+        } else {
+            state.log_end_offset()
+        };
         let active = state.active();
         let active_expired = config.retention_ms >= 0
             && active.size > 0
@@ -842,7 +1143,7 @@ impl Log {
                 && segment.max_timestamp < now.saturating_sub(config.retention_ms);
             let by_size = config.retention_bytes >= 0
                 && total - segment.size >= config.retention_bytes as u64;
-            if !(by_time || by_size) {
+            if !(by_time || by_size) || segment.next_offset > high_watermark {
                 break;
             }
             total -= segment.size;
@@ -862,6 +1163,7 @@ impl Log {
     pub(crate) fn close(&self) -> Result<()> {
         {
             let mut state = self.state.lock();
+            self.check_live()?;
             let active = state.active_mut();
             active.write_indexes(&self.files)?;
             let (size, path) = (active.size, active.log_path().to_path_buf());

@@ -1,6 +1,11 @@
 //! All logs of one data directory (Kafka's `LogManager`): creates, finds, opens (lazily,
 //! with recovery), deletes, and looks after them in a periodic tick (flush.ms, retention,
-//! segment.ms rolls, recovery point checkpoints).
+//! segment.ms rolls, recovery point checkpoints). It owns the directory's flusher thread
+//! (`flusher.rs`), the group commit every log shares.
+//!
+//! One log's failure is that log's alone: housekeeping goes on past a log that fails, and a
+//! log whose disk failed is offline (`Log::is_offline`) while every other keeps flushing,
+//! checkpointing and retaining.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +18,7 @@ use crate::config::LogConfig;
 use crate::error::{Result, StorageError};
 use crate::fd_cache::FdCache;
 use crate::file_io::{FileIo, OsIo};
+use crate::flusher::{FlushListener, Flusher, GroupSync};
 use crate::log::{now_ms, Log};
 use crate::segment::Files;
 use crate::TopicPartition;
@@ -29,6 +35,8 @@ pub struct LogManagerConfig {
     pub max_open_files: usize,
     /// Config for logs opened from disk; the broker then applies each topic's own.
     pub default_log_config: LogConfig,
+    /// How the flusher syncs a pass with several files.
+    pub group_sync: GroupSync,
 }
 
 impl LogManagerConfig {
@@ -37,6 +45,7 @@ impl LogManagerConfig {
             data_dir: data_dir.into(),
             max_open_files: 0,
             default_log_config: LogConfig::default(),
+            group_sync: GroupSync::default(),
         }
     }
 }
@@ -62,6 +71,8 @@ pub struct LogManager {
     config: LogManagerConfig,
     files: Files,
     state: Mutex<ManagerState>,
+    /// The flusher thread, joined on drop.
+    flusher_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl LogManager {
@@ -78,9 +89,11 @@ impl LogManager {
         } else {
             default_max_open_files()
         };
+        let flusher = Arc::new(Flusher::new(config.group_sync));
         let files = Files {
-            io,
+            io: Arc::clone(&io),
             cache: Arc::new(FdCache::new(capacity.max(3))),
+            flusher: Arc::clone(&flusher),
         };
         let recovery_points = checkpoint::read(&dir.join(RECOVERY_POINT_FILE))?;
         let mut logs = HashMap::new();
@@ -101,6 +114,9 @@ impl LogManager {
             }
         }
         tracing::info!(dir = %dir.display(), partitions = logs.len(), "log manager opened");
+        let thread = flusher
+            .start(io, "rill-flusher".to_string())
+            .map_err(|e| StorageError::io("start flusher thread", dir, e))?;
         Ok(LogManager {
             config,
             files,
@@ -109,7 +125,37 @@ impl LogManager {
                 recovery_points,
                 last_checkpoint_ms: now_ms(),
             }),
+            flusher_thread: Mutex::new(Some(thread)),
         })
+    }
+
+    /// Sets the function told about every partition whose flushed offset advanced (the
+    /// broker wakes long-polling fetches with it: under durable visibility that is when new
+    /// records become visible).
+    pub fn set_flush_listener(&self, listener: FlushListener) {
+        self.files.flusher.set_listener(listener);
+    }
+
+    /// Flush passes of the group commit so far (each syncs every log queued at its start).
+    pub fn flusher_passes(&self) -> u64 {
+        self.files.flusher.passes()
+    }
+
+    /// syncfs calls of the group commit so far.
+    pub fn flusher_syncfs_calls(&self) -> u64 {
+        self.files.flusher.syncfs_calls()
+    }
+
+    /// Open logs taken offline by a storage failure.
+    pub fn offline_partitions(&self) -> Vec<TopicPartition> {
+        let mut out: Vec<_> = self
+            .open_logs()
+            .into_iter()
+            .filter(|log| log.is_offline())
+            .map(|log| log.topic_partition().clone())
+            .collect();
+        out.sort();
+        out
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -138,6 +184,7 @@ impl LogManager {
             config,
             self.files.clone(),
         )?);
+        log.init_self();
         state.logs.insert(tp.clone(), Slot::Open(log.clone()));
         Ok(log)
     }
@@ -159,6 +206,7 @@ impl LogManager {
                     self.files.clone(),
                     recovery_point,
                 )?);
+                log.init_self();
                 state.logs.insert(tp.clone(), Slot::Open(log.clone()));
                 Ok(Some(log))
             }
@@ -172,11 +220,15 @@ impl LogManager {
         out
     }
 
-    /// Deletes a log and its directory. Readers holding its files finish their reads.
+    /// Deletes a log and its directory. Readers holding its files finish their reads; the
+    /// log closes its other descriptors and refuses any further use, so its space is freed
+    /// and a handle kept past this cannot reach a partition created again with its name.
     pub fn delete_log(&self, tp: &TopicPartition) -> Result<()> {
         let mut state = self.state.lock();
-        if state.logs.remove(tp).is_none() {
-            return Err(StorageError::UnknownPartition { tp: tp.clone() });
+        match state.logs.remove(tp) {
+            None => return Err(StorageError::UnknownPartition { tp: tp.clone() }),
+            Some(Slot::Open(log)) => log.mark_deleted(),
+            Some(Slot::OnDisk) => {}
         }
         state.recovery_points.remove(tp);
         let dir = self.log_dir(tp);
@@ -208,13 +260,28 @@ impl LogManager {
     /// Periodic housekeeping, about once a second: flush.ms flushes, retention and segment.ms
     /// rolls on every log, and the recovery point checkpoint every 10 s. Logs not opened yet
     /// are opened here, so retention applies to them too.
+    ///
+    /// A log that fails is logged and skipped (a failed flush takes it offline); the others
+    /// are looked after all the same. Errors here are only the checkpoint file's own.
     pub fn tick(&self, now: i64) -> Result<()> {
         for tp in self.partitions() {
-            let Some(log) = self.get_log(&tp)? else {
-                continue;
+            let log = match self.get_log(&tp) {
+                Ok(Some(log)) => log,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(partition = %tp, error = %e, "cannot open log for housekeeping");
+                    continue;
+                }
             };
-            log.flush_if_due(now)?;
-            log.apply_retention(now)?;
+            if log.is_offline() {
+                continue;
+            }
+            if let Err(e) = log.flush_if_due(now) {
+                tracing::warn!(partition = %tp, error = %e, "flush.ms flush failed");
+            }
+            if let Err(e) = log.apply_retention(now) {
+                tracing::warn!(partition = %tp, error = %e, "retention failed");
+            }
         }
         let due = {
             let mut state = self.state.lock();
@@ -231,11 +298,22 @@ impl LogManager {
     }
 
     /// Writes every log's recovery point, flushing what each log has unflushed (and its
-    /// index entries) first. A stale checkpoint only makes recovery scan more.
+    /// index entries) first. A stale checkpoint only makes recovery scan more: a log that
+    /// fails here (and goes offline) keeps its previous point, and the others are written.
     pub fn checkpoint(&self) -> Result<()> {
         let mut fresh = HashMap::new();
         for log in self.open_logs() {
-            fresh.insert(log.topic_partition().clone(), log.checkpoint_offset()?);
+            if log.is_offline() {
+                continue;
+            }
+            match log.checkpoint_offset() {
+                Ok(point) => {
+                    fresh.insert(log.topic_partition().clone(), point);
+                }
+                Err(e) => {
+                    tracing::warn!(partition = %log.topic_partition(), error = %e, "recovery point not advanced")
+                }
+            }
         }
         let points = {
             let mut state = self.state.lock();
@@ -254,11 +332,33 @@ impl LogManager {
 
     /// Flushes every log, trims preallocated tails and writes the checkpoint, so the next open
     /// scans almost nothing.
+    ///
+    /// Goes on past a log that fails to close (it is recovered at the next open) and returns
+    /// the first such error after the checkpoint.
     pub fn close(&self) -> Result<()> {
+        let mut first_error = None;
         for log in self.open_logs() {
-            log.close()?;
+            if log.is_offline() {
+                continue;
+            }
+            if let Err(e) = log.close() {
+                tracing::warn!(partition = %log.topic_partition(), error = %e, "log did not close cleanly");
+                first_error.get_or_insert(e);
+            }
         }
-        self.checkpoint()
+        self.checkpoint()?;
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for LogManager {
+    fn drop(&mut self) {
+        self.files.flusher.stop();
+        if let Some(thread) = self.flusher_thread.lock().take() {
+            if thread.join().is_err() {
+                tracing::error!("flusher thread panicked");
+            }
+        }
     }
 }
 

@@ -23,6 +23,8 @@ use crate::time_index::{self, TimeEntry, TimeIndex};
 pub struct Files {
     pub io: Arc<dyn FileIo>,
     pub cache: Arc<FdCache>,
+    /// The data directory's group commit, which logs queue themselves on.
+    pub flusher: Arc<crate::flusher::Flusher>,
 }
 
 /// `00000000000000000042.log`: the base offset, zero-padded to 20 digits, as Kafka names them.
@@ -38,6 +40,10 @@ const RECOVERY_MAX_BATCH_BYTES: usize = i32::MAX as usize;
 pub struct Segment {
     /// Cache key of this segment's files; unique per process.
     pub id: u64,
+    /// The descriptor appends write through, owned outside the cache while the segment is
+    /// active and until the flush after sealing: an fsync must run on the descriptor that
+    /// wrote (a descriptor opened later does not see an earlier writeback error: fsyncgate).
+    write_file: Option<Arc<IoFile>>,
     pub base_offset: i64,
     log_path: PathBuf,
     /// Bytes of valid batches.
@@ -68,6 +74,7 @@ impl Segment {
     fn new(files: &Files, dir: &Path, base_offset: i64) -> Segment {
         Segment {
             id: files.cache.segment_id(),
+            write_file: None,
             base_offset,
             log_path: dir.join(file_name(base_offset, "log")),
             size: 0,
@@ -96,12 +103,27 @@ impl Segment {
     /// Creates the files of a new, empty active segment. The directory entry becomes durable at
     /// the log's next flush, which syncs the directory first.
     pub fn create(files: &Files, dir: &Path, base_offset: i64) -> Result<Segment> {
-        let segment = Segment::new(files, dir, base_offset);
-        let log = segment.log_file(files, true)?;
+        let mut segment = Segment::new(files, dir, base_offset);
+        let created = segment.create_files(files);
+        if created.is_err() {
+            files.cache.forget(segment.id);
+        }
+        created.map(|()| segment)
+    }
+
+    fn create_files(&mut self, files: &Files) -> Result<()> {
+        let segment = self;
+        let log = Arc::new(
+            files
+                .io
+                .open(&segment.log_path, true)
+                .map_err(|e| StorageError::io("create", &segment.log_path, e))?,
+        );
         files
             .io
             .set_len(&log, 0)
             .map_err(|e| StorageError::io("truncate", &segment.log_path, e))?;
+        segment.write_file = Some(log);
         for (kind, path) in [
             (FileKind::OffsetIndex, segment.offset_index.path()),
             (FileKind::TimeIndex, segment.time_index.path()),
@@ -115,7 +137,7 @@ impl Segment {
                 .set_len(&f, 0)
                 .map_err(|e| StorageError::io("truncate", path, e))?;
         }
-        Ok(segment)
+        Ok(())
     }
 
     /// Opens a segment that lies wholly before the recovery point: its files are trusted, its
@@ -172,7 +194,15 @@ impl Segment {
         trust_index: bool,
     ) -> Result<(Segment, ScanEnd)> {
         let mut segment = Segment::new(files, dir, base_offset);
-        let log = segment.log_file(files, false)?;
+        // Recovery may write to it (as the active segment) and the flush after opening syncs
+        // it: the segment owns this descriptor.
+        let log = Arc::new(
+            files
+                .io
+                .open(&segment.log_path, false)
+                .map_err(|e| StorageError::io("open", &segment.log_path, e))?,
+        );
+        segment.write_file = Some(Arc::clone(&log));
         let file_len = log
             .file_len()
             .map_err(|e| StorageError::io("stat", &segment.log_path, e))?;
@@ -250,10 +280,19 @@ impl Segment {
     }
 
     pub fn log_file(&self, files: &Files, create: bool) -> Result<Arc<IoFile>> {
+        if let Some(file) = &self.write_file {
+            return Ok(Arc::clone(file));
+        }
         files
             .cache
             .get((self.id, FileKind::Log), &*files.io, &self.log_path, create)
             .map_err(|e| StorageError::io("open", &self.log_path, e))
+    }
+
+    /// Gives up the owned write descriptor (the segment was sealed and synced, or deleted);
+    /// reads then go through the cache.
+    pub fn release_write_file(&mut self) {
+        self.write_file = None;
     }
 
     /// Updates sizes, offsets, timestamps and index entries for a batch written at `position`.

@@ -61,6 +61,7 @@ fn reads_end_on_whole_batches_within_max_bytes() {
         sizes.push(expected_batch(log.log_end_offset()).len() as u64);
         append_expected(&log);
     }
+    log.wait_durable(log.log_end_offset()).unwrap();
     for max in [100u32, 1000, 2000, 5000, 1 << 20] {
         let r = log.read(0, max, true).unwrap();
         let len = r.total_len();
@@ -219,6 +220,7 @@ fn offsets_out_of_range_and_delete_records() {
         append_expected(&log);
     }
     let end = log.log_end_offset();
+    log.wait_durable(end).unwrap();
     assert!(matches!(
         log.read(end + 1, 100, true),
         Err(StorageError::OffsetOutOfRange { .. })
@@ -269,6 +271,7 @@ fn retention_by_size_and_time() {
     for _ in 0..150 {
         append_expected(&log);
     }
+    log.wait_durable(log.log_end_offset()).unwrap();
     let before = log.size_bytes();
     assert!(before > 40 * 1024);
     let deleted = log.apply_retention(crate::log::now_ms()).unwrap();

@@ -48,12 +48,16 @@ pub fn manager(dir: &std::path::Path) -> LogManager {
     LogManager::open(config).unwrap()
 }
 
-/// Reads the whole log batch by batch, asserting each batch is valid, and returns them.
+/// Reads the whole log batch by batch, asserting each batch is valid, and returns them. Waits
+/// for durability first: with durable visibility reads stop at the flushed offset.
 pub fn read_all(log: &Log) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let mut offset = log.log_start_offset();
+    let end = log.log_end_offset();
+    log.wait_durable(end).unwrap();
+    assert!(log.high_watermark() >= end, "durable, hence visible");
     // Bounded: each read advances past at least one batch or ends the loop.
-    while offset < log.log_end_offset() {
+    while offset < end {
         let bytes = log.read_bytes(offset, 64 * 1024).unwrap();
         assert!(
             !bytes.is_empty(),

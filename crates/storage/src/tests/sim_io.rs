@@ -5,6 +5,9 @@
 //!
 //! Real fdatasync is skipped: what survives is the simulator's decision, and skipping it keeps
 //! thousands of cases fast.
+//!
+//! After the cut the power stays off: every later change or sync fails with EIO, so threads
+//! still running (the flusher) cannot make anything durable after the fact.
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
@@ -23,11 +26,26 @@ struct SimState {
     unsynced: HashMap<PathBuf, Vec<(u64, u64)>>,
     /// Per directory: files created in it since its last sync.
     new_files: HashMap<PathBuf, Vec<PathBuf>>,
+    /// Set by the power cut.
+    off: bool,
 }
 
 #[derive(Debug, Default)]
 pub struct SimIo {
     state: Mutex<SimState>,
+}
+
+fn power_off() -> io::Error {
+    io::Error::from_raw_os_error(rustix::io::Errno::IO.raw_os_error())
+}
+
+impl SimState {
+    fn check_power(&self) -> io::Result<()> {
+        if self.off {
+            return Err(power_off());
+        }
+        Ok(())
+    }
 }
 
 fn parent(path: &Path) -> PathBuf {
@@ -36,6 +54,7 @@ fn parent(path: &Path) -> PathBuf {
 
 impl FileIo for SimIo {
     fn open(&self, path: &Path, create: bool) -> io::Result<IoFile> {
+        self.state.lock().check_power()?;
         let existed = path.exists();
         let file = OsIo.open(path, create)?;
         if !existed {
@@ -52,36 +71,56 @@ impl FileIo for SimIo {
 
     fn write_at(&self, file: &IoFile, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
         let len: u64 = bufs.iter().map(|b| b.len() as u64).sum();
-        self.state
-            .lock()
+        let mut state = self.state.lock();
+        state.check_power()?;
+        state
             .unsynced
             .entry(file.path().to_path_buf())
             .or_default()
             .push((offset, len));
+        // Written under the lock, so the cut sees it whole or not at all.
         OsIo.write_at(file, bufs, offset)
     }
 
     fn sync_data(&self, file: &IoFile) -> io::Result<()> {
-        self.state.lock().unsynced.remove(file.path());
+        let mut state = self.state.lock();
+        state.check_power()?;
+        state.unsynced.remove(file.path());
         Ok(())
     }
 
     fn allocate(&self, file: &IoFile, len: u64) -> io::Result<()> {
+        let state = self.state.lock();
+        state.check_power()?;
         OsIo.allocate(file, len)
     }
 
+    fn sync_fs(&self, _file: &IoFile) -> io::Result<()> {
+        // The whole simulated file system: every file's data and every directory entry.
+        let mut state = self.state.lock();
+        state.check_power()?;
+        state.unsynced.clear();
+        state.new_files.clear();
+        Ok(())
+    }
+
     fn set_len(&self, file: &IoFile, len: u64) -> io::Result<()> {
+        let state = self.state.lock();
+        state.check_power()?;
         OsIo.set_len(file, len)
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.state.lock().new_files.remove(dir);
+        let mut state = self.state.lock();
+        state.check_power()?;
+        state.new_files.remove(dir);
         Ok(())
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        std::fs::rename(from, to)?;
         let mut state = self.state.lock();
+        state.check_power()?;
+        std::fs::rename(from, to)?;
         let ranges = state.unsynced.remove(from);
         state.unsynced.remove(to);
         if let Some(r) = ranges {
@@ -135,6 +174,7 @@ impl SimIo {
         }
         state.unsynced.clear();
         state.new_files.clear();
+        state.off = true;
         damaged
     }
 }
