@@ -51,6 +51,14 @@ pub enum StorageError {
     /// On-disk state that recovery cannot repair (it repairs a torn tail or a bad index itself).
     #[error("corrupt log data in {path}: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+    /// An idempotent or transactional producer's batch refused by the partition's producer
+    /// state (sequence gap, stale epoch, no open transaction). Nothing was written.
+    #[error("{tp}: {source}")]
+    Producer {
+        tp: TopicPartition,
+        #[source]
+        source: crate::producer_state::ProducerError,
+    },
     /// The log failed an fsync earlier or was closed; it takes no more writes (fail fast: after a
     /// failed fsync the page cache state is unknown).
     #[error("log is closed or failed")]

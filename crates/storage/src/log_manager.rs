@@ -29,6 +29,9 @@ pub struct LogManagerConfig {
     pub max_open_files: usize,
     /// Config for logs opened from disk; the broker then applies each topic's own.
     pub default_log_config: LogConfig,
+    /// `producer.id.expiration.ms`: a producer id idle this long (by its last batch's
+    /// timestamp, with no open transaction) is forgotten by every partition at the next tick.
+    pub producer_id_expiration_ms: i64,
 }
 
 impl LogManagerConfig {
@@ -37,6 +40,7 @@ impl LogManagerConfig {
             data_dir: data_dir.into(),
             max_open_files: 0,
             default_log_config: LogConfig::default(),
+            producer_id_expiration_ms: crate::producer_state::DEFAULT_PRODUCER_ID_EXPIRATION_MS,
         }
     }
 }
@@ -206,7 +210,8 @@ impl LogManager {
     }
 
     /// Periodic housekeeping, about once a second: flush.ms flushes, retention and segment.ms
-    /// rolls on every log, and the recovery point checkpoint every 10 s. Logs not opened yet
+    /// rolls and producer id expiry on every log, and the recovery point checkpoint (with producer
+    /// state snapshots) every 10 s. Logs not opened yet
     /// are opened here, so retention applies to them too.
     pub fn tick(&self, now: i64) -> Result<()> {
         for tp in self.partitions() {
@@ -215,6 +220,7 @@ impl LogManager {
             };
             log.flush_if_due(now)?;
             log.apply_retention(now)?;
+            log.remove_expired_producers(now, self.config.producer_id_expiration_ms);
         }
         let due = {
             let mut state = self.state.lock();
