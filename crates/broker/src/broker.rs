@@ -15,6 +15,7 @@ use crate::group_coordinator::{GroupConfig, GroupCoordinator};
 use crate::listener;
 use crate::metrics::Metrics;
 use crate::offsets_log;
+use crate::producer_id::ProducerIdManager;
 use crate::response_writer::WriteMode;
 use crate::state::{BrokerState, Endpoint};
 use crate::topics::TopicRegistry;
@@ -54,6 +55,10 @@ pub struct BrokerConfig {
     pub tick_interval_ms: u64,
     /// Consumer group coordinator settings (session timeouts, offsets topic, retention).
     pub groups: GroupConfig,
+    /// `producer.id.expiration.ms`: partitions forget an idempotent producer idle this long.
+    pub producer_id_expiration_ms: i64,
+    /// `transactional.id.expiration.ms`: accepted for the transaction coordinator to come.
+    pub transactional_id_expiration_ms: i64,
 }
 
 impl Default for BrokerConfig {
@@ -73,6 +78,10 @@ impl Default for BrokerConfig {
             queued_max_request_bytes: 512 << 20,
             tick_interval_ms: 1000,
             groups: GroupConfig::default(),
+            producer_id_expiration_ms:
+                rill_storage::producer_state::DEFAULT_PRODUCER_ID_EXPIRATION_MS,
+            transactional_id_expiration_ms:
+                rill_storage::producer_state::DEFAULT_TRANSACTIONAL_ID_EXPIRATION_MS,
         }
     }
 }
@@ -96,8 +105,9 @@ impl Broker {
     pub async fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
         let mut logs_config = LogManagerConfig::new(config.data_dir.clone());
         logs_config.max_open_files = config.max_open_files;
+        logs_config.producer_id_expiration_ms = config.producer_id_expiration_ms;
         let group_config = config.groups.clone();
-        let (logs, topics, groups, lock) =
+        let (logs, topics, groups, producer_ids, lock) =
             tokio::task::spawn_blocking(move || open_storage(logs_config, group_config))
                 .await
                 .map_err(|source| BrokerError::Join {
@@ -123,7 +133,7 @@ impl Broker {
             topics = topics.all().len(),
             "broker ready"
         );
-        let state = BrokerState::new(config, logs, topics, groups, advertised, now_ms());
+        let state = BrokerState::new(config, logs, topics, groups, advertised, producer_ids);
         Ok(Broker {
             listener,
             local_addr,
@@ -219,6 +229,7 @@ type Opened = (
     Arc<LogManager>,
     Arc<TopicRegistry>,
     Arc<GroupCoordinator>,
+    ProducerIdManager,
     std::fs::File,
 );
 
@@ -245,7 +256,14 @@ fn open_storage(
         source,
     })?;
     let groups = open_groups(&logs, &topics, group_config)?;
-    Ok((Arc::new(logs), Arc::new(topics), Arc::new(groups), lock))
+    let producer_ids = ProducerIdManager::open(&data_dir, now_ms())?;
+    Ok((
+        Arc::new(logs),
+        Arc::new(topics),
+        Arc::new(groups),
+        producer_ids,
+        lock,
+    ))
 }
 
 /// Creates `__consumer_offsets` on first start (kept forever: retention would drop committed

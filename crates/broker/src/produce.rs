@@ -6,6 +6,10 @@
 //!   asks for it (`Log::needs_sync_for_ack`). Waits run on the blocking pool and all
 //!   partitions of the request wait concurrently, so they share group-commit syncs.
 //!
+//! Idempotent producers: storage checks producer id, epoch and sequence under the append lock;
+//! a retried batch is answered with the offsets it got the first time (and not stored again),
+//! a gap with OUT_OF_ORDER_SEQUENCE_NUMBER, a stale epoch with INVALID_PRODUCER_EPOCH.
+//!
 //! Each partition succeeds or fails alone: a corrupt batch for one partition does not stop
 //! the others. The batches are never decoded here; storage validates and stores them as sent.
 
@@ -133,12 +137,18 @@ fn append(
         }
     };
     debug_assert!(info.last_offset >= info.base_offset);
-    Metrics::add(&state.metrics.produced_bytes_total, records.len() as u64);
-    let record_count = u64::from(info.record_count);
-    state
-        .metrics
-        .record_produce(&tp.topic, records.len() as u64, record_count);
-    state.notify_appended(tp);
+    if info.duplicate {
+        // A producer's retry: answered with the offsets the batch got the first time, after
+        // the same durability wait (the first attempt may not be on disk yet).
+        tracing::debug!(%tp, base_offset = info.base_offset, "duplicate batch answered with its first offsets");
+    } else {
+        Metrics::add(&state.metrics.produced_bytes_total, records.len() as u64);
+        let record_count = u64::from(info.record_count);
+        state
+            .metrics
+            .record_produce(&tp.topic, records.len() as u64, record_count);
+        state.notify_appended(tp);
+    }
     let sync = (acks == -1 && log.needs_sync_for_ack()).then(|| {
         let end_offset = info.last_offset + 1;
         let metrics = Arc::clone(&state.metrics);

@@ -55,6 +55,14 @@ pub struct ServeArgs {
     /// Close connections idle this long (Kafka's connections.max.idle.ms) [default: 600000].
     #[arg(long, env = "RILL_CONNECTIONS_MAX_IDLE_MS", value_name = "MS")]
     pub connections_max_idle_ms: Option<u64>,
+    /// Forget an idempotent producer whose last batch is this old (Kafka's
+    /// producer.id.expiration.ms) [default: 86400000].
+    #[arg(long, env = "RILL_PRODUCER_ID_EXPIRATION_MS", value_name = "MS")]
+    pub producer_id_expiration_ms: Option<i64>,
+    /// Kafka's transactional.id.expiration.ms, for the transaction coordinator
+    /// [default: 604800000].
+    #[arg(long, env = "RILL_TRANSACTIONAL_ID_EXPIRATION_MS", value_name = "MS")]
+    pub transactional_id_expiration_ms: Option<i64>,
     /// Address of the Prometheus `/metrics` HTTP endpoint [default: 127.0.0.1:9644]. When the
     /// default address is taken (another broker on this machine) the broker warns and serves
     /// without it; an address given explicitly must be free.
@@ -81,6 +89,8 @@ struct FileConfig {
     socket_request_max_bytes: Option<u32>,
     fetch_write_mode: Option<String>,
     connections_max_idle_ms: Option<u64>,
+    producer_id_expiration_ms: Option<i64>,
+    transactional_id_expiration_ms: Option<i64>,
     metrics_listen: Option<String>,
     metrics: Option<bool>,
     log_level: Option<String>,
@@ -97,6 +107,8 @@ pub struct ServeConfig {
     pub socket_request_max_bytes: u32,
     pub fetch_write_mode: String,
     pub connections_max_idle_ms: u64,
+    pub producer_id_expiration_ms: i64,
+    pub transactional_id_expiration_ms: i64,
     pub metrics: bool,
     pub metrics_listen: String,
     /// True when `metrics_listen` was chosen by someone (flag, variable or file) rather than
@@ -157,6 +169,16 @@ impl ServeConfig {
                 file.connections_max_idle_ms,
                 defaults.connections_max_idle_ms,
             ),
+            producer_id_expiration_ms: pick(
+                args.producer_id_expiration_ms,
+                file.producer_id_expiration_ms,
+                defaults.producer_id_expiration_ms,
+            ),
+            transactional_id_expiration_ms: pick(
+                args.transactional_id_expiration_ms,
+                file.transactional_id_expiration_ms,
+                defaults.transactional_id_expiration_ms,
+            ),
             metrics: !args.no_metrics.unwrap_or(false) && file.metrics.unwrap_or(true),
             metrics_listen: pick(
                 args.metrics_listen.clone(),
@@ -192,6 +214,17 @@ impl ServeConfig {
                 self.socket_request_max_bytes
             );
         }
+        for (key, ms) in [
+            ("producer_id_expiration_ms", self.producer_id_expiration_ms),
+            (
+                "transactional_id_expiration_ms",
+                self.transactional_id_expiration_ms,
+            ),
+        ] {
+            if ms < 1 {
+                bail!("invalid value for {key}: {ms} (must be at least 1)");
+            }
+        }
         self.write_mode()?;
         tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .with_context(|| format!("invalid value for log_level: '{}'", self.log_level))?;
@@ -221,6 +254,8 @@ impl ServeConfig {
             socket_request_max_bytes: self.socket_request_max_bytes,
             write_mode: self.write_mode()?,
             connections_max_idle_ms: self.connections_max_idle_ms,
+            producer_id_expiration_ms: self.producer_id_expiration_ms,
+            transactional_id_expiration_ms: self.transactional_id_expiration_ms,
             ..BrokerConfig::default()
         })
     }
