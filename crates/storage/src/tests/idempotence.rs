@@ -286,3 +286,114 @@ fn snapshots_past_the_log_end_or_damaged_are_not_used() {
     assert_eq!(log.producer_state(7).unwrap().last_seq(), 5);
     assert!(log.append(&batch(7, 0, 5, 1)).unwrap().duplicate);
 }
+
+const CRASH_CHILD_ENV: &str = "RILL_IDEMPOTENCE_CRASH_CHILD_DIR";
+
+/// SIGKILL while an idempotent producer appends (flush per append, a checkpoint with a
+/// producer snapshot every 50 appends): after each restart, every acknowledged batch is still
+/// recognised as a duplicate with the offsets it got, and each sequence is stored once.
+#[test]
+fn producer_state_survives_sigkill() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use rand::{Rng, SeedableRng};
+
+    if let Ok(dir) = std::env::var(CRASH_CHILD_ENV) {
+        return crash_child(std::path::Path::new(&dir));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x1de4);
+    let mut acked: Vec<(i32, i64)> = Vec::new();
+    for round in 0..4 {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "tests::idempotence::producer_state_survives_sigkill",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CRASH_CHILD_ENV, dir.path())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("ACK ") {
+                    let (seq, offset) = rest.split_once(' ').unwrap();
+                    let _ = tx.send((seq.parse::<i32>().unwrap(), offset.parse::<i64>().unwrap()));
+                }
+            }
+        });
+        acked.push(
+            rx.recv_timeout(Duration::from_secs(30))
+                .expect("child acknowledged nothing"),
+        );
+        std::thread::sleep(Duration::from_millis(rng.random_range(50..300)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        reader.join().unwrap();
+        acked.extend(rx.try_iter());
+        let m = LogManager::open(LogManagerConfig::new(dir.path())).unwrap();
+        let log = m.get_log(&tp(0)).unwrap().unwrap();
+        let started = Instant::now();
+        // Each sequence once, in order, at the offset it was acknowledged with.
+        for (i, b) in read_all(&log).iter().enumerate() {
+            let h = crate::batch::BatchHeader::parse(b).unwrap();
+            assert_eq!(
+                (h.base_offset, h.base_sequence),
+                (i as i64, i as i32),
+                "round {round}"
+            );
+        }
+        let (last_seq, last_offset) = *acked.last().unwrap();
+        assert!(
+            log.log_end_offset() > last_offset,
+            "round {round}: acked batch lost"
+        );
+        // The last five batches in the log (the acknowledged last one among them, and one
+        // written but killed before its acknowledgement) are duplicates after the crash.
+        let log_last_seq = (log.log_end_offset() - 1) as i32;
+        assert!(log_last_seq >= last_seq);
+        for seq in (log_last_seq - 4).max(0)..=log_last_seq {
+            let retry = log.append(&batch(7, 0, seq, 1)).unwrap();
+            assert!(
+                retry.duplicate && retry.base_offset == i64::from(seq),
+                "round {round} seq {seq}: {retry:?}"
+            );
+        }
+        assert!(started.elapsed() < Duration::from_secs(30));
+        eprintln!(
+            "round {round}: acked up to seq {last_seq}, log end {}",
+            log.log_end_offset()
+        );
+    }
+}
+
+/// Appends producer 7's batches from where the log is until killed.
+fn crash_child(dir: &std::path::Path) {
+    let m = LogManager::open(LogManagerConfig::new(dir)).unwrap();
+    let mut config = small_config();
+    config.set("flush.messages", "1").unwrap();
+    let log = match m.get_log(&tp(0)).unwrap() {
+        Some(log) => {
+            log.set_config(config);
+            log
+        }
+        None => m.create_log(&tp(0), config).unwrap(),
+    };
+    let mut seq = log.producer_state(7).map_or(0, |e| e.last_seq() + 1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        let info = log.append(&batch(7, 0, seq, 1)).unwrap();
+        assert!(!info.duplicate);
+        println!("ACK {seq} {}", info.base_offset);
+        seq += 1;
+        if seq % 50 == 0 {
+            m.checkpoint().unwrap();
+        }
+    }
+}
