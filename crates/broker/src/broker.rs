@@ -59,6 +59,10 @@ pub struct BrokerConfig {
     pub producer_id_expiration_ms: i64,
     /// `transactional.id.expiration.ms`: accepted for the transaction coordinator to come.
     pub transactional_id_expiration_ms: i64,
+    /// `advertised.listeners` for one listener, `host:port`: what Metadata tells clients to
+    /// connect to, when that is not the bound address (NAT, containers, a proxy in front).
+    /// `None`: the bound address.
+    pub advertised_listener: Option<String>,
 }
 
 impl Default for BrokerConfig {
@@ -82,6 +86,7 @@ impl Default for BrokerConfig {
                 rill_storage::producer_state::DEFAULT_PRODUCER_ID_EXPIRATION_MS,
             transactional_id_expiration_ms:
                 rill_storage::producer_state::DEFAULT_TRANSACTIONAL_ID_EXPIRATION_MS,
+            advertised_listener: None,
         }
     }
 }
@@ -125,7 +130,16 @@ impl Broker {
             addr: config.listen.clone(),
             source,
         })?;
-        let advertised = advertised_endpoint(local_addr);
+        let advertised = match &config.advertised_listener {
+            Some(listener) => parse_endpoint(listener).ok_or_else(|| BrokerError::Bind {
+                addr: listener.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "advertised listener must be host:port",
+                ),
+            })?,
+            None => advertised_endpoint(local_addr),
+        };
         tracing::info!(
             addr = %local_addr,
             data_dir = %config.data_dir.display(),
@@ -340,6 +354,16 @@ async fn group_tick_loop(state: Arc<BrokerState>, mut stop: watch::Receiver<bool
 /// Clients connect to what Metadata advertises. An unspecified bind address (0.0.0.0, ::)
 /// cannot be connected to, so advertise loopback then; a real deployment would configure
 /// `advertised.listeners` (not implemented yet).
+/// `host:port` with a non-empty host and a port in 1..=65535.
+pub fn parse_endpoint(listener: &str) -> Option<Endpoint> {
+    let (host, port) = listener.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|&p| p > 0)?;
+    (!host.is_empty()).then(|| Endpoint {
+        host: host.to_string(),
+        port: i32::from(port),
+    })
+}
+
 fn advertised_endpoint(local_addr: SocketAddr) -> Endpoint {
     let ip = local_addr.ip();
     let host = if ip.is_unspecified() {

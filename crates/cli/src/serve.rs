@@ -63,6 +63,10 @@ pub struct ServeArgs {
     /// [default: 604800000].
     #[arg(long, env = "RILL_TRANSACTIONAL_ID_EXPIRATION_MS", value_name = "MS")]
     pub transactional_id_expiration_ms: Option<i64>,
+    /// Address Metadata gives clients, when not the listening one (Kafka's
+    /// advertised.listeners: NAT, containers, a proxy) [default: the listening address].
+    #[arg(long, env = "RILL_ADVERTISED_LISTENER", value_name = "HOST:PORT")]
+    pub advertised_listener: Option<String>,
     /// Address of the Prometheus `/metrics` HTTP endpoint [default: 127.0.0.1:9644]. When the
     /// default address is taken (another broker on this machine) the broker warns and serves
     /// without it; an address given explicitly must be free.
@@ -91,6 +95,7 @@ struct FileConfig {
     connections_max_idle_ms: Option<u64>,
     producer_id_expiration_ms: Option<i64>,
     transactional_id_expiration_ms: Option<i64>,
+    advertised_listener: Option<String>,
     metrics_listen: Option<String>,
     metrics: Option<bool>,
     log_level: Option<String>,
@@ -109,6 +114,8 @@ pub struct ServeConfig {
     pub connections_max_idle_ms: u64,
     pub producer_id_expiration_ms: i64,
     pub transactional_id_expiration_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertised_listener: Option<String>,
     pub metrics: bool,
     pub metrics_listen: String,
     /// True when `metrics_listen` was chosen by someone (flag, variable or file) rather than
@@ -179,6 +186,7 @@ impl ServeConfig {
                 file.transactional_id_expiration_ms,
                 defaults.transactional_id_expiration_ms,
             ),
+            advertised_listener: args.advertised_listener.clone().or(file.advertised_listener),
             metrics: !args.no_metrics.unwrap_or(false) && file.metrics.unwrap_or(true),
             metrics_listen: pick(
                 args.metrics_listen.clone(),
@@ -225,6 +233,11 @@ impl ServeConfig {
                 bail!("invalid value for {key}: {ms} (must be at least 1)");
             }
         }
+        if let Some(listener) = &self.advertised_listener {
+            if rill_broker::broker::parse_endpoint(listener).is_none() {
+                bail!("invalid value for advertised_listener: '{listener}' (expected host:port)");
+            }
+        }
         self.write_mode()?;
         tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .with_context(|| format!("invalid value for log_level: '{}'", self.log_level))?;
@@ -256,6 +269,7 @@ impl ServeConfig {
             connections_max_idle_ms: self.connections_max_idle_ms,
             producer_id_expiration_ms: self.producer_id_expiration_ms,
             transactional_id_expiration_ms: self.transactional_id_expiration_ms,
+            advertised_listener: self.advertised_listener.clone(),
             ..BrokerConfig::default()
         })
     }
