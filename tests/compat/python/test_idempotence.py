@@ -28,7 +28,7 @@ def _idempotent_producer(address):
     })
 
 
-def _produce(p, topic, partitions, errors, delivered, stop_at=None):
+def _produce(p, topic, partitions, errors, delivered, hooks=None):
     lock = threading.Lock()
 
     def cb(err, msg):
@@ -47,8 +47,8 @@ def _produce(p, topic, partitions, errors, delivered, stop_at=None):
                 p.poll(0.05)
         if i % 200 == 0:
             p.poll(0)
-        if stop_at is not None and i == stop_at[0]:
-            stop_at[1]()
+        if hooks and i in hooks:
+            hooks[i]()
 
 
 def _check_exactly_once(bootstrap, topic, partitions):
@@ -89,28 +89,31 @@ def test_idempotent_producer_through_connection_cuts(rill_factory, topic_name):
 
 
 def test_retries_after_a_broker_sigkill_are_still_duplicates(rill_factory, topic_name):
-    """The broker is SIGKILLed in the middle of the stream and restarted on the same data dir;
-    the producer's in-flight batches, some already stored, are retried to the new process."""
+    """The broker is SIGKILLed three times in the middle of the stream and restarted on the
+    same data dir; the producer's in-flight batches, some already stored by the killed
+    process, are retried to the new one, which must recognise them from its rebuilt producer
+    state."""
     proxy = CuttingProxy(seed=99)
     try:
-        r1 = rill_factory(["--advertised-listener", proxy.address])
-        direct = r1.start()
+        current = [rill_factory(["--advertised-listener", proxy.address])]
+        direct = current[0].start()
         proxy.upstream = int(direct.rsplit(":", 1)[1])
         ku.create_topic(direct, topic_name, partitions=1)
         p = _idempotent_producer(proxy.address)
         errors, delivered = [], []
-        restarted = {}
+        kills = []
 
         def kill_and_restart():
-            r1.kill()
+            current[0].kill()
             proxy.drop_all()
-            r2 = rill_factory(["--advertised-listener", proxy.address])
-            proxy.upstream = int(r2.start().rsplit(":", 1)[1])
-            restarted["at"] = len(delivered)
+            current[0] = rill_factory(["--advertised-listener", proxy.address])
+            proxy.upstream = int(current[0].start().rsplit(":", 1)[1])
+            kills.append(len(delivered))
 
-        _produce(p, topic_name, 1, errors, delivered, stop_at=[RECORDS // 2, kill_and_restart])
+        hooks = {RECORDS * k // 4: kill_and_restart for k in (1, 2, 3)}
+        _produce(p, topic_name, 1, errors, delivered, hooks)
         assert p.flush(120) == 0
-        assert "at" in restarted
+        assert len(kills) == 3
         assert not errors, errors[:5]
         assert len(delivered) == RECORDS
         _check_exactly_once(proxy.address, topic_name, 1)
