@@ -186,7 +186,10 @@ impl ServeConfig {
                 file.transactional_id_expiration_ms,
                 defaults.transactional_id_expiration_ms,
             ),
-            advertised_listener: args.advertised_listener.clone().or(file.advertised_listener),
+            advertised_listener: args
+                .advertised_listener
+                .clone()
+                .or(file.advertised_listener),
             metrics: !args.no_metrics.unwrap_or(false) && file.metrics.unwrap_or(true),
             metrics_listen: pick(
                 args.metrics_listen.clone(),

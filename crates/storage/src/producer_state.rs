@@ -36,7 +36,7 @@
 //! Ready for transactions: each entry carries the coordinator epoch and the first offset of
 //! the producer's open transaction; the transaction coordinator will set them.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 use crate::batch::BatchHeader;
 
@@ -93,7 +93,7 @@ pub enum ProducerError {
 }
 
 /// One retained batch of a producer: enough to answer its retry with the same offsets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct BatchMetadata {
     pub first_seq: i32,
     pub last_seq: i32,
@@ -103,13 +103,55 @@ pub struct BatchMetadata {
     pub timestamp_ms: i64,
 }
 
+/// A producer's last batches, oldest first, at most [`BATCHES_RETAINED`], held inline: the
+/// append path copies an entry per batch, and this keeps that copy free of allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RecentBatches {
+    items: [BatchMetadata; BATCHES_RETAINED],
+    len: u8,
+}
+
+impl RecentBatches {
+    pub fn len(&self) -> usize {
+        usize::from(self.len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &BatchMetadata> {
+        self.items[..self.len()].iter()
+    }
+
+    /// The newest batch.
+    pub fn back(&self) -> Option<&BatchMetadata> {
+        self.len().checked_sub(1).map(|i| &self.items[i])
+    }
+
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Adds the newest batch, forgetting the oldest when full.
+    pub fn push(&mut self, batch: BatchMetadata) {
+        if self.len() == BATCHES_RETAINED {
+            self.items.copy_within(1.., 0);
+            self.items[BATCHES_RETAINED - 1] = batch;
+        } else {
+            self.items[self.len()] = batch;
+            self.len += 1;
+        }
+    }
+}
+
 /// What the partition knows about one producer id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProducerStateEntry {
     pub producer_id: i64,
     pub producer_epoch: i16,
     /// The last batches of the current epoch, oldest first, at most [`BATCHES_RETAINED`].
-    pub batches: VecDeque<BatchMetadata>,
+    pub batches: RecentBatches,
     /// Epoch of the transaction coordinator that last wrote a marker for this producer (-1:
     /// none yet).
     pub coordinator_epoch: i32,
@@ -124,7 +166,7 @@ impl ProducerStateEntry {
         ProducerStateEntry {
             producer_id,
             producer_epoch: NO_PRODUCER_EPOCH,
-            batches: VecDeque::new(),
+            batches: RecentBatches::default(),
             coordinator_epoch: -1,
             current_txn_first_offset: None,
             last_timestamp_ms: -1,
@@ -158,10 +200,7 @@ impl ProducerStateEntry {
             self.batches.clear();
             self.producer_epoch = epoch;
         }
-        if self.batches.len() == BATCHES_RETAINED {
-            self.batches.pop_front();
-        }
-        self.batches.push_back(batch);
+        self.batches.push(batch);
         self.last_timestamp_ms = batch.timestamp_ms;
     }
 }
@@ -192,7 +231,8 @@ pub enum BatchVerdict {
 /// applied with [`ProducerStateManager::commit`] only once the write succeeded.
 #[derive(Debug, Default)]
 pub struct PendingProducers {
-    updated: HashMap<i64, ProducerStateEntry>,
+    /// Usually one entry (one producer per partition per request): a vector, not a map.
+    updated: Vec<ProducerStateEntry>,
 }
 
 /// Every producer id's state in one partition.
@@ -263,11 +303,17 @@ impl ProducerStateManager {
             return Ok(BatchVerdict::Duplicate(dup));
         }
         let current_epoch = current.map_or(NO_PRODUCER_EPOCH, |e| e.producer_epoch);
-        let updated = pending.updated.entry(pid).or_insert_with(|| {
-            current
-                .cloned()
-                .unwrap_or_else(|| ProducerStateEntry::empty(pid))
-        });
+        let index = match pending.updated.iter().position(|e| e.producer_id == pid) {
+            Some(index) => index,
+            None => {
+                let entry = current
+                    .cloned()
+                    .unwrap_or_else(|| ProducerStateEntry::empty(pid));
+                pending.updated.push(entry);
+                pending.updated.len() - 1
+            }
+        };
+        let updated = &mut pending.updated[index];
         if h.producer_epoch < updated.producer_epoch {
             return Err(ProducerError::InvalidProducerEpoch {
                 producer_id: pid,
@@ -333,7 +379,9 @@ impl ProducerStateManager {
         if pending.updated.is_empty() {
             return;
         }
-        self.producers.extend(pending.updated);
+        for entry in pending.updated {
+            self.producers.insert(entry.producer_id, entry);
+        }
         self.generation += 1;
     }
 
@@ -424,7 +472,7 @@ impl ProducerStateManager {
             out.extend_from_slice(&e.last_timestamp_ms.to_be_bytes());
             debug_assert!(e.batches.len() <= BATCHES_RETAINED);
             out.push(e.batches.len() as u8);
-            for b in &e.batches {
+            for b in e.batches.iter() {
                 out.extend_from_slice(&b.first_seq.to_be_bytes());
                 out.extend_from_slice(&b.last_seq.to_be_bytes());
                 out.extend_from_slice(&b.first_offset.to_be_bytes());
@@ -464,9 +512,9 @@ impl ProducerStateManager {
             if batch_count > BATCHES_RETAINED {
                 return Err(SnapshotError("too many batches in an entry"));
             }
-            let mut batches = VecDeque::with_capacity(batch_count);
+            let mut batches = RecentBatches::default();
             for _ in 0..batch_count {
-                batches.push_back(BatchMetadata {
+                batches.push(BatchMetadata {
                     first_seq: r.i32()?,
                     last_seq: r.i32()?,
                     first_offset: r.i64()?,
@@ -678,16 +726,19 @@ mod tests {
             .prop_map(|(pid, epoch, coord, txn, ts, batches)| ProducerStateEntry {
                 producer_id: pid,
                 producer_epoch: epoch,
-                batches: batches
-                    .into_iter()
-                    .map(|(a, b, c, d, e)| BatchMetadata {
-                        first_seq: a,
-                        last_seq: b,
-                        first_offset: c,
-                        last_offset: d,
-                        timestamp_ms: e,
-                    })
-                    .collect(),
+                batches: {
+                    let mut recent = RecentBatches::default();
+                    for (a, b, c, d, e) in batches {
+                        recent.push(BatchMetadata {
+                            first_seq: a,
+                            last_seq: b,
+                            first_offset: c,
+                            last_offset: d,
+                            timestamp_ms: e,
+                        });
+                    }
+                    recent
+                },
                 coordinator_epoch: coord,
                 current_txn_first_offset: txn,
                 last_timestamp_ms: ts,
