@@ -7,7 +7,7 @@
 //! - [`segment`]: one `.log` file with its `.index` and `.timeindex`.
 //! - [`offset_index`], [`time_index`], [`index`]: sparse fixed-size-entry indexes.
 //! - [`producer_state`]: per-producer epochs and last sequences (idempotent producers:
-//!   duplicates, gaps, fencing), snapshotted beside the segments.
+//!   duplicates, gaps, fencing); [`producer_snapshots`]: its snapshot files beside the segments.
 //! - [`recovery`]: scanning a segment after a crash to find the valid end.
 //! - [`batch`]: the v2 record batch format and its validation.
 //! - [`file_io`]: the seam through which every durable write goes (tests simulate power cuts
