@@ -15,6 +15,7 @@ use crate::group_coordinator::{GroupConfig, GroupCoordinator};
 use crate::listener;
 use crate::metrics::Metrics;
 use crate::offsets_log;
+use crate::producer_id::ProducerIdManager;
 use crate::response_writer::WriteMode;
 use crate::state::{BrokerState, Endpoint};
 use crate::topics::TopicRegistry;
@@ -57,6 +58,14 @@ pub struct BrokerConfig {
     /// The file I/O seam storage writes through; `None` is the real file system. Tests put a
     /// fault-injecting one here (held or failing syncs).
     pub file_io: Option<Arc<dyn rill_storage::file_io::FileIo>>,
+    /// `producer.id.expiration.ms`: partitions forget an idempotent producer idle this long.
+    pub producer_id_expiration_ms: i64,
+    /// `transactional.id.expiration.ms`: accepted for the transaction coordinator to come.
+    pub transactional_id_expiration_ms: i64,
+    /// `advertised.listeners` for one listener, `host:port`: what Metadata tells clients to
+    /// connect to, when that is not the bound address (NAT, containers, a proxy in front).
+    /// `None`: the bound address.
+    pub advertised_listener: Option<String>,
 }
 
 impl Default for BrokerConfig {
@@ -77,6 +86,11 @@ impl Default for BrokerConfig {
             tick_interval_ms: 1000,
             groups: GroupConfig::default(),
             file_io: None,
+            producer_id_expiration_ms:
+                rill_storage::producer_state::DEFAULT_PRODUCER_ID_EXPIRATION_MS,
+            transactional_id_expiration_ms:
+                rill_storage::producer_state::DEFAULT_TRANSACTIONAL_ID_EXPIRATION_MS,
+            advertised_listener: None,
         }
     }
 }
@@ -100,9 +114,10 @@ impl Broker {
     pub async fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
         let mut logs_config = LogManagerConfig::new(config.data_dir.clone());
         logs_config.max_open_files = config.max_open_files;
+        logs_config.producer_id_expiration_ms = config.producer_id_expiration_ms;
         let group_config = config.groups.clone();
         let io = config.file_io.clone();
-        let (logs, topics, groups, lock) =
+        let (logs, topics, groups, producer_ids, lock) =
             tokio::task::spawn_blocking(move || open_storage(logs_config, group_config, io))
                 .await
                 .map_err(|source| BrokerError::Join {
@@ -120,7 +135,16 @@ impl Broker {
             addr: config.listen.clone(),
             source,
         })?;
-        let advertised = advertised_endpoint(local_addr);
+        let advertised = match &config.advertised_listener {
+            Some(listener) => parse_endpoint(listener).ok_or_else(|| BrokerError::Bind {
+                addr: listener.clone(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "advertised listener must be host:port",
+                ),
+            })?,
+            None => advertised_endpoint(local_addr),
+        };
         tracing::info!(
             addr = %local_addr,
             data_dir = %config.data_dir.display(),
@@ -128,7 +152,7 @@ impl Broker {
             topics = topics.all().len(),
             "broker ready"
         );
-        let state = BrokerState::new(config, logs, topics, groups, advertised, now_ms());
+        let state = BrokerState::new(config, logs, topics, groups, advertised, producer_ids);
         Ok(Broker {
             listener,
             local_addr,
@@ -228,6 +252,7 @@ type Opened = (
     Arc<LogManager>,
     Arc<TopicRegistry>,
     Arc<GroupCoordinator>,
+    ProducerIdManager,
     std::fs::File,
 );
 
@@ -256,7 +281,14 @@ fn open_storage(
         source,
     })?;
     let groups = open_groups(&logs, &topics, group_config)?;
-    Ok((Arc::new(logs), Arc::new(topics), Arc::new(groups), lock))
+    let producer_ids = ProducerIdManager::open(&data_dir, now_ms())?;
+    Ok((
+        Arc::new(logs),
+        Arc::new(topics),
+        Arc::new(groups),
+        producer_ids,
+        lock,
+    ))
 }
 
 /// Creates `__consumer_offsets` on first start (kept forever: retention would drop committed
@@ -352,6 +384,16 @@ async fn group_tick_loop(state: Arc<BrokerState>, mut stop: watch::Receiver<bool
 /// Clients connect to what Metadata advertises. An unspecified bind address (0.0.0.0, ::)
 /// cannot be connected to, so advertise loopback then; a real deployment would configure
 /// `advertised.listeners` (not implemented yet).
+/// `host:port` with a non-empty host and a port in 1..=65535.
+pub fn parse_endpoint(listener: &str) -> Option<Endpoint> {
+    let (host, port) = listener.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|&p| p > 0)?;
+    (!host.is_empty()).then(|| Endpoint {
+        host: host.to_string(),
+        port: i32::from(port),
+    })
+}
+
 fn advertised_endpoint(local_addr: SocketAddr) -> Endpoint {
     let ip = local_addr.ip();
     let host = if ip.is_unspecified() {

@@ -198,7 +198,7 @@ async fn route(
         }
         ApiKey::InitProducerId => {
             let request = decode(&mut body, prefix)?;
-            reply(prefix, &producer_id::handle(state, request))?
+            reply(prefix, &producer_id::handle(state, request).await)?
         }
         _ => return route_admin(state, api_key, prefix, body).await.map(Some),
     };

@@ -11,7 +11,7 @@ use std::io;
 use std::path::PathBuf;
 
 use kafka_protocol::error::ResponseError;
-use rill_storage::StorageError;
+use rill_storage::{ProducerError, StorageError};
 use thiserror::Error;
 
 use crate::frame::FrameError;
@@ -50,6 +50,8 @@ pub enum BrokerError {
         #[source]
         source: crate::topics::RegistryError,
     },
+    #[error("producer id allocation cannot start")]
+    ProducerIds(#[from] crate::producer_id::ProducerIdError),
     #[error("a blocking task panicked or was cancelled while {op}")]
     Join {
         op: &'static str,
@@ -112,7 +114,21 @@ pub fn storage_error_code(error: &StorageError) -> i16 {
         StorageError::Deleted { .. } => ResponseError::UnknownTopicOrPartition,
         // An offline log (failed fsync), like any other disk failure.
         StorageError::Offline { .. } => ResponseError::KafkaStorageError,
+        StorageError::Producer { source, .. } => return producer_error_code(source),
         _ => ResponseError::KafkaStorageError,
+    };
+    kind.code()
+}
+
+/// A batch refused by a partition's producer state. Kafka answers a stale epoch with
+/// INVALID_PRODUCER_EPOCH (since 2.7, also for transactional producers on produce; fencing by
+/// a newer transactional producer is PRODUCER_FENCED from the transaction coordinator).
+fn producer_error_code(error: &ProducerError) -> i16 {
+    let kind = match error {
+        ProducerError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        ProducerError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        ProducerError::InvalidTxnState { .. } => ResponseError::InvalidTxnState,
+        _ => ResponseError::InvalidRecord,
     };
     kind.code()
 }
@@ -140,5 +156,28 @@ mod tests {
             reason: "slash".into(),
         };
         assert_eq!(storage_error_code(&invalid_topic), 17);
+        let tp = rill_storage::TopicPartition::new("t", 0);
+        let producer = |source| StorageError::Producer {
+            tp: tp.clone(),
+            source,
+        };
+        let gap = ProducerError::OutOfOrderSequence {
+            producer_id: 1,
+            epoch: 0,
+            first_seq: 5,
+            expected: 2,
+        };
+        assert_eq!(storage_error_code(&producer(gap)), 45);
+        let stale = ProducerError::InvalidProducerEpoch {
+            producer_id: 1,
+            epoch: 0,
+            current: 1,
+        };
+        assert_eq!(storage_error_code(&producer(stale)), 47);
+        let txn = ProducerError::InvalidTxnState {
+            producer_id: 1,
+            reason: "no transaction",
+        };
+        assert_eq!(storage_error_code(&producer(txn)), 48);
     }
 }

@@ -11,6 +11,10 @@
 //! `written` visibility or a relaxed flush policy); under durable visibility the flusher's
 //! listener wakes them when the flush makes it visible.
 //!
+//! Idempotent producers: storage checks producer id, epoch and sequence under the append lock;
+//! a retried batch is answered with the offsets it got the first time (and not stored again),
+//! a gap with OUT_OF_ORDER_SEQUENCE_NUMBER, a stale epoch with INVALID_PRODUCER_EPOCH.
+//!
 //! Each partition succeeds or fails alone: a corrupt batch for one partition does not stop
 //! the others. The batches are never decoded here; storage validates and stores them as sent.
 
@@ -138,11 +142,17 @@ fn append(
         }
     };
     debug_assert!(info.last_offset >= info.base_offset);
-    Metrics::add(&state.metrics.produced_bytes_total, records.len() as u64);
-    let record_count = u64::from(info.record_count);
-    state
-        .metrics
-        .record_produce(&tp.topic, records.len() as u64, record_count);
+    if info.duplicate {
+        // A producer's retry: answered with the offsets the batch got the first time, after
+        // the same durability wait (the first attempt may not be on disk yet).
+        tracing::debug!(%tp, base_offset = info.base_offset, "duplicate batch answered with its first offsets");
+    } else {
+        Metrics::add(&state.metrics.produced_bytes_total, records.len() as u64);
+        let record_count = u64::from(info.record_count);
+        state
+            .metrics
+            .record_produce(&tp.topic, records.len() as u64, record_count);
+    }
     let end_offset = info.last_offset + 1;
     if log.high_watermark() >= end_offset {
         state.notify_appended(tp);

@@ -1,7 +1,6 @@
 //! What every request handler shares.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
@@ -13,6 +12,7 @@ use crate::authorizer::{AllowAll, Authorizer};
 use crate::broker::BrokerConfig;
 use crate::group_coordinator::GroupCoordinator;
 use crate::metrics::Metrics;
+use crate::producer_id::ProducerIdManager;
 use crate::response_writer::WriteMode;
 use crate::topics::{TopicError, TopicMeta, TopicRegistry};
 
@@ -41,19 +41,19 @@ pub struct BrokerState {
     /// long-polling fetches wake without polling. Entries are created on first use; a topic's
     /// entries are dropped when it is deleted. Shared with storage's flush listener.
     appended: Arc<Mutex<HashMap<TopicPartition, Arc<Notify>>>>,
-    /// Next producer id for InitProducerId; see [`BrokerState::next_producer_id`].
-    next_producer_id: AtomicI64,
+    /// Producer ids for InitProducerId, unique across restarts.
+    pub producer_ids: ProducerIdManager,
 }
 
 impl BrokerState {
-    /// Shared state over opened storage and registry; `now_ms` seeds producer ids.
+    /// Shared state over opened storage, registry and producer id allocator.
     pub fn new(
         config: BrokerConfig,
         logs: Arc<LogManager>,
         topics: Arc<TopicRegistry>,
         groups: Arc<GroupCoordinator>,
         advertised: Endpoint,
-        now_ms: i64,
+        producer_ids: ProducerIdManager,
     ) -> BrokerState {
         let write_mode = config.write_mode;
         let appended: Arc<Mutex<HashMap<TopicPartition, Arc<Notify>>>> = Arc::default();
@@ -74,9 +74,7 @@ impl BrokerState {
             write_mode,
             authorizer: Arc::new(AllowAll),
             appended,
-            // Ids must not repeat across restarts and nothing is persisted for them, so start
-            // from the clock: 1024 ids per millisecond of uptime before overtaking a restart.
-            next_producer_id: AtomicI64::new(now_ms.max(1).saturating_mul(1024)),
+            producer_ids,
         }
     }
 
@@ -123,12 +121,6 @@ impl BrokerState {
             }
             keep
         });
-    }
-
-    /// A producer id unique for this broker's lifetime and (by construction from the clock)
-    /// across restarts.
-    pub fn next_producer_id(&self) -> i64 {
-        self.next_producer_id.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Looks a topic up, creating it when auto creation is enabled and `allow_create` (the

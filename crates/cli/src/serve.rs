@@ -55,6 +55,18 @@ pub struct ServeArgs {
     /// Close connections idle this long (Kafka's connections.max.idle.ms) [default: 600000].
     #[arg(long, env = "RILL_CONNECTIONS_MAX_IDLE_MS", value_name = "MS")]
     pub connections_max_idle_ms: Option<u64>,
+    /// Forget an idempotent producer whose last batch is this old (Kafka's
+    /// producer.id.expiration.ms) [default: 86400000].
+    #[arg(long, env = "RILL_PRODUCER_ID_EXPIRATION_MS", value_name = "MS")]
+    pub producer_id_expiration_ms: Option<i64>,
+    /// Kafka's transactional.id.expiration.ms, for the transaction coordinator
+    /// [default: 604800000].
+    #[arg(long, env = "RILL_TRANSACTIONAL_ID_EXPIRATION_MS", value_name = "MS")]
+    pub transactional_id_expiration_ms: Option<i64>,
+    /// Address Metadata gives clients, when not the listening one (Kafka's
+    /// advertised.listeners: NAT, containers, a proxy) [default: the listening address].
+    #[arg(long, env = "RILL_ADVERTISED_LISTENER", value_name = "HOST:PORT")]
+    pub advertised_listener: Option<String>,
     /// Address of the Prometheus `/metrics` HTTP endpoint [default: 127.0.0.1:9644]. When the
     /// default address is taken (another broker on this machine) the broker warns and serves
     /// without it; an address given explicitly must be free.
@@ -81,6 +93,9 @@ struct FileConfig {
     socket_request_max_bytes: Option<u32>,
     fetch_write_mode: Option<String>,
     connections_max_idle_ms: Option<u64>,
+    producer_id_expiration_ms: Option<i64>,
+    transactional_id_expiration_ms: Option<i64>,
+    advertised_listener: Option<String>,
     metrics_listen: Option<String>,
     metrics: Option<bool>,
     log_level: Option<String>,
@@ -97,6 +112,10 @@ pub struct ServeConfig {
     pub socket_request_max_bytes: u32,
     pub fetch_write_mode: String,
     pub connections_max_idle_ms: u64,
+    pub producer_id_expiration_ms: i64,
+    pub transactional_id_expiration_ms: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertised_listener: Option<String>,
     pub metrics: bool,
     pub metrics_listen: String,
     /// True when `metrics_listen` was chosen by someone (flag, variable or file) rather than
@@ -157,6 +176,20 @@ impl ServeConfig {
                 file.connections_max_idle_ms,
                 defaults.connections_max_idle_ms,
             ),
+            producer_id_expiration_ms: pick(
+                args.producer_id_expiration_ms,
+                file.producer_id_expiration_ms,
+                defaults.producer_id_expiration_ms,
+            ),
+            transactional_id_expiration_ms: pick(
+                args.transactional_id_expiration_ms,
+                file.transactional_id_expiration_ms,
+                defaults.transactional_id_expiration_ms,
+            ),
+            advertised_listener: args
+                .advertised_listener
+                .clone()
+                .or(file.advertised_listener),
             metrics: !args.no_metrics.unwrap_or(false) && file.metrics.unwrap_or(true),
             metrics_listen: pick(
                 args.metrics_listen.clone(),
@@ -192,6 +225,22 @@ impl ServeConfig {
                 self.socket_request_max_bytes
             );
         }
+        for (key, ms) in [
+            ("producer_id_expiration_ms", self.producer_id_expiration_ms),
+            (
+                "transactional_id_expiration_ms",
+                self.transactional_id_expiration_ms,
+            ),
+        ] {
+            if ms < 1 {
+                bail!("invalid value for {key}: {ms} (must be at least 1)");
+            }
+        }
+        if let Some(listener) = &self.advertised_listener {
+            if rill_broker::broker::parse_endpoint(listener).is_none() {
+                bail!("invalid value for advertised_listener: '{listener}' (expected host:port)");
+            }
+        }
         self.write_mode()?;
         tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .with_context(|| format!("invalid value for log_level: '{}'", self.log_level))?;
@@ -221,6 +270,9 @@ impl ServeConfig {
             socket_request_max_bytes: self.socket_request_max_bytes,
             write_mode: self.write_mode()?,
             connections_max_idle_ms: self.connections_max_idle_ms,
+            producer_id_expiration_ms: self.producer_id_expiration_ms,
+            transactional_id_expiration_ms: self.transactional_id_expiration_ms,
+            advertised_listener: self.advertised_listener.clone(),
             ..BrokerConfig::default()
         })
     }

@@ -22,6 +22,8 @@ const MIN_RECORD_SIZE: usize = 7;
 const CRC_START: usize = 21;
 
 const COMPRESSION_MASK: i16 = 0x07;
+const TRANSACTIONAL_FLAG: i16 = 0x10;
+const CONTROL_FLAG: i16 = 0x20;
 
 /// A read-only view of one batch header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +39,9 @@ pub struct BatchHeader {
     pub base_timestamp: i64,
     pub max_timestamp: i64,
     pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// Sequence of the first record (-1 when the producer is not idempotent).
+    pub base_sequence: i32,
     pub record_count: i32,
 }
 
@@ -67,6 +72,8 @@ impl BatchHeader {
             base_timestamp: i64_at(bytes, 27),
             max_timestamp: i64_at(bytes, 35),
             producer_id: i64_at(bytes, 43),
+            producer_epoch: i16_at(bytes, 51),
+            base_sequence: i32_at(bytes, 53),
             record_count: i32_at(bytes, 57),
         })
     }
@@ -82,6 +89,24 @@ impl BatchHeader {
 
     pub fn compression(&self) -> i16 {
         self.attributes & COMPRESSION_MASK
+    }
+
+    /// Written inside a transaction (attributes bit 4).
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & TRANSACTIONAL_FLAG != 0
+    }
+
+    /// A control batch (transaction marker; attributes bit 5).
+    pub fn is_control(&self) -> bool {
+        self.attributes & CONTROL_FLAG != 0
+    }
+
+    /// Sequence of the last record, with Kafka's wrap-around after `i32::MAX`.
+    pub fn last_sequence(&self) -> i32 {
+        if self.base_sequence < 0 {
+            return self.base_sequence;
+        }
+        crate::producer_state::increment_sequence(self.base_sequence, self.last_offset_delta)
     }
 }
 
@@ -217,6 +242,46 @@ pub fn record_timestamps(batch: &[u8]) -> Option<Vec<(i64, i64)>> {
 /// Test support: builds a valid uncompressed v2 batch with `count` records of the given
 /// value size. Public so benches and the broker's tests can make batches without a client.
 pub fn build_batch(count: usize, value: &[u8], base_timestamp: i64) -> Vec<u8> {
+    build_producer_batch(count, value, base_timestamp, ProducerFields::NONE)
+}
+
+/// The producer fields of a batch header, for [`build_producer_batch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerFields {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    /// Attribute bits besides compression (transactional 0x10, control 0x20).
+    pub attributes: i16,
+}
+
+impl ProducerFields {
+    /// A batch from a producer that is not idempotent.
+    pub const NONE: ProducerFields = ProducerFields {
+        producer_id: -1,
+        producer_epoch: -1,
+        base_sequence: -1,
+        attributes: 0,
+    };
+
+    /// An idempotent producer's batch.
+    pub fn idempotent(producer_id: i64, producer_epoch: i16, base_sequence: i32) -> Self {
+        ProducerFields {
+            producer_id,
+            producer_epoch,
+            base_sequence,
+            attributes: 0,
+        }
+    }
+}
+
+/// Test support: like [`build_batch`], with a producer id, epoch, sequence and attributes.
+pub fn build_producer_batch(
+    count: usize,
+    value: &[u8],
+    base_timestamp: i64,
+    producer: ProducerFields,
+) -> Vec<u8> {
     fn varlong(out: &mut Vec<u8>, v: i64) {
         let mut z = ((v << 1) ^ (v >> 63)) as u64;
         loop {
@@ -249,13 +314,13 @@ pub fn build_batch(count: usize, value: &[u8], base_timestamp: i64) -> Vec<u8> {
     b.extend_from_slice(&0i32.to_be_bytes());
     b.push(MAGIC_V2 as u8);
     b.extend_from_slice(&[0; 4]); // crc, filled below
-    b.extend_from_slice(&0i16.to_be_bytes());
+    b.extend_from_slice(&producer.attributes.to_be_bytes());
     b.extend_from_slice(&((count - 1) as i32).to_be_bytes());
     b.extend_from_slice(&base_timestamp.to_be_bytes());
     b.extend_from_slice(&(base_timestamp + count as i64 - 1).to_be_bytes());
-    b.extend_from_slice(&(-1i64).to_be_bytes());
-    b.extend_from_slice(&(-1i16).to_be_bytes());
-    b.extend_from_slice(&(-1i32).to_be_bytes());
+    b.extend_from_slice(&producer.producer_id.to_be_bytes());
+    b.extend_from_slice(&producer.producer_epoch.to_be_bytes());
+    b.extend_from_slice(&producer.base_sequence.to_be_bytes());
     b.extend_from_slice(&(count as i32).to_be_bytes());
     b.extend_from_slice(&records);
     let crc = crc32c::crc32c(&b[CRC_START..]);

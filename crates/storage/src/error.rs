@@ -60,6 +60,14 @@ pub enum StorageError {
     /// a partition created again under the same name.
     #[error("partition {tp} was deleted")]
     Deleted { tp: TopicPartition },
+    /// An idempotent or transactional producer's batch refused by the partition's producer
+    /// state (sequence gap, stale epoch, no open transaction). Nothing was written.
+    #[error("{tp}: {source}")]
+    Producer {
+        tp: TopicPartition,
+        #[source]
+        source: crate::producer_state::ProducerError,
+    },
 }
 
 impl StorageError {

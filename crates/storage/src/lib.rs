@@ -6,6 +6,8 @@
 //!   for sendfile), grouped flushes, retention, DeleteRecords.
 //! - [`segment`]: one `.log` file with its `.index` and `.timeindex`.
 //! - [`offset_index`], [`time_index`], [`index`]: sparse fixed-size-entry indexes.
+//! - [`producer_state`]: per-producer epochs and last sequences (idempotent producers:
+//!   duplicates, gaps, fencing); [`producer_snapshots`]: its snapshot files beside the segments.
 //! - [`recovery`]: scanning a segment after a crash to find the valid end.
 //! - [`batch`]: the v2 record batch format and its validation.
 //! - [`file_io`]: the seam through which every durable write goes (tests simulate power cuts
@@ -26,6 +28,8 @@ pub mod index;
 pub mod log;
 pub mod log_manager;
 pub mod offset_index;
+pub mod producer_snapshots;
+pub mod producer_state;
 pub mod recovery;
 pub mod segment;
 pub mod time_index;
@@ -38,6 +42,7 @@ pub use error::StorageError;
 pub use flusher::{FlushListener, GroupSync};
 pub use log::{AppendInfo, DurableCallback, FileSlice, Log, ReadResult, TimestampOffset};
 pub use log_manager::{LogManager, LogManagerConfig};
+pub use producer_state::ProducerError;
 
 use std::fmt;
 

@@ -25,6 +25,10 @@ use crate::batch::{self, BatchHeader};
 use crate::config::{FlushPolicy, LogConfig};
 use crate::error::{Result, StorageError};
 use crate::file_io::IoFile;
+use crate::producer_snapshots;
+use crate::producer_state::{
+    BatchCheckError, BatchVerdict, PendingProducers, ProducerStateEntry, ProducerStateManager,
+};
 use crate::segment::{Files, Segment};
 use crate::TopicPartition;
 
@@ -52,6 +56,9 @@ pub struct AppendInfo {
     pub log_start_offset: i64,
     /// -1: batches keep the producer's CreateTime.
     pub log_append_time_ms: i64,
+    /// The batches were a producer's retry of batches already in the log, which kept their
+    /// first offsets (above) and were not written again.
+    pub duplicate: bool,
 }
 
 /// A byte range of a segment file, to be sent with sendfile. Holding it keeps the file open
@@ -140,6 +147,9 @@ pub(crate) struct LogState {
     dir_dirty: bool,
     /// The end of the flushed prefix: the high watermark under durable visibility.
     durable: DurablePoint,
+    /// Idempotent producers' epochs and last batches; checked and updated under this lock
+    /// by every append.
+    producers: ProducerStateManager,
 }
 
 impl LogState {
@@ -299,6 +309,7 @@ impl Log {
             // durable before it is visible, so the high watermark never goes backwards.
             log.flush()?;
         }
+        log.load_producer_state()?;
         Ok(log)
     }
 
@@ -322,6 +333,7 @@ impl Log {
                 segment_base: 0,
                 position: 0,
             },
+            producers: ProducerStateManager::new(),
         };
         let log_end = state.log_end_offset();
         debug_assert!(log_start_offset <= log_end && flushed_offset <= log_end);
@@ -421,6 +433,10 @@ impl Log {
 
     /// Validates and appends one or more record batches (a produce request's records),
     /// assigning offsets. All or nothing: on error nothing of `batches` is in the log.
+    ///
+    /// Batches with a producer id are checked against the partition's producer state under
+    /// the append lock, before anything is written: a retry of batches already in the log
+    /// returns their first offsets with [`AppendInfo::duplicate`] set and writes nothing.
     pub fn append(&self, batches: &[u8]) -> Result<AppendInfo> {
         let config = Arc::clone(&self.config.read());
         let mut headers = batch::validate_all(batches, config.max_message_bytes as usize)?;
@@ -430,6 +446,10 @@ impl Log {
         let mut state = self.state.lock();
         self.check_live()?;
         let base_offset = state.log_end_offset();
+        let pending = match self.check_producers(&state, &headers, base_offset)? {
+            Ok(pending) => pending,
+            Err(duplicate) => return Ok(duplicate),
+        };
         let last_offset = base_offset + i64::from(record_count) - 1;
         let total_len: u64 = headers.iter().map(|h| h.total_size() as u64).sum();
         self.maybe_roll(&mut state, &config, total_len, last_offset, max_timestamp)?;
@@ -465,6 +485,7 @@ impl Log {
             config.index_interval_bytes,
         )?;
         debug_assert_eq!(state.log_end_offset(), last_offset + 1);
+        state.producers.commit(pending);
         self.log_end_offset
             .store(last_offset + 1, Ordering::Release);
         state.unflushed_messages += u64::from(record_count);
@@ -481,6 +502,7 @@ impl Log {
             record_count,
             log_start_offset: state.log_start_offset,
             log_append_time_ms: -1,
+            duplicate: false,
         };
         drop(state);
         if flush_now {
@@ -490,6 +512,148 @@ impl Log {
             self.request_flush();
         }
         Ok(info)
+    }
+
+    /// Checks every batch's producer fields (`producer_state.rs` has the rules). `Ok(Ok(_))`:
+    /// write them, then commit the returned state; `Ok(Err(info))`: the whole append is a
+    /// retry, answer `info`. A request mixing retried and new batches is refused: clients
+    /// send one batch per partition, and half an answer would lose the other half.
+    fn check_producers(
+        &self,
+        state: &LogState,
+        headers: &[BatchHeader],
+        base_offset: i64,
+    ) -> Result<std::result::Result<PendingProducers, AppendInfo>> {
+        let mut pending = PendingProducers::default();
+        let mut duplicates = Vec::new();
+        let mut next = base_offset;
+        for h in headers {
+            match state.producers.check_batch(&mut pending, h, next) {
+                Ok(BatchVerdict::Append) => next += i64::from(h.last_offset_delta) + 1,
+                Ok(BatchVerdict::Duplicate(first)) => duplicates.push(first),
+                Err(BatchCheckError::Invalid(reason)) => {
+                    return Err(StorageError::InvalidRecord {
+                        reason: reason.to_string(),
+                    })
+                }
+                Err(BatchCheckError::Producer(source)) => {
+                    return Err(StorageError::Producer {
+                        tp: self.tp.clone(),
+                        source,
+                    })
+                }
+            }
+        }
+        if duplicates.is_empty() {
+            return Ok(Ok(pending));
+        }
+        if duplicates.len() != headers.len() {
+            return Err(StorageError::InvalidRecord {
+                reason: "a produce request mixes retried and new batches of one producer".into(),
+            });
+        }
+        let (first, last) = (duplicates[0], duplicates[duplicates.len() - 1]);
+        Ok(Err(AppendInfo {
+            base_offset: first.first_offset,
+            last_offset: last.last_offset,
+            max_timestamp: duplicates
+                .iter()
+                .map(|d| d.timestamp_ms)
+                .max()
+                .unwrap_or(-1),
+            record_count: 0,
+            log_start_offset: state.log_start_offset,
+            log_append_time_ms: -1,
+            duplicate: true,
+        }))
+    }
+
+    /// What this partition knows about `producer_id` (DescribeProducers, tests).
+    pub fn producer_state(&self, producer_id: i64) -> Option<ProducerStateEntry> {
+        self.state.lock().producers.get(producer_id).cloned()
+    }
+
+    /// Number of producer ids this partition remembers.
+    pub fn producer_count(&self) -> usize {
+        self.state.lock().producers.len()
+    }
+
+    /// Forgets producers idle longer than `expiration_ms` (`producer.id.expiration.ms`).
+    pub fn remove_expired_producers(&self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.state
+            .lock()
+            .producers
+            .remove_expired(now_ms, expiration_ms)
+    }
+
+    /// Open: the newest snapshot not beyond the recovered log end, then every batch after it
+    /// replayed from the segments (headers only).
+    fn load_producer_state(&self) -> Result<()> {
+        let mut state = self.state.lock();
+        let log_end = state.log_end_offset();
+        let (from, producers) = match producer_snapshots::load(&self.dir, log_end)? {
+            Some((offset, producers)) => (offset, producers),
+            None => (state.log_start_offset, ProducerStateManager::new()),
+        };
+        state.producers = producers;
+        let from = from.max(state.log_start_offset);
+        let first_base = state
+            .segments
+            .range(..=from)
+            .next_back()
+            .map_or(from, |(&b, _)| b);
+        let bases: Vec<i64> = state
+            .segments
+            .range(first_base..)
+            .map(|(&b, _)| b)
+            .collect();
+        let mut replayed = 0u64;
+        for base in bases {
+            let LogState {
+                segments,
+                producers,
+                ..
+            } = &mut *state;
+            let segment = segments.get_mut(&base).expect("base taken from the map");
+            let Some((mut position, _)) = segment.find_batch(&self.files, from.max(base))? else {
+                continue;
+            };
+            // Bounded by the segment size: each step moves past one batch.
+            while let Some(h) = segment.read_header(&self.files, position)? {
+                if h.base_offset >= from {
+                    producers.replay(&h);
+                    replayed += 1;
+                }
+                position += h.total_size() as u64;
+            }
+        }
+        if replayed > 0 {
+            tracing::debug!(partition = %self.tp, from, replayed, producers = state.producers.len(), "producer state rebuilt from the log tail");
+        }
+        Ok(())
+    }
+
+    /// Writes a producer state snapshot at the current log end if the state changed since
+    /// the last one (or the active segment has rolled past it). Called at checkpoints, after
+    /// the flush, so the snapshot is never older than the recovery point it goes with.
+    fn snapshot_producers(&self) -> Result<()> {
+        let (offset, generation, bytes) = {
+            let state = self.state.lock();
+            if !state.producers.needs_snapshot(state.active().base_offset) {
+                return Ok(());
+            }
+            (
+                state.log_end_offset(),
+                state.producers.generation(),
+                state.producers.encode_snapshot(),
+            )
+        };
+        producer_snapshots::write(&*self.files.io, &self.dir, offset, &bytes)?;
+        self.state
+            .lock()
+            .producers
+            .snapshot_written(offset, generation);
+        Ok(())
     }
 
     /// Rolls to a new segment when the active one is full, too old, or its relative offsets
@@ -816,6 +980,7 @@ impl Log {
             self.go_offline(&e);
             return Err(e);
         }
+        self.snapshot_producers()?;
         Ok(self.flushed_offset())
     }
 

@@ -37,6 +37,9 @@ pub struct LogManagerConfig {
     pub default_log_config: LogConfig,
     /// How the flusher syncs a pass with several files.
     pub group_sync: GroupSync,
+    /// `producer.id.expiration.ms`: a producer id idle this long (by its last batch's
+    /// timestamp, with no open transaction) is forgotten by every partition at the next tick.
+    pub producer_id_expiration_ms: i64,
 }
 
 impl LogManagerConfig {
@@ -46,6 +49,7 @@ impl LogManagerConfig {
             max_open_files: 0,
             default_log_config: LogConfig::default(),
             group_sync: GroupSync::default(),
+            producer_id_expiration_ms: crate::producer_state::DEFAULT_PRODUCER_ID_EXPIRATION_MS,
         }
     }
 }
@@ -258,7 +262,8 @@ impl LogManager {
     }
 
     /// Periodic housekeeping, about once a second: flush.ms flushes, retention and segment.ms
-    /// rolls on every log, and the recovery point checkpoint every 10 s. Logs not opened yet
+    /// rolls and producer id expiry on every log, and the recovery point checkpoint (with producer
+    /// state snapshots) every 10 s. Logs not opened yet
     /// are opened here, so retention applies to them too.
     ///
     /// A log that fails is logged and skipped (a failed flush takes it offline); the others
@@ -282,6 +287,7 @@ impl LogManager {
             if let Err(e) = log.apply_retention(now) {
                 tracing::warn!(partition = %tp, error = %e, "retention failed");
             }
+            log.remove_expired_producers(now, self.config.producer_id_expiration_ms);
         }
         let due = {
             let mut state = self.state.lock();

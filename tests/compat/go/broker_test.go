@@ -46,33 +46,43 @@ func TestMain(m *testing.M) {
 }
 
 func startRill() (*exec.Cmd, string, error) {
+	cmd, tmp, addr, err := startRillWith()
+	if err == nil {
+		bootstrap = addr
+	}
+	return cmd, tmp, err
+}
+
+// startRillWith starts a `rill serve` on its own temp data dir with extra flags and returns
+// the process, the temp dir and the address it listens on.
+func startRillWith(extra ...string) (*exec.Cmd, string, string, error) {
 	bin := os.Getenv("RILL_BIN")
 	if bin == "" {
 		bin = filepath.Join("..", "..", "..", "target", "release", "rill")
 	}
 	if _, err := os.Stat(bin); err != nil {
-		return nil, "", fmt.Errorf("rill binary not found at %s (build it or set RILL_BIN)", bin)
+		return nil, "", "", fmt.Errorf("rill binary not found at %s (build it or set RILL_BIN)", bin)
 	}
 	tmp, err := os.MkdirTemp("", "rill-compat-go-")
 	if err != nil {
-		return nil, "", err
+		return nil, "", "", err
 	}
 	data := filepath.Join(tmp, "data")
 	if err := os.MkdirAll(data, 0o755); err != nil {
-		return nil, "", err
+		return nil, "", "", err
 	}
 	stderr, err := os.Create(filepath.Join(tmp, "rill-stderr.log"))
 	if err != nil {
-		return nil, "", err
+		return nil, "", "", err
 	}
-	cmd := exec.Command(bin, "serve", "--listen", "127.0.0.1:0", "--data-dir", data)
+	cmd := exec.Command(bin, append([]string{"serve", "--listen", "127.0.0.1:0", "--data-dir", data}, extra...)...)
 	cmd.Stderr = stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return nil, "", err
+		return nil, "", "", err
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, "", err
+		return nil, "", "", err
 	}
 	lines := make(chan string, 1)
 	go func() {
@@ -88,14 +98,13 @@ func startRill() (*exec.Cmd, string, error) {
 	select {
 	case line := <-lines:
 		if m := readyRe.FindStringSubmatch(line); m != nil {
-			bootstrap = m[1]
-			return cmd, tmp, nil
+			return cmd, tmp, m[1], nil
 		}
 		cmd.Process.Kill()
-		return nil, "", fmt.Errorf("unexpected first line %q; stderr in %s", line, stderr.Name())
+		return nil, "", "", fmt.Errorf("unexpected first line %q; stderr in %s", line, stderr.Name())
 	case <-time.After(readyTimeout):
 		cmd.Process.Kill()
-		return nil, "", fmt.Errorf("no listening line within %s; stderr in %s", readyTimeout, stderr.Name())
+		return nil, "", "", fmt.Errorf("no listening line within %s; stderr in %s", readyTimeout, stderr.Name())
 	}
 }
 

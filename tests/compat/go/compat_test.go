@@ -207,7 +207,12 @@ func producer(t *testing.T, opts ...kgo.Opt) *kgo.Client {
 // consume reads `count` records from topic/partition starting at offset, by assignment
 // (kgo.ConsumePartitions: no group). Bounded by a 60 s deadline.
 func consume(t *testing.T, topic string, partition int32, offset int64, count int) []*kgo.Record {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(bootstrap),
+	return consumeFrom(t, bootstrap, topic, partition, offset, count)
+}
+
+// consumeFrom is consume from the broker at addr.
+func consumeFrom(t *testing.T, addr, topic string, partition int32, offset int64, count int) []*kgo.Record {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr),
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {partition: kgo.NewOffset().At(offset)}}),
 		kgo.FetchMaxWait(500*time.Millisecond), kgo.MetadataMinAge(250*time.Millisecond))
 	if err != nil {

@@ -27,9 +27,10 @@ STOP_GRACE_S = 5.0
 class RillProcess:
     """One `rill serve` process on a data dir that outlives restarts."""
 
-    def __init__(self, data_dir: str):
+    def __init__(self, data_dir: str, extra_args=()):
         self.bin = os.environ.get("RILL_BIN", str(REPO / "target" / "release" / "rill"))
         self.data_dir = data_dir
+        self.extra_args = list(extra_args)
         self.proc = None
         self.bootstrap = None
         self.log_path = Path(data_dir).parent / "rill-stderr.log"
@@ -39,7 +40,8 @@ class RillProcess:
             raise RuntimeError(f"rill binary not found at {self.bin} (build it or set RILL_BIN)")
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [self.bin, "serve", "--listen", "127.0.0.1:0", "--data-dir", self.data_dir],
+            [self.bin, "serve", "--listen", "127.0.0.1:0", "--data-dir", self.data_dir,
+             *self.extra_args],
             stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
         )
         log.close()
@@ -122,8 +124,8 @@ def rill_factory():
     tmp = tempfile.mkdtemp(prefix="rill-compat-py-restart-")
     procs = []
 
-    def make():
-        r = RillProcess(os.path.join(tmp, "data"))
+    def make(extra_args=()):
+        r = RillProcess(os.path.join(tmp, "data"), extra_args)
         os.makedirs(r.data_dir, exist_ok=True)
         procs.append(r)
         return r

@@ -48,12 +48,27 @@ final class Broker {
     }
 
     private static String startRill() throws Exception {
+        return start().address();
+    }
+
+    /** A started rill process: its address, stopped (SIGTERM) at JVM exit or by {@link #stop}. */
+    record Started(Process process, Path tmp, String address) {
+        void stop() {
+            Broker.stop(process, tmp);
+        }
+    }
+
+    /** Starts a further rill on its own temp data dir, with extra `rill serve` flags. */
+    static Started start(String... extra) throws Exception {
         String repo = System.getProperty("rill.repo", "../../..");
         String bin = System.getenv().getOrDefault("RILL_BIN", repo + "/target/release/rill");
         if (!new File(bin).canExecute()) throw new IOException("rill binary not found at " + bin);
         Path tmp = Files.createTempDirectory("rill-compat-java-");
         Path data = Files.createDirectories(tmp.resolve("data"));
-        Process p = new ProcessBuilder(bin, "serve", "--listen", "127.0.0.1:0", "--data-dir", data.toString())
+        List<String> command = new java.util.ArrayList<>(
+                List.of(bin, "serve", "--listen", "127.0.0.1:0", "--data-dir", data.toString()));
+        command.addAll(List.of(extra));
+        Process p = new ProcessBuilder(command)
                 .redirectError(tmp.resolve("rill-stderr.log").toFile())
                 .redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")))
                 .start();
@@ -77,7 +92,7 @@ final class Broker {
             throw new IOException("rill did not print its listening line within " + READY_TIMEOUT_S
                     + " s (got " + line + "); stderr in " + tmp.resolve("rill-stderr.log"));
         }
-        return m.group(1);
+        return new Started(p, tmp, m.group(1));
     }
 
     private static void stop(Process p, Path tmp) {
