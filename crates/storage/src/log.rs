@@ -777,8 +777,7 @@ impl Log {
             let mut state = self.state.lock();
             self.deleted.store(true, Ordering::Release);
             for segment in state.segments.values_mut() {
-                segment.release_write_file();
-                self.files.cache.forget(segment.id);
+                segment.close_files(&self.files);
             }
         }
         self.fail_waiters();
@@ -804,13 +803,8 @@ impl Log {
             let mut state = self.state.lock();
             self.check_live()?;
             let active = state.active_mut();
-            if active.write_indexes(&self.files)? || active.index_unsynced {
-                active.index_unsynced = false;
-                let [_, offset_index, time_index] = active.files_to_sync(&self.files)?;
-                vec![offset_index, time_index]
-            } else {
-                Vec::new()
-            }
+            active.write_indexes(&self.files)?;
+            active.take_unsynced_index_files()
         };
         if let Err(e) = self.sync_files(&index_files, false) {
             self.go_offline(&e);
