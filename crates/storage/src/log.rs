@@ -651,13 +651,16 @@ impl Log {
             return Err(self.dead_error());
         };
         let started = std::time::Instant::now();
-        let result = self.sync_prepared(&prepared);
-        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let failed = result.as_ref().err().map(ToString::to_string);
-        self.finish_flush(Some((prepared, nanos)), result);
-        match failed {
-            None => Ok(()),
-            Some(_) => Err(self.dead_error()),
+        match self.sync_prepared(&prepared) {
+            Ok(()) => {
+                let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                self.finish_flush(Some((prepared, nanos)), Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                self.go_offline(&e);
+                Err(e)
+            }
         }
     }
 
@@ -781,11 +784,6 @@ impl Log {
             }
         }
         self.fail_waiters();
-        self.wake_gate_waiters();
-    }
-
-    fn wake_gate_waiters(&self) {
-        self.synced.notify_all();
     }
 
     /// Flushes, then writes and syncs the active segment's index entries; returns the offset
