@@ -8,11 +8,12 @@
 use std::fmt::Debug;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use memmap2::Mmap;
 
 use crate::fd_cache::{FdCache, FileKind};
-use crate::file_io::FileIo;
+use crate::file_io::{FileIo, IoFile};
 
 /// One fixed-size, big-endian index entry.
 pub trait IndexEntry: Copy + Debug + PartialEq {
@@ -126,12 +127,12 @@ impl<E: IndexEntry> Index<E> {
         io: &dyn FileIo,
         cache: &FdCache,
         segment_id: u64,
-    ) -> io::Result<bool> {
+    ) -> io::Result<Option<Arc<IoFile>>> {
         let Entries::Memory { entries, written } = &mut self.entries else {
-            return Ok(false);
+            return Ok(None);
         };
         if *written == entries.len() {
-            return Ok(false);
+            return Ok(None);
         }
         let mut buf = Vec::with_capacity((entries.len() - *written) * E::SIZE);
         for e in &entries[*written..] {
@@ -140,7 +141,7 @@ impl<E: IndexEntry> Index<E> {
         let file = cache.get((segment_id, E::KIND), io, &self.path, true)?;
         io.write_at(&file, &[&buf], (*written * E::SIZE) as u64)?;
         *written = entries.len();
-        Ok(true)
+        Ok(Some(file))
     }
 
     /// Maps a sealed index. `check` decides whether the entries can be trusted; when it says

@@ -12,10 +12,12 @@
 //! - [`batch`]: the v2 record batch format and its validation.
 //! - [`file_io`]: the seam through which every durable write goes (tests simulate power cuts
 //!   behind it); [`fd_cache`]: the bounded cache of open files.
+//! - [`flusher`]: the data directory's group commit thread (durability and visibility).
 //! - [`checkpoint`]: recovery point file; [`config`]: Kafka-named topic configs.
 //!
 //! The crate knows nothing of the Kafka wire protocol, sockets or tokio: its blocking calls
-//! (`wait_durable`, `flush`, opening logs) are meant for a blocking thread pool.
+//! (`wait_durable`, `flush`, opening logs) are meant for a blocking thread pool, and
+//! `Log::on_durable` takes a callback instead, for callers that must not block.
 
 pub mod batch;
 pub mod checkpoint;

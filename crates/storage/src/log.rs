@@ -815,13 +815,16 @@ impl Log {
             return Err(self.dead_error());
         };
         let started = std::time::Instant::now();
-        let result = self.sync_prepared(&prepared);
-        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let failed = result.as_ref().err().map(ToString::to_string);
-        self.finish_flush(Some((prepared, nanos)), result);
-        match failed {
-            None => Ok(()),
-            Some(_) => Err(self.dead_error()),
+        match self.sync_prepared(&prepared) {
+            Ok(()) => {
+                let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                self.finish_flush(Some((prepared, nanos)), Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                self.go_offline(&e);
+                Err(e)
+            }
         }
     }
 
@@ -941,16 +944,10 @@ impl Log {
             let mut state = self.state.lock();
             self.deleted.store(true, Ordering::Release);
             for segment in state.segments.values_mut() {
-                segment.release_write_file();
-                self.files.cache.forget(segment.id);
+                segment.close_files(&self.files);
             }
         }
         self.fail_waiters();
-        self.wake_gate_waiters();
-    }
-
-    fn wake_gate_waiters(&self) {
-        self.synced.notify_all();
     }
 
     /// Flushes, then writes and syncs the active segment's index entries; returns the offset
@@ -968,13 +965,8 @@ impl Log {
             let mut state = self.state.lock();
             self.check_live()?;
             let active = state.active_mut();
-            if active.write_indexes(&self.files)? || active.index_unsynced {
-                active.index_unsynced = false;
-                let [_, offset_index, time_index] = active.files_to_sync(&self.files)?;
-                vec![offset_index, time_index]
-            } else {
-                Vec::new()
-            }
+            active.write_indexes(&self.files)?;
+            active.take_unsynced_index_files()
         };
         if let Err(e) = self.sync_files(&index_files, false) {
             self.go_offline(&e);

@@ -65,8 +65,9 @@ pub struct Segment {
     pub time_index: TimeIndex,
     /// Written since the last fdatasync.
     pub dirty: bool,
-    /// Index entries written to the files but not yet synced.
-    pub index_unsynced: bool,
+    /// The descriptors that wrote index entries not yet synced (offset index, time index):
+    /// the sync runs on them, not on a descriptor the cache may have reopened meanwhile.
+    index_writers: [Option<Arc<IoFile>>; 2],
     pub sealed: bool,
 }
 
@@ -95,7 +96,7 @@ impl Segment {
                 Vec::new(),
             ),
             dirty: false,
-            index_unsynced: false,
+            index_writers: [None, None],
             sealed: false,
         }
     }
@@ -106,7 +107,12 @@ impl Segment {
         let mut segment = Segment::new(files, dir, base_offset);
         let created = segment.create_files(files);
         if created.is_err() {
-            files.cache.forget(segment.id);
+            // Leave nothing half made: no stray segment file at an offset the log may still
+            // be writing below.
+            segment.release_write_file();
+            if let Err(e) = segment.delete_files(files) {
+                tracing::warn!(segment = %segment.log_path.display(), error = %e, "cannot remove a segment whose creation failed");
+            }
         }
         created.map(|()| segment)
     }
@@ -295,6 +301,18 @@ impl Segment {
         self.write_file = None;
     }
 
+    /// Closes everything the segment holds open (its descriptors, cached or owned, and a
+    /// sealed segment's index maps), so the space of deleted files is freed at once.
+    pub fn close_files(&mut self, files: &Files) {
+        self.release_write_file();
+        self.index_writers = [None, None];
+        files.cache.forget(self.id);
+        if self.sealed {
+            self.offset_index = OffsetIndex::sealed(self.offset_index.path().to_path_buf());
+            self.time_index = TimeIndex::sealed(self.time_index.path().to_path_buf());
+        }
+    }
+
     /// Updates sizes, offsets, timestamps and index entries for a batch written at `position`.
     fn track_batch(&mut self, position: u64, header: &BatchHeader) {
         debug_assert_eq!(position, self.size);
@@ -414,32 +432,51 @@ impl Segment {
         Ok(())
     }
 
-    /// Writes index entries not yet on disk. Returns whether anything was written.
-    pub fn write_indexes(&mut self, files: &Files) -> Result<bool> {
-        let offsets = self
+    /// Writes index entries not yet on disk, keeping the descriptors written through until
+    /// they are synced.
+    pub fn write_indexes(&mut self, files: &Files) -> Result<()> {
+        if let Some(f) = self
             .offset_index
             .write_pending(&*files.io, &files.cache, self.id)
-            .map_err(|e| StorageError::io("write", self.offset_index.path(), e))?;
-        let times = self
+            .map_err(|e| StorageError::io("write", self.offset_index.path(), e))?
+        {
+            self.index_writers[0] = Some(f);
+        }
+        if let Some(f) = self
             .time_index
             .write_pending(&*files.io, &files.cache, self.id)
-            .map_err(|e| StorageError::io("write", self.time_index.path(), e))?;
-        self.index_unsynced |= offsets || times;
-        Ok(offsets || times)
+            .map_err(|e| StorageError::io("write", self.time_index.path(), e))?
+        {
+            self.index_writers[1] = Some(f);
+        }
+        Ok(())
     }
 
-    /// The segment's three files, for a flush to fdatasync outside the log's lock.
-    pub fn files_to_sync(&self, files: &Files) -> Result<[Arc<IoFile>; 3]> {
-        let open = |kind, path: &Path| {
-            files
+    /// The index files with unsynced entries, on the descriptors that wrote them (taken: the
+    /// caller syncs them).
+    pub fn take_unsynced_index_files(&mut self) -> Vec<Arc<IoFile>> {
+        self.index_writers
+            .iter_mut()
+            .filter_map(Option::take)
+            .collect()
+    }
+
+    /// The segment's three files, for a flush to fdatasync outside the log's lock: each on
+    /// the descriptor that wrote it when one holds unsynced data.
+    pub fn files_to_sync(&mut self, files: &Files) -> Result<Vec<Arc<IoFile>>> {
+        let log = self.log_file(files, false)?;
+        let [offsets, times] = std::mem::take(&mut self.index_writers);
+        let open = |written: Option<Arc<IoFile>>, kind, path: &Path| match written {
+            Some(f) => Ok(f),
+            None => files
                 .cache
                 .get((self.id, kind), &*files.io, path, true)
-                .map_err(|e| StorageError::io("open", path, e))
+                .map_err(|e| StorageError::io("open", path, e)),
         };
-        Ok([
-            self.log_file(files, false)?,
-            open(FileKind::OffsetIndex, self.offset_index.path())?,
-            open(FileKind::TimeIndex, self.time_index.path())?,
+        Ok(vec![
+            log,
+            open(offsets, FileKind::OffsetIndex, self.offset_index.path())?,
+            open(times, FileKind::TimeIndex, self.time_index.path())?,
         ])
     }
 

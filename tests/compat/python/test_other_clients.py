@@ -1,5 +1,6 @@
 """kafka-python and aiokafka: produce and consume by assignment (no consumer groups)."""
 import asyncio
+import time
 
 import pytest
 
@@ -30,6 +31,11 @@ def test_kafka_python_produce_consume(bootstrap, topic_name, acks, compression):
     try:
         tps = [TopicPartition(topic_name, 0), TopicPartition(topic_name, 1)]
         assert c.beginning_offsets(tps) == {tps[0]: 0, tps[1]: 0}
+        # acks=0/1 answer before the records are durable, and rill shows them (the high
+        # watermark) once they are: a moment later. Bounded: 10 s.
+        deadline = time.monotonic() + 10
+        while c.end_offsets(tps) != {tps[0]: 250, tps[1]: 250} and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert c.end_offsets(tps) == {tps[0]: 250, tps[1]: 250}
         c.assign(tps)
         c.seek(tps[0], 0)

@@ -25,6 +25,11 @@ pub struct Broker {
 }
 
 impl Broker {
+    /// The `rill serve` process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts `rill serve` on 127.0.0.1:0 (metrics on 127.0.0.1:0 too) and waits for the
     /// readiness line and the banner's metrics address (at most 30 s).
     pub fn start() -> Broker {

@@ -135,21 +135,26 @@ fn reopen_keeps_everything_and_continues() {
         }
         m.close().unwrap();
     }
-    let m = manager(dir.path());
-    assert_eq!(m.partitions(), vec![tp(0)]);
-    let log = m.get_log(&tp(0)).unwrap().unwrap();
-    assert_eq!(read_all(&log), expected);
-    expected.push(expected_batch(log.log_end_offset()));
-    append_expected(&log);
-    assert_eq!(read_all(&log), expected);
     // Clean close trimmed the preallocated tail: the files are exactly their data.
+    let data_bytes: u64 = expected.iter().map(|b| b.len() as u64).sum();
     let total: u64 = std::fs::read_dir(dir.path().join("t-0"))
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| e.path().extension().is_some_and(|x| x == "log"))
         .map(|e| e.metadata().unwrap().len())
         .sum();
-    assert!(total >= log.size_bytes() - expected.last().unwrap().len() as u64);
+    assert_eq!(
+        total, data_bytes,
+        "segment files hold their data and no tail"
+    );
+    let m = manager(dir.path());
+    assert_eq!(m.partitions(), vec![tp(0)]);
+    let log = m.get_log(&tp(0)).unwrap().unwrap();
+    assert_eq!(log.size_bytes(), data_bytes);
+    assert_eq!(read_all(&log), expected);
+    expected.push(expected_batch(log.log_end_offset()));
+    append_expected(&log);
+    assert_eq!(read_all(&log), expected);
 }
 
 #[test]
@@ -362,12 +367,28 @@ fn list_offsets_by_timestamp_and_max_timestamp() {
 fn flush_policies_and_group_commit() {
     let dir = tempfile::tempdir().unwrap();
     let m = manager(dir.path());
-    let log = m.create_log(&tp(0), small_config()).unwrap();
+    // Kafka's visibility: nothing flushes until someone waits (durable visibility would have
+    // the flusher sync every append).
+    let mut written = small_config();
+    written
+        .set("rill.high.watermark.visibility", "written")
+        .unwrap();
+    let log = m.create_log(&tp(0), written).unwrap();
     assert!(log.needs_sync_for_ack());
     let end = append_expected(&log);
     assert!(log.flushed_offset() < end);
+    assert_eq!(log.high_watermark(), end, "written visibility");
     log.wait_durable(end).unwrap();
     assert_eq!(log.flushed_offset(), end);
+    // Durable visibility: the flusher makes an append durable with nobody waiting.
+    log.set_config(small_config());
+    let end = append_expected(&log);
+    let started = std::time::Instant::now();
+    // Bounded: 30 s at most.
+    while log.flushed_offset() < end && started.elapsed() < std::time::Duration::from_secs(30) {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert_eq!(log.high_watermark(), end, "the flusher synced it");
     let mut config = small_config();
     config.set("flush.messages", "1").unwrap();
     log.set_config(config);

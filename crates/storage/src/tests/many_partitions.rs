@@ -5,6 +5,17 @@ use std::time::{Duration, Instant};
 
 use super::*;
 
+/// Descriptors this process holds on files under `dir` (the cache's and the active segments'
+/// own), counted in the kernel's table rather than asked of the cache.
+fn open_fds_under(dir: &std::path::Path) -> usize {
+    let dir = dir.to_string_lossy().to_string();
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|p| p.to_string_lossy().starts_with(&dir))
+        .count()
+}
+
 #[test]
 fn ten_thousand_partitions_with_bounded_open_files() {
     const PARTITIONS: i32 = 10_000;
@@ -29,6 +40,13 @@ fn ten_thousand_partitions_with_bounded_open_files() {
             log.append(&expected_batch(0)).unwrap();
             assert!(m.open_files() <= MAX_OPEN);
         }
+        // Each active segment owns its write descriptor (outside the cache); everything else
+        // is bounded by the cache.
+        let fds = open_fds_under(dir.path());
+        assert!(
+            fds <= MAX_OPEN + PARTITIONS as usize,
+            "{fds} descriptors open for {PARTITIONS} partitions"
+        );
         for p in (0..PARTITIONS).step_by(7) {
             let log = m.get_log(&TopicPartition::new("many", p)).unwrap().unwrap();
             assert_eq!(read_all(&log), vec![expected_batch(0)]);
@@ -46,6 +64,11 @@ fn ten_thousand_partitions_with_bounded_open_files() {
         }
         assert!(m.open_files() <= MAX_OPEN);
     }
+    let fds = open_fds_under(dir.path());
+    assert!(
+        fds <= MAX_OPEN + PARTITIONS as usize,
+        "{fds} descriptors open after reopening {PARTITIONS} partitions"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(240),
         "took {:?}",

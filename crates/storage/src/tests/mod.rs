@@ -2,6 +2,7 @@
 //! simulated power-loss tests, and many partitions.
 
 mod crash;
+mod faults;
 mod idempotence;
 mod log_basics;
 mod many_partitions;

@@ -1,0 +1,406 @@
+//! Disk faults injected through the [`FileIo`] seam: a failed segment creation during a roll,
+//! a partition whose fsync fails next to healthy ones, syncs held to see the group commit, and
+//! descriptor ownership (the fsync runs on the descriptor that wrote; a deleted log lets go of
+//! its files and refuses any further use).
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Condvar, Mutex};
+
+use super::*;
+use crate::file_io::{FileIo, IoFile, OsIo};
+use crate::StorageError;
+
+/// The real file system with faults on demand.
+#[derive(Debug, Default)]
+struct FaultIo {
+    /// errno for creating a new file; 0 = no fault.
+    create_errno: AtomicI32,
+    /// fsyncs of files under this directory fail with EIO (syncfs fails while it is set).
+    failing: Mutex<Option<PathBuf>>,
+    held: Mutex<bool>,
+    released: Condvar,
+    /// Per path, the descriptors that wrote to it since its last sync (kept open, so neither
+    /// the descriptor number nor the allocation can be reused and mistaken for another).
+    writers: Mutex<HashMap<PathBuf, Vec<Arc<std::fs::File>>>>,
+    /// Syncs that ran on a descriptor that had not written the unsynced data.
+    foreign_syncs: AtomicU64,
+    syncs: AtomicU64,
+}
+
+impl FaultIo {
+    fn fail_creates(&self, errno: Option<rustix::io::Errno>) {
+        let code = errno.map_or(0, |e| e.raw_os_error());
+        self.create_errno.store(code, Ordering::SeqCst);
+    }
+
+    fn fail_syncs_under(&self, dir: &Path) {
+        *self.failing.lock() = Some(dir.to_path_buf());
+    }
+
+    fn hold(&self, held: bool) {
+        *self.held.lock() = held;
+        self.released.notify_all();
+    }
+
+    fn wait_while_held(&self) {
+        let mut held = self.held.lock();
+        // Bounded by the test, which always releases.
+        while *held {
+            self.released.wait(&mut held);
+        }
+    }
+
+    fn fails(&self, path: &Path) -> bool {
+        self.failing
+            .lock()
+            .as_ref()
+            .is_some_and(|dir| path.starts_with(dir))
+    }
+}
+
+fn errno(e: rustix::io::Errno) -> io::Error {
+    io::Error::from_raw_os_error(e.raw_os_error())
+}
+
+impl FileIo for FaultIo {
+    fn open(&self, path: &Path, create: bool) -> io::Result<IoFile> {
+        let code = self.create_errno.load(Ordering::SeqCst);
+        if create && code != 0 && !path.exists() {
+            return Err(io::Error::from_raw_os_error(code));
+        }
+        OsIo.open(path, create)
+    }
+
+    fn write_at(&self, file: &IoFile, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        OsIo.write_at(file, bufs, offset)?;
+        let mut writers = self.writers.lock();
+        let list = writers.entry(file.path().to_path_buf()).or_default();
+        if !list.iter().any(|f| Arc::ptr_eq(f, file.file())) {
+            list.push(Arc::clone(file.file()));
+        }
+        Ok(())
+    }
+
+    fn sync_data(&self, file: &IoFile) -> io::Result<()> {
+        self.wait_while_held();
+        if self.fails(file.path()) {
+            return Err(errno(rustix::io::Errno::IO));
+        }
+        self.syncs.fetch_add(1, Ordering::SeqCst);
+        if let Some(list) = self.writers.lock().remove(file.path()) {
+            if !list.iter().any(|f| Arc::ptr_eq(f, file.file())) {
+                self.foreign_syncs.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        OsIo.sync_data(file)
+    }
+
+    fn sync_fs(&self, file: &IoFile) -> io::Result<()> {
+        self.wait_while_held();
+        if self.failing.lock().is_some() {
+            return Err(errno(rustix::io::Errno::IO));
+        }
+        // Everything on the file system is durable, whoever wrote it.
+        self.writers.lock().clear();
+        OsIo.sync_fs(file)
+    }
+
+    fn allocate(&self, file: &IoFile, len: u64) -> io::Result<()> {
+        OsIo.allocate(file, len)
+    }
+
+    fn set_len(&self, file: &IoFile, len: u64) -> io::Result<()> {
+        OsIo.set_len(file, len)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.wait_while_held();
+        if self.fails(dir) {
+            return Err(errno(rustix::io::Errno::IO));
+        }
+        OsIo.sync_dir(dir)
+    }
+}
+
+fn open_with(dir: &Path, io: &Arc<FaultIo>, max_open_files: usize) -> LogManager {
+    let mut config = LogManagerConfig::new(dir);
+    config.default_log_config = small_config();
+    config.max_open_files = max_open_files;
+    let io: Arc<dyn FileIo> = io.clone();
+    LogManager::open_with_io(config, io).unwrap()
+}
+
+fn append_next(log: &Log) -> Result<Vec<u8>, StorageError> {
+    let batch = expected_batch(log.log_end_offset());
+    log.append(&batch).map(|_| batch)
+}
+
+/// A one-record batch of a `value_len`-byte value, as stored at the log's end.
+fn append_tiny(log: &Log, value_len: usize) -> Result<Vec<u8>, StorageError> {
+    let base = log.log_end_offset();
+    let mut batch = crate::batch::build_batch(1, &vec![7u8; value_len], 1_000_000 + base);
+    log.append(&batch)?;
+    batch[0..8].copy_from_slice(&base.to_be_bytes());
+    Ok(batch)
+}
+
+/// A roll whose new segment cannot be created fails the append cleanly, and appends work
+/// again once the fault clears; nothing is lost, nothing panics.
+#[test]
+fn a_failed_roll_fails_the_append_and_later_appends_work() {
+    for fault in [rustix::io::Errno::MFILE, rustix::io::Errno::NOSPC] {
+        let dir = tempfile::tempdir().unwrap();
+        let io = Arc::new(FaultIo::default());
+        let m = open_with(dir.path(), &io, 0);
+        let config = LogConfig {
+            index_interval_bytes: 0,
+            ..small_config()
+        };
+        let log = m.create_log(&tp(0), config).unwrap();
+        let mut expected = Vec::new();
+        io.fail_creates(Some(fault));
+        // Bounded: tiny batches until the 8 KiB segment is more than half full.
+        while log.size_bytes() < 5 * 1024 {
+            expected.push(append_tiny(&log, 3).unwrap());
+        }
+        // A batch that does not fit needs a roll, which fails; nothing of it is written.
+        for _ in 0..3 {
+            let (end, segments) = (log.log_end_offset(), log.segment_count());
+            match append_tiny(&log, 4000) {
+                Err(StorageError::Io { .. } | StorageError::DiskFull { .. }) => {}
+                other => panic!("{fault:?}: {other:?}"),
+            }
+            assert_eq!(log.log_end_offset(), end, "a failed append adds nothing");
+            assert_eq!(log.segment_count(), segments);
+        }
+        // Batches that fit go on into the old segment, still active.
+        for _ in 0..5 {
+            expected.push(append_tiny(&log, 3).unwrap());
+        }
+        io.fail_creates(None);
+        for _ in 0..60 {
+            expected.push(append_next(&log).unwrap());
+        }
+        assert!(log.segment_count() > 1, "rolled once the fault cleared");
+        assert_eq!(read_all(&log), expected);
+        drop(log);
+        m.close().unwrap();
+        drop(m);
+        let m = manager(dir.path());
+        let log = m.get_log(&tp(0)).unwrap().unwrap();
+        assert_eq!(
+            read_all(&log),
+            expected,
+            "{fault:?}: all there after a reopen"
+        );
+    }
+}
+
+/// A log whose fsync fails goes offline; the logs beside it keep flushing, checkpointing and
+/// retaining.
+#[test]
+fn a_failing_log_goes_offline_and_the_others_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(FaultIo::default());
+    let m = open_with(dir.path(), &io, 0);
+    let config = LogConfig {
+        retention_bytes: 16 * 1024,
+        retention_ms: -1,
+        ..small_config()
+    };
+    let logs: Vec<_> = (0..4)
+        .map(|p| m.create_log(&tp(p), config.clone()).unwrap())
+        .collect();
+    io.fail_syncs_under(&dir.path().join(tp(0).dir_name()));
+    for _ in 0..80 {
+        for log in &logs {
+            let _ = append_next(log);
+        }
+    }
+    assert!(matches!(
+        logs[0].wait_durable(logs[0].log_end_offset()),
+        Err(StorageError::Offline { .. })
+    ));
+    assert!(logs[0].is_offline());
+    assert!(matches!(
+        append_next(&logs[0]),
+        Err(StorageError::Offline { .. })
+    ));
+    assert!(matches!(
+        logs[0].read(0, 1000, true),
+        Err(StorageError::Offline { .. })
+    ));
+    assert_eq!(m.offline_partitions(), vec![tp(0)]);
+    // Housekeeping goes past the offline log (it comes first in partition order).
+    m.checkpoint().unwrap();
+    m.tick(crate::log::now_ms()).unwrap();
+    let points =
+        crate::checkpoint::read(&dir.path().join(crate::checkpoint::RECOVERY_POINT_FILE)).unwrap();
+    for (p, log) in logs.iter().enumerate().skip(1) {
+        assert_eq!(log.flushed_offset(), log.log_end_offset());
+        assert_eq!(
+            points.get(&tp(p as i32)),
+            Some(&log.log_end_offset()),
+            "checkpointed past the failing log"
+        );
+        assert!(
+            log.log_start_offset() > 0,
+            "retention ran for {}",
+            tp(p as i32)
+        );
+        assert!(append_next(log).is_ok());
+    }
+    drop(logs);
+    m.close().unwrap();
+}
+
+/// Logs written while a sync is in progress share the next pass: one round of syncs (one
+/// syncfs) for all of them, not one each.
+#[test]
+fn partitions_written_together_share_one_flush_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(FaultIo::default());
+    let m = open_with(dir.path(), &io, 0);
+    let logs: Vec<_> = (0..8)
+        .map(|p| m.create_log(&tp(p), small_config()).unwrap())
+        .collect();
+    for log in &logs {
+        append_next(log).unwrap();
+        log.wait_durable(log.log_end_offset()).unwrap();
+    }
+    io.hold(true);
+    let passes = m.flusher_passes();
+    let syncfs = m.flusher_syncfs_calls();
+    let (tx, rx) = std::sync::mpsc::channel();
+    for log in &logs {
+        append_next(log).unwrap();
+        let tx = tx.clone();
+        log.on_durable(
+            log.log_end_offset(),
+            Box::new(move |r| tx.send(r.is_ok()).unwrap()),
+        );
+    }
+    assert!(
+        rx.try_recv().is_err(),
+        "nothing is durable while syncs are held"
+    );
+    io.hold(false);
+    for _ in &logs {
+        assert!(rx.recv_timeout(std::time::Duration::from_secs(30)).unwrap());
+    }
+    // The pass that was held (it may have taken some logs) and one more for the rest.
+    let used = m.flusher_passes() - passes;
+    assert!((1..=2).contains(&used), "{used} passes for 8 logs");
+    assert!(
+        m.flusher_syncfs_calls() > syncfs,
+        "several files: one syncfs"
+    );
+    for log in &logs {
+        assert_eq!(log.high_watermark(), log.log_end_offset());
+    }
+}
+
+/// With a file cache far smaller than the logs, every fsync still runs on the descriptor that
+/// wrote the data (an active segment's descriptor is never evicted and reopened).
+#[test]
+fn fsyncs_run_on_the_descriptor_that_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(FaultIo::default());
+    let mut config = LogManagerConfig::new(dir.path());
+    config.default_log_config = small_config();
+    config.max_open_files = 3;
+    // One file per sync, so every sync is an fdatasync the seam can attribute.
+    config.group_sync = crate::flusher::GroupSync::PerFile;
+    let dyn_io: Arc<dyn FileIo> = io.clone();
+    let m = LogManager::open_with_io(config, dyn_io).unwrap();
+    let logs: Vec<_> = (0..6)
+        .map(|p| m.create_log(&tp(p), small_config()).unwrap())
+        .collect();
+    for round in 0..30 {
+        for log in &logs {
+            append_next(log).unwrap();
+            // Reads of old segments go through the small cache and evict.
+            let _ = log.read_bytes(log.log_start_offset(), 100);
+            if round % 3 == 0 {
+                log.wait_durable(log.log_end_offset()).unwrap();
+            }
+        }
+    }
+    for log in &logs {
+        log.wait_durable(log.log_end_offset()).unwrap();
+    }
+    m.checkpoint().unwrap();
+    assert!(m.open_files() <= 3);
+    assert!(io.syncs.load(Ordering::SeqCst) > 0);
+    assert_eq!(
+        io.foreign_syncs.load(Ordering::SeqCst),
+        0,
+        "a sync ran on a descriptor that had not written the data"
+    );
+}
+
+/// Open descriptors of this process on files under `dir`.
+fn open_fds_under(dir: &Path) -> Vec<String> {
+    let dir = dir.to_string_lossy().to_string();
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|p| p.to_string_lossy().to_string())
+        .filter(|p| p.starts_with(&dir))
+        .collect()
+}
+
+/// Deleting a log closes its descriptors at once (its disk space is freed), and a handle kept
+/// across a delete and re-create can neither write into nor read the new partition.
+#[test]
+fn delete_frees_files_and_a_stale_handle_cannot_touch_the_new_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(dir.path());
+    let stale = m.create_log(&tp(0), small_config()).unwrap();
+    for _ in 0..40 {
+        append_next(&stale).unwrap();
+    }
+    read_all(&stale); // maps sealed indexes and opens cached files
+    assert!(stale.segment_count() > 1);
+    let deleted_dir = dir.path().join(tp(0).dir_name());
+    assert!(!open_fds_under(&deleted_dir).is_empty());
+    m.delete_log(&tp(0)).unwrap();
+    assert_eq!(
+        open_fds_under(&deleted_dir),
+        Vec::<String>::new(),
+        "descriptors of the deleted log are still open"
+    );
+    let fresh = m.create_log(&tp(0), small_config()).unwrap();
+    assert!(matches!(
+        append_next(&stale),
+        Err(StorageError::Deleted { .. })
+    ));
+    assert!(matches!(
+        stale.read(0, 1000, true),
+        Err(StorageError::Deleted { .. })
+    ));
+    assert!(matches!(
+        stale.wait_durable(stale.log_end_offset() + 1),
+        Err(StorageError::Deleted { .. })
+    ));
+    assert_eq!(fresh.log_end_offset(), 0);
+    assert_eq!(read_all(&fresh), Vec::<Vec<u8>>::new());
+    let first = append_next(&fresh).unwrap();
+    assert_eq!(read_all(&fresh), vec![first.clone()]);
+    drop(stale);
+    drop(fresh);
+    m.close().unwrap();
+    drop(m);
+    let m = manager(dir.path());
+    let log = m.get_log(&tp(0)).unwrap().unwrap();
+    assert_eq!(
+        read_all(&log),
+        vec![first],
+        "only the new partition's record"
+    );
+}
