@@ -9,6 +9,8 @@
 //! Idempotent producers: storage checks producer id, epoch and sequence under the append lock;
 //! a retried batch is answered with the offsets it got the first time (and not stored again),
 //! a gap with OUT_OF_ORDER_SEQUENCE_NUMBER, a stale epoch with INVALID_PRODUCER_EPOCH.
+//! Transactional batches in a request without a transactional id fail the whole request with
+//! TRANSACTIONAL_ID_AUTHORIZATION_FAILED (checked on batch headers, as Kafka 4.x answers).
 //!
 //! Each partition succeeds or fails alone: a corrupt batch for one partition does not stop
 //! the others. The batches are never decoded here; storage validates and stores them as sent.

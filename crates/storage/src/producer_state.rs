@@ -17,7 +17,9 @@
 //! - a producer unknown here (never seen, or expired) is accepted at any sequence: Kafka 4.x
 //!   no longer answers UNKNOWN_PRODUCER_ID (KIP-360), and neither does Rill.
 //! - control batches from clients are INVALID_RECORD; a transactional batch with no open
-//!   transaction is INVALID_TXN_STATE (until the transaction coordinator opens them).
+//!   transaction is INVALID_TXN_STATE (until the transaction coordinator opens them). (The
+//!   broker refuses transactional batches in a produce request without a transactional id
+//!   before they get here, with TRANSACTIONAL_ID_AUTHORIZATION_FAILED, as Kafka 4.x.)
 //!
 //! Durability: [`ProducerStateManager::encode_snapshot`] writes the whole map as one file
 //! `<offset>.snapshot` (20 digits, as Kafka names them) holding the state after every batch
