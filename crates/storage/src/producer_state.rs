@@ -430,6 +430,10 @@ impl ProducerStateManager {
     /// state changed, or there is none yet at or after `min_offset` (the active segment's
     /// base, so a rebuild after a crash never replays more than about one segment).
     pub fn needs_snapshot(&self, min_offset: i64) -> bool {
+        if self.producers.is_empty() && self.last_snapshot_offset.is_none() {
+            // Nothing to remember, and no snapshot to supersede.
+            return false;
+        }
         self.generation != self.snapshot_generation
             || self.last_snapshot_offset.is_none_or(|o| o < min_offset)
     }
