@@ -23,10 +23,11 @@
 //!
 //! Durability: [`ProducerStateManager::encode_snapshot`] writes the whole map as one file
 //! `<offset>.snapshot` (20 digits, as Kafka names them) holding the state after every batch
-//! below `offset`, with a CRC-32C. The log writes one at its recovery-point checkpoint; on open
-//! it loads the newest snapshot not beyond the recovered log end and replays the batch headers
-//! after it ([`ProducerStateManager::replay`]), so deduplication survives SIGKILL and power
-//! loss. Snapshots above the recovered end (their batches were lost) are deleted.
+//! below `offset`, with a CRC-32C. The log writes one at its recovery-point checkpoint; on the
+//! first batch with a producer id after open it loads the newest snapshot not beyond the log
+//! end and replays the batch headers after it ([`ProducerStateManager::replay`]), so
+//! deduplication survives SIGKILL and power loss. Snapshots above the recovered end (their
+//! batches were lost) are deleted at open.
 //!
 //! For the log cleaner (compaction): the state lives in snapshots, not only in the log, and
 //! the newest snapshot is never older than the last checkpoint, so compaction below it does
