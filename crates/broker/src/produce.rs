@@ -14,6 +14,8 @@
 //! Idempotent producers: storage checks producer id, epoch and sequence under the append lock;
 //! a retried batch is answered with the offsets it got the first time (and not stored again),
 //! a gap with OUT_OF_ORDER_SEQUENCE_NUMBER, a stale epoch with INVALID_PRODUCER_EPOCH.
+//! Transactional batches in a request without a transactional id fail the whole request with
+//! TRANSACTIONAL_ID_AUTHORIZATION_FAILED (checked on batch headers, as Kafka 4.x answers).
 //!
 //! Each partition succeeds or fails alone: a corrupt batch for one partition does not stop
 //! the others. The batches are never decoded here; storage validates and stores them as sent.
@@ -46,11 +48,29 @@ pub async fn handle(
 ) -> Option<ProduceResponse> {
     let acks = request.acks;
     let acks_valid = (-1..=1).contains(&acks);
+    // As Kafka: transactional batches in a request without a transactional id fail every
+    // partition with TRANSACTIONAL_ID_AUTHORIZATION_FAILED (the id cannot be authorized).
+    let has_txn_id = request
+        .transactional_id
+        .as_ref()
+        .is_some_and(|id| !id.0.is_empty());
+    let unauthorized_txn = !has_txn_id
+        && request
+            .topic_data
+            .iter()
+            .flat_map(|t| &t.partition_data)
+            .any(|p| {
+                p.records
+                    .as_deref()
+                    .is_some_and(first_batch_is_transactional)
+            });
     let mut responses = Vec::with_capacity(request.topic_data.len());
     let mut pending = Vec::new();
     for (topic_index, topic) in request.topic_data.into_iter().enumerate() {
         let name = topic.name.0.to_string();
-        let resolved = if crate::topics::is_internal(&name) {
+        let resolved = if unauthorized_txn {
+            Err(ResponseError::TransactionalIdAuthorizationFailed.code())
+        } else if crate::topics::is_internal(&name) {
             // Only the group coordinator writes there; a client's bytes could not be replayed.
             Err(ResponseError::InvalidTopicException.code())
         } else if acks_valid {
@@ -107,6 +127,12 @@ pub async fn handle(
         return None;
     }
     Some(ProduceResponse::default().with_responses(responses))
+}
+
+/// Whether the first batch's attributes have the transactional bit (a header read, as Kafka's
+/// `hasTransactionalRecords`; the records stay undecoded).
+fn first_batch_is_transactional(records: &[u8]) -> bool {
+    rill_storage::batch::BatchHeader::parse(records).is_some_and(|h| h.is_transactional())
 }
 
 type AppendOutcome = Result<

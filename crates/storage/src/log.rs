@@ -150,6 +150,9 @@ pub(crate) struct LogState {
     /// Idempotent producers' epochs and last batches; checked and updated under this lock
     /// by every append.
     producers: ProducerStateManager,
+    /// Whether `producers` has been loaded (snapshot + replay). Loading waits for the first
+    /// batch with a producer id, so opening a log that never sees one reads nothing extra.
+    producers_loaded: bool,
 }
 
 impl LogState {
@@ -237,7 +240,10 @@ impl Log {
         let segment = Segment::create(&files, &dir, 0)?;
         let log = Log::assemble(tp, dir, config, files, BTreeMap::from([(0, segment)]), 0, 0);
         log.parent_dir_dirty.store(true, Ordering::Relaxed);
-        log.state.lock().dir_dirty = true;
+        let mut state = log.state.lock();
+        state.dir_dirty = true;
+        state.producers_loaded = true;
+        drop(state);
         Ok(log)
     }
 
@@ -264,6 +270,7 @@ impl Log {
                 base,
             );
             log.state.lock().dir_dirty = true;
+            producer_snapshots::delete_beyond(&log.dir, base)?;
             return Ok(log);
         }
         let mut segments = BTreeMap::new();
@@ -309,7 +316,8 @@ impl Log {
             // durable before it is visible, so the high watermark never goes backwards.
             log.flush()?;
         }
-        log.load_producer_state()?;
+        // Snapshots past the recovered end describe lost batches: gone before any append.
+        producer_snapshots::delete_beyond(&log.dir, log_end)?;
         Ok(log)
     }
 
@@ -334,6 +342,7 @@ impl Log {
                 position: 0,
             },
             producers: ProducerStateManager::new(),
+            producers_loaded: false,
         };
         let log_end = state.log_end_offset();
         debug_assert!(log_start_offset <= log_end && flushed_offset <= log_end);
@@ -446,6 +455,9 @@ impl Log {
         let mut state = self.state.lock();
         self.check_live()?;
         let base_offset = state.log_end_offset();
+        if !state.producers_loaded && headers.iter().any(|h| h.producer_id >= 0) {
+            self.load_producers(&mut state)?;
+        }
         let pending = match self.check_producers(&state, &headers, base_offset)? {
             Ok(pending) => pending,
             Err(duplicate) => return Ok(duplicate),
@@ -570,12 +582,16 @@ impl Log {
 
     /// What this partition knows about `producer_id` (DescribeProducers, tests).
     pub fn producer_state(&self, producer_id: i64) -> Option<ProducerStateEntry> {
-        self.state.lock().producers.get(producer_id).cloned()
+        let mut state = self.state.lock();
+        self.load_producers(&mut state).ok()?;
+        state.producers.get(producer_id).cloned()
     }
 
     /// Number of producer ids this partition remembers.
     pub fn producer_count(&self) -> usize {
-        self.state.lock().producers.len()
+        let mut state = self.state.lock();
+        self.load_producers(&mut state)
+            .map_or(0, |()| state.producers.len())
     }
 
     /// Forgets producers idle longer than `expiration_ms` (`producer.id.expiration.ms`).
@@ -586,10 +602,12 @@ impl Log {
             .remove_expired(now_ms, expiration_ms)
     }
 
-    /// Open: the newest snapshot not beyond the recovered log end, then every batch after it
-    /// replayed from the segments (headers only).
-    fn load_producer_state(&self) -> Result<()> {
-        let mut state = self.state.lock();
+    /// Loads the producer state on first need: the newest snapshot not beyond the log end,
+    /// then every batch after it replayed from the segments (headers only).
+    fn load_producers(&self, state: &mut LogState) -> Result<()> {
+        if state.producers_loaded {
+            return Ok(());
+        }
         let log_end = state.log_end_offset();
         let (from, producers) = match producer_snapshots::load(&self.dir, log_end)? {
             Some((offset, producers)) => (offset, producers),
@@ -630,6 +648,7 @@ impl Log {
         if replayed > 0 {
             tracing::debug!(partition = %self.tp, from, replayed, producers = state.producers.len(), "producer state rebuilt from the log tail");
         }
+        state.producers_loaded = true;
         Ok(())
     }
 
@@ -639,7 +658,9 @@ impl Log {
     fn snapshot_producers(&self) -> Result<()> {
         let (offset, generation, bytes) = {
             let state = self.state.lock();
-            if !state.producers.needs_snapshot(state.active().base_offset) {
+            if !state.producers_loaded
+                || !state.producers.needs_snapshot(state.active().base_offset)
+            {
                 return Ok(());
             }
             (

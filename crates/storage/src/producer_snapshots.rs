@@ -29,16 +29,21 @@ fn list(dir: &Path) -> Result<Vec<i64>> {
     Ok(offsets)
 }
 
-/// Loads the newest readable snapshot at or below `log_end_offset` and returns it with its
-/// offset. Snapshots above the log end describe batches that are gone (lost in a crash) and
-/// are deleted; unreadable ones are skipped with a warning. `None`: rebuild from the log.
-pub(crate) fn load(dir: &Path, log_end_offset: i64) -> Result<Option<(i64, ProducerStateManager)>> {
-    let offsets = list(dir)?;
-    for &offset in offsets.iter().filter(|&&o| o > log_end_offset) {
+/// Deletes the snapshots above `log_end_offset`: they describe batches that are gone (lost
+/// in a crash). Run at open, before any append could reach their offsets again.
+pub(crate) fn delete_beyond(dir: &Path, log_end_offset: i64) -> Result<()> {
+    for offset in list(dir)?.into_iter().filter(|&o| o > log_end_offset) {
         let path = dir.join(snapshot_file_name(offset));
         tracing::info!(path = %path.display(), log_end_offset, "deleting producer snapshot beyond the log end");
         std::fs::remove_file(&path).map_err(|e| StorageError::io("delete", &path, e))?;
     }
+    Ok(())
+}
+
+/// Loads the newest readable snapshot at or below `log_end_offset` and returns it with its
+/// offset; unreadable ones are skipped with a warning. `None`: rebuild from the log.
+pub(crate) fn load(dir: &Path, log_end_offset: i64) -> Result<Option<(i64, ProducerStateManager)>> {
+    let offsets = list(dir)?;
     // Bounded by the number of snapshot files.
     for &offset in offsets.iter().rev().filter(|&&o| o <= log_end_offset) {
         let path = dir.join(snapshot_file_name(offset));

@@ -17,14 +17,17 @@
 //! - a producer unknown here (never seen, or expired) is accepted at any sequence: Kafka 4.x
 //!   no longer answers UNKNOWN_PRODUCER_ID (KIP-360), and neither does Rill.
 //! - control batches from clients are INVALID_RECORD; a transactional batch with no open
-//!   transaction is INVALID_TXN_STATE (until the transaction coordinator opens them).
+//!   transaction is INVALID_TXN_STATE (until the transaction coordinator opens them). (The
+//!   broker refuses transactional batches in a produce request without a transactional id
+//!   before they get here, with TRANSACTIONAL_ID_AUTHORIZATION_FAILED, as Kafka 4.x.)
 //!
 //! Durability: [`ProducerStateManager::encode_snapshot`] writes the whole map as one file
 //! `<offset>.snapshot` (20 digits, as Kafka names them) holding the state after every batch
-//! below `offset`, with a CRC-32C. The log writes one at its recovery-point checkpoint; on open
-//! it loads the newest snapshot not beyond the recovered log end and replays the batch headers
-//! after it ([`ProducerStateManager::replay`]), so deduplication survives SIGKILL and power
-//! loss. Snapshots above the recovered end (their batches were lost) are deleted.
+//! below `offset`, with a CRC-32C. The log writes one at its recovery-point checkpoint; on the
+//! first batch with a producer id after open it loads the newest snapshot not beyond the log
+//! end and replays the batch headers after it ([`ProducerStateManager::replay`]), so
+//! deduplication survives SIGKILL and power loss. Snapshots above the recovered end (their
+//! batches were lost) are deleted at open.
 //!
 //! For the log cleaner (compaction): the state lives in snapshots, not only in the log, and
 //! the newest snapshot is never older than the last checkpoint, so compaction below it does
@@ -428,6 +431,10 @@ impl ProducerStateManager {
     /// state changed, or there is none yet at or after `min_offset` (the active segment's
     /// base, so a rebuild after a crash never replays more than about one segment).
     pub fn needs_snapshot(&self, min_offset: i64) -> bool {
+        if self.producers.is_empty() && self.last_snapshot_offset.is_none() {
+            // Nothing to remember, and no snapshot to supersede.
+            return false;
+        }
         self.generation != self.snapshot_generation
             || self.last_snapshot_offset.is_none_or(|o| o < min_offset)
     }

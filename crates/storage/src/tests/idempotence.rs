@@ -397,3 +397,103 @@ fn crash_child(dir: &std::path::Path) {
         }
     }
 }
+
+/// One step of the model test.
+#[derive(Debug, Clone)]
+enum Op {
+    Send(usize),
+    Retry(usize),
+    Gap,
+    Stale,
+    BumpEpoch,
+    Checkpoint,
+    Reopen,
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        6 => (1usize..4).prop_map(Op::Send),
+        4 => (0usize..8).prop_map(Op::Retry),
+        1 => Just(Op::Gap),
+        1 => Just(Op::Stale),
+        1 => Just(Op::BumpEpoch),
+        1 => Just(Op::Checkpoint),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+
+    /// Against a model of one producer: sends land at the log end, retries of the last five
+    /// batches of the epoch are duplicates with their first offsets, older retries and gaps are
+    /// out of order, stale epochs are fenced; across checkpoints and reopenings alike.
+    #[test]
+    fn producer_state_follows_the_model(ops in proptest::collection::vec(op(), 1..40)) {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut m, mut log) = open_log(dir.path());
+        let mut epoch = 0i16;
+        // (first seq, count, first offset) of this epoch's batches, oldest first.
+        let mut sent: Vec<(i32, usize, i64)> = Vec::new();
+        let mut next_seq = 0i32;
+        let mut known = false;
+        let mut known_epoch = None;
+        for op in ops {
+            match op {
+                Op::Send(count) => {
+                    let end = log.log_end_offset();
+                    let info = log.append(&batch(7, epoch, next_seq, count)).unwrap();
+                    proptest::prop_assert!(!info.duplicate && info.base_offset == end);
+                    sent.push((next_seq, count, end));
+                    next_seq += count as i32;
+                    known = true;
+                    known_epoch = Some(epoch);
+                }
+                Op::Retry(back) if back < sent.len() => {
+                    let (seq, count, offset) = sent[sent.len() - 1 - back];
+                    let end = log.log_end_offset();
+                    let r = log.append(&batch(7, epoch, seq, count));
+                    if back < crate::producer_state::BATCHES_RETAINED {
+                        let info = r.unwrap();
+                        proptest::prop_assert!(info.duplicate && info.base_offset == offset, "{info:?}");
+                    } else {
+                        proptest::prop_assert!(matches!(r, Err(StorageError::Producer { source: ProducerError::OutOfOrderSequence { .. }, .. })), "{r:?}");
+                    }
+                    proptest::prop_assert_eq!(log.log_end_offset(), end);
+                }
+                Op::Retry(_) => {}
+                Op::Gap => {
+                    let r = log.append(&batch(7, epoch, next_seq + 1, 1));
+                    // Refused unless the producer is unknown here (nothing sent yet).
+                    proptest::prop_assert_eq!(r.is_err(), known, "{:?}", r);
+                    if r.is_ok() {
+                        // An unknown producer may start anywhere (Kafka 4.x).
+                        let end = log.log_end_offset() - 1;
+                        sent.push((next_seq + 1, 1, end));
+                        next_seq += 2;
+                        known = true;
+                        known_epoch = Some(epoch);
+                    }
+                }
+                // Fenced once the log has seen the current epoch.
+                Op::Stale if epoch > 0 && known_epoch == Some(epoch) => {
+                    let r = log.append(&batch(7, epoch - 1, next_seq, 1));
+                    proptest::prop_assert!(matches!(r, Err(StorageError::Producer { source: ProducerError::InvalidProducerEpoch { .. }, .. })), "{r:?}");
+                }
+                Op::Stale => {}
+                Op::BumpEpoch => {
+                    epoch += 1;
+                    sent.clear();
+                    next_seq = 0;
+                }
+                Op::Checkpoint => m.checkpoint().unwrap(),
+                Op::Reopen => {
+                    drop(log);
+                    drop(m);
+                    (m, log) = open_log(dir.path());
+                }
+            }
+        }
+    }
+}
