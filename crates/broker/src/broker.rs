@@ -52,6 +52,16 @@ pub struct BrokerConfig {
     pub queued_max_request_bytes: u64,
     /// Period of `LogManager::tick` (retention, flush.ms, segment.ms).
     pub tick_interval_ms: u64,
+    /// `rill.decompressed.batch.max.bytes`: the most one compressed record batch may inflate
+    /// to. Produce validation and ListOffsets decompress in a streaming pass with this bound,
+    /// so a small batch that inflates to gigabytes costs at most this much CPU and a codec
+    /// window of memory; a batch past it is refused with MESSAGE_TOO_LARGE. Kafka has no such
+    /// bound. The default, 64 MiB, is 64 times the default `max.message.bytes`.
+    pub decompressed_batch_max_bytes: u64,
+    /// Blocking tasks that validate and append produced batches, or decompress for
+    /// ListOffsets, at once. Each may hold a codec window (up to 16 MiB for zstd) and keeps
+    /// the blocking pool from filling with CPU-bound decompression.
+    pub max_blocking_appends: usize,
     /// Consumer group coordinator settings (session timeouts, offsets topic, retention).
     pub groups: GroupConfig,
 }
@@ -72,6 +82,8 @@ impl Default for BrokerConfig {
             connections_max_idle_ms: 600_000,
             queued_max_request_bytes: 512 << 20,
             tick_interval_ms: 1000,
+            decompressed_batch_max_bytes: 64 << 20,
+            max_blocking_appends: 8,
             groups: GroupConfig::default(),
         }
     }
@@ -162,10 +174,10 @@ impl Broker {
         // await, and we wait for it so tick and close never overlap.
         let _ = stop_tx.send(true);
         if let Err(e) = ticker.await {
-            tracing::warn!(error = %e, "tick task failed");
+            self.state.metrics.task_failed("storage ticker", &e);
         }
         if let Err(e) = group_ticker.await {
-            tracing::warn!(error = %e, "group tick task failed");
+            self.state.metrics.task_failed("group ticker", &e);
         }
         let logs = Arc::clone(&self.state.logs);
         let closed = tokio::task::spawn_blocking(move || logs.close())
@@ -314,7 +326,7 @@ async fn group_tick_loop(state: Arc<BrokerState>, mut stop: watch::Receiver<bool
         // Off the runtime: compaction may fsync.
         let groups = Arc::clone(&state.groups);
         if let Err(e) = tokio::task::spawn_blocking(move || groups.tick()).await {
-            tracing::error!(error = %e, "group tick task failed");
+            state.metrics.task_failed("group tick", &e);
         }
     }
 }
@@ -350,7 +362,7 @@ async fn tick_loop(state: Arc<BrokerState>, mut stop: watch::Receiver<bool>) {
         match tokio::task::spawn_blocking(move || logs.tick(now)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "storage tick failed"),
-            Err(e) => tracing::error!(error = %e, "storage tick task failed"),
+            Err(e) => state.metrics.task_failed("storage tick", &e),
         }
     }
 }

@@ -102,6 +102,8 @@ pub fn storage_error_code(error: &StorageError) -> i16 {
     let kind = match error {
         StorageError::CorruptRecord { .. } => ResponseError::CorruptMessage,
         StorageError::RecordTooLarge { .. } => ResponseError::MessageTooLarge,
+        // As too large: the Java producer then splits the batch and retries the halves.
+        StorageError::DecompressedTooLarge { .. } => ResponseError::MessageTooLarge,
         StorageError::InvalidRecord { .. } => ResponseError::InvalidRecord,
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         StorageError::UnknownPartition { .. } => ResponseError::UnknownTopicOrPartition,
