@@ -50,6 +50,9 @@ pub enum BrokerError {
         #[source]
         source: crate::topics::RegistryError,
     },
+    /// A setting that cannot be used (named as Kafka names it).
+    #[error("invalid {key}: {reason}")]
+    Config { key: &'static str, reason: String },
     #[error("a blocking task panicked or was cancelled while {op}")]
     Join {
         op: &'static str,
