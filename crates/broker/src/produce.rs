@@ -11,22 +11,24 @@
 //! `written` visibility or a relaxed flush policy); under durable visibility the flusher's
 //! listener wakes them when the flush makes it visible.
 //!
+//! Each partition succeeds or fails alone: a corrupt batch for one partition does not stop
+//! the others. Storage validates the batches (headers, and every record: compressed batches are
+//! decompressed in a bounded streaming pass) on the blocking pool and stores them as sent.
+//!
 //! Idempotent producers: storage checks producer id, epoch and sequence under the append lock;
 //! a retried batch is answered with the offsets it got the first time (and not stored again),
 //! a gap with OUT_OF_ORDER_SEQUENCE_NUMBER, a stale epoch with INVALID_PRODUCER_EPOCH.
 //! Transactional batches in a request without a transactional id fail the whole request with
 //! TRANSACTIONAL_ID_AUTHORIZATION_FAILED (checked on batch headers, as Kafka 4.x answers).
-//!
-//! Each partition succeeds or fails alone: a corrupt batch for one partition does not stop
-//! the others. The batches are never decoded here; storage validates and stores them as sent.
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
-use rill_storage::TopicPartition;
+use rill_storage::{batch, TopicPartition};
 use tokio::sync::oneshot;
 
 use crate::error::{storage_error_code, NONE};
@@ -48,6 +50,8 @@ pub async fn handle(
 ) -> Option<ProduceResponse> {
     let acks = request.acks;
     let acks_valid = (-1..=1).contains(&acks);
+    let mut responses = Vec::with_capacity(request.topic_data.len());
+    let mut pending = Vec::new();
     // As Kafka: transactional batches in a request without a transactional id fail every
     // partition with TRANSACTIONAL_ID_AUTHORIZATION_FAILED (the id cannot be authorized).
     let has_txn_id = request
@@ -64,8 +68,6 @@ pub async fn handle(
                     .as_deref()
                     .is_some_and(first_batch_is_transactional)
             });
-    let mut responses = Vec::with_capacity(request.topic_data.len());
-    let mut pending = Vec::new();
     for (topic_index, topic) in request.topic_data.into_iter().enumerate() {
         let name = topic.name.0.to_string();
         let resolved = if unauthorized_txn {
@@ -90,7 +92,7 @@ pub async fn handle(
                 partition: data.index,
             };
             let outcome = match &resolved {
-                Ok(_) => append(state, &tp, data.records.as_deref(), acks),
+                Ok(_) => append(state, &tp, data.records, acks).await,
                 Err(code) => Err((*code, None)),
             };
             match outcome {
@@ -129,12 +131,6 @@ pub async fn handle(
     Some(ProduceResponse::default().with_responses(responses))
 }
 
-/// Whether the first batch's attributes have the transactional bit (a header read, as Kafka's
-/// `hasTransactionalRecords`; the records stay undecoded).
-fn first_batch_is_transactional(records: &[u8]) -> bool {
-    rill_storage::batch::BatchHeader::parse(records).is_some_and(|h| h.is_transactional())
-}
-
 type AppendOutcome = Result<
     (
         i64,
@@ -146,10 +142,13 @@ type AppendOutcome = Result<
 
 /// Appends one partition's batches and wakes its long-polling fetchers. Returns the base
 /// offset, the log start offset, and (acks=-1 only) the durability wait to await.
-fn append(
+///
+/// Validation (which decompresses) and the write run on the blocking pool, at most
+/// `max_blocking_appends` at once, never on a runtime worker.
+async fn append(
     state: &Arc<BrokerState>,
     tp: &TopicPartition,
-    records: Option<&[u8]>,
+    records: Option<Bytes>,
     acks: i16,
 ) -> AppendOutcome {
     let log = state.log(tp).map_err(|code| (code, None))?;
@@ -160,11 +159,31 @@ fn append(
             return Err((ResponseError::InvalidRecord.code(), Some(message)));
         }
     };
-    let info = match log.append(records) {
-        Ok(info) => info,
-        Err(e) => {
+    let permit = Arc::clone(&state.blocking_permits)
+        .acquire_owned()
+        .await
+        .expect("the blocking permits semaphore is never closed");
+    let max_decompressed_bytes = state.config.decompressed_batch_max_bytes;
+    let (appending, batches) = (Arc::clone(&log), records.clone());
+    let appended = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        appending.append_checked(&batches, |b| {
+            batch::validate_records_all(b, max_decompressed_bytes)
+        })
+    })
+    .await;
+    let info = match appended {
+        Ok(Ok(info)) => info,
+        Ok(Err(e)) => {
             tracing::warn!(%tp, error = %e, "produce refused");
             return Err((storage_error_code(&e), Some(e.to_string())));
+        }
+        Err(e) => {
+            state.metrics.task_failed("append", &e);
+            return Err((
+                ResponseError::UnknownServerError.code(),
+                Some(e.to_string()),
+            ));
         }
     };
     debug_assert!(info.last_offset >= info.base_offset);
@@ -217,4 +236,10 @@ async fn await_syncs(responses: &mut [TopicProduceResponse], pending: Vec<Pendin
         partition.error_message = Some(StrBytes::from_string(error.1));
         partition.base_offset = -1;
     }
+}
+
+/// Whether the first batch's attributes have the transactional bit (a header read, as Kafka's
+/// `hasTransactionalRecords`; the records stay undecoded).
+fn first_batch_is_transactional(records: &[u8]) -> bool {
+    rill_storage::batch::BatchHeader::parse(records).is_some_and(|h| h.is_transactional())
 }

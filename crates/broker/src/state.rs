@@ -6,7 +6,7 @@ use std::sync::Arc;
 use kafka_protocol::error::ResponseError;
 use parking_lot::Mutex;
 use rill_storage::{Log, LogManager, TopicPartition};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::authorizer::{AllowAll, Authorizer};
 use crate::broker::BrokerConfig;
@@ -43,6 +43,9 @@ pub struct BrokerState {
     appended: Arc<Mutex<HashMap<TopicPartition, Arc<Notify>>>>,
     /// Producer ids for InitProducerId, unique across restarts.
     pub producer_ids: ProducerIdManager,
+    /// Permits for blocking work that may decompress (produce validation and append,
+    /// ListOffsets): `max_blocking_appends` of them.
+    pub blocking_permits: Arc<Semaphore>,
 }
 
 impl BrokerState {
@@ -64,6 +67,7 @@ impl BrokerState {
                 notify.notify_waiters();
             }
         }));
+        let blocking_permits = Arc::new(Semaphore::new(config.max_blocking_appends.max(1)));
         BrokerState {
             config,
             logs,
@@ -75,6 +79,7 @@ impl BrokerState {
             authorizer: Arc::new(AllowAll),
             appended,
             producer_ids,
+            blocking_permits,
         }
     }
 
@@ -158,9 +163,12 @@ impl BrokerState {
         let state = Arc::clone(self);
         match tokio::task::spawn_blocking(move || f(&state)).await {
             Ok(result) => result,
-            Err(join_error) => Err(TopicError::Internal {
-                reason: format!("blocking task failed: {join_error}"),
-            }),
+            Err(join_error) => {
+                self.metrics.task_failed("blocking", &join_error);
+                Err(TopicError::Internal {
+                    reason: format!("blocking task failed: {join_error}"),
+                })
+            }
         }
     }
 }

@@ -10,6 +10,8 @@
 //!   duplicates, gaps, fencing); [`producer_snapshots`]: its snapshot files beside the segments.
 //! - [`recovery`]: scanning a segment after a crash to find the valid end.
 //! - [`batch`]: the v2 record batch format and its validation.
+//! - [`records`]: the records inside a batch, read one at a time or built into a batch;
+//!   [`compression`]: the four Kafka codecs, with bounded streaming decompression.
 //! - [`file_io`]: the seam through which every durable write goes (tests simulate power cuts
 //!   behind it); [`fd_cache`]: the bounded cache of open files.
 //! - [`flusher`]: the data directory's group commit thread (durability and visibility).
@@ -21,6 +23,7 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod compression;
 pub mod config;
 pub mod error;
 pub mod fd_cache;
@@ -32,6 +35,7 @@ pub mod log_manager;
 pub mod offset_index;
 pub mod producer_snapshots;
 pub mod producer_state;
+pub mod records;
 pub mod recovery;
 pub mod segment;
 pub mod time_index;

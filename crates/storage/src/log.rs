@@ -447,8 +447,20 @@ impl Log {
     /// the append lock, before anything is written: a retry of batches already in the log
     /// returns their first offsets with [`AppendInfo::duplicate`] set and writes nothing.
     pub fn append(&self, batches: &[u8]) -> Result<AppendInfo> {
+        self.append_checked(batches, |_| Ok(()))
+    }
+
+    /// [`Log::append`] with a further check of the batches (e.g. the broker's record-level
+    /// validation, [`batch::validate_records_all`]) that runs after the header checks and
+    /// before anything is written; its error refuses the whole append.
+    pub fn append_checked(
+        &self,
+        batches: &[u8],
+        check: impl FnOnce(&[u8]) -> Result<()>,
+    ) -> Result<AppendInfo> {
         let config = Arc::clone(&self.config.read());
         let mut headers = batch::validate_all(batches, config.max_message_bytes as usize)?;
+        check(batches)?;
         let record_count: u32 = headers.iter().map(|h| h.record_count as u32).sum();
         let max_timestamp = headers.iter().map(|h| h.max_timestamp).max().unwrap_or(-1);
         let now = now_ms();

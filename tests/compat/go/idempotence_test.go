@@ -95,10 +95,10 @@ func (p *cuttingProxy) pump(src, dst net.Conn, left *atomic.Int64, closeBoth fun
 // at random: every record acknowledged, each stored exactly once, in order.
 func TestIdempotentProducerThroughConnectionCuts(t *testing.T) {
 	if os.Getenv("KAFKA_BOOTSTRAP") != "" {
-		t.Skip("needs rill's --advertised-listener to put the proxy in front")
+		t.Skip("needs rill's --advertised-listeners to put the proxy in front")
 	}
 	proxy := newCuttingProxy(t, 42)
-	cmd, tmp, direct, err := startRillWith("--advertised-listener", proxy.addr())
+	cmd, tmp, direct, err := startRillWith("--advertised-listeners", proxy.addr())
 	if err != nil {
 		t.Fatal(err)
 	}

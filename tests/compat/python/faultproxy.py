@@ -1,6 +1,6 @@
 """A loopback TCP proxy that cuts connections at random, for idempotence tests.
 
-The broker advertises the proxy's address (`rill serve --advertised-listener`), so every
+The broker advertises the proxy's address (`rill serve --advertised-listeners`), so every
 client connection goes through it. While `cutting` is on, each proxied connection gets a random
 byte budget (both directions counted); when it is spent the proxy closes both sides, often in
 the middle of a request or of its response: exactly the lost-acknowledgement case that makes

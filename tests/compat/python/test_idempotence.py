@@ -2,7 +2,7 @@
 that cuts connections at random, and across a broker SIGKILL; the log must hold each record
 exactly once, in order.
 
-Needs the broker to advertise the proxy (`--advertised-listener`), so it runs against rill
+Needs the broker to advertise the proxy (`--advertised-listeners`), so it runs against rill
 only (skipped with KAFKA_BOOTSTRAP)."""
 import threading
 import time
@@ -67,7 +67,7 @@ def _check_exactly_once(bootstrap, topic, partitions):
 def test_idempotent_producer_through_connection_cuts(rill_factory, topic_name):
     proxy = CuttingProxy(seed=1234, min_bytes=5_000, max_bytes=100_000)
     try:
-        rill = rill_factory(["--advertised-listener", proxy.address])
+        rill = rill_factory(["--advertised-listeners", proxy.address])
         direct = rill.start()
         proxy.upstream = int(direct.rsplit(":", 1)[1])
         ku.create_topic(direct, topic_name, partitions=2)
@@ -95,7 +95,7 @@ def test_retries_after_a_broker_sigkill_are_still_duplicates(rill_factory, topic
     state."""
     proxy = CuttingProxy(seed=99)
     try:
-        current = [rill_factory(["--advertised-listener", proxy.address])]
+        current = [rill_factory(["--advertised-listeners", proxy.address])]
         direct = current[0].start()
         proxy.upstream = int(direct.rsplit(":", 1)[1])
         ku.create_topic(direct, topic_name, partitions=1)
@@ -106,7 +106,7 @@ def test_retries_after_a_broker_sigkill_are_still_duplicates(rill_factory, topic
         def kill_and_restart():
             current[0].kill()
             proxy.drop_all()
-            current[0] = rill_factory(["--advertised-listener", proxy.address])
+            current[0] = rill_factory(["--advertised-listeners", proxy.address])
             proxy.upstream = int(current[0].start().rsplit(":", 1)[1])
             kills.append(len(delivered))
 

@@ -34,7 +34,7 @@ import org.junit.jupiter.api.Timeout;
 /**
  * The Java producer at its defaults (acks=all, idempotence on, 5 requests in flight) through
  * a loopback proxy that cuts connections at random: every record is acknowledged and stored
- * exactly once, in order. Needs rill's --advertised-listener to put the proxy in front, so it
+ * exactly once, in order. Needs rill's --advertised-listeners to put the proxy in front, so it
  * is skipped against another broker (KAFKA_BOOTSTRAP).
  */
 @Timeout(value = 180, unit = TimeUnit.SECONDS)
@@ -132,10 +132,10 @@ class IdempotenceTest {
     @Test
     void defaultProducerThroughConnectionCutsStoresEachRecordOnce() throws Exception {
         String ext = System.getenv("KAFKA_BOOTSTRAP");
-        Assumptions.assumeTrue(ext == null || ext.isEmpty(), "needs rill's --advertised-listener");
+        Assumptions.assumeTrue(ext == null || ext.isEmpty(), "needs rill's --advertised-listeners");
         final int n = 20_000;
         try (CuttingProxy proxy = new CuttingProxy(7)) {
-            Broker.Started rill = Broker.start("--advertised-listener", proxy.address());
+            Broker.Started rill = Broker.start("--advertised-listeners", proxy.address());
             try {
                 proxy.upstreamPort = Integer.parseInt(rill.address().substring(rill.address().lastIndexOf(':') + 1));
                 String topic = Broker.uniqueTopic("idem-cuts");

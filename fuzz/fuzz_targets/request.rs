@@ -1,0 +1,88 @@
+//! Request framing and decoding through the real dispatch of an in-process broker: the input
+//! is what a client would write to the socket (size-prefixed frames, back to back). Each frame
+//! is checked by `frame::check` as the connection does and handed to `dispatch::dispatch`.
+//! The broker runs (its tickers complete rebalances and expire sessions) on a current-thread
+//! runtime whose clock is paused, so long polls and other waits end at once in virtual time,
+//! and each request is bounded by an hour of that time. Any panic (including in a broker task,
+//! counted by the broker) and any real hang (libFuzzer's -timeout) is a finding.
+
+#![no_main]
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use rill_broker::state::BrokerState;
+use rill_broker::{frame, Broker, BrokerConfig};
+
+/// Largest frame the fuzzed broker accepts (as `socket.request.max.bytes`).
+const MAX_FRAME_BYTES: u32 = 1 << 20;
+/// Frames dispatched per input, so one input cannot run for long.
+const MAX_FRAMES: usize = 16;
+/// Virtual time a request may wait (a JoinGroup waits up to its rebalance timeout).
+const REQUEST_WAIT: Duration = Duration::from_secs(3600);
+
+struct Fixture {
+    runtime: tokio::runtime::Runtime,
+    state: Arc<BrokerState>,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .expect("runtime");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = BrokerConfig {
+            listen: "127.0.0.1:0".into(),
+            data_dir: dir.path().to_path_buf(),
+            socket_request_max_bytes: MAX_FRAME_BYTES,
+            ..BrokerConfig::default()
+        };
+        // Group deadlines use the wall clock, not tokio's paused one: no initial delay, so a
+        // JoinGroup costs a tick, not three seconds.
+        let mut config = config;
+        config.groups.initial_rebalance_delay_ms = 0;
+        let broker = runtime
+            .block_on(Broker::start(config))
+            .expect("broker starts");
+        let state = broker.state();
+        // Runs whenever an input is dispatched (block_on drives every task).
+        runtime.spawn(broker.run(std::future::pending()));
+        Fixture {
+            runtime,
+            state,
+            _dir: dir,
+        }
+    })
+}
+
+fuzz_target!(|data: &[u8]| {
+    let f = fixture();
+    let mut rest = data;
+    for _ in 0..MAX_FRAMES {
+        let size = match frame::check(rest, MAX_FRAME_BYTES) {
+            Ok(Some(size)) => size,
+            // Too short for a prefix, or a prefix the connection would close on.
+            Ok(None) | Err(_) => break,
+        };
+        let Some(body) = rest.get(4..4 + size) else {
+            break; // the connection would wait for more bytes
+        };
+        rest = &rest[4 + size..];
+        let frame = Bytes::copy_from_slice(body);
+        let _ = f.runtime.block_on(async {
+            tokio::time::timeout(
+                REQUEST_WAIT,
+                rill_broker::dispatch::dispatch(&f.state, frame, None),
+            )
+            .await
+        });
+    }
+    assert_eq!(f.state.metrics.task_panics(), 0, "a broker task panicked");
+});
