@@ -11,20 +11,27 @@
 //! - [`file_io`]: the seam through which every durable write goes (tests simulate power cuts
 //!   behind it); [`fd_cache`]: the bounded cache of open files.
 //! - [`checkpoint`]: recovery point file; [`config`]: Kafka-named topic configs.
+//! - [`cleaner`]: one compaction pass and its crash-safe segment swap; [`offset_map`]: its
+//!   bounded key map; [`keyed_records`]: records seen by key; [`cleaner_manager`]: the bounded
+//!   pool of cleaner threads, its throttle and log selection.
 //!
 //! The crate knows nothing of the Kafka wire protocol, sockets or tokio: its blocking calls
 //! (`wait_durable`, `flush`, opening logs) are meant for a blocking thread pool.
 
 pub mod batch;
 pub mod checkpoint;
+pub mod cleaner;
+pub mod cleaner_manager;
 pub mod config;
 pub mod error;
 pub mod fd_cache;
 pub mod file_io;
 pub mod index;
+pub mod keyed_records;
 pub mod log;
 pub mod log_manager;
 pub mod offset_index;
+pub mod offset_map;
 pub mod recovery;
 pub mod segment;
 pub mod time_index;
@@ -32,6 +39,8 @@ pub mod time_index;
 #[cfg(test)]
 mod tests;
 
+pub use cleaner::{CleanStats, CleanerMetrics};
+pub use cleaner_manager::CleanerConfig;
 pub use config::{FlushPolicy, LogConfig};
 pub use error::StorageError;
 pub use log::{AppendInfo, FileSlice, Log, ReadResult, TimestampOffset};

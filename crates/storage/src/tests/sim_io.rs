@@ -25,9 +25,41 @@ struct SimState {
     new_files: HashMap<PathBuf, Vec<PathBuf>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SimIo {
     state: Mutex<SimState>,
+    /// Durable operations left before the simulated process dies: from then on every one
+    /// fails, as if the process stopped there (`u64::MAX`: never).
+    ops_left: std::sync::atomic::AtomicU64,
+}
+
+impl Default for SimIo {
+    fn default() -> Self {
+        SimIo {
+            state: Mutex::default(),
+            ops_left: std::sync::atomic::AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl SimIo {
+    /// Lets `n` more durable operations through, then fails every later one.
+    pub fn die_after(&self, n: u64) {
+        self.ops_left.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn step(&self) -> io::Result<()> {
+        use std::sync::atomic::Ordering;
+        let left = self.ops_left.load(Ordering::SeqCst);
+        if left == u64::MAX {
+            return Ok(());
+        }
+        if left == 0 {
+            return Err(io::Error::other("simulated process death"));
+        }
+        self.ops_left.store(left - 1, Ordering::SeqCst);
+        Ok(())
+    }
 }
 
 fn parent(path: &Path) -> PathBuf {
@@ -36,6 +68,7 @@ fn parent(path: &Path) -> PathBuf {
 
 impl FileIo for SimIo {
     fn open(&self, path: &Path, create: bool) -> io::Result<IoFile> {
+        self.step()?;
         let existed = path.exists();
         let file = OsIo.open(path, create)?;
         if !existed {
@@ -51,6 +84,7 @@ impl FileIo for SimIo {
     }
 
     fn write_at(&self, file: &IoFile, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        self.step()?;
         let len: u64 = bufs.iter().map(|b| b.len() as u64).sum();
         self.state
             .lock()
@@ -62,24 +96,29 @@ impl FileIo for SimIo {
     }
 
     fn sync_data(&self, file: &IoFile) -> io::Result<()> {
+        self.step()?;
         self.state.lock().unsynced.remove(file.path());
         Ok(())
     }
 
     fn allocate(&self, file: &IoFile, len: u64) -> io::Result<()> {
+        self.step()?;
         OsIo.allocate(file, len)
     }
 
     fn set_len(&self, file: &IoFile, len: u64) -> io::Result<()> {
+        self.step()?;
         OsIo.set_len(file, len)
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.step()?;
         self.state.lock().new_files.remove(dir);
         Ok(())
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.step()?;
         std::fs::rename(from, to)?;
         let mut state = self.state.lock();
         let ranges = state.unsynced.remove(from);
