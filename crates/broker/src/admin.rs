@@ -285,7 +285,10 @@ async fn delete_records_one(
             tracing::warn!(%tp, error = %e, "delete records failed");
             Err(storage_error_code(&e))
         }
-        Err(_) => Err(ResponseError::UnknownServerError.code()),
+        Err(e) => {
+            state.metrics.task_failed("delete records", &e);
+            Err(ResponseError::UnknownServerError.code())
+        }
     }
 }
 

@@ -24,6 +24,12 @@ use crate::topics::TopicRegistry;
 pub struct BrokerConfig {
     /// Address to bind, `host:port`; port 0 picks a free port, which is then advertised.
     pub listen: String,
+    /// `advertised.listeners`: the address clients are told to connect to (Metadata,
+    /// FindCoordinator, DescribeCluster), as `PLAINTEXT://host:port` or `host:port`; port 0
+    /// means the bound port. `None`: the bound address, or this machine's host name when bound
+    /// to a wildcard (0.0.0.0, ::), as Kafka does for a listener without a host. A wildcard
+    /// here is refused at start, as Kafka refuses it.
+    pub advertised_listeners: Option<String>,
     /// Root of the partition directories and the topic registry.
     pub data_dir: PathBuf,
     /// Partitions of auto-created topics and of CreateTopics with `num_partitions = -1`.
@@ -52,6 +58,16 @@ pub struct BrokerConfig {
     pub queued_max_request_bytes: u64,
     /// Period of `LogManager::tick` (retention, flush.ms, segment.ms).
     pub tick_interval_ms: u64,
+    /// `rill.decompressed.batch.max.bytes`: the most one compressed record batch may inflate
+    /// to. Produce validation and ListOffsets decompress in a streaming pass with this bound,
+    /// so a small batch that inflates to gigabytes costs at most this much CPU and a codec
+    /// window of memory; a batch past it is refused with MESSAGE_TOO_LARGE. Kafka has no such
+    /// bound. The default, 64 MiB, is 64 times the default `max.message.bytes`.
+    pub decompressed_batch_max_bytes: u64,
+    /// Blocking tasks that validate and append produced batches, or decompress for
+    /// ListOffsets, at once. Each may hold a codec window (up to 16 MiB for zstd) and keeps
+    /// the blocking pool from filling with CPU-bound decompression.
+    pub max_blocking_appends: usize,
     /// Consumer group coordinator settings (session timeouts, offsets topic, retention).
     pub groups: GroupConfig,
 }
@@ -60,6 +76,7 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         BrokerConfig {
             listen: "127.0.0.1:9092".into(),
+            advertised_listeners: None,
             data_dir: PathBuf::from("rill-data"),
             num_partitions: 1,
             auto_create_topics: true,
@@ -72,6 +89,8 @@ impl Default for BrokerConfig {
             connections_max_idle_ms: 600_000,
             queued_max_request_bytes: 512 << 20,
             tick_interval_ms: 1000,
+            decompressed_batch_max_bytes: 64 << 20,
+            max_blocking_appends: 8,
             groups: GroupConfig::default(),
         }
     }
@@ -115,9 +134,10 @@ impl Broker {
             addr: config.listen.clone(),
             source,
         })?;
-        let advertised = advertised_endpoint(local_addr);
+        let advertised = advertised_endpoint(config.advertised_listeners.as_deref(), local_addr)?;
         tracing::info!(
             addr = %local_addr,
+            advertised = %format!("{}:{}", advertised.host, advertised.port),
             data_dir = %config.data_dir.display(),
             cluster_id = topics.cluster_id(),
             topics = topics.all().len(),
@@ -162,10 +182,10 @@ impl Broker {
         // await, and we wait for it so tick and close never overlap.
         let _ = stop_tx.send(true);
         if let Err(e) = ticker.await {
-            tracing::warn!(error = %e, "tick task failed");
+            self.state.metrics.task_failed("storage ticker", &e);
         }
         if let Err(e) = group_ticker.await {
-            tracing::warn!(error = %e, "group tick task failed");
+            self.state.metrics.task_failed("group ticker", &e);
         }
         let logs = Arc::clone(&self.state.logs);
         let closed = tokio::task::spawn_blocking(move || logs.close())
@@ -314,25 +334,83 @@ async fn group_tick_loop(state: Arc<BrokerState>, mut stop: watch::Receiver<bool
         // Off the runtime: compaction may fsync.
         let groups = Arc::clone(&state.groups);
         if let Err(e) = tokio::task::spawn_blocking(move || groups.tick()).await {
-            tracing::error!(error = %e, "group tick task failed");
+            state.metrics.task_failed("group tick", &e);
         }
     }
 }
 
-/// Clients connect to what Metadata advertises. An unspecified bind address (0.0.0.0, ::)
-/// cannot be connected to, so advertise loopback then; a real deployment would configure
-/// `advertised.listeners` (not implemented yet).
-fn advertised_endpoint(local_addr: SocketAddr) -> Endpoint {
-    let ip = local_addr.ip();
-    let host = if ip.is_unspecified() {
-        "127.0.0.1".to_string()
-    } else {
-        ip.to_string()
+/// Where clients are told to connect: `advertised.listeners` when set, else the bound
+/// address. A wildcard bind (0.0.0.0, ::) cannot be connected to, and advertising loopback
+/// would send remote clients to themselves, so it advertises this machine's host name (Kafka
+/// does the same for a listener with no host, and refuses 0.0.0.0 as an advertised address).
+fn advertised_endpoint(
+    advertised_listeners: Option<&str>,
+    local_addr: SocketAddr,
+) -> Result<Endpoint, BrokerError> {
+    let invalid = |reason: String| BrokerError::Config {
+        key: "advertised.listeners",
+        reason,
     };
-    Endpoint {
-        host,
-        port: i32::from(local_addr.port()),
+    let Some(listeners) = advertised_listeners else {
+        let ip = local_addr.ip();
+        let host = if ip.is_unspecified() {
+            host_name().ok_or_else(|| {
+                invalid(format!(
+                    "bound to {ip}, and this machine's host name is unknown: set it"
+                ))
+            })?
+        } else {
+            ip.to_string()
+        };
+        return Ok(Endpoint {
+            host,
+            port: i32::from(local_addr.port()),
+        });
+    };
+    let listeners = listeners.trim();
+    if listeners.contains(',') {
+        return Err(invalid(format!(
+            "{listeners:?}: rill serves one PLAINTEXT listener"
+        )));
     }
+    let address = match listeners.split_once("://") {
+        Some((protocol, address)) if protocol.eq_ignore_ascii_case("PLAINTEXT") => address,
+        Some((protocol, _)) => {
+            return Err(invalid(format!(
+                "{protocol}: only PLAINTEXT listeners are served"
+            )))
+        }
+        None => listeners,
+    };
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| invalid(format!("{address:?} is not host:port")))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port: u16 = port
+        .parse()
+        .map_err(|_| invalid(format!("{port:?} is not a port")))?;
+    if host.is_empty() {
+        return Err(invalid(format!("{address:?} has no host")));
+    }
+    if host
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_unspecified())
+    {
+        return Err(invalid(format!(
+            "{host} is a wildcard, not an address clients can connect to"
+        )));
+    }
+    Ok(Endpoint {
+        host: host.to_string(),
+        port: i32::from(if port == 0 { local_addr.port() } else { port }),
+    })
+}
+
+/// This machine's host name (Linux: the kernel's nodename).
+fn host_name() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_string())
 }
 
 /// Calls `LogManager::tick` every `tick_interval_ms` on the blocking pool until stopped.
@@ -350,7 +428,7 @@ async fn tick_loop(state: Arc<BrokerState>, mut stop: watch::Receiver<bool>) {
         match tokio::task::spawn_blocking(move || logs.tick(now)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "storage tick failed"),
-            Err(e) => tracing::error!(error = %e, "storage tick task failed"),
+            Err(e) => state.metrics.task_failed("storage tick", &e),
         }
     }
 }
@@ -361,4 +439,70 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bound(addr: &str) -> SocketAddr {
+        addr.parse().expect("socket address")
+    }
+
+    fn endpoint(setting: Option<&str>, addr: &str) -> Result<(String, i32), BrokerError> {
+        advertised_endpoint(setting, bound(addr)).map(|e| (e.host, e.port))
+    }
+
+    #[test]
+    fn a_wildcard_bind_advertises_the_host_name_not_loopback() {
+        let host = host_name().expect("this machine has a host name");
+        for wildcard in ["0.0.0.0:9092", "[::]:9092"] {
+            let (advertised, port) = endpoint(None, wildcard).unwrap();
+            assert_eq!((advertised.as_str(), port), (host.as_str(), 9092));
+            assert_ne!(advertised, "127.0.0.1");
+        }
+        assert_eq!(
+            endpoint(None, "127.0.0.1:9092").unwrap(),
+            ("127.0.0.1".into(), 9092)
+        );
+    }
+
+    #[test]
+    fn advertised_listeners_is_parsed_as_kafka_writes_it() {
+        let cases = [
+            ("PLAINTEXT://kafka.example:9093", ("kafka.example", 9093)),
+            ("plaintext://10.1.2.3:9093", ("10.1.2.3", 9093)),
+            ("kafka.example:9093", ("kafka.example", 9093)),
+            ("PLAINTEXT://[2001:db8::1]:9093", ("2001:db8::1", 9093)),
+            // Port 0: the bound port (handy with `--listen host:0`).
+            ("localhost:0", ("localhost", 7000)),
+        ];
+        for (setting, (host, port)) in cases {
+            assert_eq!(
+                endpoint(Some(setting), "0.0.0.0:7000").unwrap(),
+                (host.to_string(), port),
+                "{setting}"
+            );
+        }
+        for bad in [
+            "0.0.0.0:9092",
+            "PLAINTEXT://[::]:9092",
+            "SSL://kafka.example:9093",
+            "PLAINTEXT://a:1,PLAINTEXT://b:2",
+            "kafka.example",
+            ":9092",
+            "kafka.example:http",
+        ] {
+            assert!(
+                matches!(
+                    endpoint(Some(bad), "127.0.0.1:7000"),
+                    Err(BrokerError::Config {
+                        key: "advertised.listeners",
+                        ..
+                    })
+                ),
+                "{bad}"
+            );
+        }
+    }
 }

@@ -190,7 +190,7 @@ async fn route(
         }
         ApiKey::ListOffsets => {
             let request = decode(&mut body, prefix)?;
-            reply(prefix, &list_offsets::handle(state, v, request))?
+            reply(prefix, &list_offsets::handle(state, v, request).await)?
         }
         ApiKey::OffsetForLeaderEpoch => {
             let request = decode(&mut body, prefix)?;

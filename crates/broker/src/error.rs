@@ -50,6 +50,9 @@ pub enum BrokerError {
         #[source]
         source: crate::topics::RegistryError,
     },
+    /// A setting that cannot be used (named as Kafka names it).
+    #[error("invalid {key}: {reason}")]
+    Config { key: &'static str, reason: String },
     #[error("a blocking task panicked or was cancelled while {op}")]
     Join {
         op: &'static str,
@@ -102,6 +105,8 @@ pub fn storage_error_code(error: &StorageError) -> i16 {
     let kind = match error {
         StorageError::CorruptRecord { .. } => ResponseError::CorruptMessage,
         StorageError::RecordTooLarge { .. } => ResponseError::MessageTooLarge,
+        // As too large: the Java producer then splits the batch and retries the halves.
+        StorageError::DecompressedTooLarge { .. } => ResponseError::MessageTooLarge,
         StorageError::InvalidRecord { .. } => ResponseError::InvalidRecord,
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         StorageError::UnknownPartition { .. } => ResponseError::UnknownTopicOrPartition,

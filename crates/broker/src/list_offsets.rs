@@ -8,16 +8,20 @@
 //! | -4 | earliest local (KIP-405) | log start offset (no tiered storage) |
 //! | >= 0 | by time | first offset whose timestamp is >= it, or -1 |
 //!
-//! Storage answers exactly for uncompressed batches but, having no codecs, only to the batch
-//! for compressed ones; [`refine_in_compressed_batch`] decompresses that one batch to find
-//! the record, as Kafka does.
+//! Storage answers exactly for uncompressed batches but only to the batch for compressed ones;
+//! [`refine_in_compressed_batch`] decompresses that one batch to find the record, as Kafka
+//! does, in a streaming pass bounded by `rill.decompressed.batch.max.bytes`, on the blocking
+//! pool.
 
-use bytes::Bytes;
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
-use kafka_protocol::records::RecordBatchDecoder;
+use rill_storage::batch::BatchHeader;
+use rill_storage::records::{ReaderBuffers, RecordReader};
 use rill_storage::{Log, TimestampOffset, TopicPartition};
 
 use crate::error::{storage_error_code, NONE};
@@ -30,11 +34,60 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
 
 /// Answers every partition of the request; unknown ones get UNKNOWN_TOPIC_OR_PARTITION.
-pub fn handle(
-    state: &BrokerState,
+/// Runs on the blocking pool under one of the broker's blocking permits: index lookups read
+/// the disk and the answer may decompress a batch.
+pub async fn handle(
+    state: &Arc<BrokerState>,
     version: i16,
     request: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
+    let permit = Arc::clone(&state.blocking_permits)
+        .acquire_owned()
+        .await
+        .expect("the blocking permits semaphore is never closed");
+    let shape = request.clone();
+    let answering = Arc::clone(state);
+    let answered = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        answer(&answering, version, request)
+    })
+    .await;
+    match answered {
+        Ok(response) => response,
+        Err(e) => {
+            state.metrics.task_failed("list offsets", &e);
+            failed(shape)
+        }
+    }
+}
+
+/// Every partition of `request` answered UNKNOWN_SERVER_ERROR.
+fn failed(request: ListOffsetsRequest) -> ListOffsetsResponse {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let partitions = topic
+                .partitions
+                .iter()
+                .map(|p| {
+                    ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(ResponseError::UnknownServerError.code())
+                        .with_timestamp(-1)
+                        .with_offset(-1)
+                        .with_leader_epoch(-1)
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(topic.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+fn answer(state: &BrokerState, version: i16, request: ListOffsetsRequest) -> ListOffsetsResponse {
     let topics = request
         .topics
         .into_iter()
@@ -65,7 +118,8 @@ pub fn handle(
                             return result;
                         }
                     }
-                    match lookup(&log, p.timestamp) {
+                    let bound = state.config.decompressed_batch_max_bytes;
+                    match lookup(&log, p.timestamp, bound) {
                         Ok((timestamp, offset)) => {
                             result.error_code = NONE;
                             result.timestamp = timestamp;
@@ -88,17 +142,27 @@ pub fn handle(
 }
 
 /// (timestamp, offset) for one partition; (-1, -1) when no record qualifies.
-fn lookup(log: &Log, timestamp: i64) -> Result<(i64, i64), i16> {
+fn lookup(log: &Log, timestamp: i64, max_decompressed_bytes: u64) -> Result<(i64, i64), i16> {
     match timestamp {
         EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => Ok((-1, log.log_start_offset())),
         LATEST_TIMESTAMP => Ok((-1, log.high_watermark())),
         MAX_TIMESTAMP => match log.max_timestamp() {
-            Ok(Some(found)) => Ok(refine_in_compressed_batch(log, found.timestamp, found)),
+            Ok(Some(found)) => Ok(refine_in_compressed_batch(
+                log,
+                found.timestamp,
+                found,
+                max_decompressed_bytes,
+            )),
             Ok(None) => Ok((-1, -1)),
             Err(e) => Err(storage_error_code(&e)),
         },
         t if t >= 0 => match log.offset_for_timestamp(t) {
-            Ok(Some(found)) => Ok(refine_in_compressed_batch(log, t, found)),
+            Ok(Some(found)) => Ok(refine_in_compressed_batch(
+                log,
+                t,
+                found,
+                max_decompressed_bytes,
+            )),
             Ok(None) => Ok((-1, -1)),
             Err(e) => Err(storage_error_code(&e)),
         },
@@ -107,35 +171,51 @@ fn lookup(log: &Log, timestamp: i64) -> Result<(i64, i64), i16> {
     }
 }
 
-/// Byte offset of the attributes field in a v2 batch header, and the codec bits in it.
-const ATTRIBUTES_OFFSET: usize = 21;
-const COMPRESSION_MASK: i16 = 0x7;
-
-/// When `found` points into a compressed batch, decompresses that batch and returns the first
-/// record at or after `found.offset` whose timestamp is >= `timestamp`. Falls back to `found`
-/// if the batch cannot be read or decoded (the answer is then batch-granular, as before).
-fn refine_in_compressed_batch(log: &Log, timestamp: i64, found: TimestampOffset) -> (i64, i64) {
+/// When `found` points into a compressed batch, decompresses that batch (streaming, bounded
+/// by `max_decompressed_bytes`, keeping no record) and returns the first record at or after
+/// `found.offset` whose timestamp is >= `timestamp`. Falls back to `found` if the batch cannot
+/// be read or decoded (the answer is then batch-granular).
+fn refine_in_compressed_batch(
+    log: &Log,
+    timestamp: i64,
+    found: TimestampOffset,
+    max_decompressed_bytes: u64,
+) -> (i64, i64) {
     let fallback = (found.timestamp, found.offset);
     // max_bytes 1 with storage's min-one-batch read: exactly the batch holding the offset.
     let Ok(bytes) = log.read_bytes(found.offset, 1) else {
         return fallback;
     };
-    let Some(attributes) = bytes.get(ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2) else {
+    let Some(header) = BatchHeader::parse(&bytes) else {
         return fallback;
     };
-    if i16::from_be_bytes([attributes[0], attributes[1]]) & COMPRESSION_MASK == 0 {
+    if header.compression() == 0 {
         return fallback;
     }
-    let mut buf = Bytes::from(bytes);
-    match RecordBatchDecoder::decode(&mut buf) {
-        Ok(set) => set
-            .records
-            .iter()
-            .find(|r| r.offset >= found.offset && r.timestamp >= timestamp)
-            .map_or(fallback, |r| (r.timestamp, r.offset)),
-        Err(e) => {
-            tracing::warn!(error = %e, offset = found.offset, "cannot decode stored batch");
-            fallback
+    let batch = &bytes[..header.total_size().min(bytes.len())];
+    let mut reader =
+        match RecordReader::for_batch(batch, max_decompressed_bytes, ReaderBuffers::default()) {
+            Ok(reader) => reader,
+            Err(e) => {
+                tracing::warn!(error = %e, offset = found.offset, "cannot decode stored batch");
+                return fallback;
+            }
+        };
+    // Bounded by the decompressed bytes: every record consumes at least one.
+    loop {
+        match reader.skip_record() {
+            Ok(Some(record)) => {
+                let offset = header.base_offset + i64::from(record.offset_delta);
+                let record_timestamp = header.base_timestamp.saturating_add(record.timestamp_delta);
+                if offset >= found.offset && record_timestamp >= timestamp {
+                    return (record_timestamp, offset);
+                }
+            }
+            Ok(None) => return fallback,
+            Err(e) => {
+                tracing::warn!(error = %e, offset = found.offset, "cannot decode stored batch");
+                return fallback;
+            }
         }
     }
 }

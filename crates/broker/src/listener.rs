@@ -47,21 +47,25 @@ pub async fn run(
             () = &mut shutdown => break,
         };
         Metrics::add(&state.metrics.connections_accepted_total, 1);
-        let state = Arc::clone(&state);
+        let connection_state = Arc::clone(&state);
         let stop = stop_rx.clone();
         let memory = memory.clone();
         connections.spawn(async move {
-            serve(stream, state, memory, stop).await;
+            serve(stream, connection_state, memory, stop).await;
             drop(permit);
         });
         // Reap finished connections so the set does not grow with every client ever seen.
-        while connections.try_join_next().is_some() {}
+        while let Some(done) = connections.try_join_next() {
+            reap(&state.metrics, done);
+        }
     }
     drop(listener);
     let _ = stop_tx.send(true);
     let grace = Duration::from_millis(state.config.shutdown_grace_ms);
     let drained = tokio::time::timeout(grace, async {
-        while connections.join_next().await.is_some() {}
+        while let Some(done) = connections.join_next().await {
+            reap(&state.metrics, done);
+        }
     })
     .await;
     if drained.is_err() {
@@ -70,7 +74,17 @@ pub async fn run(
             "connections still busy after the shutdown grace period; aborting them"
         );
         connections.abort_all();
-        while connections.join_next().await.is_some() {}
+        while let Some(done) = connections.join_next().await {
+            reap(&state.metrics, done);
+        }
+    }
+}
+
+/// Counts a connection task that panicked instead of returning (a bug that would otherwise
+/// look like a closed connection).
+fn reap(metrics: &Metrics, done: Result<(), tokio::task::JoinError>) {
+    if let Err(e) = done {
+        metrics.task_failed("connection", &e);
     }
 }
 
@@ -148,5 +162,29 @@ async fn serve(
             Metrics::add(&state.metrics.connections_rejected_total, 1);
             tracing::warn!(?peer, error = %e, "closing connection");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicked_connection_task_is_counted_not_taken_for_a_close() {
+        let metrics = Metrics::default();
+        let mut set = JoinSet::new();
+        set.spawn(async {});
+        set.spawn(async { panic!("connection bug") });
+        while let Some(done) = set.join_next().await {
+            reap(&metrics, done);
+        }
+        assert_eq!(metrics.task_panics(), 1);
+        // A task aborted at shutdown is not a bug.
+        set.spawn(std::future::pending::<()>());
+        set.abort_all();
+        while let Some(done) = set.join_next().await {
+            reap(&metrics, done);
+        }
+        assert_eq!(metrics.task_panics(), 1);
     }
 }

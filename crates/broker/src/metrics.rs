@@ -54,6 +54,9 @@ pub struct Metrics {
     pub connections_rejected_total: AtomicU64,
     /// Record-batch bytes appended by produce requests.
     pub produced_bytes_total: AtomicU64,
+    /// Broker tasks (connections, blocking work, timers) that panicked. Always a bug: the
+    /// test harness asserts it stays zero, so a panic swallowed by a join fails the test.
+    pub task_panics_total: AtomicU64,
     /// Connections being served right now.
     pub connections_open: Gauge,
     /// Requests handled, per API.
@@ -83,6 +86,7 @@ impl Default for Metrics {
             connections_accepted_total: AtomicU64::new(0),
             connections_rejected_total: AtomicU64::new(0),
             produced_bytes_total: AtomicU64::new(0),
+            task_panics_total: AtomicU64::new(0),
             connections_open: Gauge::default(),
             requests: Family::default(),
             request_seconds: Family::new_with_constructor(latency_histogram),
@@ -123,6 +127,22 @@ impl Metrics {
             connections_rejected_total: self.connections_rejected_total.load(Ordering::Relaxed),
             produced_bytes_total: self.produced_bytes_total.load(Ordering::Relaxed),
         }
+    }
+
+    /// Records a task that did not complete: a panic is counted and logged as an error
+    /// (it is a bug); a cancellation (shutdown aborting a task) is only logged.
+    pub fn task_failed(&self, task: &str, error: &tokio::task::JoinError) {
+        if error.is_panic() {
+            Metrics::add(&self.task_panics_total, 1);
+            tracing::error!(task, %error, "broker task panicked");
+        } else {
+            tracing::debug!(task, %error, "broker task cancelled");
+        }
+    }
+
+    /// Panicked broker tasks so far (see [`Metrics::task_panics_total`]).
+    pub fn task_panics(&self) -> u64 {
+        self.task_panics_total.load(Ordering::Relaxed)
     }
 
     /// Counts one handled request of `api_key` and how long it took.
@@ -290,6 +310,11 @@ fn register_counters(registry: &mut Registry, m: &Metrics) {
         "connections_rejected",
         "Connections closed because the peer broke the protocol",
         c(&m.connections_rejected_total),
+    );
+    registry.register(
+        "task_panics",
+        "Broker tasks that panicked (a bug; should stay zero)",
+        c(&m.task_panics_total),
     );
     registry.register(
         "connections_open",

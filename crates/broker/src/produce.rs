@@ -7,15 +7,17 @@
 //!   partitions of the request wait concurrently, so they share group-commit syncs.
 //!
 //! Each partition succeeds or fails alone: a corrupt batch for one partition does not stop
-//! the others. The batches are never decoded here; storage validates and stores them as sent.
+//! the others. Storage validates the batches (headers, and every record: compressed batches are
+//! decompressed in a bounded streaming pass) on the blocking pool and stores them as sent.
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
-use rill_storage::TopicPartition;
+use rill_storage::{batch, TopicPartition};
 use tokio::task::JoinHandle;
 
 use crate::error::{storage_error_code, NONE};
@@ -61,7 +63,7 @@ pub async fn handle(
                 partition: data.index,
             };
             let outcome = match &resolved {
-                Ok(_) => append(state, &tp, data.records.as_deref(), acks),
+                Ok(_) => append(state, &tp, data.records, acks).await,
                 Err(code) => Err((*code, None)),
             };
             match outcome {
@@ -111,10 +113,13 @@ type AppendOutcome = Result<
 
 /// Appends one partition's batches and wakes its long-polling fetchers. Returns the base
 /// offset, the log start offset, and (acks=-1 only) the durability wait to await.
-fn append(
+///
+/// Validation (which decompresses) and the write run on the blocking pool, at most
+/// `max_blocking_appends` at once, never on a runtime worker.
+async fn append(
     state: &Arc<BrokerState>,
     tp: &TopicPartition,
-    records: Option<&[u8]>,
+    records: Option<Bytes>,
     acks: i16,
 ) -> AppendOutcome {
     let log = state.log(tp).map_err(|code| (code, None))?;
@@ -125,11 +130,31 @@ fn append(
             return Err((ResponseError::InvalidRecord.code(), Some(message)));
         }
     };
-    let info = match log.append(records) {
-        Ok(info) => info,
-        Err(e) => {
+    let permit = Arc::clone(&state.blocking_permits)
+        .acquire_owned()
+        .await
+        .expect("the blocking permits semaphore is never closed");
+    let max_decompressed_bytes = state.config.decompressed_batch_max_bytes;
+    let (appending, batches) = (Arc::clone(&log), records.clone());
+    let appended = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        appending.append_checked(&batches, |b| {
+            batch::validate_records_all(b, max_decompressed_bytes)
+        })
+    })
+    .await;
+    let info = match appended {
+        Ok(Ok(info)) => info,
+        Ok(Err(e)) => {
             tracing::warn!(%tp, error = %e, "produce refused");
             return Err((storage_error_code(&e), Some(e.to_string())));
+        }
+        Err(e) => {
+            state.metrics.task_failed("append", &e);
+            return Err((
+                ResponseError::UnknownServerError.code(),
+                Some(e.to_string()),
+            ));
         }
     };
     debug_assert!(info.last_offset >= info.base_offset);

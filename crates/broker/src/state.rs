@@ -7,7 +7,7 @@ use std::sync::Arc;
 use kafka_protocol::error::ResponseError;
 use parking_lot::Mutex;
 use rill_storage::{Log, LogManager, TopicPartition};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::broker::BrokerConfig;
 use crate::group_coordinator::GroupCoordinator;
@@ -39,6 +39,9 @@ pub struct BrokerState {
     appended: Mutex<HashMap<TopicPartition, Arc<Notify>>>,
     /// Next producer id for InitProducerId; see [`BrokerState::next_producer_id`].
     next_producer_id: AtomicI64,
+    /// Permits for blocking work that may decompress (produce validation and append,
+    /// ListOffsets): `max_blocking_appends` of them.
+    pub blocking_permits: Arc<Semaphore>,
 }
 
 impl BrokerState {
@@ -52,6 +55,7 @@ impl BrokerState {
         now_ms: i64,
     ) -> BrokerState {
         let write_mode = config.write_mode;
+        let blocking_permits = Arc::new(Semaphore::new(config.max_blocking_appends.max(1)));
         BrokerState {
             config,
             logs,
@@ -61,6 +65,7 @@ impl BrokerState {
             advertised,
             write_mode,
             appended: Mutex::new(HashMap::new()),
+            blocking_permits,
             // Ids must not repeat across restarts and nothing is persisted for them, so start
             // from the clock: 1024 ids per millisecond of uptime before overtaking a restart.
             next_producer_id: AtomicI64::new(now_ms.max(1).saturating_mul(1024)),
@@ -152,9 +157,12 @@ impl BrokerState {
         let state = Arc::clone(self);
         match tokio::task::spawn_blocking(move || f(&state)).await {
             Ok(result) => result,
-            Err(join_error) => Err(TopicError::Internal {
-                reason: format!("blocking task failed: {join_error}"),
-            }),
+            Err(join_error) => {
+                self.metrics.task_failed("blocking", &join_error);
+                Err(TopicError::Internal {
+                    reason: format!("blocking task failed: {join_error}"),
+                })
+            }
         }
     }
 }

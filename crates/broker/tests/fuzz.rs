@@ -1,5 +1,7 @@
 //! Mutated and random requests: the broker answers or closes the connection, never crashes,
-//! never hangs the listener, and keeps serving well-formed clients afterwards.
+//! never hangs the listener, and keeps serving well-formed clients afterwards. A connection
+//! task that panics also closes its connection; the harness tells the two apart through the
+//! broker's panic counter (`TestBroker::stop` asserts it is zero).
 
 mod common;
 
@@ -147,7 +149,10 @@ async fn mutated_requests_never_take_the_broker_down() {
         let mut client = broker.connect().await;
         let response = client.send(3, &ApiVersionsRequest::default()).await;
         assert_eq!(response.error_code, 0);
+        let metrics = std::sync::Arc::clone(&broker.metrics);
+        // Joins every connection task; a panic among the "closed" ones fails here.
         broker.stop().await;
+        assert_eq!(metrics.task_panics(), 0, "a closed connection was a panic");
     })
     .await
     .expect("test timed out");

@@ -780,3 +780,41 @@ async fn fetch_of_a_missing_partition_answers_at_once_with_an_error() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn advertised_listeners_is_what_metadata_coordinator_and_cluster_answers_name() {
+    bounded(async {
+        let broker = TestBroker::start_with(|c| {
+            c.advertised_listeners = Some("PLAINTEXT://rill.example:0".into());
+        })
+        .await;
+        let port = i32::from(broker.addr.port());
+        let mut client = broker.connect().await;
+        let metadata = client.send(12, &metadata_request(&[])).await;
+        assert_eq!(metadata.brokers.len(), 1);
+        assert_eq!(
+            (metadata.brokers[0].host.as_str(), metadata.brokers[0].port),
+            ("rill.example", port)
+        );
+        let coordinator = client
+            .send(
+                2,
+                &FindCoordinatorRequest::default()
+                    .with_key(StrBytes::from_static_str("g"))
+                    .with_key_type(0),
+            )
+            .await;
+        assert_eq!(coordinator.error_code, 0);
+        assert_eq!(
+            (coordinator.host.as_str(), coordinator.port),
+            ("rill.example", port)
+        );
+        let cluster = client.send(0, &DescribeClusterRequest::default()).await;
+        assert_eq!(
+            (cluster.brokers[0].host.as_str(), cluster.brokers[0].port),
+            ("rill.example", port)
+        );
+        broker.stop().await;
+    })
+    .await;
+}

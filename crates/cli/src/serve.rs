@@ -32,6 +32,11 @@ pub struct ServeArgs {
     /// printed) [default: 127.0.0.1:9092].
     #[arg(long, env = "RILL_LISTEN", value_name = "HOST:PORT")]
     pub listen: Option<String>,
+    /// Address clients are told to connect to (Kafka's advertised.listeners):
+    /// `PLAINTEXT://host:port` or `host:port`, port 0 meaning the bound port [default: the
+    /// listen address, or this machine's host name when listening on 0.0.0.0 or ::].
+    #[arg(long, env = "RILL_ADVERTISED_LISTENERS", value_name = "LISTENER")]
+    pub advertised_listeners: Option<String>,
     /// Directory holding the partition logs and the topic registry [default: ./rill-data].
     #[arg(long, env = "RILL_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -48,6 +53,10 @@ pub struct ServeArgs {
     /// [default: 104857600].
     #[arg(long, env = "RILL_SOCKET_REQUEST_MAX_BYTES", value_name = "BYTES")]
     pub socket_request_max_bytes: Option<u32>,
+    /// Most bytes one compressed record batch may inflate to; produce refuses larger ones with
+    /// MESSAGE_TOO_LARGE (rill.decompressed.batch.max.bytes) [default: 67108864].
+    #[arg(long, env = "RILL_DECOMPRESSED_BATCH_MAX_BYTES", value_name = "BYTES")]
+    pub decompressed_batch_max_bytes: Option<u64>,
     /// How fetch responses send record bytes: `sendfile` (zero copy) or `copy`
     /// [default: sendfile].
     #[arg(long, env = "RILL_FETCH_WRITE_MODE", value_name = "MODE")]
@@ -74,11 +83,13 @@ pub struct ServeArgs {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<String>,
+    advertised_listeners: Option<String>,
     data_dir: Option<PathBuf>,
     num_partitions: Option<i32>,
     auto_create_topics: Option<bool>,
     max_connections: Option<usize>,
     socket_request_max_bytes: Option<u32>,
+    decompressed_batch_max_bytes: Option<u64>,
     fetch_write_mode: Option<String>,
     connections_max_idle_ms: Option<u64>,
     metrics_listen: Option<String>,
@@ -90,11 +101,14 @@ struct FileConfig {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ServeConfig {
     pub listen: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertised_listeners: Option<String>,
     pub data_dir: PathBuf,
     pub num_partitions: i32,
     pub auto_create_topics: bool,
     pub max_connections: usize,
     pub socket_request_max_bytes: u32,
+    pub decompressed_batch_max_bytes: u64,
     pub fetch_write_mode: String,
     pub connections_max_idle_ms: u64,
     pub metrics: bool,
@@ -122,6 +136,10 @@ impl ServeConfig {
             args.metrics_listen.is_some() || file.metrics_listen.is_some();
         let config = ServeConfig {
             listen: pick(args.listen.clone(), file.listen, DEFAULT_LISTEN.into()),
+            advertised_listeners: args
+                .advertised_listeners
+                .clone()
+                .or(file.advertised_listeners),
             data_dir: pick(
                 args.data_dir.clone(),
                 file.data_dir,
@@ -146,6 +164,11 @@ impl ServeConfig {
                 args.socket_request_max_bytes,
                 file.socket_request_max_bytes,
                 defaults.socket_request_max_bytes,
+            ),
+            decompressed_batch_max_bytes: pick(
+                args.decompressed_batch_max_bytes,
+                file.decompressed_batch_max_bytes,
+                defaults.decompressed_batch_max_bytes,
             ),
             fetch_write_mode: pick(
                 args.fetch_write_mode.clone(),
@@ -192,6 +215,12 @@ impl ServeConfig {
                 self.socket_request_max_bytes
             );
         }
+        if self.decompressed_batch_max_bytes < 1024 {
+            bail!(
+                "invalid value for decompressed_batch_max_bytes: {} (must be at least 1024)",
+                self.decompressed_batch_max_bytes
+            );
+        }
         self.write_mode()?;
         tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .with_context(|| format!("invalid value for log_level: '{}'", self.log_level))?;
@@ -214,6 +243,8 @@ impl ServeConfig {
     pub fn broker_config(&self) -> anyhow::Result<BrokerConfig> {
         Ok(BrokerConfig {
             listen: self.listen.clone(),
+            advertised_listeners: self.advertised_listeners.clone(),
+            decompressed_batch_max_bytes: self.decompressed_batch_max_bytes,
             data_dir: self.data_dir.clone(),
             num_partitions: self.num_partitions,
             auto_create_topics: self.auto_create_topics,

@@ -634,3 +634,58 @@ fn no_command_is_serve_with_environment() {
     );
     assert!(dir.path().join(".lock").exists(), "RILL_DATA_DIR applied");
 }
+
+#[test]
+fn serve_advertised_listeners_and_decompression_bound() {
+    let o = run(
+        &[
+            "serve",
+            "--advertised-listeners",
+            "PLAINTEXT://rill.example:9093",
+            "--print-config",
+        ],
+        None,
+    );
+    assert_exit(&o, 0);
+    let c: toml::Table = stdout(&o).parse().expect("TOML");
+    assert_eq!(
+        c["advertised_listeners"].as_str(),
+        Some("PLAINTEXT://rill.example:9093")
+    );
+    assert_eq!(
+        c["decompressed_batch_max_bytes"].as_integer(),
+        Some(64 << 20)
+    );
+    // A wildcard cannot be connected to: refused at start, naming Kafka's setting.
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().to_string_lossy().into_owned();
+    let o = run(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            &data,
+            "--no-metrics",
+            "--advertised-listeners",
+            "0.0.0.0:9092",
+        ],
+        None,
+    );
+    assert_exit(&o, 1);
+    assert!(
+        stderr(&o).contains("advertised.listeners"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(
+        &[
+            "serve",
+            "--decompressed-batch-max-bytes",
+            "10",
+            "--print-config",
+        ],
+        None,
+    );
+    assert_exit(&o, 2);
+}

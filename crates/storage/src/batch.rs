@@ -9,7 +9,9 @@
 //! The CRC-32C covers bytes 21..end, so the log may rewrite baseOffset and the leader epoch
 //! without re-checksumming.
 
+use crate::compression::CompressionError;
 use crate::error::{Result, StorageError};
+use crate::records::{ReaderBuffers, RecordError, RecordReader};
 
 /// Bytes before `batchLength` counts from: baseOffset + batchLength.
 pub const LOG_OVERHEAD: usize = 12;
@@ -164,6 +166,105 @@ fn check(bytes: &[u8], max_batch_size: usize, cleaned: bool) -> Result<BatchHead
         )));
     }
     Ok(header)
+}
+
+/// Attribute bit 3: the batch's timestamps are LogAppendTime (set by the broker).
+const LOG_APPEND_TIME_FLAG: i16 = 0x08;
+
+/// Checks the records inside every batch of a produce request against their headers, as
+/// Kafka's `LogValidator` does for client appends: the batch holds exactly `recordCount`
+/// well-framed records, their offset deltas run 0, 1, 2, ..., and (CreateTime batches) the
+/// header's maxTimestamp is the largest record timestamp. Compressed batches are decompressed
+/// in a streaming pass that keeps no record and stops with [`StorageError::DecompressedTooLarge`]
+/// once more than `max_decompressed_bytes` come out, so memory stays at a read buffer plus one
+/// codec window however large the batch inflates.
+///
+/// Batch headers must already be sane ([`validate_all`]): this walks batches by their
+/// `batchLength` and only checks that each lies within `bytes`. Blocking (CPU) work: run it
+/// on a blocking pool.
+pub fn validate_records_all(bytes: &[u8], max_decompressed_bytes: u64) -> Result<()> {
+    let mut buffers = ReaderBuffers::default();
+    let mut at = 0;
+    // Bounded: every iteration consumes at least HEADER_SIZE bytes.
+    while at < bytes.len() {
+        let header =
+            BatchHeader::parse(&bytes[at..]).ok_or_else(|| StorageError::CorruptRecord {
+                reason: "trailing bytes shorter than a batch header".into(),
+            })?;
+        let size = header.total_size().max(HEADER_SIZE);
+        let batch = bytes
+            .get(at..at + size)
+            .ok_or_else(|| StorageError::CorruptRecord {
+                reason: format!("batchLength {} overruns the request", header.batch_length),
+            })?;
+        buffers = validate_records(batch, &header, max_decompressed_bytes, buffers)?;
+        at += size;
+    }
+    Ok(())
+}
+
+/// [`validate_records_all`] for one batch; returns the reader's buffers for the next.
+fn validate_records(
+    batch: &[u8],
+    header: &BatchHeader,
+    max_decompressed_bytes: u64,
+    buffers: ReaderBuffers,
+) -> Result<ReaderBuffers> {
+    let invalid = |reason: String| StorageError::InvalidRecord { reason };
+    let record_error = |e: RecordError| match e {
+        RecordError::Compression(CompressionError::OutputTooLarge {
+            max_output_bytes, ..
+        }) => StorageError::DecompressedTooLarge {
+            max_bytes: max_output_bytes,
+        },
+        RecordError::Compression(e) => StorageError::CorruptRecord {
+            reason: e.to_string(),
+        },
+        e => StorageError::InvalidRecord {
+            reason: e.to_string(),
+        },
+    };
+    // Uncompressed bytes are already in memory and bounded by max.message.bytes: the bound is
+    // on inflation only.
+    let bound = if header.compression() == 0 {
+        u64::MAX
+    } else {
+        max_decompressed_bytes
+    };
+    let mut reader = RecordReader::for_batch(batch, bound, buffers).map_err(record_error)?;
+    let mut count: i64 = 0;
+    let mut max_timestamp = i64::MIN;
+    // Bounded by the decompressed bytes: every record consumes at least one.
+    while let Some(record) = reader.skip_record().map_err(record_error)? {
+        if i64::from(record.offset_delta) != count {
+            return Err(invalid(format!(
+                "record {count} has offset delta {} (deltas must run 0, 1, 2, ...)",
+                record.offset_delta
+            )));
+        }
+        count += 1;
+        if count > i64::from(header.record_count) {
+            return Err(invalid(format!(
+                "batch holds more records than its count {}",
+                header.record_count
+            )));
+        }
+        max_timestamp =
+            max_timestamp.max(header.base_timestamp.saturating_add(record.timestamp_delta));
+    }
+    if count != i64::from(header.record_count) {
+        return Err(invalid(format!(
+            "batch claims {} records but holds {count}",
+            header.record_count
+        )));
+    }
+    if header.attributes & LOG_APPEND_TIME_FLAG == 0 && max_timestamp != header.max_timestamp {
+        return Err(invalid(format!(
+            "maxTimestamp {} differs from the largest record timestamp {max_timestamp}",
+            header.max_timestamp
+        )));
+    }
+    Ok(reader.into_buffers())
 }
 
 /// Validates every batch in `bytes` (a produce request's records) and returns their headers.
@@ -338,7 +439,153 @@ mod tests {
         );
     }
 
+    use crate::compression::Compression;
+    use crate::records::{BatchBuilder, BatchSpec, Headers, NewRecord};
+
+    const CODECS: [Compression; 5] = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
+
+    /// A batch of `values`, one record each, timestamps 1000 + i.
+    fn batch_of(codec: Compression, values: &[&[u8]], delta: impl Fn(usize) -> i32) -> Vec<u8> {
+        let mut b = BatchBuilder::new(
+            BatchSpec {
+                base_timestamp: 1000,
+                ..BatchSpec::default()
+            },
+            codec,
+        );
+        for (i, v) in values.iter().enumerate() {
+            b.push(&NewRecord {
+                offset_delta: delta(i),
+                timestamp_delta: i as i64,
+                key: None,
+                value: Some(v),
+                headers: Headers::NONE,
+            });
+        }
+        let mut out = Vec::new();
+        b.finish(&mut out).unwrap();
+        out
+    }
+
+    /// Rewrites header fields and fixes the CRC, as a lying client would.
+    fn patch(b: &mut [u8], last_offset_delta: i32, record_count: i32, max_timestamp: i64) {
+        b[23..27].copy_from_slice(&last_offset_delta.to_be_bytes());
+        b[35..43].copy_from_slice(&max_timestamp.to_be_bytes());
+        b[57..61].copy_from_slice(&record_count.to_be_bytes());
+        let crc = crc32c::crc32c(&b[CRC_START..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+    }
+
+    #[test]
+    fn honest_batches_of_every_codec_pass() {
+        for c in CODECS {
+            let b = batch_of(c, &[b"a", b"bb", b"ccc"], |i| i as i32);
+            validate_all(&b, 1 << 20).unwrap();
+            validate_records_all(&b, 1 << 20).unwrap();
+            let mut two = b.clone();
+            two.extend_from_slice(&b);
+            validate_records_all(&two, 1 << 20).unwrap();
+        }
+    }
+
+    #[test]
+    fn lying_record_count_is_refused_for_every_codec() {
+        for c in CODECS {
+            let mut b = batch_of(c, &[b"one"], |i| i as i32);
+            patch(&mut b, i32::MAX - 1, i32::MAX, 1000);
+            // The header alone is consistent (for compressed batches): only the records tell.
+            if c != Compression::None {
+                validate(&b, 1 << 20).unwrap();
+            }
+            let err = validate_records_all(&b, 1 << 20).unwrap_err();
+            assert!(
+                matches!(err, StorageError::InvalidRecord { .. }),
+                "{c:?}: {err}"
+            );
+            // And fewer than the records present.
+            let mut b = batch_of(c, &[b"one", b"two", b"three"], |i| i as i32);
+            patch(&mut b, 1, 2, 1002);
+            let err = validate_records_all(&b, 1 << 20).unwrap_err();
+            assert!(
+                matches!(err, StorageError::InvalidRecord { .. }),
+                "{c:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn offset_deltas_must_run_from_zero() {
+        for c in CODECS {
+            let b = batch_of(c, &[b"a", b"b"], |i| 2 * i as i32);
+            let mut b = b;
+            patch(&mut b, 1, 2, 1001);
+            let err = validate_records_all(&b, 1 << 20).unwrap_err();
+            assert!(
+                matches!(err, StorageError::InvalidRecord { .. }),
+                "{c:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn max_timestamp_must_match_the_records() {
+        for c in CODECS {
+            let mut b = batch_of(c, &[b"a", b"b"], |i| i as i32);
+            patch(&mut b, 1, 2, 5000);
+            let err = validate_records_all(&b, 1 << 20).unwrap_err();
+            assert!(
+                matches!(err, StorageError::InvalidRecord { .. }),
+                "{c:?}: {err}"
+            );
+            // LogAppendTime batches carry the broker's time there, not the records'.
+            b[22] |= LOG_APPEND_TIME_FLAG as u8;
+            patch(&mut b, 1, 2, 5000);
+            validate_records_all(&b, 1 << 20).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_bomb_is_refused_at_the_bound() {
+        let big = vec![0u8; 8 << 20];
+        for c in CODECS {
+            let b = batch_of(c, &[&big], |i| i as i32);
+            if c == Compression::None {
+                // Uncompressed bytes are what they are: the bound is on inflation only.
+                validate_records_all(&b, 1 << 20).unwrap();
+                continue;
+            }
+            let err = validate_records_all(&b, 1 << 20).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    StorageError::DecompressedTooLarge {
+                        max_bytes: 1_048_576
+                    }
+                ),
+                "{c:?}: {err}"
+            );
+        }
+    }
+
     proptest! {
+        /// Record-level validation never panics, whatever follows a plausible header.
+        #[test]
+        fn validate_records_never_panics(payload in proptest::collection::vec(any::<u8>(), 0..400), codec in 0i16..8) {
+            let mut b = build_batch(1, b"x", 0);
+            b.truncate(HEADER_SIZE);
+            b[21..23].copy_from_slice(&codec.to_be_bytes());
+            b.extend_from_slice(&payload);
+            let len = (b.len() - LOG_OVERHEAD) as i32;
+            b[8..12].copy_from_slice(&len.to_be_bytes());
+            let _ = validate_records_all(&b, 4096);
+        }
+
         /// Any byte string either validates or yields a typed error; never a panic.
         #[test]
         fn validate_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {

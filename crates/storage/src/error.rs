@@ -17,6 +17,9 @@ pub enum StorageError {
     /// A batch is larger than `max.message.bytes`.
     #[error("record batch of {size} bytes exceeds the limit of {max} bytes")]
     RecordTooLarge { size: u64, max: u64 },
+    /// A compressed batch inflates past the broker's bound on decompressed batch size.
+    #[error("record batch decompresses to more than {max_bytes} bytes")]
+    DecompressedTooLarge { max_bytes: u64 },
     /// A batch is well formed but not acceptable (e.g. no records, inconsistent counts).
     #[error("invalid record batch: {reason}")]
     InvalidRecord { reason: String },

@@ -8,6 +8,8 @@
 //! - [`offset_index`], [`time_index`], [`index`]: sparse fixed-size-entry indexes.
 //! - [`recovery`]: scanning a segment after a crash to find the valid end.
 //! - [`batch`]: the v2 record batch format and its validation.
+//! - [`records`]: the records inside a batch, read one at a time or built into a batch;
+//!   [`compression`]: the four Kafka codecs, with bounded streaming decompression.
 //! - [`file_io`]: the seam through which every durable write goes (tests simulate power cuts
 //!   behind it); [`fd_cache`]: the bounded cache of open files.
 //! - [`checkpoint`]: recovery point file; [`config`]: Kafka-named topic configs.
@@ -22,6 +24,7 @@ pub mod batch;
 pub mod checkpoint;
 pub mod cleaner;
 pub mod cleaner_manager;
+pub mod compression;
 pub mod config;
 pub mod error;
 pub mod fd_cache;
@@ -32,6 +35,7 @@ pub mod log;
 pub mod log_manager;
 pub mod offset_index;
 pub mod offset_map;
+pub mod records;
 pub mod recovery;
 pub mod segment;
 pub mod time_index;

@@ -328,8 +328,20 @@ impl Log {
     /// Validates and appends one or more record batches (a produce request's records),
     /// assigning offsets. All or nothing: on error nothing of `batches` is in the log.
     pub fn append(&self, batches: &[u8]) -> Result<AppendInfo> {
+        self.append_checked(batches, |_| Ok(()))
+    }
+
+    /// [`Log::append`] with a further check of the batches (e.g. the broker's record-level
+    /// validation, [`batch::validate_records_all`]) that runs after the header checks and
+    /// before anything is written; its error refuses the whole append.
+    pub fn append_checked(
+        &self,
+        batches: &[u8],
+        check: impl FnOnce(&[u8]) -> Result<()>,
+    ) -> Result<AppendInfo> {
         let config = Arc::clone(&self.config.read());
         let mut headers = batch::validate_all(batches, config.max_message_bytes as usize)?;
+        check(batches)?;
         let record_count: u32 = headers.iter().map(|h| h.record_count as u32).sum();
         let max_timestamp = headers.iter().map(|h| h.max_timestamp).max().unwrap_or(-1);
         let now = now_ms();

@@ -82,8 +82,30 @@ impl TestBroker {
                 .expect("broker task")
                 .expect("broker shuts down cleanly");
         }
+        // Every connection task has been joined now: a panic in any of them, or in a timer
+        // or blocking task, was counted.
+        assert_panic_free(&self.metrics);
         let dir = tempfile::tempdir().expect("tempdir");
         std::mem::replace(&mut self.dir, dir)
+    }
+}
+
+/// Fails the test if a broker task panicked: the broker survives such panics (a connection
+/// closes, a request gets an error), so without this check a test would pass over a bug.
+pub fn assert_panic_free(metrics: &Metrics) {
+    assert_eq!(
+        metrics.task_panics(),
+        0,
+        "a broker task panicked (the panic message is in the test output)"
+    );
+}
+
+impl Drop for TestBroker {
+    /// Tests that never call `stop` are checked too (for the tasks joined so far).
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            assert_panic_free(&self.metrics);
+        }
     }
 }
 
