@@ -70,6 +70,8 @@ pub struct BrokerConfig {
     pub max_blocking_appends: usize,
     /// Consumer group coordinator settings (session timeouts, offsets topic, retention).
     pub groups: GroupConfig,
+    /// The log cleaner (`log.cleaner.*`): threads, key map size, throttle, backoff.
+    pub cleaner: rill_storage::CleanerConfig,
 }
 
 impl Default for BrokerConfig {
@@ -92,6 +94,7 @@ impl Default for BrokerConfig {
             decompressed_batch_max_bytes: 64 << 20,
             max_blocking_appends: 8,
             groups: GroupConfig::default(),
+            cleaner: rill_storage::CleanerConfig::default(),
         }
     }
 }
@@ -115,6 +118,7 @@ impl Broker {
     pub async fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
         let mut logs_config = LogManagerConfig::new(config.data_dir.clone());
         logs_config.max_open_files = config.max_open_files;
+        logs_config.cleaner = config.cleaner.clone();
         let group_config = config.groups.clone();
         let (logs, topics, groups, lock) =
             tokio::task::spawn_blocking(move || open_storage(logs_config, group_config))
@@ -177,6 +181,8 @@ impl Broker {
         let (stop_tx, stop_rx) = watch::channel(false);
         let ticker = tokio::spawn(tick_loop(Arc::clone(&self.state), stop_rx.clone()));
         let group_ticker = tokio::spawn(group_tick_loop(Arc::clone(&self.state), stop_rx));
+        // The cleaner's own threads; `LogManager::close` below stops them.
+        self.state.logs.start_cleaner();
         listener::run(self.listener, Arc::clone(&self.state), shutdown).await;
         // The ticker may be between ticks or inside one; either way it stops at its next
         // await, and we wait for it so tick and close never overlap.
@@ -281,12 +287,14 @@ fn open_groups(
     let meta = match topics.get(offsets_log::TOPIC) {
         Some(meta) => meta,
         None => {
-            // Small segments so that compaction (a snapshot, then DeleteRecords) frees space;
-            // a large batch limit for groups with many members.
+            // An ordinary compacted topic, cleaned by the log cleaner; segments of
+            // offsets.topic.segment.bytes (only sealed segments are cleaned); a large batch
+            // limit for groups with many members.
+            let segment_bytes = config.offsets_segment_bytes.to_string();
             let configs = [
                 ("cleanup.policy", "compact"),
                 ("retention.ms", "-1"),
-                ("segment.bytes", "16777216"),
+                ("segment.bytes", segment_bytes.as_str()),
                 ("max.message.bytes", "16777216"),
             ]
             .into_iter()
