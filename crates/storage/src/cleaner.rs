@@ -15,14 +15,15 @@
 //! 4. Swaps each group in (see [`complete_swap`]) and persists the new first dirty offset.
 //!
 //! Batches: a batch whose records all survive is copied as it is; one that loses some is
-//! written again with the survivors (same base and last offset, new count, length and CRC);
-//! one that loses all is dropped. Compressed batches are kept whole until the storage crate
-//! has a codec layer to decompress and recompress them (their keys are not in the map
-//! either, so they never cause a record to be removed). Control batches (transaction
-//! markers) are kept as they are: transactions do not exist yet. When they do, this is where
-//! Kafka's rules go: [`retain_batch`] decides per batch, and it is where aborted data
-//! (per the producer's aborted-transaction index) and markers past their transaction are
-//! dropped.
+//! written again with the survivors (same base and last offset, producer fields and
+//! timestamps, new count, length and CRC); one that loses all is dropped. Uncompressed
+//! records are copied byte for byte; a compressed batch is decompressed (bounded by
+//! [`MAX_DECOMPRESSED_BATCH_BYTES`]) and its survivors compressed again with the same codec
+//! ([`crate::records::BatchBuilder`]). Control batches (transaction markers) are kept as they
+//! are: transactions do not exist yet. When they do, this is where Kafka's rules go:
+//! [`keep_record`] and the batch loop in `rewrite_group` decide per record and per batch, and
+//! that is where aborted data (per the producer's aborted-transaction index) and markers past
+//! their transaction are dropped.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -31,12 +32,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::batch::{self, BatchHeader, HEADER_SIZE};
+use crate::compression::Compression;
 use crate::error::{Result, StorageError};
 use crate::file_io::{self, FileIo, IoFile};
 use crate::index::IndexEntry;
 use crate::keyed_records::{self, RecordRef, CONTROL_FLAG};
 use crate::log::{now_ms, Log, LogState};
 use crate::offset_map::OffsetMap;
+use crate::records::{BatchBuilder, BatchSpec, Headers, NewRecord, ReaderBuffers, RecordReader};
 use crate::segment::{file_name, Segment};
 
 /// The file in a partition directory holding the first dirty offset (Kafka keeps these in one
@@ -315,35 +318,104 @@ impl<'a> BatchReader<'a> {
     }
 }
 
-/// Which records of a batch survive. `None`: keep the batch whole.
-fn retain_batch<'r>(
-    header: &BatchHeader,
-    records: &'r [RecordRef],
-    bytes: &[u8],
+/// Whether one record survives: it has a key, no later offset of that key is in the map,
+/// and it is not a tombstone past its time.
+fn keep_record(
+    key: Option<&[u8]>,
+    tombstone: bool,
+    offset: i64,
     map: &OffsetMap,
     drop_tombstones: bool,
-) -> Vec<&'r RecordRef> {
-    records
-        .iter()
-        .filter(|r| {
-            let Some(key) = &r.key else {
-                return false; // Kafka's cleaner drops keyless records of a compacted log.
-            };
-            let offset = header.base_offset + r.offset_delta;
-            if map
-                .get(&bytes[key.clone()])
-                .is_some_and(|latest| latest > offset)
-            {
-                return false;
-            }
-            !(r.value.is_none() && drop_tombstones)
-        })
-        .collect()
+) -> bool {
+    let Some(key) = key else {
+        return false; // Kafka's cleaner drops keyless records of a compacted log.
+    };
+    if map.get(key).is_some_and(|latest| latest > offset) {
+        return false;
+    }
+    !(tombstone && drop_tombstones)
 }
 
-/// Whether a batch is one the cleaner looks inside: uncompressed data batches.
+/// Whether a batch is one the cleaner looks inside: data batches (not control batches).
 fn is_cleanable_batch(header: &BatchHeader) -> bool {
-    header.compression() == 0 && header.attributes & CONTROL_FLAG == 0
+    header.attributes & CONTROL_FLAG == 0
+}
+
+/// The most a compressed batch may inflate to in the cleaner, as the broker's default
+/// `rill.decompressed.batch.max.bytes`: every stored batch passed that bound on produce. A
+/// batch past it is kept whole.
+pub const MAX_DECOMPRESSED_BATCH_BYTES: u64 = 64 << 20;
+
+/// One record of a compressed batch, decoded.
+struct OwnedRecord {
+    offset_delta: i32,
+    timestamp_delta: i64,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    header_count: u32,
+    headers: Vec<u8>,
+}
+
+/// The records of a compressed batch; `None` if they do not decode (the batch is then kept
+/// whole).
+fn decode_compressed(bytes: &[u8]) -> Option<Vec<OwnedRecord>> {
+    let mut reader = RecordReader::for_batch(
+        bytes,
+        MAX_DECOMPRESSED_BATCH_BYTES,
+        ReaderBuffers::default(),
+    )
+    .ok()?;
+    let mut out = Vec::new();
+    // Bounded by the decompression bound.
+    while let Some(r) = reader.next_record().ok()? {
+        out.push(OwnedRecord {
+            offset_delta: r.meta.offset_delta,
+            timestamp_delta: r.meta.timestamp_delta,
+            key: r.key.map(<[u8]>::to_vec),
+            value: r.value.map(<[u8]>::to_vec),
+            header_count: r.headers.count(),
+            headers: r.headers.raw().to_vec(),
+        });
+    }
+    Some(out)
+}
+
+/// Writes the survivors of a compressed batch as a new batch with the same header fields and
+/// codec. `None` if it cannot be compressed again (the batch is then kept whole).
+fn rebuild_compressed(
+    header: &BatchHeader,
+    bytes: &[u8],
+    keep: &[&OwnedRecord],
+    out: &mut Vec<u8>,
+) -> Option<()> {
+    let codec = Compression::from_attributes(header.attributes).ok()?;
+    let spec = BatchSpec {
+        base_offset: header.base_offset,
+        partition_leader_epoch: header.partition_leader_epoch,
+        attributes: header.attributes,
+        base_timestamp: header.base_timestamp,
+        max_timestamp: Some(header.max_timestamp),
+        producer_id: header.producer_id,
+        producer_epoch: i16::from_be_bytes([bytes[51], bytes[52]]),
+        base_sequence: i32::from_be_bytes([bytes[53], bytes[54], bytes[55], bytes[56]]),
+    };
+    let mut builder = BatchBuilder::new(spec, codec);
+    for r in keep {
+        builder.push(&NewRecord {
+            offset_delta: r.offset_delta,
+            timestamp_delta: r.timestamp_delta,
+            key: r.key.as_deref(),
+            value: r.value.as_deref(),
+            headers: Headers::from_raw(r.header_count, &r.headers),
+        });
+    }
+    builder.set_last_offset_delta(header.last_offset_delta);
+    let at = out.len();
+    if builder.finish(out).is_err() {
+        out.truncate(at);
+        return None;
+    }
+    Some(())
 }
 
 fn cleaned_path(dir: &Path, base: i64, kind: &str) -> PathBuf {
@@ -395,17 +467,34 @@ pub fn clean(log: &Log, ctx: &CleanContext<'_>) -> Result<Option<CleanStats>> {
             if header.last_offset() < first_dirty || !is_cleanable_batch(&header) {
                 continue;
             }
-            let Some(records) = keyed_records::records(bytes) else {
-                continue; // Malformed records are kept as they are.
+            let fits = if header.compression() == 0 {
+                let Some(records) = keyed_records::records(bytes) else {
+                    continue; // Malformed records are kept as they are.
+                };
+                let entries: Vec<(&[u8], i64)> = records
+                    .iter()
+                    .filter_map(|r| {
+                        let key = r.key.clone()?;
+                        Some((&bytes[key], header.base_offset + r.offset_delta))
+                    })
+                    .collect();
+                map.put_all(&entries)
+            } else {
+                let Some(records) = decode_compressed(bytes) else {
+                    continue;
+                };
+                let entries: Vec<(&[u8], i64)> = records
+                    .iter()
+                    .filter_map(|r| {
+                        Some((
+                            r.key.as_deref()?,
+                            header.base_offset + i64::from(r.offset_delta),
+                        ))
+                    })
+                    .collect();
+                map.put_all(&entries)
             };
-            let entries: Vec<(&[u8], i64)> = records
-                .iter()
-                .filter_map(|r| {
-                    let key = r.key.clone()?;
-                    Some((&bytes[key], header.base_offset + r.offset_delta))
-                })
-                .collect();
-            if !map.put_all(&entries) {
+            if !fits {
                 map_end = header.base_offset;
                 break 'segments;
             }
@@ -514,21 +603,60 @@ fn rewrite_group(
             }
             stats.bytes_read += bytes.len() as u64;
             let at = buf.len();
-            let records = is_cleanable_batch(&header)
-                .then(|| keyed_records::records(bytes))
-                .flatten();
-            match records {
-                None => buf.extend_from_slice(bytes),
-                Some(records) => {
-                    let keep = retain_batch(&header, &records, bytes, map, drop_tombstones);
-                    stats.records_kept += keep.len() as u64;
-                    stats.records_removed += (records.len() - keep.len()) as u64;
-                    if keep.is_empty() {
-                        continue;
-                    } else if keep.len() == records.len() {
-                        buf.extend_from_slice(bytes);
-                    } else {
-                        keyed_records::rebuild(bytes, &keep, &mut buf);
+            if !is_cleanable_batch(&header) {
+                buf.extend_from_slice(bytes);
+            } else if header.compression() == 0 {
+                match keyed_records::records(bytes) {
+                    None => buf.extend_from_slice(bytes),
+                    Some(records) => {
+                        let keep: Vec<&RecordRef> = records
+                            .iter()
+                            .filter(|r| {
+                                keep_record(
+                                    r.key.clone().map(|k| &bytes[k]),
+                                    r.value.is_none(),
+                                    header.base_offset + r.offset_delta,
+                                    map,
+                                    drop_tombstones,
+                                )
+                            })
+                            .collect();
+                        stats.records_kept += keep.len() as u64;
+                        stats.records_removed += (records.len() - keep.len()) as u64;
+                        if keep.is_empty() {
+                            continue;
+                        } else if keep.len() == records.len() {
+                            buf.extend_from_slice(bytes);
+                        } else {
+                            keyed_records::rebuild(bytes, &keep, &mut buf);
+                        }
+                    }
+                }
+            } else {
+                match decode_compressed(bytes) {
+                    None => buf.extend_from_slice(bytes),
+                    Some(records) => {
+                        let keep: Vec<&OwnedRecord> = records
+                            .iter()
+                            .filter(|r| {
+                                keep_record(
+                                    r.key.as_deref(),
+                                    r.value.is_none(),
+                                    header.base_offset + i64::from(r.offset_delta),
+                                    map,
+                                    drop_tombstones,
+                                )
+                            })
+                            .collect();
+                        stats.records_kept += keep.len() as u64;
+                        stats.records_removed += (records.len() - keep.len()) as u64;
+                        if keep.is_empty() {
+                            continue;
+                        } else if keep.len() == records.len()
+                            || rebuild_compressed(&header, bytes, &keep, &mut buf).is_none()
+                        {
+                            buf.extend_from_slice(bytes);
+                        }
                     }
                 }
             }

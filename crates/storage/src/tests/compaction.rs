@@ -533,3 +533,77 @@ fn every_crash_point_of_a_merging_clean_recovers() {
     }
     assert!(completed, "the pass never completed");
 }
+
+/// `(offset, key, value)` of a batch of any codec.
+fn decode_any(batch: &[u8]) -> Vec<Rec> {
+    use crate::records::{ReaderBuffers, RecordReader};
+    let header = crate::batch::BatchHeader::parse(batch).unwrap();
+    let mut reader = RecordReader::for_batch(batch, 1 << 26, ReaderBuffers::default()).unwrap();
+    let mut out = Vec::new();
+    while let Some(r) = reader.next_record().unwrap() {
+        out.push((
+            header.base_offset + i64::from(r.meta.offset_delta),
+            r.key.unwrap().to_vec(),
+            r.value.map(<[u8]>::to_vec),
+        ));
+    }
+    out
+}
+
+#[test]
+fn compressed_batches_are_cleaned_and_keep_their_codec() {
+    use crate::compression::Compression;
+    use crate::records::{BatchBuilder, BatchSpec, Headers, NewRecord};
+    for codec in [
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager_with(dir.path(), 1 << 20, None);
+        let log = m.create_log(&tp(0), compact_config(2048)).unwrap();
+        let mut latest: BTreeMap<Vec<u8>, (i64, Vec<u8>)> = BTreeMap::new();
+        for round in 0..60u64 {
+            let mut builder = BatchBuilder::new(
+                BatchSpec {
+                    base_timestamp: 1_000,
+                    ..BatchSpec::default()
+                },
+                codec,
+            );
+            let records: Vec<(Vec<u8>, Vec<u8>)> = (0..10u64)
+                .map(|i| (key(((round * 10 + i) % 7) as u32), value(1, round * 10 + i)))
+                .collect();
+            for (i, (k, v)) in records.iter().enumerate() {
+                builder.push(&NewRecord {
+                    offset_delta: i as i32,
+                    timestamp_delta: i as i64,
+                    key: Some(k),
+                    value: Some(v),
+                    headers: Headers::NONE,
+                });
+            }
+            let mut batch = Vec::new();
+            builder.finish(&mut batch).unwrap();
+            let info = log.append(&batch).unwrap();
+            for (i, (k, v)) in records.into_iter().enumerate() {
+                latest.insert(k, (info.base_offset + i as i64, v));
+            }
+        }
+        m.checkpoint().unwrap();
+        let before = log.size_bytes();
+        let stats = m.clean_log(&tp(0)).unwrap().expect("cleaned");
+        assert!(stats.records_removed > 0, "{codec:?}: {stats:?}");
+        assert!(log.size_bytes() < before, "{codec:?}");
+        let mut seen: BTreeMap<Vec<u8>, (i64, Vec<u8>)> = BTreeMap::new();
+        for b in read_all(&log) {
+            let h = crate::batch::BatchHeader::parse(&b).unwrap();
+            assert_eq!(h.compression(), codec as i16, "the codec is kept");
+            for (offset, k, v) in decode_any(&b) {
+                seen.insert(k, (offset, v.unwrap()));
+            }
+        }
+        assert_eq!(seen, latest, "{codec:?}");
+    }
+}
