@@ -1009,6 +1009,70 @@ mod tests {
         );
     }
 
+    /// A commit storm (20 000 commits over 100 groups) with the log cleaner running every 1 000
+    /// commits keeps `__consumer_offsets` bounded on disk (the live offsets plus one interval
+    /// of commits), and the latest offsets survive a restart.
+    #[test]
+    fn a_commit_storm_stays_bounded_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = GroupConfig {
+            offsets_partitions: 2,
+            ..GroupConfig::default()
+        };
+        let tp = |p| TopicPartition::new("t", p);
+        let groups: Vec<String> = (0..100).map(|g| format!("group-{g}")).collect();
+        let rounds = 200i64;
+        let mut written = 0u64;
+        let mut largest = 0u64;
+        {
+            let m = LogManager::open(LogManagerConfig::new(dir.path())).unwrap();
+            let logs = offsets_logs(&m, 2);
+            let c = GroupCoordinator::load(config.clone(), logs.clone()).unwrap();
+            for round in 0..rounds {
+                for g in &groups {
+                    let entries = vec![CommitEntry {
+                        tp: tp((round % 3) as i32),
+                        offset: round,
+                        leader_epoch: 0,
+                        metadata: String::new(),
+                    }];
+                    let before: u64 = logs.iter().map(|l| l.size_bytes()).sum();
+                    let (codes, _) = c.commit(g, -1, "", None, entries, |_| true);
+                    assert_eq!(codes, vec![0]);
+                    written += logs.iter().map(|l| l.size_bytes()).sum::<u64>() - before;
+                }
+                if round % 10 == 9 {
+                    // What the cleaner threads do: checkpoint, then clean what is dirty.
+                    m.checkpoint().unwrap();
+                    // Bounded: each pass cleans one log.
+                    while m.clean_dirtiest(now_ms()).unwrap().is_some() {}
+                }
+                largest = largest.max(logs.iter().map(|l| l.size_bytes()).sum());
+            }
+            m.close().unwrap();
+        }
+        // 300 live offsets (~35 KB) plus the ~110 KB of commits between two cleans, and a
+        // segment per partition: bounded, far below what was written.
+        assert!(written > 2_000_000, "{written}");
+        assert!(
+            largest < 256 * 1024,
+            "offsets topic grew to {largest} bytes of {written} written"
+        );
+        let m = LogManager::open(LogManagerConfig::new(dir.path())).unwrap();
+        let c = GroupCoordinator::load(config, offsets_logs(&m, 2)).unwrap();
+        for g in &groups {
+            let got: Vec<_> = c
+                .fetch_offsets(g, None)
+                .into_iter()
+                .map(|(tp, c)| (tp, c.map(|c| c.offset)))
+                .collect();
+            let want: Vec<_> = (0..3)
+                .map(|p| (tp(p as i32), (0..rounds).filter(|r| r % 3 == p).max()))
+                .collect();
+            assert_eq!(got, want, "{g}");
+        }
+    }
+
     #[test]
     fn offsets_of_an_empty_group_expire_after_retention() {
         let dir = tempfile::tempdir().unwrap();
