@@ -271,6 +271,11 @@ async fn delete_records_one(
     offset: i64,
 ) -> Result<i64, i16> {
     let log = state.log(&tp)?;
+    // As Kafka: records of a topic whose cleanup.policy lacks `delete` (compact only) cannot
+    // be deleted.
+    if !log.config().deletes_by_retention() {
+        return Err(ResponseError::PolicyViolation.code());
+    }
     let offset = if offset == -1 {
         log.high_watermark()
     } else {

@@ -78,6 +78,8 @@ pub struct BrokerConfig {
     pub producer_id_expiration_ms: i64,
     /// `transactional.id.expiration.ms`: accepted for the transaction coordinator to come.
     pub transactional_id_expiration_ms: i64,
+    /// The log cleaner (`log.cleaner.*`): threads, key map size, throttle, backoff.
+    pub cleaner: rill_storage::CleanerConfig,
 }
 
 impl Default for BrokerConfig {
@@ -105,6 +107,7 @@ impl Default for BrokerConfig {
                 rill_storage::producer_state::DEFAULT_PRODUCER_ID_EXPIRATION_MS,
             transactional_id_expiration_ms:
                 rill_storage::producer_state::DEFAULT_TRANSACTIONAL_ID_EXPIRATION_MS,
+            cleaner: rill_storage::CleanerConfig::default(),
         }
     }
 }
@@ -129,6 +132,7 @@ impl Broker {
         let mut logs_config = LogManagerConfig::new(config.data_dir.clone());
         logs_config.max_open_files = config.max_open_files;
         logs_config.producer_id_expiration_ms = config.producer_id_expiration_ms;
+        logs_config.cleaner = config.cleaner.clone();
         let group_config = config.groups.clone();
         let io = config.file_io.clone();
         let (logs, topics, groups, producer_ids, lock) =
@@ -193,6 +197,8 @@ impl Broker {
         let ticker = tokio::spawn(tick_loop(Arc::clone(&self.state), stop_rx.clone()));
         let group_ticker = tokio::spawn(group_tick_loop(Arc::clone(&self.state), stop_rx.clone()));
         let group_timer = tokio::spawn(group_timer_loop(Arc::clone(&self.state), stop_rx));
+        // The cleaner's own threads; `LogManager::close` below stops them.
+        self.state.logs.start_cleaner();
         listener::run(self.listener, Arc::clone(&self.state), shutdown).await;
         // The ticker may be between ticks or inside one; either way it stops at its next
         // await, and we wait for it so tick and close never overlap.
@@ -310,12 +316,14 @@ fn open_groups(
     let meta = match topics.get(offsets_log::TOPIC) {
         Some(meta) => meta,
         None => {
-            // Small segments so that compaction (a snapshot, then DeleteRecords) frees space;
-            // a large batch limit for groups with many members.
+            // An ordinary compacted topic, cleaned by the log cleaner; segments of
+            // offsets.topic.segment.bytes (only sealed segments are cleaned); a large batch
+            // limit for groups with many members.
+            let segment_bytes = config.offsets_segment_bytes.to_string();
             let configs = [
                 ("cleanup.policy", "compact"),
                 ("retention.ms", "-1"),
-                ("segment.bytes", "16777216"),
+                ("segment.bytes", segment_bytes.as_str()),
                 ("max.message.bytes", "16777216"),
             ]
             .into_iter()

@@ -370,6 +370,11 @@ fn register_storage(registry: &mut Registry, state: &BrokerState) {
     let high_watermark = Family::<PartitionLabels, Gauge>::default();
     let log_start_offset = Family::<PartitionLabels, Gauge>::default();
     let log_size = Family::<PartitionLabels, Gauge>::default();
+    let dirty_ratio = Family::<PartitionLabels, Gauge<f64, AtomicU64>>::default();
+    let cleaner_read = Family::<PartitionLabels, Counter>::default();
+    let cleaner_written = Family::<PartitionLabels, Counter>::default();
+    let cleaner_seconds = Family::<PartitionLabels, Counter<f64, AtomicU64>>::default();
+    let cleaner_last_seconds = Family::<PartitionLabels, Gauge<f64, AtomicU64>>::default();
     let mut flushes: u64 = 0;
     let mut flush_nanos: u64 = 0;
     for tp in &partitions {
@@ -396,7 +401,53 @@ fn register_storage(registry: &mut Registry, state: &BrokerState) {
             .set(i64::try_from(log.size_bytes()).unwrap_or(i64::MAX));
         flushes += log.flush_count();
         flush_nanos += log.flush_nanos_total();
+        if log.config().compacts() {
+            // Read from storage at scrape time, as the offsets above.
+            let c = log.cleaner_metrics();
+            dirty_ratio.get_or_create(&labels).set(c.dirty_ratio);
+            cleaner_read
+                .get_or_create(&labels)
+                .inc_by(c.bytes_read_total);
+            cleaner_written
+                .get_or_create(&labels)
+                .inc_by(c.bytes_written_total);
+            cleaner_seconds
+                .get_or_create(&labels)
+                .inc_by(c.clean_nanos_total as f64 / 1e9);
+            cleaner_last_seconds
+                .get_or_create(&labels)
+                .set(c.last_clean_nanos as f64 / 1e9);
+        }
     }
+    registry.register(
+        "log_cleaner_dirty_ratio",
+        "Dirty bytes / cleanable bytes of a compacted partition's sealed segments",
+        dirty_ratio,
+    );
+    registry.register_with_unit(
+        "log_cleaner_read",
+        "Bytes the log cleaner read from a compacted partition",
+        Unit::Bytes,
+        cleaner_read,
+    );
+    registry.register_with_unit(
+        "log_cleaner_written",
+        "Bytes the log cleaner wrote in their place",
+        Unit::Bytes,
+        cleaner_written,
+    );
+    registry.register_with_unit(
+        "log_cleaner_time",
+        "Time the log cleaner spent on a compacted partition",
+        Unit::Seconds,
+        cleaner_seconds,
+    );
+    registry.register_with_unit(
+        "log_cleaner_last_clean_duration",
+        "Duration of the last cleaning pass of a compacted partition",
+        Unit::Seconds,
+        cleaner_last_seconds,
+    );
     registry.register(
         "partitions",
         "Partitions in the data directory",

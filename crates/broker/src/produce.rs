@@ -28,7 +28,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
-use rill_storage::{batch, TopicPartition};
+use rill_storage::{batch, keyed_records, TopicPartition};
 use tokio::sync::oneshot;
 
 use crate::error::{storage_error_code, NONE};
@@ -165,10 +165,17 @@ async fn append(
         .expect("the blocking permits semaphore is never closed");
     let max_decompressed_bytes = state.config.decompressed_batch_max_bytes;
     let (appending, batches) = (Arc::clone(&log), records.clone());
+    let compacted = log.config().compacts();
+    let partition = tp.clone();
     let appended = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         appending.append_checked(&batches, |b| {
-            batch::validate_records_all(b, max_decompressed_bytes)
+            batch::validate_records_all(b, max_decompressed_bytes)?;
+            if compacted {
+                // Kafka refuses keyless records in a compacted topic (INVALID_RECORD).
+                keyed_records::require_keys(b, max_decompressed_bytes, &partition)?;
+            }
+            Ok(())
         })
     })
     .await;

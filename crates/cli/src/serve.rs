@@ -80,6 +80,30 @@ pub struct ServeArgs {
     /// Turn the `/metrics` endpoint off.
     #[arg(long, env = "RILL_NO_METRICS", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub no_metrics: Option<bool>,
+    /// Log cleaner threads (Kafka's log.cleaner.threads; 0 turns the cleaner off, as
+    /// log.cleaner.enable=false) [default: 1].
+    #[arg(long, env = "RILL_LOG_CLEANER_THREADS", value_name = "N")]
+    pub log_cleaner_threads: Option<usize>,
+    /// Memory for the cleaner's key maps, all threads together
+    /// (log.cleaner.dedupe.buffer.size) [default: 134217728].
+    #[arg(
+        long,
+        env = "RILL_LOG_CLEANER_DEDUPE_BUFFER_SIZE",
+        value_name = "BYTES"
+    )]
+    pub log_cleaner_dedupe_buffer_size: Option<u64>,
+    /// Cleaner I/O throttle, reads and writes together
+    /// (log.cleaner.io.max.bytes.per.second) [default: unlimited].
+    #[arg(
+        long,
+        env = "RILL_LOG_CLEANER_IO_MAX_BYTES_PER_SECOND",
+        value_name = "BYTES"
+    )]
+    pub log_cleaner_io_max_bytes_per_second: Option<i64>,
+    /// Sleep of a cleaner thread that found nothing to clean (log.cleaner.backoff.ms)
+    /// [default: 15000].
+    #[arg(long, env = "RILL_LOG_CLEANER_BACKOFF_MS", value_name = "MS")]
+    pub log_cleaner_backoff_ms: Option<u64>,
     /// Log level or filter (`error`, `warn`, `info`, `debug`, `trace`, or `rill_broker=debug`)
     /// [default: info; the RILL_LOG variable also sets it].
     #[arg(long, value_name = "FILTER")]
@@ -104,6 +128,10 @@ struct FileConfig {
     transactional_id_expiration_ms: Option<i64>,
     metrics_listen: Option<String>,
     metrics: Option<bool>,
+    log_cleaner_threads: Option<usize>,
+    log_cleaner_dedupe_buffer_size: Option<u64>,
+    log_cleaner_io_max_bytes_per_second: Option<i64>,
+    log_cleaner_backoff_ms: Option<u64>,
     log_level: Option<String>,
 }
 
@@ -129,6 +157,11 @@ pub struct ServeConfig {
     /// defaulted: then failing to bind it is an error, not a warning.
     #[serde(skip)]
     pub metrics_listen_explicit: bool,
+    pub log_cleaner_threads: usize,
+    pub log_cleaner_dedupe_buffer_size: u64,
+    /// `i64::MAX`: no limit.
+    pub log_cleaner_io_max_bytes_per_second: i64,
+    pub log_cleaner_backoff_ms: u64,
     pub log_level: String,
 }
 
@@ -209,6 +242,26 @@ impl ServeConfig {
                 DEFAULT_METRICS_LISTEN.into(),
             ),
             metrics_listen_explicit,
+            log_cleaner_threads: pick(
+                args.log_cleaner_threads,
+                file.log_cleaner_threads,
+                defaults.cleaner.threads,
+            ),
+            log_cleaner_dedupe_buffer_size: pick(
+                args.log_cleaner_dedupe_buffer_size,
+                file.log_cleaner_dedupe_buffer_size,
+                defaults.cleaner.dedupe_buffer_bytes as u64,
+            ),
+            log_cleaner_io_max_bytes_per_second: pick(
+                args.log_cleaner_io_max_bytes_per_second,
+                file.log_cleaner_io_max_bytes_per_second,
+                i64::MAX,
+            ),
+            log_cleaner_backoff_ms: pick(
+                args.log_cleaner_backoff_ms,
+                file.log_cleaner_backoff_ms,
+                defaults.cleaner.backoff_ms,
+            ),
             log_level: pick(
                 args.log_level
                     .clone()
@@ -254,6 +307,20 @@ impl ServeConfig {
                 self.decompressed_batch_max_bytes
             );
         }
+        if self.log_cleaner_threads > 0
+            && self.log_cleaner_dedupe_buffer_size < (self.log_cleaner_threads as u64) << 20
+        {
+            bail!(
+                "invalid value for log_cleaner_dedupe_buffer_size: {} (must be at least 1 MiB per cleaner thread)",
+                self.log_cleaner_dedupe_buffer_size
+            );
+        }
+        if self.log_cleaner_io_max_bytes_per_second < 1 {
+            bail!(
+                "invalid value for log_cleaner_io_max_bytes_per_second: {} (must be at least 1)",
+                self.log_cleaner_io_max_bytes_per_second
+            );
+        }
         self.write_mode()?;
         tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .with_context(|| format!("invalid value for log_level: '{}'", self.log_level))?;
@@ -287,6 +354,18 @@ impl ServeConfig {
             connections_max_idle_ms: self.connections_max_idle_ms,
             producer_id_expiration_ms: self.producer_id_expiration_ms,
             transactional_id_expiration_ms: self.transactional_id_expiration_ms,
+            cleaner: rill_storage::CleanerConfig {
+                enable: self.log_cleaner_threads > 0,
+                threads: self.log_cleaner_threads.max(1),
+                dedupe_buffer_bytes: usize::try_from(self.log_cleaner_dedupe_buffer_size)
+                    .unwrap_or(usize::MAX),
+                io_max_bytes_per_second: if self.log_cleaner_io_max_bytes_per_second == i64::MAX {
+                    f64::MAX
+                } else {
+                    self.log_cleaner_io_max_bytes_per_second as f64
+                },
+                backoff_ms: self.log_cleaner_backoff_ms,
+            },
             ..BrokerConfig::default()
         })
     }

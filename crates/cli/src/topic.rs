@@ -61,6 +61,10 @@ pub struct DescribeArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// The broker's `/metrics` endpoint, read for the log cleaner's dirty ratio per partition
+    /// (not part of the Kafka protocol). Unreachable: the ratio is shown as unknown.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9644")]
+    pub metrics: String,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }
@@ -183,6 +187,18 @@ async fn describe(a: DescribeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("reading configs of topic '{}'", a.topic))?;
     let set: Vec<_> = configs.iter().filter(|c| !c.is_default).collect();
+    let policy = configs
+        .iter()
+        .find(|c| c.name == "cleanup.policy")
+        .and_then(|c| c.value.clone())
+        .unwrap_or_else(|| "delete".into());
+    let compacted = policy.split(',').any(|p| p.trim() == "compact");
+    let ratios = if compacted {
+        dirty_ratios(&a.metrics, &a.topic)
+    } else {
+        None
+    };
+    let ratio = |p: i32| ratios.as_ref().and_then(|r| r.get(&p).copied());
     let offset = |list: &[(i32, i64, i64)], p: i32| {
         list.iter()
             .find(|(q, _, _)| *q == p)
@@ -200,6 +216,7 @@ async fn describe(a: DescribeArgs) -> anyhow::Result<()> {
                     "isr": p.isr,
                     "log_start_offset": offset(&starts, p.partition),
                     "log_end_offset": offset(&ends, p.partition),
+                    "dirty_ratio": ratio(p.partition),
                 })
             })
             .collect();
@@ -209,7 +226,7 @@ async fn describe(a: DescribeArgs) -> anyhow::Result<()> {
             .collect();
         println!(
             "{}",
-            json!({"name": topic.name, "id": topic.id.to_string(), "partitions": partitions, "configs": configs})
+            json!({"name": topic.name, "id": topic.id.to_string(), "cleanup_policy": policy, "partitions": partitions, "configs": configs})
         );
         return Ok(());
     }
@@ -224,9 +241,18 @@ async fn describe(a: DescribeArgs) -> anyhow::Result<()> {
         .map(|c| format!("{}={}", c.name, c.value.as_deref().unwrap_or("")))
         .collect();
     println!("Configs: {}", configs.join(","));
+    println!("CleanupPolicy: {policy}");
     for p in &topic.partitions {
+        let dirty = if !compacted {
+            String::new()
+        } else {
+            match ratio(p.partition) {
+                Some(r) => format!("  DirtyRatio: {r:.3}"),
+                None => "  DirtyRatio: unknown".into(),
+            }
+        };
         println!(
-            "  Partition: {}  Leader: {}  Replicas: {:?}  Isr: {:?}  LogStartOffset: {}  LogEndOffset: {}",
+            "  Partition: {}  Leader: {}  Replicas: {:?}  Isr: {:?}  LogStartOffset: {}  LogEndOffset: {}{dirty}",
             p.partition,
             p.leader,
             p.replicas,
@@ -236,6 +262,53 @@ async fn describe(a: DescribeArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The log cleaner's dirty ratio per partition of `topic`, from the broker's Prometheus
+/// endpoint (`rill_log_cleaner_dirty_ratio`). `None` when it cannot be read: a plain
+/// HTTP/1.1 GET with a 2 s timeout and a 16 MiB bound on the answer.
+fn dirty_ratios(addr: &str, topic: &str) -> Option<std::collections::HashMap<i32, f64>> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    use std::time::Duration;
+    let timeout = Duration::from_secs(2);
+    let sock = addr.to_socket_addrs().ok()?.next()?;
+    let mut stream = std::net::TcpStream::connect_timeout(&sock, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.set_write_timeout(Some(timeout)).ok()?;
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut body = Vec::new();
+    stream.take(16 << 20).read_to_end(&mut body).ok()?;
+    let text = String::from_utf8_lossy(&body);
+    let mut out = std::collections::HashMap::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("rill_log_cleaner_dirty_ratio{") else {
+            continue;
+        };
+        let Some((labels, value)) = rest.split_once("} ") else {
+            continue;
+        };
+        let label = |name: &str| {
+            labels.split(',').find_map(|kv| {
+                let (k, v) = kv.split_once('=')?;
+                (k == name).then(|| v.trim_matches('"').to_string())
+            })
+        };
+        if label("topic").as_deref() != Some(topic) {
+            continue;
+        }
+        if let (Some(p), Ok(v)) = (
+            label("partition").and_then(|p| p.parse().ok()),
+            value.trim().parse::<f64>(),
+        ) {
+            out.insert(p, v);
+        }
+    }
+    Some(out)
 }
 
 async fn delete(a: DeleteArgs) -> anyhow::Result<()> {

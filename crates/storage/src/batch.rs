@@ -115,6 +115,17 @@ impl BatchHeader {
 /// Checks one batch at the front of `bytes` and returns its header. Used on the produce path
 /// and by recovery; the two must agree on what a valid batch is (TigerStyle: pair assertions).
 pub fn validate(bytes: &[u8], max_batch_size: usize) -> Result<BatchHeader> {
+    check(bytes, max_batch_size, false)
+}
+
+/// [`validate`] for a batch already in the log: the cleaner removes records from a batch and
+/// keeps its last offset (as Kafka does, so offsets and producer sequences stay put), so a
+/// stored batch may have `lastOffsetDelta` above `recordCount - 1`.
+pub fn validate_stored(bytes: &[u8], max_batch_size: usize) -> Result<BatchHeader> {
+    check(bytes, max_batch_size, true)
+}
+
+fn check(bytes: &[u8], max_batch_size: usize, cleaned: bool) -> Result<BatchHeader> {
     let corrupt = |reason: String| StorageError::CorruptRecord { reason };
     let header = BatchHeader::parse(bytes).ok_or_else(|| {
         corrupt(format!(
@@ -159,7 +170,12 @@ pub fn validate(bytes: &[u8], max_batch_size: usize) -> Result<BatchHeader> {
     if header.record_count <= 0 {
         return Err(invalid(format!("record count {}", header.record_count)));
     }
-    if header.last_offset_delta != header.record_count - 1 {
+    let deltas_ok = if cleaned {
+        header.last_offset_delta >= header.record_count - 1
+    } else {
+        header.last_offset_delta == header.record_count - 1
+    };
+    if !deltas_ok {
         return Err(invalid(format!(
             "lastOffsetDelta {} does not match record count {}",
             header.last_offset_delta, header.record_count

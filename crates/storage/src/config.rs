@@ -66,6 +66,17 @@ pub struct LogConfig {
     pub cleanup_policy: String,
     /// `rill.high.watermark.visibility`: `durable` or `written`.
     pub visibility: Visibility,
+    /// `delete.retention.ms`: how long a tombstone (null value) stays in a compacted log after
+    /// it was first cleaned, so that consumers reading from the start see the delete.
+    pub delete_retention_ms: i64,
+    /// `min.compaction.lag.ms`: records younger than this are not compacted.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a log whose oldest dirty record is older than this is cleaned
+    /// whatever its dirty ratio.
+    pub max_compaction_lag_ms: i64,
+    /// `min.cleanable.dirty.ratio`, in millionths (a float in Kafka; kept exact here so the
+    /// config stays `Eq`): the cleaner picks a log once dirty bytes / cleanable bytes reach it.
+    pub min_cleanable_dirty_ratio_ppm: u32,
 }
 
 impl Default for LogConfig {
@@ -82,6 +93,10 @@ impl Default for LogConfig {
             flush_ms: None,
             cleanup_policy: "delete".to_string(),
             visibility: Visibility::Durable,
+            delete_retention_ms: DAY_MS as i64,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            min_cleanable_dirty_ratio_ppm: 500_000,
         }
     }
 }
@@ -91,7 +106,7 @@ const KAFKA_NEVER: u64 = i64::MAX as u64;
 
 impl LogConfig {
     /// Every key [`LogConfig::set`] accepts.
-    pub const KEYS: [&'static str; 11] = [
+    pub const KEYS: [&'static str; 15] = [
         "segment.bytes",
         "segment.ms",
         "index.interval.bytes",
@@ -103,6 +118,10 @@ impl LogConfig {
         "flush.ms",
         "cleanup.policy",
         "rill.high.watermark.visibility",
+        "delete.retention.ms",
+        "min.compaction.lag.ms",
+        "max.compaction.lag.ms",
+        "min.cleanable.dirty.ratio",
     ];
 
     /// Whether `retention.ms` and `retention.bytes` apply: only when `cleanup.policy` includes
@@ -130,6 +149,11 @@ impl LogConfig {
                 self.flush_policy(),
                 FlushPolicy::OnAck | FlushPolicy::EveryAppend
             )
+    }
+
+    /// `min.cleanable.dirty.ratio` as Kafka states it.
+    pub fn min_cleanable_dirty_ratio(&self) -> f64 {
+        f64::from(self.min_cleanable_dirty_ratio_ppm) / 1e6
     }
 
     /// The flush policy these settings describe.
@@ -197,6 +221,19 @@ impl LogConfig {
                     _ => return Err(invalid("must be durable or written")),
                 }
             }
+            "delete.retention.ms" => self.delete_retention_ms = int(0)?,
+            "min.compaction.lag.ms" => self.min_compaction_lag_ms = int(0)?,
+            "max.compaction.lag.ms" => self.max_compaction_lag_ms = int(1)?,
+            "min.cleanable.dirty.ratio" => {
+                let v: f64 = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| invalid(&format!("{value:?} is not a number")))?;
+                if !(0.0..=1.0).contains(&v) {
+                    return Err(invalid(&format!("{v} is not between 0 and 1")));
+                }
+                self.min_cleanable_dirty_ratio_ppm = (v * 1e6).round() as u32;
+            }
             _ => return Err(invalid("unknown topic config")),
         }
         Ok(())
@@ -235,6 +272,10 @@ impl LogConfig {
                 Visibility::Durable => "durable".to_string(),
                 Visibility::Written => "written".to_string(),
             },
+            "delete.retention.ms" => self.delete_retention_ms.to_string(),
+            "min.compaction.lag.ms" => self.min_compaction_lag_ms.to_string(),
+            "max.compaction.lag.ms" => self.max_compaction_lag_ms.to_string(),
+            "min.cleanable.dirty.ratio" => self.min_cleanable_dirty_ratio().to_string(),
             _ => return None,
         })
     }
@@ -258,6 +299,16 @@ impl LogConfig {
             return Err(StorageError::InvalidConfig {
                 key: "segment.bytes".into(),
                 reason: "below 14".into(),
+            });
+        }
+        // Kafka's LogConfig.validate: the lags must not contradict each other.
+        if self.min_compaction_lag_ms > self.max_compaction_lag_ms {
+            return Err(StorageError::InvalidConfig {
+                key: "min.compaction.lag.ms".into(),
+                reason: format!(
+                    "{} conflicts with max.compaction.lag.ms {}",
+                    self.min_compaction_lag_ms, self.max_compaction_lag_ms
+                ),
             });
         }
         Ok(())
@@ -284,6 +335,13 @@ mod tests {
         assert!(e.contains(&("retention.ms", "-1".to_string(), false)));
         assert!(e.contains(&("segment.bytes", GIB.to_string(), true)));
         assert_eq!(e.len(), LogConfig::KEYS.len());
+        assert!(e.contains(&("min.cleanable.dirty.ratio", "0.5".to_string(), true)));
+        assert!(e.contains(&("delete.retention.ms", "86400000".to_string(), true)));
+        c.set("min.cleanable.dirty.ratio", "0.01").unwrap();
+        assert_eq!(c.min_cleanable_dirty_ratio(), 0.01);
+        c.set("min.compaction.lag.ms", "10").unwrap();
+        c.set("max.compaction.lag.ms", "5").unwrap();
+        assert!(c.validate().is_err(), "min lag above max lag is refused");
     }
 
     #[test]
@@ -322,6 +380,10 @@ mod tests {
             ("segment.bytes", "3"),
             ("nope", "1"),
             ("cleanup.policy", "zap"),
+            ("min.cleanable.dirty.ratio", "1.5"),
+            ("min.cleanable.dirty.ratio", "x"),
+            ("delete.retention.ms", "-1"),
+            ("max.compaction.lag.ms", "0"),
         ] {
             match c.set(k, v) {
                 Err(StorageError::InvalidConfig { key, .. }) => assert_eq!(key, k),

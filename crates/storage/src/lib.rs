@@ -16,6 +16,9 @@
 //!   behind it); [`fd_cache`]: the bounded cache of open files.
 //! - [`flusher`]: the data directory's group commit thread (durability and visibility).
 //! - [`checkpoint`]: recovery point file; [`config`]: Kafka-named topic configs.
+//! - [`cleaner`]: one compaction pass and its crash-safe segment swap; [`offset_map`]: its
+//!   bounded key map; [`keyed_records`]: records seen by key; [`cleaner_manager`]: the bounded
+//!   pool of cleaner threads, its throttle and log selection.
 //!
 //! The crate knows nothing of the Kafka wire protocol, sockets or tokio: its blocking calls
 //! (`wait_durable`, `flush`, opening logs) are meant for a blocking thread pool, and
@@ -23,6 +26,8 @@
 
 pub mod batch;
 pub mod checkpoint;
+pub mod cleaner;
+pub mod cleaner_manager;
 pub mod compression;
 pub mod config;
 pub mod error;
@@ -30,9 +35,11 @@ pub mod fd_cache;
 pub mod file_io;
 pub mod flusher;
 pub mod index;
+pub mod keyed_records;
 pub mod log;
 pub mod log_manager;
 pub mod offset_index;
+pub mod offset_map;
 pub mod producer_snapshots;
 pub mod producer_state;
 pub mod records;
@@ -43,6 +50,8 @@ pub mod time_index;
 #[cfg(test)]
 mod tests;
 
+pub use cleaner::{CleanStats, CleanerMetrics};
+pub use cleaner_manager::CleanerConfig;
 pub use config::{FlushPolicy, LogConfig, Visibility};
 pub use error::StorageError;
 pub use flusher::{FlushListener, GroupSync};

@@ -219,6 +219,8 @@ pub struct Log {
     /// Time spent in the fdatasync calls of successful flushes, for the flush latency
     /// metric (`flush_nanos_total / flush_count` is the mean).
     flush_nanos_total: AtomicU64,
+    /// The log cleaner's progress and counters for this log (`cleaner.rs`).
+    pub(crate) cleaner: crate::cleaner::LogCleanerState,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -255,6 +257,8 @@ impl Log {
         files: Files,
         recovery_point: i64,
     ) -> Result<Log> {
+        // A cleaner swap interrupted by a crash is finished or discarded first.
+        crate::cleaner::recover_swaps(&*files.io, &dir)?;
         let bases = list_segments(&dir)?;
         let persisted_start = read_log_start(&dir)?;
         if bases.is_empty() {
@@ -372,6 +376,7 @@ impl Log {
             parent_dir_dirty: AtomicBool::new(false),
             flush_count: AtomicU64::new(0),
             flush_nanos_total: AtomicU64::new(0),
+            cleaner: Default::default(),
         }
     }
 
@@ -1365,6 +1370,38 @@ impl Log {
             active.dirty = true;
         }
         self.flush()
+    }
+
+    /// The log cleaner's dirty ratio and counters for this log.
+    pub fn cleaner_metrics(&self) -> crate::cleaner::CleanerMetrics {
+        crate::cleaner::metrics(self)
+    }
+
+    pub(crate) fn files(&self) -> &Files {
+        &self.files
+    }
+
+    /// The sealed segments, ascending, as the cleaner reads them (files held open).
+    pub(crate) fn sealed_segments(&self) -> Result<Vec<crate::cleaner::SegmentView>> {
+        let mut state = self.state.lock();
+        let mut out = Vec::new();
+        for segment in state.segments.values_mut().filter(|s| s.sealed) {
+            segment.ensure_indexes(&self.files)?;
+            out.push(crate::cleaner::SegmentView {
+                id: segment.id,
+                base_offset: segment.base_offset,
+                next_offset: segment.next_offset,
+                size: segment.size,
+                max_timestamp: segment.max_timestamp,
+                file: segment.log_file(&self.files, false)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Runs `f` under the log's lock (the cleaner's swap).
+    pub(crate) fn with_state<R>(&self, f: impl FnOnce(&mut LogState) -> R) -> R {
+        f(&mut self.state.lock())
     }
 
     /// Whether a flush, retention or roll is worth looking at (tests).

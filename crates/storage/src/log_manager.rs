@@ -14,6 +14,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 
 use crate::checkpoint::{self, RECOVERY_POINT_FILE};
+use crate::cleaner::{self, CleanContext, CleanStats};
+use crate::cleaner_manager::{CleanerConfig, CleanerPool};
 use crate::config::LogConfig;
 use crate::error::{Result, StorageError};
 use crate::fd_cache::FdCache;
@@ -40,6 +42,8 @@ pub struct LogManagerConfig {
     /// `producer.id.expiration.ms`: a producer id idle this long (by its last batch's
     /// timestamp, with no open transaction) is forgotten by every partition at the next tick.
     pub producer_id_expiration_ms: i64,
+    /// The log cleaner's threads, map size and throttle.
+    pub cleaner: CleanerConfig,
 }
 
 impl LogManagerConfig {
@@ -50,6 +54,7 @@ impl LogManagerConfig {
             default_log_config: LogConfig::default(),
             group_sync: GroupSync::default(),
             producer_id_expiration_ms: crate::producer_state::DEFAULT_PRODUCER_ID_EXPIRATION_MS,
+            cleaner: CleanerConfig::default(),
         }
     }
 }
@@ -77,6 +82,7 @@ pub struct LogManager {
     state: Mutex<ManagerState>,
     /// The flusher thread, joined on drop.
     flusher_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    cleaner: CleanerPool,
 }
 
 impl LogManager {
@@ -121,8 +127,10 @@ impl LogManager {
         let thread = flusher
             .start(io, "rill-flusher".to_string())
             .map_err(|e| StorageError::io("start flusher thread", dir, e))?;
+        let cleaner = CleanerPool::new(config.cleaner.clone());
         Ok(LogManager {
             config,
+            cleaner,
             files,
             state: Mutex::new(ManagerState {
                 logs,
@@ -336,12 +344,95 @@ impl LogManager {
         )
     }
 
+    /// Starts the log cleaner's threads (`log.cleaner.threads`; none when
+    /// `log.cleaner.enable` is false). [`LogManager::close`] stops them.
+    pub fn start_cleaner(self: &Arc<Self>) {
+        self.cleaner.start(Arc::downgrade(self));
+    }
+
+    /// Stops the cleaner threads; a pass in progress abandons its uncommitted files.
+    pub fn stop_cleaner(&self) {
+        self.cleaner.stop();
+    }
+
+    pub(crate) fn cleaner_pool(&self) -> &CleanerPool {
+        &self.cleaner
+    }
+
+    fn clean_context<'a>(
+        &'a self,
+        tp: &TopicPartition,
+        now: i64,
+        throttle: &'a (dyn Fn(u64) + Sync),
+    ) -> CleanContext<'a> {
+        CleanContext {
+            map_bytes: self.config.cleaner.map_bytes_per_thread(),
+            persisted_recovery_point: self.persisted_recovery_point(tp),
+            now_ms: now,
+            throttle,
+            stop: &self.cleaner.stop,
+        }
+    }
+
+    /// The recovery point of `tp` as last written to the checkpoint file: the cleaner only
+    /// rewrites segments below it.
+    fn persisted_recovery_point(&self, tp: &TopicPartition) -> i64 {
+        self.state
+            .lock()
+            .recovery_points
+            .get(tp)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// One cleaning pass over `tp` now, whatever its dirty ratio (tests, tools). `Ok(None)`
+    /// when it has nothing cleanable (or is not compacted).
+    pub fn clean_log(&self, tp: &TopicPartition) -> Result<Option<CleanStats>> {
+        let Some(log) = self.get_log(tp)? else {
+            return Err(StorageError::UnknownPartition { tp: tp.clone() });
+        };
+        let throttle = |n| self.cleaner.throttle.acquire(n);
+        cleaner::clean(&log, &self.clean_context(tp, now_ms(), &throttle))
+    }
+
+    /// One pass over the dirtiest compacted log whose dirty ratio reaches its
+    /// `min.cleanable.dirty.ratio` (or that is overdue by `max.compaction.lag.ms`).
+    /// `Ok(None)` when no log needs cleaning.
+    pub fn clean_dirtiest(&self, now: i64) -> Result<Option<(TopicPartition, CleanStats)>> {
+        let mut best: Option<(f64, Arc<Log>)> = None;
+        for log in self.open_logs() {
+            let config = log.config();
+            if !config.compacts() || log.cleaner.is_busy() {
+                continue;
+            }
+            let tp = log.topic_partition().clone();
+            let (ratio, overdue) =
+                cleaner::dirty_state(&log, self.persisted_recovery_point(&tp), now)?;
+            let due = ratio > 0.0 && ratio >= config.min_cleanable_dirty_ratio();
+            // An overdue log comes first, whatever its ratio.
+            let rank = if overdue { 2.0 + ratio } else { ratio };
+            if (due || overdue) && best.as_ref().is_none_or(|(r, _)| rank > *r) {
+                best = Some((rank, log));
+            }
+        }
+        let Some((_, log)) = best else {
+            return Ok(None);
+        };
+        let tp = log.topic_partition().clone();
+        let throttle = |n| self.cleaner.throttle.acquire(n);
+        let stats = cleaner::clean(&log, &self.clean_context(&tp, now, &throttle))?;
+        Ok(stats.map(|s| (tp, s)))
+    }
+
     /// Flushes every log, trims preallocated tails and writes the checkpoint, so the next open
     /// scans almost nothing.
     ///
     /// Goes on past a log that fails to close (it is recovered at the next open) and returns
     /// the first such error after the checkpoint.
+    ///
+    /// Stops the cleaner first.
     pub fn close(&self) -> Result<()> {
+        self.stop_cleaner();
         let mut first_error = None;
         for log in self.open_logs() {
             if log.is_offline() {

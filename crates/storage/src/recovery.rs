@@ -30,6 +30,48 @@ pub fn scan(
     limit: u64,
     expected_offset: i64,
     max_batch_bytes: usize,
+    on_batch: impl FnMut(u64, &BatchHeader),
+) -> io::Result<ScanEnd> {
+    scan_inner(
+        file,
+        start,
+        limit,
+        expected_offset,
+        max_batch_bytes,
+        false,
+        on_batch,
+    )
+}
+
+/// [`scan`] over a segment the cleaner rewrote: offsets only increase (whole batches may be
+/// gone), so a batch may start past `expected_offset`. Used only for segments below the
+/// recovery point (index rebuilds), never to find a torn tail.
+pub fn scan_cleaned(
+    file: &IoFile,
+    start: u64,
+    limit: u64,
+    expected_offset: i64,
+    max_batch_bytes: usize,
+    on_batch: impl FnMut(u64, &BatchHeader),
+) -> io::Result<ScanEnd> {
+    scan_inner(
+        file,
+        start,
+        limit,
+        expected_offset,
+        max_batch_bytes,
+        true,
+        on_batch,
+    )
+}
+
+fn scan_inner(
+    file: &IoFile,
+    start: u64,
+    limit: u64,
+    expected_offset: i64,
+    max_batch_bytes: usize,
+    gaps_allowed: bool,
     mut on_batch: impl FnMut(u64, &BatchHeader),
 ) -> io::Result<ScanEnd> {
     let mut buf = vec![
@@ -69,7 +111,8 @@ pub fn scan(
             && size >= HEADER_SIZE
             && size <= max_batch_bytes
             && pos + size as u64 <= limit
-            && header.base_offset == next_offset;
+            && (header.base_offset == next_offset
+                || (gaps_allowed && header.base_offset > next_offset));
         if !plausible {
             return Ok(ScanEnd {
                 valid_end: pos,
@@ -85,7 +128,7 @@ pub fn scan(
             buf_len = file.read_at(&mut buf, pos)?;
         }
         let at = (pos - buf_pos) as usize;
-        match batch::validate(&buf[at..buf_len], max_batch_bytes) {
+        match batch::validate_stored(&buf[at..buf_len], max_batch_bytes) {
             Ok(h) => {
                 on_batch(pos, &h);
                 pos += size as u64;

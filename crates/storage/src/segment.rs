@@ -313,10 +313,30 @@ impl Segment {
         }
     }
 
+    /// An in-memory segment that only tracks batches, for the cleaner to compute the index
+    /// entries of a segment it rewrites (no file is opened).
+    pub(crate) fn scratch(
+        files: &Files,
+        dir: &Path,
+        base_offset: i64,
+        index_interval: u32,
+    ) -> Self {
+        let mut s = Segment::new(files, dir, base_offset);
+        s.index_interval_bytes = u64::from(index_interval);
+        s
+    }
+
+    /// The index entries of a scratch segment, with the final time entry a seal adds.
+    pub(crate) fn finish_scratch(mut self) -> (Vec<OffsetEntry>, Vec<TimeEntry>) {
+        self.maybe_add_time_entry();
+        (self.offset_index.to_vec(), self.time_index.to_vec())
+    }
+
     /// Updates sizes, offsets, timestamps and index entries for a batch written at `position`.
-    fn track_batch(&mut self, position: u64, header: &BatchHeader) {
+    /// Offsets may jump forward in a cleaned segment (whole batches removed).
+    pub(crate) fn track_batch(&mut self, position: u64, header: &BatchHeader) {
         debug_assert_eq!(position, self.size);
-        debug_assert_eq!(header.base_offset, self.next_offset);
+        debug_assert!(header.base_offset >= self.next_offset);
         if self.first_timestamp.is_none() {
             self.first_timestamp = Some(header.base_timestamp);
         }
@@ -537,7 +557,8 @@ impl Segment {
             self.log_path.parent().unwrap_or(Path::new(".")),
             self.base_offset,
         );
-        let end = recovery::scan(
+        // Sealed segments may have been cleaned: offsets may skip forward.
+        let end = recovery::scan_cleaned(
             &log,
             0,
             self.size,
@@ -546,7 +567,7 @@ impl Segment {
             |pos, h| scratch.track_batch(pos, h),
         )
         .map_err(|e| StorageError::io("read", &self.log_path, e))?;
-        if end.valid_end != self.size || end.next_offset != self.next_offset {
+        if end.valid_end != self.size || end.next_offset > self.next_offset {
             return Err(StorageError::Corrupt {
                 path: self.log_path.clone(),
                 reason: format!(

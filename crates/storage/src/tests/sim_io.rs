@@ -30,9 +30,41 @@ struct SimState {
     off: bool,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SimIo {
     state: Mutex<SimState>,
+    /// Durable operations left before the simulated process dies: from then on every one
+    /// fails, as if the process stopped there (`u64::MAX`: never).
+    ops_left: std::sync::atomic::AtomicU64,
+}
+
+impl Default for SimIo {
+    fn default() -> Self {
+        SimIo {
+            state: Mutex::default(),
+            ops_left: std::sync::atomic::AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+impl SimIo {
+    /// Lets `n` more durable operations through, then fails every later one.
+    pub fn die_after(&self, n: u64) {
+        self.ops_left.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn step(&self) -> io::Result<()> {
+        use std::sync::atomic::Ordering;
+        let left = self.ops_left.load(Ordering::SeqCst);
+        if left == u64::MAX {
+            return Ok(());
+        }
+        if left == 0 {
+            return Err(io::Error::other("simulated process death"));
+        }
+        self.ops_left.store(left - 1, Ordering::SeqCst);
+        Ok(())
+    }
 }
 
 fn power_off() -> io::Error {
@@ -54,6 +86,7 @@ fn parent(path: &Path) -> PathBuf {
 
 impl FileIo for SimIo {
     fn open(&self, path: &Path, create: bool) -> io::Result<IoFile> {
+        self.step()?;
         self.state.lock().check_power()?;
         let existed = path.exists();
         let file = OsIo.open(path, create)?;
@@ -70,6 +103,7 @@ impl FileIo for SimIo {
     }
 
     fn write_at(&self, file: &IoFile, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        self.step()?;
         let len: u64 = bufs.iter().map(|b| b.len() as u64).sum();
         let mut state = self.state.lock();
         state.check_power()?;
@@ -83,6 +117,7 @@ impl FileIo for SimIo {
     }
 
     fn sync_data(&self, file: &IoFile) -> io::Result<()> {
+        self.step()?;
         let mut state = self.state.lock();
         state.check_power()?;
         state.unsynced.remove(file.path());
@@ -90,6 +125,7 @@ impl FileIo for SimIo {
     }
 
     fn allocate(&self, file: &IoFile, len: u64) -> io::Result<()> {
+        self.step()?;
         let state = self.state.lock();
         state.check_power()?;
         OsIo.allocate(file, len)
@@ -105,12 +141,14 @@ impl FileIo for SimIo {
     }
 
     fn set_len(&self, file: &IoFile, len: u64) -> io::Result<()> {
+        self.step()?;
         let state = self.state.lock();
         state.check_power()?;
         OsIo.set_len(file, len)
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.step()?;
         let mut state = self.state.lock();
         state.check_power()?;
         state.new_files.remove(dir);
@@ -118,6 +156,7 @@ impl FileIo for SimIo {
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.step()?;
         let mut state = self.state.lock();
         state.check_power()?;
         std::fs::rename(from, to)?;
