@@ -313,7 +313,7 @@ pub fn validate_all(bytes: &[u8], max_batch_size: usize) -> Result<Vec<BatchHead
 }
 
 /// Reads a zig-zag varint; `None` on truncation. Kafka records use these for lengths and deltas.
-fn read_varlong(bytes: &[u8], at: &mut usize) -> Option<i64> {
+pub(crate) fn read_varlong(bytes: &[u8], at: &mut usize) -> Option<i64> {
     let mut value: u64 = 0;
     for shift in (0..70).step_by(7) {
         let byte = *bytes.get(*at)?;
@@ -399,17 +399,7 @@ pub fn build_producer_batch(
     base_timestamp: i64,
     producer: ProducerFields,
 ) -> Vec<u8> {
-    fn varlong(out: &mut Vec<u8>, v: i64) {
-        let mut z = ((v << 1) ^ (v >> 63)) as u64;
-        loop {
-            if z < 0x80 {
-                out.push(z as u8);
-                return;
-            }
-            out.push((z as u8 & 0x7f) | 0x80);
-            z >>= 7;
-        }
-    }
+    let varlong = crate::records::put_varint;
     assert!(count > 0, "a batch holds at least one record");
     let mut records = Vec::with_capacity(count * (value.len() + 16));
     let mut body = Vec::with_capacity(value.len() + 16);

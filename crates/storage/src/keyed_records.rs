@@ -10,7 +10,8 @@
 
 use std::ops::Range;
 
-use crate::batch::{BatchHeader, HEADER_SIZE, LOG_OVERHEAD, MAGIC_V2};
+use crate::batch::{read_varlong, BatchHeader, HEADER_SIZE, LOG_OVERHEAD, MAGIC_V2};
+use crate::records::put_varint;
 
 /// Attribute bit of a transactional batch.
 pub const TRANSACTIONAL_FLAG: i16 = 0x10;
@@ -32,36 +33,9 @@ pub struct RecordRef {
     pub bytes: Range<usize>,
 }
 
-/// Reads a zig-zag varint at `at`; `None` on truncation or overlong encoding.
-fn varlong(bytes: &[u8], at: &mut usize) -> Option<i64> {
-    let mut value: u64 = 0;
-    for shift in (0..70).step_by(7) {
-        let byte = *bytes.get(*at)?;
-        *at += 1;
-        value |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Some(((value >> 1) as i64) ^ -((value & 1) as i64));
-        }
-    }
-    None
-}
-
-fn put_varlong(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    // Bounded: at most 10 bytes.
-    loop {
-        if z < 0x80 {
-            out.push(z as u8);
-            return;
-        }
-        out.push((z as u8 & 0x7f) | 0x80);
-        z >>= 7;
-    }
-}
-
 /// A length-prefixed byte field (key or value): `None` for length -1.
 fn field(bytes: &[u8], at: &mut usize, end: usize) -> Option<Option<Range<usize>>> {
-    let len = varlong(bytes, at)?;
+    let len = read_varlong(bytes, at)?;
     if len < 0 {
         return (len == -1).then_some(None);
     }
@@ -87,14 +61,14 @@ pub fn records(batch: &[u8]) -> Option<Vec<RecordRef>> {
     let mut out = Vec::with_capacity((header.record_count.max(0) as usize).min(end / 7));
     for _ in 0..header.record_count {
         let start = at;
-        let len = varlong(batch, &mut at)?;
+        let len = read_varlong(batch, &mut at)?;
         let record_end = at.checked_add(usize::try_from(len).ok()?)?;
         if record_end > end {
             return None;
         }
         at += 1; // attributes
-        let timestamp_delta = varlong(batch, &mut at)?;
-        let offset_delta = varlong(batch, &mut at)?;
+        let timestamp_delta = read_varlong(batch, &mut at)?;
+        let offset_delta = read_varlong(batch, &mut at)?;
         let key = field(batch, &mut at, record_end)?;
         let value = field(batch, &mut at, record_end)?;
         if at > record_end {
@@ -143,19 +117,19 @@ pub fn build_keyed_batch(records: &[KeyValue<'_>], base_timestamp: i64) -> Vec<u
     for (i, (key, value)) in records.iter().enumerate() {
         rec.clear();
         rec.push(0); // attributes
-        put_varlong(&mut rec, i as i64); // timestamp delta
-        put_varlong(&mut rec, i as i64); // offset delta
+        put_varint(&mut rec, i as i64); // timestamp delta
+        put_varint(&mut rec, i as i64); // offset delta
         for f in [key, value] {
             match f {
                 Some(b) => {
-                    put_varlong(&mut rec, b.len() as i64);
+                    put_varint(&mut rec, b.len() as i64);
                     rec.extend_from_slice(b);
                 }
-                None => put_varlong(&mut rec, -1),
+                None => put_varint(&mut rec, -1),
             }
         }
-        put_varlong(&mut rec, 0); // no headers
-        put_varlong(&mut body, rec.len() as i64);
+        put_varint(&mut rec, 0); // no headers
+        put_varint(&mut body, rec.len() as i64);
         body.extend_from_slice(&rec);
     }
     let count = records.len();
