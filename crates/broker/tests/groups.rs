@@ -686,7 +686,7 @@ async fn find_coordinator_at_every_version() {
 }
 
 /// A silent static member's session ends at its deadline, not at the next sweep: DescribeGroups
-/// 10 ms after the deadline sees the group empty (five times over, so a periodic sweep cannot
+/// shortly after the deadline sees the group empty (five times over, so a periodic sweep cannot
 /// pass by luck), never before it; and DeleteGroups 5 ms after the deadline succeeds (Kafka
 /// answers both as empty).
 #[tokio::test]
@@ -734,11 +734,14 @@ async fn static_member_session_ends_at_its_deadline() {
                     "deleted as empty, not NON_EMPTY_GROUP"
                 );
             } else {
-                tokio::time::sleep_until(answered + SESSION + Duration::from_millis(10)).await;
+                // The timer fires within a millisecond or so of the deadline on a quiet machine;
+                // 30 ms leaves room for a loaded CI machine and still fails a 100 ms sweep (which
+                // would pass all five rounds by luck about once in 400 runs).
+                tokio::time::sleep_until(answered + SESSION + Duration::from_millis(30)).await;
                 let state = describe(&mut c, &group).await.group_state.to_string();
                 assert_eq!(
                     state, "Empty",
-                    "round {round}: over within 10 ms of its deadline"
+                    "round {round}: over within 30 ms of its deadline"
                 );
             }
         }
