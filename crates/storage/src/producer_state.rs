@@ -32,9 +32,10 @@
 //! For the log cleaner (compaction): the state lives in snapshots, not only in the log, and
 //! the newest snapshot is never older than the last checkpoint, so compaction below it does
 //! not change what is loaded. The one case that reads older log is a missing or corrupt
-//! snapshot (a rebuild from the log start): to keep that rebuild exact, the cleaner must keep
-//! the last batch of each producer id (at least its header: producer id, epoch, sequences) as
-//! Kafka's cleaner does, and must never delete `.snapshot` files.
+//! snapshot (a rebuild from the log start), or a state never loaded since the last restart
+//! (no snapshot written since). To make that rebuild exact the cleaner would have to keep the
+//! last batch of each producer id (at least its header) as Kafka's cleaner does; it does not
+//! yet (see ARCHITECTURE.md), and it never deletes `.snapshot` files.
 //!
 //! Ready for transactions: each entry carries the coordinator epoch and the first offset of
 //! the producer's open transaction; the transaction coordinator will set them.
