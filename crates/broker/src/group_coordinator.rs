@@ -1097,7 +1097,13 @@ mod tests {
         };
         let tp = |p| TopicPartition::new("t", p);
         let groups: Vec<String> = (0..100).map(|g| format!("group-{g}")).collect();
-        let rounds = 200i64;
+        // 200 rounds (20 000 commits) in CI; `RILL_COMMIT_STORM_ROUNDS=10000` is the full
+        // million-commit storm (about 3 minutes).
+        let rounds: i64 = std::env::var("RILL_COMMIT_STORM_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(200)
+            .clamp(10, 100_000);
         let mut written = 0u64;
         let mut largest = 0u64;
         {
@@ -1127,6 +1133,10 @@ mod tests {
             }
             m.close().unwrap();
         }
+        eprintln!(
+            "commit storm: {} commits over 100 groups, {written} bytes written, offsets topic at most {largest} bytes",
+            rounds * 100
+        );
         // 300 live offsets (~35 KB) plus the ~110 KB of commits between two cleans, and a
         // segment per partition: bounded, far below what was written.
         assert!(written > 2_000_000, "{written}");
