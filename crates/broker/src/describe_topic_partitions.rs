@@ -22,7 +22,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
-use crate::authorizer::{ResourceType, ANONYMOUS};
+use crate::authorizer::ResourceType;
 use crate::error::NONE;
 use crate::state::BrokerState;
 use crate::topics::TopicMeta;
@@ -67,10 +67,7 @@ pub fn handle(
     let mut response = page(state, &names, cursor.as_ref(), limit, all_topics);
     for topic in &mut response.topics {
         let name = topic.name.as_ref().map_or("", |n| n.0.as_str());
-        topic.topic_authorized_operations =
-            state
-                .authorizer
-                .authorized_operations_bits(ANONYMOUS, ResourceType::Topic, name);
+        topic.topic_authorized_operations = state.authorized_operations(ResourceType::Topic, name);
     }
     response
 }

@@ -445,11 +445,9 @@ pub fn describe_groups(
             let base = if version < 3 {
                 base
             } else if r.include_authorized_operations {
-                base.with_authorized_operations(state.authorizer.authorized_operations_bits(
-                    crate::authorizer::ANONYMOUS,
-                    crate::authorizer::ResourceType::Group,
-                    &id,
-                ))
+                base.with_authorized_operations(
+                    state.authorized_operations(crate::authorizer::ResourceType::Group, &id),
+                )
             } else {
                 base.with_authorized_operations(i32::MIN)
             };

@@ -17,7 +17,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 use uuid::Uuid;
 
-use crate::authorizer::{ResourceType, ANONYMOUS};
+use crate::authorizer::ResourceType;
 use crate::error::NONE;
 use crate::state::BrokerState;
 use crate::topics::TopicMeta;
@@ -72,18 +72,14 @@ pub async fn handle(
         for topic in &mut response.topics {
             let name = topic.name.as_ref().map_or("", |n| n.0.as_str());
             topic.topic_authorized_operations =
-                state
-                    .authorizer
-                    .authorized_operations_bits(ANONYMOUS, ResourceType::Topic, name);
+                state.authorized_operations(ResourceType::Topic, name);
         }
     }
     response
 }
 
 fn cluster_operations(state: &BrokerState) -> i32 {
-    state
-        .authorizer
-        .authorized_operations_bits(ANONYMOUS, ResourceType::Cluster, "kafka-cluster")
+    state.authorized_operations(ResourceType::Cluster, "kafka-cluster")
 }
 
 async fn requested_topic(

@@ -83,6 +83,20 @@ impl BrokerState {
         }
     }
 
+    /// The authorized-operations field for a resource, as the authorizer answers it for the
+    /// connection's principal (every connection is `ANONYMOUS` until authentication exists).
+    pub fn authorized_operations(
+        &self,
+        resource_type: crate::authorizer::ResourceType,
+        name: &str,
+    ) -> i32 {
+        self.authorizer.authorized_operations_bits(
+            crate::authorizer::ANONYMOUS,
+            resource_type,
+            name,
+        )
+    }
+
     /// A partition's log, or the Kafka error code to answer with: UNKNOWN_TOPIC_OR_PARTITION
     /// when it does not exist, a storage code when it cannot be opened.
     pub fn log(&self, tp: &TopicPartition) -> Result<Arc<Log>, i16> {
