@@ -28,7 +28,7 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
-use rill_storage::{batch, keyed_records, TopicPartition};
+use rill_storage::{batch, TopicPartition};
 use tokio::sync::oneshot;
 
 use crate::error::{storage_error_code, NONE};
@@ -170,12 +170,9 @@ async fn append(
     let appended = tokio::task::spawn_blocking(move || {
         let _permit = permit;
         appending.append_checked(&batches, |b| {
-            batch::validate_records_all(b, max_decompressed_bytes)?;
-            if compacted {
-                // Kafka refuses keyless records in a compacted topic (INVALID_RECORD).
-                keyed_records::require_keys(b, max_decompressed_bytes, &partition)?;
-            }
-            Ok(())
+            // Kafka refuses keyless records in a compacted topic (INVALID_RECORD).
+            let keys_required_in = compacted.then_some(&partition);
+            batch::validate_produced_records(b, max_decompressed_bytes, keys_required_in)
         })
     })
     .await;

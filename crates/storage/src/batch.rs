@@ -208,6 +208,17 @@ const LOG_APPEND_TIME_FLAG: i16 = 0x08;
 /// `batchLength` and only checks that each lies within `bytes`. Blocking (CPU) work: run it
 /// on a blocking pool.
 pub fn validate_records_all(bytes: &[u8], max_decompressed_bytes: u64) -> Result<()> {
+    validate_produced_records(bytes, max_decompressed_bytes, None)
+}
+
+/// [`validate_records_all`], and for a compacted topic (`keys_required_in` names its
+/// partition) also Kafka's rule that every record of a data batch has a key, checked in the
+/// same pass so a compressed batch is decompressed once.
+pub fn validate_produced_records(
+    bytes: &[u8],
+    max_decompressed_bytes: u64,
+    keys_required_in: Option<&crate::TopicPartition>,
+) -> Result<()> {
     let mut buffers = ReaderBuffers::default();
     let mut at = 0;
     // Bounded: every iteration consumes at least HEADER_SIZE bytes.
@@ -222,7 +233,14 @@ pub fn validate_records_all(bytes: &[u8], max_decompressed_bytes: u64) -> Result
             .ok_or_else(|| StorageError::CorruptRecord {
                 reason: format!("batchLength {} overruns the request", header.batch_length),
             })?;
-        buffers = validate_records(batch, &header, max_decompressed_bytes, buffers)?;
+        let keys_required_in = keys_required_in.filter(|_| header.attributes & CONTROL_FLAG == 0);
+        buffers = validate_records(
+            batch,
+            &header,
+            max_decompressed_bytes,
+            keys_required_in,
+            buffers,
+        )?;
         at += size;
     }
     Ok(())
@@ -233,6 +251,7 @@ fn validate_records(
     batch: &[u8],
     header: &BatchHeader,
     max_decompressed_bytes: u64,
+    keys_required_in: Option<&crate::TopicPartition>,
     buffers: ReaderBuffers,
 ) -> Result<ReaderBuffers> {
     let invalid = |reason: String| StorageError::InvalidRecord { reason };
@@ -265,6 +284,11 @@ fn validate_records(
             return Err(invalid(format!(
                 "record {count} has offset delta {} (deltas must run 0, 1, 2, ...)",
                 record.offset_delta
+            )));
+        }
+        if let (Some(tp), true) = (keys_required_in, record.key_len < 0) {
+            return Err(invalid(format!(
+                "Compacted topic cannot accept message without key in topic partition {tp}."
             )));
         }
         count += 1;

@@ -160,47 +160,6 @@ pub fn has_null_key(batch: &[u8]) -> Option<bool> {
     records(batch).map(|rs| rs.iter().any(|r| r.key.is_none()))
 }
 
-/// Refuses batches holding a record without a key, for a compacted topic (Kafka's
-/// LogValidator, same message; the broker answers INVALID_RECORD). Control batches are
-/// exempt. Runs after [`crate::batch::validate_records_all`], so the batches are well formed;
-/// compressed ones are decompressed with the same bound.
-pub fn require_keys(
-    bytes: &[u8],
-    max_decompressed_bytes: u64,
-    tp: &crate::TopicPartition,
-) -> crate::error::Result<()> {
-    use crate::error::StorageError;
-    use crate::records::{ReaderBuffers, RecordReader};
-    let invalid = |reason: String| StorageError::InvalidRecord { reason };
-    let mut at = 0;
-    let mut buffers = ReaderBuffers::default();
-    // Bounded: every iteration consumes a whole batch of at least HEADER_SIZE bytes.
-    while at < bytes.len() {
-        let header = BatchHeader::parse(&bytes[at..])
-            .ok_or_else(|| invalid("trailing bytes shorter than a batch header".into()))?;
-        let size = header.total_size().max(HEADER_SIZE);
-        let batch = bytes
-            .get(at..at + size)
-            .ok_or_else(|| invalid("batch overruns the request".into()))?;
-        at += size;
-        if header.attributes & CONTROL_FLAG != 0 {
-            continue;
-        }
-        let mut reader = RecordReader::for_batch(batch, max_decompressed_bytes, buffers)
-            .map_err(|e| invalid(e.to_string()))?;
-        // Bounded by the batch's (already validated) records.
-        while let Some(meta) = reader.skip_record().map_err(|e| invalid(e.to_string()))? {
-            if meta.key_len < 0 {
-                return Err(invalid(format!(
-                    "Compacted topic cannot accept message without key in topic partition {tp}."
-                )));
-            }
-        }
-        buffers = reader.into_buffers();
-    }
-    Ok(())
-}
-
 /// `(offset, key, value)` of every record of an uncompressed batch (tests and tools).
 #[allow(clippy::type_complexity)]
 pub fn decode(batch: &[u8]) -> Option<Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)>> {
