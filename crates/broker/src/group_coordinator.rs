@@ -634,7 +634,8 @@ impl GroupCoordinator {
             Ok(g) => g,
             Err(e) => return all(e),
         };
-        let mut g = self.lock(&group);
+        // Moves no deadline earlier (a heartbeat at most): no rescheduling, as for Heartbeat.
+        let mut g = group.lock();
         if g.state == GroupState::Dead {
             return all(code(ResponseError::CoordinatorNotAvailable));
         }
@@ -809,7 +810,8 @@ impl GroupCoordinator {
         let group = self
             .group(group_id)
             .ok_or(code(ResponseError::GroupIdNotFound))?;
-        let mut g = self.lock(&group);
+        // Moves no deadline earlier (a heartbeat at most): no rescheduling, as for Heartbeat.
+        let mut g = group.lock();
         if g.state == GroupState::Dead {
             return Err(code(ResponseError::GroupIdNotFound));
         }
