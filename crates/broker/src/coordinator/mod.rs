@@ -1,0 +1,3 @@
+//! Log-backed coordinators.
+
+pub mod txn;
