@@ -29,7 +29,9 @@ impl Shard for TxnShard {
     type Record = TxnRecord;
 
     fn decode(key: &[u8], value: Option<&[u8]>) -> Result<Option<TxnRecord>, RecordError> {
-        TxnRecord::decode(key, value).map_err(|e| RecordError::new(e.to_string()))
+        TxnRecord::decode(key, value).map_err(|_| RecordError::Malformed {
+            what: "transaction log record",
+        })
     }
 
     fn encode(record: &TxnRecord) -> (Bytes, Option<Bytes>) {
