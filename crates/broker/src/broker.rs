@@ -10,6 +10,11 @@ use rill_storage::{LogManager, LogManagerConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::coordinator::runtime::CoordinatorRuntime;
+use crate::coordinator::txn::coordinator::{TxnConfig, TxnCoordinator};
+use crate::coordinator::txn::markers::PartitionMarkers;
+use crate::coordinator::txn::records as txn_records;
+use crate::coordinator::txn::shard::TxnShard;
 use crate::error::BrokerError;
 use crate::group_coordinator::{GroupConfig, GroupCoordinator};
 use crate::listener;
@@ -71,13 +76,13 @@ pub struct BrokerConfig {
     pub max_blocking_appends: usize,
     /// Consumer group coordinator settings (session timeouts, offsets topic, retention).
     pub groups: GroupConfig,
+    /// The transaction coordinator's settings.
+    pub transactions: TxnConfig,
     /// The file I/O seam storage writes through; `None` is the real file system. Tests put a
     /// fault-injecting one here (held or failing syncs).
     pub file_io: Option<Arc<dyn rill_storage::file_io::FileIo>>,
     /// `producer.id.expiration.ms`: partitions forget an idempotent producer idle this long.
     pub producer_id_expiration_ms: i64,
-    /// `transactional.id.expiration.ms`: accepted for the transaction coordinator to come.
-    pub transactional_id_expiration_ms: i64,
     /// The log cleaner (`log.cleaner.*`): threads, key map size, throttle, backoff.
     pub cleaner: rill_storage::CleanerConfig,
 }
@@ -102,11 +107,10 @@ impl Default for BrokerConfig {
             decompressed_batch_max_bytes: 64 << 20,
             max_blocking_appends: 8,
             groups: GroupConfig::default(),
+            transactions: TxnConfig::default(),
             file_io: None,
             producer_id_expiration_ms:
                 rill_storage::producer_state::DEFAULT_PRODUCER_ID_EXPIRATION_MS,
-            transactional_id_expiration_ms:
-                rill_storage::producer_state::DEFAULT_TRANSACTIONAL_ID_EXPIRATION_MS,
             cleaner: rill_storage::CleanerConfig::default(),
         }
     }
@@ -134,9 +138,12 @@ impl Broker {
         logs_config.producer_id_expiration_ms = config.producer_id_expiration_ms;
         logs_config.cleaner = config.cleaner.clone();
         let group_config = config.groups.clone();
+        let txn_config = config.transactions.clone();
         let io = config.file_io.clone();
-        let (logs, topics, groups, producer_ids, lock) =
-            tokio::task::spawn_blocking(move || open_storage(logs_config, group_config, io))
+        let (logs, topics, groups, txn_runtime, producer_ids, lock) =
+            tokio::task::spawn_blocking(move || {
+                open_storage(logs_config, group_config, txn_config, io)
+            })
                 .await
                 .map_err(|source| BrokerError::Join {
                     op: "opening storage",
@@ -162,7 +169,26 @@ impl Broker {
             topics = topics.all().len(),
             "broker ready"
         );
-        let state = BrokerState::new(config, logs, topics, groups, advertised, producer_ids);
+        let metrics = Arc::new(Metrics::default());
+        let producer_ids = Arc::new(producer_ids);
+        let markers = Arc::new(PartitionMarkers::new(Arc::clone(&logs), Arc::clone(&groups)));
+        let txns = Arc::new(TxnCoordinator::new(
+            txn_runtime,
+            config.transactions.clone(),
+            Arc::clone(&producer_ids),
+            markers,
+            Arc::clone(&metrics),
+        ));
+        let state = BrokerState::new(
+            config,
+            logs,
+            topics,
+            groups,
+            advertised,
+            producer_ids,
+            txns,
+            metrics,
+        );
         Ok(Broker {
             listener,
             local_addr,
@@ -196,7 +222,11 @@ impl Broker {
         let (stop_tx, stop_rx) = watch::channel(false);
         let ticker = tokio::spawn(tick_loop(Arc::clone(&self.state), stop_rx.clone()));
         let group_ticker = tokio::spawn(group_tick_loop(Arc::clone(&self.state), stop_rx.clone()));
-        let group_timer = tokio::spawn(group_timer_loop(Arc::clone(&self.state), stop_rx));
+        let group_timer = tokio::spawn(group_timer_loop(
+            Arc::clone(&self.state),
+            stop_rx.clone(),
+        ));
+        let txn_ticker = tokio::spawn(txn_tick_loop(Arc::clone(&self.state), stop_rx));
         // The cleaner's own threads; `LogManager::close` below stops them.
         self.state.logs.start_cleaner();
         listener::run(self.listener, Arc::clone(&self.state), shutdown).await;
@@ -210,7 +240,10 @@ impl Broker {
             self.state.metrics.task_failed("group ticker", &e);
         }
         if let Err(e) = group_timer.await {
-            tracing::warn!(error = %e, "group timer task failed");
+            self.state.metrics.task_failed("group timer", &e);
+        }
+        if let Err(e) = txn_ticker.await {
+            self.state.metrics.task_failed("transaction ticker", &e);
         }
         let logs = Arc::clone(&self.state.logs);
         let closed = tokio::task::spawn_blocking(move || logs.close())
@@ -264,6 +297,7 @@ type Opened = (
     Arc<LogManager>,
     Arc<TopicRegistry>,
     Arc<GroupCoordinator>,
+    CoordinatorRuntime<TxnShard>,
     ProducerIdManager,
     std::fs::File,
 );
@@ -271,6 +305,7 @@ type Opened = (
 fn open_storage(
     config: LogManagerConfig,
     group_config: GroupConfig,
+    txn_config: TxnConfig,
     io: Option<Arc<dyn rill_storage::file_io::FileIo>>,
 ) -> Result<Opened, BrokerError> {
     let data_dir = config.data_dir.clone();
@@ -293,14 +328,46 @@ fn open_storage(
         source,
     })?;
     let groups = open_groups(&logs, &topics, group_config)?;
+    let txns = open_transactions(&logs, &topics, &txn_config)?;
     let producer_ids = ProducerIdManager::open(&data_dir, now_ms())?;
     Ok((
         Arc::new(logs),
         Arc::new(topics),
         Arc::new(groups),
+        txns,
         producer_ids,
         lock,
     ))
+}
+
+/// The partition logs of an internal topic, creating it on first start with `configs`.
+fn internal_topic_logs(
+    logs: &LogManager,
+    topics: &TopicRegistry,
+    name: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> Result<Vec<Arc<rill_storage::Log>>, String> {
+    let meta = match topics.get(name) {
+        Some(meta) => meta,
+        None => {
+            let configs = configs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            topics
+                .create(logs, name, partitions, configs, false)
+                .map_err(|e| e.to_string())?
+        }
+    };
+    (0..meta.partitions)
+        .map(|partition| {
+            let tp = rill_storage::TopicPartition::new(name, partition);
+            logs.get_log(&tp)
+                .map_err(|e| format!("cannot open {tp}: {e}"))?
+                .ok_or_else(|| format!("{tp} is missing"))
+        })
+        .collect()
 }
 
 /// Creates `__consumer_offsets` on first start (kept forever: retention would drop committed
@@ -310,53 +377,69 @@ fn open_groups(
     topics: &TopicRegistry,
     config: GroupConfig,
 ) -> Result<GroupCoordinator, BrokerError> {
-    let topic_error = |e: crate::topics::TopicError| BrokerError::Groups {
-        reason: e.to_string(),
-    };
-    let meta = match topics.get(offsets_log::TOPIC) {
-        Some(meta) => meta,
-        None => {
-            // An ordinary compacted topic, cleaned by the log cleaner; segments of
-            // offsets.topic.segment.bytes (only sealed segments are cleaned); a large batch
-            // limit for groups with many members.
-            let segment_bytes = config.offsets_segment_bytes.to_string();
-            let configs = [
-                ("cleanup.policy", "compact"),
-                ("retention.ms", "-1"),
-                ("segment.bytes", segment_bytes.as_str()),
-                ("max.message.bytes", "16777216"),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-            topics
-                .create(
-                    logs,
-                    offsets_log::TOPIC,
-                    config.offsets_partitions,
-                    configs,
-                    false,
-                )
-                .map_err(topic_error)?
-        }
-    };
-    let mut partition_logs = Vec::with_capacity(meta.partitions as usize);
-    for partition in 0..meta.partitions {
-        let tp = rill_storage::TopicPartition::new(offsets_log::TOPIC, partition);
-        let log = logs
-            .get_log(&tp)
-            .map_err(|source| BrokerError::Storage {
-                op: "opening __consumer_offsets",
-                source,
-            })?
-            .ok_or_else(|| BrokerError::Groups {
-                reason: format!("{tp} is missing"),
-            })?;
-        partition_logs.push(log);
-    }
+    // An ordinary compacted topic, cleaned by the log cleaner; segments of
+    // offsets.topic.segment.bytes (only sealed segments are cleaned); a large batch limit for
+    // groups with many members.
+    let segment_bytes = config.offsets_segment_bytes.to_string();
+    let partition_logs = internal_topic_logs(
+        logs,
+        topics,
+        offsets_log::TOPIC,
+        config.offsets_partitions,
+        &[
+            ("cleanup.policy", "compact"),
+            ("retention.ms", "-1"),
+            ("segment.bytes", segment_bytes.as_str()),
+            ("max.message.bytes", "16777216"),
+        ],
+    )
+    .map_err(|reason| BrokerError::Groups { reason })?;
     GroupCoordinator::load(config, partition_logs).map_err(|e| BrokerError::Groups {
         reason: e.to_string(),
     })
+}
+
+/// Creates `__transaction_state` on first start (compacted, kept forever, as Kafka's) and
+/// replays it into the transaction coordinator's shards.
+fn open_transactions(
+    logs: &LogManager,
+    topics: &TopicRegistry,
+    config: &TxnConfig,
+) -> Result<CoordinatorRuntime<TxnShard>, BrokerError> {
+    let segment_bytes = config.segment_bytes.to_string();
+    let partition_logs = internal_topic_logs(
+        logs,
+        topics,
+        txn_records::TOPIC,
+        config.partitions,
+        &[
+            ("cleanup.policy", "compact"),
+            ("retention.ms", "-1"),
+            ("segment.bytes", segment_bytes.as_str()),
+        ],
+    )
+    .map_err(|reason| BrokerError::Transactions { reason })?;
+    let runtime = CoordinatorRuntime::load(partition_logs, |_| TxnShard::default())
+        .map_err(|e| BrokerError::Transactions {
+            reason: e.to_string(),
+        })?;
+    Ok(runtime)
+}
+
+/// Aborts timed-out transactions, expires idle transactional ids and resumes prepared
+/// transactions: once at start (a restart finishes what it finds prepared), then every
+/// `transaction.abort.timed.out.transaction.cleanup.interval.ms`.
+async fn txn_tick_loop(state: Arc<BrokerState>, mut stop: watch::Receiver<bool>) {
+    let period = Duration::from_millis(state.txns.config().abort_check_interval_ms.max(10));
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+        state.txns.tick().await;
+    }
 }
 
 /// Runs the group coordinator's timers (session expiry, rebalance deadlines) every 100 ms.

@@ -19,7 +19,7 @@ use crate::response::{self, Response};
 use crate::state::BrokerState;
 use crate::{
     acls, admin, api_versions, configs, credentials, describe_topic_partitions, fetch,
-    leader_epoch, list_offsets, metadata, produce, producer_id, quotas, replica_admin, sasl,
+    leader_epoch, list_offsets, metadata, produce, producer_id, quotas, replica_admin, sasl, txn_api,
 };
 
 /// Handles one request frame.
@@ -199,6 +199,30 @@ async fn route(
         ApiKey::InitProducerId => {
             let request = decode(&mut body, prefix)?;
             reply(prefix, &producer_id::handle(state, request).await)?
+        }
+        ApiKey::AddPartitionsToTxn => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &txn_api::add_partitions_to_txn(state, v, request).await)?
+        }
+        ApiKey::AddOffsetsToTxn => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &txn_api::add_offsets_to_txn(state, request).await)?
+        }
+        ApiKey::EndTxn => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &txn_api::end_txn(state, request).await)?
+        }
+        ApiKey::DescribeTransactions => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &txn_api::describe_transactions(state, request))?
+        }
+        ApiKey::ListTransactions => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &txn_api::list_transactions(state, v, request))?
+        }
+        ApiKey::DescribeProducers => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &txn_api::describe_producers(state, request))?
         }
         _ => return route_admin(state, api_key, prefix, body).await.map(Some),
     };

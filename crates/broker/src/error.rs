@@ -44,6 +44,9 @@ pub enum BrokerError {
     /// read).
     #[error("consumer groups: {reason}")]
     Groups { reason: String },
+    /// `__transaction_state` could not be created or loaded.
+    #[error("transactions: {reason}")]
+    Transactions { reason: String },
     #[error("topic registry {path} could not be loaded")]
     Registry {
         path: PathBuf,

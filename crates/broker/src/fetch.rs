@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::FetchRequest;
-use rill_storage::{FileSlice, StorageError, TopicPartition};
+use rill_storage::{AbortedTxn, FileSlice, Isolation, StorageError, TopicPartition};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -68,7 +68,11 @@ struct PartitionData {
     partition: i32,
     error_code: i16,
     high_watermark: i64,
+    /// Offsets below it are decided (no open transaction); read_committed reads stop there.
+    last_stable_offset: i64,
     log_start_offset: i64,
+    /// read_committed: the aborted transactions in the returned range, for the client to drop.
+    aborted: Vec<AbortedTxn>,
     slices: Vec<FileSlice>,
     records_bytes: u64,
 }
@@ -94,6 +98,11 @@ pub async fn handle(
     if request.session_id != 0 {
         return encoder.encode(ResponseError::FetchSessionIdNotFound.code(), Vec::new());
     }
+    let isolation = if encoder.read_committed {
+        Isolation::ReadCommitted
+    } else {
+        Isolation::ReadUncommitted
+    };
     let plan = plan(state, version, &request);
     let max_bytes = u64::try_from(request.max_bytes).unwrap_or(0);
     let min_bytes = u64::try_from(request.min_bytes).unwrap_or(0);
@@ -107,7 +116,7 @@ pub async fn handle(
         for waiter in &mut waiters {
             waiter.as_mut().enable();
         }
-        let (data, total_bytes, any_error) = read_all(state, &plan, max_bytes);
+        let (data, total_bytes, any_error) = read_all(state, &plan, max_bytes, isolation);
         let done = total_bytes >= min_bytes || any_error || waiters.is_empty();
         if done || Instant::now() >= deadline {
             record_metrics(state, &data);
@@ -197,6 +206,7 @@ fn read_all(
     state: &BrokerState,
     plan: &[TopicFetch],
     max_bytes: u64,
+    isolation: Isolation,
 ) -> (Vec<TopicData>, u64, bool) {
     let mut remaining_bytes = max_bytes;
     let mut total_bytes = 0u64;
@@ -212,7 +222,7 @@ fn read_all(
                         Some(code) => error_data(p.partition, code),
                         None => {
                             let limit = u64::from(p.partition_max_bytes).min(remaining_bytes);
-                            read_partition(state, &topic.name, p, limit, total_bytes == 0)
+                            read_partition(state, &topic.name, p, limit, total_bytes == 0, isolation)
                         }
                     };
                     any_error |= data.error_code != NONE;
@@ -236,7 +246,9 @@ fn error_data(partition: i32, error_code: i16) -> PartitionData {
         partition,
         error_code,
         high_watermark: -1,
+        last_stable_offset: -1,
         log_start_offset: -1,
+        aborted: Vec::new(),
         slices: Vec::new(),
         records_bytes: 0,
     }
@@ -248,6 +260,7 @@ fn read_partition(
     p: &PartitionFetch,
     limit_bytes: u64,
     min_one_batch: bool,
+    isolation: Isolation,
 ) -> PartitionData {
     let tp = TopicPartition {
         topic: topic.to_string(),
@@ -259,15 +272,18 @@ fn read_partition(
     };
     let mut data = error_data(p.partition, NONE);
     data.high_watermark = log.high_watermark();
+    data.last_stable_offset = log.last_stable_offset();
     data.log_start_offset = log.log_start_offset();
     if let Err(code) = check_current_epoch(p.current_leader_epoch, &log) {
         data.error_code = code;
         return data;
     }
     let limit_bytes = u32::try_from(limit_bytes).unwrap_or(u32::MAX);
-    match log.read(p.fetch_offset, limit_bytes, min_one_batch) {
+    match log.read_with(p.fetch_offset, limit_bytes, min_one_batch, isolation) {
         Ok(read) => {
             data.high_watermark = read.high_watermark;
+            data.last_stable_offset = read.last_stable_offset;
+            data.aborted = read.aborted;
             data.log_start_offset = read.log_start_offset;
             data.records_bytes = read.total_len();
             data.slices = read.slices;
@@ -332,14 +348,23 @@ impl Encoder {
         b.put_i32(p.partition);
         b.put_i16(p.error_code);
         b.put_i64(p.high_watermark);
-        // Without transactions the last stable offset is the high watermark.
-        b.put_i64(p.high_watermark);
+        b.put_i64(p.last_stable_offset);
         if self.version >= 5 {
             b.put_i64(p.log_start_offset);
         }
-        // Aborted transactions: none; null for read_uncommitted as Kafka sends.
-        let aborted = self.read_committed.then_some(0);
-        b.put_array_len(aborted, flexible);
+        // Aborted transactions: null for read_uncommitted, as Kafka sends.
+        if self.read_committed {
+            b.put_array_len(Some(p.aborted.len()), flexible);
+            for txn in &p.aborted {
+                b.put_i64(txn.producer_id);
+                b.put_i64(txn.first_offset);
+                if flexible {
+                    b.put_empty_tags();
+                }
+            }
+        } else {
+            b.put_array_len(None, flexible);
+        }
         if self.version >= 11 {
             b.put_i32(-1); // preferred_read_replica: none
         }
@@ -440,7 +465,13 @@ mod tests {
                         partition: *partition,
                         error_code: *error_code,
                         high_watermark: *hwm,
+                        last_stable_offset: hwm - 1,
                         log_start_offset: *start,
+                        aborted: if read_committed {
+                            vec![AbortedTxn { producer_id: *hwm, first_offset: *start }]
+                        } else {
+                            Vec::new()
+                        },
                         slices,
                         records_bytes: u64::from(len),
                     });
@@ -472,11 +503,16 @@ mod tests {
                     prop_assert_eq!(p.partition_index, spec.0);
                     prop_assert_eq!(p.error_code, spec.1);
                     prop_assert_eq!(p.high_watermark, spec.2);
-                    prop_assert_eq!(p.last_stable_offset, spec.2);
+                    prop_assert_eq!(p.last_stable_offset, spec.2 - 1);
                     if version >= 5 {
                         prop_assert_eq!(p.log_start_offset, spec.3);
                     }
                     prop_assert_eq!(p.aborted_transactions.is_some(), read_committed);
+                    if let Some(aborted) = &p.aborted_transactions {
+                        prop_assert_eq!(aborted.len(), 1);
+                        prop_assert_eq!(aborted[0].producer_id.0, spec.2);
+                        prop_assert_eq!(aborted[0].first_offset, spec.3);
+                    }
                     prop_assert_eq!(p.records.as_deref().unwrap_or(&[]), &spec.4[..]);
                 }
             }

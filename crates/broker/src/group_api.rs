@@ -14,6 +14,7 @@ use rill_storage::TopicPartition;
 
 use crate::group::{GroupState, SyncOutcome};
 use crate::group_coordinator::{self, CommitEntry, GroupCoordinator, JoinRequest, Reply};
+use crate::coordinator::txn::coordinator::TxnCoordinator;
 use crate::state::BrokerState;
 
 /// Who sent a request: the header's client id and the peer address, for DescribeGroups.
@@ -39,10 +40,10 @@ pub fn find_coordinator(
     request: m::FindCoordinatorRequest,
 ) -> m::FindCoordinatorResponse {
     let answer = |key: &StrBytes| {
-        let error = if request.key_type == 0 {
-            GroupCoordinator::validate_group_id(key).err().unwrap_or(0)
-        } else {
-            ResponseError::CoordinatorNotAvailable.code()
+        let error = match request.key_type {
+            0 => GroupCoordinator::validate_group_id(key).err().unwrap_or(0),
+            1 => TxnCoordinator::validate_id(key).err().map_or(0, |e| e.code()),
+            _ => ResponseError::InvalidRequest.code(),
         };
         let ok = error == 0;
         m::find_coordinator_response::Coordinator::default()

@@ -54,8 +54,10 @@ pub mod response_writer;
 pub mod sasl;
 pub mod state;
 pub mod topics;
+pub mod txn_api;
 
 pub use broker::{Broker, BrokerConfig};
+pub use coordinator::txn::coordinator::TxnConfig;
 pub use error::BrokerError;
 pub use metrics::{Metrics, MetricsSnapshot};
 pub use response_writer::WriteMode;

@@ -88,6 +88,8 @@ fn failed(request: ListOffsetsRequest) -> ListOffsetsResponse {
 }
 
 fn answer(state: &BrokerState, version: i16, request: ListOffsetsRequest) -> ListOffsetsResponse {
+    // v2+: read_committed clients see offsets up to the last stable offset only.
+    let read_committed = version >= 2 && request.isolation_level == 1;
     let topics = request
         .topics
         .into_iter()
@@ -119,7 +121,7 @@ fn answer(state: &BrokerState, version: i16, request: ListOffsetsRequest) -> Lis
                         }
                     }
                     let bound = state.config.decompressed_batch_max_bytes;
-                    match lookup(&log, p.timestamp, bound) {
+                    match lookup(&log, p.timestamp, read_committed, bound) {
                         Ok((timestamp, offset)) => {
                             result.error_code = NONE;
                             result.timestamp = timestamp;
@@ -142,21 +144,35 @@ fn answer(state: &BrokerState, version: i16, request: ListOffsetsRequest) -> Lis
 }
 
 /// (timestamp, offset) for one partition; (-1, -1) when no record qualifies. As Kafka, an
-/// offset at or past the high watermark is not shown (under durable visibility: not yet
-/// durable).
-fn lookup(log: &Log, timestamp: i64, max_decompressed_bytes: u64) -> Result<(i64, i64), i16> {
-    let high_watermark = log.high_watermark();
-    let found = lookup_any(log, timestamp, max_decompressed_bytes)?;
-    if (timestamp >= 0 || timestamp == MAX_TIMESTAMP) && found.1 >= high_watermark {
+/// offset at or past the last fetchable offset is not shown: the high watermark (under
+/// durable visibility: not yet durable), or for read_committed the last stable offset.
+fn lookup(
+    log: &Log,
+    timestamp: i64,
+    read_committed: bool,
+    max_decompressed_bytes: u64,
+) -> Result<(i64, i64), i16> {
+    let fetchable = if read_committed {
+        log.last_stable_offset()
+    } else {
+        log.high_watermark()
+    };
+    let found = lookup_any(log, timestamp, fetchable, max_decompressed_bytes)?;
+    if (timestamp >= 0 || timestamp == MAX_TIMESTAMP) && found.1 >= fetchable {
         return Ok((-1, -1));
     }
     Ok(found)
 }
 
-fn lookup_any(log: &Log, timestamp: i64, max_decompressed_bytes: u64) -> Result<(i64, i64), i16> {
+fn lookup_any(
+    log: &Log,
+    timestamp: i64,
+    fetchable: i64,
+    max_decompressed_bytes: u64,
+) -> Result<(i64, i64), i16> {
     match timestamp {
         EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => Ok((-1, log.log_start_offset())),
-        LATEST_TIMESTAMP => Ok((-1, log.high_watermark())),
+        LATEST_TIMESTAMP => Ok((-1, fetchable)),
         MAX_TIMESTAMP => match log.max_timestamp() {
             Ok(Some(found)) => Ok(refine_in_compressed_batch(
                 log,

@@ -91,9 +91,13 @@ pub async fn handle(
                 topic: name.clone(),
                 partition: data.index,
             };
-            let outcome = match &resolved {
-                Ok(_) => append(state, &tp, data.records, acks).await,
-                Err(code) => Err((*code, None)),
+            let verified = match (&resolved, &request.transactional_id) {
+                (Ok(_), Some(id)) if has_txn_id => verify_transactional(state, &id.0, &tp, data.records.as_deref()),
+                _ => Ok(()),
+            };
+            let outcome = match (&resolved, verified) {
+                (Ok(_), Ok(())) => append(state, &tp, data.records, acks).await,
+                (Err(code), _) | (Ok(_), Err(code)) => Err((*code, None)),
             };
             match outcome {
                 Ok((base_offset, log_start_offset, sync)) => {
@@ -244,6 +248,37 @@ async fn await_syncs(responses: &mut [TopicProduceResponse], pending: Vec<Pendin
 
 /// Whether the first batch's attributes have the transactional bit (a header read, as Kafka's
 /// `hasTransactionalRecords`; the records stay undecoded).
+/// KIP-890 verification: a transactional batch may only be written to a partition that its
+/// producer added to its ongoing transaction with its current epoch (so a late batch of an
+/// aborted or fenced transaction cannot open a new, never-ending one).
+fn verify_transactional(
+    state: &BrokerState,
+    transactional_id: &str,
+    tp: &TopicPartition,
+    records: Option<&[u8]>,
+) -> Result<(), i16> {
+    let Some(header) = records.and_then(rill_storage::batch::BatchHeader::parse) else {
+        return Ok(());
+    };
+    if !header.is_transactional() {
+        return Ok(());
+    }
+    state
+        .txns
+        .verify(
+            transactional_id,
+            header.producer_id,
+            header.producer_epoch,
+            &(tp.topic.clone(), tp.partition),
+        )
+        .map_err(|e| match e {
+            // As Kafka's produce verification: a producer the coordinator does not know is
+            // not in a transaction.
+            ResponseError::InvalidProducerIdMapping => ResponseError::InvalidTxnState.code(),
+            e => e.code(),
+        })
+}
+
 fn first_batch_is_transactional(records: &[u8]) -> bool {
     rill_storage::batch::BatchHeader::parse(records).is_some_and(|h| h.is_transactional())
 }

@@ -4,8 +4,8 @@
 //! As Kafka 4.x for a request without a transactional id: always a fresh producer id with
 //! epoch 0, whatever id and epoch the client sent (its KIP-360 epoch bumps for idempotent
 //! producers happen in the client, and the partitions accept a bumped epoch at sequence 0).
-//! A request with a transactional id is refused with COORDINATOR_NOT_AVAILABLE until the
-//! transaction coordinator exists (no coordinator to find).
+//! A request with a transactional id goes to the transaction coordinator
+//! (`coordinator::txn`), which keeps one producer id per transactional id and bumps its epoch.
 //!
 //! Ids come in blocks of [`BLOCK_SIZE`], as Kafka's controller hands them to brokers: before
 //! the first id of a block is handed out, the end of the block is written durably to
@@ -125,17 +125,36 @@ fn refused(code: i16) -> InitProducerIdResponse {
         .with_producer_epoch(-1)
 }
 
-/// A fresh producer id with epoch 0, or an error for transactional producers.
+/// With a transactional id: the transaction coordinator's producer id and bumped epoch
+/// (fencing any earlier producer of the id). An empty id is INVALID_REQUEST, as in Kafka.
+async fn transactional(
+    state: &Arc<BrokerState>,
+    transactional_id: &str,
+    request: &InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    // v3+ (KIP-360): a producer that knows its id and epoch asks to bump that epoch.
+    let expected = (request.producer_id.0 >= 0).then_some((request.producer_id.0, request.producer_epoch));
+    match state
+        .txns
+        .init_producer_id(transactional_id, request.transaction_timeout_ms, expected)
+        .await
+    {
+        Ok((producer_id, epoch)) => InitProducerIdResponse::default()
+            .with_error_code(NONE)
+            .with_producer_id(ProducerId(producer_id))
+            .with_producer_epoch(epoch),
+        Err(e) => refused(e.code()),
+    }
+}
+
+/// A fresh producer id with epoch 0 for an idempotent producer; for a transactional one, the
+/// transaction coordinator's answer.
 pub async fn handle(
     state: &Arc<BrokerState>,
     request: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
-    let transactional = request
-        .transactional_id
-        .as_ref()
-        .is_some_and(|id| !id.0.is_empty());
-    if transactional {
-        return refused(ResponseError::CoordinatorNotAvailable.code());
+    if let Some(id) = &request.transactional_id {
+        return transactional(state, &id.0, &request).await;
     }
     let ids = Arc::clone(state);
     let allocated = tokio::task::spawn_blocking(move || ids.producer_ids.next_id()).await;

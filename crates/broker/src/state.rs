@@ -10,6 +10,7 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::authorizer::{AllowAll, Authorizer};
 use crate::broker::BrokerConfig;
+use crate::coordinator::txn::coordinator::TxnCoordinator;
 use crate::group_coordinator::GroupCoordinator;
 use crate::metrics::Metrics;
 use crate::producer_id::ProducerIdManager;
@@ -42,21 +43,25 @@ pub struct BrokerState {
     /// entries are dropped when it is deleted. Shared with storage's flush listener.
     appended: Arc<Mutex<HashMap<TopicPartition, Arc<Notify>>>>,
     /// Producer ids for InitProducerId, unique across restarts.
-    pub producer_ids: ProducerIdManager,
+    pub producer_ids: Arc<ProducerIdManager>,
+    /// Transactional ids and their transactions (`__transaction_state`).
+    pub txns: Arc<TxnCoordinator>,
     /// Permits for blocking work that may decompress (produce validation and append,
     /// ListOffsets): `max_blocking_appends` of them.
     pub blocking_permits: Arc<Semaphore>,
 }
 
 impl BrokerState {
-    /// Shared state over opened storage, registry and producer id allocator.
+    /// Shared state over opened storage, registry, coordinators and producer id allocator.
     pub fn new(
         config: BrokerConfig,
         logs: Arc<LogManager>,
         topics: Arc<TopicRegistry>,
         groups: Arc<GroupCoordinator>,
         advertised: Endpoint,
-        producer_ids: ProducerIdManager,
+        producer_ids: Arc<ProducerIdManager>,
+        txns: Arc<TxnCoordinator>,
+        metrics: Arc<Metrics>,
     ) -> BrokerState {
         let write_mode = config.write_mode;
         let appended: Arc<Mutex<HashMap<TopicPartition, Arc<Notify>>>> = Arc::default();
@@ -73,12 +78,13 @@ impl BrokerState {
             logs,
             topics,
             groups,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             advertised,
             write_mode,
             authorizer: Arc::new(AllowAll),
             appended,
             producer_ids,
+            txns,
             blocking_permits,
         }
     }

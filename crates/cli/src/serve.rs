@@ -353,7 +353,10 @@ impl ServeConfig {
             write_mode: self.write_mode()?,
             connections_max_idle_ms: self.connections_max_idle_ms,
             producer_id_expiration_ms: self.producer_id_expiration_ms,
-            transactional_id_expiration_ms: self.transactional_id_expiration_ms,
+            transactions: rill_broker::TxnConfig {
+                id_expiration_ms: self.transactional_id_expiration_ms,
+                ..rill_broker::TxnConfig::default()
+            },
             cleaner: rill_storage::CleanerConfig {
                 enable: self.log_cleaner_threads > 0,
                 threads: self.log_cleaner_threads.max(1),

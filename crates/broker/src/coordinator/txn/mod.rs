@@ -4,8 +4,11 @@
 //! - [`state`]: the metadata of one id and the rules of its transitions (pure);
 //! - [`records`]: its records, in Kafka's schemas;
 //! - [`shard`]: one partition's ids, replayed by the runtime;
-//! - `coordinator`: the operations on the runtime, marker writing, timeouts.
+//! - [`coordinator`]: the operations on the runtime, the two phases of an end, timeouts;
+//! - [`markers`]: where markers are written.
 
+pub mod coordinator;
+pub mod markers;
 pub mod records;
 pub mod shard;
 pub mod state;
