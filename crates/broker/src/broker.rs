@@ -10,11 +10,10 @@ use rill_storage::{LogManager, LogManagerConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::coordinator::group::{self as groups, GroupConfig, GroupCoordinator};
 use crate::error::BrokerError;
-use crate::group_coordinator::{GroupConfig, GroupCoordinator};
 use crate::listener;
 use crate::metrics::Metrics;
-use crate::offsets_log;
 use crate::producer_id::ProducerIdManager;
 use crate::response_writer::WriteMode;
 use crate::state::{BrokerState, Endpoint};
@@ -313,7 +312,7 @@ fn open_groups(
     let topic_error = |e: crate::topics::TopicError| BrokerError::Groups {
         reason: e.to_string(),
     };
-    let meta = match topics.get(offsets_log::TOPIC) {
+    let meta = match topics.get(groups::TOPIC) {
         Some(meta) => meta,
         None => {
             // An ordinary compacted topic, cleaned by the log cleaner; segments of
@@ -332,7 +331,7 @@ fn open_groups(
             topics
                 .create(
                     logs,
-                    offsets_log::TOPIC,
+                    groups::TOPIC,
                     config.offsets_partitions,
                     configs,
                     false,
@@ -342,7 +341,7 @@ fn open_groups(
     };
     let mut partition_logs = Vec::with_capacity(meta.partitions as usize);
     for partition in 0..meta.partitions {
-        let tp = rill_storage::TopicPartition::new(offsets_log::TOPIC, partition);
+        let tp = rill_storage::TopicPartition::new(groups::TOPIC, partition);
         let log = logs
             .get_log(&tp)
             .map_err(|source| BrokerError::Storage {

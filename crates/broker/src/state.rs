@@ -10,7 +10,7 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::authorizer::{AllowAll, Authorizer};
 use crate::broker::BrokerConfig;
-use crate::group_coordinator::GroupCoordinator;
+use crate::coordinator::group::GroupCoordinator;
 use crate::metrics::Metrics;
 use crate::producer_id::ProducerIdManager;
 use crate::response_writer::WriteMode;

@@ -3,5 +3,7 @@
 //! by replaying records (at load and at run time alike).
 //!
 //! - [`runtime`]: the generic part (load, write under the shard lock, answer when durable).
+//! - [`group`]: the group coordinator, one shard per `__consumer_offsets` partition.
 
+pub mod group;
 pub mod runtime;
