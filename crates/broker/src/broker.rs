@@ -15,11 +15,10 @@ use crate::coordinator::txn::coordinator::{TxnConfig, TxnCoordinator};
 use crate::coordinator::txn::markers::PartitionMarkers;
 use crate::coordinator::txn::records as txn_records;
 use crate::coordinator::txn::shard::TxnShard;
+use crate::coordinator::group::{self as groups, GroupConfig, GroupCoordinator};
 use crate::error::BrokerError;
-use crate::group_coordinator::{GroupConfig, GroupCoordinator};
 use crate::listener;
 use crate::metrics::Metrics;
-use crate::offsets_log;
 use crate::producer_id::ProducerIdManager;
 use crate::response_writer::WriteMode;
 use crate::state::{BrokerState, Endpoint};
@@ -384,7 +383,7 @@ fn open_groups(
     let partition_logs = internal_topic_logs(
         logs,
         topics,
-        offsets_log::TOPIC,
+        groups::TOPIC,
         config.offsets_partitions,
         &[
             ("cleanup.policy", "compact"),

@@ -128,6 +128,16 @@ pub fn storage_error_code(error: &StorageError) -> i16 {
     kind.code()
 }
 
+/// Maps a coordinator runtime error (a write to a coordinator topic) to a Kafka error code:
+/// storage errors as for any append, the rest (a bug, storage gone) UNKNOWN_SERVER_ERROR.
+pub fn runtime_error_code(error: &crate::coordinator::runtime::RuntimeError) -> i16 {
+    use crate::coordinator::runtime::RuntimeError;
+    match error {
+        RuntimeError::Storage(e) => storage_error_code(e),
+        _ => ResponseError::UnknownServerError.code(),
+    }
+}
+
 /// A batch refused by a partition's producer state. Kafka answers a stale epoch with
 /// INVALID_PRODUCER_EPOCH (since 2.7, also for transactional producers on produce; fencing by
 /// a newer transactional producer is PRODUCER_FENCED from the transaction coordinator).

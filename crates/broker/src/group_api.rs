@@ -12,8 +12,10 @@ use kafka_protocol::messages::{self as m, GroupId, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use rill_storage::TopicPartition;
 
-use crate::group::{GroupState, SyncOutcome};
-use crate::group_coordinator::{self, CommitEntry, GroupCoordinator, JoinRequest, Reply};
+use crate::coordinator::group::{
+    self as group_coordinator, CommitEntry, GroupCoordinator, GroupState, JoinOutcome, JoinRequest,
+    Reply, SyncOutcome,
+};
 use crate::coordinator::txn::coordinator::TxnCoordinator;
 use crate::state::BrokerState;
 
@@ -105,11 +107,11 @@ pub async fn join_group(
         Reply::Now(o) => o,
         Reply::Later(rx, pending) => {
             let outcome = rx.await.unwrap_or_else(|_| {
-                crate::group::JoinOutcome::error(ResponseError::UnknownMemberId.code(), &member_id)
+                JoinOutcome::error(ResponseError::UnknownMemberId.code(), &member_id)
             });
             match group_coordinator::durable(pending).await {
                 Ok(()) => outcome,
-                Err(e) => crate::group::JoinOutcome::error(e, &outcome.member_id),
+                Err(e) => JoinOutcome::error(e, &outcome.member_id),
             }
         }
     };

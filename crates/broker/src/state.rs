@@ -11,7 +11,7 @@ use tokio::sync::{Notify, Semaphore};
 use crate::authorizer::{AllowAll, Authorizer};
 use crate::broker::BrokerConfig;
 use crate::coordinator::txn::coordinator::TxnCoordinator;
-use crate::group_coordinator::GroupCoordinator;
+use crate::coordinator::group::GroupCoordinator;
 use crate::metrics::Metrics;
 use crate::producer_id::ProducerIdManager;
 use crate::response_writer::WriteMode;

@@ -158,17 +158,17 @@ pub async fn add_offsets_to_txn(
     r: m::AddOffsetsToTxnRequest,
 ) -> m::AddOffsetsToTxnResponse {
     let group = r.group_id.0.as_str();
-    if crate::group_coordinator::GroupCoordinator::validate_group_id(group).is_err() {
+    if crate::coordinator::group::GroupCoordinator::validate_group_id(group).is_err() {
         return m::AddOffsetsToTxnResponse::default()
             .with_error_code(ResponseError::InvalidGroupId.code());
     }
     let offsets_partitions = state
         .topics
-        .get(crate::offsets_log::TOPIC)
+        .get(crate::coordinator::group::TOPIC)
         .map_or(1, |meta| meta.partitions);
     let partition = (
-        crate::offsets_log::TOPIC.to_string(),
-        crate::offsets_log::partition_for(group, offsets_partitions),
+        crate::coordinator::group::TOPIC.to_string(),
+        crate::coordinator::runtime::partition_for(group, offsets_partitions),
     );
     let result = state
         .txns
@@ -272,7 +272,7 @@ pub fn list_transactions(
         .filter(|f| !STATE_NAMES.iter().any(|st| st.name() == f.as_str()))
         .cloned()
         .collect();
-    let now = crate::group_coordinator::now_ms();
+    let now = crate::coordinator::group::now_ms();
     // v1+: only transactions running longer than this (-1: no filter).
     let min_duration = if version >= 1 { r.duration_filter } else { -1 };
     let listed = state

@@ -3,7 +3,9 @@
 //! by replaying records (at load and at run time alike).
 //!
 //! - [`runtime`]: the generic part (load, write under the shard lock, answer when durable).
+//! - [`group`]: the group coordinator, one shard per `__consumer_offsets` partition.
 //! - [`txn`]: the transaction coordinator (`__transaction_state`).
 
+pub mod group;
 pub mod runtime;
 pub mod txn;

@@ -92,6 +92,8 @@ pub trait Shard: Send + 'static {
     fn replay(&mut self, offset: i64, producer: Option<(i64, i16)>, record: Self::Record);
     /// A commit/abort marker for `producer_id` in this partition (default: nothing).
     fn replay_end_txn(&mut self, _producer_id: i64, _producer_epoch: i16, _commit: bool) {}
+    /// Called once when the start-up replay of the partition is done (default: nothing).
+    fn on_loaded(&mut self) {}
 }
 
 /// What a write operation returns: records to append (as one batch, atomically) and the answer
@@ -132,6 +134,17 @@ impl<T> Written<T> {
     /// The response, before durability (to shape an error answer from it).
     pub fn response(&self) -> &T {
         &self.response
+    }
+
+    /// The response and, apart, the handle to wait for its records' durability.
+    pub fn split(self) -> (T, Written<()>) {
+        (
+            self.response,
+            Written {
+                response: (),
+                durable: self.durable,
+            },
+        )
     }
 
     /// Whether the operation appended records.
@@ -196,6 +209,7 @@ impl<S: Shard> CoordinatorRuntime<S> {
             let partition = partition as i32;
             let mut shard = new_shard(partition);
             replay_log(partition, &log, &mut shard)?;
+            shard.on_loaded();
             partitions.push(Partition {
                 log,
                 shard: Mutex::new(shard),

@@ -129,7 +129,7 @@ enum InitReply {
 }
 
 fn now_ms() -> i64 {
-    crate::group_coordinator::now_ms()
+    crate::coordinator::group::now_ms()
 }
 
 fn record(m: &TxnMetadata) -> TxnRecord {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rill_storage::{LogManager, StorageError, TopicPartition, TxnMarker};
 
 use super::coordinator::{MarkerDurable, MarkerError, MarkerWriter};
-use crate::group_coordinator::GroupCoordinator;
+use crate::coordinator::group::GroupCoordinator;
 
 /// Writes markers into this broker's partitions.
 pub struct PartitionMarkers {

@@ -15,16 +15,12 @@
 //! the Java hash of its id, so a group's records are totally ordered.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
-use rill_storage::{Log, StorageError, TopicPartition};
+use rill_storage::TopicPartition;
+
+use crate::coordinator::runtime::RecordError;
 
 /// The internal topic's name, as in Kafka.
 pub const TOPIC: &str = "__consumer_offsets";
-
-/// Largest read while replaying a partition; batches are small, this only sets the step.
-const REPLAY_READ_BYTES: u32 = 4 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OffsetValue {
@@ -70,32 +66,6 @@ pub enum StoredRecord {
     },
 }
 
-/// Why a stored record could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum OffsetsLogError {
-    #[error("malformed {what} in {TOPIC}")]
-    Malformed { what: &'static str },
-    #[error("cannot read {TOPIC}: {source}")]
-    Storage {
-        #[from]
-        source: StorageError,
-    },
-    #[error("cannot decode a batch of {TOPIC}: {reason}")]
-    Batch { reason: String },
-}
-
-/// The partition of the offsets topic that holds `group`: Kafka's
-/// `Utils.abs(groupId.hashCode()) % partitions`, with Java's String hash.
-pub fn partition_for(group: &str, partitions: i32) -> i32 {
-    (java_string_hash(group) & 0x7fff_ffff) % partitions.max(1)
-}
-
-/// Java's `String.hashCode`: over UTF-16 code units, wrapping.
-fn java_string_hash(s: &str) -> i32 {
-    s.encode_utf16()
-        .fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)))
-}
-
 fn put_string(out: &mut BytesMut, s: &str) {
     out.put_i16(s.len() as i16);
     out.put_slice(s.as_bytes());
@@ -120,30 +90,30 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], OffsetsLogError> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], RecordError> {
         if self.buf.len() < n {
-            return Err(OffsetsLogError::Malformed { what: self.what });
+            return Err(RecordError::Malformed { what: self.what });
         }
         let (head, tail) = self.buf.split_at(n);
         self.buf = tail;
         Ok(head)
     }
-    fn i16(&mut self) -> Result<i16, OffsetsLogError> {
+    fn i16(&mut self) -> Result<i16, RecordError> {
         Ok(i16::from_be_bytes(
             self.take(2)?.try_into().expect("2 bytes"),
         ))
     }
-    fn i32(&mut self) -> Result<i32, OffsetsLogError> {
+    fn i32(&mut self) -> Result<i32, RecordError> {
         Ok(i32::from_be_bytes(
             self.take(4)?.try_into().expect("4 bytes"),
         ))
     }
-    fn i64(&mut self) -> Result<i64, OffsetsLogError> {
+    fn i64(&mut self) -> Result<i64, RecordError> {
         Ok(i64::from_be_bytes(
             self.take(8)?.try_into().expect("8 bytes"),
         ))
     }
-    fn nullable_string(&mut self) -> Result<Option<String>, OffsetsLogError> {
+    fn nullable_string(&mut self) -> Result<Option<String>, RecordError> {
         let len = self.i16()?;
         if len < 0 {
             return Ok(None);
@@ -151,13 +121,13 @@ impl<'a> Reader<'a> {
         let bytes = self.take(len as usize)?;
         String::from_utf8(bytes.to_vec())
             .map(Some)
-            .map_err(|_| OffsetsLogError::Malformed { what: self.what })
+            .map_err(|_| RecordError::Malformed { what: self.what })
     }
-    fn string(&mut self) -> Result<String, OffsetsLogError> {
+    fn string(&mut self) -> Result<String, RecordError> {
         self.nullable_string()?
-            .ok_or(OffsetsLogError::Malformed { what: self.what })
+            .ok_or(RecordError::Malformed { what: self.what })
     }
-    fn bytes(&mut self) -> Result<Bytes, OffsetsLogError> {
+    fn bytes(&mut self) -> Result<Bytes, RecordError> {
         let len = self.i32()?;
         if len < 0 {
             return Ok(Bytes::new());
@@ -167,7 +137,8 @@ impl<'a> Reader<'a> {
 }
 
 impl StoredRecord {
-    fn key(&self) -> Bytes {
+    /// The stored key (Kafka's key schema, version first).
+    pub fn key(&self) -> Bytes {
         let mut out = BytesMut::new();
         match self {
             StoredRecord::Offset { group, tp, .. } => {
@@ -184,7 +155,8 @@ impl StoredRecord {
         out.freeze()
     }
 
-    fn value(&self) -> Option<Bytes> {
+    /// The stored value; `None` is a tombstone.
+    pub fn value(&self) -> Option<Bytes> {
         let mut out = BytesMut::new();
         match self {
             StoredRecord::Offset { value: None, .. } | StoredRecord::Group { value: None, .. } => {
@@ -222,10 +194,7 @@ impl StoredRecord {
 
     /// Decodes a record; `Ok(None)` for key versions this broker does not know (skipped, as a
     /// newer Kafka's records would be).
-    pub fn decode(
-        key: &[u8],
-        value: Option<&[u8]>,
-    ) -> Result<Option<StoredRecord>, OffsetsLogError> {
+    pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<Option<StoredRecord>, RecordError> {
         let mut k = Reader {
             buf: key,
             what: "key",
@@ -249,7 +218,7 @@ impl StoredRecord {
     }
 }
 
-fn decode_offset_value(bytes: &[u8]) -> Result<OffsetValue, OffsetsLogError> {
+fn decode_offset_value(bytes: &[u8]) -> Result<OffsetValue, RecordError> {
     let mut r = Reader {
         buf: bytes,
         what: "offset value",
@@ -267,14 +236,14 @@ fn decode_offset_value(bytes: &[u8]) -> Result<OffsetValue, OffsetsLogError> {
     })
 }
 
-fn decode_group_value(bytes: &[u8]) -> Result<GroupValue, OffsetsLogError> {
+fn decode_group_value(bytes: &[u8]) -> Result<GroupValue, RecordError> {
     let mut r = Reader {
         buf: bytes,
         what: "group value",
     };
     let version = r.i16()?;
     if version != 3 {
-        return Err(OffsetsLogError::Malformed {
+        return Err(RecordError::Malformed {
             what: "group value version",
         });
     }
@@ -286,7 +255,7 @@ fn decode_group_value(bytes: &[u8]) -> Result<GroupValue, OffsetsLogError> {
     let count = r.i32()?;
     // Bounded by the bytes present: each member takes at least 28 bytes.
     if count < 0 || count as usize > r.buf.len() / 28 {
-        return Err(OffsetsLogError::Malformed {
+        return Err(RecordError::Malformed {
             what: "group member count",
         });
     }
@@ -313,106 +282,9 @@ fn decode_group_value(bytes: &[u8]) -> Result<GroupValue, OffsetsLogError> {
     })
 }
 
-/// Encodes records as one uncompressed v2 batch, ready for `Log::append`.
-pub fn encode_batch(records: &[StoredRecord], now_ms: i64) -> Result<Bytes, OffsetsLogError> {
-    let records: Vec<Record> = records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: -1,
-            timestamp: now_ms,
-            key: Some(r.key()),
-            value: r.value(),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut out = BytesMut::new();
-    let options = RecordEncodeOptions {
-        version: 2,
-        compression: Compression::None,
-    };
-    RecordBatchEncoder::encode(&mut out, records.iter(), &options).map_err(|e| {
-        OffsetsLogError::Batch {
-            reason: e.to_string(),
-        }
-    })?;
-    Ok(out.freeze())
-}
-
-/// Reads every record of one offsets partition, in order (start-up replay).
-pub fn replay(log: &Log) -> Result<Vec<StoredRecord>, OffsetsLogError> {
-    let mut out = Vec::new();
-    let mut offset = log.log_start_offset();
-    let end = log.log_end_offset();
-    // Reads stop at the high watermark (the durable offset): make everything durable first,
-    // so the replay sees the whole log.
-    log.wait_durable(end)?;
-    // Bounded: each read returns at least one batch and moves `offset` past it.
-    while offset < end {
-        let bytes = log.read_bytes(offset, REPLAY_READ_BYTES)?;
-        if bytes.is_empty() {
-            break;
-        }
-        let mut buf = Bytes::from(bytes);
-        let sets =
-            RecordBatchDecoder::decode_all(&mut buf).map_err(|e| OffsetsLogError::Batch {
-                reason: e.to_string(),
-            })?;
-        let mut next = offset;
-        for set in sets {
-            for record in set.records {
-                next = next.max(record.offset + 1);
-                if record.offset < offset || record.control {
-                    continue;
-                }
-                let Some(key) = record.key else { continue };
-                match StoredRecord::decode(&key, record.value.as_deref()) {
-                    Ok(Some(r)) => out.push(r),
-                    Ok(None) => {}
-                    // One unreadable record must not keep every group from loading.
-                    Err(e) => {
-                        tracing::warn!(offset = record.offset, error = %e, "skipping a malformed record")
-                    }
-                }
-            }
-        }
-        if next <= offset {
-            return Err(OffsetsLogError::Batch {
-                reason: format!("no progress at offset {offset}"),
-            });
-        }
-        offset = next;
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn partition_matches_java_string_hash() {
-        // Values of Java's String.hashCode(), computed by a JVM.
-        assert_eq!(java_string_hash("hello"), 99_162_322);
-        assert_eq!(java_string_hash(""), 0);
-        assert_eq!(
-            java_string_hash("Aa"),
-            java_string_hash("BB"),
-            "Java's classic collision"
-        );
-        assert_eq!(partition_for("hello", 50), 99_162_322 % 50);
-        for g in ["a", "my-group", "ünïcødé", "console-consumer-12345"] {
-            assert!((0..50).contains(&partition_for(g, 50)));
-        }
-    }
 
     #[test]
     fn records_round_trip() {
@@ -463,8 +335,6 @@ mod tests {
                 .unwrap();
             assert_eq!(&decoded, r);
         }
-        let batch = encode_batch(&records, 1).unwrap();
-        rill_storage::batch::validate(&batch, 1 << 20).unwrap();
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! One consumer group of the classic group protocol: its members and the state machine
 //! (Kafka's `ClassicGroup`). Pure state: no locks, no I/O, no clocks of its own (`now` is passed
-//! in), so every transition is unit-testable. [`crate::group_coordinator`] owns the groups,
+//! in), so every transition is unit-testable. [`super::GroupCoordinator`] owns the groups,
 //! persists them and drives the timers.
 //!
 //! ```text
@@ -19,7 +19,7 @@ use kafka_protocol::error::ResponseError;
 use rill_storage::TopicPartition;
 use tokio::sync::oneshot;
 
-use crate::offsets_log::{GroupValue, MemberValue, OffsetValue};
+use super::records::{GroupValue, MemberValue, OffsetValue};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum GroupState {
@@ -126,15 +126,20 @@ pub struct Committed {
     pub leader_epoch: i32,
     pub metadata: String,
     pub commit_timestamp_ms: i64,
+    /// Offset of the record in `__consumer_offsets` that committed it: of a plain and a
+    /// transactional commit, the later record wins (as in Kafka).
+    pub record_offset: i64,
 }
 
-impl From<OffsetValue> for Committed {
-    fn from(v: OffsetValue) -> Self {
+impl Committed {
+    /// The offset committed by the stored `value` at `record_offset`.
+    pub fn from_record(v: OffsetValue, record_offset: i64) -> Self {
         Committed {
             offset: v.offset,
             leader_epoch: v.leader_epoch,
             metadata: v.metadata,
             commit_timestamp_ms: v.commit_timestamp_ms,
+            record_offset,
         }
     }
 }

@@ -1,0 +1,281 @@
+//! One partition of `__consumer_offsets` and the groups it holds: the group coordinator's
+//! [`Shard`].
+//!
+//! Durable state (committed offsets, transactional offsets pending a marker, a group's
+//! existence and deletion) changes only in [`GroupShard::replay`] and
+//! [`GroupShard::replay_end_txn`], so a start-up replay rebuilds exactly what the writes built.
+//! Membership (members, generations, join and sync phases, waiters) is in-memory state the
+//! group operations change directly; a group metadata record is a snapshot of it, written when
+//! a rebalance completes and when the group empties. At load such a record restores the
+//! group; at run time the group already is in the state it records, so its replay changes
+//! nothing (Kafka's classic groups likewise write their metadata record without replaying it).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use rill_storage::TopicPartition;
+
+use super::records::StoredRecord;
+use super::state::{Committed, Group, GroupState};
+use crate::coordinator::runtime::{RecordError, Shard};
+
+/// Offsets a producer's open transaction committed, per (group, partition), until its marker.
+type TxnOffsets = HashMap<(String, TopicPartition), Committed>;
+
+pub struct GroupShard {
+    groups: HashMap<String, Group>,
+    /// Groups of every shard (`group.max.size`'s sibling `max_groups` bounds them all).
+    group_count: Arc<AtomicUsize>,
+    /// Set once the start-up replay is done (see the module doc on group metadata records).
+    loaded: bool,
+    /// Transactional offsets not yet committed or aborted, per producer id.
+    pending_txn: HashMap<i64, TxnOffsets>,
+    /// The producers with pending offsets, per group.
+    txn_producers: HashMap<String, HashSet<i64>>,
+}
+
+impl GroupShard {
+    pub fn new(group_count: Arc<AtomicUsize>) -> GroupShard {
+        GroupShard {
+            groups: HashMap::new(),
+            group_count,
+            loaded: false,
+            pending_txn: HashMap::new(),
+            txn_producers: HashMap::new(),
+        }
+    }
+
+    pub fn group(&self, id: &str) -> Option<&Group> {
+        self.groups.get(id)
+    }
+
+    pub fn group_mut(&mut self, id: &str) -> Option<&mut Group> {
+        self.groups.get_mut(id)
+    }
+
+    pub fn groups(&self) -> impl Iterator<Item = &Group> {
+        self.groups.values()
+    }
+
+    pub fn groups_mut(&mut self) -> impl Iterator<Item = &mut Group> {
+        self.groups.values_mut()
+    }
+
+    /// The group, created (Empty) if it does not exist and fewer than `max_groups` exist.
+    pub fn group_or_create(&mut self, id: &str, max_groups: usize) -> Option<&mut Group> {
+        if !self.groups.contains_key(id) && self.group_count.load(Ordering::Relaxed) >= max_groups {
+            return None;
+        }
+        Some(self.entry(id))
+    }
+
+    /// The group, created if missing (replay applies what the log holds, with no limit).
+    fn entry(&mut self, id: &str) -> &mut Group {
+        let count = &self.group_count;
+        self.groups.entry(id.to_string()).or_insert_with(|| {
+            count.fetch_add(1, Ordering::Relaxed);
+            Group::new(id, super::now_ms())
+        })
+    }
+
+    fn remove_group(&mut self, id: &str) {
+        if let Some(mut g) = self.groups.remove(id) {
+            g.set_state(GroupState::Dead, super::now_ms());
+            self.group_count.fetch_sub(1, Ordering::Relaxed);
+        }
+        for producer in self.txn_producers.remove(id).unwrap_or_default() {
+            if let Some(offsets) = self.pending_txn.get_mut(&producer) {
+                offsets.retain(|(group, _), _| group != id);
+            }
+        }
+    }
+
+    /// Whether an open transaction holds offsets of `group` for `tp` (OffsetFetch with
+    /// `require_stable` answers UNSTABLE_OFFSET_COMMIT for it).
+    pub fn has_pending_txn_offset(&self, group: &str, tp: &TopicPartition) -> bool {
+        let key = (group.to_string(), tp.clone());
+        self.txn_producers.get(group).is_some_and(|producers| {
+            producers.iter().any(|p| {
+                self.pending_txn
+                    .get(p)
+                    .is_some_and(|offsets| offsets.contains_key(&key))
+            })
+        })
+    }
+
+    /// Whether an open transaction holds offsets of `group` (such a group does not expire).
+    pub fn has_pending_txn(&self, group: &str) -> bool {
+        self.txn_producers
+            .get(group)
+            .is_some_and(|producers| !producers.is_empty())
+    }
+
+    /// Partitions with offsets of `group` pending in a transaction.
+    pub fn pending_txn_partitions(&self, group: &str) -> Vec<TopicPartition> {
+        let mut out: Vec<TopicPartition> = self
+            .txn_producers
+            .get(group)
+            .into_iter()
+            .flatten()
+            .filter_map(|p| self.pending_txn.get(p))
+            .flat_map(|offsets| offsets.keys())
+            .filter(|(g, _)| g == group)
+            .map(|(_, tp)| tp.clone())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Drops what the replay left of groups that hold nothing (a group whose only offsets were
+    /// aborted), and marks the shard live.
+    fn finish_loading(&mut self) {
+        let empty: Vec<String> = self
+            .groups
+            .values()
+            .filter(|g| {
+                g.offsets.is_empty()
+                    && g.members.is_empty()
+                    && g.protocol_type.is_none()
+                    && !self.has_pending_txn(&g.id)
+            })
+            .map(|g| g.id.clone())
+            .collect();
+        for id in empty {
+            self.remove_group(&id);
+        }
+        self.loaded = true;
+    }
+
+    fn replay_offset(
+        &mut self,
+        offset: i64,
+        producer: Option<(i64, i16)>,
+        group: String,
+        tp: TopicPartition,
+        value: Option<super::records::OffsetValue>,
+    ) {
+        match (producer, value) {
+            (None, Some(v)) => {
+                self.entry(&group)
+                    .offsets
+                    .insert(tp, Committed::from_record(v, offset));
+            }
+            (None, None) => {
+                // A deleted offset is deleted, pending transactional ones included.
+                if let Some(g) = self.groups.get_mut(&group) {
+                    g.offsets.remove(&tp);
+                }
+                let key = (group.clone(), tp);
+                let producers: Vec<i64> = self
+                    .txn_producers
+                    .get(&group)
+                    .map(|ps| ps.iter().copied().collect())
+                    .unwrap_or_default();
+                for p in producers {
+                    if let Some(offsets) = self.pending_txn.get_mut(&p) {
+                        offsets.remove(&key);
+                    }
+                    self.forget_if_done(p, &group);
+                }
+            }
+            (Some((producer_id, _)), Some(v)) => {
+                self.entry(&group);
+                self.txn_producers
+                    .entry(group.clone())
+                    .or_default()
+                    .insert(producer_id);
+                self.pending_txn
+                    .entry(producer_id)
+                    .or_default()
+                    .insert((group, tp), Committed::from_record(v, offset));
+            }
+            (Some((producer_id, _)), None) => {
+                if let Some(offsets) = self.pending_txn.get_mut(&producer_id) {
+                    offsets.remove(&(group.clone(), tp));
+                }
+                self.forget_if_done(producer_id, &group);
+            }
+        }
+    }
+
+    /// Drops `producer` from `group`'s producers once it holds no pending offset of it.
+    fn forget_if_done(&mut self, producer: i64, group: &str) {
+        let holds = self
+            .pending_txn
+            .get(&producer)
+            .is_some_and(|offsets| offsets.keys().any(|(g, _)| g == group));
+        if holds {
+            return;
+        }
+        if let Some(producers) = self.txn_producers.get_mut(group) {
+            producers.remove(&producer);
+            if producers.is_empty() {
+                self.txn_producers.remove(group);
+            }
+        }
+    }
+}
+
+impl Shard for GroupShard {
+    type Record = StoredRecord;
+
+    fn decode(key: &[u8], value: Option<&[u8]>) -> Result<Option<StoredRecord>, RecordError> {
+        StoredRecord::decode(key, value)
+    }
+
+    fn encode(record: &StoredRecord) -> (Bytes, Option<Bytes>) {
+        (record.key(), record.value())
+    }
+
+    fn replay(&mut self, offset: i64, producer: Option<(i64, i16)>, record: StoredRecord) {
+        match record {
+            StoredRecord::Offset { group, tp, value } => {
+                self.replay_offset(offset, producer, group, tp, value)
+            }
+            StoredRecord::Group {
+                group,
+                value: Some(v),
+            } => {
+                let loaded = self.loaded;
+                let g = self.entry(&group);
+                if !loaded {
+                    g.restore(v, Instant::now());
+                }
+            }
+            StoredRecord::Group { group, value: None } => self.remove_group(&group),
+        }
+    }
+
+    fn on_loaded(&mut self) {
+        self.finish_loading();
+    }
+
+    /// A commit makes the producer's pending offsets the committed ones, unless a later
+    /// (by log offset) plain commit replaced one meanwhile, as Kafka keeps the most recent; an
+    /// abort drops them.
+    fn replay_end_txn(&mut self, producer_id: i64, _producer_epoch: i16, commit: bool) {
+        let Some(offsets) = self.pending_txn.remove(&producer_id) else {
+            return;
+        };
+        self.txn_producers.retain(|_, producers| {
+            producers.remove(&producer_id);
+            !producers.is_empty()
+        });
+        for ((group, tp), committed) in offsets {
+            if commit {
+                let g = self.entry(&group);
+                let newer = g
+                    .offsets
+                    .get(&tp)
+                    .is_none_or(|c| c.record_offset < committed.record_offset);
+                if newer {
+                    g.offsets.insert(tp, committed);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! The group coordinator over real `__consumer_offsets` logs.
+use super::*;
+use rill_storage::{LogConfig, LogManager, LogManagerConfig};
+
+fn offsets_logs(m: &LogManager, partitions: i32) -> Vec<Arc<Log>> {
+    (0..partitions)
+        .map(|p| {
+            let tp = TopicPartition::new(TOPIC, p);
+            match m.get_log(&tp).unwrap() {
+                Some(log) => log,
+                None => {
+                    let mut c = LogConfig::default();
+                    c.set("segment.bytes", "4096").unwrap();
+                    c.set("cleanup.policy", "compact").unwrap();
+                    m.create_log(&tp, c).unwrap()
+                }
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn the_log_cleaner_keeps_the_live_state_and_drops_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = GroupConfig {
+        offsets_partitions: 2,
+        ..GroupConfig::default()
+    };
+    let tp = |p| TopicPartition::new("t", p);
+    {
+        let m = LogManager::open(LogManagerConfig::new(dir.path())).unwrap();
+        let logs = offsets_logs(&m, 2);
+        let c = GroupCoordinator::load(config.clone(), logs.clone()).unwrap();
+        for round in 0..300i64 {
+            for g in ["a", "b", "c"] {
+                let entries = vec![CommitEntry {
+                    tp: tp((round % 3) as i32),
+                    offset: round,
+                    leader_epoch: 0,
+                    metadata: format!("r{round}"),
+                }];
+                let (codes, _) = c.commit(g, -1, "", None, entries, |_| true);
+                assert_eq!(codes, vec![0]);
+            }
+        }
+        let (code, _) = c.delete_group("c");
+        assert_eq!(code, 0);
+        let before: u64 = logs.iter().map(|l| l.size_bytes()).sum();
+        // The cleaner rewrites segments below the checkpointed recovery point.
+        m.checkpoint().unwrap();
+        for p in 0..2 {
+            m.clean_log(&TopicPartition::new(TOPIC, p)).unwrap();
+        }
+        let after: u64 = logs.iter().map(|l| l.size_bytes()).sum();
+        assert!(
+            after < before / 4,
+            "compaction freed little: {before} -> {after}"
+        );
+        m.close().unwrap();
+    }
+    let m = LogManager::open(LogManagerConfig::new(dir.path())).unwrap();
+    let c = GroupCoordinator::load(config, offsets_logs(&m, 2)).unwrap();
+    for g in ["a", "b"] {
+        let got = c.fetch_offsets(g, None);
+        let want: Vec<_> = (0..3)
+            .map(|p| {
+                let last = (0..300i64).filter(|r| r % 3 == p).max().unwrap();
+                (
+                    tp(p as i32),
+                    Some(Committed {
+                        offset: last,
+                        leader_epoch: 0,
+                        metadata: format!("r{last}"),
+                        commit_timestamp_ms: 0,
+                        record_offset: 0,
+                    }),
+                )
+            })
+            .collect();
+        let strip = |v: Vec<(TopicPartition, Option<Committed>)>| -> Vec<(TopicPartition, Option<i64>, Option<String>)> {
+            v.into_iter().map(|(tp, c)| (tp, c.as_ref().map(|c| c.offset), c.map(|c| c.metadata))).collect()
+        };
+        assert_eq!(strip(got), strip(want), "group {g}");
+    }
+    assert!(
+        c.fetch_offsets("c", None).is_empty(),
+        "the deleted group stays deleted"
+    );
+}
+
+/// A commit storm (20 000 commits over 100 groups) with the log cleaner running every 1 000
+/// commits keeps `__consumer_offsets` bounded on disk (the live offsets plus one interval
+/// of commits), and the latest offsets survive a restart.
+#[test]
+fn a_commit_storm_stays_bounded_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = GroupConfig {
+        offsets_partitions: 2,
+        ..GroupConfig::default()
+    };
+    let tp = |p| TopicPartition::new("t", p);
+    let groups: Vec<String> = (0..100).map(|g| format!("group-{g}")).collect();
+    // 200 rounds (20 000 commits) in CI; `RILL_COMMIT_STORM_ROUNDS=10000` is the full
+    // million-commit storm (about 3 minutes).
+    let rounds: i64 = std::env::var("RILL_COMMIT_STORM_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200)
+        .clamp(10, 100_000);
+    let mut written = 0u64;
+    let mut largest = 0u64;
+    {
+        let m = LogManager::open(LogManagerConfig::new(dir.path())).unwrap();
+        let logs = offsets_logs(&m, 2);
+        let c = GroupCoordinator::load(config.clone(), logs.clone()).unwrap();
+        for round in 0..rounds {
+            for g in &groups {
+                let entries = vec![CommitEntry {
+                    tp: tp((round % 3) as i32),
+                    offset: round,
+                    leader_epoch: 0,
+                    metadata: String::new(),
+                }];
+                let before: u64 = logs.iter().map(|l| l.size_bytes()).sum();
+                let (codes, _) = c.commit(g, -1, "", None, entries, |_| true);
+                assert_eq!(codes, vec![0]);
+                written += logs.iter().map(|l| l.size_bytes()).sum::<u64>() - before;
+            }
+            if round % 10 == 9 {
+                // What the cleaner threads do: checkpoint, then clean what is dirty.
+                m.checkpoint().unwrap();
+                // Bounded: each pass cleans one log.
+                while m.clean_dirtiest(now_ms()).unwrap().is_some() {}
+            }
+            largest = largest.max(logs.iter().map(|l| l.size_bytes()).sum());
+        }
+        m.close().unwrap();
+    }
+    eprintln!(
+        "commit storm: {} commits over 100 groups, {written} bytes written, offsets topic at most {largest} bytes",
+        rounds * 100
+    );
+    // 300 live offsets (~35 KB) plus the ~110 KB of commits between two cleans, and a
+    // segment per partition: bounded, far below what was written.
+    assert!(written > 2_000_000, "{written}");
+    assert!(
+        largest < 256 * 1024,
+        "offsets topic grew to {largest} bytes of {written} written"
+    );
+    let m = LogManager::open(LogManagerConfig::new(dir.path())).unwrap();
+    let c = GroupCoordinator::load(config, offsets_logs(&m, 2)).unwrap();
+    for g in &groups {
+        let got: Vec<_> = c
+            .fetch_offsets(g, None)
+            .into_iter()
+            .map(|(tp, c)| (tp, c.map(|c| c.offset)))
+            .collect();
+        let want: Vec<_> = (0..3)
+            .map(|p| (tp(p as i32), (0..rounds).filter(|r| r % 3 == p).max()))
+            .collect();
+        assert_eq!(got, want, "{g}");
+    }
+}
+
+#[test]
+fn offsets_of_an_empty_group_expire_after_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = LogManager::open(LogManagerConfig::new(dir.path())).unwrap();
+    let config = GroupConfig {
+        offsets_retention_ms: 50,
+        offsets_partitions: 1,
+        ..GroupConfig::default()
+    };
+    let logs = offsets_logs(&m, 1);
+    let c = GroupCoordinator::load(config.clone(), logs.clone()).unwrap();
+    let entry = |offset| {
+        vec![CommitEntry {
+            tp: TopicPartition::new("t", 0),
+            offset,
+            leader_epoch: 0,
+            metadata: String::new(),
+        }]
+    };
+    assert_eq!(c.commit("old", -1, "", None, entry(5), |_| true).0, vec![0]);
+    c.tick();
+    assert_eq!(c.fetch_offsets("old", None).len(), 1, "not expired yet");
+    std::thread::sleep(Duration::from_millis(120));
+    assert_eq!(
+        c.commit("fresh", -1, "", None, entry(7), |_| true).0,
+        vec![0]
+    );
+    // Retention counts from when the group became empty (here: was created), as in Kafka.
+    c.tick();
+    assert!(c.fetch_offsets("old", None).is_empty(), "expired");
+    assert_eq!(
+        c.fetch_offsets("fresh", None).len(),
+        1,
+        "empty for less than the retention"
+    );
+    assert!(
+        c.list().iter().all(|(id, _, _)| id != "old"),
+        "the expired group is gone"
+    );
+    // And it stays gone after a restart: tombstones were written.
+    let reloaded = GroupCoordinator::load(config, logs).unwrap();
+    assert!(reloaded.fetch_offsets("old", None).is_empty());
+}
