@@ -10,12 +10,12 @@ use rill_storage::{LogManager, LogManagerConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::coordinator::group::{self as groups, GroupConfig, GroupCoordinator};
 use crate::coordinator::runtime::CoordinatorRuntime;
 use crate::coordinator::txn::coordinator::{TxnConfig, TxnCoordinator};
 use crate::coordinator::txn::markers::PartitionMarkers;
 use crate::coordinator::txn::records as txn_records;
 use crate::coordinator::txn::shard::TxnShard;
-use crate::coordinator::group::{self as groups, GroupConfig, GroupCoordinator};
 use crate::error::BrokerError;
 use crate::listener;
 use crate::metrics::Metrics;
@@ -143,11 +143,11 @@ impl Broker {
             tokio::task::spawn_blocking(move || {
                 open_storage(logs_config, group_config, txn_config, io)
             })
-                .await
-                .map_err(|source| BrokerError::Join {
-                    op: "opening storage",
-                    source,
-                })??;
+            .await
+            .map_err(|source| BrokerError::Join {
+                op: "opening storage",
+                source,
+            })??;
         let listener =
             TcpListener::bind(&config.listen)
                 .await
@@ -170,7 +170,10 @@ impl Broker {
         );
         let metrics = Arc::new(Metrics::default());
         let producer_ids = Arc::new(producer_ids);
-        let markers = Arc::new(PartitionMarkers::new(Arc::clone(&logs), Arc::clone(&groups)));
+        let markers = Arc::new(PartitionMarkers::new(
+            Arc::clone(&logs),
+            Arc::clone(&groups),
+        ));
         let txns = Arc::new(TxnCoordinator::new(
             txn_runtime,
             config.transactions.clone(),
@@ -221,10 +224,7 @@ impl Broker {
         let (stop_tx, stop_rx) = watch::channel(false);
         let ticker = tokio::spawn(tick_loop(Arc::clone(&self.state), stop_rx.clone()));
         let group_ticker = tokio::spawn(group_tick_loop(Arc::clone(&self.state), stop_rx.clone()));
-        let group_timer = tokio::spawn(group_timer_loop(
-            Arc::clone(&self.state),
-            stop_rx.clone(),
-        ));
+        let group_timer = tokio::spawn(group_timer_loop(Arc::clone(&self.state), stop_rx.clone()));
         let txn_ticker = tokio::spawn(txn_tick_loop(Arc::clone(&self.state), stop_rx));
         // The cleaner's own threads; `LogManager::close` below stops them.
         self.state.logs.start_cleaner();
@@ -418,9 +418,11 @@ fn open_transactions(
         ],
     )
     .map_err(|reason| BrokerError::Transactions { reason })?;
-    let runtime = CoordinatorRuntime::load(partition_logs, |_| TxnShard::default())
-        .map_err(|e| BrokerError::Transactions {
-            reason: e.to_string(),
+    let runtime =
+        CoordinatorRuntime::load(partition_logs, |_| TxnShard::default()).map_err(|e| {
+            BrokerError::Transactions {
+                reason: e.to_string(),
+            }
         })?;
     Ok(runtime)
 }

@@ -19,7 +19,8 @@ use crate::response::{self, Response};
 use crate::state::BrokerState;
 use crate::{
     acls, admin, api_versions, configs, credentials, describe_topic_partitions, fetch,
-    leader_epoch, list_offsets, metadata, produce, producer_id, quotas, replica_admin, sasl, txn_api,
+    leader_epoch, list_offsets, metadata, produce, producer_id, quotas, replica_admin, sasl,
+    txn_api,
 };
 
 /// Handles one request frame.
@@ -202,7 +203,10 @@ async fn route(
         }
         ApiKey::AddPartitionsToTxn => {
             let request = decode(&mut body, prefix)?;
-            reply(prefix, &txn_api::add_partitions_to_txn(state, v, request).await)?
+            reply(
+                prefix,
+                &txn_api::add_partitions_to_txn(state, v, request).await,
+            )?
         }
         ApiKey::AddOffsetsToTxn => {
             let request = decode(&mut body, prefix)?;
@@ -210,7 +214,7 @@ async fn route(
         }
         ApiKey::EndTxn => {
             let request = decode(&mut body, prefix)?;
-            reply(prefix, &txn_api::end_txn(state, request).await)?
+            reply(prefix, &txn_api::end_txn(state, v, request).await)?
         }
         ApiKey::DescribeTransactions => {
             let request = decode(&mut body, prefix)?;

@@ -222,7 +222,14 @@ fn read_all(
                         Some(code) => error_data(p.partition, code),
                         None => {
                             let limit = u64::from(p.partition_max_bytes).min(remaining_bytes);
-                            read_partition(state, &topic.name, p, limit, total_bytes == 0, isolation)
+                            read_partition(
+                                state,
+                                &topic.name,
+                                p,
+                                limit,
+                                total_bytes == 0,
+                                isolation,
+                            )
                         }
                     };
                     any_error |= data.error_code != NONE;
@@ -283,9 +290,9 @@ fn read_partition(
         Ok(read) => {
             data.high_watermark = read.high_watermark;
             data.last_stable_offset = read.last_stable_offset;
-            data.aborted = read.aborted;
             data.log_start_offset = read.log_start_offset;
             data.records_bytes = read.total_len();
+            data.aborted = read.aborted;
             data.slices = read.slices;
         }
         Err(e) => {

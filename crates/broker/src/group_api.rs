@@ -44,7 +44,9 @@ pub fn find_coordinator(
     let answer = |key: &StrBytes| {
         let error = match request.key_type {
             0 => GroupCoordinator::validate_group_id(key).err().unwrap_or(0),
-            1 => TxnCoordinator::validate_id(key).err().map_or(0, |e| e.code()),
+            1 => TxnCoordinator::validate_id(key)
+                .err()
+                .map_or(0, |e| e.code()),
             _ => ResponseError::InvalidRequest.code(),
         };
         let ok = error == 0;

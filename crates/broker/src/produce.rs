@@ -31,6 +31,7 @@ use kafka_protocol::protocol::StrBytes;
 use rill_storage::{batch, TopicPartition};
 use tokio::sync::oneshot;
 
+use crate::coordinator::txn::coordinator::TxnError;
 use crate::error::{storage_error_code, NONE};
 use crate::metrics::Metrics;
 use crate::state::BrokerState;
@@ -45,7 +46,7 @@ struct PendingSync {
 /// Handles a produce request; `None` means acks=0 (no response).
 pub async fn handle(
     state: &Arc<BrokerState>,
-    _version: i16,
+    version: i16,
     request: ProduceRequest,
 ) -> Option<ProduceResponse> {
     let acks = request.acks;
@@ -92,12 +93,15 @@ pub async fn handle(
                 partition: data.index,
             };
             let verified = match (&resolved, &request.transactional_id) {
-                (Ok(_), Some(id)) if has_txn_id => verify_transactional(state, &id.0, &tp, data.records.as_deref()),
+                (Ok(_), Some(id)) if has_txn_id => {
+                    verify_transactional(state, version, &id.0, &tp, data.records.as_deref()).await
+                }
                 _ => Ok(()),
             };
             let outcome = match (&resolved, verified) {
                 (Ok(_), Ok(())) => append(state, &tp, data.records, acks).await,
-                (Err(code), _) | (Ok(_), Err(code)) => Err((*code, None)),
+                (Err(code), _) => Err((*code, None)),
+                (Ok(_), Err(code)) => Err((code, None)),
             };
             match outcome {
                 Ok((base_offset, log_start_offset, sync)) => {
@@ -248,11 +252,15 @@ async fn await_syncs(responses: &mut [TopicProduceResponse], pending: Vec<Pendin
 
 /// Whether the first batch's attributes have the transactional bit (a header read, as Kafka's
 /// `hasTransactionalRecords`; the records stay undecoded).
-/// KIP-890 verification: a transactional batch may only be written to a partition that its
-/// producer added to its ongoing transaction with its current epoch (so a late batch of an
-/// aborted or fenced transaction cannot open a new, never-ending one).
-fn verify_transactional(
+/// KIP-890: a transactional batch may only be written to a partition of its producer's
+/// ongoing transaction, with its current epoch, so a late batch of an aborted or fenced
+/// transaction cannot open a new, never-ending one. Produce v12+ comes from a
+/// transactions-v2 client, for which the broker adds the partition to the transaction itself
+/// (part 2); older versions are only verified (part 1). The coordinator's errors are mapped as
+/// Kafka maps them for produce.
+async fn verify_transactional(
     state: &BrokerState,
+    version: i16,
     transactional_id: &str,
     tp: &TopicPartition,
     records: Option<&[u8]>,
@@ -263,20 +271,38 @@ fn verify_transactional(
     if !header.is_transactional() {
         return Ok(());
     }
-    state
-        .txns
-        .verify(
+    let partition = (tp.topic.clone(), tp.partition);
+    let result = if version >= 12 {
+        state
+            .txns
+            .add_partitions(
+                transactional_id,
+                header.producer_id,
+                header.producer_epoch,
+                std::slice::from_ref(&partition),
+            )
+            .await
+            .map_err(|e| match e {
+                TxnError::Kafka(e) => e,
+                e => ResponseError::try_from_code(e.code())
+                    .unwrap_or(ResponseError::UnknownServerError),
+            })
+    } else {
+        state.txns.verify(
             transactional_id,
             header.producer_id,
             header.producer_epoch,
-            &(tp.topic.clone(), tp.partition),
+            &partition,
         )
-        .map_err(|e| match e {
-            // As Kafka's produce verification: a producer the coordinator does not know is
-            // not in a transaction.
-            ResponseError::InvalidProducerIdMapping => ResponseError::InvalidTxnState.code(),
-            e => e.code(),
-        })
+    };
+    result.map_err(|e| match e {
+        // A producer the coordinator does not know is not in a transaction.
+        ResponseError::InvalidProducerIdMapping => ResponseError::InvalidTxnState.code(),
+        ResponseError::ProducerFenced => ResponseError::InvalidProducerEpoch.code(),
+        // The previous transaction is still being completed: a code clients retry.
+        ResponseError::ConcurrentTransactions => ResponseError::NotEnoughReplicas.code(),
+        e => e.code(),
+    })
 }
 
 fn first_batch_is_transactional(records: &[u8]) -> bool {

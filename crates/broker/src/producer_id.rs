@@ -133,7 +133,8 @@ async fn transactional(
     request: &InitProducerIdRequest,
 ) -> InitProducerIdResponse {
     // v3+ (KIP-360): a producer that knows its id and epoch asks to bump that epoch.
-    let expected = (request.producer_id.0 >= 0).then_some((request.producer_id.0, request.producer_epoch));
+    let expected =
+        (request.producer_id.0 >= 0).then_some((request.producer_id.0, request.producer_epoch));
     match state
         .txns
         .init_producer_id(transactional_id, request.transaction_timeout_ms, expected)

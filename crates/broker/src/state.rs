@@ -10,8 +10,8 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::authorizer::{AllowAll, Authorizer};
 use crate::broker::BrokerConfig;
-use crate::coordinator::txn::coordinator::TxnCoordinator;
 use crate::coordinator::group::GroupCoordinator;
+use crate::coordinator::txn::coordinator::TxnCoordinator;
 use crate::metrics::Metrics;
 use crate::producer_id::ProducerIdManager;
 use crate::response_writer::WriteMode;

@@ -44,8 +44,10 @@ fn topic_results(
     partitions: &[(String, i32)],
     code_for: impl Fn(&(String, i32)) -> i16,
 ) -> Vec<m::add_partitions_to_txn_response::AddPartitionsToTxnTopicResult> {
-    let mut by_topic: BTreeMap<&str, Vec<m::add_partitions_to_txn_response::AddPartitionsToTxnPartitionResult>> =
-        BTreeMap::new();
+    let mut by_topic: BTreeMap<
+        &str,
+        Vec<m::add_partitions_to_txn_response::AddPartitionsToTxnPartitionResult>,
+    > = BTreeMap::new();
     for tp in partitions {
         by_topic.entry(tp.0.as_str()).or_default().push(
             m::add_partitions_to_txn_response::AddPartitionsToTxnPartitionResult::default()
@@ -63,7 +65,9 @@ fn topic_results(
         .collect()
 }
 
-fn flatten(topics: &[m::add_partitions_to_txn_request::AddPartitionsToTxnTopic]) -> Vec<(String, i32)> {
+fn flatten(
+    topics: &[m::add_partitions_to_txn_request::AddPartitionsToTxnTopic],
+) -> Vec<(String, i32)> {
     let mut out: Vec<(String, i32)> = topics
         .iter()
         .flat_map(|t| t.partitions.iter().map(|&p| (t.name.0.to_string(), p)))
@@ -125,7 +129,8 @@ pub async fn add_partitions_to_txn(
             &partitions,
         )
         .await;
-        return m::AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results);
+        return m::AddPartitionsToTxnResponse::default()
+            .with_results_by_topic_v3_and_below(results);
     }
     // v4+: batched, as brokers send them (KIP-890 verification).
     let mut results = Vec::with_capacity(r.transactions.len());
@@ -182,7 +187,13 @@ pub async fn add_offsets_to_txn(
     m::AddOffsetsToTxnResponse::default().with_error_code(code_of(&result))
 }
 
-pub async fn end_txn(state: &Arc<BrokerState>, r: m::EndTxnRequest) -> m::EndTxnResponse {
+pub async fn end_txn(
+    state: &Arc<BrokerState>,
+    version: i16,
+    r: m::EndTxnRequest,
+) -> m::EndTxnResponse {
+    // v5 is a transactions-v2 client: its epoch is bumped at every end, and the answer says
+    // which producer id and epoch to continue with.
     let result = state
         .txns
         .end_txn(
@@ -190,14 +201,19 @@ pub async fn end_txn(state: &Arc<BrokerState>, r: m::EndTxnRequest) -> m::EndTxn
             r.producer_id.0,
             r.producer_epoch,
             r.committed,
+            version >= 5,
         )
         .await;
-    // v5 carries the producer id and epoch to continue with (transactions v2 bump them at
-    // each end; this coordinator's v1 transactions keep them).
-    m::EndTxnResponse::default()
-        .with_error_code(code_of(&result))
-        .with_producer_id(if result.is_ok() { r.producer_id } else { ProducerId(-1) })
-        .with_producer_epoch(if result.is_ok() { r.producer_epoch } else { -1 })
+    match result {
+        Ok((producer_id, epoch)) => m::EndTxnResponse::default()
+            .with_error_code(NONE)
+            .with_producer_id(ProducerId(producer_id))
+            .with_producer_epoch(epoch),
+        Err(e) => m::EndTxnResponse::default()
+            .with_error_code(e.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1),
+    }
 }
 
 pub fn describe_transactions(
@@ -283,7 +299,10 @@ pub fn list_transactions(
             r.state_filters.is_empty()
                 || r.state_filters.iter().any(|f| f.as_str() == t.state.name())
         })
-        .filter(|t| r.producer_id_filters.is_empty() || r.producer_id_filters.contains(&ProducerId(t.producer_id)))
+        .filter(|t| {
+            r.producer_id_filters.is_empty()
+                || r.producer_id_filters.contains(&ProducerId(t.producer_id))
+        })
         .filter(|t| {
             min_duration < 0
                 || (t.state == TxnState::Ongoing && now.saturating_sub(t.start_ms) >= min_duration)

@@ -4,17 +4,12 @@
 
 mod common;
 
-use bytes::{Bytes, BytesMut};
-use common::producer::{batch, bounded, create_topic, init_producer_id, name, produce, produce_as, Kind};
-use common::{Client, TestBroker};
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::*;
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+use common::producer::{
+    batch, bounded, create_topic, init_producer_id, name, produce, produce_as, Kind,
 };
+use common::{now_ms, Client, TestBroker};
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::*;
 
 const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 const INVALID_PRODUCER_EPOCH: i16 = 47;

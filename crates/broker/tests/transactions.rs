@@ -6,6 +6,8 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use common::producer::{batch, bounded, create_topic, name, produce_to, Kind};
 use common::{Client, TestBroker};
@@ -15,6 +17,7 @@ use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListO
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
+use rill_storage::file_io::{FileIo, IoFile, OsIo};
 
 const INVALID_REQUEST: i16 = 42;
 const INVALID_PRODUCER_EPOCH: i16 = 47;
@@ -85,7 +88,11 @@ async fn add_partitions(
                 .results_by_topic_v3_and_below
                 .iter()
                 .find(|r| r.name.0.as_str() == *t)
-                .and_then(|r| r.results_by_partition.iter().find(|x| x.partition_index == *p))
+                .and_then(|r| {
+                    r.results_by_partition
+                        .iter()
+                        .find(|x| x.partition_index == *p)
+                })
                 .map(|x| x.partition_error_code)
                 .expect("a result for every partition")
         })
@@ -165,7 +172,10 @@ fn records(p: &fetch_response::PartitionData) -> Vec<(i64, bool)> {
         .collect()
 }
 
-async fn describe(client: &mut Client, id: &str) -> describe_transactions_response::TransactionState {
+async fn describe(
+    client: &mut Client,
+    id: &str,
+) -> describe_transactions_response::TransactionState {
     let request = DescribeTransactionsRequest::default().with_transactional_ids(vec![txn_id(id)]);
     client.send(0, &request).await.transaction_states.remove(0)
 }
@@ -185,9 +195,15 @@ async fn commit_and_abort_as_read_committed_and_read_uncommitted_readers_see_the
             vec![0, 0]
         );
         let b = batch(pid, epoch, 0, 3, Kind::Transactional);
-        assert_eq!(produce_to(&mut client, Some("app-1"), "ta", 0, b).await, (0, 0));
+        assert_eq!(
+            produce_to(&mut client, Some("app-1"), "ta", 0, b).await,
+            (0, 0)
+        );
         let b = batch(pid, epoch, 0, 2, Kind::Transactional);
-        assert_eq!(produce_to(&mut client, Some("app-1"), "tb", 0, b).await, (0, 0));
+        assert_eq!(
+            produce_to(&mut client, Some("app-1"), "tb", 0, b).await,
+            (0, 0)
+        );
         // Open: read_committed readers see nothing yet, read_uncommitted ones everything.
         assert_eq!(latest(&mut client, "ta", true).await, 0);
         assert_eq!(latest(&mut client, "ta", false).await, 3);
@@ -219,13 +235,22 @@ async fn commit_and_abort_as_read_committed_and_read_uncommitted_readers_see_the
             vec![0]
         );
         let b = batch(pid, epoch, 3, 2, Kind::Transactional);
-        assert_eq!(produce_to(&mut client, Some("app-1"), "ta", 0, b).await, (0, 4));
+        assert_eq!(
+            produce_to(&mut client, Some("app-1"), "ta", 0, b).await,
+            (0, 4)
+        );
         assert_eq!(end_txn(&mut client, "app-1", pid, epoch, false).await, 0);
         await_stable(&mut client, "ta", 7).await;
         let read = fetch(&mut client, "ta", 0, true).await;
-        let aborted = read.aborted_transactions.clone().expect("a list for read_committed");
+        let aborted = read
+            .aborted_transactions
+            .clone()
+            .expect("a list for read_committed");
         assert_eq!(aborted.len(), 1);
-        assert_eq!((aborted[0].producer_id.0, aborted[0].first_offset), (pid, 4));
+        assert_eq!(
+            (aborted[0].producer_id.0, aborted[0].first_offset),
+            (pid, 4)
+        );
         // Fetching past the aborted data returns no aborted transaction.
         let after = fetch(&mut client, "ta", 7, true).await;
         assert_eq!(after.aborted_transactions.as_deref(), Some(&[][..]));
@@ -241,7 +266,10 @@ async fn commit_and_abort_as_read_committed_and_read_uncommitted_readers_see_the
         assert!(done.topics.is_empty());
 
         let listed = client
-            .send(1, &ListTransactionsRequest::default().with_duration_filter(-1))
+            .send(
+                1,
+                &ListTransactionsRequest::default().with_duration_filter(-1),
+            )
             .await;
         assert!(listed
             .transaction_states
@@ -253,7 +281,10 @@ async fn commit_and_abort_as_read_committed_and_read_uncommitted_readers_see_the
                 1,
                 &ListTransactionsRequest::default()
                     .with_duration_filter(-1)
-                    .with_state_filters(vec![StrBytes::from_static_str("Ongoing"), StrBytes::from_static_str("Bogus")]),
+                    .with_state_filters(vec![
+                        StrBytes::from_static_str("Ongoing"),
+                        StrBytes::from_static_str("Bogus"),
+                    ]),
             )
             .await;
         assert!(filtered.transaction_states.is_empty());
@@ -289,7 +320,10 @@ async fn bad_input_gets_kafkas_codes_and_leaves_no_state() {
     let mut client = broker.connect().await;
     bounded(async {
         create_topic(&mut client, "t").await;
-        assert_eq!(init_txn(&mut client, "", 60_000).await.error_code, INVALID_REQUEST);
+        assert_eq!(
+            init_txn(&mut client, "", 60_000).await.error_code,
+            INVALID_REQUEST
+        );
         assert_eq!(
             init_txn(&mut client, "x", 0).await.error_code,
             INVALID_TRANSACTION_TIMEOUT
@@ -299,8 +333,14 @@ async fn bad_input_gets_kafkas_codes_and_leaves_no_state() {
             INVALID_TRANSACTION_TIMEOUT
         );
         // None of that created the id.
-        assert_eq!(describe(&mut client, "x").await.error_code, TRANSACTIONAL_ID_NOT_FOUND);
-        assert_eq!(describe(&mut client, "").await.error_code, TRANSACTIONAL_ID_NOT_FOUND);
+        assert_eq!(
+            describe(&mut client, "x").await.error_code,
+            TRANSACTIONAL_ID_NOT_FOUND
+        );
+        assert_eq!(
+            describe(&mut client, "").await.error_code,
+            TRANSACTIONAL_ID_NOT_FOUND
+        );
 
         assert_eq!(
             add_partitions(&mut client, "nobody", 1, 0, &[("t", 0)]).await,
@@ -312,7 +352,10 @@ async fn bad_input_gets_kafkas_codes_and_leaves_no_state() {
         );
         let (pid, epoch) = init_txn_ok(&mut client, "x").await;
         // EndTxn with no transaction.
-        assert_eq!(end_txn(&mut client, "x", pid, epoch, true).await, INVALID_TXN_STATE);
+        assert_eq!(
+            end_txn(&mut client, "x", pid, epoch, true).await,
+            INVALID_TXN_STATE
+        );
         // Someone else's producer id, a wrong epoch.
         assert_eq!(
             add_partitions(&mut client, "x", pid + 1, epoch, &[("t", 0)]).await,
@@ -327,7 +370,10 @@ async fn bad_input_gets_kafkas_codes_and_leaves_no_state() {
             add_partitions(&mut client, "x", pid, epoch, &[("t", 0), ("t", 9)]).await,
             vec![OPERATION_NOT_ATTEMPTED, UNKNOWN_TOPIC_OR_PARTITION]
         );
-        assert_eq!(describe(&mut client, "x").await.transaction_state.as_str(), "Empty");
+        assert_eq!(
+            describe(&mut client, "x").await.transaction_state.as_str(),
+            "Empty"
+        );
         // A transactional batch for a partition not in the transaction.
         let b = batch(pid, epoch, 0, 1, Kind::Transactional);
         assert_eq!(
@@ -335,10 +381,20 @@ async fn bad_input_gets_kafkas_codes_and_leaves_no_state() {
             INVALID_TXN_STATE
         );
         // A client's marker.
-        assert_eq!(add_partitions(&mut client, "x", pid, epoch, &[("t", 0)]).await, vec![0]);
+        assert_eq!(
+            add_partitions(&mut client, "x", pid, epoch, &[("t", 0)]).await,
+            vec![0]
+        );
         let marker = batch(pid, epoch, 0, 1, Kind::Control);
-        assert_ne!(produce_to(&mut client, Some("x"), "t", 0, marker).await.0, 0);
-        assert_eq!(latest(&mut client, "t", false).await, 0, "nothing was stored");
+        assert_ne!(
+            produce_to(&mut client, Some("x"), "t", 0, marker).await.0,
+            0
+        );
+        assert_eq!(
+            latest(&mut client, "t", false).await,
+            0,
+            "nothing was stored"
+        );
     })
     .await;
     broker.stop().await;
@@ -352,29 +408,47 @@ async fn a_second_producer_with_the_same_id_fences_the_first_and_aborts_its_tran
     bounded(async {
         create_topic(&mut first, "f").await;
         let (pid, epoch) = init_txn_ok(&mut first, "shared").await;
-        assert_eq!(add_partitions(&mut first, "shared", pid, epoch, &[("f", 0)]).await, vec![0]);
+        assert_eq!(
+            add_partitions(&mut first, "shared", pid, epoch, &[("f", 0)]).await,
+            vec![0]
+        );
         let b = batch(pid, epoch, 0, 2, Kind::Transactional);
         assert_eq!(produce_to(&mut first, Some("shared"), "f", 0, b).await.0, 0);
 
         let (pid2, epoch2) = init_txn_ok(&mut second, "shared").await;
         assert_eq!(pid2, pid, "the id keeps its producer id");
-        assert!(epoch2 > epoch + 1, "fenced (+1) then initialized (+1): {epoch2}");
+        assert!(
+            epoch2 > epoch + 1,
+            "fenced (+1) then initialized (+1): {epoch2}"
+        );
         // The first producer's transaction was aborted: stable, and aborted for readers.
         await_stable(&mut first, "f", 3).await;
         let read = fetch(&mut first, "f", 0, true).await;
         assert_eq!(read.aborted_transactions.map(|a| a.len()), Some(1));
         // Everything the first producer does now is fenced.
         let late = batch(pid, epoch, 2, 1, Kind::Transactional);
-        assert_ne!(produce_to(&mut first, Some("shared"), "f", 0, late).await.0, 0);
-        assert_eq!(end_txn(&mut first, "shared", pid, epoch, true).await, PRODUCER_FENCED);
+        assert_ne!(
+            produce_to(&mut first, Some("shared"), "f", 0, late).await.0,
+            0
+        );
+        assert_eq!(
+            end_txn(&mut first, "shared", pid, epoch, true).await,
+            PRODUCER_FENCED
+        );
         assert_eq!(
             add_partitions(&mut first, "shared", pid, epoch, &[("f", 0)]).await,
             vec![PRODUCER_FENCED]
         );
         // The second one works.
-        assert_eq!(add_partitions(&mut second, "shared", pid2, epoch2, &[("f", 0)]).await, vec![0]);
+        assert_eq!(
+            add_partitions(&mut second, "shared", pid2, epoch2, &[("f", 0)]).await,
+            vec![0]
+        );
         let b = batch(pid2, epoch2, 0, 1, Kind::Transactional);
-        assert_eq!(produce_to(&mut second, Some("shared"), "f", 0, b).await, (0, 3));
+        assert_eq!(
+            produce_to(&mut second, Some("shared"), "f", 0, b).await,
+            (0, 3)
+        );
         assert_eq!(end_txn(&mut second, "shared", pid2, epoch2, true).await, 0);
         await_stable(&mut second, "f", 5).await;
     })
@@ -391,13 +465,24 @@ async fn a_transaction_past_its_timeout_is_aborted_and_its_producer_fenced() {
         let r = init_txn(&mut client, "sleepy", 200).await;
         assert_eq!(r.error_code, 0);
         let (pid, epoch) = (r.producer_id.0, r.producer_epoch);
-        assert_eq!(add_partitions(&mut client, "sleepy", pid, epoch, &[("slow", 0)]).await, vec![0]);
+        assert_eq!(
+            add_partitions(&mut client, "sleepy", pid, epoch, &[("slow", 0)]).await,
+            vec![0]
+        );
         let b = batch(pid, epoch, 0, 2, Kind::Transactional);
-        assert_eq!(produce_to(&mut client, Some("sleepy"), "slow", 0, b).await.0, 0);
+        assert_eq!(
+            produce_to(&mut client, Some("sleepy"), "slow", 0, b)
+                .await
+                .0,
+            0
+        );
         // Bounded wait for the coordinator's abort (timeout 200 ms, checked every 50 ms).
         let mut state = String::new();
         for _ in 0..200 {
-            state = describe(&mut client, "sleepy").await.transaction_state.to_string();
+            state = describe(&mut client, "sleepy")
+                .await
+                .transaction_state
+                .to_string();
             if state == "CompleteAbort" {
                 break;
             }
@@ -405,10 +490,15 @@ async fn a_transaction_past_its_timeout_is_aborted_and_its_producer_fenced() {
         }
         assert_eq!(state, "CompleteAbort");
         await_stable(&mut client, "slow", 3).await;
-        assert_eq!(end_txn(&mut client, "sleepy", pid, epoch, true).await, PRODUCER_FENCED);
+        assert_eq!(
+            end_txn(&mut client, "sleepy", pid, epoch, true).await,
+            PRODUCER_FENCED
+        );
         let late = batch(pid, epoch, 2, 1, Kind::Transactional);
         assert_eq!(
-            produce_to(&mut client, Some("sleepy"), "slow", 0, late).await.0,
+            produce_to(&mut client, Some("sleepy"), "slow", 0, late)
+                .await
+                .0,
             INVALID_PRODUCER_EPOCH
         );
     })
@@ -423,9 +513,15 @@ async fn transactions_survive_a_restart() {
     let (pid, epoch) = bounded_value(async {
         create_topic(&mut client, "r").await;
         let (pid, epoch) = init_txn_ok(&mut client, "durable").await;
-        assert_eq!(add_partitions(&mut client, "durable", pid, epoch, &[("r", 0)]).await, vec![0]);
+        assert_eq!(
+            add_partitions(&mut client, "durable", pid, epoch, &[("r", 0)]).await,
+            vec![0]
+        );
         let b = batch(pid, epoch, 0, 2, Kind::Transactional);
-        assert_eq!(produce_to(&mut client, Some("durable"), "r", 0, b).await.0, 0);
+        assert_eq!(
+            produce_to(&mut client, Some("durable"), "r", 0, b).await.0,
+            0
+        );
         (pid, epoch)
     })
     .await;
@@ -441,6 +537,122 @@ async fn transactions_survive_a_restart() {
         assert_eq!((open.producer_id.0, open.producer_epoch), (pid, epoch));
         assert_eq!(end_txn(&mut client, "durable", pid, epoch, true).await, 0);
         await_stable(&mut client, "r", 3).await;
+    })
+    .await;
+    broker.stop().await;
+}
+
+/// The real file system, except that writes under `failing` fail with EIO once armed: a
+/// partition that refuses the coordinator's markers.
+#[derive(Debug, Default)]
+struct FailingIo {
+    failing: std::sync::Mutex<Option<std::path::PathBuf>>,
+}
+
+impl FailingIo {
+    fn fails(&self, path: &std::path::Path) -> bool {
+        self.failing
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|dir| path.starts_with(dir))
+    }
+}
+
+impl FileIo for FailingIo {
+    fn write_at(&self, file: &IoFile, bufs: &[&[u8]], offset: u64) -> std::io::Result<()> {
+        if self.fails(file.path()) {
+            return Err(std::io::Error::from_raw_os_error(5));
+        }
+        OsIo.write_at(file, bufs, offset)
+    }
+    fn sync_data(&self, file: &IoFile) -> std::io::Result<()> {
+        OsIo.sync_data(file)
+    }
+    fn sync_fs(&self, file: &IoFile) -> std::io::Result<()> {
+        OsIo.sync_fs(file)
+    }
+    fn allocate(&self, file: &IoFile, len: u64) -> std::io::Result<()> {
+        OsIo.allocate(file, len)
+    }
+    fn set_len(&self, file: &IoFile, len: u64) -> std::io::Result<()> {
+        OsIo.set_len(file, len)
+    }
+    fn sync_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        OsIo.sync_dir(dir)
+    }
+}
+
+/// The broker dies between the two phases of a commit (the prepare is durable and answered,
+/// one partition has its marker, the other refuses it): after a restart the coordinator
+/// finds the prepared transaction, writes the markers, and completes it, so the last stable
+/// offsets move and read_committed readers see the commit.
+#[tokio::test]
+async fn a_crash_between_prepare_and_complete_is_finished_after_restart() {
+    let io = Arc::new(FailingIo::default());
+    let io_dyn: Arc<dyn FileIo> = io.clone();
+    let broker = TestBroker::start_with(|c| c.file_io = Some(io_dyn)).await;
+    let mut client = broker.connect().await;
+    let (pid, epoch) = bounded_value(async {
+        create_topic(&mut client, "good").await;
+        create_topic(&mut client, "stuck").await;
+        let (pid, epoch) = init_txn_ok(&mut client, "halfway").await;
+        assert_eq!(
+            add_partitions(
+                &mut client,
+                "halfway",
+                pid,
+                epoch,
+                &[("good", 0), ("stuck", 0)]
+            )
+            .await,
+            vec![0, 0]
+        );
+        for t in ["good", "stuck"] {
+            let b = batch(pid, epoch, 0, 2, Kind::Transactional);
+            assert_eq!(produce_to(&mut client, Some("halfway"), t, 0, b).await.0, 0);
+        }
+        *io.failing.lock().unwrap() = Some(broker.dir.path().join("stuck-0"));
+        assert_eq!(end_txn(&mut client, "halfway", pid, epoch, true).await, 0);
+        await_stable(&mut client, "good", 3).await;
+        assert_eq!(latest(&mut client, "stuck", true).await, 0, "no marker yet");
+        assert_eq!(
+            describe(&mut client, "halfway")
+                .await
+                .transaction_state
+                .as_str(),
+            "PrepareCommit"
+        );
+        (pid, epoch)
+    })
+    .await;
+    drop(client);
+    // The old broker's marker task keeps failing against its (still armed) file system.
+    let dir = broker.kill().await;
+    let broker = TestBroker::start_in(dir, |_| {}).await;
+    let mut client = broker.connect().await;
+    bounded(async {
+        await_stable(&mut client, "stuck", 3).await;
+        let read = fetch(&mut client, "stuck", 0, true).await;
+        assert_eq!(read.aborted_transactions.as_deref(), Some(&[][..]));
+        assert_eq!(records(&read), vec![(0, false), (1, false), (2, true)]);
+        let mut state = String::new();
+        for _ in 0..200 {
+            state = describe(&mut client, "halfway")
+                .await
+                .transaction_state
+                .to_string();
+            if state == "CompleteCommit" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(state, "CompleteCommit");
+        // The producer goes on with the same id and epoch.
+        assert_eq!(
+            add_partitions(&mut client, "halfway", pid, epoch, &[("good", 0)]).await,
+            vec![0]
+        );
     })
     .await;
     broker.stop().await;

@@ -73,6 +73,18 @@ impl TestBroker {
         Client::connect(self.addr).await
     }
 
+    /// Stops the broker as a crash would: its task is aborted, nothing is flushed or closed
+    /// (what it wrote stays in the page cache, as after SIGKILL). Returns its data directory.
+    pub async fn kill(mut self) -> tempfile::TempDir {
+        if let Some(handle) = self.handle.take() {
+            handle.abort();
+            let _ = handle.await;
+        }
+        assert_panic_free(&self.metrics);
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::mem::replace(&mut self.dir, dir)
+    }
+
     /// Stops the broker gracefully and returns its data directory.
     pub async fn stop(mut self) -> tempfile::TempDir {
         if let Some(tx) = self.shutdown.take() {

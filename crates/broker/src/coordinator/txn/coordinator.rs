@@ -14,7 +14,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use kafka_protocol::error::ResponseError;
 use parking_lot::Mutex;
 use rill_storage::{TopicPartition, TxnMarker};
@@ -72,7 +71,8 @@ pub enum MarkerError {
 }
 
 /// Durability of one written marker.
-pub type MarkerDurable = BoxFuture<'static, Result<(), MarkerError>>;
+pub type MarkerDurable =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), MarkerError>> + Send>>;
 
 /// Writes transaction markers into partitions: data partitions through storage, the offsets
 /// topic through the group coordinator (which must see them to apply transactional offsets).
@@ -184,34 +184,35 @@ impl TxnCoordinator {
         state::validate_timeout(timeout_ms, self.config.max_timeout_ms)?;
         let now = now_ms();
         let ids = &self.producer_ids;
-        let written =
-            self.runtime
-                .write(self.partition_for(transactional_id), |shard: &mut TxnShard| {
-                    let outcome = state::init_producer_id(
-                        shard.get(transactional_id),
-                        transactional_id,
-                        timeout_ms,
-                        expected,
-                        now,
-                        || {
-                            ids.next_id().map_err(|e| {
-                                tracing::error!(error = %e, "cannot allocate a producer id");
-                                ResponseError::KafkaStorageError
-                            })
-                        },
-                    )?;
-                    let (m, reply) = match outcome {
-                        InitOutcome::Ready(m) => {
-                            let reply = InitReply::Ready(m.producer_id, m.producer_epoch);
-                            (m, reply)
-                        }
-                        InitOutcome::FenceOngoing(m) => (m.clone(), InitReply::Fenced(m)),
-                    };
-                    Ok::<_, TxnError>(Outcome {
-                        records: vec![record(&m)],
-                        response: reply,
-                    })
-                })?;
+        let written = self.runtime.write(
+            self.partition_for(transactional_id),
+            |shard: &mut TxnShard| {
+                let outcome = state::init_producer_id(
+                    shard.get(transactional_id),
+                    transactional_id,
+                    timeout_ms,
+                    expected,
+                    now,
+                    || {
+                        ids.next_id().map_err(|e| {
+                            tracing::error!(error = %e, "cannot allocate a producer id");
+                            ResponseError::KafkaStorageError
+                        })
+                    },
+                )?;
+                let (m, reply) = match outcome {
+                    InitOutcome::Ready(m) => {
+                        let reply = InitReply::Ready(m.producer_id, m.producer_epoch);
+                        (m, reply)
+                    }
+                    InitOutcome::FenceOngoing(m) => (m.clone(), InitReply::Fenced(m)),
+                };
+                Ok::<_, TxnError>(Outcome {
+                    records: vec![record(&m)],
+                    response: reply,
+                })
+            },
+        )?;
         match written.committed().await? {
             InitReply::Ready(producer_id, epoch) => Ok((producer_id, epoch)),
             InitReply::Fenced(m) => {
@@ -237,60 +238,74 @@ impl TxnCoordinator {
     ) -> Result<(), TxnError> {
         Self::validate_id(transactional_id).map_err(|_| ResponseError::InvalidProducerIdMapping)?;
         let now = now_ms();
-        let written =
-            self.runtime
-                .write(self.partition_for(transactional_id), |shard: &mut TxnShard| {
-                    let next = state::add_partitions(
-                        shard.get(transactional_id),
-                        producer_id,
-                        epoch,
-                        partitions,
-                        now,
-                    )?;
-                    Ok::<_, TxnError>(Outcome {
-                        records: next.iter().map(record).collect(),
-                        response: (),
-                    })
-                })?;
+        let written = self.runtime.write(
+            self.partition_for(transactional_id),
+            |shard: &mut TxnShard| {
+                let next = state::add_partitions(
+                    shard.get(transactional_id),
+                    producer_id,
+                    epoch,
+                    partitions,
+                    now,
+                )?;
+                Ok::<_, TxnError>(Outcome {
+                    records: next.iter().map(record).collect(),
+                    response: (),
+                })
+            },
+        )?;
         written.committed().await?;
         Ok(())
     }
 
-    /// EndTxn: answered once the prepare record is durable; the markers follow.
+    /// EndTxn: answered once the prepare record is durable; the markers follow. `v2`: a
+    /// transactions-v2 client (EndTxn v5), whose epoch is bumped at every end. Returns the
+    /// producer id and epoch the client continues with.
     pub async fn end_txn(
         self: &Arc<Self>,
         transactional_id: &str,
         producer_id: i64,
         epoch: i16,
         commit: bool,
-    ) -> Result<(), TxnError> {
+        v2: bool,
+    ) -> Result<(i64, i16), TxnError> {
         Self::validate_id(transactional_id).map_err(|_| ResponseError::InvalidProducerIdMapping)?;
         let now = now_ms();
-        let written =
-            self.runtime
-                .write(self.partition_for(transactional_id), |shard: &mut TxnShard| {
-                    let outcome = state::end_txn(
-                        shard.get(transactional_id),
-                        producer_id,
-                        epoch,
-                        commit,
-                        now,
-                    )?;
-                    Ok::<_, TxnError>(match outcome {
-                        EndOutcome::Prepare(m) => Outcome {
-                            records: vec![record(&m)],
-                            response: Some(m),
-                        },
-                        EndOutcome::AlreadyDone => Outcome {
-                            records: Vec::new(),
-                            response: None,
-                        },
-                    })
-                })?;
-        if let Some(prepared) = written.committed().await? {
+        let ids = &self.producer_ids;
+        let written = self.runtime.write(
+            self.partition_for(transactional_id),
+            |shard: &mut TxnShard| {
+                let existing = shard.get(transactional_id);
+                let outcome = if v2 {
+                    state::end_txn_v2(existing, producer_id, epoch, commit, now, || {
+                        ids.next_id().map_err(|e| {
+                            tracing::error!(error = %e, "cannot allocate a producer id");
+                            ResponseError::KafkaStorageError
+                        })
+                    })?
+                } else {
+                    state::end_txn(existing, producer_id, epoch, commit, now)?
+                };
+                Ok::<_, TxnError>(match outcome {
+                    EndOutcome::Prepare(m) => Outcome {
+                        records: vec![record(&m)],
+                        response: (state::continue_with(&m), Some(m)),
+                    },
+                    EndOutcome::AlreadyDone => Outcome {
+                        records: Vec::new(),
+                        response: (
+                            existing.map_or((producer_id, epoch), state::continue_with),
+                            None,
+                        ),
+                    },
+                })
+            },
+        )?;
+        let (next, prepared) = written.committed().await?;
+        if let Some(prepared) = prepared {
             self.spawn_completion(prepared);
         }
-        Ok(())
+        Ok(next)
     }
 
     /// KIP-890 verification of a transactional produce: the partition must be in the
@@ -305,13 +320,13 @@ impl TxnCoordinator {
         if Self::validate_id(transactional_id).is_err() {
             return Err(ResponseError::InvalidTxnState);
         }
-        self.runtime
-            .read(self.partition_for(transactional_id), |shard: &TxnShard| {
-                match shard.get(transactional_id) {
-                    None => Err(ResponseError::InvalidProducerIdMapping),
-                    Some(m) => m.verify(producer_id, epoch, tp).map_or(Ok(()), Err),
-                }
-            })
+        self.runtime.read(
+            self.partition_for(transactional_id),
+            |shard: &TxnShard| match shard.get(transactional_id) {
+                None => Err(ResponseError::InvalidProducerIdMapping),
+                Some(m) => m.verify(producer_id, epoch, tp).map_or(Ok(()), Err),
+            },
+        )
     }
 
     /// DescribeTransactions: the id's metadata, or TRANSACTIONAL_ID_NOT_FOUND.
@@ -365,7 +380,9 @@ impl TxnCoordinator {
                 match self.abort_timed_out(p, &id, now).await {
                     Ok(Some(m)) => self.spawn_completion(m),
                     Ok(None) => {}
-                    Err(e) => tracing::warn!(transactional_id = id, error = %e, "cannot abort a timed-out transaction"),
+                    Err(e) => {
+                        tracing::warn!(transactional_id = id, error = %e, "cannot abort a timed-out transaction")
+                    }
                 }
             }
             for id in expired {
@@ -403,7 +420,12 @@ impl TxnCoordinator {
         Ok(aborted)
     }
 
-    async fn expire(&self, partition: i32, transactional_id: &str, now: i64) -> Result<(), TxnError> {
+    async fn expire(
+        &self,
+        partition: i32,
+        transactional_id: &str,
+        now: i64,
+    ) -> Result<(), TxnError> {
         let id_expiration_ms = self.config.id_expiration_ms;
         let written = self.runtime.write(partition, |shard: &mut TxnShard| {
             let expired = shard

@@ -328,6 +328,66 @@ pub fn end_txn(
     }
 }
 
+/// EndTxn from a transactions-v2 client (KIP-890, EndTxn v5): every end bumps the epoch, so
+/// the markers fence the producer's own late batches and its next transaction starts at
+/// sequence 0. A retry therefore carries the epoch before the bump (or the producer id before
+/// an exhaustion). An abort with no transaction is allowed (the client uses it to bump).
+/// `new_producer_id` is called when the bump exhausts the epoch.
+pub fn end_txn_v2(
+    existing: Option<&TxnMetadata>,
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+    now_ms: i64,
+    new_producer_id: impl FnOnce() -> Result<i64, ResponseError>,
+) -> Result<EndOutcome, ResponseError> {
+    let m = existing.ok_or(ResponseError::InvalidProducerIdMapping)?;
+    let after_overflow = m.prev_producer_id != -1 && m.prev_producer_id == producer_id;
+    if m.producer_id != producer_id && !after_overflow {
+        return Err(ResponseError::InvalidProducerIdMapping);
+    }
+    let ended = m.state.is_preparing()
+        || matches!(m.state, TxnState::CompleteCommit | TxnState::CompleteAbort);
+    let retry = ended && (after_overflow || i32::from(epoch) == i32::from(m.producer_epoch) - 1);
+    if !retry && (after_overflow || epoch != m.producer_epoch) {
+        return Err(ResponseError::ProducerFenced);
+    }
+    let same_kind = matches!(
+        (m.state, commit),
+        (TxnState::PrepareCommit | TxnState::CompleteCommit, true)
+            | (TxnState::PrepareAbort | TxnState::CompleteAbort, false)
+    );
+    match m.state {
+        TxnState::Ongoing => {}
+        TxnState::Empty if !commit => {}
+        TxnState::CompleteCommit | TxnState::CompleteAbort if same_kind && retry => {
+            return Ok(EndOutcome::AlreadyDone)
+        }
+        TxnState::PrepareCommit | TxnState::PrepareAbort if same_kind && retry => {
+            return Err(ResponseError::ConcurrentTransactions)
+        }
+        _ => return Err(ResponseError::InvalidTxnState),
+    }
+    let mut next = prepare(m, commit, now_ms);
+    next.client_txn_version = 2;
+    next.last_producer_epoch = m.producer_epoch;
+    next.producer_epoch = m.producer_epoch.saturating_add(1);
+    if next.producer_epoch >= EPOCH_EXHAUSTED {
+        // The markers use the last epoch; the producer continues under a new id.
+        next.next_producer_id = new_producer_id()?;
+    }
+    Ok(EndOutcome::Prepare(next))
+}
+
+/// The producer id and epoch a client continues with after an end (EndTxn v5's answer).
+pub fn continue_with(m: &TxnMetadata) -> (i64, i16) {
+    if m.next_producer_id != -1 {
+        (m.next_producer_id, 0)
+    } else {
+        (m.producer_id, m.producer_epoch)
+    }
+}
+
 fn prepare(m: &TxnMetadata, commit: bool, now_ms: i64) -> TxnMetadata {
     let mut next = m.clone();
     next.state = if commit {
@@ -367,6 +427,14 @@ pub fn complete(m: &TxnMetadata, now_ms: i64) -> Option<TxnMetadata> {
     next.state = state;
     next.partitions.clear();
     next.last_update_ms = now_ms;
+    if m.next_producer_id != -1 {
+        // Transactions v2 exhausted the epoch at this end: continue under the new id.
+        next.prev_producer_id = m.producer_id;
+        next.producer_id = m.next_producer_id;
+        next.next_producer_id = -1;
+        next.producer_epoch = 0;
+        next.last_producer_epoch = -1;
+    }
     Some(next)
 }
 
@@ -563,6 +631,76 @@ mod tests {
         assert_eq!(
             m.verify(7, 0, &tp("z", 0)),
             Some(ResponseError::InvalidTxnState)
+        );
+    }
+
+    #[test]
+    fn transactions_v2_bump_the_epoch_at_every_end() {
+        let m = ongoing();
+        let EndOutcome::Prepare(p) = end_txn_v2(Some(&m), 7, 0, true, 20, no_ids).unwrap() else {
+            panic!("expected prepare")
+        };
+        assert_eq!(
+            (p.state, p.producer_epoch, p.client_txn_version),
+            (TxnState::PrepareCommit, 1, 2)
+        );
+        assert_eq!(continue_with(&p), (7, 1));
+        // A retry (the old epoch) while the markers are written, then after.
+        assert_eq!(
+            end_txn_v2(Some(&p), 7, 0, true, 21, no_ids),
+            Err(ResponseError::ConcurrentTransactions)
+        );
+        let c = complete(&p, 22).unwrap();
+        assert_eq!(
+            end_txn_v2(Some(&c), 7, 0, true, 23, no_ids),
+            Ok(EndOutcome::AlreadyDone)
+        );
+        assert_eq!(
+            end_txn_v2(Some(&c), 7, 0, false, 23, no_ids),
+            Err(ResponseError::InvalidTxnState)
+        );
+        // Older epochs are fenced; the current epoch may abort with no transaction.
+        assert_eq!(
+            end_txn_v2(Some(&c), 7, -1, true, 23, no_ids),
+            Err(ResponseError::ProducerFenced)
+        );
+        let EndOutcome::Prepare(a) = end_txn_v2(Some(&c), 7, 1, false, 24, no_ids).unwrap() else {
+            panic!("expected prepare")
+        };
+        assert_eq!(
+            (a.state, a.producer_epoch, a.partitions.len()),
+            (TxnState::PrepareAbort, 2, 0)
+        );
+        assert_eq!(
+            end_txn_v2(Some(&c), 7, 1, true, 24, no_ids),
+            Err(ResponseError::InvalidTxnState),
+            "no transaction to commit"
+        );
+    }
+
+    #[test]
+    fn transactions_v2_move_to_a_new_producer_id_when_the_epoch_runs_out() {
+        let mut m = ongoing();
+        m.producer_epoch = EPOCH_EXHAUSTED - 1;
+        let EndOutcome::Prepare(p) =
+            end_txn_v2(Some(&m), 7, EPOCH_EXHAUSTED - 1, true, 20, || Ok(99)).unwrap()
+        else {
+            panic!("expected prepare")
+        };
+        assert_eq!(
+            (p.producer_id, p.producer_epoch, p.next_producer_id),
+            (7, EPOCH_EXHAUSTED, 99)
+        );
+        assert_eq!(continue_with(&p), (99, 0));
+        let c = complete(&p, 21).unwrap();
+        assert_eq!(
+            (c.producer_id, c.producer_epoch, c.prev_producer_id),
+            (99, 0, 7)
+        );
+        // The old id's retry is recognized.
+        assert_eq!(
+            end_txn_v2(Some(&c), 7, EPOCH_EXHAUSTED - 1, true, 22, no_ids),
+            Ok(EndOutcome::AlreadyDone)
         );
     }
 
