@@ -479,3 +479,146 @@ fn power_cuts_keep_transactions_open_or_aborted_as_written() {
         );
     }
 }
+
+/// A keyed batch of producer `pid` inside a transaction (`build_keyed_batch` with the
+/// producer fields and the transactional bit patched in, CRC recomputed).
+fn keyed_txn_batch(pid: i64, seq: i32, records: &[(&str, &str)], ts: i64) -> Vec<u8> {
+    let kvs: Vec<crate::keyed_records::KeyValue<'_>> = records
+        .iter()
+        .map(|(k, v)| (Some(k.as_bytes()), Some(v.as_bytes())))
+        .collect();
+    let mut b = crate::keyed_records::build_keyed_batch(&kvs, ts);
+    b[21..23].copy_from_slice(&TRANSACTIONAL.to_be_bytes());
+    b[43..51].copy_from_slice(&pid.to_be_bytes());
+    b[51..53].copy_from_slice(&0i16.to_be_bytes());
+    b[53..57].copy_from_slice(&seq.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// The data records a reader sees (key, value), and the producers of the marker batches.
+fn records_and_markers(log: &Log) -> (Vec<(String, String)>, Vec<i64>) {
+    let mut records = Vec::new();
+    let mut markers = Vec::new();
+    for b in read_all(log) {
+        let h = BatchHeader::parse(&b).unwrap();
+        if h.is_control() {
+            markers.push(h.producer_id);
+            continue;
+        }
+        for (_, k, v) in crate::keyed_records::decode(&b).unwrap() {
+            let text = |x: Option<Vec<u8>>| String::from_utf8(x.unwrap_or_default()).unwrap();
+            records.push((text(k), text(v)));
+        }
+    }
+    (records, markers)
+}
+
+/// Compaction and transactions (Kafka's cleaner rules): aborted records go and never hide a
+/// committed record of the same key; committed ones are compacted by key; a marker stays while
+/// its transaction has records, and goes once they are gone and its segment has been through a
+/// pass and is older than delete.retention.ms; `.txnindex` entries follow merged segments.
+#[test]
+fn compaction_drops_aborted_records_and_then_their_markers() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(dir.path());
+    let mut config = small_config();
+    config.segment_bytes = 1024;
+    config.cleanup_policy = "compact".into();
+    config.delete_retention_ms = 60_000;
+    let log = m.create_log(&tp(0), config).unwrap();
+    let old = crate::log::now_ms() - 120_000;
+    let old_marker = |pid, commit| TxnMarker {
+        timestamp_ms: old,
+        ..marker(pid, 0, commit)
+    };
+    let fill = |n: usize, distinct: usize, ts: i64, tag: &str| {
+        for i in 0..n {
+            let key = format!("{tag}-{}", i % distinct);
+            let batch = crate::keyed_records::build_keyed_batch(
+                &[(Some(key.as_bytes()), Some(&[9u8; 80][..]))],
+                ts,
+            );
+            log.append(&batch).unwrap();
+        }
+    };
+    log.append(&keyed_txn_batch(
+        1,
+        0,
+        &[("k1", "committed-1"), ("k2", "committed-2")],
+        old,
+    ))
+    .unwrap();
+    log.append_marker(&old_marker(1, true)).unwrap();
+    fill(12, 2, old, "pre");
+    // Producer 2 writes k1 later, then aborts: k1 must keep its committed value.
+    let aborted_at = log
+        .append(&keyed_txn_batch(
+            2,
+            0,
+            &[("k1", "aborted-1"), ("k3", "aborted-3")],
+            old,
+        ))
+        .unwrap()
+        .base_offset;
+    log.append_marker(&old_marker(2, false)).unwrap();
+    let abort_segment = *log.segment_bases().last().unwrap();
+    assert!(abort_segment > 0, "the abort lands past the first segment");
+    fill(30, 3, old, "old");
+    fill(30, 30, crate::log::now_ms(), "new");
+    m.checkpoint().unwrap();
+    assert!(log.segment_count() > 4);
+    m.clean_log(&tp(0)).unwrap().expect("something to clean");
+    let (records, markers) = records_and_markers(&log);
+    let values = |key: &str| -> Vec<String> {
+        records
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    assert_eq!(
+        values("k1"),
+        vec!["committed-1"],
+        "aborted k1 neither kept nor hiding"
+    );
+    assert_eq!(values("k2"), vec!["committed-2"]);
+    assert!(values("k3").is_empty(), "aborted record removed");
+    assert_eq!(markers, vec![1, 2], "first pass: both markers stay");
+    // The abort is still listed to read_committed readers (its index entry follows merges),
+    // and no index file is left behind for a segment that is gone.
+    let check_index = |log: &Log| {
+        assert_eq!(
+            read_committed(log, aborted_at).1,
+            vec![aborted(2, aborted_at)]
+        );
+        let bases = log.segment_bases();
+        for entry in std::fs::read_dir(log.dir()).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            if let Some(stem) = name.strip_suffix(".txnindex") {
+                assert!(bases.contains(&stem.parse().unwrap()), "orphan {name}");
+            }
+        }
+    };
+    check_index(&log);
+    // Second pass: producer 2's marker has no records left and is old: it goes. Producer 1's
+    // transaction keeps records, so its marker stays. The small cleaned segments merge.
+    fill(30, 30, crate::log::now_ms(), "newer");
+    m.checkpoint().unwrap();
+    m.clean_log(&tp(0)).unwrap().expect("new dirty data");
+    let (records, markers) = records_and_markers(&log);
+    assert_eq!(markers, vec![1]);
+    assert!(records.contains(&("k1".into(), "committed-1".into())));
+    assert!(
+        !log.segment_bases().contains(&abort_segment),
+        "the abort's segment was merged into an earlier one"
+    );
+    check_index(&log);
+    // A reopen replays what is left: no transaction is open.
+    m.close().unwrap();
+    drop(log);
+    drop(m);
+    let (_m, log) = open_log(dir.path());
+    assert_eq!(log.last_stable_offset(), log.high_watermark());
+}
