@@ -622,3 +622,132 @@ fn compaction_drops_aborted_records_and_then_their_markers() {
     let (_m, log) = open_log(dir.path());
     assert_eq!(log.last_stable_offset(), log.high_watermark());
 }
+
+/// One step of the transaction model test.
+#[derive(Debug, Clone)]
+enum Op {
+    /// A transactional batch of `count` records from producer `pid`.
+    Data {
+        pid: i64,
+        count: usize,
+    },
+    /// Records from no producer.
+    Plain,
+    /// A commit (or abort) marker for `pid`, open transaction or not.
+    End {
+        pid: i64,
+        commit: bool,
+    },
+    Checkpoint,
+    /// Dropped without closing (the page cache survives): recovery from the recovery point.
+    Crash,
+}
+
+fn txn_op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        6 => (1i64..=3, 1usize..4).prop_map(|(pid, count)| Op::Data { pid, count }),
+        2 => Just(Op::Plain),
+        4 => (1i64..=3, any::<bool>()).prop_map(|(pid, commit)| Op::End { pid, commit }),
+        1 => Just(Op::Checkpoint),
+        1 => Just(Op::Crash),
+    ]
+}
+
+/// What the model expects a read_committed reader to be told at every offset below the LSO.
+fn check_reads(log: &Log, open: &[Option<i64>; 4], aborts: &[(i64, i64, i64)]) {
+    durable(log);
+    let end = log.log_end_offset();
+    let lso = open.iter().flatten().copied().min().unwrap_or(end);
+    assert_eq!(log.last_stable_offset(), lso, "LSO");
+    let states: Vec<(i64, Option<i64>)> = log
+        .producer_states()
+        .iter()
+        .map(|e| (e.producer_id, e.current_txn_first_offset))
+        .collect();
+    for (pid, first) in states {
+        assert_eq!(
+            first, open[pid as usize],
+            "producer {pid}'s open transaction"
+        );
+    }
+    // Bounded by the offsets of a small log.
+    for offset in 0..=end {
+        let (batches, listed) = read_committed(log, offset);
+        let Some(&(_, last)) = batches.last() else {
+            assert!(offset >= lso || listed.is_empty(), "at {offset}");
+            continue;
+        };
+        assert!(
+            last < lso,
+            "read_committed at {offset} passed the LSO {lso}"
+        );
+        let upper = last + 1;
+        let mut want: Vec<AbortedTxn> = aborts
+            .iter()
+            .filter(|&&(_, first, marker)| marker >= offset && first < upper)
+            .map(|&(pid, first, _)| aborted(pid, first))
+            .collect();
+        want.sort();
+        assert_eq!(listed, want, "aborted transactions listed at {offset}");
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(40))]
+
+    /// Against a model of three transactional producers over 1 KiB segments: the LSO is the
+    /// oldest open transaction's first offset (else the log end, all durable); every
+    /// read_committed read stops below it and lists exactly the aborted transactions
+    /// overlapping what it returned; across checkpoints and crashes (reopen without close).
+    #[test]
+    fn transactions_follow_the_model(ops in proptest::collection::vec(txn_op(), 1..40)) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig { segment_bytes: 1024, ..small_config() };
+        let open_log = |dir: &std::path::Path| {
+            let m = manager(dir);
+            let log = match m.get_log(&tp(0)).unwrap() {
+                Some(log) => log,
+                None => m.create_log(&tp(0), config.clone()).unwrap(),
+            };
+            log.set_config(config.clone());
+            (m, log)
+        };
+        let (mut m, mut log) = open_log(dir.path());
+        let mut open: [Option<i64>; 4] = [None; 4];
+        let mut seq = [0i32; 4];
+        let mut aborts: Vec<(i64, i64, i64)> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Data { pid, count } => {
+                    let info = log.append(&txn_batch(pid, 0, seq[pid as usize], count)).unwrap();
+                    seq[pid as usize] += count as i32;
+                    open[pid as usize].get_or_insert(info.base_offset);
+                }
+                Op::Plain => {
+                    log.append(&build_batch(2, &[3; 30], 0)).unwrap();
+                }
+                Op::End { pid, commit } => {
+                    let info = log.append_marker(&marker(pid, 0, commit)).unwrap();
+                    if let Some(first) = open[pid as usize].take() {
+                        if !commit {
+                            aborts.push((pid, first, info.base_offset));
+                        }
+                    }
+                }
+                Op::Checkpoint => m.checkpoint().unwrap(),
+                Op::Crash => {
+                    drop(log);
+                    drop(m);
+                    (m, log) = open_log(dir.path());
+                    check_reads(&log, &open, &aborts);
+                }
+            }
+        }
+        check_reads(&log, &open, &aborts);
+        drop(log);
+        drop(m);
+        let (_m, log) = open_log(dir.path());
+        check_reads(&log, &open, &aborts);
+    }
+}
