@@ -751,3 +751,30 @@ proptest::proptest! {
         check_reads(&log, &open, &aborts);
     }
 }
+
+/// Long-polling read_committed fetchers wake on the flush listener: the flush that makes a
+/// marker durable is the one that moves the LSO, and it tells the listener.
+#[test]
+fn the_flush_that_moves_the_lso_tells_the_flush_listener() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let (m, log) = open_log(dir.path());
+    let told = Arc::new(AtomicU64::new(0));
+    let counter = told.clone();
+    m.set_flush_listener(Arc::new(move |_tp: &crate::TopicPartition| {
+        counter.fetch_add(1, Ordering::SeqCst);
+    }));
+    log.append(&txn_batch(1, 0, 0, 2)).unwrap();
+    durable(&log);
+    assert_eq!(log.last_stable_offset(), 0);
+    let before = told.load(Ordering::SeqCst);
+    let info = log.append_marker(&marker(1, 0, true)).unwrap();
+    log.wait_durable(info.last_offset + 1).unwrap();
+    assert_eq!(log.last_stable_offset(), 3);
+    // The listener runs after the waiters are answered, on the flusher thread: bounded wait.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while told.load(Ordering::SeqCst) == before {
+        assert!(std::time::Instant::now() < deadline, "listener never told");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
