@@ -778,3 +778,145 @@ fn the_flush_that_moves_the_lso_tells_the_flush_listener() {
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
+
+const TXN_CRASH_CHILD_ENV: &str = "RILL_TXN_CRASH_CHILD_DIR";
+
+/// The open transactions and aborts a log's own batches describe (producers 1..=3).
+fn model_from_log(log: &Log) -> ([Option<i64>; 4], Vec<(i64, i64, i64)>) {
+    let mut open = [None; 4];
+    let mut aborts = Vec::new();
+    for b in read_all(log) {
+        let h = BatchHeader::parse(&b).unwrap();
+        if h.producer_id < 0 {
+            continue;
+        }
+        let slot = &mut open[h.producer_id as usize];
+        if h.is_control() {
+            let m = crate::txn_marker::parse_marker(&b).expect("a marker");
+            if let Some(first) = slot.take() {
+                if !m.commit {
+                    aborts.push((h.producer_id, first, h.base_offset));
+                }
+            }
+        } else if h.is_transactional() {
+            slot.get_or_insert(h.base_offset);
+        }
+    }
+    (open, aborts)
+}
+
+/// SIGKILL while a producer runs transactions (every append durable before it returns): after
+/// each restart, every acknowledged marker has done its work (the LSO and aborted lists match
+/// the log's own batches), and a transaction killed between its data and its marker is still
+/// open, holding the LSO at its first offset, until a marker is written.
+#[test]
+fn sigkill_between_data_and_marker_leaves_the_transaction_open() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    use rand::Rng;
+
+    if let Ok(dir) = std::env::var(TXN_CRASH_CHILD_ENV) {
+        return txn_crash_child(std::path::Path::new(&dir));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x7a5);
+    let mut saw_open = 0;
+    for round in 0..5 {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "tests::transactions::sigkill_between_data_and_marker_leaves_the_transaction_open",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(TXN_CRASH_CHILD_ENV, dir.path())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (open_tx, open_rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if let Some(end) = line.strip_prefix("ACK ") {
+                    let _ = tx.send(end.trim().parse::<i64>().unwrap());
+                } else if line == "OPEN" {
+                    let _ = open_tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("child acknowledged nothing");
+        if round % 2 == 0 {
+            // Between a transaction's data and its marker (the child pauses there).
+            open_rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("child never paused inside a transaction");
+        } else {
+            std::thread::sleep(Duration::from_millis(rng.random_range(30..250)));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        reader.join().unwrap();
+        let acked_end = rx.try_iter().max().unwrap_or(0);
+        let (_m, log) = open_log(dir.path());
+        assert!(
+            log.log_end_offset() >= acked_end,
+            "round {round}: acked data lost"
+        );
+        let (open, aborts) = model_from_log(&log);
+        eprintln!(
+            "round {round}: acked up to {acked_end}, log end {}, open {open:?}, {} aborts",
+            log.log_end_offset(),
+            aborts.len()
+        );
+        check_reads(&log, &open, &aborts);
+        // Close what the kill left open, as the coordinator does after a restart.
+        for pid in 1..=3 {
+            if open[pid as usize].is_some() {
+                saw_open += 1;
+                log.append_marker(&marker(pid, 0, false)).unwrap();
+            }
+        }
+        durable(&log);
+        assert_eq!(
+            log.last_stable_offset(),
+            log.log_end_offset(),
+            "round {round}"
+        );
+    }
+    eprintln!("{saw_open} transactions were open after a kill");
+    assert!(saw_open >= 1, "no kill landed inside a transaction");
+}
+
+/// Runs transactions of producers 1..=3 in turn (two data batches, then a commit or an abort)
+/// from where the log is, printing the end offset after each acknowledged append, until killed.
+fn txn_crash_child(dir: &std::path::Path) {
+    let (m, log) = open_log(dir);
+    let mut config = small_config();
+    config.set("flush.messages", "1").unwrap();
+    log.set_config(config);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut round = 0u64;
+    while std::time::Instant::now() < deadline {
+        let pid = 1 + (round % 3) as i64;
+        let seq = log.producer_state(pid).map_or(0, |e| e.last_seq() + 1);
+        for i in 0..2 {
+            let info = log.append(&txn_batch(pid, 0, seq + i * 2, 2)).unwrap();
+            println!("ACK {}", info.last_offset + 1);
+        }
+        if round % 4 == 3 {
+            // A pause inside the transaction, for the parent to kill in.
+            println!("OPEN");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let info = log.append_marker(&marker(pid, 0, round % 3 != 0)).unwrap();
+        println!("ACK {}", info.last_offset + 1);
+        round += 1;
+        if round % 10 == 0 {
+            m.checkpoint().unwrap();
+        }
+    }
+}
