@@ -781,8 +781,13 @@ fn the_flush_that_moves_the_lso_tells_the_flush_listener() {
 
 const TXN_CRASH_CHILD_ENV: &str = "RILL_TXN_CRASH_CHILD_DIR";
 
+/// Open transaction first offset by producer id (producers 1..=3; slot 0 unused).
+type OpenTxns = [Option<i64>; 4];
+/// Aborted transactions: producer id, first offset, marker offset.
+type Aborts = Vec<(i64, i64, i64)>;
+
 /// The open transactions and aborts a log's own batches describe (producers 1..=3).
-fn model_from_log(log: &Log) -> ([Option<i64>; 4], Vec<(i64, i64, i64)>) {
+fn model_from_log(log: &Log) -> (OpenTxns, Aborts) {
     let mut open = [None; 4];
     let mut aborts = Vec::new();
     for b in read_all(log) {
@@ -912,7 +917,9 @@ fn txn_crash_child(dir: &std::path::Path) {
             println!("OPEN");
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        let info = log.append_marker(&marker(pid, 0, round % 3 != 0)).unwrap();
+        let info = log
+            .append_marker(&marker(pid, 0, !round.is_multiple_of(3)))
+            .unwrap();
         println!("ACK {}", info.last_offset + 1);
         round += 1;
         if round % 10 == 0 {
