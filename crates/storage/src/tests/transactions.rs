@@ -922,7 +922,7 @@ fn txn_crash_child(dir: &std::path::Path) {
             .unwrap();
         println!("ACK {}", info.last_offset + 1);
         round += 1;
-        if round % 10 == 0 {
+        if round.is_multiple_of(10) {
             m.checkpoint().unwrap();
         }
     }
