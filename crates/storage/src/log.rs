@@ -747,10 +747,14 @@ impl Log {
         if !state.producers_loaded {
             return high_watermark;
         }
+        // As Kafka, never below the log start: a transaction whose first records retention or
+        // DeleteRecords removed does not hold readers before the start of the log.
         state
             .producers
             .first_undecided_offset(high_watermark)
-            .map_or(high_watermark, |first| first.min(high_watermark))
+            .map_or(high_watermark, |first| {
+                first.max(state.log_start_offset).min(high_watermark)
+            })
     }
 
     /// What this partition knows about `producer_id` (DescribeProducers, tests).
@@ -1705,6 +1709,22 @@ impl Log {
                 max_timestamp: segment.max_timestamp,
                 file: segment.log_file(&self.files, false)?,
             });
+        }
+        Ok(out)
+    }
+
+    /// Every segment's `.txnindex` entries, by base offset (the cleaner's view of aborted
+    /// transactions).
+    pub(crate) fn aborted_txn_entries(
+        &self,
+    ) -> Result<std::collections::HashMap<i64, Vec<AbortedTxnEntry>>> {
+        let mut state = self.state.lock();
+        let mut out = std::collections::HashMap::new();
+        for segment in state.segments.values_mut() {
+            segment.ensure_txn_index()?;
+            if !segment.txn_index.is_empty() {
+                out.insert(segment.base_offset, segment.txn_index.to_vec());
+            }
         }
         Ok(out)
     }

@@ -936,6 +936,78 @@ mod tests {
         assert!(m.get(1).is_none() && m.get(2).is_some());
     }
 
+    fn txn_marker(pid: i64, epoch: i16, commit: bool) -> TxnMarker {
+        TxnMarker {
+            producer_id: pid,
+            producer_epoch: epoch,
+            coordinator_epoch: 0,
+            commit,
+            timestamp_ms: 5_000,
+        }
+    }
+
+    /// Checks and commits a marker at `offset`, completing what it ends.
+    fn end(m: &mut ProducerStateManager, marker: &TxnMarker, offset: i64) -> Option<CompletedTxn> {
+        let mut pending = PendingProducers::default();
+        let completed = m.check_marker(&mut pending, marker, offset).unwrap();
+        m.commit(pending);
+        if let Some(txn) = completed {
+            m.complete_txn(txn);
+        }
+        completed
+    }
+
+    #[test]
+    fn a_completed_transaction_bounds_the_lso_until_its_marker_is_below_the_high_watermark() {
+        let mut m = ProducerStateManager::new();
+        append(&mut m, &header(1, 0, 0, 2, 0x10), 10).unwrap(); // 10..=11, opens at 10
+        append(&mut m, &header(2, 0, 0, 1, 0x10), 12).unwrap(); // opens at 12
+        assert_eq!(m.first_undecided_offset(13), Some(10));
+        assert_eq!(m.open_transactions(), 2);
+        let done = end(&mut m, &txn_marker(1, 0, false), 13).unwrap();
+        assert_eq!(
+            done,
+            CompletedTxn {
+                producer_id: 1,
+                first_offset: 10,
+                last_offset: 13,
+                aborted: true
+            }
+        );
+        assert_eq!(m.stable_offset_after(13), 12, "producer 2 is still open");
+        // The marker (13) is not below the high watermark yet: still undecided.
+        assert_eq!(m.first_undecided_offset(13), Some(10));
+        assert_eq!(m.first_undecided_offset(14), Some(12));
+        end(&mut m, &txn_marker(2, 0, true), 14);
+        assert_eq!(m.first_undecided_offset(15), None);
+        assert_eq!(m.stable_offset_after(14), 15);
+        // A marker with nothing open completes nothing but is recorded.
+        assert_eq!(end(&mut m, &txn_marker(3, 0, true), 15), None);
+        assert_eq!(m.get(3).unwrap().coordinator_epoch, 0);
+    }
+
+    #[test]
+    fn open_transactions_are_rebuilt_from_a_snapshot() {
+        let mut m = ProducerStateManager::new();
+        append(&mut m, &header(1, 0, 0, 1, 0x10), 3).unwrap();
+        append(&mut m, &header(2, 0, 0, 1, 0x10), 4).unwrap();
+        append(&mut m, &header(3, 0, 0, 1, 0), 5).unwrap();
+        let mut back = ProducerStateManager::decode_snapshot(&m.encode_snapshot()).unwrap();
+        assert_eq!(back.open_transactions(), 2);
+        assert_eq!(back.first_undecided_offset(6), Some(3));
+        end(&mut back, &txn_marker(1, 0, true), 6);
+        assert_eq!(back.first_undecided_offset(7), Some(4));
+        // A non-transactional batch inside producer 2's transaction is refused.
+        let mut pending = PendingProducers::default();
+        let r = back.check_batch(&mut pending, &header(2, 0, 1, 1, 0), 7);
+        assert!(matches!(
+            r,
+            Err(BatchCheckError::Producer(
+                ProducerError::InvalidTxnState { .. }
+            ))
+        ));
+    }
+
     fn arb_entry() -> impl Strategy<Value = ProducerStateEntry> {
         (
             any::<i64>(),

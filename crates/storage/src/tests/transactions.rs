@@ -479,3 +479,451 @@ fn power_cuts_keep_transactions_open_or_aborted_as_written() {
         );
     }
 }
+
+/// A keyed batch of producer `pid` inside a transaction (`build_keyed_batch` with the
+/// producer fields and the transactional bit patched in, CRC recomputed).
+fn keyed_txn_batch(pid: i64, seq: i32, records: &[(&str, &str)], ts: i64) -> Vec<u8> {
+    let kvs: Vec<crate::keyed_records::KeyValue<'_>> = records
+        .iter()
+        .map(|(k, v)| (Some(k.as_bytes()), Some(v.as_bytes())))
+        .collect();
+    let mut b = crate::keyed_records::build_keyed_batch(&kvs, ts);
+    b[21..23].copy_from_slice(&TRANSACTIONAL.to_be_bytes());
+    b[43..51].copy_from_slice(&pid.to_be_bytes());
+    b[51..53].copy_from_slice(&0i16.to_be_bytes());
+    b[53..57].copy_from_slice(&seq.to_be_bytes());
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+/// The data records a reader sees (key, value), and the producers of the marker batches.
+fn records_and_markers(log: &Log) -> (Vec<(String, String)>, Vec<i64>) {
+    let mut records = Vec::new();
+    let mut markers = Vec::new();
+    for b in read_all(log) {
+        let h = BatchHeader::parse(&b).unwrap();
+        if h.is_control() {
+            markers.push(h.producer_id);
+            continue;
+        }
+        for (_, k, v) in crate::keyed_records::decode(&b).unwrap() {
+            let text = |x: Option<Vec<u8>>| String::from_utf8(x.unwrap_or_default()).unwrap();
+            records.push((text(k), text(v)));
+        }
+    }
+    (records, markers)
+}
+
+/// Compaction and transactions (Kafka's cleaner rules): aborted records go and never hide a
+/// committed record of the same key; committed ones are compacted by key; a marker stays while
+/// its transaction has records, and goes once they are gone and its segment has been through a
+/// pass and is older than delete.retention.ms; `.txnindex` entries follow merged segments.
+#[test]
+fn compaction_drops_aborted_records_and_then_their_markers() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(dir.path());
+    let mut config = small_config();
+    config.segment_bytes = 1024;
+    config.cleanup_policy = "compact".into();
+    config.delete_retention_ms = 60_000;
+    let log = m.create_log(&tp(0), config).unwrap();
+    let old = crate::log::now_ms() - 120_000;
+    let old_marker = |pid, commit| TxnMarker {
+        timestamp_ms: old,
+        ..marker(pid, 0, commit)
+    };
+    let fill = |n: usize, distinct: usize, ts: i64, tag: &str| {
+        for i in 0..n {
+            let key = format!("{tag}-{}", i % distinct);
+            let batch = crate::keyed_records::build_keyed_batch(
+                &[(Some(key.as_bytes()), Some(&[9u8; 80][..]))],
+                ts,
+            );
+            log.append(&batch).unwrap();
+        }
+    };
+    log.append(&keyed_txn_batch(
+        1,
+        0,
+        &[("k1", "committed-1"), ("k2", "committed-2")],
+        old,
+    ))
+    .unwrap();
+    log.append_marker(&old_marker(1, true)).unwrap();
+    fill(12, 2, old, "pre");
+    // Producer 2 writes k1 later, then aborts: k1 must keep its committed value.
+    let aborted_at = log
+        .append(&keyed_txn_batch(
+            2,
+            0,
+            &[("k1", "aborted-1"), ("k3", "aborted-3")],
+            old,
+        ))
+        .unwrap()
+        .base_offset;
+    log.append_marker(&old_marker(2, false)).unwrap();
+    let abort_segment = *log.segment_bases().last().unwrap();
+    assert!(abort_segment > 0, "the abort lands past the first segment");
+    fill(30, 3, old, "old");
+    fill(30, 30, crate::log::now_ms(), "new");
+    m.checkpoint().unwrap();
+    assert!(log.segment_count() > 4);
+    m.clean_log(&tp(0)).unwrap().expect("something to clean");
+    let (records, markers) = records_and_markers(&log);
+    let values = |key: &str| -> Vec<String> {
+        records
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    assert_eq!(
+        values("k1"),
+        vec!["committed-1"],
+        "aborted k1 neither kept nor hiding"
+    );
+    assert_eq!(values("k2"), vec!["committed-2"]);
+    assert!(values("k3").is_empty(), "aborted record removed");
+    assert_eq!(markers, vec![1, 2], "first pass: both markers stay");
+    // The abort is still listed to read_committed readers (its index entry follows merges),
+    // and no index file is left behind for a segment that is gone.
+    let check_index = |log: &Log| {
+        assert_eq!(
+            read_committed(log, aborted_at).1,
+            vec![aborted(2, aborted_at)]
+        );
+        let bases = log.segment_bases();
+        for entry in std::fs::read_dir(log.dir()).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            if let Some(stem) = name.strip_suffix(".txnindex") {
+                assert!(bases.contains(&stem.parse().unwrap()), "orphan {name}");
+            }
+        }
+    };
+    check_index(&log);
+    // Second pass: producer 2's marker has no records left and is old: it goes. Producer 1's
+    // transaction keeps records, so its marker stays. The small cleaned segments merge.
+    fill(30, 30, crate::log::now_ms(), "newer");
+    m.checkpoint().unwrap();
+    m.clean_log(&tp(0)).unwrap().expect("new dirty data");
+    let (records, markers) = records_and_markers(&log);
+    assert_eq!(markers, vec![1]);
+    assert!(records.contains(&("k1".into(), "committed-1".into())));
+    assert!(
+        !log.segment_bases().contains(&abort_segment),
+        "the abort's segment was merged into an earlier one"
+    );
+    check_index(&log);
+    // A reopen replays what is left: no transaction is open.
+    m.close().unwrap();
+    drop(log);
+    drop(m);
+    let (_m, log) = open_log(dir.path());
+    assert_eq!(log.last_stable_offset(), log.high_watermark());
+}
+
+/// One step of the transaction model test.
+#[derive(Debug, Clone)]
+enum Op {
+    /// A transactional batch of `count` records from producer `pid`.
+    Data {
+        pid: i64,
+        count: usize,
+    },
+    /// Records from no producer.
+    Plain,
+    /// A commit (or abort) marker for `pid`, open transaction or not.
+    End {
+        pid: i64,
+        commit: bool,
+    },
+    Checkpoint,
+    /// Dropped without closing (the page cache survives): recovery from the recovery point.
+    Crash,
+}
+
+fn txn_op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        6 => (1i64..=3, 1usize..4).prop_map(|(pid, count)| Op::Data { pid, count }),
+        2 => Just(Op::Plain),
+        4 => (1i64..=3, any::<bool>()).prop_map(|(pid, commit)| Op::End { pid, commit }),
+        1 => Just(Op::Checkpoint),
+        1 => Just(Op::Crash),
+    ]
+}
+
+/// What the model expects a read_committed reader to be told at every offset below the LSO.
+fn check_reads(log: &Log, open: &[Option<i64>; 4], aborts: &[(i64, i64, i64)]) {
+    durable(log);
+    let end = log.log_end_offset();
+    let lso = open.iter().flatten().copied().min().unwrap_or(end);
+    assert_eq!(log.last_stable_offset(), lso, "LSO");
+    let states: Vec<(i64, Option<i64>)> = log
+        .producer_states()
+        .iter()
+        .map(|e| (e.producer_id, e.current_txn_first_offset))
+        .collect();
+    for (pid, first) in states {
+        assert_eq!(
+            first, open[pid as usize],
+            "producer {pid}'s open transaction"
+        );
+    }
+    // Bounded by the offsets of a small log.
+    for offset in 0..=end {
+        let (batches, listed) = read_committed(log, offset);
+        let Some(&(_, last)) = batches.last() else {
+            assert!(offset >= lso || listed.is_empty(), "at {offset}");
+            continue;
+        };
+        assert!(
+            last < lso,
+            "read_committed at {offset} passed the LSO {lso}"
+        );
+        let upper = last + 1;
+        let mut want: Vec<AbortedTxn> = aborts
+            .iter()
+            .filter(|&&(_, first, marker)| marker >= offset && first < upper)
+            .map(|&(pid, first, _)| aborted(pid, first))
+            .collect();
+        want.sort();
+        assert_eq!(listed, want, "aborted transactions listed at {offset}");
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(40))]
+
+    /// Against a model of three transactional producers over 1 KiB segments: the LSO is the
+    /// oldest open transaction's first offset (else the log end, all durable); every
+    /// read_committed read stops below it and lists exactly the aborted transactions
+    /// overlapping what it returned; across checkpoints and crashes (reopen without close).
+    #[test]
+    fn transactions_follow_the_model(ops in proptest::collection::vec(txn_op(), 1..40)) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig { segment_bytes: 1024, ..small_config() };
+        let open_log = |dir: &std::path::Path| {
+            let m = manager(dir);
+            let log = match m.get_log(&tp(0)).unwrap() {
+                Some(log) => log,
+                None => m.create_log(&tp(0), config.clone()).unwrap(),
+            };
+            log.set_config(config.clone());
+            (m, log)
+        };
+        let (mut m, mut log) = open_log(dir.path());
+        let mut open: [Option<i64>; 4] = [None; 4];
+        let mut seq = [0i32; 4];
+        let mut aborts: Vec<(i64, i64, i64)> = Vec::new();
+        for op in ops {
+            match op {
+                Op::Data { pid, count } => {
+                    let info = log.append(&txn_batch(pid, 0, seq[pid as usize], count)).unwrap();
+                    seq[pid as usize] += count as i32;
+                    open[pid as usize].get_or_insert(info.base_offset);
+                }
+                Op::Plain => {
+                    log.append(&build_batch(2, &[3; 30], 0)).unwrap();
+                }
+                Op::End { pid, commit } => {
+                    let info = log.append_marker(&marker(pid, 0, commit)).unwrap();
+                    if let Some(first) = open[pid as usize].take() {
+                        if !commit {
+                            aborts.push((pid, first, info.base_offset));
+                        }
+                    }
+                }
+                Op::Checkpoint => m.checkpoint().unwrap(),
+                Op::Crash => {
+                    drop(log);
+                    drop(m);
+                    (m, log) = open_log(dir.path());
+                    check_reads(&log, &open, &aborts);
+                }
+            }
+        }
+        check_reads(&log, &open, &aborts);
+        drop(log);
+        drop(m);
+        let (_m, log) = open_log(dir.path());
+        check_reads(&log, &open, &aborts);
+    }
+}
+
+/// Long-polling read_committed fetchers wake on the flush listener: the flush that makes a
+/// marker durable is the one that moves the LSO, and it tells the listener.
+#[test]
+fn the_flush_that_moves_the_lso_tells_the_flush_listener() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let (m, log) = open_log(dir.path());
+    let told = Arc::new(AtomicU64::new(0));
+    let counter = told.clone();
+    m.set_flush_listener(Arc::new(move |_tp: &crate::TopicPartition| {
+        counter.fetch_add(1, Ordering::SeqCst);
+    }));
+    log.append(&txn_batch(1, 0, 0, 2)).unwrap();
+    durable(&log);
+    assert_eq!(log.last_stable_offset(), 0);
+    let before = told.load(Ordering::SeqCst);
+    let info = log.append_marker(&marker(1, 0, true)).unwrap();
+    log.wait_durable(info.last_offset + 1).unwrap();
+    assert_eq!(log.last_stable_offset(), 3);
+    // The listener runs after the waiters are answered, on the flusher thread: bounded wait.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while told.load(Ordering::SeqCst) == before {
+        assert!(std::time::Instant::now() < deadline, "listener never told");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+const TXN_CRASH_CHILD_ENV: &str = "RILL_TXN_CRASH_CHILD_DIR";
+
+/// Open transaction first offset by producer id (producers 1..=3; slot 0 unused).
+type OpenTxns = [Option<i64>; 4];
+/// Aborted transactions: producer id, first offset, marker offset.
+type Aborts = Vec<(i64, i64, i64)>;
+
+/// The open transactions and aborts a log's own batches describe (producers 1..=3).
+fn model_from_log(log: &Log) -> (OpenTxns, Aborts) {
+    let mut open = [None; 4];
+    let mut aborts = Vec::new();
+    for b in read_all(log) {
+        let h = BatchHeader::parse(&b).unwrap();
+        if h.producer_id < 0 {
+            continue;
+        }
+        let slot = &mut open[h.producer_id as usize];
+        if h.is_control() {
+            let m = crate::txn_marker::parse_marker(&b).expect("a marker");
+            if let Some(first) = slot.take() {
+                if !m.commit {
+                    aborts.push((h.producer_id, first, h.base_offset));
+                }
+            }
+        } else if h.is_transactional() {
+            slot.get_or_insert(h.base_offset);
+        }
+    }
+    (open, aborts)
+}
+
+/// SIGKILL while a producer runs transactions (every append durable before it returns): after
+/// each restart, every acknowledged marker has done its work (the LSO and aborted lists match
+/// the log's own batches), and a transaction killed between its data and its marker is still
+/// open, holding the LSO at its first offset, until a marker is written.
+#[test]
+fn sigkill_between_data_and_marker_leaves_the_transaction_open() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    use rand::Rng;
+
+    if let Ok(dir) = std::env::var(TXN_CRASH_CHILD_ENV) {
+        return txn_crash_child(std::path::Path::new(&dir));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x7a5);
+    let mut saw_open = 0;
+    for round in 0..5 {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "tests::transactions::sigkill_between_data_and_marker_leaves_the_transaction_open",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(TXN_CRASH_CHILD_ENV, dir.path())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (open_tx, open_rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if let Some(end) = line.strip_prefix("ACK ") {
+                    let _ = tx.send(end.trim().parse::<i64>().unwrap());
+                } else if line == "OPEN" {
+                    let _ = open_tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("child acknowledged nothing");
+        if round % 2 == 0 {
+            // Between a transaction's data and its marker (the child pauses there).
+            open_rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("child never paused inside a transaction");
+        } else {
+            std::thread::sleep(Duration::from_millis(rng.random_range(30..250)));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        reader.join().unwrap();
+        let acked_end = rx.try_iter().max().unwrap_or(0);
+        let (_m, log) = open_log(dir.path());
+        assert!(
+            log.log_end_offset() >= acked_end,
+            "round {round}: acked data lost"
+        );
+        let (open, aborts) = model_from_log(&log);
+        eprintln!(
+            "round {round}: acked up to {acked_end}, log end {}, open {open:?}, {} aborts",
+            log.log_end_offset(),
+            aborts.len()
+        );
+        check_reads(&log, &open, &aborts);
+        // Close what the kill left open, as the coordinator does after a restart.
+        for pid in 1..=3 {
+            if open[pid as usize].is_some() {
+                saw_open += 1;
+                log.append_marker(&marker(pid, 0, false)).unwrap();
+            }
+        }
+        durable(&log);
+        assert_eq!(
+            log.last_stable_offset(),
+            log.log_end_offset(),
+            "round {round}"
+        );
+    }
+    eprintln!("{saw_open} transactions were open after a kill");
+    assert!(saw_open >= 1, "no kill landed inside a transaction");
+}
+
+/// Runs transactions of producers 1..=3 in turn (two data batches, then a commit or an abort)
+/// from where the log is, printing the end offset after each acknowledged append, until killed.
+fn txn_crash_child(dir: &std::path::Path) {
+    let (m, log) = open_log(dir);
+    let mut config = small_config();
+    config.set("flush.messages", "1").unwrap();
+    log.set_config(config);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut round = 0u64;
+    while std::time::Instant::now() < deadline {
+        let pid = 1 + (round % 3) as i64;
+        let seq = log.producer_state(pid).map_or(0, |e| e.last_seq() + 1);
+        for i in 0..2 {
+            let info = log.append(&txn_batch(pid, 0, seq + i * 2, 2)).unwrap();
+            println!("ACK {}", info.last_offset + 1);
+        }
+        if round % 4 == 3 {
+            // A pause inside the transaction, for the parent to kill in.
+            println!("OPEN");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let info = log
+            .append_marker(&marker(pid, 0, !round.is_multiple_of(3)))
+            .unwrap();
+        println!("ACK {}", info.last_offset + 1);
+        round += 1;
+        if round.is_multiple_of(10) {
+            m.checkpoint().unwrap();
+        }
+    }
+}
