@@ -268,7 +268,9 @@ async fn verify_transactional(
     let Some(header) = records.and_then(rill_storage::batch::BatchHeader::parse) else {
         return Ok(());
     };
-    if !header.is_transactional() {
+    // A client's control batch is refused as an invalid record by the append, whatever the
+    // coordinator would say.
+    if !header.is_transactional() || header.is_control() {
         return Ok(());
     }
     let partition = (tp.topic.clone(), tp.partition);

@@ -116,9 +116,9 @@ async fn refusals(client: &mut Client, topic: &str) {
     assert_eq!(stale.0, INVALID_PRODUCER_EPOCH);
     let bump_not_at_zero = produce(client, topic, batch(pid, 2, 2, 1, Kind::Data)).await;
     assert_eq!(bump_not_at_zero.0, OUT_OF_ORDER_SEQUENCE_NUMBER);
-    // Without a transactional id in the request Kafka refuses the whole request; with one,
-    // Rill (no transaction coordinator yet) answers that no transaction is open. Against
-    // Kafka with no __transaction_state yet, verification fails as NOT_ENOUGH_REPLICAS.
+    // Without a transactional id in the request Kafka refuses the whole request; with one
+    // the coordinator knows nothing of, verification answers that no transaction is open.
+    // Against Kafka with no __transaction_state yet, it fails as NOT_ENOUGH_REPLICAS.
     let txn = produce(client, topic, batch(pid, 1, 2, 1, Kind::Transactional)).await;
     assert_eq!(txn.0, TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
     let with_id = batch(pid, 1, 2, 1, Kind::Transactional);
@@ -133,7 +133,6 @@ async fn refusals(client: &mut Client, topic: &str) {
     assert_eq!(marker.0, TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
     let with_id = batch(pid, 1, 2, 1, Kind::Control);
     let marker_id = produce_as(client, Some("no-such-txn"), topic, with_id).await;
-    eprintln!("marker with id: {marker_id:?}");
     assert!(
         [INVALID_RECORD, NOT_ENOUGH_REPLICAS].contains(&marker_id.0),
         "{marker_id:?}"

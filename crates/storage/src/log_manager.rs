@@ -148,6 +148,12 @@ impl LogManager {
         self.files.flusher.set_listener(listener);
     }
 
+    /// Tells the flush listener that what `tp` shows readers may have changed without a flush:
+    /// a transaction marker under "written" visibility moves the last stable offset at once.
+    pub fn notify_listener(&self, tp: &TopicPartition) {
+        self.files.flusher.flushed(tp);
+    }
+
     /// Flush passes of the group commit so far (each syncs every log queued at its start).
     pub fn flusher_passes(&self) -> u64 {
         self.files.flusher.passes()

@@ -41,6 +41,9 @@ impl MarkerWriter for PartitionMarkers {
             Err(e) => return Err(failed(tp, &e)),
         };
         let info = log.append_marker(marker).map_err(|e| failed(tp, &e))?;
+        // Under "written" visibility the last stable offset has moved already: wake
+        // read_committed fetchers now (under durable visibility the flush does).
+        self.logs.notify_listener(tp);
         let (tx, rx) = tokio::sync::oneshot::channel();
         log.on_durable(
             info.last_offset + 1,

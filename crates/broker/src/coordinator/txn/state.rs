@@ -359,13 +359,15 @@ pub fn end_txn_v2(
     );
     match m.state {
         TxnState::Ongoing => {}
-        TxnState::Empty if !commit => {}
         TxnState::CompleteCommit | TxnState::CompleteAbort if same_kind && retry => {
             return Ok(EndOutcome::AlreadyDone)
         }
         TxnState::PrepareCommit | TxnState::PrepareAbort if same_kind && retry => {
             return Err(ResponseError::ConcurrentTransactions)
         }
+        // An abort with no transaction open (it only bumps the epoch).
+        TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+            if !commit && !retry => {}
         _ => return Err(ResponseError::InvalidTxnState),
     }
     let mut next = prepare(m, commit, now_ms);
