@@ -50,6 +50,7 @@ pub mod response_writer;
 pub mod sasl;
 pub mod state;
 pub mod topics;
+pub mod txn_offset_commit;
 
 pub use broker::{Broker, BrokerConfig};
 pub use error::BrokerError;

@@ -205,3 +205,75 @@ fn offsets_of_an_empty_group_expire_after_retention() {
     let reloaded = GroupCoordinator::load(config, logs).unwrap();
     assert!(reloaded.fetch_offsets("old", None).is_empty());
 }
+
+/// Kafka's member checks for a transactional commit (`ClassicGroup.validateOffsetCommit`
+/// with `isTransactional`).
+#[test]
+fn txn_offset_commit_checks_members_as_kafka() {
+    let mut g = Group::new("g", 0);
+    let none = TxnMember {
+        generation_id: -1,
+        member_id: "",
+        group_instance_id: None,
+    };
+    assert_eq!(
+        check_txn_member(&g, &none),
+        Ok(()),
+        "simple commit, empty group"
+    );
+    let (tx, _rx) = oneshot::channel();
+    let req = JoinRequest {
+        group_id: "g".into(),
+        member_id: String::new(),
+        group_instance_id: Some("i".into()),
+        client_id: "c".into(),
+        client_host: "h".into(),
+        session_timeout_ms: 10_000,
+        rebalance_timeout_ms: 10_000,
+        protocol_type: "consumer".into(),
+        protocols: vec![("range".into(), Bytes::new())],
+        require_known_member_id: false,
+    };
+    let d = Duration::from_secs(10);
+    g.members
+        .insert("m".into(), new_member(&req, "m", d, d, Instant::now(), tx));
+    g.static_members.insert("i".into(), "m".into());
+    g.generation_id = 3;
+    g.state = GroupState::PreparingRebalance;
+    let member = |generation_id, member_id, group_instance_id| TxnMember {
+        generation_id,
+        member_id,
+        group_instance_id,
+    };
+    // Versions before 3 name no member: accepted in any state, rebalances included.
+    assert_eq!(check_txn_member(&g, &none), Ok(()));
+    assert_eq!(check_txn_member(&g, &member(3, "m", Some("i"))), Ok(()));
+    assert_eq!(check_txn_member(&g, &member(3, "m", None)), Ok(()));
+    let err = |e: ResponseError| Err(e.code());
+    assert_eq!(
+        check_txn_member(&g, &member(2, "m", None)),
+        err(ResponseError::IllegalGeneration)
+    );
+    assert_eq!(
+        check_txn_member(&g, &member(3, "x", None)),
+        err(ResponseError::UnknownMemberId)
+    );
+    assert_eq!(
+        check_txn_member(&g, &member(3, "x", Some("i"))),
+        err(ResponseError::FencedInstanceId)
+    );
+    assert_eq!(
+        check_txn_member(&g, &member(3, "m", Some("other"))),
+        err(ResponseError::UnknownMemberId)
+    );
+    assert_eq!(
+        check_txn_member(&g, &member(-1, "m", None)),
+        err(ResponseError::IllegalGeneration),
+        "a member with no generation"
+    );
+    g.state = GroupState::Dead;
+    assert_eq!(
+        check_txn_member(&g, &none),
+        err(ResponseError::CoordinatorNotAvailable)
+    );
+}

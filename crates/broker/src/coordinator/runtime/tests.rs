@@ -383,3 +383,19 @@ fn transactional_records_and_markers_replay_with_their_producer() {
         "{e:?}"
     );
 }
+
+#[test]
+fn partition_matches_java_string_hash() {
+    // Values of Java's String.hashCode(), computed by a JVM.
+    assert_eq!(java_string_hash("hello"), 99_162_322);
+    assert_eq!(java_string_hash(""), 0);
+    assert_eq!(
+        java_string_hash("Aa"),
+        java_string_hash("BB"),
+        "Java's classic collision"
+    );
+    assert_eq!(partition_for("hello", 50), 99_162_322 % 50);
+    for g in ["a", "my-group", "ünïcødé", "console-consumer-12345"] {
+        assert!((0..50).contains(&partition_for(g, 50)));
+    }
+}
