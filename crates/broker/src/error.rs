@@ -143,6 +143,9 @@ fn producer_error_code(error: &ProducerError) -> i16 {
         ProducerError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         ProducerError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
         ProducerError::InvalidTxnState { .. } => ResponseError::InvalidTxnState,
+        ProducerError::TransactionCoordinatorFenced { .. } => {
+            ResponseError::TransactionCoordinatorFenced
+        }
         _ => ResponseError::InvalidRecord,
     };
     kind.code()

@@ -19,12 +19,18 @@
 //! timestamps, new count, length and CRC); one that loses all is dropped. Uncompressed
 //! records are copied byte for byte; a compressed batch is decompressed (bounded by
 //! [`MAX_DECOMPRESSED_BATCH_BYTES`]) and its survivors compressed again with the same codec
-//! ([`crate::records::BatchBuilder`]). Control batches (transaction markers) are kept as they
-//! are: transactions do not exist yet. When they do, this is where Kafka's rules go:
-//! [`keep_record`] and the batch loop in `rewrite_group` decide per record and per batch, and
-//! that is where aborted data (per the producer's aborted-transaction index) and markers past
-//! their transaction are dropped.
+//! ([`crate::records::BatchBuilder`]).
+//!
+//! Transactions (Kafka's `CleanedTransactionMetadata`, simplified): a pass cleans only below
+//! the last stable offset, so every transactional batch it sees has its marker in the log and
+//! is either aborted (listed in a segment's `.txnindex`) or committed. Aborted batches are
+//! dropped whole and never enter the key map (so an aborted record never hides a committed
+//! one); committed ones are cleaned by key like any other. A marker is dropped once no record
+//! of its transaction is left and its segment has been through a previous pass and is older
+//! than `delete.retention.ms` (the tombstone rule); otherwise it is kept as it is. The
+//! `.txnindex` entries of a group's segments are carried into the cleaned segment.
 
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -41,6 +47,7 @@ use crate::log::{now_ms, Log, LogState};
 use crate::offset_map::OffsetMap;
 use crate::records::{BatchBuilder, BatchSpec, Headers, NewRecord, ReaderBuffers, RecordReader};
 use crate::segment::{file_name, Segment};
+use crate::txn_index::AbortedTxnEntry;
 
 /// The file in a partition directory holding the first dirty offset (Kafka keeps these in one
 /// `cleaner-offset-checkpoint` per data directory; one per log keeps the cleaner's writes
@@ -53,8 +60,9 @@ const CLEANED_SUFFIX: &str = "cleaned";
 const SWAP_SUFFIX: &str = "swap";
 /// The cleaner reads and writes in chunks of this size.
 const IO_CHUNK_BYTES: usize = 1 << 20;
-/// The three files of a segment, log last: its rename completes the swap of one base.
-const KINDS: [&str; 3] = ["index", "timeindex", "log"];
+/// The files of a segment, log last: its rename completes the swap of one base. A
+/// `.txnindex` exists only for segments with aborted transactions.
+const KINDS: [&str; 4] = ["index", "timeindex", "txnindex", "log"];
 
 /// Cleaner state and counters of one log, kept in the [`Log`] so metrics read them directly.
 #[derive(Debug)]
@@ -196,7 +204,7 @@ pub(crate) fn dirty_state(log: &Log, ctx_recovery_point: i64, now: i64) -> Resul
     let first_dirty = log.cleaner.first_dirty(log.dir())?;
     let n = cleanable(
         &segments,
-        ctx_recovery_point,
+        ctx_recovery_point.min(log.last_stable_offset()),
         now,
         config.min_compaction_lag_ms,
     );
@@ -341,6 +349,76 @@ fn is_cleanable_batch(header: &BatchHeader) -> bool {
     header.attributes & CONTROL_FLAG == 0
 }
 
+/// What a pass knows of transactions: the aborted ones, from every segment's `.txnindex`, and
+/// which producers still have a record of their current transaction kept by the pass (their
+/// marker must stay). Bounded by the aborted transactions of the log.
+#[derive(Debug, Default)]
+pub(crate) struct TxnCleaning {
+    /// By producer: (first offset, marker offset) of each aborted transaction, in marker order.
+    aborted: HashMap<i64, Vec<(i64, i64)>>,
+    /// Producers with a record kept since their last marker in this pass.
+    data_kept: HashSet<i64>,
+    /// The `.txnindex` entries of each segment, by base offset.
+    entries_by_segment: HashMap<i64, Vec<AbortedTxnEntry>>,
+}
+
+impl TxnCleaning {
+    pub(crate) fn new(entries_by_segment: HashMap<i64, Vec<AbortedTxnEntry>>) -> Self {
+        let mut aborted: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
+        let mut all: Vec<&AbortedTxnEntry> = entries_by_segment.values().flatten().collect();
+        all.sort_unstable_by_key(|e| e.last_offset);
+        for e in all {
+            aborted
+                .entry(e.producer_id)
+                .or_default()
+                .push((e.first_offset, e.last_offset));
+        }
+        TxnCleaning {
+            aborted,
+            data_kept: HashSet::new(),
+            entries_by_segment,
+        }
+    }
+
+    /// Whether a data batch belongs to an aborted transaction.
+    fn is_aborted(&self, h: &BatchHeader) -> bool {
+        if !h.is_transactional() || h.is_control() {
+            return false;
+        }
+        let Some(txns) = self.aborted.get(&h.producer_id) else {
+            return false;
+        };
+        // The first abort whose marker follows the batch is the only one that can hold it.
+        let i = txns.partition_point(|&(_, last)| last < h.base_offset);
+        txns.get(i)
+            .is_some_and(|&(first, _)| first <= h.base_offset)
+    }
+
+    /// Notes a kept data batch.
+    fn kept(&mut self, h: &BatchHeader) {
+        if h.is_transactional() && !h.is_control() {
+            self.data_kept.insert(h.producer_id);
+        }
+    }
+
+    /// Whether a marker batch may go (`old_enough`: its segment passes the tombstone rule):
+    /// none of its transaction's records is left. Ends the producer's transaction either way.
+    fn drop_marker(&mut self, h: &BatchHeader, bytes: &[u8], old_enough: bool) -> bool {
+        let had_data = self.data_kept.remove(&h.producer_id);
+        old_enough && !had_data && crate::txn_marker::parse_marker(bytes).is_some()
+    }
+
+    /// The entries for the cleaned segment replacing `group`.
+    fn entries_for(&self, group: &[&SegmentView]) -> Vec<AbortedTxnEntry> {
+        group
+            .iter()
+            .filter_map(|s| self.entries_by_segment.get(&s.base_offset))
+            .flatten()
+            .copied()
+            .collect()
+    }
+}
+
 /// The most a compressed batch may inflate to in the cleaner, as the broker's default
 /// `rill.decompressed.batch.max.bytes`: every stored batch passed that bound on produce. A
 /// batch past it is kept whole.
@@ -435,13 +513,15 @@ pub fn clean(log: &Log, ctx: &CleanContext<'_>) -> Result<Option<CleanStats>> {
     let _busy = Busy(&log.cleaner.busy);
     let started = Instant::now();
     let segments = log.sealed_segments()?;
+    // Below the LSO only: every transaction there is decided (Kafka's first uncleanable offset).
     let n = cleanable(
         &segments,
-        ctx.persisted_recovery_point,
+        ctx.persisted_recovery_point.min(log.last_stable_offset()),
         ctx.now_ms,
         config.min_compaction_lag_ms,
     );
     let segments = &segments[..n];
+    let mut txns = TxnCleaning::new(log.aborted_txn_entries()?);
     let first_dirty = log.cleaner.first_dirty(log.dir())?;
     let Some(cleanable_end) = segments.last().map(|s| s.next_offset) else {
         return Ok(None);
@@ -464,7 +544,10 @@ pub fn clean(log: &Log, ctx: &CleanContext<'_>) -> Result<Option<CleanStats>> {
             if ctx.stop.load(Ordering::Relaxed) {
                 return Ok(None);
             }
-            if header.last_offset() < first_dirty || !is_cleanable_batch(&header) {
+            if header.last_offset() < first_dirty
+                || !is_cleanable_batch(&header)
+                || txns.is_aborted(&header)
+            {
                 continue;
             }
             let fits = if header.compression() == 0 {
@@ -535,6 +618,7 @@ pub fn clean(log: &Log, ctx: &CleanContext<'_>) -> Result<Option<CleanStats>> {
             delete_horizon,
             ctx,
             &mut stats,
+            &mut txns,
         )?;
         let Some(written) = written else {
             return Ok(None);
@@ -561,6 +645,7 @@ pub fn clean(log: &Log, ctx: &CleanContext<'_>) -> Result<Option<CleanStats>> {
 /// Writes the cleaned form of `group` as `.cleaned` files, syncs them, and swaps them in under
 /// the log's lock. Returns the bytes written, or `None` when the pass was stopped or the
 /// segments changed underneath (retention, DeleteRecords): the new files are then removed.
+#[allow(clippy::too_many_arguments)]
 fn rewrite_group(
     log: &Log,
     group: &[&SegmentView],
@@ -569,6 +654,7 @@ fn rewrite_group(
     delete_horizon: i64,
     ctx: &CleanContext<'_>,
     stats: &mut CleanStats,
+    txns: &mut TxnCleaning,
 ) -> Result<Option<u64>> {
     let files = log.files();
     let io = &*files.io;
@@ -604,7 +690,14 @@ fn rewrite_group(
             stats.bytes_read += bytes.len() as u64;
             let at = buf.len();
             if !is_cleanable_batch(&header) {
+                if txns.drop_marker(&header, bytes, drop_tombstones) {
+                    stats.records_removed += 1;
+                    continue;
+                }
                 buf.extend_from_slice(bytes);
+            } else if txns.is_aborted(&header) {
+                stats.records_removed += header.record_count.max(0) as u64;
+                continue;
             } else if header.compression() == 0 {
                 match keyed_records::records(bytes) {
                     None => buf.extend_from_slice(bytes),
@@ -662,6 +755,7 @@ fn rewrite_group(
             }
             let new_header =
                 BatchHeader::parse(&buf[at..]).expect("a whole header was just written");
+            txns.kept(&new_header);
             scratch.track_batch(written + at as u64, &new_header);
             if buf.len() >= IO_CHUNK_BYTES {
                 flush(&mut buf, &mut written)?;
@@ -676,6 +770,10 @@ fn rewrite_group(
     let (offsets, times) = scratch.finish_scratch();
     write_index(io, &cleaned_path(dir, base, "index"), &offsets)?;
     write_index(io, &cleaned_path(dir, base, "timeindex"), &times)?;
+    let aborted = txns.entries_for(group);
+    if !aborted.is_empty() {
+        write_index(io, &cleaned_path(dir, base, "txnindex"), &aborted)?;
+    }
     io.sync_dir(dir)
         .map_err(|e| StorageError::io("fsync dir", dir, e))?;
 

@@ -22,6 +22,7 @@ pub enum FileKind {
     Log,
     OffsetIndex,
     TimeIndex,
+    TxnIndex,
 }
 
 #[derive(Debug, Default)]
@@ -113,7 +114,12 @@ impl FdCache {
     /// Drops the cached handles of a segment (it was deleted or renamed).
     pub fn forget(&self, segment_id: u64) {
         let mut lru = self.lru.lock();
-        for kind in [FileKind::Log, FileKind::OffsetIndex, FileKind::TimeIndex] {
+        for kind in [
+            FileKind::Log,
+            FileKind::OffsetIndex,
+            FileKind::TimeIndex,
+            FileKind::TxnIndex,
+        ] {
             if let Some((_, used)) = lru.files.remove(&(segment_id, kind)) {
                 lru.by_use.remove(&used);
             }

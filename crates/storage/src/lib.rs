@@ -7,7 +7,10 @@
 //! - [`segment`]: one `.log` file with its `.index` and `.timeindex`.
 //! - [`offset_index`], [`time_index`], [`index`]: sparse fixed-size-entry indexes.
 //! - [`producer_state`]: per-producer epochs and last sequences (idempotent producers:
-//!   duplicates, gaps, fencing); [`producer_snapshots`]: its snapshot files beside the segments.
+//!   duplicates, gaps, fencing) and open transactions; [`producer_snapshots`]: its snapshot
+//!   files beside the segments.
+//! - [`txn_marker`]: commit/abort control batches; [`txn_index`]: the per-segment aborted
+//!   transaction index (`.txnindex`) behind read_committed reads.
 //! - [`recovery`]: scanning a segment after a crash to find the valid end.
 //! - [`batch`]: the v2 record batch format and its validation.
 //! - [`records`]: the records inside a batch, read one at a time or built into a batch;
@@ -46,6 +49,8 @@ pub mod records;
 pub mod recovery;
 pub mod segment;
 pub mod time_index;
+pub mod txn_index;
+pub mod txn_marker;
 
 #[cfg(test)]
 mod tests;
@@ -55,9 +60,13 @@ pub use cleaner_manager::CleanerConfig;
 pub use config::{FlushPolicy, LogConfig, Visibility};
 pub use error::StorageError;
 pub use flusher::{FlushListener, GroupSync};
-pub use log::{AppendInfo, DurableCallback, FileSlice, Log, ReadResult, TimestampOffset};
+pub use log::{
+    AppendInfo, DurableCallback, FileSlice, Isolation, Log, ReadResult, TimestampOffset,
+};
 pub use log_manager::{LogManager, LogManagerConfig};
-pub use producer_state::ProducerError;
+pub use producer_state::{ProducerError, ProducerStateEntry};
+pub use txn_index::AbortedTxn;
+pub use txn_marker::TxnMarker;
 
 use std::fmt;
 

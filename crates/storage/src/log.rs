@@ -11,6 +11,11 @@
 //!
 //! Visibility: with `rill.high.watermark.visibility=durable` (the default) the high watermark
 //! is the flushed offset, and reads stop at the flushed byte position ([`DurablePoint`]).
+//!
+//! Transactions: the last stable offset (LSO) is the high watermark, or the first offset of the
+//! oldest transaction still open (or whose marker is not yet durable) if that is lower.
+//! `read_committed` reads ([`Log::read_with`]) stop at it and list the aborted transactions
+//! of the range they return, from the segments' `.txnindex` files ([`crate::txn_index`]).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -19,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::{Mutex, MutexGuard, RwLock};
 
 use crate::batch::{self, BatchHeader};
 use crate::config::{FlushPolicy, LogConfig};
@@ -27,9 +32,12 @@ use crate::error::{Result, StorageError};
 use crate::file_io::IoFile;
 use crate::producer_snapshots;
 use crate::producer_state::{
-    BatchCheckError, BatchVerdict, PendingProducers, ProducerStateEntry, ProducerStateManager,
+    BatchCheckError, BatchVerdict, CompletedTxn, PendingProducers, ProducerStateEntry,
+    ProducerStateManager,
 };
 use crate::segment::{Files, Segment};
+use crate::txn_index::{self, AbortedTxn, AbortedTxnEntry};
+use crate::txn_marker::{self, MarkerRecord, TxnMarker};
 use crate::TopicPartition;
 
 /// File in the partition directory holding the log start offset moved by DeleteRecords.
@@ -77,6 +85,21 @@ pub struct ReadResult {
     pub high_watermark: i64,
     pub log_start_offset: i64,
     pub log_end_offset: i64,
+    /// The last stable offset at that moment (both isolation levels: a fetch returns it).
+    pub last_stable_offset: i64,
+    /// `ReadCommitted` only: the aborted transactions overlapping the returned range (Kafka's
+    /// fetch `aborted_transactions`), so the client drops their records; empty otherwise.
+    pub aborted: Vec<AbortedTxn>,
+}
+
+/// A fetch's isolation level (Kafka's `IsolationLevel`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Isolation {
+    /// Up to the high watermark, open and aborted transactions included.
+    #[default]
+    ReadUncommitted,
+    /// Up to the last stable offset, with the aborted transactions listed.
+    ReadCommitted,
 }
 
 impl ReadResult {
@@ -313,16 +336,42 @@ impl Log {
             .unwrap_or(first_base)
             .clamp(first_base, log_end);
         let flushed = recovery_point.clamp(first_base, log_end);
+        let recovered_txn_batches = segments.values().any(|s| s.recovered_txn_batches);
         let log = Log::assemble(tp, dir, config, files, segments, log_start, flushed);
         log.state.lock().dir_dirty = true;
+        // Snapshots past the recovered end describe lost batches: gone before any append.
+        let lost_snapshots = producer_snapshots::delete_beyond(&log.dir, log_end)?;
+        log.load_producers_at_open(recovery_point, recovered_txn_batches, lost_snapshots)?;
         if flushed < log_end {
             // Recovered data past the recovery point is in the page cache only: make it
             // durable before it is visible, so the high watermark never goes backwards.
             log.flush()?;
         }
-        // Snapshots past the recovered end describe lost batches: gone before any append.
-        producer_snapshots::delete_beyond(&log.dir, log_end)?;
         Ok(log)
+    }
+
+    /// Loads the producer state now, rather than on the first producer batch, when the log
+    /// may hold transactions, so the LSO is right before the first read:
+    /// - recovery saw transactional or marker batches past the recovery point: the state is
+    ///   replayed from a snapshot at or below that point, rebuilding the `.txnindex` entries
+    ///   of the aborts recovered (recovery dropped the untrusted ones);
+    /// - a snapshot exists, or one was deleted as beyond the recovered end: the log has had
+    ///   producers, and any of them may have a transaction open.
+    ///
+    /// A log that never had a producer id has no snapshot and stays lazy.
+    fn load_producers_at_open(
+        &self,
+        recovery_point: i64,
+        recovered_txn_batches: bool,
+        lost_snapshots: bool,
+    ) -> Result<()> {
+        let mut state = self.state.lock();
+        if recovered_txn_batches {
+            self.replay_producers(&mut state, recovery_point, Some(recovery_point))?;
+        } else if lost_snapshots || producer_snapshots::any(&self.dir)? {
+            self.load_producers(&mut state)?;
+        }
+        Ok(())
     }
 
     fn assemble(
@@ -464,11 +513,8 @@ impl Log {
         check: impl FnOnce(&[u8]) -> Result<()>,
     ) -> Result<AppendInfo> {
         let config = Arc::clone(&self.config.read());
-        let mut headers = batch::validate_all(batches, config.max_message_bytes as usize)?;
+        let headers = batch::validate_all(batches, config.max_message_bytes as usize)?;
         check(batches)?;
-        let record_count: u32 = headers.iter().map(|h| h.record_count as u32).sum();
-        let max_timestamp = headers.iter().map(|h| h.max_timestamp).max().unwrap_or(-1);
-        let now = now_ms();
         let mut state = self.state.lock();
         self.check_live()?;
         let base_offset = state.log_end_offset();
@@ -479,9 +525,56 @@ impl Log {
             Ok(pending) => pending,
             Err(duplicate) => return Ok(duplicate),
         };
+        self.write_locked(state, &config, batches, headers, pending, None)
+    }
+
+    /// Writes a commit or abort marker for `marker.producer_id` (the transaction coordinator's
+    /// WriteTxnMarkers), as Kafka's control batch (`txn_marker.rs`). It closes the producer's
+    /// open transaction here, if any (a marker with none is still written, as Kafka does); an
+    /// abort adds an entry to the active segment's `.txnindex`; the LSO moves once the marker
+    /// is below the high watermark (durable, by default). Refused, writing nothing, when its
+    /// epoch is below the producer's (`ProducerError::InvalidProducerEpoch`) or its
+    /// coordinator epoch below the last one seen (`TransactionCoordinatorFenced`). Durability
+    /// as any append: wait with [`Log::on_durable`] before reporting it complete.
+    pub fn append_marker(&self, marker: &TxnMarker) -> Result<AppendInfo> {
+        let config = Arc::clone(&self.config.read());
+        let batch = txn_marker::build_marker_batch(marker);
+        // A marker is tiny; Kafka does not hold coordinator appends to max.message.bytes.
+        let headers = batch::validate_all(&batch, usize::MAX)?;
+        let mut state = self.state.lock();
+        self.check_live()?;
+        self.load_producers(&mut state)?;
+        let base_offset = state.log_end_offset();
+        let mut pending = PendingProducers::default();
+        let completed = state
+            .producers
+            .check_marker(&mut pending, marker, base_offset)
+            .map_err(|source| StorageError::Producer {
+                tp: self.tp.clone(),
+                source,
+            })?;
+        self.write_locked(state, &config, &batch, headers, pending, completed)
+    }
+
+    /// The write half of an append, under the state lock: rolls if needed, assigns offsets,
+    /// writes, commits the producer state (and a transaction a marker completed), and applies
+    /// the flush policy after releasing the lock.
+    fn write_locked(
+        &self,
+        mut state: MutexGuard<'_, LogState>,
+        config: &LogConfig,
+        batches: &[u8],
+        mut headers: Vec<BatchHeader>,
+        pending: PendingProducers,
+        completed: Option<CompletedTxn>,
+    ) -> Result<AppendInfo> {
+        let now = now_ms();
+        let base_offset = state.log_end_offset();
+        let record_count: u32 = headers.iter().map(|h| h.record_count as u32).sum();
+        let max_timestamp = headers.iter().map(|h| h.max_timestamp).max().unwrap_or(-1);
         let last_offset = base_offset + i64::from(record_count) - 1;
         let total_len: u64 = headers.iter().map(|h| h.total_size() as u64).sum();
-        self.maybe_roll(&mut state, &config, total_len, last_offset, max_timestamp)?;
+        self.maybe_roll(&mut state, config, total_len, last_offset, max_timestamp)?;
 
         // Rewrite base offset and leader epoch (outside the CRC) in small patches, so the
         // producer's bytes go to the file without another copy: one pwritev of patch + body
@@ -515,6 +608,10 @@ impl Log {
         )?;
         debug_assert_eq!(state.log_end_offset(), last_offset + 1);
         state.producers.commit(pending);
+        if let Some(txn) = completed {
+            debug_assert_eq!(txn.last_offset, base_offset);
+            self.complete_txn(&mut state, txn);
+        }
         self.log_end_offset
             .store(last_offset + 1, Ordering::Release);
         state.unflushed_messages += u64::from(record_count);
@@ -541,6 +638,22 @@ impl Log {
             self.request_flush();
         }
         Ok(info)
+    }
+
+    /// Records a transaction a just-written marker ended: an abort goes into the active
+    /// segment's `.txnindex` (with the LSO after it, as Kafka's `TransactionIndex` keeps it).
+    /// The marker is in the log whatever happens here: a failed index write keeps the entry
+    /// in memory and the next index write (checkpoint, seal) retries it.
+    fn complete_txn(&self, state: &mut LogState, txn: CompletedTxn) {
+        if txn.aborted {
+            let lso = state.producers.stable_offset_after(txn.last_offset);
+            let entry =
+                AbortedTxnEntry::new(txn.producer_id, txn.first_offset, txn.last_offset, lso);
+            if let Err(e) = state.active_mut().append_aborted_txn(&self.files, entry) {
+                tracing::warn!(partition = %self.tp, error = %e, "transaction index write failed; retried at the next index write");
+            }
+        }
+        state.producers.complete_txn(txn);
     }
 
     /// Checks every batch's producer fields (`producer_state.rs` has the rules). `Ok(Ok(_))`:
@@ -597,6 +710,53 @@ impl Log {
         }))
     }
 
+    /// Every producer's state here (DescribeProducers): epoch, last sequence
+    /// ([`ProducerStateEntry::last_seq`]), last timestamp, coordinator epoch and the open
+    /// transaction's first offset, by producer id. Empty if the state cannot be loaded.
+    pub fn producer_states(&self) -> Vec<ProducerStateEntry> {
+        let mut state = self.state.lock();
+        match self.load_producers(&mut state) {
+            Ok(()) => state.producers.entries(),
+            Err(e) => {
+                tracing::warn!(partition = %self.tp, error = %e, "cannot load producer state");
+                Vec::new()
+            }
+        }
+    }
+
+    /// The last stable offset: the high watermark, or the first offset of the oldest
+    /// transaction still undecided here (open, or its marker not yet below the high
+    /// watermark) when that is lower. `read_committed` readers see the log below it.
+    pub fn last_stable_offset(&self) -> i64 {
+        let mut state = self.state.lock();
+        self.lso_locked(&mut state)
+    }
+
+    /// The high watermark as the state lock sees it (reads use the same).
+    fn high_watermark_locked(&self, state: &LogState) -> i64 {
+        if self.visible_when_durable.load(Ordering::Acquire) {
+            state.durable.offset
+        } else {
+            state.log_end_offset()
+        }
+    }
+
+    fn lso_locked(&self, state: &mut LogState) -> i64 {
+        let high_watermark = self.high_watermark_locked(state);
+        // Not loaded: the log has no transactional data (`open` loads it otherwise).
+        if !state.producers_loaded {
+            return high_watermark;
+        }
+        // As Kafka, never below the log start: a transaction whose first records retention or
+        // DeleteRecords removed does not hold readers before the start of the log.
+        state
+            .producers
+            .first_undecided_offset(high_watermark)
+            .map_or(high_watermark, |first| {
+                first.max(state.log_start_offset).min(high_watermark)
+            })
+    }
+
     /// What this partition knows about `producer_id` (DescribeProducers, tests).
     pub fn producer_state(&self, producer_id: i64) -> Option<ProducerStateEntry> {
         let mut state = self.state.lock();
@@ -620,13 +780,27 @@ impl Log {
     }
 
     /// Loads the producer state on first need: the newest snapshot not beyond the log end,
-    /// then every batch after it replayed from the segments (headers only).
+    /// then every batch after it replayed from the segments (headers, and the record of
+    /// each marker).
     fn load_producers(&self, state: &mut LogState) -> Result<()> {
         if state.producers_loaded {
             return Ok(());
         }
         let log_end = state.log_end_offset();
-        let (from, producers) = match producer_snapshots::load(&self.dir, log_end)? {
+        self.replay_producers(state, log_end, None)
+    }
+
+    /// Loads the producer state from the newest snapshot at or below `snapshot_at_most` (or
+    /// the log start), replaying the log after it to the end. With `txn_index_from`, also
+    /// writes the `.txnindex` entries of the aborts whose marker lies at or after it (after a
+    /// crash, recovery dropped those it could not trust).
+    fn replay_producers(
+        &self,
+        state: &mut LogState,
+        snapshot_at_most: i64,
+        txn_index_from: Option<i64>,
+    ) -> Result<()> {
+        let (from, producers) = match producer_snapshots::load(&self.dir, snapshot_at_most)? {
             Some((offset, producers)) => (offset, producers),
             None => (state.log_start_offset, ProducerStateManager::new()),
         };
@@ -643,6 +817,7 @@ impl Log {
             .map(|(&b, _)| b)
             .collect();
         let mut replayed = 0u64;
+        let mut rebuilt: Vec<(i64, AbortedTxnEntry)> = Vec::new();
         for base in bases {
             let LogState {
                 segments,
@@ -656,17 +831,84 @@ impl Log {
             // Bounded by the segment size: each step moves past one batch.
             while let Some(h) = segment.read_header(&self.files, position)? {
                 if h.base_offset >= from {
-                    producers.replay(&h);
+                    let marker = if h.is_control() {
+                        self.read_marker(segment, position, &h)?
+                    } else {
+                        None
+                    };
+                    let completed = producers.replay(&h, marker);
+                    if let (Some(txn), Some(rebuild_from)) = (completed, txn_index_from) {
+                        if txn.aborted && txn.last_offset >= rebuild_from {
+                            let lso = producers.stable_offset_after(txn.last_offset);
+                            let entry = AbortedTxnEntry::new(
+                                txn.producer_id,
+                                txn.first_offset,
+                                txn.last_offset,
+                                lso,
+                            );
+                            rebuilt.push((base, entry));
+                        }
+                    }
                     replayed += 1;
                 }
                 position += h.total_size() as u64;
             }
         }
+        self.add_rebuilt_txn_entries(state, rebuilt)?;
         if replayed > 0 {
             tracing::debug!(partition = %self.tp, from, replayed, producers = state.producers.len(), "producer state rebuilt from the log tail");
         }
         state.producers_loaded = true;
         Ok(())
+    }
+
+    /// Writes rebuilt `.txnindex` entries (by segment base, in marker order) after the
+    /// entries recovery kept: each touched index is rewritten whole (temporary file, sync,
+    /// rename), so sealed segments' files stay never-modified-in-place.
+    fn add_rebuilt_txn_entries(
+        &self,
+        state: &mut LogState,
+        rebuilt: Vec<(i64, AbortedTxnEntry)>,
+    ) -> Result<()> {
+        let mut at = 0;
+        // Bounded by the rebuilt entries: each round takes those of one segment.
+        while at < rebuilt.len() {
+            let base = rebuilt[at].0;
+            let n = rebuilt[at..].iter().take_while(|(b, _)| *b == base).count();
+            let segment = state
+                .segments
+                .get_mut(&base)
+                .expect("base taken from the map");
+            segment.ensure_txn_index()?;
+            let mut entries = segment.txn_index.to_vec();
+            entries.extend(rebuilt[at..at + n].iter().map(|(_, e)| *e));
+            entries.dedup_by_key(|e| e.last_offset);
+            let path = segment.txn_index.path().to_path_buf();
+            segment
+                .txn_index
+                .rebuild(entries, &*self.files.io)
+                .map_err(|e| StorageError::io("write", &path, e))?;
+            state.dir_dirty = true;
+            at += n;
+        }
+        Ok(())
+    }
+
+    /// The marker a control batch at `position` holds (`None`: not a readable marker).
+    fn read_marker(
+        &self,
+        segment: &Segment,
+        position: u64,
+        h: &BatchHeader,
+    ) -> Result<Option<MarkerRecord>> {
+        if h.total_size() > txn_marker::MAX_MARKER_BATCH_BYTES {
+            return Ok(None);
+        }
+        let file = segment.log_file(&self.files, false)?;
+        let mut buf = vec![0u8; h.total_size()];
+        read_exact_at(file.file(), &mut buf, position)
+            .map_err(|e| StorageError::io("read", segment.log_path(), e))?;
+        Ok(txn_marker::parse_marker(&buf))
     }
 
     /// Writes a producer state snapshot at the current log end if the state changed since
@@ -1071,6 +1313,24 @@ impl Log {
         max_bytes: u32,
         min_one_batch: bool,
     ) -> Result<ReadResult> {
+        self.read_with(
+            start_offset,
+            max_bytes,
+            min_one_batch,
+            Isolation::ReadUncommitted,
+        )
+    }
+
+    /// [`Log::read`] at an isolation level: `ReadCommitted` stops at the last stable offset
+    /// (whole batches below it: the LSO is a batch's first offset or the high watermark) and
+    /// lists the aborted transactions overlapping the returned range, as Kafka's fetch does.
+    pub fn read_with(
+        &self,
+        start_offset: i64,
+        max_bytes: u32,
+        min_one_batch: bool,
+        isolation: Isolation,
+    ) -> Result<ReadResult> {
         let mut state = self.state.lock();
         self.check_live()?;
         let (log_start, log_end) = (state.log_start_offset, state.log_end_offset());
@@ -1079,17 +1339,25 @@ impl Log {
             .load(Ordering::Acquire)
             .then_some(state.durable);
         let high_watermark = durable.map_or(log_end, |d| d.offset);
+        debug_assert_eq!(high_watermark, self.high_watermark_locked(&state));
+        let last_stable_offset = self.lso_locked(&mut state);
         let mut result = ReadResult {
             slices: Vec::new(),
             high_watermark,
             log_start_offset: log_start,
             log_end_offset: log_end,
+            last_stable_offset,
+            aborted: Vec::new(),
         };
         if start_offset < log_start || start_offset > log_end {
             return Err(self.out_of_range(&state, start_offset));
         }
-        if start_offset >= high_watermark {
-            // Written but not yet visible (as Kafka past the high watermark): nothing yet.
+        let limit = match isolation {
+            Isolation::ReadUncommitted => high_watermark,
+            Isolation::ReadCommitted => last_stable_offset,
+        };
+        if start_offset >= limit {
+            // Written but not yet visible (as Kafka past the high watermark or the LSO).
             return Ok(result);
         }
         let bases: Vec<i64> = state
@@ -1111,9 +1379,16 @@ impl Log {
             };
             // The segment holding the high watermark is read up to its byte position only
             // (a batch boundary: flushes cover whole appends).
-            let visible_end = durable
+            let mut visible_end = durable
                 .filter(|d| d.segment_base == base)
                 .map_or(u64::MAX, |d| d.position);
+            if limit < high_watermark && base <= limit && limit < segment.next_offset {
+                // The LSO is the first offset of an open transaction's first batch: stop at
+                // that batch's position.
+                if let Some((lso_position, _)) = segment.find_batch(&self.files, limit)? {
+                    visible_end = visible_end.min(lso_position);
+                }
+            }
             let first = header.total_size() as u64;
             debug_assert!(position + first <= visible_end);
             let end = if first > u64::from(max_bytes) {
@@ -1135,9 +1410,48 @@ impl Log {
                 position,
                 len: (end - position) as u32,
             });
+            if isolation == Isolation::ReadCommitted {
+                // Kafka's fetch upper bound: the offset just past the returned batches.
+                let upper_bound = match segment.read_header(&self.files, end)? {
+                    Some(next) => next.base_offset,
+                    None => segment.next_offset,
+                };
+                result.aborted =
+                    self.collect_aborted(&mut state, start_offset, upper_bound.min(limit))?;
+            }
             return Ok(result);
         }
         Ok(result)
+    }
+
+    /// The aborted transactions overlapping `[fetch_offset, upper_bound)`, from the segment
+    /// holding `fetch_offset` onward until an entry's LSO shows no later one can overlap
+    /// (Kafka's `collectAbortedTransactions`).
+    fn collect_aborted(
+        &self,
+        state: &mut LogState,
+        fetch_offset: i64,
+        upper_bound: i64,
+    ) -> Result<Vec<AbortedTxn>> {
+        let mut out = Vec::new();
+        let first = state
+            .segments
+            .range(..=fetch_offset)
+            .next_back()
+            .map_or(i64::MIN, |(&b, _)| b);
+        let bases: Vec<i64> = state.segments.range(first..).map(|(&b, _)| b).collect();
+        // Bounded by the segment count.
+        for base in bases {
+            let segment = state
+                .segments
+                .get_mut(&base)
+                .expect("base taken from the map");
+            segment.ensure_txn_index()?;
+            if txn_index::collect(&segment.txn_index, fetch_offset, upper_bound, &mut out) {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     /// Like [`Log::read`], copying the bytes (tests and tools).
@@ -1395,6 +1709,22 @@ impl Log {
                 max_timestamp: segment.max_timestamp,
                 file: segment.log_file(&self.files, false)?,
             });
+        }
+        Ok(out)
+    }
+
+    /// Every segment's `.txnindex` entries, by base offset (the cleaner's view of aborted
+    /// transactions).
+    pub(crate) fn aborted_txn_entries(
+        &self,
+    ) -> Result<std::collections::HashMap<i64, Vec<AbortedTxnEntry>>> {
+        let mut state = self.state.lock();
+        let mut out = std::collections::HashMap::new();
+        for segment in state.segments.values_mut() {
+            segment.ensure_txn_index()?;
+            if !segment.txn_index.is_empty() {
+                out.insert(segment.base_offset, segment.txn_index.to_vec());
+            }
         }
         Ok(out)
     }

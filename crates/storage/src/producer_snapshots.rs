@@ -29,15 +29,23 @@ fn list(dir: &Path) -> Result<Vec<i64>> {
     Ok(offsets)
 }
 
+/// Whether `dir` holds any snapshot (the log has had producer ids).
+pub(crate) fn any(dir: &Path) -> Result<bool> {
+    Ok(!list(dir)?.is_empty())
+}
+
 /// Deletes the snapshots above `log_end_offset`: they describe batches that are gone (lost
-/// in a crash). Run at open, before any append could reach their offsets again.
-pub(crate) fn delete_beyond(dir: &Path, log_end_offset: i64) -> Result<()> {
+/// in a crash). Run at open, before any append could reach their offsets again. Returns
+/// whether it deleted any.
+pub(crate) fn delete_beyond(dir: &Path, log_end_offset: i64) -> Result<bool> {
+    let mut deleted = false;
     for offset in list(dir)?.into_iter().filter(|&o| o > log_end_offset) {
+        deleted = true;
         let path = dir.join(snapshot_file_name(offset));
         tracing::info!(path = %path.display(), log_end_offset, "deleting producer snapshot beyond the log end");
         std::fs::remove_file(&path).map_err(|e| StorageError::io("delete", &path, e))?;
     }
-    Ok(())
+    Ok(deleted)
 }
 
 /// Loads the newest readable snapshot at or below `log_end_offset` and returns it with its

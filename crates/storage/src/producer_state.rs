@@ -16,10 +16,26 @@
 //!   `i32::MAX`), else **OUT_OF_ORDER_SEQUENCE_NUMBER**;
 //! - a producer unknown here (never seen, or expired) is accepted at any sequence: Kafka 4.x
 //!   no longer answers UNKNOWN_PRODUCER_ID (KIP-360), and neither does Rill.
-//! - control batches from clients are INVALID_RECORD; a transactional batch with no open
-//!   transaction is INVALID_TXN_STATE (until the transaction coordinator opens them). (The
-//!   broker refuses transactional batches in a produce request without a transactional id
-//!   before they get here, with TRANSACTIONAL_ID_AUTHORIZATION_FAILED, as Kafka 4.x.)
+//! - control batches from clients are INVALID_RECORD. (The broker refuses transactional
+//!   batches in a produce request without a transactional id before they get here, with
+//!   TRANSACTIONAL_ID_AUTHORIZATION_FAILED, as Kafka 4.x.)
+//!
+//! Transactions (Kafka 4.x's `ProducerAppendInfo.appendDataBatch` / `appendEndTxnMarker`):
+//! - a transactional batch from a producer with no open transaction here **opens** one, whose
+//!   first offset is the batch's (the broker verified the partition is part of the
+//!   producer's transaction with the coordinator before appending, KIP-890);
+//! - a non-transactional batch from a producer with an open transaction is
+//!   **INVALID_TXN_STATE**;
+//! - a commit or abort marker ([`ProducerStateManager::check_marker`]) with an epoch below
+//!   the producer's is **INVALID_PRODUCER_EPOCH**, with a coordinator epoch below the last
+//!   one seen is **TRANSACTION_COORDINATOR_FENCED**; otherwise it closes the open transaction
+//!   (if any: a marker with none is still written, as Kafka does), records the coordinator
+//!   epoch and may bump the producer epoch (forgetting the old epoch's batches).
+//!
+//! Open transactions are kept ordered by first offset; the oldest bounds the last stable offset
+//! (LSO). A completed transaction still bounds it until its marker is below the high watermark
+//! (Kafka's "unreplicated" transactions: here, until the marker is durable under durable
+//! visibility), so a read_committed reader never sees data whose marker a crash could lose.
 //!
 //! Durability: [`ProducerStateManager::encode_snapshot`] writes the whole map as one file
 //! `<offset>.snapshot` (20 digits, as Kafka names them) holding the state after every batch
@@ -37,12 +53,13 @@
 //! last batch of each producer id (at least its header) as Kafka's cleaner does; it does not
 //! yet (see ARCHITECTURE.md), and it never deletes `.snapshot` files.
 //!
-//! Ready for transactions: each entry carries the coordinator epoch and the first offset of
-//! the producer's open transaction; the transaction coordinator will set them.
+//! Open transactions are in the snapshot (each entry's `current_txn_first_offset`) and are
+//! rebuilt from it at load ([`ProducerStateManager::decode_snapshot`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use crate::batch::BatchHeader;
+use crate::txn_marker::{MarkerRecord, TxnMarker};
 
 /// Batches kept per producer: Kafka clients have at most 5 requests in flight per partition,
 /// so a retry is always one of the last 5.
@@ -94,6 +111,27 @@ pub enum ProducerError {
         producer_id: i64,
         reason: &'static str,
     },
+    /// A marker from a transaction coordinator older than the last one that wrote for this
+    /// producer (a zombie coordinator): Kafka's TRANSACTION_COORDINATOR_FENCED.
+    #[error(
+        "marker for producer {producer_id} from coordinator epoch {coordinator_epoch}, older \
+         than {current}"
+    )]
+    TransactionCoordinatorFenced {
+        producer_id: i64,
+        coordinator_epoch: i32,
+        current: i32,
+    },
+}
+
+/// A transaction that a marker ended here (Kafka's `CompletedTxn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompletedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    /// The marker's offset.
+    pub last_offset: i64,
+    pub aborted: bool,
 }
 
 /// One retained batch of a producer: enough to answer its retry with the same offsets.
@@ -207,6 +245,18 @@ impl ProducerStateEntry {
         self.batches.push(batch);
         self.last_timestamp_ms = batch.timestamp_ms;
     }
+
+    /// Applies a marker (Kafka's `ProducerStateEntry.update`): a new epoch forgets the old
+    /// epoch's batches; the transaction is closed.
+    fn apply_marker(&mut self, epoch: i16, coordinator_epoch: i32, timestamp_ms: i64) {
+        if epoch != self.producer_epoch {
+            self.batches.clear();
+            self.producer_epoch = epoch;
+        }
+        self.coordinator_epoch = coordinator_epoch;
+        self.last_timestamp_ms = timestamp_ms;
+        self.current_txn_first_offset = None;
+    }
 }
 
 /// Kafka's sequence arithmetic: sequences wrap from `i32::MAX` to 0.
@@ -243,6 +293,13 @@ pub struct PendingProducers {
 #[derive(Debug, Default)]
 pub struct ProducerStateManager {
     producers: HashMap<i64, ProducerStateEntry>,
+    /// Open transactions: first offset → producer id (Kafka's `ongoingTxns`). Always the
+    /// entries' `current_txn_first_offset`s.
+    ongoing: BTreeMap<i64, i64>,
+    /// Completed transactions whose marker may not yet be below the high watermark, in marker
+    /// order (Kafka's `unreplicatedTxns`). Pruned as the high watermark passes them; bounded
+    /// by the markers written since the last flush.
+    unreplicated: VecDeque<CompletedTxn>,
     /// Bumped by every change, so a snapshot knows whether it is still current.
     generation: u64,
     /// `generation` when the last snapshot was taken (or loaded).
@@ -307,17 +364,7 @@ impl ProducerStateManager {
             return Ok(BatchVerdict::Duplicate(dup));
         }
         let current_epoch = current.map_or(NO_PRODUCER_EPOCH, |e| e.producer_epoch);
-        let index = match pending.updated.iter().position(|e| e.producer_id == pid) {
-            Some(index) => index,
-            None => {
-                let entry = current
-                    .cloned()
-                    .unwrap_or_else(|| ProducerStateEntry::empty(pid));
-                pending.updated.push(entry);
-                pending.updated.len() - 1
-            }
-        };
-        let updated = &mut pending.updated[index];
+        let updated = self.pending_entry(pending, pid);
         if h.producer_epoch < updated.producer_epoch {
             return Err(ProducerError::InvalidProducerEpoch {
                 producer_id: pid,
@@ -349,13 +396,9 @@ impl ProducerStateManager {
             .into());
         }
         match (updated.current_txn_first_offset, h.is_transactional()) {
-            (None, true) => {
-                return Err(ProducerError::InvalidTxnState {
-                    producer_id: pid,
-                    reason: "transactional batch outside an open transaction",
-                }
-                .into())
-            }
+            // Opens the producer's transaction here (the broker verified it with the
+            // coordinator); `commit` adds it to the open transactions.
+            (None, true) => updated.current_txn_first_offset = Some(first_offset),
             (Some(_), false) => {
                 return Err(ProducerError::InvalidTxnState {
                     producer_id: pid,
@@ -378,28 +421,199 @@ impl ProducerStateManager {
         Ok(BatchVerdict::Append)
     }
 
-    /// Applies an append's checked state once its bytes are written.
+    /// The entry an append in progress works on: its pending copy, made on first use.
+    fn pending_entry<'p>(
+        &self,
+        pending: &'p mut PendingProducers,
+        pid: i64,
+    ) -> &'p mut ProducerStateEntry {
+        let index = match pending.updated.iter().position(|e| e.producer_id == pid) {
+            Some(index) => index,
+            None => {
+                let entry = self
+                    .producers
+                    .get(&pid)
+                    .cloned()
+                    .unwrap_or_else(|| ProducerStateEntry::empty(pid));
+                pending.updated.push(entry);
+                pending.updated.len() - 1
+            }
+        };
+        &mut pending.updated[index]
+    }
+
+    /// Checks a commit or abort marker the transaction coordinator asks to write at `offset`
+    /// (Kafka's `appendEndTxnMarker`, coordinator origin). Returns the transaction it ends,
+    /// if the producer has one open here; the state changes with [`Self::commit`] once the
+    /// marker is written, then [`Self::complete_txn`].
+    pub fn check_marker(
+        &self,
+        pending: &mut PendingProducers,
+        marker: &TxnMarker,
+        offset: i64,
+    ) -> Result<Option<CompletedTxn>, ProducerError> {
+        let pid = marker.producer_id;
+        let entry = self.pending_entry(pending, pid);
+        if marker.producer_epoch < entry.producer_epoch {
+            return Err(ProducerError::InvalidProducerEpoch {
+                producer_id: pid,
+                epoch: marker.producer_epoch,
+                current: entry.producer_epoch,
+            });
+        }
+        if marker.coordinator_epoch < entry.coordinator_epoch {
+            return Err(ProducerError::TransactionCoordinatorFenced {
+                producer_id: pid,
+                coordinator_epoch: marker.coordinator_epoch,
+                current: entry.coordinator_epoch,
+            });
+        }
+        let completed = entry.current_txn_first_offset.map(|first| CompletedTxn {
+            producer_id: pid,
+            first_offset: first,
+            last_offset: offset,
+            aborted: !marker.commit,
+        });
+        entry.apply_marker(
+            marker.producer_epoch,
+            marker.coordinator_epoch,
+            marker.timestamp_ms,
+        );
+        Ok(completed)
+    }
+
+    /// Applies an append's checked state once its bytes are written, keeping the open
+    /// transactions in step with the entries.
     pub fn commit(&mut self, pending: PendingProducers) {
         if pending.updated.is_empty() {
             return;
         }
         for entry in pending.updated {
+            let before = self
+                .producers
+                .get(&entry.producer_id)
+                .and_then(|e| e.current_txn_first_offset);
+            self.track_txn(entry.producer_id, before, entry.current_txn_first_offset);
             self.producers.insert(entry.producer_id, entry);
         }
         self.generation += 1;
     }
 
-    /// Applies a batch read back from the log (recovery), without checks: it was checked when
-    /// it was written. `h.base_offset` is its offset in the log.
-    pub fn replay(&mut self, h: &BatchHeader) {
-        if h.producer_id < 0 || h.is_control() {
-            // Control batches end transactions; the transaction coordinator will handle them.
+    /// Moves a producer's open transaction in `ongoing` from `before` to `after`.
+    fn track_txn(&mut self, pid: i64, before: Option<i64>, after: Option<i64>) {
+        if before == after {
             return;
+        }
+        if let Some(first) = before {
+            let removed = self.ongoing.remove(&first);
+            debug_assert_eq!(removed, Some(pid));
+        }
+        if let Some(first) = after {
+            let previous = self.ongoing.insert(first, pid);
+            debug_assert!(
+                previous.is_none(),
+                "two transactions open at offset {first}"
+            );
+        }
+    }
+
+    /// Records a transaction a written marker ended: it bounds the LSO until the high
+    /// watermark passes its marker.
+    pub fn complete_txn(&mut self, txn: CompletedTxn) {
+        debug_assert!(self
+            .unreplicated
+            .back()
+            .is_none_or(|t| t.last_offset < txn.last_offset));
+        self.unreplicated.push_back(txn);
+    }
+
+    /// The first offset of the oldest open transaction (or completed one whose marker is not
+    /// yet below `high_watermark`): the LSO, unless the high watermark is lower (Kafka's
+    /// `firstUndecidedOffset`).
+    pub fn first_undecided_offset(&mut self, high_watermark: i64) -> Option<i64> {
+        // Bounded by the markers written since the last flush.
+        while self
+            .unreplicated
+            .front()
+            .is_some_and(|t| t.last_offset < high_watermark)
+        {
+            self.unreplicated.pop_front();
+        }
+        let unreplicated = self.unreplicated.iter().map(|t| t.first_offset).min();
+        let ongoing = self.ongoing.keys().next().copied();
+        match (ongoing, unreplicated) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The partition's LSO once a transaction ended by a marker at `marker_offset` is
+    /// complete, as the `.txnindex` records it (Kafka's `lastStableOffset(completedTxn)`):
+    /// the oldest other open transaction's first offset, else the offset after the marker.
+    /// Called after [`Self::commit`] closed it.
+    pub fn stable_offset_after(&self, marker_offset: i64) -> i64 {
+        self.ongoing
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(marker_offset + 1)
+    }
+
+    /// Number of open transactions.
+    pub fn open_transactions(&self) -> usize {
+        self.ongoing.len()
+    }
+
+    /// Every entry, by producer id (DescribeProducers).
+    pub fn entries(&self) -> Vec<ProducerStateEntry> {
+        let mut out: Vec<ProducerStateEntry> = self.producers.values().cloned().collect();
+        out.sort_unstable_by_key(|e| e.producer_id);
+        out
+    }
+
+    /// Applies a batch read back from the log (recovery), without checks: it was checked when
+    /// it was written. `h.base_offset` is its offset in the log; `marker` is what a control
+    /// batch says ([`crate::txn_marker::parse_marker`]). Returns the transaction a marker
+    /// ended, which is also recorded as by [`Self::complete_txn`].
+    pub fn replay(
+        &mut self,
+        h: &BatchHeader,
+        marker: Option<MarkerRecord>,
+    ) -> Option<CompletedTxn> {
+        if h.producer_id < 0 {
+            return None;
+        }
+        if h.is_control() {
+            // An empty or unreadable control batch ends nothing (Kafka's cleaner may empty one).
+            let marker = marker?;
+            let entry = self
+                .producers
+                .entry(h.producer_id)
+                .or_insert_with(|| ProducerStateEntry::empty(h.producer_id));
+            let before = entry.current_txn_first_offset;
+            let completed = before.map(|first| CompletedTxn {
+                producer_id: h.producer_id,
+                first_offset: first,
+                last_offset: h.base_offset,
+                aborted: !marker.commit,
+            });
+            entry.apply_marker(h.producer_epoch, marker.coordinator_epoch, h.max_timestamp);
+            self.track_txn(h.producer_id, before, None);
+            if let Some(txn) = completed {
+                self.complete_txn(txn);
+            }
+            self.generation += 1;
+            return completed;
         }
         let entry = self
             .producers
             .entry(h.producer_id)
             .or_insert_with(|| ProducerStateEntry::empty(h.producer_id));
+        let before = entry.current_txn_first_offset;
+        if h.is_transactional() && before.is_none() {
+            entry.current_txn_first_offset = Some(h.base_offset);
+        }
+        let after = entry.current_txn_first_offset;
         entry.add_batch(
             h.producer_epoch,
             BatchMetadata {
@@ -410,7 +624,9 @@ impl ProducerStateManager {
                 timestamp_ms: h.max_timestamp,
             },
         );
+        self.track_txn(h.producer_id, before, after);
         self.generation += 1;
+        None
     }
 
     /// Forgets producers whose last batch is older than `expiration_ms` before `now_ms` and
@@ -545,8 +761,22 @@ impl ProducerStateManager {
         if r.at != bytes.len() {
             return Err(SnapshotError("trailing bytes"));
         }
+        let ongoing = producers
+            .values()
+            .filter_map(|e| Some((e.current_txn_first_offset?, e.producer_id)))
+            .collect::<BTreeMap<i64, i64>>();
+        if ongoing.len()
+            != producers
+                .values()
+                .filter(|e| e.current_txn_first_offset.is_some())
+                .count()
+        {
+            return Err(SnapshotError("two open transactions at one offset"));
+        }
         Ok(ProducerStateManager {
             producers,
+            ongoing,
+            unreplicated: VecDeque::new(),
             generation: 0,
             snapshot_generation: 0,
             last_snapshot_offset: None,
@@ -683,13 +913,6 @@ mod tests {
     #[test]
     fn refused_batches_leave_no_state() {
         let mut m = ProducerStateManager::new();
-        let txn = append(&mut m, &header(9, 0, 0, 1, 0x10), 0);
-        assert!(matches!(
-            txn,
-            Err(BatchCheckError::Producer(
-                ProducerError::InvalidTxnState { .. }
-            ))
-        ));
         let control = append(&mut m, &header(9, 0, 0, 1, 0x20), 0);
         assert!(matches!(control, Err(BatchCheckError::Invalid(_))));
         let negative = append(&mut m, &header(9, 0, -5, 1, 0), 0);

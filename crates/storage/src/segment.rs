@@ -17,6 +17,7 @@ use crate::file_io::{FileIo, IoFile};
 use crate::offset_index::{self, OffsetEntry, OffsetIndex};
 use crate::recovery::{self, ScanEnd};
 use crate::time_index::{self, TimeEntry, TimeIndex};
+use crate::txn_index::{self, AbortedTxnEntry, TxnIndex};
 
 /// The file operations and open-file cache every segment of a data directory shares.
 #[derive(Debug, Clone)]
@@ -63,11 +64,18 @@ pub struct Segment {
     last_time_entry: Option<TimeEntry>,
     pub offset_index: OffsetIndex,
     pub time_index: TimeIndex,
+    /// Transactions aborted by markers in this segment (`.txnindex`, created on first use).
+    pub txn_index: TxnIndex,
+    /// Recovery saw a transactional or control batch at or after the recovery point: the
+    /// log must load its producer state at open (open transactions move the LSO) and
+    /// rebuild the `.txnindex` entries of the markers it recovered.
+    pub recovered_txn_batches: bool,
     /// Written since the last fdatasync.
     pub dirty: bool,
-    /// The descriptors that wrote index entries not yet synced (offset index, time index):
-    /// the sync runs on them, not on a descriptor the cache may have reopened meanwhile.
-    index_writers: [Option<Arc<IoFile>>; 2],
+    /// The descriptors that wrote index entries not yet synced (offset index, time index,
+    /// txn index): the sync runs on them, not on a descriptor the cache may have reopened
+    /// meanwhile.
+    index_writers: [Option<Arc<IoFile>>; 3],
     pub sealed: bool,
 }
 
@@ -95,8 +103,10 @@ impl Segment {
                 dir.join(file_name(base_offset, "timeindex")),
                 Vec::new(),
             ),
+            txn_index: TxnIndex::active(dir.join(file_name(base_offset, "txnindex")), Vec::new()),
+            recovered_txn_batches: false,
             dirty: false,
-            index_writers: [None, None],
+            index_writers: [None, None, None],
             sealed: false,
         }
     }
@@ -162,6 +172,7 @@ impl Segment {
         segment.next_offset = next_offset;
         segment.offset_index = OffsetIndex::sealed(segment.offset_index.path().to_path_buf());
         segment.time_index = TimeIndex::sealed(segment.time_index.path().to_path_buf());
+        segment.txn_index = TxnIndex::sealed(segment.txn_index.path().to_path_buf());
         segment.sealed = true;
         Ok(segment)
     }
@@ -256,6 +267,9 @@ impl Segment {
             RECOVERY_MAX_BATCH_BYTES,
             |pos, h| {
                 segment.track_batch(pos, h);
+                if h.base_offset >= recovery_point && (h.is_transactional() || h.is_control()) {
+                    segment.recovered_txn_batches = true;
+                }
             },
         )
         .map_err(|e| StorageError::io("read", &segment.log_path, e))?;
@@ -276,9 +290,64 @@ impl Segment {
             .time_index
             .rebuild(times, &*files.io)
             .map_err(|e| StorageError::io("write", segment.time_index.path(), e))?;
+        segment.recover_txn_index(files, recovery_point.min(end.next_offset))?;
         files.cache.forget(segment.id);
         segment.dirty = true;
         Ok((segment, end))
+    }
+
+    /// Keeps the `.txnindex` entries whose marker lies below `trusted_end` (they were synced
+    /// before the recovery point passed them) and drops the rest: the log rebuilds those by
+    /// replaying the markers it recovered.
+    fn recover_txn_index(&mut self, files: &Files, trusted_end: i64) -> Result<()> {
+        let path = self.txn_index.path().to_path_buf();
+        if !path.exists() {
+            return Ok(());
+        }
+        let base = self.base_offset;
+        let kept = load_prefix::<AbortedTxnEntry>(&path, |e| {
+            e.last_offset >= base && e.last_offset < trusted_end
+        });
+        let kept = longest_sane_prefix(kept, txn_index::is_sane);
+        self.txn_index
+            .rebuild(kept, &*files.io)
+            .map_err(|e| StorageError::io("write", &path, e))
+    }
+
+    /// Adds an aborted transaction whose marker was just written to this (active) segment,
+    /// and writes it through the I/O seam at once; the descriptor is kept for the next sync.
+    /// A failed write keeps the entry in memory, and the next index write retries it.
+    pub fn append_aborted_txn(&mut self, files: &Files, entry: AbortedTxnEntry) -> Result<()> {
+        debug_assert!(!self.sealed);
+        debug_assert!(
+            entry.last_offset >= self.base_offset && entry.last_offset < self.next_offset
+        );
+        self.txn_index.push(entry);
+        self.write_indexes(files)
+    }
+
+    /// Makes the `.txnindex` usable for lookups: maps a sealed segment's file on first use. A
+    /// missing file is an empty index; a damaged one keeps its sane prefix (with a warning).
+    pub fn ensure_txn_index(&mut self) -> Result<()> {
+        if self.txn_index.is_loaded() {
+            return Ok(());
+        }
+        let path = self.txn_index.path().to_path_buf();
+        let ok = self
+            .txn_index
+            .load(txn_index::is_sane)
+            .map_err(|e| StorageError::io("map", &path, e))?;
+        if !ok {
+            let kept = longest_sane_prefix(
+                load_prefix::<AbortedTxnEntry>(&path, |_| true),
+                txn_index::is_sane,
+            );
+            if path.exists() {
+                tracing::warn!(file = %path.display(), kept = kept.len(), "damaged transaction index; keeping its sane prefix");
+            }
+            self.txn_index = TxnIndex::active(path, kept);
+        }
+        Ok(())
     }
 
     pub fn log_path(&self) -> &Path {
@@ -305,11 +374,12 @@ impl Segment {
     /// sealed segment's index maps), so the space of deleted files is freed at once.
     pub fn close_files(&mut self, files: &Files) {
         self.release_write_file();
-        self.index_writers = [None, None];
+        self.index_writers = [None, None, None];
         files.cache.forget(self.id);
         if self.sealed {
             self.offset_index = OffsetIndex::sealed(self.offset_index.path().to_path_buf());
             self.time_index = TimeIndex::sealed(self.time_index.path().to_path_buf());
+            self.txn_index = TxnIndex::sealed(self.txn_index.path().to_path_buf());
         }
     }
 
@@ -469,6 +539,13 @@ impl Segment {
         {
             self.index_writers[1] = Some(f);
         }
+        if let Some(f) = self
+            .txn_index
+            .write_pending(&*files.io, &files.cache, self.id)
+            .map_err(|e| StorageError::io("write", self.txn_index.path(), e))?
+        {
+            self.index_writers[2] = Some(f);
+        }
         Ok(())
     }
 
@@ -485,7 +562,7 @@ impl Segment {
     /// the descriptor that wrote it when one holds unsynced data.
     pub fn files_to_sync(&mut self, files: &Files) -> Result<Vec<Arc<IoFile>>> {
         let log = self.log_file(files, false)?;
-        let [offsets, times] = std::mem::take(&mut self.index_writers);
+        let [offsets, times, txns] = std::mem::take(&mut self.index_writers);
         let open = |written: Option<Arc<IoFile>>, kind, path: &Path| match written {
             Some(f) => Ok(f),
             None => files
@@ -493,11 +570,14 @@ impl Segment {
                 .get((self.id, kind), &*files.io, path, true)
                 .map_err(|e| StorageError::io("open", path, e)),
         };
-        Ok(vec![
+        let mut out = vec![
             log,
             open(offsets, FileKind::OffsetIndex, self.offset_index.path())?,
             open(times, FileKind::TimeIndex, self.time_index.path())?,
-        ])
+        ];
+        // The txn index exists only with entries; unsynced ones are on the descriptor kept.
+        out.extend(txns);
+        Ok(out)
     }
 
     /// Stops being the active segment: records a final time index entry, writes the indexes,
@@ -518,6 +598,7 @@ impl Segment {
         }
         self.offset_index.seal();
         self.time_index.seal();
+        self.txn_index.seal();
         self.sealed = true;
         self.dirty = true;
         Ok(())
@@ -668,6 +749,7 @@ impl Segment {
             self.log_path.as_path(),
             self.offset_index.path(),
             self.time_index.path(),
+            self.txn_index.path(),
         ] {
             match std::fs::remove_file(path) {
                 Ok(()) => {}

@@ -10,6 +10,7 @@ mod many_partitions;
 mod model;
 mod power_loss;
 mod sim_io;
+mod transactions;
 
 use crate::batch::build_batch;
 use crate::{Log, LogConfig, LogManager, LogManagerConfig, TopicPartition};
