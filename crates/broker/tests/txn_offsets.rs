@@ -284,7 +284,6 @@ async fn txn_offset_commit_bad_input_gets_kafka_codes_and_leaves_no_offset() {
 /// `require_stable` their partitions are UNSTABLE_OFFSET_COMMIT, also after a restart (the
 /// pending offsets are replayed from `__consumer_offsets`). Every version writes.
 #[tokio::test]
-#[ignore = "storage refuses a transactional batch outside an open transaction until txn-storage is merged"]
 async fn pending_transactional_offsets_are_unstable_until_their_marker() {
     bounded(async {
         let broker = broker_in(tempfile::tempdir().unwrap()).await;

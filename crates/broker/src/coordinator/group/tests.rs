@@ -277,3 +277,108 @@ fn txn_offset_commit_checks_members_as_kafka() {
         err(ResponseError::CoordinatorNotAvailable)
     );
 }
+
+fn marker(producer_id: i64, commit: bool) -> rill_storage::TxnMarker {
+    rill_storage::TxnMarker {
+        producer_id,
+        producer_epoch: 0,
+        coordinator_epoch: 0,
+        commit,
+        timestamp_ms: 0,
+    }
+}
+
+/// TxnOffsetCommit's offsets over real `__consumer_offsets` logs: pending (invisible,
+/// unstable) until the marker the transaction coordinator writes through
+/// `GroupCoordinator::write_marker`; a commit makes them the group's offsets, an abort drops
+/// them, and a restart replays exactly that (an open transaction stays pending).
+#[test]
+fn transactional_offsets_follow_their_markers_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = GroupConfig {
+        offsets_partitions: 2,
+        ..GroupConfig::default()
+    };
+    let tp = |p| TopicPartition::new("t", p);
+    let entry = |p, offset| CommitEntry {
+        tp: tp(p),
+        offset,
+        leader_epoch: 0,
+        metadata: String::new(),
+    };
+    let none = TxnMember {
+        generation_id: -1,
+        member_id: "",
+        group_instance_id: None,
+    };
+    let offsets = |c: &GroupCoordinator, g: &str| -> Vec<(i32, Option<i64>, i16)> {
+        c.fetch_offsets_checked(g, Some(&[tp(0), tp(1)]), true)
+            .into_iter()
+            .map(|(tp, c, e)| (tp.partition, c.map(|c| c.offset), e))
+            .collect()
+    };
+    let unstable = ResponseError::UnstableOffsetCommit.code();
+    let m = LogManager::open(LogManagerConfig::new(dir.path())).unwrap();
+    let c = GroupCoordinator::load(config.clone(), offsets_logs(&m, 2)).unwrap();
+    assert_eq!(
+        c.commit("g", -1, "", None, vec![entry(0, 5)], |_| true).0,
+        vec![0]
+    );
+    for (producer, offset) in [(7, 10), (8, 20), (9, 30)] {
+        let (codes, _) = c.commit_transactional(
+            "g",
+            producer,
+            0,
+            &none,
+            vec![entry(0, offset), entry(1, offset)],
+            |_| true,
+            || Ok(()),
+        );
+        assert_eq!(codes, vec![0, 0]);
+    }
+    // The transaction coordinator's refusal answers every entry and writes nothing.
+    let end = |c: &GroupCoordinator| c.runtime.log(c.partition_for("g")).log_end_offset();
+    let before = end(&c);
+    let (codes, _) = c.commit_transactional(
+        "g",
+        10,
+        0,
+        &none,
+        vec![entry(0, 99), entry(1, 99)],
+        |_| true,
+        || Err(ResponseError::InvalidTxnState.code()),
+    );
+    assert_eq!(codes, vec![ResponseError::InvalidTxnState.code(); 2]);
+    assert_eq!(end(&c), before);
+
+    assert_eq!(
+        offsets(&c, "g"),
+        vec![(0, None, unstable), (1, None, unstable)]
+    );
+    assert_eq!(c.fetch_offsets("g", None).len(), 1, "only the plain commit");
+    let p = c.partition_for("g");
+    let _ = c.write_marker(p, &marker(8, false)).unwrap();
+    let _ = c.write_marker(p, &marker(7, true)).unwrap();
+    // 9 is still open.
+    assert_eq!(
+        offsets(&c, "g"),
+        vec![(0, None, unstable), (1, None, unstable)]
+    );
+    let stable = c.fetch_offsets("g", Some(&[tp(0), tp(1)]));
+    assert_eq!(
+        stable
+            .iter()
+            .map(|(_, c)| c.as_ref().map(|c| c.offset))
+            .collect::<Vec<_>>(),
+        vec![Some(10), Some(10)]
+    );
+    drop(c);
+
+    let c = GroupCoordinator::load(config, offsets_logs(&m, 2)).unwrap();
+    assert_eq!(
+        offsets(&c, "g"),
+        vec![(0, None, unstable), (1, None, unstable)]
+    );
+    let _ = c.write_marker(p, &marker(9, true)).unwrap();
+    assert_eq!(offsets(&c, "g"), vec![(0, Some(30), 0), (1, Some(30), 0)]);
+}
