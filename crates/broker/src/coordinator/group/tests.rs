@@ -382,3 +382,59 @@ fn transactional_offsets_follow_their_markers_across_a_restart() {
     let _ = c.write_marker(p, &marker(9, true)).unwrap();
     assert_eq!(offsets(&c, "g"), vec![(0, Some(30), 0), (1, Some(30), 0)]);
 }
+
+/// A commit whose append fails (a batch over the partition's max.message.bytes) is answered
+/// with the storage error on the entries it would have written, and changes nothing: the
+/// offset is not committed, now or after a reload.
+#[test]
+fn a_commit_whose_append_fails_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = LogManager::open(LogManagerConfig::new(dir.path())).unwrap();
+    let tp0 = TopicPartition::new(TOPIC, 0);
+    let mut c = LogConfig::default();
+    c.set("max.message.bytes", "1024").unwrap();
+    let logs = vec![m.create_log(&tp0, c).unwrap()];
+    let config = GroupConfig {
+        offsets_partitions: 1,
+        ..GroupConfig::default()
+    };
+    let coordinator = GroupCoordinator::load(config.clone(), logs.clone()).unwrap();
+    let entry = |p, metadata: &str| CommitEntry {
+        tp: TopicPartition::new("t", p),
+        offset: 1,
+        leader_epoch: 0,
+        metadata: metadata.to_string(),
+    };
+    let (codes, written) = coordinator.commit(
+        "g",
+        -1,
+        "",
+        None,
+        vec![
+            entry(0, "small"),
+            entry(1, &"m".repeat(2_000)),
+            entry(2, &"m".repeat(5_000)),
+        ],
+        |_| true,
+    );
+    assert!(written.is_none());
+    assert_eq!(
+        codes,
+        vec![
+            ResponseError::MessageTooLarge.code(),
+            ResponseError::MessageTooLarge.code(),
+            ResponseError::OffsetMetadataTooLarge.code(),
+        ]
+    );
+    assert!(coordinator.fetch_offsets("g", None).is_empty());
+    assert_eq!(logs[0].log_end_offset(), 0);
+    let (codes, _) = coordinator.commit("g", -1, "", None, vec![entry(0, "small")], |_| true);
+    assert_eq!(codes, vec![0]);
+    let reloaded = GroupCoordinator::load(config, logs).unwrap();
+    let offsets: Vec<_> = reloaded
+        .fetch_offsets("g", None)
+        .into_iter()
+        .map(|(tp, c)| (tp.partition, c.map(|c| c.metadata)))
+        .collect();
+    assert_eq!(offsets, vec![(0, Some("small".to_string()))]);
+}
