@@ -2,13 +2,13 @@
 //! - even: the rest is split into a record key and value and decoded as the coordinator
 //!   decodes each replayed record (`StoredRecord::decode`);
 //! - odd: the rest is the partition's segment file; storage recovers it, then the whole
-//!   partition is replayed (`offsets_log::replay`).
+//!   partition is replayed into the group coordinator (`GroupCoordinator::load`).
 //! Either way a malformed record is an error or skipped, never a panic.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rill_broker::offsets_log::{self, StoredRecord};
+use rill_broker::coordinator::group::{GroupConfig, GroupCoordinator, StoredRecord};
 use rill_storage::{LogManager, LogManagerConfig, TopicPartition};
 
 fuzz_target!(|data: &[u8]| {
@@ -29,7 +29,11 @@ fuzz_target!(|data: &[u8]| {
     std::fs::write(partition_dir.join("00000000000000000000.log"), rest).expect("write");
     let logs = LogManager::open(LogManagerConfig::new(dir.path())).expect("open storage");
     if let Ok(Some(log)) = logs.get_log(&tp) {
-        let _ = offsets_log::replay(&log);
+        let config = GroupConfig {
+            offsets_partitions: 1,
+            ..GroupConfig::default()
+        };
+        let _ = GroupCoordinator::load(config, vec![log]);
     }
     let _ = logs.close();
 });

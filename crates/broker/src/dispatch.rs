@@ -96,6 +96,7 @@ fn is_group_api(api_key: ApiKey) -> bool {
             | ApiKey::DescribeGroups
             | ApiKey::DeleteGroups
             | ApiKey::OffsetDelete
+            | ApiKey::TxnOffsetCommit
     )
 }
 
@@ -154,6 +155,13 @@ async fn route_group(
         ApiKey::OffsetDelete => {
             let request = decode(&mut body, prefix)?;
             reply(prefix, &group_api::offset_delete(state, request).await)
+        }
+        ApiKey::TxnOffsetCommit => {
+            let request = decode(&mut body, prefix)?;
+            reply(
+                prefix,
+                &crate::txn_offset_commit::txn_offset_commit(state, v, request).await,
+            )
         }
         // is_group_api() admitted only the keys routed above.
         _ => Err(ConnectionError::UnknownApiKey {

@@ -305,25 +305,28 @@ pub async fn offset_commit(
     )
 }
 
-/// Committed offsets of one group as (topic, [(partition, offset, epoch, metadata)]).
-type FetchedTopic = (String, Vec<(i32, i64, i32, String)>);
+/// Committed offsets of one group as (topic, [(partition, offset, epoch, metadata, error)]).
+type FetchedTopic = (String, Vec<(i32, i64, i32, String, i16)>);
 
+/// `require_stable` (v7+): partitions an open transaction holds offsets of answer
+/// UNSTABLE_OFFSET_COMMIT.
 fn fetch_group(
     state: &BrokerState,
     group: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
 ) -> Vec<FetchedTopic> {
     let wanted: Option<Vec<TopicPartition>> = topics.as_ref().map(|ts| {
         ts.iter()
             .flat_map(|(t, ps)| ps.iter().map(move |p| TopicPartition::new(t.clone(), *p)))
             .collect()
     });
-    let found = coordinator(state).fetch_offsets(group, wanted.as_deref());
+    let found = coordinator(state).fetch_offsets_checked(group, wanted.as_deref(), require_stable);
     let mut out: Vec<FetchedTopic> = Vec::new();
-    for (tp, committed) in found {
+    for (tp, committed, error) in found {
         let entry = match committed {
-            Some(c) => (tp.partition, c.offset, c.leader_epoch, c.metadata),
-            None => (tp.partition, -1, -1, String::new()),
+            Some(c) => (tp.partition, c.offset, c.leader_epoch, c.metadata, error),
+            None => (tp.partition, -1, -1, String::new(), error),
         };
         match out.iter_mut().find(|(t, _)| *t == tp.topic) {
             Some((_, ps)) => ps.push(entry),
@@ -346,16 +349,17 @@ pub fn offset_fetch(
             .map(|g| {
                 let topics = g.topics.map(|ts| ts.into_iter().map(|t| (t.name.to_string(), t.partition_indexes)).collect());
                 let error = GroupCoordinator::validate_group_id(&g.group_id).err().unwrap_or(0);
-                let fetched = if error == 0 { fetch_group(state, &g.group_id, topics) } else { Vec::new() };
+                let fetched = if error == 0 { fetch_group(state, &g.group_id, topics, r.require_stable) } else { Vec::new() };
                 m::offset_fetch_response::OffsetFetchResponseGroup::default().with_group_id(g.group_id).with_error_code(error).with_topics(
                     fetched
                         .into_iter()
                         .map(|(t, ps)| {
                             m::offset_fetch_response::OffsetFetchResponseTopics::default().with_name(TopicName(s(t))).with_partitions(
                                 ps.into_iter()
-                                    .map(|(p, o, e, md)| {
+                                    .map(|(p, o, e, md, error)| {
                                         m::offset_fetch_response::OffsetFetchResponsePartitions::default()
                                             .with_partition_index(p)
+                                            .with_error_code(error)
                                             .with_committed_offset(o)
                                             .with_committed_leader_epoch(e)
                                             .with_metadata(Some(s(md)))
@@ -378,7 +382,7 @@ pub fn offset_fetch(
         .err()
         .unwrap_or(0);
     let fetched = if error == 0 {
-        fetch_group(state, &r.group_id, topics)
+        fetch_group(state, &r.group_id, topics, version >= 7 && r.require_stable)
     } else {
         Vec::new()
     };
@@ -390,9 +394,10 @@ pub fn offset_fetch(
                     .with_name(TopicName(s(t)))
                     .with_partitions(
                         ps.into_iter()
-                            .map(|(p, o, e, md)| {
+                            .map(|(p, o, e, md, error)| {
                                 m::offset_fetch_response::OffsetFetchResponsePartition::default()
                                     .with_partition_index(p)
+                                    .with_error_code(error)
                                     .with_committed_offset(o)
                                     .with_committed_leader_epoch(epoch(e))
                                     .with_metadata(Some(s(md)))

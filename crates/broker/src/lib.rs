@@ -11,6 +11,8 @@
 //! - [`dispatch`]: decodes the request header and routes to one module per API family:
 //!   [`api_versions`], [`metadata`], [`produce`], [`fetch`], [`list_offsets`],
 //!   [`leader_epoch`], [`admin`], [`configs`], [`producer_id`], [`sasl`].
+//! - [`coordinator`]: log-backed coordinators on one runtime; the group coordinator behind
+//!   [`group_api`] and [`txn_offset_commit`].
 //! - [`topics`]: the persisted topic registry (names, ids, partition counts, configs).
 //! - [`state`]: what every handler shares (storage, registry, metrics, long-poll notifiers).
 //! - [`error`]: error enums and the mapping from storage errors to Kafka error codes.
@@ -51,6 +53,7 @@ pub mod sasl;
 pub mod state;
 pub mod topics;
 pub mod txn_api;
+pub mod txn_offset_commit;
 
 pub use broker::{Broker, BrokerConfig};
 pub use coordinator::txn::coordinator::TxnConfig;

@@ -68,7 +68,7 @@ pub struct ServeArgs {
     /// producer.id.expiration.ms) [default: 86400000].
     #[arg(long, env = "RILL_PRODUCER_ID_EXPIRATION_MS", value_name = "MS")]
     pub producer_id_expiration_ms: Option<i64>,
-    /// Kafka's transactional.id.expiration.ms, for the transaction coordinator
+    /// Forget a transactional id idle this long (Kafka's transactional.id.expiration.ms)
     /// [default: 604800000].
     #[arg(long, env = "RILL_TRANSACTIONAL_ID_EXPIRATION_MS", value_name = "MS")]
     pub transactional_id_expiration_ms: Option<i64>,
@@ -233,7 +233,7 @@ impl ServeConfig {
             transactional_id_expiration_ms: pick(
                 args.transactional_id_expiration_ms,
                 file.transactional_id_expiration_ms,
-                defaults.transactional_id_expiration_ms,
+                defaults.transactions.id_expiration_ms,
             ),
             metrics: !args.no_metrics.unwrap_or(false) && file.metrics.unwrap_or(true),
             metrics_listen: pick(

@@ -31,7 +31,7 @@ use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use parking_lot::Mutex;
-use rill_storage::{Log, StorageError};
+use rill_storage::{Log, StorageError, TxnMarker};
 use tokio::sync::oneshot;
 
 /// Largest read while replaying a partition; coordinator batches are small, this only sets the
@@ -278,6 +278,27 @@ impl<S: Shard> CoordinatorRuntime<S> {
             epoch: producer_epoch,
         };
         self.write_as(partition, Some(producer), op)
+    }
+
+    /// Appends a commit/abort marker (storage's `Log::append_marker`) and replays it
+    /// (`Shard::replay_end_txn`) under the shard's lock. Returns the durability handle.
+    ///
+    /// # Errors
+    /// The append's (a stale producer or coordinator epoch, a storage failure); the shard is
+    /// then unchanged.
+    pub fn write_marker(
+        &self,
+        partition: i32,
+        marker: &TxnMarker,
+    ) -> Result<Written<()>, RuntimeError> {
+        let p = self.partition(partition)?;
+        let mut shard = p.shard.lock();
+        let info = p.log.append_marker(marker)?;
+        shard.replay_end_txn(marker.producer_id, marker.producer_epoch, marker.commit);
+        Ok(Written {
+            response: (),
+            durable: Some((p.log.clone(), info.last_offset + 1)),
+        })
     }
 
     fn partition(&self, partition: i32) -> Result<&Partition<S>, RuntimeError> {

@@ -737,6 +737,26 @@ impl GroupCoordinator {
         finish_commit(written, codes, n)
     }
 
+    /// Writes a transaction's commit/abort marker to `__consumer_offsets` partition
+    /// `partition` (the transaction coordinator's markers for the offsets topic go here, not
+    /// straight to storage): the shard makes the producer's pending offsets committed, or
+    /// drops them, as it replays the marker.
+    ///
+    /// # Errors
+    /// No such partition, or the append's (a stale epoch, a storage failure).
+    pub fn write_marker(
+        &self,
+        partition: i32,
+        marker: &rill_storage::TxnMarker,
+    ) -> Result<Written<()>, RuntimeError> {
+        self.runtime.write_marker(partition, marker)
+    }
+
+    /// The `__consumer_offsets` partition of `group_id`.
+    pub fn partition_for(&self, group_id: &str) -> i32 {
+        self.runtime.partition_for(group_id)
+    }
+
     /// Committed offsets of `group_id`: for the given partitions, or all when `None`.
     pub fn fetch_offsets(
         &self,

@@ -279,3 +279,155 @@ impl Shard for GroupShard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::records::{GroupValue, OffsetValue};
+    use super::*;
+
+    fn shard() -> GroupShard {
+        GroupShard::new(Arc::new(AtomicUsize::new(0)))
+    }
+
+    fn tp(p: i32) -> TopicPartition {
+        TopicPartition::new("t", p)
+    }
+
+    fn offset(group: &str, p: i32, offset: i64) -> StoredRecord {
+        StoredRecord::Offset {
+            group: group.into(),
+            tp: tp(p),
+            value: Some(OffsetValue {
+                offset,
+                leader_epoch: 0,
+                metadata: String::new(),
+                commit_timestamp_ms: 0,
+            }),
+        }
+    }
+
+    fn tombstone(group: &str, p: i32) -> StoredRecord {
+        StoredRecord::Offset {
+            group: group.into(),
+            tp: tp(p),
+            value: None,
+        }
+    }
+
+    fn committed(s: &GroupShard, group: &str, p: i32) -> Option<i64> {
+        s.group(group)
+            .and_then(|g| g.offsets.get(&tp(p)))
+            .map(|c| c.offset)
+    }
+
+    #[test]
+    fn transactional_offsets_wait_for_their_marker() {
+        let mut s = shard();
+        s.on_loaded();
+        s.replay(0, None, offset("g", 0, 5));
+        s.replay(1, Some((7, 0)), offset("g", 0, 10));
+        s.replay(2, Some((7, 0)), offset("g", 1, 11));
+        s.replay(3, Some((8, 0)), offset("g", 2, 12));
+        assert_eq!(committed(&s, "g", 0), Some(5), "pending until the marker");
+        assert_eq!(committed(&s, "g", 1), None);
+        assert!(s.has_pending_txn_offset("g", &tp(0)));
+        assert!(!s.has_pending_txn_offset("g", &tp(3)));
+        assert!(!s.has_pending_txn_offset("other", &tp(0)));
+        assert_eq!(s.pending_txn_partitions("g"), vec![tp(0), tp(1), tp(2)]);
+
+        s.replay_end_txn(7, 0, true);
+        assert_eq!(committed(&s, "g", 0), Some(10));
+        assert_eq!(committed(&s, "g", 1), Some(11));
+        assert!(!s.has_pending_txn_offset("g", &tp(0)));
+        assert!(s.has_pending_txn("g"), "producer 8 still holds one");
+
+        s.replay_end_txn(8, 0, false);
+        assert_eq!(committed(&s, "g", 2), None, "aborted");
+        assert!(!s.has_pending_txn("g"));
+        // A marker for a producer with nothing pending here changes nothing.
+        s.replay_end_txn(9, 0, true);
+        assert_eq!(committed(&s, "g", 0), Some(10));
+    }
+
+    /// Of a transactional and a plain commit of one partition, the later record wins, whatever
+    /// order the marker comes in (Kafka keeps the most recent by record offset).
+    #[test]
+    fn a_later_plain_commit_beats_an_earlier_transactional_one() {
+        let mut s = shard();
+        s.replay(0, Some((7, 0)), offset("g", 0, 10));
+        s.replay(1, None, offset("g", 0, 20));
+        s.replay_end_txn(7, 0, true);
+        assert_eq!(committed(&s, "g", 0), Some(20));
+
+        s.replay(2, None, offset("g", 1, 20));
+        s.replay(3, Some((7, 1)), offset("g", 1, 30));
+        s.replay_end_txn(7, 1, true);
+        assert_eq!(committed(&s, "g", 1), Some(30));
+    }
+
+    #[test]
+    fn deleting_offsets_or_the_group_drops_pending_ones() {
+        let mut s = shard();
+        s.on_loaded();
+        s.replay(0, Some((7, 0)), offset("g", 0, 10));
+        s.replay(1, Some((7, 0)), offset("g", 1, 11));
+        s.replay(2, None, tombstone("g", 0));
+        assert!(!s.has_pending_txn_offset("g", &tp(0)));
+        assert!(s.has_pending_txn_offset("g", &tp(1)));
+        s.replay(
+            3,
+            None,
+            StoredRecord::Group {
+                group: "g".into(),
+                value: None,
+            },
+        );
+        assert!(s.group("g").is_none(), "removed");
+        assert!(!s.has_pending_txn("g"));
+        s.replay_end_txn(7, 0, true);
+        assert!(s.group("g").is_none(), "the commit finds nothing of it");
+        assert_eq!(s.group_count.load(Ordering::Relaxed), 0);
+    }
+
+    /// At load a group metadata record restores membership; once loaded, the record is a
+    /// snapshot of what the operation already did, and replaying it changes nothing.
+    #[test]
+    fn group_records_restore_at_load_and_are_snapshots_after() {
+        let value = |generation_id| GroupValue {
+            protocol_type: "consumer".into(),
+            generation_id,
+            protocol_name: Some("range".into()),
+            leader_id: None,
+            state_timestamp_ms: 0,
+            members: Vec::new(),
+        };
+        let record = |generation| StoredRecord::Group {
+            group: "g".into(),
+            value: Some(value(generation)),
+        };
+        let mut s = shard();
+        s.replay(0, None, record(3));
+        s.replay(1, None, record(4));
+        assert_eq!(s.group("g").unwrap().generation_id, 4);
+        s.on_loaded();
+        s.group_mut("g").unwrap().generation_id = 6;
+        s.replay(2, None, record(5));
+        assert_eq!(s.group("g").unwrap().generation_id, 6, "not replayed over");
+    }
+
+    #[test]
+    fn loading_drops_groups_left_with_nothing_and_counts_groups() {
+        let mut s = shard();
+        s.replay(0, Some((7, 0)), offset("aborted", 0, 1));
+        s.replay(1, None, offset("kept", 0, 1));
+        s.replay(2, Some((8, 0)), offset("open", 0, 1));
+        s.replay_end_txn(7, 0, false);
+        s.on_loaded();
+        let mut ids: Vec<&str> = s.groups().map(|g| g.id.as_str()).collect();
+        ids.sort();
+        assert_eq!(ids, vec!["kept", "open"]);
+        assert_eq!(s.group_count.load(Ordering::Relaxed), 2);
+        assert!(s.group_or_create("new", 2).is_none(), "max_groups reached");
+        assert!(s.group_or_create("kept", 2).is_some());
+    }
+}

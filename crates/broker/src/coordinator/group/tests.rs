@@ -205,3 +205,236 @@ fn offsets_of_an_empty_group_expire_after_retention() {
     let reloaded = GroupCoordinator::load(config, logs).unwrap();
     assert!(reloaded.fetch_offsets("old", None).is_empty());
 }
+
+/// Kafka's member checks for a transactional commit (`ClassicGroup.validateOffsetCommit`
+/// with `isTransactional`).
+#[test]
+fn txn_offset_commit_checks_members_as_kafka() {
+    let mut g = Group::new("g", 0);
+    let none = TxnMember {
+        generation_id: -1,
+        member_id: "",
+        group_instance_id: None,
+    };
+    assert_eq!(
+        check_txn_member(&g, &none),
+        Ok(()),
+        "simple commit, empty group"
+    );
+    let (tx, _rx) = oneshot::channel();
+    let req = JoinRequest {
+        group_id: "g".into(),
+        member_id: String::new(),
+        group_instance_id: Some("i".into()),
+        client_id: "c".into(),
+        client_host: "h".into(),
+        session_timeout_ms: 10_000,
+        rebalance_timeout_ms: 10_000,
+        protocol_type: "consumer".into(),
+        protocols: vec![("range".into(), Bytes::new())],
+        require_known_member_id: false,
+    };
+    let d = Duration::from_secs(10);
+    g.members
+        .insert("m".into(), new_member(&req, "m", d, d, Instant::now(), tx));
+    g.static_members.insert("i".into(), "m".into());
+    g.generation_id = 3;
+    g.state = GroupState::PreparingRebalance;
+    let member = |generation_id, member_id, group_instance_id| TxnMember {
+        generation_id,
+        member_id,
+        group_instance_id,
+    };
+    // Versions before 3 name no member: accepted in any state, rebalances included.
+    assert_eq!(check_txn_member(&g, &none), Ok(()));
+    assert_eq!(check_txn_member(&g, &member(3, "m", Some("i"))), Ok(()));
+    assert_eq!(check_txn_member(&g, &member(3, "m", None)), Ok(()));
+    let err = |e: ResponseError| Err(e.code());
+    assert_eq!(
+        check_txn_member(&g, &member(2, "m", None)),
+        err(ResponseError::IllegalGeneration)
+    );
+    assert_eq!(
+        check_txn_member(&g, &member(3, "x", None)),
+        err(ResponseError::UnknownMemberId)
+    );
+    assert_eq!(
+        check_txn_member(&g, &member(3, "x", Some("i"))),
+        err(ResponseError::FencedInstanceId)
+    );
+    assert_eq!(
+        check_txn_member(&g, &member(3, "m", Some("other"))),
+        err(ResponseError::UnknownMemberId)
+    );
+    assert_eq!(
+        check_txn_member(&g, &member(-1, "m", None)),
+        err(ResponseError::IllegalGeneration),
+        "a member with no generation"
+    );
+    g.state = GroupState::Dead;
+    assert_eq!(
+        check_txn_member(&g, &none),
+        err(ResponseError::CoordinatorNotAvailable)
+    );
+}
+
+fn marker(producer_id: i64, commit: bool) -> rill_storage::TxnMarker {
+    rill_storage::TxnMarker {
+        producer_id,
+        producer_epoch: 0,
+        coordinator_epoch: 0,
+        commit,
+        timestamp_ms: 0,
+    }
+}
+
+/// TxnOffsetCommit's offsets over real `__consumer_offsets` logs: pending (invisible,
+/// unstable) until the marker the transaction coordinator writes through
+/// `GroupCoordinator::write_marker`; a commit makes them the group's offsets, an abort drops
+/// them, and a restart replays exactly that (an open transaction stays pending).
+#[test]
+fn transactional_offsets_follow_their_markers_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = GroupConfig {
+        offsets_partitions: 2,
+        ..GroupConfig::default()
+    };
+    let tp = |p| TopicPartition::new("t", p);
+    let entry = |p, offset| CommitEntry {
+        tp: tp(p),
+        offset,
+        leader_epoch: 0,
+        metadata: String::new(),
+    };
+    let none = TxnMember {
+        generation_id: -1,
+        member_id: "",
+        group_instance_id: None,
+    };
+    let offsets = |c: &GroupCoordinator, g: &str| -> Vec<(i32, Option<i64>, i16)> {
+        c.fetch_offsets_checked(g, Some(&[tp(0), tp(1)]), true)
+            .into_iter()
+            .map(|(tp, c, e)| (tp.partition, c.map(|c| c.offset), e))
+            .collect()
+    };
+    let unstable = ResponseError::UnstableOffsetCommit.code();
+    let m = LogManager::open(LogManagerConfig::new(dir.path())).unwrap();
+    let c = GroupCoordinator::load(config.clone(), offsets_logs(&m, 2)).unwrap();
+    assert_eq!(
+        c.commit("g", -1, "", None, vec![entry(0, 5)], |_| true).0,
+        vec![0]
+    );
+    for (producer, offset) in [(7, 10), (8, 20), (9, 30)] {
+        let (codes, _) = c.commit_transactional(
+            "g",
+            producer,
+            0,
+            &none,
+            vec![entry(0, offset), entry(1, offset)],
+            |_| true,
+            || Ok(()),
+        );
+        assert_eq!(codes, vec![0, 0]);
+    }
+    // The transaction coordinator's refusal answers every entry and writes nothing.
+    let end = |c: &GroupCoordinator| c.runtime.log(c.partition_for("g")).log_end_offset();
+    let before = end(&c);
+    let (codes, _) = c.commit_transactional(
+        "g",
+        10,
+        0,
+        &none,
+        vec![entry(0, 99), entry(1, 99)],
+        |_| true,
+        || Err(ResponseError::InvalidTxnState.code()),
+    );
+    assert_eq!(codes, vec![ResponseError::InvalidTxnState.code(); 2]);
+    assert_eq!(end(&c), before);
+
+    assert_eq!(
+        offsets(&c, "g"),
+        vec![(0, None, unstable), (1, None, unstable)]
+    );
+    assert_eq!(c.fetch_offsets("g", None).len(), 1, "only the plain commit");
+    let p = c.partition_for("g");
+    let _ = c.write_marker(p, &marker(8, false)).unwrap();
+    let _ = c.write_marker(p, &marker(7, true)).unwrap();
+    // 9 is still open.
+    assert_eq!(
+        offsets(&c, "g"),
+        vec![(0, None, unstable), (1, None, unstable)]
+    );
+    let stable = c.fetch_offsets("g", Some(&[tp(0), tp(1)]));
+    assert_eq!(
+        stable
+            .iter()
+            .map(|(_, c)| c.as_ref().map(|c| c.offset))
+            .collect::<Vec<_>>(),
+        vec![Some(10), Some(10)]
+    );
+    drop(c);
+
+    let c = GroupCoordinator::load(config, offsets_logs(&m, 2)).unwrap();
+    assert_eq!(
+        offsets(&c, "g"),
+        vec![(0, None, unstable), (1, None, unstable)]
+    );
+    let _ = c.write_marker(p, &marker(9, true)).unwrap();
+    assert_eq!(offsets(&c, "g"), vec![(0, Some(30), 0), (1, Some(30), 0)]);
+}
+
+/// A commit whose append fails (a batch over the partition's max.message.bytes) is answered
+/// with the storage error on the entries it would have written, and changes nothing: the
+/// offset is not committed, now or after a reload.
+#[test]
+fn a_commit_whose_append_fails_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = LogManager::open(LogManagerConfig::new(dir.path())).unwrap();
+    let tp0 = TopicPartition::new(TOPIC, 0);
+    let mut c = LogConfig::default();
+    c.set("max.message.bytes", "1024").unwrap();
+    let logs = vec![m.create_log(&tp0, c).unwrap()];
+    let config = GroupConfig {
+        offsets_partitions: 1,
+        ..GroupConfig::default()
+    };
+    let coordinator = GroupCoordinator::load(config.clone(), logs.clone()).unwrap();
+    let entry = |p, metadata: &str| CommitEntry {
+        tp: TopicPartition::new("t", p),
+        offset: 1,
+        leader_epoch: 0,
+        metadata: metadata.to_string(),
+    };
+    let (codes, written) = coordinator.commit(
+        "g",
+        -1,
+        "",
+        None,
+        vec![
+            entry(0, "small"),
+            entry(1, &"m".repeat(2_000)),
+            entry(2, &"m".repeat(5_000)),
+        ],
+        |_| true,
+    );
+    assert!(written.is_none());
+    assert_eq!(
+        codes,
+        vec![
+            ResponseError::MessageTooLarge.code(),
+            ResponseError::MessageTooLarge.code(),
+            ResponseError::OffsetMetadataTooLarge.code(),
+        ]
+    );
+    assert!(coordinator.fetch_offsets("g", None).is_empty());
+    assert_eq!(logs[0].log_end_offset(), 0);
+    let (codes, _) = coordinator.commit("g", -1, "", None, vec![entry(0, "small")], |_| true);
+    assert_eq!(codes, vec![0]);
+    let reloaded = GroupCoordinator::load(config, logs).unwrap();
+    let offsets: Vec<_> = reloaded
+        .fetch_offsets("g", None)
+        .into_iter()
+        .map(|(tp, c)| (tp.partition, c.map(|c| c.metadata)))
+        .collect();
+    assert_eq!(offsets, vec![(0, Some("small".to_string()))]);
+}

@@ -383,3 +383,88 @@ fn transactional_records_and_markers_replay_with_their_producer() {
         "{e:?}"
     );
 }
+
+#[test]
+fn partition_matches_java_string_hash() {
+    // Values of Java's String.hashCode(), computed by a JVM.
+    assert_eq!(java_string_hash("hello"), 99_162_322);
+    assert_eq!(java_string_hash(""), 0);
+    assert_eq!(
+        java_string_hash("Aa"),
+        java_string_hash("BB"),
+        "Java's classic collision"
+    );
+    assert_eq!(partition_for("hello", 50), 99_162_322 % 50);
+    for g in ["a", "my-group", "ünïcødé", "console-consumer-12345"] {
+        assert!((0..50).contains(&partition_for(g, 50)));
+    }
+}
+
+fn txn_marker(producer_id: i64, producer_epoch: i16, commit: bool) -> TxnMarker {
+    TxnMarker {
+        producer_id,
+        producer_epoch,
+        coordinator_epoch: 0,
+        commit,
+        timestamp_ms: 0,
+    }
+}
+
+fn put_txn(rt: &CoordinatorRuntime<Toy>, producer: (i64, i16), records: Vec<Kv>) {
+    let _ = rt
+        .write_transactional(0, producer.0, producer.1, |_| {
+            Ok::<_, RuntimeError>(Outcome {
+                records,
+                response: (),
+            })
+        })
+        .unwrap();
+}
+
+/// Transactional writes reach the shard with their producer and wait for a marker; markers
+/// written through the runtime are replayed at once and at load; several writes of one
+/// transaction continue the producer's sequences (storage checks them); a marker storage
+/// refuses (a stale epoch) leaves the shard unchanged.
+#[test]
+fn transactional_writes_and_markers_replay_at_run_time_and_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig::default();
+    let m = LogManager::open(LogManagerConfig::new(dir.path())).unwrap();
+    let rt = CoordinatorRuntime::load(logs(&m, 1, &config), |_| Toy::default()).unwrap();
+    let _ = put(&rt, 0, vec![set("k", "plain")]);
+    put_txn(&rt, (7, 1), vec![set("a", "1")]);
+    put_txn(&rt, (7, 1), vec![set("b", "2"), set("k", "txn")]);
+    put_txn(&rt, (8, 0), vec![set("c", "3")]);
+    put_txn(&rt, (9, 0), vec![set("d", "4")]);
+    assert_eq!(map(&rt, 0), vec![("k".into(), "plain".into())]);
+    assert_eq!(
+        rt.log(0).producer_state(7).map(|e| e.last_seq()),
+        Some(2),
+        "one sequence per record, continued across writes"
+    );
+
+    let _ = rt.write_marker(0, &txn_marker(7, 1, true)).unwrap();
+    let _ = rt.write_marker(0, &txn_marker(8, 0, false)).unwrap();
+    let stale = rt.write_marker(0, &txn_marker(9, -1, true));
+    assert!(stale.is_err(), "a marker below the producer's epoch");
+    let want: Vec<(String, String)> = vec![
+        ("a".into(), "1".into()),
+        ("b".into(), "2".into()),
+        ("k".into(), "txn".into()),
+    ];
+    assert_eq!(map(&rt, 0), want);
+    assert_eq!(
+        rt.read(0, |s| s.pending.keys().copied().collect::<Vec<_>>()),
+        vec![9]
+    );
+    drop(rt);
+
+    let rt = CoordinatorRuntime::load(logs(&m, 1, &config), |_| Toy::default()).unwrap();
+    assert_eq!(map(&rt, 0), want);
+    assert_eq!(
+        rt.read(0, |s| s.pending.keys().copied().collect::<Vec<_>>()),
+        vec![9]
+    );
+    let _ = rt.write_marker(0, &txn_marker(9, 0, true)).unwrap();
+    assert_eq!(map(&rt, 0).len(), 4);
+}

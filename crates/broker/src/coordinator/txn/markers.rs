@@ -1,6 +1,7 @@
 //! Where the transaction coordinator's markers go: a commit or abort control batch appended to
 //! each partition of a transaction, through storage (`Log::append_marker`), which closes the
-//! producer's transaction there and moves the partition's last stable offset.
+//! producer's transaction there and moves the partition's last stable offset; for
+//! `__consumer_offsets` through the group coordinator, which must replay them.
 
 use std::sync::Arc;
 
@@ -14,14 +15,14 @@ pub struct PartitionMarkers {
     logs: Arc<LogManager>,
     /// The offsets topic's partitions are the group coordinator's: it applies or drops the
     /// transaction's offsets when it sees the marker.
-    _groups: Arc<GroupCoordinator>,
+    groups: Arc<GroupCoordinator>,
 }
 
 impl PartitionMarkers {
     pub fn new(logs: Arc<LogManager>, groups: Arc<GroupCoordinator>) -> Self {
         PartitionMarkers {
             logs,
-            _groups: groups,
+            groups,
         }
     }
 }
@@ -35,6 +36,21 @@ fn failed(tp: &TopicPartition, e: &StorageError) -> MarkerError {
 
 impl MarkerWriter for PartitionMarkers {
     fn write(&self, tp: &TopicPartition, marker: &TxnMarker) -> Result<MarkerDurable, MarkerError> {
+        if tp.topic == crate::coordinator::group::TOPIC {
+            // The group coordinator applies or drops the transaction's offsets as it replays
+            // the marker.
+            let written = self
+                .groups
+                .write_marker(tp.partition, marker)
+                .map_err(|e| MarkerError::Failed(format!("{tp}: {e}")))?;
+            let tp = tp.clone();
+            return Ok(Box::pin(async move {
+                written
+                    .committed()
+                    .await
+                    .map_err(|e| MarkerError::Failed(format!("{tp}: {e}")))
+            }));
+        }
         let log = match self.logs.get_log(tp) {
             Ok(Some(log)) => log,
             Ok(None) => return Err(MarkerError::PartitionGone),

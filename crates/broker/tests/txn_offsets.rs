@@ -1,0 +1,351 @@
+//! TxnOffsetCommit over TCP with encoded requests: every advertised version, the member checks,
+//! bad input (each answered with Kafka's code and leaving no offset behind), and pending
+//! transactional offsets as OffsetFetch sees them (invisible; UNSTABLE_OFFSET_COMMIT with
+//! `require_stable`), across a restart. Markers come from the transaction coordinator; the
+//! group side of commit and abort is tested in `coordinator/group/tests.rs`.
+
+mod common;
+
+use bytes::Bytes;
+use common::{Client, TestBroker, TEST_TIMEOUT};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::offset_fetch_request::{
+    OffsetFetchRequestGroup, OffsetFetchRequestTopic, OffsetFetchRequestTopics,
+};
+use kafka_protocol::messages::txn_offset_commit_request::{
+    TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+async fn bounded<F: std::future::Future<Output = ()>>(test: F) {
+    tokio::time::timeout(TEST_TIMEOUT, test)
+        .await
+        .expect("test timed out");
+}
+
+async fn broker_in(dir: tempfile::TempDir) -> TestBroker {
+    TestBroker::start_in(dir, |c| {
+        c.groups.initial_rebalance_delay_ms = 0;
+        c.groups.min_session_timeout_ms = 100;
+        c.groups.offsets_partitions = 4;
+    })
+    .await
+}
+
+async fn create_topic(c: &mut Client, topic: &str, partitions: i32) {
+    let r = c
+        .send(
+            5,
+            &CreateTopicsRequest::default()
+                .with_timeout_ms(5_000)
+                .with_topics(vec![CreatableTopic::default()
+                    .with_name(TopicName(s(topic)))
+                    .with_num_partitions(partitions)
+                    .with_replication_factor(-1)]),
+        )
+        .await;
+    assert_eq!(r.topics[0].error_code, 0);
+}
+
+async fn init_producer_id(c: &mut Client) -> (i64, i16) {
+    let r = c
+        .send(
+            4,
+            &InitProducerIdRequest::default()
+                .with_transactional_id(None)
+                .with_transaction_timeout_ms(60_000),
+        )
+        .await;
+    assert_eq!(r.error_code, 0);
+    (r.producer_id.0, r.producer_epoch)
+}
+
+/// A TxnOffsetCommit of one offset for `group` (member fields as given; v3+ carries them).
+fn txn_commit(
+    group: &str,
+    (producer_id, epoch): (i64, i16),
+    (generation, member, instance): (i32, &str, Option<&str>),
+    (topic, partition, offset, metadata): (&str, i32, i64, &str),
+) -> TxnOffsetCommitRequest {
+    TxnOffsetCommitRequest::default()
+        .with_transactional_id(TransactionalId(s("txn")))
+        .with_group_id(GroupId(s(group)))
+        .with_producer_id(ProducerId(producer_id))
+        .with_producer_epoch(epoch)
+        .with_generation_id(generation)
+        .with_member_id(s(member))
+        .with_group_instance_id(instance.map(s))
+        .with_topics(vec![TxnOffsetCommitRequestTopic::default()
+            .with_name(TopicName(s(topic)))
+            .with_partitions(vec![TxnOffsetCommitRequestPartition::default()
+                .with_partition_index(partition)
+                .with_committed_offset(offset)
+                .with_committed_metadata(Some(s(metadata)))])])
+}
+
+fn code(r: &TxnOffsetCommitResponse) -> i16 {
+    r.topics[0].partitions[0].error_code
+}
+
+const NO_MEMBER: (i32, &str, Option<&str>) = (-1, "", None);
+
+/// (offset, error) of one partition from OffsetFetch at `version`.
+async fn fetch(
+    c: &mut Client,
+    version: i16,
+    group: &str,
+    partition: i32,
+    require_stable: bool,
+) -> (i64, i16) {
+    let mut request = OffsetFetchRequest::default().with_require_stable(require_stable);
+    if version >= 8 {
+        request = request.with_groups(vec![OffsetFetchRequestGroup::default()
+            .with_group_id(GroupId(s(group)))
+            .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+                .with_name(TopicName(s("t")))
+                .with_partition_indexes(vec![partition])]))]);
+        let r = c.send(version, &request).await;
+        let p = &r.groups[0].topics[0].partitions[0];
+        return (p.committed_offset, p.error_code);
+    }
+    request = request
+        .with_group_id(GroupId(s(group)))
+        .with_topics(Some(vec![OffsetFetchRequestTopic::default()
+            .with_name(TopicName(s("t")))
+            .with_partition_indexes(vec![partition])]));
+    let r = c.send(version, &request).await;
+    let p = &r.topics[0].partitions[0];
+    (p.committed_offset, p.error_code)
+}
+
+async fn plain_commit(c: &mut Client, group: &str, partition: i32, offset: i64) {
+    let r = c
+        .send(
+            8,
+            &OffsetCommitRequest::default()
+                .with_group_id(GroupId(s(group)))
+                .with_generation_id_or_member_epoch(-1)
+                .with_topics(vec![OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(s("t")))
+                    .with_partitions(vec![OffsetCommitRequestPartition::default()
+                        .with_partition_index(partition)
+                        .with_committed_offset(offset)])]),
+        )
+        .await;
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+}
+
+/// Joins `group` as its only member and syncs: (generation, member id).
+async fn join_and_sync(c: &mut Client, group: &str) -> (i32, String) {
+    let join = |member: &str| {
+        JoinGroupRequest::default()
+            .with_group_id(GroupId(s(group)))
+            .with_session_timeout_ms(30_000)
+            .with_rebalance_timeout_ms(30_000)
+            .with_member_id(s(member))
+            .with_protocol_type(s("consumer"))
+            .with_protocols(vec![JoinGroupRequestProtocol::default()
+                .with_name(s("range"))
+                .with_metadata(Bytes::from_static(b"meta"))])
+    };
+    let mut r = c.send(5, &join("")).await;
+    if r.error_code == ResponseError::MemberIdRequired.code() {
+        r = c.send(5, &join(&r.member_id)).await;
+    }
+    assert_eq!(r.error_code, 0);
+    let sync = c
+        .send(
+            3,
+            &SyncGroupRequest::default()
+                .with_group_id(GroupId(s(group)))
+                .with_generation_id(r.generation_id)
+                .with_member_id(r.member_id.clone()),
+        )
+        .await;
+    assert_eq!(sync.error_code, 0);
+    (r.generation_id, r.member_id.to_string())
+}
+
+#[tokio::test]
+async fn txn_offset_commit_bad_input_gets_kafka_codes_and_leaves_no_offset() {
+    bounded(async {
+        let broker = broker_in(tempfile::tempdir().unwrap()).await;
+        let mut c = broker.connect().await;
+        create_topic(&mut c, "t", 2).await;
+        let (pid, epoch) = init_producer_id(&mut c).await;
+        let versions = rill_broker::api_versions::supported_range(ApiKey::TxnOffsetCommit as i16);
+        assert_eq!(versions, Some((0, 5)));
+        for v in 0..=5 {
+            let r = c
+                .send(v, &txn_commit("g", (-1, 0), NO_MEMBER, ("t", 0, 1, "")))
+                .await;
+            assert_eq!(
+                code(&r),
+                ResponseError::InvalidProducerIdMapping.code(),
+                "v{v}"
+            );
+            let r = c
+                .send(v, &txn_commit("", (pid, epoch), NO_MEMBER, ("t", 0, 1, "")))
+                .await;
+            assert_eq!(code(&r), ResponseError::InvalidGroupId.code(), "v{v}");
+            let r = c
+                .send(
+                    v,
+                    &txn_commit("g", (pid, epoch), NO_MEMBER, ("nope", 0, 1, "")),
+                )
+                .await;
+            assert_eq!(
+                code(&r),
+                ResponseError::UnknownTopicOrPartition.code(),
+                "v{v}"
+            );
+            let r = c
+                .send(
+                    v,
+                    &txn_commit("g", (pid, epoch), NO_MEMBER, ("t", 9, 1, "")),
+                )
+                .await;
+            assert_eq!(
+                code(&r),
+                ResponseError::UnknownTopicOrPartition.code(),
+                "v{v}"
+            );
+            let big = "m".repeat(5_000);
+            let r = c
+                .send(
+                    v,
+                    &txn_commit("g", (pid, epoch), NO_MEMBER, ("t", 0, 1, &big)),
+                )
+                .await;
+            assert_eq!(
+                code(&r),
+                ResponseError::OffsetMetadataTooLarge.code(),
+                "v{v}"
+            );
+        }
+        // v3+: a generation for a group that does not exist.
+        let r = c
+            .send(
+                3,
+                &txn_commit("nogroup", (pid, epoch), (1, "m", None), ("t", 0, 1, "")),
+            )
+            .await;
+        assert_eq!(code(&r), ResponseError::IllegalGeneration.code());
+        // v3+: member checks against a real group.
+        let (generation, member) = join_and_sync(&mut c, "members").await;
+        let cases = [
+            (
+                (generation + 1, member.as_str(), None),
+                ResponseError::IllegalGeneration,
+            ),
+            (
+                (generation, "stranger", None),
+                ResponseError::UnknownMemberId,
+            ),
+            (
+                (generation, member.as_str(), Some("who")),
+                ResponseError::UnknownMemberId,
+            ),
+        ];
+        for (member_fields, want) in cases {
+            let r = c
+                .send(
+                    3,
+                    &txn_commit("members", (pid, epoch), member_fields, ("t", 0, 1, "")),
+                )
+                .await;
+            assert_eq!(code(&r), want.code(), "{member_fields:?}");
+        }
+        for group in ["g", "nogroup", "members"] {
+            for stable in [false, true] {
+                assert_eq!(
+                    fetch(&mut c, 7, group, 0, stable).await,
+                    (-1, 0),
+                    "{group}: nothing written"
+                );
+            }
+        }
+        broker.stop().await;
+    })
+    .await;
+}
+
+/// Transactional offsets are invisible to OffsetFetch until their marker; with
+/// `require_stable` their partitions are UNSTABLE_OFFSET_COMMIT, also after a restart (the
+/// pending offsets are replayed from `__consumer_offsets`). Every version writes.
+#[tokio::test]
+async fn pending_transactional_offsets_are_unstable_until_their_marker() {
+    bounded(async {
+        let broker = broker_in(tempfile::tempdir().unwrap()).await;
+        let mut c = broker.connect().await;
+        create_topic(&mut c, "t", 2).await;
+        plain_commit(&mut c, "g", 0, 5).await;
+        let (pid, epoch) = init_producer_id(&mut c).await;
+        for v in 0..=5 {
+            let r = c
+                .send(
+                    v,
+                    &txn_commit(
+                        "g",
+                        (pid, epoch),
+                        NO_MEMBER,
+                        ("t", 0, 10 + i64::from(v), ""),
+                    ),
+                )
+                .await;
+            assert_eq!(code(&r), 0, "v{v}");
+        }
+        // A member of the group commits in a transaction too (v3+ checks it).
+        let (generation, member) = join_and_sync(&mut c, "members").await;
+        let (pid2, epoch2) = init_producer_id(&mut c).await;
+        let r = c
+            .send(
+                3,
+                &txn_commit(
+                    "members",
+                    (pid2, epoch2),
+                    (generation, &member, None),
+                    ("t", 1, 7, ""),
+                ),
+            )
+            .await;
+        assert_eq!(code(&r), 0);
+
+        check_pending(&mut c).await;
+        let dir = broker.stop().await;
+        let broker = broker_in(dir).await;
+        let mut c = broker.connect().await;
+        check_pending(&mut c).await;
+        broker.stop().await;
+    })
+    .await;
+}
+
+/// What `pending_transactional_offsets_are_unstable_until_their_marker` wrote, as OffsetFetch
+/// v7-9 sees it.
+async fn check_pending(c: &mut Client) {
+    for v in [7, 8, 9] {
+        assert_eq!(fetch(c, v, "g", 0, false).await, (5, 0), "v{v}");
+        assert_eq!(
+            fetch(c, v, "g", 0, true).await,
+            (-1, ResponseError::UnstableOffsetCommit.code()),
+            "v{v}"
+        );
+        assert_eq!(fetch(c, v, "g", 1, true).await, (-1, 0), "v{v}");
+        assert_eq!(
+            fetch(c, v, "members", 1, true).await,
+            (-1, ResponseError::UnstableOffsetCommit.code()),
+            "v{v}"
+        );
+    }
+}
