@@ -207,7 +207,7 @@ async fn route(
         }
         ApiKey::InitProducerId => {
             let request = decode(&mut body, prefix)?;
-            reply(prefix, &producer_id::handle(state, request).await)?
+            reply(prefix, &producer_id::handle(state, v, request).await)?
         }
         ApiKey::AddPartitionsToTxn => {
             let request = decode(&mut body, prefix)?;
@@ -218,7 +218,10 @@ async fn route(
         }
         ApiKey::AddOffsetsToTxn => {
             let request = decode(&mut body, prefix)?;
-            reply(prefix, &txn_api::add_offsets_to_txn(state, request).await)?
+            reply(
+                prefix,
+                &txn_api::add_offsets_to_txn(state, v, request).await,
+            )?
         }
         ApiKey::EndTxn => {
             let request = decode(&mut body, prefix)?;

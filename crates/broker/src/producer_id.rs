@@ -129,6 +129,7 @@ fn refused(code: i16) -> InitProducerIdResponse {
 /// (fencing any earlier producer of the id). An empty id is INVALID_REQUEST, as in Kafka.
 async fn transactional(
     state: &Arc<BrokerState>,
+    version: i16,
     transactional_id: &str,
     request: &InitProducerIdRequest,
 ) -> InitProducerIdResponse {
@@ -144,7 +145,7 @@ async fn transactional(
             .with_error_code(NONE)
             .with_producer_id(ProducerId(producer_id))
             .with_producer_epoch(epoch),
-        Err(e) => refused(e.code()),
+        Err(e) => refused(crate::txn_api::fenced_code(e.code(), version, 4)),
     }
 }
 
@@ -152,10 +153,11 @@ async fn transactional(
 /// transaction coordinator's answer.
 pub async fn handle(
     state: &Arc<BrokerState>,
+    version: i16,
     request: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
     if let Some(id) = &request.transactional_id {
-        return transactional(state, &id.0, &request).await;
+        return transactional(state, version, &id.0, &request).await;
     }
     let ids = Arc::clone(state);
     let allocated = tokio::task::spawn_blocking(move || ids.producer_ids.next_id()).await;

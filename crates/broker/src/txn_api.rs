@@ -24,6 +24,16 @@ fn code_of(result: &Result<(), TxnError>) -> i16 {
     result.as_ref().err().map_or(NONE, TxnError::code)
 }
 
+/// PRODUCER_FENCED exists from KIP-588's request versions on; older clients are answered
+/// INVALID_PRODUCER_EPOCH, as Kafka does (an older client does not know code 90).
+pub fn fenced_code(code: i16, version: i16, first_version_with_fenced: i16) -> i16 {
+    if code == ResponseError::ProducerFenced.code() && version < first_version_with_fenced {
+        ResponseError::InvalidProducerEpoch.code()
+    } else {
+        code
+    }
+}
+
 /// Partitions of a request that do not exist (UNKNOWN_TOPIC_OR_PARTITION), checked before the
 /// coordinator sees any: Kafka refuses the whole request then, answering
 /// OPERATION_NOT_ATTEMPTED for the partitions that do exist.
@@ -129,6 +139,15 @@ pub async fn add_partitions_to_txn(
             &partitions,
         )
         .await;
+        let results = results
+            .into_iter()
+            .map(|mut t| {
+                for p in &mut t.results_by_partition {
+                    p.partition_error_code = fenced_code(p.partition_error_code, version, 2);
+                }
+                t
+            })
+            .collect();
         return m::AddPartitionsToTxnResponse::default()
             .with_results_by_topic_v3_and_below(results);
     }
@@ -160,6 +179,7 @@ pub async fn add_partitions_to_txn(
 /// TxnOffsetCommit is committed or aborted with it.
 pub async fn add_offsets_to_txn(
     state: &Arc<BrokerState>,
+    version: i16,
     r: m::AddOffsetsToTxnRequest,
 ) -> m::AddOffsetsToTxnResponse {
     let group = r.group_id.0.as_str();
@@ -184,7 +204,7 @@ pub async fn add_offsets_to_txn(
             &[partition],
         )
         .await;
-    m::AddOffsetsToTxnResponse::default().with_error_code(code_of(&result))
+    m::AddOffsetsToTxnResponse::default().with_error_code(fenced_code(code_of(&result), version, 2))
 }
 
 pub async fn end_txn(
@@ -210,7 +230,7 @@ pub async fn end_txn(
             .with_producer_id(ProducerId(producer_id))
             .with_producer_epoch(epoch),
         Err(e) => m::EndTxnResponse::default()
-            .with_error_code(e.code())
+            .with_error_code(fenced_code(e.code(), version, 2))
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1),
     }

@@ -58,7 +58,10 @@ pub async fn txn_offset_commit(
         // The group's offsets partition must be in the producer's ongoing transaction
         // (AddOffsetsToTxn), or the offsets could never be committed or aborted. A
         // transactions-v2 client (v5) does not add it: the broker does, as Kafka (KIP-890).
-        let offsets_partition = (group::TOPIC.to_string(), state.groups.partition_for(&r.group_id));
+        let offsets_partition = (
+            group::TOPIC.to_string(),
+            state.groups.partition_for(&r.group_id),
+        );
         let added = if version >= 5 {
             state
                 .txns
@@ -100,7 +103,9 @@ pub async fn txn_offset_commit(
         }
         codes
     };
-    let mut codes = codes.into_iter();
+    let mut codes = codes
+        .into_iter()
+        .map(|c| crate::txn_api::fenced_code(c, version, 3));
     m::TxnOffsetCommitResponse::default().with_topics(
         shape
             .into_iter()

@@ -20,10 +20,7 @@ pub struct PartitionMarkers {
 
 impl PartitionMarkers {
     pub fn new(logs: Arc<LogManager>, groups: Arc<GroupCoordinator>) -> Self {
-        PartitionMarkers {
-            logs,
-            groups,
-        }
+        PartitionMarkers { logs, groups }
     }
 }
 
