@@ -1,0 +1,141 @@
+'use strict'
+// kafkajs transactions: a transactional producer (producer.transaction()) commits some
+// transactions and aborts others across 3 partitions; a group consumer at kafkajs's default
+// (readUncommitted: false) sees exactly the committed records, in order per partition, and one
+// with readUncommitted: true sees every record, with no control record among them. kafkajs
+// consumes only in groups, so each reader is a one-member group of its own. Every wait is
+// bounded.
+const { test, before, after } = require('node:test')
+const assert = require('node:assert/strict')
+const crypto = require('node:crypto')
+const { Kafka, logLevel } = require('kafkajs')
+const { startBroker } = require('./broker')
+
+const PARTITIONS = 3
+let broker
+let kafka
+let admin
+
+before(async () => {
+  broker = await startBroker()
+  kafka = new Kafka({
+    clientId: 'rill-compat-node-txn',
+    brokers: [broker.bootstrap],
+    logLevel: logLevel.NOTHING,
+    requestTimeout: 30000,
+    retry: { retries: 8, initialRetryTime: 100, maxRetryTime: 2000 },
+  })
+  admin = kafka.admin()
+  await admin.connect()
+})
+
+after(async () => {
+  if (admin) await admin.disconnect()
+  if (broker) await broker.stop()
+})
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+const unique = (p) => `node-${p}-${crypto.randomBytes(4).toString('hex')}`
+
+async function waitUntil (cond, timeoutMs, what) {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    if (await cond()) return
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await sleep(100)
+  }
+}
+
+async function createTopic (topic) {
+  assert.equal(await admin.createTopics({
+    topics: [{ topic, numPartitions: PARTITIONS, replicationFactor: 1 }], waitForLeaders: true, timeout: 30000,
+  }), true)
+  await waitUntil(async () => {
+    try { return (await admin.fetchTopicOffsets(topic)).length === PARTITIONS } catch { return false }
+  }, 30000, `topic ${topic} serving`)
+}
+
+// Reads the whole topic in a one-member group of its own until `want` records per partition
+// have come, then keeps reading for another second to catch any record beyond them.
+async function readAll (topic, readUncommitted, want) {
+  const consumer = kafka.consumer({
+    groupId: unique('txn-reader'),
+    readUncommitted,
+    sessionTimeout: 6000,
+    heartbeatInterval: 1000,
+    maxWaitTimeInMs: 200,
+  })
+  const got = Array.from({ length: PARTITIONS }, () => [])
+  await consumer.connect()
+  try {
+    await consumer.subscribe({ topic, fromBeginning: true })
+    await consumer.run({
+      autoCommit: false,
+      eachMessage: async ({ partition, message }) => {
+        got[partition].push(message.value === null ? null : message.value.toString())
+      },
+    })
+    await waitUntil(() => got.every((vs, p) => vs.length >= want[p].length), 60000,
+      `${readUncommitted ? 'read_uncommitted' : 'read_committed'} records`)
+    await sleep(1000)
+  } finally {
+    await consumer.disconnect()
+  }
+  return got
+}
+
+test('transactions: commit and abort across 3 partitions, read committed and uncommitted', async () => {
+  const topic = unique('txn')
+  await createTopic(topic)
+  const producer = kafka.producer({
+    transactionalId: unique('txn-id'),
+    idempotent: true,
+    maxInFlightRequests: 1,
+    transactionTimeout: 60000,
+    allowAutoTopicCreation: false,
+  })
+  await producer.connect()
+  const committed = Array.from({ length: PARTITIONS }, () => [])
+  const all = Array.from({ length: PARTITIONS }, () => [])
+  let aborted = 0
+  try {
+    for (let t = 0; t < 12; t++) {
+      const abort = t % 3 === 2
+      const tag = `${abort ? 'abort' : 'commit'}${String(t).padStart(2, '0')}`
+      const txn = await producer.transaction()
+      const messages = []
+      for (let i = 0; i < 4 + t; i++) {
+        for (let p = 0; p < PARTITIONS; p++) {
+          messages.push({ partition: p, key: tag, value: `${tag}-p${p}-${String(i).padStart(3, '0')}` })
+        }
+      }
+      // acknowledged before the end of the transaction: aborted records really are in the log
+      await txn.send({ topic, acks: -1, messages })
+      if (abort) {
+        await txn.abort()
+        aborted++
+      } else {
+        await txn.commit()
+      }
+      for (const m of messages) {
+        all[m.partition].push(m.value)
+        if (!abort) committed[m.partition].push(m.value)
+      }
+    }
+  } finally {
+    await producer.disconnect()
+  }
+  assert.equal(aborted, 4)
+
+  const gotCommitted = await readAll(topic, false, committed)
+  const gotAll = await readAll(topic, true, all)
+  for (let p = 0; p < PARTITIONS; p++) {
+    assert.deepEqual(gotCommitted[p], committed[p], `read_committed, partition ${p}`)
+    assert.deepEqual(gotAll[p], all[p], `read_uncommitted, partition ${p}`)
+  }
+  // one marker per transaction takes an offset
+  const offs = await admin.fetchTopicOffsets(topic)
+  for (const o of offs) {
+    assert.equal(Number(o.high), all[o.partition].length + 12, `partition ${o.partition}: high watermark`)
+  }
+})
