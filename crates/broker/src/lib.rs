@@ -28,6 +28,7 @@ pub mod authorizer;
 pub mod broker;
 pub mod configs;
 pub mod connection;
+pub mod coordinator;
 pub mod credentials;
 pub mod describe_topic_partitions;
 pub mod dispatch;
