@@ -55,7 +55,7 @@ def test_commit_and_abort_read_committed_and_uncommitted(bootstrap, topic_name):
     partition; read_uncommitted sees every record in send order and no control record."""
     ku.create_topic(bootstrap, topic_name, partitions=PARTITIONS)
     p = _txn_producer(bootstrap, f"py-txn-{uuid.uuid4().hex[:8]}")
-    p.init_transactions(60)
+    p.init_transactions(30)
     committed = {part: [] for part in range(PARTITIONS)}
     everything = {part: [] for part in range(PARTITIONS)}
     aborted = 0
@@ -98,7 +98,7 @@ def test_open_transaction_holds_read_committed_at_the_last_stable_offset(bootstr
     transaction commits, read_committed sees all of it in log order."""
     ku.create_topic(bootstrap, topic_name, partitions=1)
     p = _txn_producer(bootstrap, f"py-lso-{uuid.uuid4().hex[:8]}")
-    p.init_transactions(60)
+    p.init_transactions(30)
     p.begin_transaction()
     first = [b"c1-%d" % i for i in range(3)]
     for v in first:
@@ -133,13 +133,13 @@ def test_second_producer_with_same_transactional_id_fences_the_first(bootstrap, 
     ku.create_topic(bootstrap, topic_name, partitions=PARTITIONS)
     txn_id = f"py-fence-{uuid.uuid4().hex[:8]}"
     p1 = _txn_producer(bootstrap, txn_id)
-    p1.init_transactions(60)
+    p1.init_transactions(30)
     p1.begin_transaction()
     zombie = _produce_txn(p1, topic_name, "zombie", 4)
     assert p1.flush(30) == 0
 
     p2 = _txn_producer(bootstrap, txn_id)
-    p2.init_transactions(60)
+    p2.init_transactions(30)
     p2.begin_transaction()
     winner = _produce_txn(p2, topic_name, "winner", 3)
     p2.commit_transaction(30)
@@ -262,3 +262,49 @@ def test_consume_transform_produce_exactly_once_across_sigkills(bootstrap, topic
         assert got == want, f"partition {part}: {len(got)} records, expected {len(want)}"
     everything = sum(len(_values(bootstrap, sink, part, UNCOMMITTED)) for part in range(PARTITIONS))
     assert everything > n, "no abandoned transaction in B's log: the kills missed"
+
+
+def test_transactions_across_a_broker_sigkill(rill_factory, topic_name):
+    """rill only (kills and restarts the broker). The broker is SIGKILLed the moment a commit
+    returns (EndTxn answered once the decision is durable, markers possibly not all written:
+    between the prepare and complete phases) while a second producer's transaction is still
+    open. After a restart on the same data dir the committed transaction is complete on every
+    partition, the open one is aborted when its 5 s timeout expires, and read_committed readers
+    are not stuck: a plain record written after the restart becomes visible behind them."""
+    r1 = rill_factory()
+    bs = r1.start()
+    ku.create_topic(bs, topic_name, partitions=PARTITIONS)
+    done = _txn_producer(bs, f"py-kill-done-{uuid.uuid4().hex[:8]}")
+    done.init_transactions(30)
+    done.begin_transaction()
+    first = _produce_txn(done, topic_name, "first", 3)
+    done.commit_transaction(30)
+
+    hanging = _txn_producer(bs, f"py-kill-open-{uuid.uuid4().hex[:8]}",
+                            **{"transaction.timeout.ms": 5000})
+    hanging.init_transactions(30)
+    hanging.begin_transaction()
+    _produce_txn(hanging, topic_name, "open", 2)
+    assert hanging.flush(30) == 0
+
+    done.begin_transaction()
+    second = _produce_txn(done, topic_name, "second", 4)
+    done.commit_transaction(30)
+    r1.kill()
+    del done, hanging
+
+    r2 = rill_factory()
+    bs2 = r2.start()
+    plain = ku.producer(bs2, **{"enable.idempotence": False, "acks": "all"})
+    ku.produce_all(plain, topic_name, [{"value": b"plain-%d" % part, "partition": part}
+                                       for part in range(PARTITIONS)])
+    deadline = time.monotonic() + 60
+    for part in range(PARTITIONS):
+        want = first[part] + second[part] + [b"plain-%d" % part]
+        while True:
+            got = _values(bs2, topic_name, part, COMMITTED)
+            if got == want or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert got == want, (f"partition {part}: read_committed after the restart shows "
+                             f"{len(got)} records {got[-3:]}, want {len(want)} ending {want[-3:]}")

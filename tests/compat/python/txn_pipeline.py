@@ -59,7 +59,7 @@ def main():
         "transaction.timeout.ms": 60000, "linger.ms": 5,
     })
     try:
-        p.init_transactions(60)
+        p.init_transactions(30)
         parts = [TopicPartition(a.source, i) for i in range(a.partitions)]
         committed = c.committed(parts, timeout=60)
         # own positions (A is written without transactions, so its offsets are dense and the

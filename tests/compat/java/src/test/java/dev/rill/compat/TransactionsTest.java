@@ -64,7 +64,7 @@ class TransactionsTest {
         Properties p = Broker.props();
         p.put("transactional.id", txnId);
         p.put("transaction.timeout.ms", String.valueOf(TXN_TIMEOUT_MS));
-        p.put("max.block.ms", "60000");
+        p.put("max.block.ms", "30000");
         p.put("linger.ms", "5");
         return new KafkaProducer<>(p, new StringSerializer(), new StringSerializer());
     }
