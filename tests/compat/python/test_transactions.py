@@ -159,6 +159,40 @@ def test_second_producer_with_same_transactional_id_fences_the_first(bootstrap, 
         assert b"zombie-late" not in got_u, "a fenced producer's record was stored"
 
 
+
+def test_transaction_timeout_aborts_an_abandoned_transaction(bootstrap, topic_name):
+    """A producer opens a transaction with transaction.timeout.ms=3000, writes to 3 partitions
+    and then does nothing. The broker aborts it once the timeout has passed (Kafka checks every
+    10 s): read_committed readers move past it (a plain record written after it becomes
+    visible) and never see its records, and the producer's late commit fails fenced (the abort
+    bumped its epoch)."""
+    ku.create_topic(bootstrap, topic_name, partitions=PARTITIONS)
+    p = _txn_producer(bootstrap, f"py-timeout-{uuid.uuid4().hex[:8]}",
+                      **{"transaction.timeout.ms": 3000})
+    p.init_transactions(30)
+    p.begin_transaction()
+    _produce_txn(p, topic_name, "abandoned", 3)
+    assert p.flush(30) == 0
+    plain = ku.producer(bootstrap, **{"enable.idempotence": False, "acks": "all"})
+    ku.produce_all(plain, topic_name, [{"value": b"plain-%d" % part, "partition": part}
+                                       for part in range(PARTITIONS)])
+    assert _values(bootstrap, topic_name, 0, COMMITTED) == [], "visible before the timeout"
+    deadline = time.monotonic() + 45
+    for part in range(PARTITIONS):
+        while True:
+            got = _values(bootstrap, topic_name, part, COMMITTED)
+            if got or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert got == [b"plain-%d" % part], f"partition {part}: read_committed shows {got}"
+    with pytest.raises(KafkaException) as ei:
+        p.commit_transaction(30)
+    err = ei.value.args[0]
+    # Kafka bumps the epoch when it aborts on timeout: the late commit is fenced (librdkafka:
+    # fatal _FENCED)
+    assert _is_fenced(err) and err.fatal(), f"late commit of a timed-out transaction: {err!r}"
+
+
 class _Pipeline:
     """One txn_pipeline.py process and its events."""
 
