@@ -36,6 +36,34 @@ def _values(bootstrap, topic, partition, conf):
                                                    timeout_s=60, **conf)]
 
 
+def _values_once(bootstrap, topic, partition, conf, want, timeout_s=15):
+    """_values, read again until it equals `want` or `timeout_s` has passed; returns the last
+    read. A commit returns once the coordinator has logged its decision; the markers that move
+    the last stable offset follow (in Kafka too), so read_committed may lag a moment."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = _values(bootstrap, topic, partition, conf)
+        if got == want or time.monotonic() > deadline:
+            return got
+        time.sleep(0.2)
+
+
+def _watermarks_once(bootstrap, topic, partition, want, timeout_s=15):
+    """(low, high) read_uncommitted, again until it equals `want` or the time is up (the last
+    marker may follow the commit or abort by a moment)."""
+    c = ku.consumer(bootstrap, **UNCOMMITTED)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            got = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=10,
+                                          cached=False)
+            if got == want or time.monotonic() > deadline:
+                return got
+            time.sleep(0.2)
+    finally:
+        c.close()
+
+
 def _produce_txn(p, topic, tag, per_partition):
     """One batch of records in the current transaction, `per_partition` on each partition.
     Returns {partition: [values]} in send order."""
@@ -75,20 +103,15 @@ def test_commit_and_abort_read_committed_and_uncommitted(bootstrap, topic_name):
                 committed[part] += vs
     assert aborted == 4
     for part in range(PARTITIONS):
-        got_c = _values(bootstrap, topic_name, part, COMMITTED)
+        got_c = _values_once(bootstrap, topic_name, part, COMMITTED, committed[part])
         assert got_c == committed[part], f"read_committed, partition {part}"
         assert not [v for v in got_c if v.startswith(b"abort")]
         got_u = _values(bootstrap, topic_name, part, UNCOMMITTED)
         assert got_u == everything[part], f"read_uncommitted, partition {part}"
     # the markers take offsets: 12 markers per partition beyond the data records
-    c = ku.consumer(bootstrap, **UNCOMMITTED)
-    try:
-        for part in range(PARTITIONS):
-            lo, hi = c.get_watermark_offsets(TopicPartition(topic_name, part), timeout=10,
-                                             cached=False)
-            assert (lo, hi) == (0, len(everything[part]) + 12), f"partition {part}"
-    finally:
-        c.close()
+    for part in range(PARTITIONS):
+        want = (0, len(everything[part]) + 12)
+        assert _watermarks_once(bootstrap, topic_name, part, want) == want, f"partition {part}"
 
 
 def test_open_transaction_holds_read_committed_at_the_last_stable_offset(bootstrap, topic_name):
@@ -113,11 +136,12 @@ def test_open_transaction_holds_read_committed_at_the_last_stable_offset(bootstr
     plain = ku.producer(bootstrap, **{"enable.idempotence": False, "acks": "all"})
     ku.produce_all(plain, topic_name, [{"value": b"plain-after"}])
 
-    assert _values(bootstrap, topic_name, 0, COMMITTED) == first
+    assert _values_once(bootstrap, topic_name, 0, COMMITTED, first) == first
     assert _values(bootstrap, topic_name, 0, UNCOMMITTED) == first + pending + [b"plain-after"]
 
     p.commit_transaction(30)
-    assert _values(bootstrap, topic_name, 0, COMMITTED) == first + pending + [b"plain-after"]
+    want = first + pending + [b"plain-after"]
+    assert _values_once(bootstrap, topic_name, 0, COMMITTED, want) == want
 
 
 def _is_fenced(err):
@@ -153,7 +177,7 @@ def test_second_producer_with_same_transactional_id_fences_the_first(bootstrap, 
     assert _is_fenced(err) and err.fatal(), f"expected a fatal fencing error, got {err!r}"
 
     for part in range(PARTITIONS):
-        assert _values(bootstrap, topic_name, part, COMMITTED) == winner[part]
+        assert _values_once(bootstrap, topic_name, part, COMMITTED, winner[part]) == winner[part]
         got_u = _values(bootstrap, topic_name, part, UNCOMMITTED)
         assert got_u[:len(zombie[part])] == zombie[part]
         assert b"zombie-late" not in got_u, "a fenced producer's record was stored"
@@ -290,7 +314,7 @@ def test_consume_transform_produce_exactly_once_across_sigkills(bootstrap, topic
 
     for part in range(PARTITIONS):
         want = [b"T(" + r["value"].upper() + b")" for r in records if r["partition"] == part]
-        got = _values(bootstrap, sink, part, COMMITTED)
+        got = _values_once(bootstrap, sink, part, COMMITTED, want)
         dups = len(got) - len(set(got))
         assert dups == 0, f"partition {part}: {dups} transformed records twice"
         assert got == want, f"partition {part}: {len(got)} records, expected {len(want)}"

@@ -101,6 +101,29 @@ class TransactionsTest {
         return readAll(topic, partition, level).stream().map(ConsumerRecord::value).toList();
     }
 
+    /** A value that may need a moment to settle, read until it equals `want` (or 15 s). */
+    interface Read<T> {
+        T get() throws Exception;
+    }
+
+    /**
+     * Reads again until `done` or 15 s have passed; returns the last read. A commit returns
+     * once the coordinator has logged its decision and the markers follow (in Kafka too), so
+     * the last stable offset, read_committed reads and the describe calls may lag a moment.
+     */
+    static <T> T settled(Read<T> read, java.util.function.Predicate<T> done) throws Exception {
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(15);
+        while (true) {
+            T got = read.get();
+            if (done.test(got) || System.nanoTime() > deadline) return got;
+            Thread.sleep(200);
+        }
+    }
+
+    static List<String> valuesOnce(String topic, int partition, IsolationLevel level, List<String> want) throws Exception {
+        return settled(() -> values(topic, partition, level), want::equals);
+    }
+
     /** Sends `perPartition` records to each partition in the open transaction; returns them. */
     static Map<Integer, List<String>> sendTxn(KafkaProducer<String, String> p, String topic, String tag, int perPartition)
             throws Exception {
@@ -146,7 +169,7 @@ class TransactionsTest {
         }
         assertEquals(4, aborted);
         for (int part = 0; part < PARTITIONS; part++) {
-            assertEquals(committed.get(part), values(topic, part, IsolationLevel.READ_COMMITTED),
+            assertEquals(committed.get(part), valuesOnce(topic, part, IsolationLevel.READ_COMMITTED, committed.get(part)),
                     "read_committed, partition " + part);
             List<ConsumerRecord<String, String>> u = readAll(topic, part, IsolationLevel.READ_UNCOMMITTED);
             assertEquals(all.get(part), u.stream().map(ConsumerRecord::value).toList(),
@@ -156,8 +179,9 @@ class TransactionsTest {
             assertEquals(all.get(part).size() + 10, u.get(u.size() - 1).offset(), "partition " + part + ": last data offset");
             try (Admin admin = Admin.create(Broker.props())) {
                 TopicPartition tp = new TopicPartition(topic, part);
-                assertEquals(all.get(part).size() + 12, latest(admin, tp, IsolationLevel.READ_UNCOMMITTED), "high watermark");
-                assertEquals(all.get(part).size() + 12, latest(admin, tp, IsolationLevel.READ_COMMITTED), "last stable offset");
+                long want = all.get(part).size() + 12;
+                assertEquals(want, latestOnce(admin, tp, IsolationLevel.READ_UNCOMMITTED, want), "high watermark");
+                assertEquals(want, latestOnce(admin, tp, IsolationLevel.READ_COMMITTED, want), "last stable offset");
             }
         }
     }
@@ -180,22 +204,26 @@ class TransactionsTest {
             for (int i = 0; i < 4; i++) p.send(new ProducerRecord<>(topic, 0, null, "open-" + i)).get(30, TimeUnit.SECONDS);
             plain.send(new ProducerRecord<>(topic, 0, null, "plain-after")).get(30, TimeUnit.SECONDS);  // offset 8
 
-            assertEquals(4, latest(admin, tp, IsolationLevel.READ_COMMITTED), "LSO = first offset of the open transaction");
+            assertEquals(4, latestOnce(admin, tp, IsolationLevel.READ_COMMITTED, 4), "LSO = first offset of the open transaction");
             assertEquals(9, latest(admin, tp, IsolationLevel.READ_UNCOMMITTED), "high watermark");
             assertEquals(List.of("c1-0", "c1-1", "c1-2"), values(topic, 0, IsolationLevel.READ_COMMITTED));
             assertEquals(List.of("c1-0", "c1-1", "c1-2", "open-0", "open-1", "open-2", "open-3", "plain-after"),
                     values(topic, 0, IsolationLevel.READ_UNCOMMITTED));
 
             p.commitTransaction();   // marker at 9
-            assertEquals(10, latest(admin, tp, IsolationLevel.READ_COMMITTED), "LSO after the commit");
-            assertEquals(List.of("c1-0", "c1-1", "c1-2", "open-0", "open-1", "open-2", "open-3", "plain-after"),
-                    values(topic, 0, IsolationLevel.READ_COMMITTED));
+            assertEquals(10, latestOnce(admin, tp, IsolationLevel.READ_COMMITTED, 10), "LSO after the commit");
+            List<String> all = List.of("c1-0", "c1-1", "c1-2", "open-0", "open-1", "open-2", "open-3", "plain-after");
+            assertEquals(all, valuesOnce(topic, 0, IsolationLevel.READ_COMMITTED, all));
         }
     }
 
     static long latest(Admin admin, TopicPartition tp, IsolationLevel level) throws Exception {
         return admin.listOffsets(Map.of(tp, OffsetSpec.latest()), new ListOffsetsOptions(level))
                 .partitionResult(tp).get(30, TimeUnit.SECONDS).offset();
+    }
+
+    static long latestOnce(Admin admin, TopicPartition tp, IsolationLevel level, long want) throws Exception {
+        return settled(() -> latest(admin, tp, level), got -> got == want);
     }
 
     static boolean causedBy(Throwable t, Class<? extends Throwable> cls) {
@@ -234,7 +262,8 @@ class TransactionsTest {
             assertTrue(causedBy(abortErr, ProducerFencedException.class), () -> "abort of a fenced producer: " + abortErr);
         }
         for (int part = 0; part < PARTITIONS; part++) {
-            assertEquals(winner.get(part), values(topic, part, IsolationLevel.READ_COMMITTED), "partition " + part);
+            assertEquals(winner.get(part), valuesOnce(topic, part, IsolationLevel.READ_COMMITTED, winner.get(part)),
+                    "partition " + part);
             List<String> u = values(topic, part, IsolationLevel.READ_UNCOMMITTED);
             assertEquals(zombie.get(part), u.subList(0, zombie.get(part).size()), "aborted zombie records in the log");
             assertFalse(u.contains("zombie-late"), "a fenced producer's record was stored");
@@ -302,7 +331,9 @@ class TransactionsTest {
 
             p.commitTransaction();
 
-            TransactionDescription done = admin.describeTransactions(List.of(txnId)).description(txnId).get(30, TimeUnit.SECONDS);
+            TransactionDescription done = settled(
+                    () -> admin.describeTransactions(List.of(txnId)).description(txnId).get(30, TimeUnit.SECONDS),
+                    d -> d.state() != TransactionState.PREPARE_COMMIT);
             assertEquals(TransactionState.COMPLETE_COMMIT, done.state());
             assertEquals(open.producerId(), done.producerId());
             assertTrue(done.producerEpoch() >= open.producerEpoch(), "epoch never goes back");
@@ -313,8 +344,9 @@ class TransactionsTest {
                     new ListTransactionsOptions().filterStates(List.of(TransactionState.COMPLETE_COMMIT))).all().get(30, TimeUnit.SECONDS);
             assertTrue(committedList.stream().anyMatch(l -> l.transactionalId().equals(txnId)), "listed as COMPLETE_COMMIT");
 
-            ProducerState after0 = admin.describeProducers(List.of(p0)).partitionResult(p0).get(30, TimeUnit.SECONDS)
-                    .activeProducers().get(0);
+            ProducerState after0 = settled(
+                    () -> admin.describeProducers(List.of(p0)).partitionResult(p0).get(30, TimeUnit.SECONDS).activeProducers().get(0),
+                    s1 -> s1.currentTransactionStartOffset().isEmpty());
             assertEquals(open.producerId(), after0.producerId());
             assertEquals(java.util.OptionalLong.empty(), after0.currentTransactionStartOffset(), "transaction ended");
         }
