@@ -177,7 +177,8 @@ func head(s []string) []string {
 
 // TestTransactionsFencing: a second client with the same transactional.id fences the first,
 // whose open transaction is aborted: its records are not visible read_committed, its next
-// produce fails with a fencing error and its abort with PRODUCER_FENCED.
+// produce fails with a fencing error, and it ends with PRODUCER_FENCED (on the abort, or
+// under transactions v1 on its next use).
 func TestTransactionsFencing(t *testing.T) {
 	adm := newAdmin(t)
 	topic := uniqueTopic("txn-fence")
@@ -208,22 +209,35 @@ func TestTransactionsFencing(t *testing.T) {
 		t.Fatalf("produce of the fenced client: %v, want PRODUCER_FENCED or INVALID_PRODUCER_EPOCH", err)
 	}
 	// franz-go refuses to commit a transaction in which a record failed
-	// (OPERATION_NOT_ATTEMPTED, client side); the abort then reaches the coordinator, which
-	// answers with the fencing error.
+	// (OPERATION_NOT_ATTEMPTED, client side). Under transactions v2 (the broker finalizes
+	// transaction.version 2, as Kafka 4.4 does) the abort then reaches the coordinator, which
+	// answers PRODUCER_FENCED. Under v1 franz-go treats INVALID_PRODUCER_EPOCH as a timed-out
+	// transaction (KIP-588): the abort ends locally and the client asks for its producer id
+	// again, which the coordinator fences; BeginTransaction reports it.
 	err = p1.EndTransaction(ctxT(t, 30*time.Second), kgo.TryCommit)
 	t.Logf("commit of the fenced client: %v", err)
 	if !fenced(err) && !errors.Is(err, kerr.OperationNotAttempted) {
 		t.Fatalf("commit of the fenced client: %v, want a fencing error or OPERATION_NOT_ATTEMPTED", err)
 	}
 	err = p1.EndTransaction(ctxT(t, 30*time.Second), kgo.TryAbort)
+	t.Logf("abort of the fenced client: %v", err)
+	if err == nil {
+		err = p1.BeginTransaction()
+		t.Logf("begin after the abort (transactions v1): %v", err)
+		if err == nil {
+			err = p1.ProduceSync(ctxT(t, 30*time.Second),
+				&kgo.Record{Topic: topic, Partition: 0, Value: []byte("zombie-again")}).FirstErr()
+			t.Logf("produce after the abort: %v", err)
+		}
+	}
 	if !errors.Is(err, kerr.ProducerFenced) {
-		t.Fatalf("abort of the fenced client: %v, want PRODUCER_FENCED", err)
+		t.Fatalf("the fenced client: %v, want PRODUCER_FENCED", err)
 	}
 	for p := int32(0); p < txnPartitions; p++ {
 		if got := readIsolated(t, topic, p, kgo.ReadCommitted(), len(winner[p])); !equalStrings(got, winner[p]) {
 			t.Errorf("read_committed partition %d: %q, want %q", p, got, winner[p])
 		}
-		want := append(append([]string{}, zombie[p]...), winner[p]...)
+		want := append(append([]string{}, zombie[p]...), winner[p]...) // no zombie-late, no zombie-again
 		if got := readIsolated(t, topic, p, kgo.ReadUncommitted(), len(want)); !equalStrings(got, want) {
 			t.Errorf("read_uncommitted partition %d: %q, want %q", p, got, want)
 		}

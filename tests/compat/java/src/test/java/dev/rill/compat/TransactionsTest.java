@@ -270,6 +270,25 @@ class TransactionsTest {
         }
     }
 
+    /**
+     * Transactions v2 (KIP-890 part 2: partitions added implicitly by produce, the epoch bumped
+     * at every commit or abort) is what the 4.x clients use when the broker finalizes the
+     * feature transaction.version at level 2, as a new Kafka 4.x cluster does; at level 0 or
+     * 1 they fall back to the older protocol.
+     */
+    @Test
+    void brokerFinalizesTransactionVersion2() throws Exception {
+        try (Admin admin = Admin.create(Broker.props())) {
+            var features = admin.describeFeatures().featureMetadata().get(30, TimeUnit.SECONDS);
+            var finalized = features.finalizedFeatures().get("transaction.version");
+            assertNotNull(finalized, () -> "transaction.version not finalized: " + features);
+            assertEquals(2, finalized.maxVersionLevel(), () -> "finalized: " + features.finalizedFeatures());
+            var supported = features.supportedFeatures().get("transaction.version");
+            assertNotNull(supported, () -> "transaction.version not supported: " + features);
+            assertTrue(supported.maxVersion() >= 2, () -> "supported: " + features.supportedFeatures());
+        }
+    }
+
     @Test
     void adminDescribesOpenAndCommittedTransactions() throws Exception {
         String topic = Broker.uniqueTopic("txn-admin");
