@@ -146,3 +146,40 @@ test('transactions: commit and abort across 3 partitions, read committed and unc
   }
   assert.deepEqual(got, want, 'high watermarks')
 })
+
+test('transactions: a second producer with the same transactional id fences the first', async () => {
+  const topic = unique('txn-fence')
+  await createTopic(topic)
+  const transactionalId = unique('txn-fence-id')
+  const opts = { transactionalId, idempotent: true, maxInFlightRequests: 1, transactionTimeout: 60000, allowAutoTopicCreation: false }
+  const p1 = kafka.producer(opts)
+  const p2 = kafka.producer(opts)
+  await p1.connect()
+  await p2.connect()
+  const msgs = (tag, n) => Array.from({ length: n * PARTITIONS }, (_, i) => ({ partition: i % PARTITIONS, value: `${tag}-${i}` }))
+  try {
+    const t1 = await p1.transaction()
+    const zombie = msgs('zombie', 2)
+    await t1.send({ topic, acks: -1, messages: zombie })
+    const t2 = await p2.transaction() // InitProducerId: bumps the epoch and aborts t1
+    const winner = msgs('winner', 3)
+    await t2.send({ topic, acks: -1, messages: winner })
+    await t2.commit()
+    const err = await t1.commit().then(() => null, (e) => e)
+    assert.ok(err, 'the fenced producer committed')
+    // kafkajs sends EndTxn v1: Kafka answers a fenced producer with INVALID_PRODUCER_EPOCH
+    // there (PRODUCER_FENCED exists from EndTxn v2 on, KIP-588)
+    assert.equal(err.type, 'INVALID_PRODUCER_EPOCH', `commit of the fenced producer: ${err}`)
+
+    const want = (ms) => Array.from({ length: PARTITIONS }, (_, p) => ms.filter((m) => m.partition === p).map((m) => m.value))
+    const gotCommitted = await readAll(topic, false, want(winner))
+    const gotAll = await readAll(topic, true, want([...zombie, ...winner]))
+    for (let p = 0; p < PARTITIONS; p++) {
+      assert.deepEqual(gotCommitted[p], want(winner)[p], `read_committed, partition ${p}`)
+      assert.deepEqual(gotAll[p], want([...zombie, ...winner])[p], `read_uncommitted, partition ${p}`)
+    }
+  } finally {
+    await p1.disconnect()
+    await p2.disconnect()
+  }
+})
