@@ -1,8 +1,10 @@
 """Transactions with confluent-kafka (librdkafka): commit and abort across partitions seen by
 read_committed and read_uncommitted consumers, an open transaction holding read_committed
 readers at the last stable offset, fencing by a second producer with the same
-transactional.id, and a consume-transform-produce pipeline (txn_pipeline.py, its own process)
-SIGKILLed several times mid-transaction whose output is still exactly once.
+transactional.id, the broker aborting a transaction left open past its timeout, a
+consume-transform-produce pipeline (txn_pipeline.py, its own process) SIGKILLed several times
+mid-transaction whose output is still exactly once, and (rill only) a broker SIGKILL right
+after a commit with another transaction open.
 
 librdkafka's consumers default to isolation.level=read_committed; every read here names its
 isolation level explicitly."""
@@ -10,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -221,7 +224,8 @@ class _Pipeline:
     """One txn_pipeline.py process and its events."""
 
     def __init__(self, bootstrap, source, sink, group, txn_id, pause_ms):
-        self.stderr = open(os.path.join(HERE, f".pipeline-{uuid.uuid4().hex[:6]}.log"), "w+b")
+        self.stderr = tempfile.NamedTemporaryFile(prefix="txn-pipeline-", suffix=".log",
+                                                  delete=False)
         self.proc = subprocess.Popen(
             [sys.executable, os.path.join(HERE, "txn_pipeline.py"), bootstrap, source, sink,
              str(PARTITIONS), group, txn_id, "--pause-ms", str(pause_ms), "--max-s", "90"],
