@@ -284,7 +284,8 @@ def test_consume_transform_produce_exactly_once_across_sigkills(bootstrap, topic
     holds records of transactions that never commit), and started again with the same
     transactional.id and group. Finally B, read_committed, holds the transform of every record
     of A exactly once, in A's order per partition; read_uncommitted shows the abandoned
-    transactions' records too, so the kills did land mid-transaction."""
+    transactions' records too, so the kills did land mid-transaction; the group's committed
+    offsets on A are A's end offsets."""
     src, sink = topic_name + "-a", topic_name + "-b"
     ku.create_topic(bootstrap, src, partitions=PARTITIONS)
     ku.create_topic(bootstrap, sink, partitions=PARTITIONS)
@@ -324,6 +325,14 @@ def test_consume_transform_produce_exactly_once_across_sigkills(bootstrap, topic
         assert got == want, f"partition {part}: {len(got)} records, expected {len(want)}"
     everything = sum(len(_values(bootstrap, sink, part, UNCOMMITTED)) for part in range(PARTITIONS))
     assert everything > n, "no abandoned transaction in B's log: the kills missed"
+    # the offsets committed inside the transactions are the group's: A's end offsets
+    c = ku.consumer(bootstrap, **{"group.id": group, **COMMITTED})
+    try:
+        got = {tp.partition: tp.offset for tp in c.committed(
+            [TopicPartition(src, part) for part in range(PARTITIONS)], timeout=30)}
+    finally:
+        c.close()
+    assert got == {part: n // PARTITIONS for part in range(PARTITIONS)}, f"committed offsets {got}"
 
 
 def test_transactions_across_a_broker_sigkill(rill_factory, topic_name):
