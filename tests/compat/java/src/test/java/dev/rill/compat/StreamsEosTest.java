@@ -229,6 +229,18 @@ class StreamsEosTest {
                 assertEquals(updates, committed);
                 long all = readCounts(output, IsolationLevel.READ_UNCOMMITTED).values().stream().mapToLong(List::size).sum();
                 assertTrue(all > committed, "no aborted updates in the output: the kills did not land mid-transaction");
+
+                // the internal topics Streams created for itself: the repartition topic (by
+                // word) and the store's compacted changelog
+                String store = appId + "-KSTREAM-AGGREGATE-STATE-STORE-0000000003";
+                var names = admin.listTopics().names().get(30, TimeUnit.SECONDS);
+                assertTrue(names.contains(store + "-repartition"), () -> "topics: " + names);
+                assertTrue(names.contains(store + "-changelog"), () -> "topics: " + names);
+                var changelog = new org.apache.kafka.common.config.ConfigResource(
+                        org.apache.kafka.common.config.ConfigResource.Type.TOPIC, store + "-changelog");
+                String policy = admin.describeConfigs(List.of(changelog)).all().get(30, TimeUnit.SECONDS)
+                        .get(changelog).get("cleanup.policy").value();
+                assertEquals("compact", policy, "changelog cleanup.policy");
             }
         } finally {
             try (var walk = Files.walk(stateDir)) {
