@@ -6,7 +6,9 @@
 //! latter.
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::api_versions_response::{
+    ApiVersion, FinalizedFeatureKey, SupportedFeatureKey,
+};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, ApiVersionsResponse};
 
 use crate::error::{ConnectionError, NONE};
@@ -15,7 +17,9 @@ use crate::response::{self, Response};
 
 /// (api, min version, max version) for every API we serve.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 11),
+    // v12 is a transactions-v2 client (KIP-890): the broker adds partitions to its
+    // transaction.
+    (ApiKey::Produce, 3, 12),
     (ApiKey::Fetch, 4, 16),
     (ApiKey::ListOffsets, 1, 8),
     (ApiKey::Metadata, 0, 12),
@@ -28,7 +32,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AddPartitionsToTxn, 0, 5),
     (ApiKey::AddOffsetsToTxn, 0, 4),
     // v5 is transactions v2 (KIP-890: the epoch is bumped at every end).
-    (ApiKey::EndTxn, 0, 4),
+    (ApiKey::EndTxn, 0, 5),
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::DescribeTransactions, 0, 0),
     // v2 adds a transactional id regular expression filter.
@@ -90,10 +94,27 @@ fn api_version_list() -> Vec<ApiVersion> {
 }
 
 /// Answers a supported ApiVersions request.
+/// The feature level this broker runs transactions at: `transaction.version` 2 is KIP-890's
+/// transactions v2 (epoch bump at every end, partitions added by the broker on produce).
+/// Kafka 4.x clients read the finalized level and use v2 when it is 2.
+pub const TRANSACTION_VERSION: i16 = 2;
+/// Epoch of the finalized features: a single node finalizes them once, at its first start.
+const FINALIZED_FEATURES_EPOCH: i64 = 1;
+
 pub fn handle(_request: ApiVersionsRequest) -> ApiVersionsResponse {
+    let name = || kafka_protocol::protocol::StrBytes::from_static_str("transaction.version");
     ApiVersionsResponse::default()
         .with_error_code(NONE)
         .with_api_keys(api_version_list())
+        .with_supported_features(vec![SupportedFeatureKey::default()
+            .with_name(name())
+            .with_min_version(0)
+            .with_max_version(TRANSACTION_VERSION)])
+        .with_finalized_features_epoch(FINALIZED_FEATURES_EPOCH)
+        .with_finalized_features(vec![FinalizedFeatureKey::default()
+            .with_name(name())
+            .with_min_version_level(TRANSACTION_VERSION)
+            .with_max_version_level(TRANSACTION_VERSION)])
 }
 
 /// Answers an ApiVersions request whose version is newer than ours. Per KIP-511 the broker

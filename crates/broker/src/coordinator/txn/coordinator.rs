@@ -486,10 +486,12 @@ impl TxnCoordinator {
             commit: prepared.state == TxnState::PrepareCommit,
             timestamp_ms: now_ms(),
         };
-        for (topic, partition) in &prepared.partitions {
-            let tp = TopicPartition::new(topic.clone(), *partition);
-            self.write_marker(&tp, &marker).await;
-        }
+        let partitions = prepared
+            .partitions
+            .iter()
+            .map(|(topic, partition)| TopicPartition::new(topic.clone(), *partition))
+            .collect();
+        self.write_markers(partitions, marker).await;
         let id = prepared.transactional_id.as_str();
         let now = now_ms();
         let written = self
@@ -519,26 +521,56 @@ impl TxnCoordinator {
         Ok(())
     }
 
-    /// Writes one marker and waits until it is durable, retrying while the partition refuses
-    /// it (a partition that is gone needs none). Kafka's marker sender retries the same way:
-    /// a transaction cannot complete with a partition unmarked.
-    async fn write_marker(&self, tp: &TopicPartition, marker: &TxnMarker) {
-        loop {
+    /// Writes the markers (all of them, then waits for all: one flush pass covers them) and
+    /// retries those a partition refused (an offline log) until they are durable; a partition
+    /// that is gone needs none. Kafka's marker sender retries the same way: a transaction
+    /// cannot complete with a partition unmarked.
+    async fn write_markers(&self, mut pending: Vec<TopicPartition>, marker: TxnMarker) {
+        while !pending.is_empty() {
             let writer = Arc::clone(&self.markers);
-            let (tp2, marker2) = (tp.clone(), *marker);
-            let written = tokio::task::spawn_blocking(move || writer.write(&tp2, &marker2))
-                .await
-                .unwrap_or_else(|e| Err(MarkerError::Failed(e.to_string())));
-            let result = match written {
-                Ok(durable) => durable.await,
-                Err(e) => Err(e),
-            };
-            match result {
-                Ok(()) | Err(MarkerError::PartitionGone) => return,
-                Err(MarkerError::Failed(reason)) => {
-                    tracing::warn!(%tp, producer_id = marker.producer_id, reason, "cannot write a transaction marker; retrying");
+            let batch = std::mem::take(&mut pending);
+            let retry = batch.clone();
+            let written = tokio::task::spawn_blocking(move || {
+                batch
+                    .into_iter()
+                    .map(|tp| {
+                        let result = writer.write(&tp, &marker);
+                        (tp, result)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await;
+            let written = match written {
+                Ok(written) => written,
+                Err(e) => {
+                    self.metrics.task_failed("transaction marker write", &e);
+                    pending = retry;
                     tokio::time::sleep(MARKER_RETRY).await;
+                    continue;
                 }
+            };
+            let mut waits = Vec::with_capacity(written.len());
+            for (tp, result) in written {
+                match result {
+                    Ok(durable) => waits.push((tp, durable)),
+                    Err(MarkerError::PartitionGone) => {}
+                    Err(MarkerError::Failed(reason)) => {
+                        tracing::warn!(%tp, producer_id = marker.producer_id, reason, "cannot write a transaction marker; retrying");
+                        pending.push(tp);
+                    }
+                }
+            }
+            for (tp, durable) in waits {
+                match durable.await {
+                    Ok(()) | Err(MarkerError::PartitionGone) => {}
+                    Err(MarkerError::Failed(reason)) => {
+                        tracing::warn!(%tp, producer_id = marker.producer_id, reason, "a transaction marker did not become durable; retrying");
+                        pending.push(tp);
+                    }
+                }
+            }
+            if !pending.is_empty() {
+                tokio::time::sleep(MARKER_RETRY).await;
             }
         }
     }
