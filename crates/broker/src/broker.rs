@@ -21,7 +21,7 @@ use crate::listener;
 use crate::metrics::Metrics;
 use crate::producer_id::ProducerIdManager;
 use crate::response_writer::WriteMode;
-use crate::state::{BrokerState, Endpoint};
+use crate::state::{BrokerState, Coordinators, Endpoint};
 use crate::topics::TopicRegistry;
 
 /// Broker settings; the `rill serve` flags map onto these one to one.
@@ -185,10 +185,9 @@ impl Broker {
             config,
             logs,
             topics,
-            groups,
+            Coordinators { groups, txns },
             advertised,
             producer_ids,
-            txns,
             metrics,
         );
         Ok(Broker {

@@ -51,18 +51,24 @@ pub struct BrokerState {
     pub blocking_permits: Arc<Semaphore>,
 }
 
+/// The coordinators, loaded from their internal topics.
+pub struct Coordinators {
+    pub groups: Arc<GroupCoordinator>,
+    pub txns: Arc<TxnCoordinator>,
+}
+
 impl BrokerState {
     /// Shared state over opened storage, registry, coordinators and producer id allocator.
     pub fn new(
         config: BrokerConfig,
         logs: Arc<LogManager>,
         topics: Arc<TopicRegistry>,
-        groups: Arc<GroupCoordinator>,
+        coordinators: Coordinators,
         advertised: Endpoint,
         producer_ids: Arc<ProducerIdManager>,
-        txns: Arc<TxnCoordinator>,
         metrics: Arc<Metrics>,
     ) -> BrokerState {
+        let Coordinators { groups, txns } = coordinators;
         let write_mode = config.write_mode;
         let appended: Arc<Mutex<HashMap<TopicPartition, Arc<Notify>>>> = Arc::default();
         let notifiers = Arc::clone(&appended);
