@@ -2,7 +2,10 @@
 //! bad input (each answered with Kafka's code and leaving no offset behind), and pending
 //! transactional offsets as OffsetFetch sees them (invisible; UNSTABLE_OFFSET_COMMIT with
 //! `require_stable`), across a restart. Markers come from the transaction coordinator; the
-//! group side of commit and abort is tested in `coordinator/group/tests.rs`.
+//! group side of commit and abort is tested in `coordinator/group/tests.rs`. The refusal codes
+//! and the unstable answer were checked against Apache Kafka 4.4 (`KAFKA_BOOTSTRAP=... cargo
+//! test --release -p rill-broker --test txn_offsets -- --ignored`, which runs them inside a
+//! real transaction holding the groups, since Kafka verifies the transaction first).
 
 mod common;
 
@@ -57,17 +60,61 @@ async fn create_topic(c: &mut Client, topic: &str, partitions: i32) {
     assert_eq!(r.topics[0].error_code, 0);
 }
 
+/// Codes a fresh Apache Kafka answers while its coordinators load: retried (bounded).
+const LOADING: [i16; 3] = [14, 15, 16];
+
 async fn init_producer_id(c: &mut Client) -> (i64, i16) {
-    let r = c
-        .send(
-            4,
-            &InitProducerIdRequest::default()
-                .with_transactional_id(None)
-                .with_transaction_timeout_ms(60_000),
-        )
-        .await;
-    assert_eq!(r.error_code, 0);
-    (r.producer_id.0, r.producer_epoch)
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(60_000);
+    for _ in 0..100 {
+        let r = c.send(4, &request).await;
+        if r.error_code == 0 {
+            return (r.producer_id.0, r.producer_epoch);
+        }
+        assert!(LOADING.contains(&r.error_code), "{}", r.error_code);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("InitProducerId kept failing");
+}
+
+/// FindCoordinator for `group` until it answers (Kafka creates `__consumer_offsets` on the
+/// first one).
+async fn find_coordinator(c: &mut Client, group: &str) {
+    find_coordinator_of(c, group, 0).await
+}
+
+async fn find_coordinator_of(c: &mut Client, key: &str, key_type: i8) {
+    for _ in 0..100 {
+        let r = c
+            .send(
+                3,
+                &FindCoordinatorRequest::default()
+                    .with_key(s(key))
+                    .with_key_type(key_type),
+            )
+            .await;
+        if r.error_code == 0 {
+            return;
+        }
+        assert!(LOADING.contains(&r.error_code), "{}", r.error_code);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("FindCoordinator kept failing");
+}
+
+/// Sends a TxnOffsetCommit, retrying while the group coordinator loads (Kafka only).
+async fn send_txn(c: &mut Client, v: i16, r: &TxnOffsetCommitRequest) -> TxnOffsetCommitResponse {
+    let mut last = 0;
+    for _ in 0..100 {
+        let response = c.send(v, r).await;
+        last = code(&response);
+        if !LOADING.contains(&last) {
+            return response;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("TxnOffsetCommit v{v}: the coordinator kept answering {last}");
 }
 
 /// A TxnOffsetCommit of one offset for `group` (member fields as given; v3+ carries them).
@@ -99,11 +146,23 @@ fn code(r: &TxnOffsetCommitResponse) -> i16 {
 
 const NO_MEMBER: (i32, &str, Option<&str>) = (-1, "", None);
 
-/// (offset, error) of one partition from OffsetFetch at `version`.
+/// (offset, error) of one partition of "t" from OffsetFetch at `version`.
 async fn fetch(
     c: &mut Client,
     version: i16,
     group: &str,
+    partition: i32,
+    require_stable: bool,
+) -> (i64, i16) {
+    fetch_in(c, version, group, "t", partition, require_stable).await
+}
+
+/// (offset, error) of one partition of `topic` from OffsetFetch at `version`.
+async fn fetch_in(
+    c: &mut Client,
+    version: i16,
+    group: &str,
+    topic: &str,
     partition: i32,
     require_stable: bool,
 ) -> (i64, i16) {
@@ -112,7 +171,7 @@ async fn fetch(
         request = request.with_groups(vec![OffsetFetchRequestGroup::default()
             .with_group_id(GroupId(s(group)))
             .with_topics(Some(vec![OffsetFetchRequestTopics::default()
-                .with_name(TopicName(s("t")))
+                .with_name(TopicName(s(topic)))
                 .with_partition_indexes(vec![partition])]))]);
         let r = c.send(version, &request).await;
         let p = &r.groups[0].topics[0].partitions[0];
@@ -121,7 +180,7 @@ async fn fetch(
     request = request
         .with_group_id(GroupId(s(group)))
         .with_topics(Some(vec![OffsetFetchRequestTopic::default()
-            .with_name(TopicName(s("t")))
+            .with_name(TopicName(s(topic)))
             .with_partition_indexes(vec![partition])]));
     let r = c.send(version, &request).await;
     let p = &r.topics[0].partitions[0];
@@ -129,6 +188,10 @@ async fn fetch(
 }
 
 async fn plain_commit(c: &mut Client, group: &str, partition: i32, offset: i64) {
+    plain_commit_in(c, group, "t", partition, offset).await
+}
+
+async fn plain_commit_in(c: &mut Client, group: &str, topic: &str, partition: i32, offset: i64) {
     let r = c
         .send(
             8,
@@ -136,7 +199,7 @@ async fn plain_commit(c: &mut Client, group: &str, partition: i32, offset: i64) 
                 .with_group_id(GroupId(s(group)))
                 .with_generation_id_or_member_epoch(-1)
                 .with_topics(vec![OffsetCommitRequestTopic::default()
-                    .with_name(TopicName(s("t")))
+                    .with_name(TopicName(s(topic)))
                     .with_partitions(vec![OffsetCommitRequestPartition::default()
                         .with_partition_index(partition)
                         .with_committed_offset(offset)])]),
@@ -181,103 +244,191 @@ async fn txn_offset_commit_bad_input_gets_kafka_codes_and_leaves_no_offset() {
     bounded(async {
         let broker = broker_in(tempfile::tempdir().unwrap()).await;
         let mut c = broker.connect().await;
-        create_topic(&mut c, "t", 2).await;
-        let (pid, epoch) = init_producer_id(&mut c).await;
         let versions = rill_broker::api_versions::supported_range(ApiKey::TxnOffsetCommit as i16);
         assert_eq!(versions, Some((0, 5)));
-        for v in 0..=5 {
-            let r = c
-                .send(v, &txn_commit("g", (-1, 0), NO_MEMBER, ("t", 0, 1, "")))
-                .await;
-            assert_eq!(
-                code(&r),
-                ResponseError::InvalidProducerIdMapping.code(),
-                "v{v}"
-            );
-            let r = c
-                .send(v, &txn_commit("", (pid, epoch), NO_MEMBER, ("t", 0, 1, "")))
-                .await;
-            assert_eq!(code(&r), ResponseError::InvalidGroupId.code(), "v{v}");
-            let r = c
-                .send(
-                    v,
-                    &txn_commit("g", (pid, epoch), NO_MEMBER, ("nope", 0, 1, "")),
-                )
-                .await;
-            assert_eq!(
-                code(&r),
-                ResponseError::UnknownTopicOrPartition.code(),
-                "v{v}"
-            );
-            let r = c
-                .send(
-                    v,
-                    &txn_commit("g", (pid, epoch), NO_MEMBER, ("t", 9, 1, "")),
-                )
-                .await;
-            assert_eq!(
-                code(&r),
-                ResponseError::UnknownTopicOrPartition.code(),
-                "v{v}"
-            );
-            let big = "m".repeat(5_000);
-            let r = c
-                .send(
-                    v,
-                    &txn_commit("g", (pid, epoch), NO_MEMBER, ("t", 0, 1, &big)),
-                )
-                .await;
-            assert_eq!(
-                code(&r),
-                ResponseError::OffsetMetadataTooLarge.code(),
-                "v{v}"
-            );
-        }
-        // v3+: a generation for a group that does not exist.
-        let r = c
-            .send(
-                3,
-                &txn_commit("nogroup", (pid, epoch), (1, "m", None), ("t", 0, 1, "")),
-            )
-            .await;
-        assert_eq!(code(&r), ResponseError::IllegalGeneration.code());
-        // v3+: member checks against a real group.
-        let (generation, member) = join_and_sync(&mut c, "members").await;
-        let cases = [
-            (
-                (generation + 1, member.as_str(), None),
-                ResponseError::IllegalGeneration,
-            ),
-            (
-                (generation, "stranger", None),
-                ResponseError::UnknownMemberId,
-            ),
-            (
-                (generation, member.as_str(), Some("who")),
-                ResponseError::UnknownMemberId,
-            ),
-        ];
-        for (member_fields, want) in cases {
-            let r = c
-                .send(
-                    3,
-                    &txn_commit("members", (pid, epoch), member_fields, ("t", 0, 1, "")),
-                )
-                .await;
-            assert_eq!(code(&r), want.code(), "{member_fields:?}");
-        }
-        for group in ["g", "nogroup", "members"] {
-            for stable in [false, true] {
-                assert_eq!(
-                    fetch(&mut c, 7, group, 0, stable).await,
-                    (-1, 0),
-                    "{group}: nothing written"
-                );
-            }
-        }
+        refusals(&mut c, "", None).await;
         broker.stop().await;
     })
     .await;
+}
+
+/// The same checks against another broker: `KAFKA_BOOTSTRAP=127.0.0.1:PORT cargo test
+/// --release -p rill-broker --test txn_offsets -- --ignored` (how the expected codes were
+/// checked against Apache Kafka 4.4).
+#[tokio::test]
+#[ignore = "needs KAFKA_BOOTSTRAP"]
+async fn refusals_match_kafka() {
+    let Ok(addr) = std::env::var("KAFKA_BOOTSTRAP") else {
+        return;
+    };
+    bounded(async {
+        let addr = tokio::net::lookup_host(addr).await.unwrap().next().unwrap();
+        let mut c = Client::connect(addr).await;
+        let suffix = format!("-{}", common::now_ms());
+        // Kafka verifies the transaction before the group checks: a real one, holding the
+        // groups (AddOffsetsToTxn), so that the group checks are what answers.
+        let txn_id = "txn";
+        find_coordinator_of(&mut c, txn_id, 1).await;
+        let producer = init_transactional(&mut c, txn_id).await;
+        for group in groups(&suffix) {
+            find_coordinator(&mut c, &group).await;
+            let request = AddOffsetsToTxnRequest::default()
+                .with_transactional_id(TransactionalId(s(txn_id)))
+                .with_producer_id(ProducerId(producer.0))
+                .with_producer_epoch(producer.1)
+                .with_group_id(GroupId(s(&group)));
+            let r = c.send(3, &request).await;
+            assert_eq!(r.error_code, 0, "AddOffsetsToTxn {group}");
+        }
+        refusals(&mut c, &suffix, Some(producer)).await;
+        eprintln!("TxnOffsetCommit refusals as expected at {addr}");
+    })
+    .await;
+}
+
+/// InitProducerId for `txn_id` (Kafka; retried while its coordinator loads).
+async fn init_transactional(c: &mut Client, txn_id: &str) -> (i64, i16) {
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(Some(TransactionalId(s(txn_id))))
+        .with_transaction_timeout_ms(60_000);
+    for _ in 0..100 {
+        let r = c.send(4, &request).await;
+        if r.error_code == 0 {
+            return (r.producer_id.0, r.producer_epoch);
+        }
+        // CONCURRENT_TRANSACTIONS: a previous run's transaction is being aborted.
+        let retriable = LOADING.contains(&r.error_code) || r.error_code == 51;
+        assert!(retriable, "{}", r.error_code);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("InitProducerId kept failing");
+}
+
+/// The groups `refusals` uses: (plain, never created, with a member).
+fn groups(suffix: &str) -> [String; 3] {
+    [
+        format!("g{suffix}"),
+        format!("nogroup{suffix}"),
+        format!("members{suffix}"),
+    ]
+}
+
+/// A producer id -1, an empty group id, an unknown topic or partition, oversized metadata, a
+/// generation for a group that does not exist, a stale generation, an unknown member and an
+/// unknown static member: each answered with Kafka's code at every version, and no offset
+/// written. Names get `suffix` (unique against a long-lived broker).
+async fn refusals(c: &mut Client, suffix: &str, producer: Option<(i64, i16)>) {
+    let topic = format!("t{suffix}");
+    let [g, nogroup, members] = groups(suffix);
+    create_topic(c, &topic, 2).await;
+    for group in [&g, &nogroup, &members] {
+        find_coordinator(c, group).await;
+    }
+    let (pid, epoch) = match producer {
+        Some(p) => p,
+        None => init_producer_id(c).await,
+    };
+    for v in 0..=5 {
+        let r = send_txn(
+            c,
+            v,
+            &txn_commit(&g, (-1, 0), NO_MEMBER, (&topic, 0, 1, "")),
+        )
+        .await;
+        assert_eq!(
+            code(&r),
+            ResponseError::InvalidProducerIdMapping.code(),
+            "v{v}"
+        );
+        let r = send_txn(
+            c,
+            v,
+            &txn_commit("", (pid, epoch), NO_MEMBER, (&topic, 0, 1, "")),
+        )
+        .await;
+        assert_eq!(code(&r), ResponseError::InvalidGroupId.code(), "v{v}");
+        let r = send_txn(
+            c,
+            v,
+            &txn_commit(
+                &g,
+                (pid, epoch),
+                NO_MEMBER,
+                (&format!("nope{suffix}"), 0, 1, ""),
+            ),
+        )
+        .await;
+        assert_eq!(
+            code(&r),
+            ResponseError::UnknownTopicOrPartition.code(),
+            "v{v}"
+        );
+        let r = send_txn(
+            c,
+            v,
+            &txn_commit(&g, (pid, epoch), NO_MEMBER, (&topic, 9, 1, "")),
+        )
+        .await;
+        assert_eq!(
+            code(&r),
+            ResponseError::UnknownTopicOrPartition.code(),
+            "v{v}"
+        );
+        let big = "m".repeat(5_000);
+        let r = send_txn(
+            c,
+            v,
+            &txn_commit(&g, (pid, epoch), NO_MEMBER, (&topic, 0, 1, &big)),
+        )
+        .await;
+        assert_eq!(
+            code(&r),
+            ResponseError::OffsetMetadataTooLarge.code(),
+            "v{v}"
+        );
+    }
+    // v3+: a generation for a group that does not exist.
+    let r = send_txn(
+        c,
+        3,
+        &txn_commit(&nogroup, (pid, epoch), (1, "m", None), (&topic, 0, 1, "")),
+    )
+    .await;
+    assert_eq!(code(&r), ResponseError::IllegalGeneration.code());
+    // v3+: member checks against a real group.
+    let (generation, member) = join_and_sync(c, &members).await;
+    let cases = [
+        (
+            (generation + 1, member.as_str(), None),
+            ResponseError::IllegalGeneration,
+        ),
+        (
+            (generation, "stranger", None),
+            ResponseError::UnknownMemberId,
+        ),
+        (
+            (generation, member.as_str(), Some("who")),
+            ResponseError::UnknownMemberId,
+        ),
+    ];
+    for (member_fields, want) in cases {
+        let r = send_txn(
+            c,
+            3,
+            &txn_commit(&members, (pid, epoch), member_fields, (&topic, 0, 1, "")),
+        )
+        .await;
+        assert_eq!(code(&r), want.code(), "{member_fields:?}");
+    }
+    for group in [&g, &nogroup, &members] {
+        for stable in [false, true] {
+            assert_eq!(
+                fetch_in(c, 7, group, &topic, 0, stable).await,
+                (-1, 0),
+                "{group}: nothing written"
+            );
+        }
+    }
 }
 
 /// Transactional offsets are invisible to OffsetFetch until their marker; with
@@ -348,4 +499,54 @@ async fn check_pending(c: &mut Client) {
             "v{v}"
         );
     }
+}
+
+/// What OffsetFetch answers for a partition with a pending transactional offset, against
+/// another broker (`KAFKA_BOOTSTRAP`, see `refusals_match_kafka`): the plain offset without
+/// `require_stable`, UNSTABLE_OFFSET_COMMIT and no offset with it, at v7-9.
+#[tokio::test]
+#[ignore = "needs KAFKA_BOOTSTRAP"]
+async fn unstable_offsets_match_kafka() {
+    let Ok(addr) = std::env::var("KAFKA_BOOTSTRAP") else {
+        return;
+    };
+    bounded(async {
+        let addr = tokio::net::lookup_host(addr).await.unwrap().next().unwrap();
+        let mut c = Client::connect(addr).await;
+        let suffix = common::now_ms();
+        let (topic, group, txn_id) = (format!("tu-{suffix}"), format!("u-{suffix}"), "txn-u");
+        create_topic(&mut c, &topic, 2).await;
+        find_coordinator(&mut c, &group).await;
+        find_coordinator_of(&mut c, txn_id, 1).await;
+        plain_commit_in(&mut c, &group, &topic, 0, 5).await;
+        let producer = init_transactional(&mut c, txn_id).await;
+        let add = AddOffsetsToTxnRequest::default()
+            .with_transactional_id(TransactionalId(s(txn_id)))
+            .with_producer_id(ProducerId(producer.0))
+            .with_producer_epoch(producer.1)
+            .with_group_id(GroupId(s(&group)));
+        assert_eq!(c.send(3, &add).await.error_code, 0);
+        let commit = txn_commit(&group, producer, NO_MEMBER, (&topic, 0, 10, ""))
+            .with_transactional_id(TransactionalId(s(txn_id)));
+        assert_eq!(code(&send_txn(&mut c, 3, &commit).await), 0);
+        for v in [7, 8, 9] {
+            assert_eq!(
+                fetch_in(&mut c, v, &group, &topic, 0, false).await,
+                (5, 0),
+                "v{v}"
+            );
+            assert_eq!(
+                fetch_in(&mut c, v, &group, &topic, 0, true).await,
+                (-1, ResponseError::UnstableOffsetCommit.code()),
+                "v{v}"
+            );
+            assert_eq!(
+                fetch_in(&mut c, v, &group, &topic, 1, true).await,
+                (-1, 0),
+                "v{v}"
+            );
+        }
+        eprintln!("unstable offsets as expected at {addr}");
+    })
+    .await;
 }

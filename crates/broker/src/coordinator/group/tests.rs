@@ -438,3 +438,47 @@ fn a_commit_whose_append_fails_changes_nothing() {
         .collect();
     assert_eq!(offsets, vec![(0, Some("small".to_string()))]);
 }
+
+/// Deleting a group drops its pending transactional offsets too (they are tombstoned with
+/// the rest): the transaction's later commit marker brings nothing back, before or after a
+/// reload. Retention does not expire a group an open transaction holds offsets of.
+#[test]
+fn deleting_a_group_drops_its_pending_transactional_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = LogManager::open(LogManagerConfig::new(dir.path())).unwrap();
+    let config = GroupConfig {
+        offsets_partitions: 1,
+        offsets_retention_ms: 0,
+        ..GroupConfig::default()
+    };
+    let c = GroupCoordinator::load(config.clone(), offsets_logs(&m, 1)).unwrap();
+    let none = TxnMember {
+        generation_id: -1,
+        member_id: "",
+        group_instance_id: None,
+    };
+    let entry = CommitEntry {
+        tp: TopicPartition::new("t", 0),
+        offset: 3,
+        leader_epoch: 0,
+        metadata: String::new(),
+    };
+    let (codes, _) = c.commit_transactional("g", 7, 0, &none, vec![entry], |_| true, || Ok(()));
+    assert_eq!(codes, vec![0]);
+    std::thread::sleep(Duration::from_millis(5));
+    c.tick();
+    assert_eq!(
+        c.pending_txn_partitions("g"),
+        vec![TopicPartition::new("t", 0)],
+        "not expired while a transaction holds its offsets"
+    );
+    let (code, _) = c.delete_group("g");
+    assert_eq!(code, 0);
+    assert!(c.pending_txn_partitions("g").is_empty());
+    let _ = c.write_marker(0, &marker(7, true)).unwrap();
+    assert!(c.fetch_offsets("g", None).is_empty());
+    assert!(c.list().is_empty());
+    let reloaded = GroupCoordinator::load(config, offsets_logs(&m, 1)).unwrap();
+    assert!(reloaded.fetch_offsets("g", None).is_empty());
+    assert!(reloaded.list().is_empty());
+}
