@@ -28,9 +28,11 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 use parking_lot::Mutex;
+use rill_storage::batch;
+use rill_storage::records::{ReaderBuffers, RecordReader};
 use rill_storage::{Log, StorageError, TxnMarker};
 use tokio::sync::oneshot;
 
@@ -432,7 +434,7 @@ fn replay_log<S: Shard>(partition: i32, log: &Log, shard: &mut S) -> Result<usiz
         if bytes.is_empty() {
             break;
         }
-        let (next, n) = replay_batches(partition, shard, Bytes::from(bytes), offset)?;
+        let (next, n) = replay_batches(partition, shard, &bytes, offset)?;
         replayed += n;
         if next <= offset {
             return Err(RuntimeError::Batch {
@@ -447,38 +449,68 @@ fn replay_log<S: Shard>(partition: i32, log: &Log, shard: &mut S) -> Result<usiz
     Ok(replayed)
 }
 
-/// Replays the records at or after `from` of the batches in `bytes`. Returns the offset after
-/// the last record seen and the number of records replayed.
-fn replay_batches<S: Shard>(
+/// Output bound of decompressing one stored batch at load (the broker's default
+/// `rill.decompressed.batch.max.bytes`). Coordinators write uncompressed batches and clients
+/// cannot produce to their topics, so only a damaged or foreign segment reaches it: it is an
+/// error then, never an allocation of what the batch claims.
+pub const REPLAY_DECOMPRESSED_MAX_BYTES: u64 = 64 << 20;
+
+/// Replays the records at or after `from` of the whole stored batches in `bytes`. Returns the
+/// offset after the last batch (its whole offset range: the cleaner may have removed its last
+/// records, and the next read must not return it again) and the number of records replayed.
+/// Records are read with storage's bounded streaming reader, as every decompression in the
+/// broker.
+pub fn replay_batches<S: Shard>(
     partition: i32,
     shard: &mut S,
-    mut bytes: Bytes,
+    bytes: &[u8],
     from: i64,
 ) -> Result<(i64, usize), RuntimeError> {
-    let sets = RecordBatchDecoder::decode_all(&mut bytes).map_err(|e| RuntimeError::Batch {
+    let batch_error = |offset: i64, reason: String| RuntimeError::Batch {
         partition,
-        offset: from,
-        reason: e.to_string(),
-    })?;
+        offset,
+        reason,
+    };
     let mut next = from;
     let mut replayed = 0;
-    for set in sets {
-        for record in set.records {
-            next = next.max(record.offset + 1);
-            if record.offset < from {
+    let mut at = 0;
+    let mut buffers = ReaderBuffers::default();
+    // Bounded: every iteration moves `at` past one whole batch or returns.
+    while at < bytes.len() {
+        let header = batch::validate_stored(&bytes[at..], bytes.len() - at)
+            .map_err(|e| batch_error(next, e.to_string()))?;
+        let stored = &bytes[at..at + header.total_size()];
+        at += header.total_size();
+        let after = header
+            .base_offset
+            .checked_add(i64::from(header.last_offset_delta) + 1)
+            .ok_or_else(|| batch_error(header.base_offset, "offsets overflow".into()))?;
+        next = next.max(after);
+        let producer = (header.producer_id, header.producer_epoch);
+        let mut reader = RecordReader::for_batch(stored, REPLAY_DECOMPRESSED_MAX_BYTES, buffers)
+            .map_err(|e| batch_error(header.base_offset, e.to_string()))?;
+        // Bounded by the decompressed bytes: every record consumes at least one.
+        while let Some(record) = reader
+            .next_record()
+            .map_err(|e| batch_error(header.base_offset, e.to_string()))?
+        {
+            let offset = header
+                .base_offset
+                .saturating_add(i64::from(record.meta.offset_delta));
+            if offset < from {
                 continue;
             }
             let decode_error = |what| RuntimeError::Decode {
                 partition,
-                offset: record.offset,
+                offset,
                 source: RecordError::Malformed { what },
             };
-            if record.control {
-                let key = record.key.as_deref().ok_or(decode_error("control key"))?;
+            if header.is_control() {
+                let key = record.key.ok_or(decode_error("control key"))?;
                 match control_type(key).ok_or(decode_error("control key"))? {
                     CONTROL_ABORT | CONTROL_COMMIT => shard.replay_end_txn(
-                        record.producer_id,
-                        record.producer_epoch,
+                        producer.0,
+                        producer.1,
                         control_type(key) == Some(CONTROL_COMMIT),
                     ),
                     // Kafka ignores control types it does not know.
@@ -486,23 +518,20 @@ fn replay_batches<S: Shard>(
                 }
                 continue;
             }
-            let Some(key) = record.key.as_deref() else {
+            let Some(key) = record.key else {
                 return Err(decode_error("record without a key"));
             };
-            let decoded =
-                S::decode(key, record.value.as_deref()).map_err(|source| RuntimeError::Decode {
-                    partition,
-                    offset: record.offset,
-                    source,
-                })?;
+            let decoded = S::decode(key, record.value).map_err(|source| RuntimeError::Decode {
+                partition,
+                offset,
+                source,
+            })?;
             if let Some(r) = decoded {
-                let producer = record
-                    .transactional
-                    .then_some((record.producer_id, record.producer_epoch));
-                shard.replay(record.offset, producer, r);
+                shard.replay(offset, header.is_transactional().then_some(producer), r);
                 replayed += 1;
             }
         }
+        buffers = reader.into_buffers();
     }
     Ok((next, replayed))
 }

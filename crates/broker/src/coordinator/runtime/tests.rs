@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use kafka_protocol::records::RecordBatchDecoder;
 use rill_storage::{LogConfig, LogManager, LogManagerConfig, TopicPartition};
 
 use super::*;
@@ -348,7 +349,7 @@ fn transactional_records_and_markers_replay_with_their_producer() {
     let bytes = bytes.freeze();
 
     let mut toy = Toy::default();
-    let (next, replayed) = replay_batches(0, &mut toy, bytes.clone(), 0).unwrap();
+    let (next, replayed) = replay_batches(0, &mut toy, &bytes, 0).unwrap();
     assert_eq!((next, replayed), (7, 5));
     assert_eq!(toy.offsets, vec![0, 1, 2, 3, 5]);
     let got: Vec<_> = toy.map.clone().into_iter().collect();
@@ -363,14 +364,14 @@ fn transactional_records_and_markers_replay_with_their_producer() {
 
     // From the middle of the bytes (a read that starts inside the first batch's range).
     let mut toy = Toy::default();
-    let (next, replayed) = replay_batches(0, &mut toy, bytes, 3).unwrap();
+    let (next, replayed) = replay_batches(0, &mut toy, &bytes, 3).unwrap();
     assert_eq!((next, replayed), (7, 2));
     assert_eq!(toy.offsets, vec![3, 5]);
 
     // A control record whose key is too short is garbage.
     let mut short = marker(0, 7, true);
     short.key = Some(Bytes::from_static(&[0]));
-    let e = replay_batches(3, &mut Toy::default(), raw_batch(vec![short]), 0);
+    let e = replay_batches(3, &mut Toy::default(), &raw_batch(vec![short]), 0);
     assert!(
         matches!(
             e,
