@@ -216,7 +216,9 @@ fn refine_in_compressed_batch(
     let Some(header) = BatchHeader::parse(&bytes) else {
         return fallback;
     };
-    if header.compression() == 0 {
+    // A LogAppendTime batch: every record has its maxTimestamp, so storage's answer (the
+    // batch's first offset at or after `found`) is already exact.
+    if header.compression() == 0 || header.is_log_append_time() {
         return fallback;
     }
     let batch = &bytes[..header.total_size().min(bytes.len())];

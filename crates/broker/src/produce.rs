@@ -104,11 +104,12 @@ pub async fn handle(
                 (Ok(_), Err(code)) => Err((code, None)),
             };
             match outcome {
-                Ok((base_offset, log_start_offset, sync)) => {
+                Ok(appended) => {
                     result.error_code = NONE;
-                    result.base_offset = base_offset;
-                    result.log_start_offset = log_start_offset;
-                    if let Some(wait) = sync {
+                    result.base_offset = appended.base_offset;
+                    result.log_start_offset = appended.log_start_offset;
+                    result.log_append_time_ms = appended.log_append_time_ms;
+                    if let Some(wait) = appended.sync {
                         pending.push(PendingSync {
                             topic_index,
                             partition_index,
@@ -139,17 +140,19 @@ pub async fn handle(
     Some(ProduceResponse::default().with_responses(responses))
 }
 
-type AppendOutcome = Result<
-    (
-        i64,
-        i64,
-        Option<oneshot::Receiver<Result<(), rill_storage::StorageError>>>,
-    ),
-    (i16, Option<String>),
->;
+/// What a successful append answers, and the durability wait (acks=-1 only) to await.
+struct Appended {
+    base_offset: i64,
+    log_start_offset: i64,
+    /// The append time stamped on the batches of a LogAppendTime topic, -1 for CreateTime
+    /// (Kafka's `log_append_time_ms`; clients take it as the records' timestamp).
+    log_append_time_ms: i64,
+    sync: Option<oneshot::Receiver<Result<(), rill_storage::StorageError>>>,
+}
 
-/// Appends one partition's batches and wakes its long-polling fetchers. Returns the base
-/// offset, the log start offset, and (acks=-1 only) the durability wait to await.
+type AppendOutcome = Result<Appended, (i16, Option<String>)>;
+
+/// Appends one partition's batches and wakes its long-polling fetchers.
 ///
 /// Validation (which decompresses) and the write run on the blocking pool, at most
 /// `max_blocking_appends` at once, never on a runtime worker.
@@ -227,7 +230,12 @@ async fn append(
         );
         rx
     });
-    Ok((info.base_offset, info.log_start_offset, sync))
+    Ok(Appended {
+        base_offset: info.base_offset,
+        log_start_offset: info.log_start_offset,
+        log_append_time_ms: info.log_append_time_ms,
+        sync,
+    })
 }
 
 /// Waits for every durability wait and records failures in the response.

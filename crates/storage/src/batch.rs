@@ -7,7 +7,8 @@
 //! 43 producerId i64 | 51 producerEpoch i16 | 53 baseSequence i32 | 57 recordCount i32 | 61 records
 //! ```
 //! The CRC-32C covers bytes 21..end, so the log may rewrite baseOffset and the leader epoch
-//! without re-checksumming.
+//! without re-checksumming. A `LogAppendTime` topic also rewrites attributes and maxTimestamp
+//! ([`stamp_log_append_time`]), which does need a new CRC.
 
 use crate::compression::CompressionError;
 use crate::error::{Result, StorageError};
@@ -26,6 +27,9 @@ const CRC_START: usize = 21;
 const COMPRESSION_MASK: i16 = 0x07;
 const TRANSACTIONAL_FLAG: i16 = 0x10;
 const CONTROL_FLAG: i16 = 0x20;
+/// Attribute bit 3: the batch's timestamps are LogAppendTime (set by the broker): every record's
+/// timestamp is the batch's maxTimestamp, whatever its delta says.
+pub const LOG_APPEND_TIME_FLAG: i16 = 0x08;
 
 /// A read-only view of one batch header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +105,21 @@ impl BatchHeader {
     /// A control batch (transaction marker; attributes bit 5).
     pub fn is_control(&self) -> bool {
         self.attributes & CONTROL_FLAG != 0
+    }
+
+    /// The timestamp type is LogAppendTime (attributes bit 3).
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes & LOG_APPEND_TIME_FLAG != 0
+    }
+
+    /// The first record's timestamp as readers see it: the append time (maxTimestamp) for a
+    /// LogAppendTime batch, baseTimestamp otherwise. `segment.ms` counts from it.
+    pub fn first_timestamp(&self) -> i64 {
+        if self.is_log_append_time() {
+            self.max_timestamp
+        } else {
+            self.base_timestamp
+        }
     }
 
     /// Sequence of the last record, with Kafka's wrap-around after `i32::MAX`.
@@ -192,9 +211,6 @@ fn check(bytes: &[u8], max_batch_size: usize, cleaned: bool) -> Result<BatchHead
     }
     Ok(header)
 }
-
-/// Attribute bit 3: the batch's timestamps are LogAppendTime (set by the broker).
-const LOG_APPEND_TIME_FLAG: i16 = 0x08;
 
 /// Checks the records inside every batch of a produce request against their headers, as
 /// Kafka's `LogValidator` does for client appends: the batch holds exactly `recordCount`
@@ -336,6 +352,34 @@ pub fn validate_all(bytes: &[u8], max_batch_size: usize) -> Result<Vec<BatchHead
     Ok(headers)
 }
 
+/// The header of `batch` (a validated batch; `header` is its parsed header with the fields the
+/// log assigns: base offset, leader epoch) stamped with LogAppendTime: attributes bit 3 set,
+/// maxTimestamp `append_time_ms`, and the CRC-32C recomputed over the new header tail and the
+/// unchanged records (continued over `batch`'s bytes, which are neither copied nor changed).
+/// Updates `header` to match. The caller writes the returned bytes in place of the first
+/// [`HEADER_SIZE`] bytes of `batch`, as Kafka's `setMaxTimestamp(LOG_APPEND_TIME, now)` does;
+/// baseTimestamp and the records' deltas stay as the producer sent them.
+pub fn stamp_log_append_time(
+    batch: &[u8],
+    header: &mut BatchHeader,
+    append_time_ms: i64,
+) -> [u8; HEADER_SIZE] {
+    let size = header.total_size();
+    debug_assert!(size >= HEADER_SIZE && size <= batch.len());
+    header.attributes |= LOG_APPEND_TIME_FLAG;
+    header.max_timestamp = append_time_ms;
+    let mut out = [0u8; HEADER_SIZE];
+    out.copy_from_slice(&batch[..HEADER_SIZE]);
+    out[0..8].copy_from_slice(&header.base_offset.to_be_bytes());
+    out[12..16].copy_from_slice(&header.partition_leader_epoch.to_be_bytes());
+    out[21..23].copy_from_slice(&header.attributes.to_be_bytes());
+    out[35..43].copy_from_slice(&header.max_timestamp.to_be_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&out[CRC_START..]), &batch[HEADER_SIZE..size]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    header.crc = crc;
+    out
+}
+
 /// Reads a zig-zag varint; `None` on truncation. Kafka records use these for lengths and deltas.
 pub(crate) fn read_varlong(bytes: &[u8], at: &mut usize) -> Option<i64> {
     let mut value: u64 = 0;
@@ -350,8 +394,9 @@ pub(crate) fn read_varlong(bytes: &[u8], at: &mut usize) -> Option<i64> {
     None
 }
 
-/// Offsets and timestamps of the records of an uncompressed batch, in order. Returns `None`
-/// for compressed batches (storage does not decompress) or malformed records.
+/// Offsets and timestamps of the records of an uncompressed batch, in order (for a
+/// LogAppendTime batch every record has the batch's maxTimestamp, as clients read it). Returns
+/// `None` for compressed batches (storage does not decompress) or malformed records.
 pub fn record_timestamps(batch: &[u8]) -> Option<Vec<(i64, i64)>> {
     let header = BatchHeader::parse(batch)?;
     if header.compression() != 0 {
@@ -371,10 +416,12 @@ pub fn record_timestamps(batch: &[u8]) -> Option<Vec<(i64, i64)>> {
         at += 1; // attributes
         let ts_delta = read_varlong(batch, &mut at)?;
         let offset_delta = read_varlong(batch, &mut at)?;
-        out.push((
-            header.base_offset + offset_delta,
-            header.base_timestamp + ts_delta,
-        ));
+        let timestamp = if header.is_log_append_time() {
+            header.max_timestamp
+        } else {
+            header.base_timestamp.saturating_add(ts_delta)
+        };
+        out.push((header.base_offset + offset_delta, timestamp));
         at = record_end;
     }
     Some(out)

@@ -39,6 +39,19 @@ pub enum Visibility {
     Written,
 }
 
+/// Which time a batch's timestamps carry (`message.timestamp.type`), as Kafka's
+/// `TimestampType`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimestampType {
+    /// `CreateTime` (the default): the producer's timestamps, stored as sent.
+    #[default]
+    CreateTime,
+    /// `LogAppendTime`: the log stamps every appended batch with the time of the append
+    /// (attributes bit 3, maxTimestamp; `batch::stamp_log_append_time`), which readers then
+    /// take as every record's timestamp. Time lookups and retention see that time.
+    LogAppendTime,
+}
+
 /// Configuration of one partition log. Field names follow Kafka's topic config keys.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
@@ -77,6 +90,8 @@ pub struct LogConfig {
     /// `min.cleanable.dirty.ratio`, in millionths (a float in Kafka; kept exact here so the
     /// config stays `Eq`): the cleaner picks a log once dirty bytes / cleanable bytes reach it.
     pub min_cleanable_dirty_ratio_ppm: u32,
+    /// `message.timestamp.type`: `CreateTime` or `LogAppendTime`.
+    pub timestamp_type: TimestampType,
 }
 
 impl Default for LogConfig {
@@ -97,6 +112,7 @@ impl Default for LogConfig {
             min_compaction_lag_ms: 0,
             max_compaction_lag_ms: i64::MAX,
             min_cleanable_dirty_ratio_ppm: 500_000,
+            timestamp_type: TimestampType::CreateTime,
         }
     }
 }
@@ -106,7 +122,7 @@ const KAFKA_NEVER: u64 = i64::MAX as u64;
 
 impl LogConfig {
     /// Every key [`LogConfig::set`] accepts.
-    pub const KEYS: [&'static str; 15] = [
+    pub const KEYS: [&'static str; 16] = [
         "segment.bytes",
         "segment.ms",
         "index.interval.bytes",
@@ -122,6 +138,7 @@ impl LogConfig {
         "min.compaction.lag.ms",
         "max.compaction.lag.ms",
         "min.cleanable.dirty.ratio",
+        "message.timestamp.type",
     ];
 
     /// Whether `retention.ms` and `retention.bytes` apply: only when `cleanup.policy` includes
@@ -234,6 +251,14 @@ impl LogConfig {
                 }
                 self.min_cleanable_dirty_ratio_ppm = (v * 1e6).round() as u32;
             }
+            // Case-sensitive, as Kafka's `ValidString`.
+            "message.timestamp.type" => {
+                self.timestamp_type = match value.trim() {
+                    "CreateTime" => TimestampType::CreateTime,
+                    "LogAppendTime" => TimestampType::LogAppendTime,
+                    _ => return Err(invalid("must be one of: CreateTime, LogAppendTime")),
+                }
+            }
             _ => return Err(invalid("unknown topic config")),
         }
         Ok(())
@@ -276,6 +301,10 @@ impl LogConfig {
             "min.compaction.lag.ms" => self.min_compaction_lag_ms.to_string(),
             "max.compaction.lag.ms" => self.max_compaction_lag_ms.to_string(),
             "min.cleanable.dirty.ratio" => self.min_cleanable_dirty_ratio().to_string(),
+            "message.timestamp.type" => match self.timestamp_type {
+                TimestampType::CreateTime => "CreateTime".to_string(),
+                TimestampType::LogAppendTime => "LogAppendTime".to_string(),
+            },
             _ => return None,
         })
     }
@@ -373,6 +402,24 @@ mod tests {
     }
 
     #[test]
+    fn timestamp_type_is_create_time_by_default_and_settable() {
+        let mut c = LogConfig::default();
+        assert_eq!(c.timestamp_type, TimestampType::CreateTime);
+        assert!(c
+            .entries()
+            .contains(&("message.timestamp.type", "CreateTime".to_string(), true)));
+        c.set("message.timestamp.type", "LogAppendTime").unwrap();
+        assert_eq!(c.timestamp_type, TimestampType::LogAppendTime);
+        assert!(c.entries().contains(&(
+            "message.timestamp.type",
+            "LogAppendTime".to_string(),
+            false
+        )));
+        c.reset("message.timestamp.type").unwrap();
+        assert_eq!(c, LogConfig::default());
+    }
+
+    #[test]
     fn bad_values_name_the_key() {
         let mut c = LogConfig::default();
         for (k, v) in [
@@ -384,6 +431,9 @@ mod tests {
             ("min.cleanable.dirty.ratio", "x"),
             ("delete.retention.ms", "-1"),
             ("max.compaction.lag.ms", "0"),
+            ("message.timestamp.type", "logappendtime"),
+            ("message.timestamp.type", "LogAppend"),
+            ("message.timestamp.type", ""),
         ] {
             match c.set(k, v) {
                 Err(StorageError::InvalidConfig { key, .. }) => assert_eq!(key, k),

@@ -57,7 +57,7 @@ mod tests;
 
 pub use cleaner::{CleanStats, CleanerMetrics};
 pub use cleaner_manager::CleanerConfig;
-pub use config::{FlushPolicy, LogConfig, Visibility};
+pub use config::{FlushPolicy, LogConfig, TimestampType, Visibility};
 pub use error::StorageError;
 pub use flusher::{FlushListener, GroupSync};
 pub use log::{

@@ -26,8 +26,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use parking_lot::{Mutex, MutexGuard, RwLock};
 
-use crate::batch::{self, BatchHeader};
-use crate::config::{FlushPolicy, LogConfig};
+use crate::batch::{self, BatchHeader, HEADER_SIZE};
+use crate::config::{FlushPolicy, LogConfig, TimestampType};
 use crate::error::{Result, StorageError};
 use crate::file_io::IoFile;
 use crate::producer_snapshots;
@@ -244,6 +244,21 @@ pub struct Log {
     flush_nanos_total: AtomicU64,
     /// The log cleaner's progress and counters for this log (`cleaner.rs`).
     pub(crate) cleaner: crate::cleaner::LogCleanerState,
+}
+
+/// For a LogAppendTime topic, sets every header's timestamp type and maxTimestamp to the
+/// append time `now` (before the producer state records them, as Kafka's validator does before
+/// `ProducerStateManager` sees the batch); the bytes are stamped when written
+/// ([`batch::stamp_log_append_time`]). Returns whether the topic is LogAppendTime.
+fn stamp_headers(config: &LogConfig, headers: &mut [BatchHeader], now: i64) -> bool {
+    if config.timestamp_type != TimestampType::LogAppendTime {
+        return false;
+    }
+    for h in headers {
+        h.attributes |= batch::LOG_APPEND_TIME_FLAG;
+        h.max_timestamp = now;
+    }
+    true
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -513,19 +528,23 @@ impl Log {
         check: impl FnOnce(&[u8]) -> Result<()>,
     ) -> Result<AppendInfo> {
         let config = Arc::clone(&self.config.read());
-        let headers = batch::validate_all(batches, config.max_message_bytes as usize)?;
+        let mut headers = batch::validate_all(batches, config.max_message_bytes as usize)?;
         check(batches)?;
         let mut state = self.state.lock();
         self.check_live()?;
+        // One clock read per append, under the lock, so LogAppendTime never goes back
+        // between appends while the clock does not.
+        let now = now_ms();
+        let log_append_time = stamp_headers(&config, &mut headers, now);
         let base_offset = state.log_end_offset();
         if !state.producers_loaded && headers.iter().any(|h| h.producer_id >= 0) {
             self.load_producers(&mut state)?;
         }
-        let pending = match self.check_producers(&state, &headers, base_offset)? {
+        let pending = match self.check_producers(&state, &headers, base_offset, log_append_time)? {
             Ok(pending) => pending,
             Err(duplicate) => return Ok(duplicate),
         };
-        self.write_locked(state, &config, batches, headers, pending, None)
+        self.write_locked(state, &config, now, batches, headers, pending, None)
     }
 
     /// Writes a commit or abort marker for `marker.producer_id` (the transaction coordinator's
@@ -540,9 +559,12 @@ impl Log {
         let config = Arc::clone(&self.config.read());
         let batch = txn_marker::build_marker_batch(marker);
         // A marker is tiny; Kafka does not hold coordinator appends to max.message.bytes.
-        let headers = batch::validate_all(&batch, usize::MAX)?;
+        let mut headers = batch::validate_all(&batch, usize::MAX)?;
         let mut state = self.state.lock();
         self.check_live()?;
+        // Kafka stamps coordinator appends (markers) of a LogAppendTime topic too.
+        let now = now_ms();
+        stamp_headers(&config, &mut headers, now);
         self.load_producers(&mut state)?;
         let base_offset = state.log_end_offset();
         let mut pending = PendingProducers::default();
@@ -553,22 +575,25 @@ impl Log {
                 tp: self.tp.clone(),
                 source,
             })?;
-        self.write_locked(state, &config, &batch, headers, pending, completed)
+        self.write_locked(state, &config, now, &batch, headers, pending, completed)
     }
 
     /// The write half of an append, under the state lock: rolls if needed, assigns offsets,
     /// writes, commits the producer state (and a transaction a marker completed), and applies
-    /// the flush policy after releasing the lock.
+    /// the flush policy after releasing the lock. `headers` are already stamped
+    /// ([`stamp_headers`]) with `now` when the topic is LogAppendTime.
+    #[allow(clippy::too_many_arguments)]
     fn write_locked(
         &self,
         mut state: MutexGuard<'_, LogState>,
         config: &LogConfig,
+        now: i64,
         batches: &[u8],
         mut headers: Vec<BatchHeader>,
         pending: PendingProducers,
         completed: Option<CompletedTxn>,
     ) -> Result<AppendInfo> {
-        let now = now_ms();
+        let log_append_time = config.timestamp_type == TimestampType::LogAppendTime;
         let base_offset = state.log_end_offset();
         let record_count: u32 = headers.iter().map(|h| h.record_count as u32).sum();
         let max_timestamp = headers.iter().map(|h| h.max_timestamp).max().unwrap_or(-1);
@@ -578,25 +603,35 @@ impl Log {
 
         // Rewrite base offset and leader epoch (outside the CRC) in small patches, so the
         // producer's bytes go to the file without another copy: one pwritev of patch + body
-        // pairs.
+        // pairs. LogAppendTime also changes attributes and maxTimestamp, inside the CRC: the
+        // patch is then the whole header with a CRC continued over the unchanged records.
+        let patch_len = if log_append_time { HEADER_SIZE } else { 16 };
         let mut patches = Vec::with_capacity(headers.len());
         let mut next = base_offset;
+        let mut at = 0;
         for h in headers.iter_mut() {
             h.base_offset = next;
             h.partition_leader_epoch = self.leader_epoch();
             next = h.last_offset() + 1;
-            let mut patch = [0u8; 16];
-            patch[0..8].copy_from_slice(&h.base_offset.to_be_bytes());
-            patch[8..12].copy_from_slice(&h.batch_length.to_be_bytes());
-            patch[12..16].copy_from_slice(&h.partition_leader_epoch.to_be_bytes());
+            let patch = if log_append_time {
+                debug_assert_eq!(h.max_timestamp, now, "stamped by stamp_headers");
+                batch::stamp_log_append_time(&batches[at..], h, now)
+            } else {
+                let mut patch = [0u8; HEADER_SIZE];
+                patch[0..8].copy_from_slice(&h.base_offset.to_be_bytes());
+                patch[8..12].copy_from_slice(&h.batch_length.to_be_bytes());
+                patch[12..16].copy_from_slice(&h.partition_leader_epoch.to_be_bytes());
+                patch
+            };
             patches.push(patch);
+            at += h.total_size();
         }
         debug_assert_eq!(next, last_offset + 1);
         let mut bufs: Vec<&[u8]> = Vec::with_capacity(headers.len() * 2);
         let mut at = 0;
         for (h, patch) in headers.iter().zip(&patches) {
-            bufs.push(patch);
-            bufs.push(&batches[at + 16..at + h.total_size()]);
+            bufs.push(&patch[..patch_len]);
+            bufs.push(&batches[at + patch_len..at + h.total_size()]);
             at += h.total_size();
         }
         state.active_mut().append(
@@ -627,7 +662,7 @@ impl Log {
             max_timestamp,
             record_count,
             log_start_offset: state.log_start_offset,
-            log_append_time_ms: -1,
+            log_append_time_ms: if log_append_time { now } else { -1 },
             duplicate: false,
         };
         drop(state);
@@ -665,6 +700,7 @@ impl Log {
         state: &LogState,
         headers: &[BatchHeader],
         base_offset: i64,
+        log_append_time: bool,
     ) -> Result<std::result::Result<PendingProducers, AppendInfo>> {
         let mut pending = PendingProducers::default();
         let mut duplicates = Vec::new();
@@ -695,17 +731,20 @@ impl Log {
             });
         }
         let (first, last) = (duplicates[0], duplicates[duplicates.len() - 1]);
+        let max_timestamp = duplicates
+            .iter()
+            .map(|d| d.timestamp_ms)
+            .max()
+            .unwrap_or(-1);
         Ok(Err(AppendInfo {
             base_offset: first.first_offset,
             last_offset: last.last_offset,
-            max_timestamp: duplicates
-                .iter()
-                .map(|d| d.timestamp_ms)
-                .max()
-                .unwrap_or(-1),
+            max_timestamp,
             record_count: 0,
             log_start_offset: state.log_start_offset,
-            log_append_time_ms: -1,
+            // The retained batch's timestamp is the time it was appended (Kafka answers a
+            // duplicate with it).
+            log_append_time_ms: if log_append_time { max_timestamp } else { -1 },
             duplicate: true,
         }))
     }

@@ -56,7 +56,8 @@ pub struct Segment {
     /// Largest batch max timestamp, and the base offset of its batch; -1 when unknown or empty.
     pub max_timestamp: i64,
     pub offset_of_max_timestamp: i64,
-    /// Base timestamp of the first batch (segment.ms rolls), if any.
+    /// First record timestamp of the first batch (`BatchHeader::first_timestamp`; segment.ms
+    /// rolls), if any.
     pub first_timestamp: Option<i64>,
     bytes_since_index: u64,
     /// `index.interval.bytes` in force: the log sets it before each append.
@@ -277,7 +278,7 @@ impl Segment {
         debug_assert_eq!(end.next_offset, segment.next_offset);
         segment.allocated = file_len;
         if segment.first_timestamp.is_none() && segment.size > 0 {
-            segment.first_timestamp = segment.read_header(files, 0)?.map(|h| h.base_timestamp);
+            segment.first_timestamp = segment.read_header(files, 0)?.map(|h| h.first_timestamp());
         }
         // The index files may hold stale entries past what we kept: rewrite them whole.
         let offsets = segment.offset_index.to_vec();
@@ -408,7 +409,7 @@ impl Segment {
         debug_assert_eq!(position, self.size);
         debug_assert!(header.base_offset >= self.next_offset);
         if self.first_timestamp.is_none() {
-            self.first_timestamp = Some(header.base_timestamp);
+            self.first_timestamp = Some(header.first_timestamp());
         }
         if header.max_timestamp > self.max_timestamp {
             self.max_timestamp = header.max_timestamp;
