@@ -16,8 +16,10 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
+use rill_storage::batch;
+use rill_storage::records::{ReaderBuffers, RecordReader};
 use rill_storage::{Log, StorageError, TopicPartition};
 
 /// The internal topic's name, as in Kafka.
@@ -25,6 +27,11 @@ pub const TOPIC: &str = "__consumer_offsets";
 
 /// Largest read while replaying a partition; batches are small, this only sets the step.
 const REPLAY_READ_BYTES: u32 = 4 << 20;
+
+/// Output bound of decompressing one stored batch during replay (the broker's default
+/// `rill.decompressed.batch.max.bytes`). The coordinator writes uncompressed batches and
+/// clients cannot produce to the topic, so only a damaged or foreign segment reaches it.
+pub const REPLAY_DECOMPRESSED_MAX_BYTES: u64 = 64 << 20;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OffsetValue {
@@ -361,37 +368,78 @@ pub fn replay(log: &Log) -> Result<Vec<StoredRecord>, OffsetsLogError> {
         if bytes.is_empty() {
             break;
         }
-        let mut buf = Bytes::from(bytes);
-        let sets =
-            RecordBatchDecoder::decode_all(&mut buf).map_err(|e| OffsetsLogError::Batch {
-                reason: e.to_string(),
-            })?;
-        let mut next = offset;
-        for set in sets {
-            for record in set.records {
-                next = next.max(record.offset + 1);
-                if record.offset < offset || record.control {
-                    continue;
-                }
-                let Some(key) = record.key else { continue };
-                match StoredRecord::decode(&key, record.value.as_deref()) {
-                    Ok(Some(r)) => out.push(r),
-                    Ok(None) => {}
-                    // One unreadable record must not keep every group from loading.
-                    Err(e) => {
-                        tracing::warn!(offset = record.offset, error = %e, "skipping a malformed record")
-                    }
+        offset = replay_read(&bytes, offset, REPLAY_DECOMPRESSED_MAX_BYTES, &mut out)?;
+    }
+    Ok(out)
+}
+
+/// Decodes one read of the partition (whole stored batches, the first holding `offset`) into
+/// `out`, skipping control batches, records before `offset` and malformed records. Returns
+/// the offset after the last batch read. Split from [`replay`] so the decoding can be checked
+/// on bytes in memory (the fuzz target does) without a log on disk.
+///
+/// Compressed batches are decompressed by storage's streaming reader with an output bound of
+/// `max_decompressed_bytes`, as every decompression in the broker is: a stored batch that
+/// claims (or inflates to) more is an error, never an allocation of that size.
+///
+/// # Errors
+/// Bytes that are not whole valid batches, records that do not parse, a batch that inflates
+/// past the bound, or a read that does not move past `offset`.
+pub fn replay_read(
+    bytes: &[u8],
+    offset: i64,
+    max_decompressed_bytes: u64,
+    out: &mut Vec<StoredRecord>,
+) -> Result<i64, OffsetsLogError> {
+    let batch_error = |reason: String| OffsetsLogError::Batch { reason };
+    let mut next = offset;
+    let mut at = 0;
+    let mut buffers = ReaderBuffers::default();
+    // Bounded: every iteration moves `at` past one whole batch or returns.
+    while at < bytes.len() {
+        let header = batch::validate_stored(&bytes[at..], bytes.len() - at)
+            .map_err(|e| batch_error(e.to_string()))?;
+        let batch = &bytes[at..at + header.total_size()];
+        at += header.total_size();
+        let after = header
+            .base_offset
+            .checked_add(i64::from(header.last_offset_delta) + 1)
+            .ok_or_else(|| batch_error(format!("offsets overflow at {}", header.base_offset)))?;
+        // The whole batch, even if the cleaner removed its last records: the next read
+        // starts after it.
+        next = next.max(after);
+        if header.is_control() {
+            continue;
+        }
+        let mut reader = RecordReader::for_batch(batch, max_decompressed_bytes, buffers)
+            .map_err(|e| batch_error(e.to_string()))?;
+        // Bounded by the decompressed bytes: every record consumes at least one.
+        while let Some(record) = reader
+            .next_record()
+            .map_err(|e| batch_error(e.to_string()))?
+        {
+            let record_offset = header
+                .base_offset
+                .saturating_add(i64::from(record.meta.offset_delta));
+            if record_offset < offset {
+                continue;
+            }
+            let Some(key) = record.key else { continue };
+            match StoredRecord::decode(key, record.value) {
+                Ok(Some(r)) => out.push(r),
+                Ok(None) => {}
+                // One unreadable record must not keep every group from loading.
+                Err(e) => {
+                    tracing::warn!(offset = record_offset, error = %e, "skipping a malformed record")
                 }
             }
         }
-        if next <= offset {
-            return Err(OffsetsLogError::Batch {
-                reason: format!("no progress at offset {offset}"),
-            });
-        }
-        offset = next;
+        buffers = reader.into_buffers();
     }
-    Ok(out)
+    if next <= offset {
+        return Err(batch_error(format!("no progress at offset {offset}")));
+    }
+    Ok(next)
 }
 
 #[cfg(test)]
@@ -482,5 +530,122 @@ mod tests {
             StoredRecord::decode(&[0, 9], None).unwrap().is_none(),
             "unknown key versions are skipped"
         );
+    }
+
+    fn commit(partition: i32, offset: i64, metadata: &str) -> StoredRecord {
+        StoredRecord::Offset {
+            group: "g".into(),
+            tp: TopicPartition::new("t", partition),
+            value: Some(OffsetValue {
+                offset,
+                leader_epoch: 0,
+                metadata: metadata.into(),
+                commit_timestamp_ms: 1,
+            }),
+        }
+    }
+
+    /// One stored batch of `records` (offset deltas 0, 1, ...), compressed with `codec`, with
+    /// lastOffsetDelta `last_offset_delta` (larger than the last record's after cleaning).
+    fn stored_batch(
+        base_offset: i64,
+        records: &[StoredRecord],
+        codec: rill_storage::compression::Compression,
+        last_offset_delta: i32,
+    ) -> Vec<u8> {
+        use rill_storage::records::{BatchBuilder, BatchSpec, Headers, NewRecord};
+        let spec = BatchSpec {
+            base_offset,
+            ..BatchSpec::default()
+        };
+        let mut builder = BatchBuilder::new(spec, codec);
+        for (i, r) in records.iter().enumerate() {
+            let (key, value) = (r.key(), r.value());
+            builder.push(&NewRecord {
+                offset_delta: i as i32,
+                timestamp_delta: 0,
+                key: Some(&key),
+                value: value.as_deref(),
+                headers: Headers::NONE,
+            });
+        }
+        builder.set_last_offset_delta(last_offset_delta);
+        let mut out = Vec::new();
+        builder.finish(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn replay_read_decodes_compressed_batches_within_the_bound() {
+        use rill_storage::compression::Compression;
+        let records = [commit(0, 5, &"m".repeat(4096)), commit(1, 6, "")];
+        let batch = stored_batch(10, &records, Compression::Zstd, 1);
+        assert!(batch.len() < 1024, "zstd shrinks the repeated metadata");
+
+        let mut out = Vec::new();
+        assert_eq!(replay_read(&batch, 10, 1 << 20, &mut out).unwrap(), 12);
+        assert_eq!(out, records);
+
+        // The same batch with a bound below what it inflates to: an error, nothing decoded.
+        let mut out = Vec::new();
+        let err = replay_read(&batch, 10, 1024, &mut out).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("decompresses to more than 1024 bytes"),
+            "{err}"
+        );
+        assert!(out.is_empty());
+    }
+
+    /// Found by the `offsets_replay` fuzz target: a stored snappy batch whose payload claims
+    /// to inflate to 2 842 879 436 bytes made replay (kafka-protocol's decoder) allocate that
+    /// much at start-up.
+    #[test]
+    fn replay_read_refuses_a_snappy_batch_claiming_gigabytes() {
+        // Raw snappy: the varint uncompressed length, then (too little) data.
+        let payload = [0xcc, 0xcb, 0xcb, 0xcb, 0x0a, 0x0a, 0x0a, 0x0a];
+        let mut batch = Vec::new();
+        batch.extend_from_slice(&0i64.to_be_bytes()); // baseOffset
+        batch.extend_from_slice(&(49 + payload.len() as i32).to_be_bytes()); // batchLength
+        batch.extend_from_slice(&0i32.to_be_bytes()); // partitionLeaderEpoch
+        batch.push(2); // magic
+        batch.extend_from_slice(&[0; 4]); // crc, below
+        batch.extend_from_slice(&2i16.to_be_bytes()); // attributes: snappy
+        batch.extend_from_slice(&0i32.to_be_bytes()); // lastOffsetDelta
+        batch.extend_from_slice(&0i64.to_be_bytes()); // baseTimestamp
+        batch.extend_from_slice(&0i64.to_be_bytes()); // maxTimestamp
+        batch.extend_from_slice(&(-1i64).to_be_bytes()); // producerId
+        batch.extend_from_slice(&(-1i16).to_be_bytes()); // producerEpoch
+        batch.extend_from_slice(&(-1i32).to_be_bytes()); // baseSequence
+        batch.extend_from_slice(&1i32.to_be_bytes()); // recordCount
+        batch.extend_from_slice(&payload);
+        let crc = crc32c::crc32c(&batch[21..]);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        rill_storage::batch::validate_stored(&batch, 1 << 20).expect("a valid stored header");
+
+        let mut out = Vec::new();
+        let result = replay_read(&batch, 0, REPLAY_DECOMPRESSED_MAX_BYTES, &mut out);
+        assert!(
+            matches!(result, Err(OffsetsLogError::Batch { .. })),
+            "{result:?}"
+        );
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn replay_read_moves_past_a_cleaned_batch() {
+        use rill_storage::compression::Compression;
+        // The cleaner dropped the batch's last records and kept its lastOffsetDelta (4): the
+        // next read must start after the whole batch, not after its last remaining record
+        // (a read there would return this batch again and make no progress).
+        let records = [commit(0, 1, "")];
+        let batch = stored_batch(0, &records, Compression::None, 4);
+        let mut out = Vec::new();
+        assert_eq!(replay_read(&batch, 0, 1 << 20, &mut out).unwrap(), 5);
+        assert_eq!(out, records);
+        // A read that starts inside that batch, past its records, still progresses.
+        let mut out = Vec::new();
+        assert_eq!(replay_read(&batch, 3, 1 << 20, &mut out).unwrap(), 5);
+        assert!(out.is_empty());
     }
 }
