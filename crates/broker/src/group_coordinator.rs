@@ -157,7 +157,7 @@ impl GroupCoordinator {
         config: GroupConfig,
         logs: Vec<Arc<Log>>,
     ) -> Result<GroupCoordinator, OffsetsLogError> {
-        let now = Instant::now();
+        let now = crate::group_timers::now();
         let mut groups: HashMap<String, Group> = HashMap::new();
         let mut records = 0usize;
         for log in &logs {
@@ -326,7 +326,7 @@ impl GroupCoordinator {
         if !g.accepts(&req.protocol_type, &req.protocols) {
             return fail(code(ResponseError::InconsistentGroupProtocol));
         }
-        let now = Instant::now();
+        let now = crate::group_timers::now();
         let session = Duration::from_millis(req.session_timeout_ms as u64);
         let rebalance = Duration::from_millis(req.rebalance_timeout_ms as u64)
             .clamp(session.min(REBALANCE_TIMEOUT_MAX), REBALANCE_TIMEOUT_MAX);
@@ -505,7 +505,7 @@ impl GroupCoordinator {
         if let Err(e) = check_member(&g, member_id, instance_id, generation_id) {
             return fail(e);
         }
-        let now = Instant::now();
+        let now = crate::group_timers::now();
         match g.state {
             GroupState::Empty | GroupState::Dead => fail(code(ResponseError::UnknownMemberId)),
             GroupState::PreparingRebalance => fail(code(ResponseError::RebalanceInProgress)),
@@ -553,7 +553,7 @@ impl GroupCoordinator {
         g.members
             .get_mut(member_id)
             .expect("checked by check_member")
-            .last_heartbeat = Instant::now();
+            .last_heartbeat = crate::group_timers::now();
         match g.state {
             GroupState::PreparingRebalance => code(ResponseError::RebalanceInProgress),
             GroupState::Empty | GroupState::Dead => code(ResponseError::UnknownMemberId),
@@ -595,7 +595,7 @@ impl GroupCoordinator {
             }
         }
         if removed {
-            self.after_members_removed(&mut g, Instant::now());
+            self.after_members_removed(&mut g, crate::group_timers::now());
         }
         Ok(results)
     }
@@ -656,7 +656,7 @@ impl GroupCoordinator {
             g.members
                 .get_mut(member_id)
                 .expect("checked by check_member")
-                .last_heartbeat = Instant::now();
+                .last_heartbeat = crate::group_timers::now();
         }
         let now = now_ms();
         let mut codes = Vec::with_capacity(entries.len());
@@ -770,7 +770,7 @@ impl GroupCoordinator {
         }
         // Deadlines that have passed count even if the timer task has not run them yet: a
         // member whose session ended a moment ago is gone, as on Kafka.
-        self.run_timers(&mut g, Instant::now(), now_ms());
+        self.run_timers(&mut g, crate::group_timers::now(), now_ms());
         if !g.is_empty() {
             return (code(ResponseError::NonEmptyGroup), None);
         }
@@ -904,7 +904,7 @@ impl GroupCoordinator {
     /// The periodic sweep, every ~100 ms: a safety net for the deadline timers, and offset
     /// retention of empty groups.
     pub fn tick(&self) {
-        let now = Instant::now();
+        let now = crate::group_timers::now();
         let wall = now_ms();
         let groups: Vec<_> = self.groups.lock().values().cloned().collect();
         let mut dead = Vec::new();
