@@ -14,14 +14,23 @@ use std::time::Duration;
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use rill_broker::state::BrokerState;
-use rill_broker::{frame, Broker, BrokerConfig};
+use rill_broker::{frame, topics, Broker, BrokerConfig};
 
 /// Largest frame the fuzzed broker accepts (as `socket.request.max.bytes`).
 const MAX_FRAME_BYTES: u32 = 1 << 20;
 /// Frames dispatched per input, so one input cannot run for long.
 const MAX_FRAMES: usize = 16;
-/// Virtual time a request may wait (a JoinGroup waits up to its rebalance timeout).
-const REQUEST_WAIT: Duration = Duration::from_secs(3600);
+/// Virtual time a request may wait; one still waiting then is dropped, as when a client
+/// disconnects. While a request waits, the broker's tickers run at every 100 ms (groups) and
+/// second (storage) of virtual time on the blocking pool, so this bound sets what a waiting
+/// input costs (an hour made such inputs run 36 000 group ticks, and most of the target's
+/// time). Five seconds covers clients' default long polls (500 ms) and rebalances whose
+/// members' rebalance timeouts are short; fuzzed timeouts reach those easily.
+const REQUEST_WAIT: Duration = Duration::from_secs(5);
+/// Topics the broker may hold between inputs: past this, every topic but the internal one is
+/// deleted (as DeleteTopics does) after the input, so storage's tick, which visits every
+/// partition, and the data directory do not grow with the inputs run.
+const MAX_TOPICS: usize = 32;
 
 struct Fixture {
     runtime: tokio::runtime::Runtime,
@@ -85,4 +94,12 @@ fuzz_target!(|data: &[u8]| {
         });
     }
     assert_eq!(f.state.metrics.task_panics(), 0, "a broker task panicked");
+    let all = f.state.topics.all();
+    if all.len() > MAX_TOPICS {
+        for meta in all.iter().filter(|m| !topics::is_internal(&m.name)) {
+            let deleted = f.state.topics.delete(&f.state.logs, &meta.name);
+            deleted.unwrap_or_else(|e| panic!("deleting topic {}: {e}", meta.name));
+            f.state.forget_topic(&meta.name);
+        }
+    }
 });
