@@ -2,9 +2,11 @@
 //! is what a client would write to the socket (size-prefixed frames, back to back). Each frame
 //! is checked by `frame::check` as the connection does and handed to `dispatch::dispatch`.
 //! The broker runs (its tickers complete rebalances and expire sessions) on a current-thread
-//! runtime whose clock is paused, so long polls and other waits end at once in virtual time,
-//! and each request is bounded by an hour of that time. Any panic (including in a broker task,
-//! counted by the broker) and any real hang (libFuzzer's -timeout) is a finding.
+//! runtime whose clock is paused, so long polls, group deadlines (on tokio's clock,
+//! `group_timers::now`) and other waits end at once in virtual time, and each request is
+//! bounded by 5 s of that time. The broker lives across inputs, as across a client's requests;
+//! past 32 topics, the fuzzed ones are deleted between inputs. Any panic (including in a
+//! broker task, counted by the broker) and any real hang (libFuzzer's -timeout) is a finding.
 
 #![no_main]
 
