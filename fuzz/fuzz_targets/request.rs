@@ -4,9 +4,10 @@
 //! The broker runs (its tickers complete rebalances and expire sessions) on a current-thread
 //! runtime whose clock is paused, so long polls, group deadlines (on tokio's clock,
 //! `group_timers::now`) and other waits end at once in virtual time, and each request is
-//! bounded by 5 s of that time. The broker lives across inputs, as across a client's requests;
-//! past 32 topics, the fuzzed ones are deleted between inputs. Any panic (including in a
-//! broker task, counted by the broker) and any real hang (libFuzzer's -timeout) is a finding.
+//! bounded by 5 s of that time. The broker lives across inputs, as across a client's
+//! requests; past 32 topics or 256 partitions, the fuzzed topics are deleted between inputs.
+//! Any panic (including in a broker task, counted by the broker) and any real hang
+//! (libFuzzer's -timeout) is a finding.
 
 #![no_main]
 
@@ -29,10 +30,12 @@ const MAX_FRAMES: usize = 16;
 /// time). Five seconds covers clients' default long polls (500 ms) and rebalances whose
 /// members' rebalance timeouts are short; fuzzed timeouts reach those easily.
 const REQUEST_WAIT: Duration = Duration::from_secs(5);
-/// Topics the broker may hold between inputs: past this, every topic but the internal one is
-/// deleted (as DeleteTopics does) after the input, so storage's tick, which visits every
-/// partition, and the data directory do not grow with the inputs run.
+/// Topics and partitions the broker may hold between inputs (one topic may have 10 000
+/// partitions): past either, every topic but the internal one is deleted (as DeleteTopics
+/// does) after the input, so memory, open files, storage's tick (which visits every partition)
+/// and the data directory do not grow with the inputs run.
 const MAX_TOPICS: usize = 32;
+const MAX_PARTITIONS: i64 = 256;
 
 struct Fixture {
     runtime: tokio::runtime::Runtime,
@@ -97,8 +100,10 @@ fuzz_target!(|data: &[u8]| {
     }
     assert_eq!(f.state.metrics.task_panics(), 0, "a broker task panicked");
     let all = f.state.topics.all();
-    if all.len() > MAX_TOPICS {
-        for meta in all.iter().filter(|m| !topics::is_internal(&m.name)) {
+    let fuzzed = || all.iter().filter(|m| !topics::is_internal(&m.name));
+    let partitions: i64 = fuzzed().map(|m| i64::from(m.partitions)).sum();
+    if all.len() > MAX_TOPICS || partitions > MAX_PARTITIONS {
+        for meta in fuzzed() {
             let deleted = f.state.topics.delete(&f.state.logs, &meta.name);
             deleted.unwrap_or_else(|e| panic!("deleting topic {}: {e}", meta.name));
             f.state.forget_topic(&meta.name);
