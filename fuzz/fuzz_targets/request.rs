@@ -2,9 +2,12 @@
 //! is what a client would write to the socket (size-prefixed frames, back to back). Each frame
 //! is checked by `frame::check` as the connection does and handed to `dispatch::dispatch`.
 //! The broker runs (its tickers complete rebalances and expire sessions) on a current-thread
-//! runtime whose clock is paused, so long polls and other waits end at once in virtual time,
-//! and each request is bounded by an hour of that time. Any panic (including in a broker task,
-//! counted by the broker) and any real hang (libFuzzer's -timeout) is a finding.
+//! runtime whose clock is paused, so long polls, group deadlines (on tokio's clock,
+//! `group_timers::now`) and other waits end at once in virtual time, and each request is
+//! bounded by 5 s of that time. The broker lives across inputs, as across a client's
+//! requests; past 32 topics or 256 partitions, the fuzzed topics are deleted between inputs.
+//! Any panic (including in a broker task, counted by the broker) and any real hang
+//! (libFuzzer's -timeout) is a finding.
 
 #![no_main]
 
@@ -14,14 +17,25 @@ use std::time::Duration;
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use rill_broker::state::BrokerState;
-use rill_broker::{frame, Broker, BrokerConfig};
+use rill_broker::{frame, topics, Broker, BrokerConfig};
 
 /// Largest frame the fuzzed broker accepts (as `socket.request.max.bytes`).
 const MAX_FRAME_BYTES: u32 = 1 << 20;
 /// Frames dispatched per input, so one input cannot run for long.
 const MAX_FRAMES: usize = 16;
-/// Virtual time a request may wait (a JoinGroup waits up to its rebalance timeout).
-const REQUEST_WAIT: Duration = Duration::from_secs(3600);
+/// Virtual time a request may wait; one still waiting then is dropped, as when a client
+/// disconnects. While a request waits, the broker's tickers run at every 100 ms (groups) and
+/// second (storage) of virtual time on the blocking pool, so this bound sets what a waiting
+/// input costs (an hour made such inputs run 36 000 group ticks, and most of the target's
+/// time). Five seconds covers clients' default long polls (500 ms) and rebalances whose
+/// members' rebalance timeouts are short; fuzzed timeouts reach those easily.
+const REQUEST_WAIT: Duration = Duration::from_secs(5);
+/// Topics and partitions the broker may hold between inputs (one topic may have 10 000
+/// partitions): past either, every topic but the internal one is deleted (as DeleteTopics
+/// does) after the input, so memory, open files, storage's tick (which visits every partition)
+/// and the data directory do not grow with the inputs run.
+const MAX_TOPICS: usize = 32;
+const MAX_PARTITIONS: i64 = 256;
 
 struct Fixture {
     runtime: tokio::runtime::Runtime,
@@ -85,4 +99,14 @@ fuzz_target!(|data: &[u8]| {
         });
     }
     assert_eq!(f.state.metrics.task_panics(), 0, "a broker task panicked");
+    let all = f.state.topics.all();
+    let fuzzed = || all.iter().filter(|m| !topics::is_internal(&m.name));
+    let partitions: i64 = fuzzed().map(|m| i64::from(m.partitions)).sum();
+    if all.len() > MAX_TOPICS || partitions > MAX_PARTITIONS {
+        for meta in fuzzed() {
+            let deleted = f.state.topics.delete(&f.state.logs, &meta.name);
+            deleted.unwrap_or_else(|e| panic!("deleting topic {}: {e}", meta.name));
+            f.state.forget_topic(&meta.name);
+        }
+    }
 });

@@ -1,12 +1,43 @@
 //! Segment recovery on garbage files: the input is split into a `.log` and an `.index` file
 //! of one partition (the first two bytes give the index length). Storage must open the
 //! partition (truncating at the first invalid batch and rebuilding the index), serve reads and
-//! time lookups over what it kept, and accept an append after it, never panic.
+//! time lookups over what it kept, accept an append after it and close it, never panic.
+//!
+//! One `LogManager` (and its flusher thread) serves every input: each input's files are put
+//! in a fresh partition directory that the manager then finds (`LogManager::discover`) and
+//! recovers on first use, as it does at start-up, and the partition is deleted afterwards.
+//! Opening a manager per input (thread start and join, a data directory) took most of the
+//! time. The data directory is on tmpfs when `scripts/fuzz` runs it.
 
 #![no_main]
 
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
 use libfuzzer_sys::fuzz_target;
 use rill_storage::{batch, LogManager, LogManagerConfig, TopicPartition};
+
+struct Fixture {
+    logs: LogManager,
+    partition_dir: PathBuf,
+    tp: TopicPartition,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let logs = LogManager::open(LogManagerConfig::new(dir.path())).expect("open storage");
+        let tp = TopicPartition::new("t", 0);
+        Fixture {
+            partition_dir: dir.path().join(tp.dir_name()),
+            logs,
+            tp,
+            _dir: dir,
+        }
+    })
+}
 
 fuzz_target!(|data: &[u8]| {
     if data.len() < 2 {
@@ -14,14 +45,13 @@ fuzz_target!(|data: &[u8]| {
     }
     let index_len = usize::from(u16::from_be_bytes([data[0], data[1]])).min(data.len() - 2);
     let (index, log_bytes) = data[2..].split_at(index_len);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let tp = TopicPartition::new("t", 0);
-    let partition_dir = dir.path().join(tp.dir_name());
-    std::fs::create_dir_all(&partition_dir).expect("mkdir");
-    std::fs::write(partition_dir.join("00000000000000000000.log"), log_bytes).expect("write");
-    std::fs::write(partition_dir.join("00000000000000000000.index"), index).expect("write");
-    let logs = LogManager::open(LogManagerConfig::new(dir.path())).expect("open storage");
-    if let Ok(Some(log)) = logs.get_log(&tp) {
+    let f = fixture();
+    let dir = &f.partition_dir;
+    std::fs::create_dir(dir).expect("mkdir (the last input's partition was deleted)");
+    std::fs::write(dir.join("00000000000000000000.log"), log_bytes).expect("write");
+    std::fs::write(dir.join("00000000000000000000.index"), index).expect("write");
+    assert_eq!(f.logs.discover().expect("list the data directory"), 1);
+    if let Ok(Some(log)) = f.logs.get_log(&f.tp) {
         let (start, end) = (log.log_start_offset(), log.log_end_offset());
         assert!(start <= end, "log start {start} past log end {end}");
         let mut offset = start;
@@ -49,5 +79,9 @@ fuzz_target!(|data: &[u8]| {
             .expect("a recovered log takes appends");
         assert_eq!(appended.base_offset, end);
     }
-    let _ = logs.close();
+    // Flushes, trims the preallocated tail and writes the recovery point checkpoint.
+    let _ = f.logs.close();
+    f.logs
+        .delete_log(&f.tp)
+        .expect("delete the partition for the next input");
 });

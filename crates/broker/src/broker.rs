@@ -449,7 +449,9 @@ async fn group_timer_loop(state: Arc<BrokerState>, mut stop: watch::Receiver<boo
     loop {
         let next = state.groups.timers().next_deadline();
         // Nothing scheduled: sleep until woken (an hour is only a bound on the sleep).
-        let until = next.unwrap_or_else(|| std::time::Instant::now() + Duration::from_secs(3600));
+        let until = next.unwrap_or_else(|| {
+            crate::coordinator::group::timers::now() + Duration::from_secs(3600)
+        });
         tokio::select! {
             _ = tokio::time::sleep_until(until.into()) => {}
             _ = state.groups.timers().woken() => continue,
@@ -458,7 +460,9 @@ async fn group_timer_loop(state: Arc<BrokerState>, mut stop: watch::Receiver<boo
         // Inline, like the group requests themselves: in-memory work plus, for a group that
         // empties, one page-cache append (no sync is awaited). A hop to the blocking pool would
         // add its own latency to every deadline.
-        state.groups.fire_due(std::time::Instant::now());
+        state
+            .groups
+            .fire_due(crate::coordinator::group::timers::now());
     }
 }
 

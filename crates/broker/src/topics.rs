@@ -591,7 +591,10 @@ fn reconcile(logs: &LogManager, meta: &TopicMeta) -> Result<(), RegistryError> {
     Ok(())
 }
 
-fn render(cluster_id: &str, topics: &BTreeMap<String, Arc<TopicMeta>>) -> String {
+/// The registry file's text for `cluster_id` and `topics`. Public, with [`parse`], so the
+/// file format can be checked in memory (the fuzz target round-trips it); the registry writes
+/// it with `persist`.
+pub fn render(cluster_id: &str, topics: &BTreeMap<String, Arc<TopicMeta>>) -> String {
     let mut text = String::from("# rill topic registry; rewritten by the broker\nversion 1\n");
     text.push_str(&format!("cluster.id {cluster_id}\n"));
     for meta in topics.values() {
@@ -611,9 +614,15 @@ fn render(cluster_id: &str, topics: &BTreeMap<String, Arc<TopicMeta>>) -> String
     text
 }
 
-type Parsed = (String, BTreeMap<String, TopicMeta>);
+/// A parsed registry file: the cluster id and the topics by name.
+pub type Parsed = (String, BTreeMap<String, TopicMeta>);
 
-fn parse(path: &Path, text: &str) -> Result<Parsed, RegistryError> {
+/// Parses the registry file's text; `path` only names the file in errors. [`TopicRegistry::load`]
+/// reads the file with it and then reconciles storage with the result.
+///
+/// # Errors
+/// [`RegistryError::Parse`] for the first line it cannot use, or a missing `cluster.id`.
+pub fn parse(path: &Path, text: &str) -> Result<Parsed, RegistryError> {
     let mut cluster_id = None;
     let mut topics = BTreeMap::new();
     for (index, line) in text.lines().enumerate() {

@@ -106,23 +106,10 @@ impl LogManager {
             flusher: Arc::clone(&flusher),
         };
         let recovery_points = checkpoint::read(&dir.join(RECOVERY_POINT_FILE))?;
-        let mut logs = HashMap::new();
-        for entry in std::fs::read_dir(dir).map_err(|e| StorageError::io("list", dir, e))? {
-            let entry = entry.map_err(|e| StorageError::io("list", dir, e))?;
-            let name = entry.file_name();
-            let Some(name) = name.to_str() else { continue };
-            if !entry.file_type().is_ok_and(|t| t.is_dir()) {
-                continue;
-            }
-            if name.ends_with(DELETE_SUFFIX) {
-                // A deletion interrupted by a crash: finish it.
-                let _ = std::fs::remove_dir_all(entry.path());
-                continue;
-            }
-            if let Some(tp) = TopicPartition::from_dir_name(name) {
-                logs.insert(tp, Slot::OnDisk);
-            }
-        }
+        let logs: HashMap<_, _> = partition_dirs(dir, true)?
+            .into_iter()
+            .map(|tp| (tp, Slot::OnDisk))
+            .collect();
         tracing::info!(dir = %dir.display(), partitions = logs.len(), "log manager opened");
         let thread = flusher
             .start(io, "rill-flusher".to_string())
@@ -229,6 +216,25 @@ impl LogManager {
                 Ok(Some(log))
             }
         }
+    }
+
+    /// Registers partition directories that appeared in the data directory after it was
+    /// opened: like those found at start-up, each is opened, with recovery, on first use.
+    /// Returns how many were new. (The `segment_recovery` fuzz target recovers each input's
+    /// files this way under one manager instead of opening a manager, and its flusher
+    /// thread, per input.)
+    pub fn discover(&self) -> Result<usize> {
+        // A `.deleting` directory here may be a `delete_log` in progress: left alone.
+        let found = partition_dirs(&self.config.data_dir, false)?;
+        let mut state = self.state.lock();
+        let mut new = 0;
+        for tp in found {
+            state.logs.entry(tp).or_insert_with(|| {
+                new += 1;
+                Slot::OnDisk
+            });
+        }
+        Ok(new)
     }
 
     /// Every partition in the data directory, opened or not.
@@ -463,6 +469,31 @@ impl Drop for LogManager {
             }
         }
     }
+}
+
+/// The partitions whose directories are in `dir`. With `finish_deletions` (at open), removes
+/// the directories of deletions a crash interrupted.
+fn partition_dirs(dir: &Path, finish_deletions: bool) -> Result<Vec<TopicPartition>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| StorageError::io("list", dir, e))? {
+        let entry = entry.map_err(|e| StorageError::io("list", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        if name.ends_with(DELETE_SUFFIX) {
+            if finish_deletions {
+                // A deletion interrupted by a crash: finish it.
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+            continue;
+        }
+        if let Some(tp) = TopicPartition::from_dir_name(name) {
+            out.push(tp);
+        }
+    }
+    Ok(out)
 }
 
 fn default_max_open_files() -> usize {

@@ -157,6 +157,37 @@ fn reopen_keeps_everything_and_continues() {
     assert_eq!(read_all(&log), expected);
 }
 
+/// A partition directory that appears while the manager is open is found by `discover` and
+/// recovered on first use, as one found at start-up; partitions already known are not counted.
+#[test]
+fn discover_adopts_partition_directories_that_appear() {
+    let source = tempfile::tempdir().unwrap();
+    let mut expected = Vec::new();
+    {
+        let m = manager(source.path());
+        let log = m.create_log(&tp(1), small_config()).unwrap();
+        for _ in 0..5 {
+            expected.push(expected_batch(log.log_end_offset()));
+            append_expected(&log);
+        }
+        m.close().unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let m = manager(dir.path());
+    m.create_log(&tp(0), small_config()).unwrap();
+    assert_eq!(m.discover().unwrap(), 0);
+    assert!(m.get_log(&tp(1)).unwrap().is_none());
+
+    std::fs::rename(source.path().join("t-1"), dir.path().join("t-1")).unwrap();
+    assert_eq!(m.discover().unwrap(), 1);
+    assert_eq!(m.discover().unwrap(), 0, "found once");
+    assert_eq!(m.partitions(), vec![tp(0), tp(1)]);
+    let log = m.get_log(&tp(1)).unwrap().expect("discovered");
+    assert_eq!(read_all(&log), expected);
+    m.delete_log(&tp(1)).unwrap();
+    assert_eq!(m.partitions(), vec![tp(0)]);
+}
+
 #[test]
 fn unclean_reopen_without_checkpoint_recovers_all_batches() {
     let dir = tempfile::tempdir().unwrap();

@@ -17,7 +17,7 @@
 mod records;
 mod shard;
 mod state;
-mod timers;
+pub mod timers;
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -297,7 +297,7 @@ impl GroupCoordinator {
         if !g.accepts(&req.protocol_type, &req.protocols) {
             return fail(code(ResponseError::InconsistentGroupProtocol));
         }
-        let now = Instant::now();
+        let now = timers::now();
         let session = Duration::from_millis(req.session_timeout_ms as u64);
         let rebalance = Duration::from_millis(req.rebalance_timeout_ms as u64)
             .clamp(session.min(REBALANCE_TIMEOUT_MAX), REBALANCE_TIMEOUT_MAX);
@@ -473,7 +473,7 @@ impl GroupCoordinator {
                 .group_mut(group_id)
                 .ok_or(ErrorCode(code(ResponseError::UnknownMemberId)))?;
             check_member(g, member_id, instance_id, generation_id).map_err(ErrorCode)?;
-            let now = Instant::now();
+            let now = timers::now();
             let reply = match g.state {
                 GroupState::Empty | GroupState::Dead => fail(code(ResponseError::UnknownMemberId)),
                 GroupState::PreparingRebalance => fail(code(ResponseError::RebalanceInProgress)),
@@ -533,7 +533,7 @@ impl GroupCoordinator {
             g.members
                 .get_mut(member_id)
                 .expect("checked by check_member")
-                .last_heartbeat = Instant::now();
+                .last_heartbeat = timers::now();
             Ok(Outcome::response(match g.state {
                 GroupState::PreparingRebalance => code(ResponseError::RebalanceInProgress),
                 GroupState::Empty | GroupState::Dead => code(ResponseError::UnknownMemberId),
@@ -581,7 +581,7 @@ impl GroupCoordinator {
             }
             let mut records = Vec::new();
             if removed {
-                self.after_members_removed(g, Instant::now(), &mut records);
+                self.after_members_removed(g, timers::now(), &mut records);
             }
             Ok(Outcome {
                 records,
@@ -647,7 +647,7 @@ impl GroupCoordinator {
                 g.members
                     .get_mut(member_id)
                     .expect("checked by check_member")
-                    .last_heartbeat = Instant::now();
+                    .last_heartbeat = timers::now();
             }
             let records = self.offset_records(group_id, entries, &topic_exists, &mut codes);
             Ok(Outcome {
@@ -856,7 +856,7 @@ impl GroupCoordinator {
             // Deadlines that have passed count even if the timer task has not run them yet: a
             // member whose session ended a moment ago is gone, as on Kafka.
             let mut records = Vec::new();
-            self.run_timers(g, Instant::now(), now_ms(), &mut records);
+            self.run_timers(g, timers::now(), now_ms(), &mut records);
             if !g.is_empty() {
                 return Err(ErrorCode(code(ResponseError::NonEmptyGroup)));
             }
@@ -988,7 +988,7 @@ impl GroupCoordinator {
     /// The periodic sweep, every ~100 ms: a safety net for the deadline timers, and offset
     /// retention of empty groups (not of a group an open transaction holds offsets of).
     pub fn tick(&self) {
-        let now = Instant::now();
+        let now = timers::now();
         let wall = now_ms();
         for p in 0..self.runtime.partition_count() {
             let written = self.runtime.write(p, |shard| {

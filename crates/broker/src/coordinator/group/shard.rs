@@ -13,7 +13,6 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use rill_storage::TopicPartition;
@@ -243,7 +242,7 @@ impl Shard for GroupShard {
                 let loaded = self.loaded;
                 let g = self.entry(&group);
                 if !loaded {
-                    g.restore(v, Instant::now());
+                    g.restore(v, super::timers::now());
                 }
             }
             StoredRecord::Group { group, value: None } => self.remove_group(&group),

@@ -598,7 +598,7 @@ mod tests {
                 .map(|p| (p.to_string(), Bytes::from(p.to_string())))
                 .collect(),
             assignment: Bytes::new(),
-            last_heartbeat: Instant::now(),
+            last_heartbeat: crate::coordinator::group::timers::now(),
             join_waiter: None,
             sync_waiter: None,
         }
@@ -622,7 +622,7 @@ mod tests {
 
     #[test]
     fn join_sync_cycle_and_member_loss() {
-        let now = Instant::now();
+        let now = crate::coordinator::group::timers::now();
         let mut g = Group::new("g", 0);
         g.protocol_type = Some("consumer".into());
         let mut receivers = Vec::new();
@@ -677,7 +677,7 @@ mod tests {
         g.leader_id = Some("a".into());
         let value = g.to_value();
         let mut restored = Group::new("g", 0);
-        restored.restore(value.clone(), Instant::now());
+        restored.restore(value.clone(), crate::coordinator::group::timers::now());
         assert_eq!(restored.state, GroupState::Stable);
         assert_eq!(
             restored.static_members.get("i").map(String::as_str),

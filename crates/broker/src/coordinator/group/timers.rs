@@ -15,6 +15,16 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+/// Now, on the clock group deadlines are kept in: tokio's. In the broker it is
+/// `std::time::Instant::now()`; on a runtime whose clock is paused (tokio's test-util, as the
+/// `request` fuzz target runs the broker) it is the runtime's virtual time, so a session or
+/// rebalance deadline passes when that clock reaches it, together with the timer task's sleep,
+/// instead of the timer waking early in virtual time and spinning until the wall clock
+/// catches up.
+pub fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
 /// Past this many stale heap entries per live one, the heap is rebuilt from the live entries
 /// (stale entries come from deadlines that moved earlier before the old one fired).
 const HEAP_SLACK_FACTOR: usize = 2;
@@ -149,6 +159,27 @@ mod tests {
             "{heap_len} entries for one group"
         );
         assert_eq!(timers.take_due(t0, 10), vec!["g"]);
+    }
+
+    /// The `request` fuzz target runs the broker on a paused clock: group deadlines must
+    /// follow it (on the runtime and on its blocking threads, where group ticks run), or the
+    /// timer task wakes at each deadline in virtual time and spins until the wall clock
+    /// reaches it.
+    #[test]
+    fn now_follows_a_paused_runtime_clock() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let before = now();
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            let on_runtime = now() - before;
+            assert!(on_runtime >= Duration::from_secs(3600), "{on_runtime:?}");
+            let on_blocking = tokio::task::spawn_blocking(now).await.unwrap() - before;
+            assert!(on_blocking >= Duration::from_secs(3600), "{on_blocking:?}");
+        });
     }
 
     #[test]

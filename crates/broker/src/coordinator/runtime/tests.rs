@@ -469,3 +469,52 @@ fn transactional_writes_and_markers_replay_at_run_time_and_load() {
     let _ = rt.write_marker(0, &txn_marker(9, 0, true)).unwrap();
     assert_eq!(map(&rt, 0).len(), 4);
 }
+
+/// Found by the offsets_replay fuzz target: a stored snappy batch whose header claims 2.8 GB.
+/// kafka-protocol's decoder allocated that much at start-up; the load's bounded reader errors.
+#[test]
+fn a_batch_claiming_gigabytes_is_an_error_not_an_allocation() {
+    // Raw snappy: the varint uncompressed length, then (too little) data.
+    let payload = [0xcc, 0xcb, 0xcb, 0xcb, 0x0a, 0x0a, 0x0a, 0x0a];
+    let mut batch = Vec::new();
+    batch.extend_from_slice(&0i64.to_be_bytes()); // baseOffset
+    batch.extend_from_slice(&(49 + payload.len() as i32).to_be_bytes()); // batchLength
+    batch.extend_from_slice(&0i32.to_be_bytes()); // partitionLeaderEpoch
+    batch.push(2); // magic
+    batch.extend_from_slice(&[0; 4]); // crc, below
+    batch.extend_from_slice(&2i16.to_be_bytes()); // attributes: snappy
+    batch.extend_from_slice(&0i32.to_be_bytes()); // lastOffsetDelta
+    batch.extend_from_slice(&0i64.to_be_bytes()); // baseTimestamp
+    batch.extend_from_slice(&0i64.to_be_bytes()); // maxTimestamp
+    batch.extend_from_slice(&(-1i64).to_be_bytes()); // producerId
+    batch.extend_from_slice(&(-1i16).to_be_bytes()); // producerEpoch
+    batch.extend_from_slice(&(-1i32).to_be_bytes()); // baseSequence
+    batch.extend_from_slice(&1i32.to_be_bytes()); // recordCount
+    batch.extend_from_slice(&payload);
+    let crc = crc32c::crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    rill_storage::batch::validate_stored(&batch, 1 << 20).expect("a valid stored header");
+    let mut toy = Toy::default();
+    let result = replay_batches(0, &mut toy, &batch, 0);
+    assert!(
+        matches!(result, Err(RuntimeError::Batch { .. })),
+        "{result:?}"
+    );
+    assert!(toy.offsets.is_empty());
+}
+
+/// A batch whose last records the cleaner removed keeps its offset range: the load moves past
+/// all of it (reading from the missing offsets again would return the same batch: no
+/// progress).
+#[test]
+fn the_load_moves_past_a_cleaned_batchs_whole_range() {
+    let (key, value) = Toy::encode(&set("a", "1"));
+    let mut batch = raw_batch(vec![plain_record(0, &key, value.as_deref())]).to_vec();
+    // Claim offsets 0..=4 (lastOffsetDelta 4) with only the first record left.
+    batch[23..27].copy_from_slice(&4i32.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[21..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    let mut toy = Toy::default();
+    let (next, replayed) = replay_batches(0, &mut toy, &batch, 0).unwrap();
+    assert_eq!((next, replayed), (5, 1));
+}
