@@ -246,7 +246,20 @@ async fn txn_offset_commit_bad_input_gets_kafka_codes_and_leaves_no_offset() {
         let mut c = broker.connect().await;
         let versions = rill_broker::api_versions::supported_range(ApiKey::TxnOffsetCommit as i16);
         assert_eq!(versions, Some((0, 5)));
-        refusals(&mut c, "", None).await;
+        // Without a transaction holding the group, every version is refused before the group
+        // checks (KIP-890 verification; v5 would add the group itself, as a v2 client expects).
+        let (pid, epoch) = init_producer_id(&mut c).await;
+        create_topic(&mut c, "lonely", 1).await;
+        for v in 0..=4 {
+            let r = send_txn(
+                &mut c,
+                v,
+                &txn_commit("g0", (pid, epoch), NO_MEMBER, ("lonely", 0, 1, "")),
+            )
+            .await;
+            assert_ne!(code(&r), 0, "v{v}");
+        }
+        refusals_in_a_transaction(&mut c, "").await;
         broker.stop().await;
     })
     .await;
@@ -265,25 +278,35 @@ async fn refusals_match_kafka() {
         let addr = tokio::net::lookup_host(addr).await.unwrap().next().unwrap();
         let mut c = Client::connect(addr).await;
         let suffix = format!("-{}", common::now_ms());
-        // Kafka verifies the transaction before the group checks: a real one, holding the
-        // groups (AddOffsetsToTxn), so that the group checks are what answers.
-        let txn_id = "txn";
-        find_coordinator_of(&mut c, txn_id, 1).await;
-        let producer = init_transactional(&mut c, txn_id).await;
-        for group in groups(&suffix) {
-            find_coordinator(&mut c, &group).await;
-            let request = AddOffsetsToTxnRequest::default()
-                .with_transactional_id(TransactionalId(s(txn_id)))
-                .with_producer_id(ProducerId(producer.0))
-                .with_producer_epoch(producer.1)
-                .with_group_id(GroupId(s(&group)));
-            let r = c.send(3, &request).await;
-            assert_eq!(r.error_code, 0, "AddOffsetsToTxn {group}");
-        }
-        refusals(&mut c, &suffix, Some(producer)).await;
+        refusals_in_a_transaction(&mut c, &suffix).await;
         eprintln!("TxnOffsetCommit refusals as expected at {addr}");
     })
     .await;
+}
+
+/// [`refusals`] by a transactional producer whose transaction holds the groups
+/// (AddOffsetsToTxn): the broker verifies the transaction before the group checks, so a real
+/// one is needed for the group checks to be what answers.
+async fn refusals_in_a_transaction(c: &mut Client, suffix: &str) {
+    let txn_id = "txn";
+    find_coordinator_of(c, txn_id, 1).await;
+    let producer = init_transactional(c, txn_id).await;
+    for group in groups(suffix) {
+        add_offsets(c, txn_id, producer, &group).await;
+    }
+    refusals(c, suffix, producer).await;
+}
+
+/// AddOffsetsToTxn v3 of `group` to `txn_id`'s transaction.
+async fn add_offsets(c: &mut Client, txn_id: &str, producer: (i64, i16), group: &str) {
+    find_coordinator(c, group).await;
+    let request = AddOffsetsToTxnRequest::default()
+        .with_transactional_id(TransactionalId(s(txn_id)))
+        .with_producer_id(ProducerId(producer.0))
+        .with_producer_epoch(producer.1)
+        .with_group_id(GroupId(s(group)));
+    let r = c.send(3, &request).await;
+    assert_eq!(r.error_code, 0, "AddOffsetsToTxn {group}");
 }
 
 /// InitProducerId for `txn_id` (Kafka; retried while its coordinator loads).
@@ -317,17 +340,14 @@ fn groups(suffix: &str) -> [String; 3] {
 /// generation for a group that does not exist, a stale generation, an unknown member and an
 /// unknown static member: each answered with Kafka's code at every version, and no offset
 /// written. Names get `suffix` (unique against a long-lived broker).
-async fn refusals(c: &mut Client, suffix: &str, producer: Option<(i64, i16)>) {
+async fn refusals(c: &mut Client, suffix: &str, producer: (i64, i16)) {
     let topic = format!("t{suffix}");
     let [g, nogroup, members] = groups(suffix);
     create_topic(c, &topic, 2).await;
     for group in [&g, &nogroup, &members] {
         find_coordinator(c, group).await;
     }
-    let (pid, epoch) = match producer {
-        Some(p) => p,
-        None => init_producer_id(c).await,
-    };
+    let (pid, epoch) = producer;
     for v in 0..=5 {
         let r = send_txn(
             c,
@@ -441,7 +461,8 @@ async fn pending_transactional_offsets_are_unstable_until_their_marker() {
         let mut c = broker.connect().await;
         create_topic(&mut c, "t", 2).await;
         plain_commit(&mut c, "g", 0, 5).await;
-        let (pid, epoch) = init_producer_id(&mut c).await;
+        let (pid, epoch) = init_transactional(&mut c, "txn").await;
+        add_offsets(&mut c, "txn", (pid, epoch), "g").await;
         for v in 0..=5 {
             let r = c
                 .send(
@@ -456,15 +477,15 @@ async fn pending_transactional_offsets_are_unstable_until_their_marker() {
                 .await;
             assert_eq!(code(&r), 0, "v{v}");
         }
-        // A member of the group commits in a transaction too (v3+ checks it).
+        // A member of the group commits in the transaction too (v3+ checks it).
         let (generation, member) = join_and_sync(&mut c, "members").await;
-        let (pid2, epoch2) = init_producer_id(&mut c).await;
+        add_offsets(&mut c, "txn", (pid, epoch), "members").await;
         let r = c
             .send(
                 3,
                 &txn_commit(
                     "members",
-                    (pid2, epoch2),
+                    (pid, epoch),
                     (generation, &member, None),
                     ("t", 1, 7, ""),
                 ),
