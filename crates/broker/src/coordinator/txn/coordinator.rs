@@ -479,6 +479,26 @@ impl TxnCoordinator {
 
     /// Writes the markers of a prepared transaction, waits for them, writes its completion.
     async fn complete(&self, prepared: TxnMetadata) -> Result<(), TxnError> {
+        // The prepare record must be durable before any marker is written: a marker that
+        // outlived a lost prepare would show readers a commit that the coordinator, finding
+        // the transaction still ongoing after a restart, then aborts. EndTxn's path has waited
+        // for it already; a completion that `tick` resumes may find it still unflushed.
+        let log = Arc::clone(
+            self.runtime
+                .log(self.partition_for(&prepared.transactional_id)),
+        );
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        log.on_durable(
+            log.log_end_offset(),
+            Box::new(move |result| {
+                let _ = tx.send(result);
+            }),
+        );
+        match rx.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(RuntimeError::Storage(e).into()),
+            Err(_) => return Err(RuntimeError::DurabilityUnknown.into()),
+        }
         let marker = TxnMarker {
             producer_id: prepared.producer_id,
             producer_epoch: prepared.producer_epoch,
