@@ -266,12 +266,7 @@ pub async fn offset_commit(
         }
     }
     let instance = r.group_instance_id.as_ref().map(|i| i.to_string());
-    let topic_exists = |tp: &TopicPartition| {
-        state
-            .topics
-            .get(&tp.topic)
-            .is_some_and(|t| tp.partition >= 0 && tp.partition < t.partitions)
-    };
+    let topic_exists = |tp: &TopicPartition| state.partition_exists(&tp.topic, tp.partition);
     let (mut codes, pending) = coordinator(state).commit(
         &r.group_id,
         r.generation_id_or_member_epoch,

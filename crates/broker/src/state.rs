@@ -122,6 +122,13 @@ impl BrokerState {
         }
     }
 
+    /// Whether `partition` of `topic` exists (the registry's view; no log is opened).
+    pub fn partition_exists(&self, topic: &str, partition: i32) -> bool {
+        self.topics
+            .get(topic)
+            .is_some_and(|meta| (0..meta.partitions).contains(&partition))
+    }
+
     /// The notifier for a partition's appends.
     pub fn append_notify(&self, tp: &TopicPartition) -> Arc<Notify> {
         let mut appended = self.appended.lock();

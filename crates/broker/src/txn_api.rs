@@ -40,12 +40,7 @@ pub fn fenced_code(code: i16, version: i16, first_version_with_fenced: i16) -> i
 fn missing_partitions(state: &BrokerState, partitions: &[(String, i32)]) -> Vec<(String, i32)> {
     partitions
         .iter()
-        .filter(|(topic, p)| {
-            state
-                .topics
-                .get(topic)
-                .is_none_or(|meta| *p < 0 || *p >= meta.partitions)
-        })
+        .filter(|(topic, p)| !state.partition_exists(topic, *p))
         .cloned()
         .collect()
 }

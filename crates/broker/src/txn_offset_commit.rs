@@ -49,12 +49,7 @@ pub async fn txn_offset_commit(
             member_id: &r.member_id,
             group_instance_id: r.group_instance_id.as_deref(),
         };
-        let topic_exists = |tp: &TopicPartition| {
-            state
-                .topics
-                .get(&tp.topic)
-                .is_some_and(|t| tp.partition >= 0 && tp.partition < t.partitions)
-        };
+        let topic_exists = |tp: &TopicPartition| state.partition_exists(&tp.topic, tp.partition);
         // The group's offsets partition must be in the producer's ongoing transaction
         // (AddOffsetsToTxn), or the offsets could never be committed or aborted. A
         // transactions-v2 client (v5) does not add it: the broker does, as Kafka (KIP-890).

@@ -5,10 +5,9 @@
 mod common;
 
 use common::producer::{
-    batch, bounded, create_topic, init_producer_id, name, produce, produce_as, Kind,
+    batch, bounded, create_topic, init_producer_id, latest, produce, produce_as, Kind,
 };
 use common::{now_ms, Client, TestBroker};
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::*;
 
 const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
@@ -17,20 +16,6 @@ const INVALID_TXN_STATE: i16 = 48;
 const INVALID_RECORD: i16 = 87;
 const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: i16 = 53;
 const NOT_ENOUGH_REPLICAS: i16 = 19;
-
-async fn log_end(client: &mut Client, topic: &str) -> i64 {
-    let request = ListOffsetsRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_topics(vec![ListOffsetsTopic::default()
-            .with_name(name(topic))
-            .with_partitions(vec![ListOffsetsPartition::default()
-                .with_partition_index(0)
-                .with_timestamp(-1)])]);
-    let response = client.send(7, &request).await;
-    let p = &response.topics[0].partitions[0];
-    assert_eq!(p.error_code, 0);
-    p.offset
-}
 
 #[tokio::test]
 async fn the_same_batch_twice_gets_the_same_offsets_and_is_stored_once() {
@@ -57,7 +42,7 @@ async fn the_same_batch_twice_gets_the_same_offsets_and_is_stored_once() {
             produce(&mut client, "idem", batch(pid, 0, 3, 2, Kind::Data)).await,
             (0, 3)
         );
-        assert_eq!(log_end(&mut client, "idem").await, 5);
+        assert_eq!(latest(&mut client, "idem", false).await, 5);
         assert_eq!(
             produce(&mut client, "idem", batch(pid, 0, 5, 1, Kind::Data)).await,
             (0, 5)
@@ -138,7 +123,7 @@ async fn refusals(client: &mut Client, topic: &str) {
         "{marker_id:?}"
     );
     assert_eq!(
-        log_end(client, topic).await,
+        latest(client, topic, false).await,
         2,
         "nothing refused was stored"
     );
@@ -173,7 +158,7 @@ async fn producer_state_and_id_allocation_survive_a_restart() {
             let retry = produce(&mut client, "durable", batch(pid, 0, seq, 1, Kind::Data)).await;
             assert_eq!(retry, (0, i64::from(seq)));
         }
-        assert_eq!(log_end(&mut client, "durable").await, 10);
+        assert_eq!(latest(&mut client, "durable", false).await, 10);
         let gap = produce(&mut client, "durable", batch(pid, 0, 11, 1, Kind::Data)).await;
         assert_eq!(gap.0, OUT_OF_ORDER_SEQUENCE_NUMBER);
         let (pid_after, _) = init_producer_id(&mut client).await;

@@ -9,11 +9,10 @@ mod common;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use common::producer::{batch, bounded, create_topic, name, produce_to, Kind};
+use common::producer::{batch, bounded, create_topic, latest, name, produce_to, Kind};
 use common::{Client, TestBroker};
 use kafka_protocol::messages::add_partitions_to_txn_request::AddPartitionsToTxnTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::RecordBatchDecoder;
@@ -106,22 +105,6 @@ async fn end_txn(client: &mut Client, id: &str, pid: i64, epoch: i16, commit: bo
         .with_producer_epoch(epoch)
         .with_committed(commit);
     client.send(3, &request).await.error_code
-}
-
-/// ListOffsets latest for partition 0 of `topic`.
-async fn latest(client: &mut Client, topic: &str, read_committed: bool) -> i64 {
-    let request = ListOffsetsRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_isolation_level(i8::from(read_committed))
-        .with_topics(vec![ListOffsetsTopic::default()
-            .with_name(name(topic))
-            .with_partitions(vec![ListOffsetsPartition::default()
-                .with_partition_index(0)
-                .with_timestamp(-1)])]);
-    let response = client.send(7, &request).await;
-    let p = &response.topics[0].partitions[0];
-    assert_eq!(p.error_code, 0);
-    p.offset
 }
 
 /// Waits (bounded) until the read_committed latest offset of `topic` reaches `offset`: the

@@ -132,3 +132,21 @@ pub async fn produce_to(
     let p = &response.responses[0].partition_responses[0];
     (p.error_code, p.base_offset)
 }
+
+/// ListOffsets latest for partition 0 of `topic`, at either isolation level (read_committed:
+/// the last stable offset).
+pub async fn latest(client: &mut Client, topic: &str, read_committed: bool) -> i64 {
+    use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+    let request = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_isolation_level(i8::from(read_committed))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(name(topic))
+            .with_partitions(vec![ListOffsetsPartition::default()
+                .with_partition_index(0)
+                .with_timestamp(-1)])]);
+    let response = client.send(7, &request).await;
+    let p = &response.topics[0].partitions[0];
+    assert_eq!(p.error_code, 0);
+    p.offset
+}
