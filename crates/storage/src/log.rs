@@ -1006,6 +1006,8 @@ impl Log {
     /// cleanly; a later append tries again.
     fn roll(&self, state: &mut LogState) -> Result<()> {
         let base = state.log_end_offset();
+        // First, so no crash leaves a zero-filled tail before a later segment.
+        state.active_mut().release_preallocation(&self.files)?;
         let segment = Segment::create(&self.files, &self.dir, base)?;
         if let Err(e) = state.active_mut().seal(&self.files) {
             // The old segment stays active (sealing sets `sealed` last); drop the new files.

@@ -589,6 +589,21 @@ impl Segment {
         }
         self.maybe_add_time_entry();
         self.write_indexes(files)?;
+        self.release_preallocation(files)?;
+        self.offset_index.seal();
+        self.time_index.seal();
+        self.txn_index.seal();
+        self.sealed = true;
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// Gives back the preallocated tail, so the file ends at its last batch. A roll does this
+    /// before the next segment's file exists: a segment followed by another one opens trusted
+    /// whole (file length included) once the recovery point passes it, and a zero-filled tail
+    /// left by a crash inside the roll would then be read as batches. The segment may stay
+    /// active (the next append preallocates again).
+    pub fn release_preallocation(&mut self, files: &Files) -> Result<()> {
         if self.allocated != self.size {
             let log = self.log_file(files, false)?;
             files
@@ -596,12 +611,8 @@ impl Segment {
                 .set_len(&log, self.size)
                 .map_err(|e| StorageError::io("truncate", &self.log_path, e))?;
             self.allocated = self.size;
+            self.dirty = true;
         }
-        self.offset_index.seal();
-        self.time_index.seal();
-        self.txn_index.seal();
-        self.sealed = true;
-        self.dirty = true;
         Ok(())
     }
 

@@ -36,6 +36,20 @@ pub struct SimIo {
     /// Durable operations left before the simulated process dies: from then on every one
     /// fails, as if the process stopped there (`u64::MAX`: never).
     ops_left: std::sync::atomic::AtomicU64,
+    /// With [`SimIo::freeze_after`]: the operation that ran out parks its thread here until
+    /// [`SimIo::thaw`], so the files can be copied as a SIGKILL would leave them (no error
+    /// handling has run yet).
+    freeze: Mutex<Freeze>,
+    frozen: parking_lot::Condvar,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Freeze {
+    #[default]
+    Off,
+    Armed,
+    Frozen,
+    Thawed,
 }
 
 impl Default for SimIo {
@@ -43,6 +57,8 @@ impl Default for SimIo {
         SimIo {
             state: Mutex::default(),
             ops_left: std::sync::atomic::AtomicU64::new(u64::MAX),
+            freeze: Mutex::default(),
+            frozen: parking_lot::Condvar::new(),
         }
     }
 }
@@ -53,6 +69,32 @@ impl SimIo {
         self.ops_left.store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Lets `n` more durable operations through; the next one parks its thread (see
+    /// [`SimIo::wait_frozen`]), and fails once thawed, as does every later one.
+    pub fn freeze_after(&self, n: u64) {
+        *self.freeze.lock() = Freeze::Armed;
+        self.die_after(n);
+    }
+
+    /// Waits up to `timeout` for an operation to park; false if none did.
+    pub fn wait_frozen(&self, timeout: std::time::Duration) -> bool {
+        let mut freeze = self.freeze.lock();
+        let deadline = std::time::Instant::now() + timeout;
+        // Bounded by the deadline.
+        while *freeze != Freeze::Frozen {
+            if self.frozen.wait_until(&mut freeze, deadline).timed_out() {
+                return *freeze == Freeze::Frozen;
+            }
+        }
+        true
+    }
+
+    /// Releases the parked operation (it fails, as does every later one).
+    pub fn thaw(&self) {
+        *self.freeze.lock() = Freeze::Thawed;
+        self.frozen.notify_all();
+    }
+
     fn step(&self) -> io::Result<()> {
         use std::sync::atomic::Ordering;
         let left = self.ops_left.load(Ordering::SeqCst);
@@ -60,6 +102,15 @@ impl SimIo {
             return Ok(());
         }
         if left == 0 {
+            let mut freeze = self.freeze.lock();
+            if *freeze == Freeze::Armed {
+                *freeze = Freeze::Frozen;
+                self.frozen.notify_all();
+                // Bounded by the test, which always thaws.
+                while *freeze == Freeze::Frozen {
+                    self.frozen.wait(&mut freeze);
+                }
+            }
             return Err(io::Error::other("simulated process death"));
         }
         self.ops_left.store(left - 1, Ordering::SeqCst);
