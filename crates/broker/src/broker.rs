@@ -224,7 +224,8 @@ impl Broker {
         let ticker = tokio::spawn(tick_loop(Arc::clone(&self.state), stop_rx.clone()));
         let group_ticker = tokio::spawn(group_tick_loop(Arc::clone(&self.state), stop_rx.clone()));
         let group_timer = tokio::spawn(group_timer_loop(Arc::clone(&self.state), stop_rx.clone()));
-        let txn_ticker = tokio::spawn(txn_tick_loop(Arc::clone(&self.state), stop_rx));
+        let txn_ticker = tokio::spawn(txn_tick_loop(Arc::clone(&self.state), stop_rx.clone()));
+        let view_maintainer = tokio::spawn(view_loop(Arc::clone(&self.state), stop_rx));
         // The cleaner's own threads; `LogManager::close` below stops them.
         self.state.logs.start_cleaner();
         listener::run(self.listener, Arc::clone(&self.state), shutdown).await;
@@ -242,6 +243,9 @@ impl Broker {
         }
         if let Err(e) = txn_ticker.await {
             self.state.metrics.task_failed("transaction ticker", &e);
+        }
+        if let Err(e) = view_maintainer.await {
+            self.state.metrics.task_failed("view maintainer", &e);
         }
         let logs = Arc::clone(&self.state.logs);
         let closed = tokio::task::spawn_blocking(move || logs.close())
@@ -439,6 +443,40 @@ async fn txn_tick_loop(state: Arc<BrokerState>, mut stop: watch::Receiver<bool>)
             _ = stop.wait_for(|stopped| *stopped) => return,
         }
         state.txns.tick().await;
+    }
+}
+
+/// Keeps filtered views up to date (see `view`): a pass every few milliseconds while views
+/// exist and have nothing to copy, back to back while they do.
+async fn view_loop(state: Arc<BrokerState>, mut stop: watch::Receiver<bool>) {
+    const IDLE: Duration = Duration::from_millis(10);
+    let maintainer = Arc::new(crate::view::ViewMaintainer::default());
+    loop {
+        let any_view = state
+            .topics
+            .all()
+            .iter()
+            .any(|t| t.configs.contains_key(crate::view::SOURCE_KEY));
+        let scanned = if any_view {
+            let (s, m) = (Arc::clone(&state), Arc::clone(&maintainer));
+            match tokio::task::spawn_blocking(move || m.pass(&s)).await {
+                Ok(stats) => stats.scanned,
+                Err(e) => {
+                    state.metrics.task_failed("view pass", &e);
+                    0
+                }
+            }
+        } else {
+            0
+        };
+        if scanned > 0 && !*stop.borrow() {
+            tokio::task::yield_now().await;
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(IDLE) => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
     }
 }
 

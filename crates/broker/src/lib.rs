@@ -55,6 +55,7 @@ pub mod state;
 pub mod topics;
 pub mod txn_api;
 pub mod txn_offset_commit;
+pub mod view;
 
 pub use broker::{Broker, BrokerConfig};
 pub use coordinator::txn::coordinator::TxnConfig;

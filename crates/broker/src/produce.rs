@@ -77,7 +77,13 @@ pub async fn handle(
             // Only the group coordinator writes there; a client's bytes could not be replayed.
             Err(ResponseError::InvalidTopicException.code())
         } else if acks_valid {
-            state.resolve_topic(&name, true).await.map_err(|e| e.code())
+            match state.resolve_topic(&name, true).await {
+                // A filtered view is written only by its maintainer, from its source.
+                Ok(meta) if meta.configs.contains_key(crate::view::SOURCE_KEY) => {
+                    Err(ResponseError::InvalidRequest.code())
+                }
+                other => other.map_err(|e| e.code()),
+            }
         } else {
             Err(ResponseError::InvalidRequiredAcks.code())
         };

@@ -33,6 +33,7 @@ use rill_storage::{LogConfig, LogManager, StorageError, TopicPartition};
 use thiserror::Error;
 use uuid::Uuid;
 
+use crate::view;
 use kafka_protocol::error::ResponseError;
 
 /// Name of the registry file in the data directory root.
@@ -71,7 +72,8 @@ impl TopicMeta {
 /// The first override storage rejects.
 pub fn log_config(configs: &BTreeMap<String, String>) -> Result<LogConfig, StorageError> {
     let mut config = LogConfig::default();
-    for (key, value) in configs {
+    // View keys are the broker's (checked by `view::validate`), not storage's.
+    for (key, value) in configs.iter().filter(|(k, _)| !view::is_view_key(k)) {
         config.set(key, value)?;
     }
     Ok(config)
@@ -319,6 +321,7 @@ impl TopicRegistry {
                 name: name.to_string(),
                 source,
             })?;
+        self.validate_view(name, &meta.configs, None)?;
         let _guard = self.write_lock.lock();
         if self.get(name).is_some() {
             return Err(TopicError::AlreadyExists {
@@ -466,6 +469,7 @@ impl TopicRegistry {
             name: name.to_string(),
             source,
         })?;
+        self.validate_view(name, &configs, Some(&meta))?;
         let changed = Arc::new(TopicMeta {
             configs,
             ..(*meta).clone()
@@ -489,6 +493,24 @@ impl TopicRegistry {
         self.persist()?;
         tracing::info!(topic = name, "changed topic configs");
         Ok(changed)
+    }
+
+    /// Checks the view configs among `configs` (see [`view::validate`]).
+    fn validate_view(
+        &self,
+        name: &str,
+        configs: &BTreeMap<String, String>,
+        previous: Option<&TopicMeta>,
+    ) -> Result<(), TopicError> {
+        view::validate(name, configs, previous, |source| self.get(source)).map_err(|e| {
+            TopicError::InvalidConfig {
+                name: name.to_string(),
+                source: StorageError::InvalidConfig {
+                    key: e.key().to_string(),
+                    reason: e.to_string(),
+                },
+            }
+        })
     }
 
     /// Writes the whole registry atomically.
