@@ -26,15 +26,25 @@ pub enum TopicCommand {
 pub struct CreateArgs {
     /// Topic name.
     pub topic: String,
-    /// Number of partitions.
-    #[arg(long, short = 'p', default_value_t = 1)]
-    pub partitions: i32,
+    /// Number of partitions (default 1; for a view, its source's count).
+    #[arg(long, short = 'p')]
+    pub partitions: Option<i32>,
     /// Replication factor (a single rill node supports only 1).
     #[arg(long, short = 'r', default_value_t = 1)]
     pub replication_factor: i16,
     /// Topic config `key=value` (repeatable), e.g. `--config retention.ms=3600000`.
     #[arg(long, short = 'c', value_name = "KEY=VALUE")]
     pub config: Vec<String>,
+    /// Make the topic a filtered view of SOURCE: it holds the source records that match
+    /// `--filter` (sets `rill.view.source`).
+    #[arg(long, value_name = "SOURCE", requires = "filter")]
+    pub view_of: Option<String>,
+    /// The view's filter, e.g. `"region = 'eu' AND amount > 100"` (sets `rill.view.filter`).
+    #[arg(long, value_name = "EXPRESSION", requires = "view_of")]
+    pub filter: Option<String>,
+    /// The filter's language: `sql92` (default) or `tag` (`TagA || TagB`).
+    #[arg(long, value_name = "TYPE", requires = "view_of")]
+    pub filter_type: Option<String>,
     /// Succeed when the topic already exists.
     #[arg(long)]
     pub if_not_exists: bool,
@@ -126,23 +136,41 @@ pub fn parse_pairs(pairs: &[String], what: &str) -> anyhow::Result<Vec<(String, 
 }
 
 async fn create(a: CreateArgs) -> anyhow::Result<()> {
-    if a.partitions < 1 {
-        return Err(usage(format!(
-            "--partitions must be at least 1, not {}",
-            a.partitions
-        )));
+    if let Some(p) = a.partitions.filter(|&p| p < 1) {
+        return Err(usage(format!("--partitions must be at least 1, not {p}")));
     }
-    let configs = parse_pairs(&a.config, "--config")?;
+    let mut configs = parse_pairs(&a.config, "--config")?;
     let client = a.connect.connect().await?;
+    let partitions = match (&a.view_of, a.partitions) {
+        (_, Some(p)) => p,
+        (Some(source), None) => {
+            let topic = client
+                .topic(source)
+                .await
+                .with_context(|| format!("reading the view's source topic '{source}'"))?;
+            topic.partitions.len() as i32
+        }
+        (None, None) => 1,
+    };
+    if let (Some(source), Some(filter)) = (&a.view_of, &a.filter) {
+        configs.push(("rill.view.source".into(), source.clone()));
+        configs.push(("rill.view.filter".into(), filter.clone()));
+        if let Some(kind) = &a.filter_type {
+            configs.push(("rill.view.filter.type".into(), kind.to_ascii_uppercase()));
+        }
+    }
     match client
-        .create_topic(&a.topic, a.partitions, a.replication_factor, &configs)
+        .create_topic(&a.topic, partitions, a.replication_factor, &configs)
         .await
     {
         Ok(()) => {
-            println!(
-                "created topic {} with {} partition(s)",
-                a.topic, a.partitions
-            );
+            match &a.view_of {
+                Some(source) => println!(
+                    "created topic {} with {partitions} partition(s), a filtered view of {source}",
+                    a.topic
+                ),
+                None => println!("created topic {} with {partitions} partition(s)", a.topic),
+            }
             Ok(())
         }
         Err(ClientError::Broker { code: 36, .. }) if a.if_not_exists => {

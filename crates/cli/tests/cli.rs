@@ -689,3 +689,77 @@ fn serve_advertised_listeners_and_decompression_bound() {
     );
     assert_exit(&o, 2);
 }
+
+/// `rill topic create --view-of --filter`: the view takes its source's partition count and
+/// holds the matching records (with their source offsets); a bad filter names the column.
+#[test]
+fn filtered_view_from_the_command_line() {
+    let broker = Broker::start();
+    assert_exit(&broker.rill(&["topic", "create", "orders", "-p", "2"]), 0);
+    for (region, lines) in [("eu", "a\nb\nc\n"), ("us", "d\ne\n")] {
+        let header = format!("region={region}");
+        let o = broker.rill_stdin(
+            &[
+                "produce", "orders", "-p", "1", "-H", &header, "--acks", "all",
+            ],
+            lines,
+        );
+        assert_exit(&o, 0);
+    }
+    let o = broker.rill(&[
+        "topic",
+        "create",
+        "orders-eu",
+        "--view-of",
+        "orders",
+        "--filter",
+        "region = 'eu'",
+    ]);
+    assert_exit(&o, 0);
+    assert!(
+        stdout(&o).contains("orders-eu with 2 partition(s), a filtered view of orders"),
+        "{}",
+        stdout(&o)
+    );
+    // The maintainer copies within milliseconds; bounded retries.
+    let mut records = Vec::new();
+    for _ in 0..100 {
+        let o = broker.rill(&[
+            "consume",
+            "orders-eu",
+            "--from-beginning",
+            "--exit-at-end",
+            "--format",
+            "json",
+        ]);
+        assert_exit(&o, 0);
+        records = json_lines(&stdout(&o));
+        if records.len() >= 3 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let got: Vec<(&str, &str, i64)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["value"].as_str().unwrap_or(""),
+                r["headers"]["rill-source-offset"].as_str().unwrap_or(""),
+                r["partition"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    assert_eq!(got, [("a", "0", 1), ("b", "1", 1), ("c", "2", 1)]);
+
+    let o = broker.rill(&[
+        "topic",
+        "create",
+        "bad-view",
+        "--view-of",
+        "orders",
+        "--filter",
+        "region = ",
+    ]);
+    assert_exit(&o, 1);
+    assert!(stderr(&o).contains("column 10"), "{}", stderr(&o));
+}
