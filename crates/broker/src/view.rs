@@ -51,6 +51,9 @@ pub const SOURCE_OFFSET_HEADER: &str = "rill-source-offset";
 
 /// Source bytes read per partition per pass: bounds the memory and the time of one pass.
 const READ_BYTES_PER_PASS: u32 = 1024 * 1024;
+/// Record bytes per view batch: well below the default `max.message.bytes` (1 MiB), since one
+/// pass may decompress more than it read.
+const VIEW_BATCH_BYTES: usize = 256 * 1024;
 /// Decompressed bytes one source batch may inflate to (the produce path's bound).
 const MAX_DECOMPRESSED_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -188,49 +191,87 @@ pub struct PassStats {
     pub copied: u64,
 }
 
+/// One view partition fed by the source partition being scanned.
+struct Target {
+    view_tp: TopicPartition,
+    view_log: Arc<Log>,
+    filter: Filter,
+    next: i64,
+    builder: Option<BatchBuilder>,
+    base_timestamp: i64,
+    offset_delta: i32,
+    /// Record bytes in `builder`; past [`VIEW_BATCH_BYTES`] the batch is finished into `done`.
+    pending_bytes: usize,
+    /// Finished batches, appended together (all or nothing) at the end of the pass.
+    done: Vec<u8>,
+}
+
+impl Target {
+    fn finish_batch(&mut self) -> Result<(), StorageError> {
+        if let Some(builder) = self.builder.take() {
+            builder
+                .finish(&mut self.done)
+                .map_err(|e| corrupt(&format!("building the view batch: {e}")))?;
+        }
+        self.offset_delta = 0;
+        self.pending_bytes = 0;
+        Ok(())
+    }
+}
+
 impl ViewMaintainer {
-    /// Copies what is new in every view's source, a bounded amount per partition. Blocks
-    /// (storage reads and appends): run it on the blocking pool.
+    /// Copies what is new in every view's source, a bounded amount per partition: each source
+    /// partition is read and decoded once for all the views over it. Blocks (storage reads and
+    /// appends): run it on the blocking pool.
     pub fn pass(&self, state: &BrokerState) -> PassStats {
+        let mut by_source: HashMap<String, Vec<(Arc<TopicMeta>, ViewSpec)>> = HashMap::new();
+        for meta in state.topics.all() {
+            match spec(&meta.configs) {
+                Ok(Some(spec)) => by_source
+                    .entry(spec.source.clone())
+                    .or_default()
+                    .push((meta, spec)),
+                Ok(None) => {}
+                Err(e) => self.warn_once(&meta.name, &e.to_string()),
+            }
+        }
         let mut stats = PassStats::default();
         let mut live = HashSet::new();
-        for meta in state.topics.all() {
-            let spec = match spec(&meta.configs) {
-                Ok(Some(spec)) => spec,
-                Ok(None) => continue,
-                Err(e) => {
-                    self.warn_once(&meta.name, &e.to_string());
-                    continue;
+        for (source_name, views) in by_source {
+            let Some(source) = state.topics.get(&source_name) else {
+                for (meta, _) in &views {
+                    self.warn_once(&meta.name, "its source topic does not exist");
                 }
-            };
-            let Some(source) = state.topics.get(&spec.source) else {
-                self.warn_once(&meta.name, "its source topic does not exist");
                 continue;
             };
-            let meta = if source.partitions > meta.partitions {
+            let mut grown = Vec::with_capacity(views.len());
+            for (meta, spec) in views {
+                if source.partitions <= meta.partitions {
+                    grown.push((meta, spec));
+                    continue;
+                }
                 match state
                     .topics
                     .add_partitions(&state.logs, &meta.name, source.partitions, false)
                 {
-                    Ok(grown) => grown,
-                    Err(e) => {
-                        self.warn_once(&meta.name, &e.to_string());
-                        continue;
-                    }
+                    Ok(meta) => grown.push((meta, spec)),
+                    Err(e) => self.warn_once(&meta.name, &e.to_string()),
                 }
-            } else {
-                meta
-            };
-            for partition in 0..source.partitions.min(meta.partitions) {
-                let view_tp = TopicPartition::new(&meta.name, partition);
-                live.insert(view_tp.clone());
-                let source_tp = TopicPartition::new(&spec.source, partition);
-                match self.copy_partition(state, &view_tp, &source_tp, &spec.filter) {
+            }
+            for partition in 0..source.partitions {
+                let source_tp = TopicPartition::new(&source_name, partition);
+                let views: Vec<(TopicPartition, &Filter)> = grown
+                    .iter()
+                    .filter(|(meta, _)| partition < meta.partitions)
+                    .map(|(meta, spec)| (TopicPartition::new(&meta.name, partition), &spec.filter))
+                    .collect();
+                live.extend(views.iter().map(|(tp, _)| tp.clone()));
+                match self.copy_partition(state, &source_tp, &views) {
                     Ok(s) => {
                         stats.scanned += s.scanned;
                         stats.copied += s.copied;
                     }
-                    Err(e) => self.warn_once(&meta.name, &e.to_string()),
+                    Err(e) => self.warn_once(&source_name, &e.to_string()),
                 }
             }
         }
@@ -238,50 +279,71 @@ impl ViewMaintainer {
         stats
     }
 
-    fn warn_once(&self, view: &str, reason: &str) {
-        if self.warned.lock().insert(format!("{view}: {reason}")) {
-            tracing::warn!(view, reason, "filtered view not maintained");
+    fn warn_once(&self, topic: &str, reason: &str) {
+        if self.warned.lock().insert(format!("{topic}: {reason}")) {
+            tracing::warn!(topic, reason, "filtered view not maintained");
         }
     }
 
+    /// One source partition into each of its views' partitions.
     fn copy_partition(
         &self,
         state: &BrokerState,
-        view_tp: &TopicPartition,
         source_tp: &TopicPartition,
-        filter: &Filter,
+        views: &[(TopicPartition, &Filter)],
     ) -> Result<PassStats, StorageError> {
-        let (Some(view_log), Some(source_log)) =
-            (state.logs.get_log(view_tp)?, state.logs.get_log(source_tp)?)
-        else {
+        let Some(source_log) = state.logs.get_log(source_tp)? else {
             return Ok(PassStats::default());
         };
-        let known = self.cursors.lock().get(view_tp).cloned().filter(|c| {
-            c.view_log
-                .upgrade()
-                .is_some_and(|l| Arc::ptr_eq(&l, &view_log))
-                && c.source_log
+        let mut targets = Vec::with_capacity(views.len());
+        for (view_tp, filter) in views {
+            let Some(view_log) = state.logs.get_log(view_tp)? else {
+                continue;
+            };
+            let known = self.cursors.lock().get(view_tp).cloned().filter(|c| {
+                c.view_log
                     .upgrade()
-                    .is_some_and(|l| Arc::ptr_eq(&l, &source_log))
-        });
-        let next = match known {
-            Some(c) => c.next,
-            None => resume_offset(&view_log)?,
+                    .is_some_and(|l| Arc::ptr_eq(&l, &view_log))
+                    && c.source_log
+                        .upgrade()
+                        .is_some_and(|l| Arc::ptr_eq(&l, &source_log))
+            });
+            let next = match known {
+                Some(c) => c.next,
+                None => resume_offset(&view_log)?,
+            }
+            .max(source_log.log_start_offset());
+            targets.push(Target {
+                view_tp: view_tp.clone(),
+                view_log,
+                filter: (*filter).clone(),
+                next,
+                builder: None,
+                base_timestamp: 0,
+                offset_delta: 0,
+                pending_bytes: 0,
+                done: Vec::new(),
+            });
         }
-        .max(source_log.log_start_offset());
-        let (batch, stats, scanned_to) = scan(&source_log, next, filter)?;
-        if let Some(batch) = batch {
-            view_log.append(&batch)?;
-            state.notify_appended(view_tp);
+        let Some(from) = targets.iter().map(|t| t.next).min() else {
+            return Ok(PassStats::default());
+        };
+        let (stats, scanned_to) = scan(&source_log, from, &mut targets)?;
+        for mut t in targets {
+            t.finish_batch()?;
+            if !t.done.is_empty() {
+                t.view_log.append(&t.done)?;
+                state.notify_appended(&t.view_tp);
+            }
+            self.cursors.lock().insert(
+                t.view_tp,
+                Cursor {
+                    next: t.next.max(scanned_to),
+                    view_log: Arc::downgrade(&t.view_log),
+                    source_log: Arc::downgrade(&source_log),
+                },
+            );
         }
-        self.cursors.lock().insert(
-            view_tp.clone(),
-            Cursor {
-                next: scanned_to,
-                view_log: Arc::downgrade(&view_log),
-                source_log: Arc::downgrade(&source_log),
-            },
-        );
         Ok(stats)
     }
 }
@@ -332,17 +394,13 @@ fn corrupt(reason: &str) -> StorageError {
     }
 }
 
-/// Reads committed source records from `from`, a bounded amount, and builds one batch of
-/// those that match. Returns the batch (if any matched), the counts, and the next source
-/// offset to scan.
-fn scan(
-    source: &Log,
-    from: i64,
-    filter: &Filter,
-) -> Result<(Option<Vec<u8>>, PassStats, i64), StorageError> {
+/// Reads committed source records from `from`, a bounded amount, and adds each to the batch
+/// of every target whose filter it matches (records below a target's own `next` are not
+/// its). Returns the counts and the next source offset to scan.
+fn scan(source: &Log, from: i64, targets: &mut [Target]) -> Result<(PassStats, i64), StorageError> {
     let mut stats = PassStats::default();
     if from >= source.last_stable_offset().min(source.high_watermark()) {
-        return Ok((None, stats, from));
+        return Ok((stats, from));
     }
     let read = source.read_with(from, READ_BYTES_PER_PASS, true, Isolation::ReadCommitted)?;
     let mut bytes = Vec::with_capacity(read.total_len() as usize);
@@ -365,11 +423,9 @@ fn scan(
     let mut aborted_starts = aborted_starts.into_iter().peekable();
     let mut aborting: HashSet<i64> = HashSet::new();
 
-    let mut builder: Option<BatchBuilder> = None;
-    let mut base_timestamp = 0;
-    let mut offset_delta = 0;
     let mut next = from;
     let mut header_buf = Vec::new();
+    let mut buffers = ReaderBuffers::default();
     let mut at = 0;
     // Bounded by the bytes read: each step moves past one batch.
     while let Some(h) = bytes.get(at..).and_then(BatchHeader::parse) {
@@ -396,9 +452,8 @@ fn scan(
             h.is_transactional() && aborting.contains(&h.producer_id)
         };
         if !skip {
-            let mut reader =
-                RecordReader::for_batch(batch, MAX_DECOMPRESSED_BYTES, ReaderBuffers::default())
-                    .map_err(|e| corrupt(&e.to_string()))?;
+            let mut reader = RecordReader::for_batch(batch, MAX_DECOMPRESSED_BYTES, buffers)
+                .map_err(|e| corrupt(&e.to_string()))?;
             // Bounded by the batch's records.
             while let Some(r) = reader.next_record().map_err(|e| corrupt(&e.to_string()))? {
                 let offset = h.base_offset + i64::from(r.meta.offset_delta);
@@ -416,49 +471,51 @@ fn scan(
                     timestamp,
                     headers: r.headers,
                 };
-                if !filter.matches(&fields) {
-                    continue;
-                }
-                let builder = builder.get_or_insert_with(|| {
-                    base_timestamp = timestamp;
-                    BatchBuilder::new(
-                        BatchSpec {
-                            base_timestamp,
-                            ..BatchSpec::default()
-                        },
-                        Compression::None,
-                    )
-                });
-                let offset_text = offset.to_string();
                 header_buf.clear();
-                header_buf.extend_from_slice(r.headers.raw());
-                put_varint(&mut header_buf, SOURCE_OFFSET_HEADER.len() as i64);
-                header_buf.extend_from_slice(SOURCE_OFFSET_HEADER.as_bytes());
-                put_varint(&mut header_buf, offset_text.len() as i64);
-                header_buf.extend_from_slice(offset_text.as_bytes());
-                builder.push(&NewRecord {
-                    offset_delta,
-                    timestamp_delta: timestamp.saturating_sub(base_timestamp),
-                    key: r.key,
-                    value: r.value,
-                    headers: Headers::from_raw(r.headers.count() + 1, &header_buf),
-                });
-                offset_delta += 1;
-                stats.copied += 1;
+                for t in targets.iter_mut() {
+                    if offset < t.next || !t.filter.matches(&fields) {
+                        continue;
+                    }
+                    if header_buf.is_empty() {
+                        let offset_text = offset.to_string();
+                        header_buf.extend_from_slice(r.headers.raw());
+                        put_varint(&mut header_buf, SOURCE_OFFSET_HEADER.len() as i64);
+                        header_buf.extend_from_slice(SOURCE_OFFSET_HEADER.as_bytes());
+                        put_varint(&mut header_buf, offset_text.len() as i64);
+                        header_buf.extend_from_slice(offset_text.as_bytes());
+                    }
+                    let builder = t.builder.get_or_insert_with(|| {
+                        t.base_timestamp = timestamp;
+                        BatchBuilder::new(
+                            BatchSpec {
+                                base_timestamp: timestamp,
+                                ..BatchSpec::default()
+                            },
+                            Compression::None,
+                        )
+                    });
+                    builder.push(&NewRecord {
+                        offset_delta: t.offset_delta,
+                        timestamp_delta: timestamp.saturating_sub(t.base_timestamp),
+                        key: r.key,
+                        value: r.value,
+                        headers: Headers::from_raw(r.headers.count() + 1, &header_buf),
+                    });
+                    t.offset_delta += 1;
+                    t.pending_bytes += r.key.map_or(0, <[u8]>::len)
+                        + r.value.map_or(0, <[u8]>::len)
+                        + header_buf.len();
+                    stats.copied += 1;
+                    if t.pending_bytes >= VIEW_BATCH_BYTES {
+                        t.finish_batch()?;
+                    }
+                }
             }
+            buffers = reader.into_buffers();
         }
         next = h.last_offset() + 1;
     }
-    let batch = match builder {
-        Some(b) => {
-            let mut out = Vec::new();
-            b.finish(&mut out)
-                .map_err(|e| corrupt(&format!("building the view batch: {e}")))?;
-            Some(out)
-        }
-        None => None,
-    };
-    Ok((batch, stats, next))
+    Ok((stats, next))
 }
 
 #[cfg(test)]

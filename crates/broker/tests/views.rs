@@ -280,3 +280,33 @@ async fn bad_views_are_refused_with_invalid_config() {
     })
     .await;
 }
+
+/// A pass that selects more than one view batch's worth (256 KiB) appends several batches,
+/// in order, all or nothing.
+#[tokio::test]
+async fn a_large_pass_is_split_into_batches() {
+    bounded(async {
+        let broker = TestBroker::start().await;
+        let mut c = broker.connect().await;
+        assert_eq!(create(&mut c, "big", 1, &[]).await.0, 0);
+        let mut expected = Vec::new();
+        for round in 0..3 {
+            let big: Vec<Order> = (0..40)
+                .map(|i| {
+                    (
+                        Some("eu"),
+                        200,
+                        format!("{round}-{i}-{}", "x".repeat(8 * 1024)),
+                    )
+                })
+                .collect();
+            expected.extend(produce_orders(&mut c, "big", 0, &big).await);
+        }
+        let configs = [("rill.view.source", "big"), ("rill.view.filter", FILTER)];
+        assert_eq!(create(&mut c, "big-eu", 1, &configs).await.0, 0);
+        expect_view(&mut c, "big-eu", 0, &expected).await;
+        assert_eq!(expected.len(), 120);
+        broker.stop().await;
+    })
+    .await;
+}
