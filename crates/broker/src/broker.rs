@@ -450,7 +450,7 @@ async fn txn_tick_loop(state: Arc<BrokerState>, mut stop: watch::Receiver<bool>)
 /// exist and have nothing to copy, back to back while they do.
 async fn view_loop(state: Arc<BrokerState>, mut stop: watch::Receiver<bool>) {
     const IDLE: Duration = Duration::from_millis(10);
-    let maintainer = Arc::new(crate::view::ViewMaintainer::default());
+    let maintainer = Arc::clone(&state.views);
     loop {
         let any_view = state
             .topics

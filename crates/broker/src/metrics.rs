@@ -279,6 +279,7 @@ pub fn encode_prometheus(state: &BrokerState) -> String {
     register_counters(&mut registry, metrics);
     register_storage(&mut registry, state);
     register_groups(&mut registry, state);
+    register_views(&mut registry, state);
     let mut out = String::with_capacity(16 * 1024);
     if let Err(e) = encode(&mut out, &registry) {
         // Encoding into a String only fails if a metric's own encoder does; say so in-band.
@@ -541,6 +542,23 @@ fn register_groups(registry: &mut Registry, state: &BrokerState) {
     registry.register(
         "consumer_group_lag",
         "Records between a group's committed offset and the high watermark, per partition",
+        lag,
+    );
+}
+
+/// How far each filtered view's partition is behind its source.
+fn register_views(registry: &mut Registry, state: &BrokerState) {
+    let lag = Family::<PartitionLabels, Gauge>::default();
+    for (tp, records) in state.views.lags() {
+        let labels = [
+            ("topic", tp.topic.clone()),
+            ("partition", tp.partition.to_string()),
+        ];
+        lag.get_or_create(&labels).set(records);
+    }
+    registry.register(
+        "view_lag",
+        "Source records a filtered view's partition has not yet scanned, per view partition",
         lag,
     );
 }

@@ -49,6 +49,8 @@ pub struct BrokerState {
     /// Permits for blocking work that may decompress (produce validation and append,
     /// ListOffsets): `max_blocking_appends` of them.
     pub blocking_permits: Arc<Semaphore>,
+    /// Filtered views: the maintainer the broker's view loop runs, and /metrics reads.
+    pub views: Arc<crate::view::ViewMaintainer>,
 }
 
 /// The coordinators, loaded from their internal topics.
@@ -92,6 +94,7 @@ impl BrokerState {
             producer_ids,
             txns,
             blocking_permits,
+            views: Arc::default(),
         }
     }
 

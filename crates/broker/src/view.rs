@@ -279,6 +279,19 @@ impl ViewMaintainer {
         stats
     }
 
+    /// Per view partition the maintainer has copied into: records of its source partition
+    /// not yet scanned (the source's last stable offset minus the view's cursor).
+    pub fn lags(&self) -> Vec<(TopicPartition, i64)> {
+        self.cursors
+            .lock()
+            .iter()
+            .filter_map(|(tp, c)| {
+                let source = c.source_log.upgrade()?;
+                Some((tp.clone(), (source.last_stable_offset() - c.next).max(0)))
+            })
+            .collect()
+    }
+
     fn warn_once(&self, topic: &str, reason: &str) {
         if self.warned.lock().insert(format!("{topic}: {reason}")) {
             tracing::warn!(topic, reason, "filtered view not maintained");

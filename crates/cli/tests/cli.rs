@@ -750,6 +750,14 @@ fn filtered_view_from_the_command_line() {
         })
         .collect();
     assert_eq!(got, [("a", "0", 1), ("b", "1", 1), ("c", "2", 1)]);
+    // Caught up: /metrics shows no lag for the view's partitions.
+    let metrics = broker.scrape();
+    let lag_lines: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("rill_view_lag{") && l.contains("topic=\"orders-eu\""))
+        .collect();
+    assert_eq!(lag_lines.len(), 2, "{metrics}");
+    assert!(lag_lines.iter().all(|l| l.ends_with(" 0")), "{lag_lines:?}");
 
     let o = broker.rill(&[
         "topic",
