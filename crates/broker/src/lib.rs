@@ -38,6 +38,7 @@ pub mod error;
 pub mod fetch;
 pub mod frame;
 pub mod group_api;
+pub mod in_flight;
 pub mod leader_epoch;
 pub mod list_offsets;
 pub mod listener;
