@@ -42,6 +42,23 @@ impl HoldIo {
     }
 }
 
+/// Holds syncs until dropped, so a failing assertion releases them too (a held flusher would
+/// otherwise keep the failed test from ending).
+struct Held(Arc<HoldIo>);
+
+impl Held {
+    fn new(io: &Arc<HoldIo>) -> Held {
+        io.hold(true);
+        Held(Arc::clone(io))
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.hold(false);
+    }
+}
+
 impl FileIo for HoldIo {
     fn write_at(&self, file: &IoFile, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
         OsIo.write_at(file, bufs, offset)
@@ -117,7 +134,7 @@ async fn requests_written_at_once_start_while_earlier_ones_wait_and_are_answered
         create_topic(&mut client, "pipe").await;
         let batch_bytes = record_batch(3, 100, common::now_ms());
         let produced_before = broker.metrics.produced_bytes_total.load(Ordering::Relaxed);
-        io.hold(true);
+        let held = Held::new(&io);
         let mut wire = BytesMut::new();
         let mut ids = Vec::new();
         // acks per request; `None` is the ApiVersions between the produces.
@@ -139,7 +156,7 @@ async fn requests_written_at_once_start_while_earlier_ones_wait_and_are_answered
         // And still nothing is answered: the first request is waiting.
         let early = tokio::time::timeout(Duration::from_millis(200), client.read_frame()).await;
         assert!(early.is_err(), "a response overtook the waiting produce");
-        io.hold(false);
+        drop(held);
         let first = client.read_response::<ProduceRequest>(9, ids[0]).await;
         let second = client.read_response::<ApiVersionsRequest>(3, ids[1]).await;
         let third = client.read_response::<ProduceRequest>(9, ids[2]).await;
@@ -241,7 +258,7 @@ async fn requests_in_flight_per_connection_are_bounded() {
         let records = record_batch(1, 10, common::now_ms());
         let sent = MAX_IN_FLIGHT_REQUESTS + 8;
         let requests_before = broker.metrics.requests_total.load(Ordering::Relaxed);
-        io.hold(true);
+        let held = Held::new(&io);
         let mut wire = BytesMut::new();
         let mut ids = Vec::new();
         for _ in 0..sent {
@@ -261,7 +278,7 @@ async fn requests_in_flight_per_connection_are_bounded() {
             MAX_IN_FLIGHT_REQUESTS as u64,
             "read past the bound"
         );
-        io.hold(false);
+        drop(held);
         for (i, id) in ids.into_iter().enumerate() {
             let response = client.read_response::<ProduceRequest>(9, id).await;
             let p = &response.responses[0].partition_responses[0];
@@ -282,7 +299,7 @@ async fn a_bad_request_behind_a_waiting_one_closes_after_the_earlier_answer() {
         let broker = start_holding(&io).await;
         let mut client: Client = broker.connect().await;
         create_topic(&mut client, "bad").await;
-        io.hold(true);
+        let held = Held::new(&io);
         let records = record_batch(1, 10, common::now_ms());
         let (id, frame) = client.encode(9, &produce_request("bad", records, -1));
         let mut wire = BytesMut::from(&frame[..]);
@@ -290,7 +307,7 @@ async fn a_bad_request_behind_a_waiting_one_closes_after_the_earlier_answer() {
         wire.extend_from_slice(&[0, 0, 0, 10, 0x27, 0x0f, 0, 0, 0, 0, 0, 77, 0xff, 0xff]);
         client.stream.write_all(&wire).await.expect("write");
         tokio::time::sleep(Duration::from_millis(100)).await;
-        io.hold(false);
+        drop(held);
         let response = client.read_response::<ProduceRequest>(9, id).await;
         let p = &response.responses[0].partition_responses[0];
         assert_eq!((p.error_code, p.base_offset), (0, 0));
