@@ -1,10 +1,11 @@
 //! One client connection: reads request frames, writes responses.
 //!
-//! Kafka processes a connection's requests one at a time, in order, and so do we: the
-//! handler reads a frame, handles it, writes the whole response, and only then reads the
-//! next frame. That gives each connection at most one response in flight, so a client that
-//! stops reading its fetch responses stalls only itself and costs one response's worth of
-//! memory (and for fetch, most of that is file ranges, not buffers).
+//! Kafka's broker processes a connection's requests one at a time; we pipeline them (the loop
+//! is `listener::serve`, the queue `in_flight.rs`): a request's in-order part runs before the
+//! next frame is read, its wait for durability or a long poll overlaps the requests behind it,
+//! and answers leave in request order. The number of started, unanswered requests is bounded,
+//! so a client that stops reading stalls only itself and costs a bounded number of responses
+//! (for fetch, mostly file ranges, not buffers).
 //!
 //! Request memory is bounded twice: each frame by `socket.request.max.bytes` (checked before
 //! anything is allocated for it), and all large frames together by a broker-wide budget

@@ -5,6 +5,8 @@
 //! does): an unknown or unserved API key, an unsupported version (except ApiVersions, which
 //! gets the KIP-511 v0 fallback), or a body that does not decode.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -23,7 +25,20 @@ use crate::{
     txn_api,
 };
 
-/// Handles one request frame.
+/// The rest of a request that is waiting (for durability, or in a fetch's long poll), to be
+/// awaited for its response.
+pub type Waiting = Pin<Box<dyn Future<Output = Result<Option<Response>, ConnectionError>> + Send>>;
+
+/// A request after the part of it that must run in request order.
+pub enum Handled {
+    /// The response (or `None` for a request that gets none: produce with acks=0).
+    Ready(Option<Response>),
+    /// The request's effects are done (a produce appended, a fetch read once) and its answer
+    /// waits for something else; later requests on the connection may start meanwhile.
+    Waiting(Waiting),
+}
+
+/// Handles one request frame, to its response.
 ///
 /// # Returns
 /// The response to write, or `None` when the request gets none (produce with acks=0).
@@ -35,6 +50,23 @@ pub async fn dispatch(
     frame: Bytes,
     peer: Option<std::net::SocketAddr>,
 ) -> Result<Option<Response>, ConnectionError> {
+    match start(state, frame, peer).await? {
+        Handled::Ready(response) => Ok(response),
+        Handled::Waiting(waiting) => waiting.await,
+    }
+}
+
+/// Handles one request frame up to the point where its answer only waits: a produce's
+/// appends, a fetch's first read, everything of any other request. A pipelined connection
+/// awaits this for each request in turn, so requests take effect in request order.
+///
+/// # Errors
+/// A [`ConnectionError`] when the connection must be closed.
+pub async fn start(
+    state: &Arc<BrokerState>,
+    frame: Bytes,
+    peer: Option<std::net::SocketAddr>,
+) -> Result<Handled, ConnectionError> {
     let prefix = HeaderPrefix::parse(&frame)?;
     let api_key = ApiKey::try_from(prefix.api_key).map_err(|_| ConnectionError::UnknownApiKey {
         api_key: prefix.api_key,
@@ -46,7 +78,7 @@ pub async fn dispatch(
     };
     let version = prefix.api_version;
     if version > max && api_key == ApiKey::ApiVersions {
-        return api_versions::unsupported_version(prefix).map(Some);
+        return api_versions::unsupported_version(prefix).map(|r| Handled::Ready(Some(r)));
     }
     if version < min || version > max {
         return Err(ConnectionError::UnsupportedVersion {
@@ -72,14 +104,26 @@ pub async fn dispatch(
         };
         route_group(state, api_key, prefix, &client, body)
             .await
-            .map(Some)
+            .map(|r| Handled::Ready(Some(r)))
     } else {
         route(state, api_key, prefix, body).await
     };
-    state
-        .metrics
-        .observe_request(prefix.api_key, started.elapsed());
-    result
+    match result {
+        Ok(Handled::Waiting(waiting)) => {
+            let metrics = Arc::clone(&state.metrics);
+            Ok(Handled::Waiting(Box::pin(async move {
+                let result = waiting.await;
+                metrics.observe_request(prefix.api_key, started.elapsed());
+                result
+            })))
+        }
+        other => {
+            state
+                .metrics
+                .observe_request(prefix.api_key, started.elapsed());
+            other
+        }
+    }
 }
 
 fn is_group_api(api_key: ApiKey) -> bool {
@@ -175,7 +219,7 @@ async fn route(
     api_key: ApiKey,
     prefix: HeaderPrefix,
     mut body: Bytes,
-) -> Result<Option<Response>, ConnectionError> {
+) -> Result<Handled, ConnectionError> {
     let v = prefix.api_version;
     let response = match api_key {
         ApiKey::ApiVersions => {
@@ -188,14 +232,27 @@ async fn route(
         }
         ApiKey::Produce => {
             let request = decode(&mut body, prefix)?;
-            match produce::handle(state, v, request).await {
-                Some(response) => reply(prefix, &response)?,
-                None => return Ok(None),
+            let appending = produce::start(state, v, request).await;
+            let answer = move |response: Option<m::ProduceResponse>| {
+                response.map(|r| reply(prefix, &r)).transpose()
+            };
+            if appending.is_answered() {
+                return answer(appending.finish().await).map(Handled::Ready);
             }
+            return Ok(Handled::Waiting(Box::pin(async move {
+                answer(appending.finish().await)
+            })));
         }
         ApiKey::Fetch => {
             let request = decode(&mut body, prefix)?;
-            fetch::handle(state, v, prefix.correlation_id, request).await
+            match fetch::start(state, v, prefix.correlation_id, request) {
+                fetch::Fetched::Ready(response) => response,
+                fetch::Fetched::Parked(long_poll) => {
+                    return Ok(Handled::Waiting(Box::pin(async move {
+                        Ok(Some(long_poll.await))
+                    })))
+                }
+            }
         }
         ApiKey::ListOffsets => {
             let request = decode(&mut body, prefix)?;
@@ -239,9 +296,13 @@ async fn route(
             let request = decode(&mut body, prefix)?;
             reply(prefix, &txn_api::describe_producers(state, request))?
         }
-        _ => return route_admin(state, api_key, prefix, body).await.map(Some),
+        _ => {
+            return route_admin(state, api_key, prefix, body)
+                .await
+                .map(|r| Handled::Ready(Some(r)))
+        }
     };
-    Ok(Some(response))
+    Ok(Handled::Ready(Some(response)))
 }
 
 async fn route_admin(

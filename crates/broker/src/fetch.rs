@@ -83,6 +83,14 @@ struct TopicData {
     partitions: Vec<PartitionData>,
 }
 
+/// A fetch after its first read: answered, or parked in its long poll.
+pub enum Fetched {
+    Ready(Response),
+    /// Less than `min_bytes` was there: the rest of the request is the long poll, which a
+    /// pipelined connection runs while it starts the requests behind this one.
+    Parked(Pin<Box<dyn Future<Output = Response> + Send>>),
+}
+
 /// Handles a fetch request; returns the whole response frame.
 pub async fn handle(
     state: &Arc<BrokerState>,
@@ -90,13 +98,29 @@ pub async fn handle(
     correlation_id: i32,
     request: FetchRequest,
 ) -> Response {
+    match start(state, version, correlation_id, request) {
+        Fetched::Ready(response) => response,
+        Fetched::Parked(long_poll) => long_poll.await,
+    }
+}
+
+/// Reads once, in request order; a fetch that must wait for more data returns its long poll
+/// instead of waiting.
+pub fn start(
+    state: &Arc<BrokerState>,
+    version: i16,
+    correlation_id: i32,
+    request: FetchRequest,
+) -> Fetched {
     let encoder = Encoder {
         version,
         correlation_id,
         read_committed: request.isolation_level != 0,
     };
     if request.session_id != 0 {
-        return encoder.encode(ResponseError::FetchSessionIdNotFound.code(), Vec::new());
+        return Fetched::Ready(
+            encoder.encode(ResponseError::FetchSessionIdNotFound.code(), Vec::new()),
+        );
     }
     let isolation = if encoder.read_committed {
         Isolation::ReadCommitted
@@ -111,29 +135,38 @@ pub async fn handle(
         .min(MAX_WAIT_MS_MAX);
     let deadline = Instant::now() + Duration::from_millis(max_wait_ms);
     let notifies = append_notifies(state, &plan);
-    loop {
-        let mut waiters: Vec<_> = notifies.iter().map(|n| Box::pin(n.notified())).collect();
-        for waiter in &mut waiters {
-            waiter.as_mut().enable();
-        }
-        let (data, total_bytes, any_error) = read_all(state, &plan, max_bytes, isolation);
-        let done = total_bytes >= min_bytes || any_error || waiters.is_empty();
-        if done || Instant::now() >= deadline {
-            record_metrics(state, &data);
-            return encoder.encode(NONE, data);
-        }
-        drop(data);
-        let any_append = poll_fn(|cx| {
-            for waiter in waiters.iter_mut() {
-                if Pin::as_mut(waiter).poll(cx).is_ready() {
-                    return Poll::Ready(());
-                }
-            }
-            Poll::Pending
-        });
-        // Timing out is not an error: the next read answers with whatever is there.
-        let _ = tokio::time::timeout_at(deadline, any_append).await;
+    let (data, total_bytes, any_error) = read_all(state, &plan, max_bytes, isolation);
+    if total_bytes >= min_bytes || any_error || notifies.is_empty() || max_wait_ms == 0 {
+        record_metrics(state, &data);
+        return Fetched::Ready(encoder.encode(NONE, data));
     }
+    drop(data);
+    let state = Arc::clone(state);
+    Fetched::Parked(Box::pin(async move {
+        loop {
+            // Enabled before the read, so an append between the read and the wait is not lost.
+            let mut waiters: Vec<_> = notifies.iter().map(|n| Box::pin(n.notified())).collect();
+            for waiter in &mut waiters {
+                waiter.as_mut().enable();
+            }
+            let (data, total_bytes, any_error) = read_all(&state, &plan, max_bytes, isolation);
+            if total_bytes >= min_bytes || any_error || Instant::now() >= deadline {
+                record_metrics(&state, &data);
+                return encoder.encode(NONE, data);
+            }
+            drop(data);
+            let any_append = poll_fn(|cx| {
+                for waiter in waiters.iter_mut() {
+                    if Pin::as_mut(waiter).poll(cx).is_ready() {
+                        return Poll::Ready(());
+                    }
+                }
+                Poll::Pending
+            });
+            // Timing out is not an error: the next read answers with whatever is there.
+            let _ = tokio::time::timeout_at(deadline, any_append).await;
+        }
+    }))
 }
 
 /// Counts what a fetch returns: record bytes per topic, errors per code.

@@ -39,6 +39,7 @@ pub mod fetch;
 pub mod filter;
 pub mod frame;
 pub mod group_api;
+pub mod in_flight;
 pub mod leader_epoch;
 pub mod list_offsets;
 pub mod listener;

@@ -6,17 +6,20 @@
 //! current request, and waits for them (bounded by `shutdown_grace_ms`).
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::connection::{Connection, RequestMemory};
-use crate::dispatch;
+use crate::connection::{Connection, Frame, RequestMemory};
+use crate::dispatch::{self, Handled};
 use crate::error::ConnectionError;
+use crate::in_flight::{Answer, InFlight};
 use crate::metrics::Metrics;
+use crate::response::Response;
 use crate::state::BrokerState;
 
 /// Longest pause after a failed `accept` (e.g. out of file descriptors).
@@ -109,10 +112,25 @@ async fn accept(listener: &TcpListener) -> TcpStream {
     }
 }
 
-/// Serves one connection: read a frame, handle it, write the response, repeat. Stops at EOF,
-/// on a protocol error (closing the connection), when shutdown is signalled between
-/// requests, or when the connection makes no progress for `connections_max_idle_ms`
-/// (Kafka's `connections.max.idle.ms`), so idle or stalled clients cannot hold slots forever.
+/// What woke a connection's loop.
+enum Event {
+    Frame(Option<Frame>),
+    Started(Result<Handled, ConnectionError>),
+    Answer(Answer),
+    Stop,
+}
+
+/// A request whose in-order part (`dispatch::start`) is running.
+type Starting = Pin<Box<dyn Future<Output = Result<Handled, ConnectionError>> + Send>>;
+
+/// Serves one connection, pipelined: reads a frame, starts its request (`dispatch::start`:
+/// the part that takes effect, in request order), and reads the next one once that part is
+/// done, while earlier requests wait for durability or long-poll; answers are written strictly
+/// in request order ([`InFlight`]) and keep being written while a request starts. Stops at
+/// EOF, on a protocol error (after answering the requests before it), when shutdown is
+/// signalled (after answering what was started), or when the connection makes no progress for
+/// `connections_max_idle_ms` (Kafka's `connections.max.idle.ms`), so idle or stalled clients
+/// cannot hold slots forever.
 async fn serve(
     stream: TcpStream,
     state: Arc<BrokerState>,
@@ -131,23 +149,69 @@ async fn serve(
     );
     let idle_ms = state.config.connections_max_idle_ms;
     let idle = Duration::from_millis(idle_ms);
+    let mut in_flight = InFlight::default();
+    // The request being started, its frame size and its share of the request budget.
+    let mut starting: Option<(Starting, usize, Option<OwnedSemaphorePermit>)> = None;
     let result: Result<(), ConnectionError> = async {
+        // Set once nothing more is read: the requests already started are answered first.
+        let mut closing: Option<Result<(), ConnectionError>> = None;
         loop {
-            let frame = tokio::select! {
-                frame = connection.read_frame() => frame?,
-                _ = stop.wait_for(|stopped| *stopped) => return Ok(()),
-                () = tokio::time::sleep(idle) => return Err(ConnectionError::Idle { idle_ms }),
+            let is_starting = starting.is_some();
+            if closing.is_some() && in_flight.is_empty() && !is_starting {
+                return closing.unwrap_or(Ok(()));
+            }
+            let answering = !in_flight.is_empty();
+            let reading = closing.is_none() && !is_starting && in_flight.has_room();
+            let idling = !answering && !is_starting;
+            let event = tokio::select! {
+                biased;
+                answer = in_flight.next_answer(), if answering => Event::Answer(answer),
+                handled = async {
+                    match starting.as_mut() {
+                        Some((start, _, _)) => start.as_mut().await,
+                        None => std::future::pending().await,
+                    }
+                }, if is_starting => Event::Started(handled),
+                _ = stop.wait_for(|stopped| *stopped), if closing.is_none() => Event::Stop,
+                frame = connection.read_frame(), if reading => Event::Frame(frame?),
+                () = tokio::time::sleep(idle), if idling => {
+                    return Err(ConnectionError::Idle { idle_ms })
+                }
             };
-            let Some(frame) = frame else {
-                return Ok(());
-            };
-            // The frame's share of the request budget is held until the request is handled.
-            let _memory = frame.memory;
-            if let Some(response) = dispatch::dispatch(&state, frame.body, peer).await? {
-                // A client that stops reading holds its connection slot only this long.
-                tokio::time::timeout(idle, connection.write_response(&response))
-                    .await
-                    .map_err(|_| ConnectionError::Idle { idle_ms })??;
+            match event {
+                Event::Stop | Event::Frame(None) => closing = Some(Ok(())),
+                Event::Answer(answer) => write(&mut connection, answer?, idle, idle_ms).await?,
+                Event::Frame(Some(frame)) => {
+                    if !in_flight.is_empty() {
+                        Metrics::add(&state.metrics.pipelined_requests_total, 1);
+                    }
+                    let (state, peer) = (Arc::clone(&state), peer);
+                    let frame_bytes = frame.body.len();
+                    let body = frame.body;
+                    let start: Starting =
+                        Box::pin(async move { dispatch::start(&state, body, peer).await });
+                    starting = Some((start, frame_bytes, frame.memory));
+                }
+                Event::Started(handled) => {
+                    let Some((_, frame_bytes, memory)) = starting.take() else {
+                        continue;
+                    };
+                    match handled {
+                        // Nothing before it to wait for: answer at once, without queueing.
+                        Ok(Handled::Ready(response)) if in_flight.is_empty() => {
+                            drop(memory);
+                            write(&mut connection, response, idle, idle_ms).await?;
+                        }
+                        Ok(Handled::Ready(response)) => {
+                            in_flight.push_answered(Ok(response), frame_bytes, memory);
+                        }
+                        Ok(Handled::Waiting(waiting)) => {
+                            in_flight.push_waiting(waiting, frame_bytes, memory);
+                        }
+                        // The requests before this one still get their answers, then the close.
+                        Err(e) => closing = Some(Err(e)),
+                    }
+                }
             }
         }
     }
@@ -163,6 +227,22 @@ async fn serve(
             tracing::warn!(?peer, error = %e, "closing connection");
         }
     }
+}
+
+/// Writes one response, if the request has one. A client that stops reading holds its
+/// connection slot only `idle` long.
+async fn write(
+    connection: &mut Connection,
+    response: Option<Response>,
+    idle: Duration,
+    idle_ms: u64,
+) -> Result<(), ConnectionError> {
+    let Some(response) = response else {
+        return Ok(());
+    };
+    tokio::time::timeout(idle, connection.write_response(&response))
+        .await
+        .map_err(|_| ConnectionError::Idle { idle_ms })?
 }
 
 #[cfg(test)]

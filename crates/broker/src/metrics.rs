@@ -54,6 +54,9 @@ pub struct Metrics {
     pub connections_rejected_total: AtomicU64,
     /// Record-batch bytes appended by produce requests.
     pub produced_bytes_total: AtomicU64,
+    /// Requests started while an earlier request on the same connection was still waiting
+    /// for its answer (durability, long poll): how much the connection pipelining is used.
+    pub pipelined_requests_total: AtomicU64,
     /// Broker tasks (connections, blocking work, timers) that panicked. Always a bug: the
     /// test harness asserts it stays zero, so a panic swallowed by a join fails the test.
     pub task_panics_total: AtomicU64,
@@ -86,6 +89,7 @@ impl Default for Metrics {
             connections_accepted_total: AtomicU64::new(0),
             connections_rejected_total: AtomicU64::new(0),
             produced_bytes_total: AtomicU64::new(0),
+            pipelined_requests_total: AtomicU64::new(0),
             task_panics_total: AtomicU64::new(0),
             connections_open: Gauge::default(),
             requests: Family::default(),
@@ -311,6 +315,11 @@ fn register_counters(registry: &mut Registry, m: &Metrics) {
         "connections_rejected",
         "Connections closed because the peer broke the protocol",
         c(&m.connections_rejected_total),
+    );
+    registry.register(
+        "pipelined_requests",
+        "Requests started while an earlier one on their connection awaited its answer",
+        c(&m.pipelined_requests_total),
     );
     registry.register(
         "task_panics",

@@ -49,6 +49,41 @@ pub async fn handle(
     version: i16,
     request: ProduceRequest,
 ) -> Option<ProduceResponse> {
+    start(state, version, request).await.finish().await
+}
+
+/// A produce request whose batches are appended (or refused) and whose answer waits only for
+/// durability. A pipelined connection starts the next request once it has this, so requests
+/// are appended strictly in request order while their fsyncs are shared.
+pub struct Appending {
+    state: Arc<BrokerState>,
+    acks: i16,
+    responses: Vec<TopicProduceResponse>,
+    pending: Vec<PendingSync>,
+}
+
+impl Appending {
+    /// Whether the answer is already known (nothing waits for durability).
+    pub fn is_answered(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Waits for the durability of every acks=all partition; `None` means acks=0.
+    pub async fn finish(mut self) -> Option<ProduceResponse> {
+        await_syncs(&mut self.responses, std::mem::take(&mut self.pending)).await;
+        for partition in self.responses.iter().flat_map(|t| &t.partition_responses) {
+            self.state.metrics.produce_error(partition.error_code);
+        }
+        if self.acks == 0 {
+            return None;
+        }
+        Some(ProduceResponse::default().with_responses(self.responses))
+    }
+}
+
+/// Appends every partition's batches, in request order, and returns the answer still waiting
+/// for durability.
+pub async fn start(state: &Arc<BrokerState>, version: i16, request: ProduceRequest) -> Appending {
     let acks = request.acks;
     let acks_valid = (-1..=1).contains(&acks);
     let mut responses = Vec::with_capacity(request.topic_data.len());
@@ -136,14 +171,12 @@ pub async fn handle(
                 .with_partition_responses(partitions),
         );
     }
-    await_syncs(&mut responses, pending).await;
-    for partition in responses.iter().flat_map(|t| &t.partition_responses) {
-        state.metrics.produce_error(partition.error_code);
+    Appending {
+        state: Arc::clone(state),
+        acks,
+        responses,
+        pending,
     }
-    if acks == 0 {
-        return None;
-    }
-    Some(ProduceResponse::default().with_responses(responses))
 }
 
 /// What a successful append answers, and the durability wait (acks=-1 only) to await.
