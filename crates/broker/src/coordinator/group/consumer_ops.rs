@@ -585,26 +585,36 @@ impl GroupCoordinator {
         let session = Duration::from_millis(self.config.consumer_session_timeout_ms);
         let ids: Vec<String> = shard.consumer_groups().map(|g| g.id.clone()).collect();
         for id in ids {
-            let Some(g) = shard.consumer_group(&id) else {
+            let Some(members) = shard
+                .consumer_group(&id)
+                .map(|g| g.members.keys().cloned().collect::<Vec<String>>())
+            else {
                 continue;
             };
-            let mut g = g.clone();
             let deadlines = shard.consumer_deadlines.entry(id.clone()).or_default();
-            deadlines.retain(|m, _| g.members.contains_key(m));
+            deadlines.retain(|m, _| members.contains(m));
             let mut expired = Vec::new();
-            for m in g.members.keys() {
+            for m in members {
                 let d = deadlines.entry(m.clone()).or_insert(MemberDeadlines {
                     // Loaded members get a full session to come back.
                     session: now + session,
                     revocation: None,
                 });
                 if d.session <= now || d.revocation.is_some_and(|r| r <= now) {
-                    expired.push(m.clone());
+                    expired.push(m);
                 }
             }
+            if expired.is_empty() {
+                continue;
+            }
+            let Some(mut g) = shard.consumer_group(&id).cloned() else {
+                continue;
+            };
             for m in expired {
                 tracing::info!(group = %id, member = %m, "consumer group member expired (session or rebalance timeout)");
-                deadlines.remove(&m);
+                if let Some(d) = shard.consumer_deadlines.get_mut(&id) {
+                    d.remove(&m);
+                }
                 remove_member(&mut g, &m, records);
             }
         }

@@ -166,6 +166,16 @@ impl ConsumerRecord {
         }
     }
 
+    pub fn is_tombstone(&self) -> bool {
+        match self {
+            ConsumerRecord::GroupEpoch { epoch, .. } => epoch.is_none(),
+            ConsumerRecord::TargetEpoch { epoch, .. } => epoch.is_none(),
+            ConsumerRecord::Member { value, .. } => value.is_none(),
+            ConsumerRecord::TargetMember { value, .. } => value.is_none(),
+            ConsumerRecord::Current { value, .. } => value.is_none(),
+        }
+    }
+
     pub fn key(&self) -> Bytes {
         let mut out = BytesMut::new();
         let (version, group, member) = match self {

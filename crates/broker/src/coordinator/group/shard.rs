@@ -86,6 +86,10 @@ impl GroupShard {
             self.consumer_deadlines.remove(&id);
             return;
         }
+        if record.is_tombstone() && !self.consumers.contains_key(&id) {
+            // A tombstone of a removed group (compaction may keep it alone): nothing to do.
+            return;
+        }
         let count = &self.group_count;
         let g = self.consumers.entry(id.clone()).or_insert_with(|| {
             count.fetch_add(1, Ordering::Relaxed);
