@@ -19,6 +19,9 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
+use kafka_protocol::messages::offset_delete_request::{
+    OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+};
 use kafka_protocol::messages::offset_fetch_request::{
     OffsetFetchRequestGroup, OffsetFetchRequestTopics,
 };
@@ -510,6 +513,23 @@ async fn member_epochs_on_offsets_and_state_across_a_crash() {
         assert_eq!(
             stale.groups[0].error_code,
             ResponseError::StaleMemberEpoch.code()
+        );
+        // OffsetDelete of a topic the members subscribe to is refused.
+        let del = c
+            .send(
+                0,
+                &OffsetDeleteRequest::default()
+                    .with_group_id(GroupId(s("g")))
+                    .with_topics(vec![OffsetDeleteRequestTopic::default()
+                        .with_name(TopicName(s("t")))
+                        .with_partitions(vec![
+                            OffsetDeleteRequestPartition::default().with_partition_index(0)
+                        ])]),
+            )
+            .await;
+        assert_eq!(
+            del.topics[0].partitions[0].error_code,
+            ResponseError::GroupSubscribedToTopic.code()
         );
 
         // Crash and restart on the same data directory.

@@ -932,7 +932,25 @@ impl GroupCoordinator {
                 .group(group_id)
                 .filter(|g| g.state != GroupState::Dead)
                 .ok_or(ErrorCode(code(ResponseError::GroupIdNotFound)))?;
-            let subscribed = if g.is_empty() {
+            let consumer = shard.consumer_group(group_id);
+            let subscribed = if let Some(cg) = consumer.filter(|cg| !cg.members.is_empty()) {
+                // A KIP-848 group: the topics its members subscribe to by name, or every
+                // topic when one subscribes by pattern (as unknown subscriptions are treated).
+                if cg
+                    .members
+                    .values()
+                    .any(|m| m.meta.subscribed_topic_regex.is_some())
+                {
+                    None
+                } else {
+                    Some(
+                        cg.members
+                            .values()
+                            .flat_map(|m| m.meta.subscribed_topic_names.iter().cloned())
+                            .collect(),
+                    )
+                }
+            } else if g.is_empty() {
                 Some(Vec::new())
             } else {
                 g.subscribed_topics()
