@@ -601,4 +601,116 @@ mod tests {
         assert_eq!(b.state, MemberState::Stable);
         assert_eq!(b.assigned, [(t, BTreeSet::from([1]))].into());
     }
+
+    use proptest::prelude::*;
+
+    /// One step of a simulated group: a member joins or leaves (bumping the epoch and
+    /// computing a new target), or heartbeats, revoking first what it was told to revoke when
+    /// `revokes` (a slow client does not).
+    #[derive(Debug, Clone)]
+    enum Step {
+        Join(u8),
+        Leave(u8),
+        Heartbeat { member: u8, revokes: bool },
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            (0u8..5).prop_map(Step::Join),
+            (0u8..5).prop_map(Step::Leave),
+            ((0u8..5), any::<bool>())
+                .prop_map(|(member, revokes)| Step::Heartbeat { member, revokes }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever the order of joins, leaves and heartbeats, no partition ever has two
+        /// owners (assigned or pending revocation), and members that keep heartbeating end up
+        /// with the whole target.
+        #[test]
+        fn a_partition_never_has_two_owners(steps in proptest::collection::vec(step(), 1..60)) {
+            let t = Uuid::from_u128(1);
+            let topics = topics(7);
+            let mut g = ConsumerGroup::new("g");
+            let retarget = |g: &mut ConsumerGroup| {
+                g.epoch += 1;
+                let subs: Subscriptions = g
+                    .members
+                    .keys()
+                    .map(|m| (m.clone(), BTreeSet::from(["t".to_string()])))
+                    .collect();
+                g.target = assign_uniform(&subs, &topics, &g.target);
+                g.target_epoch = g.epoch;
+            };
+            let check = |g: &ConsumerGroup| {
+                let mut seen = BTreeSet::new();
+                for m in g.members.values() {
+                    for a in [&m.current.assigned, &m.current.pending_revocation] {
+                        for p in a.get(&t).into_iter().flatten() {
+                            assert!(seen.insert(*p), "partition {p} has two owners: {g:?}");
+                        }
+                    }
+                }
+            };
+            for s in steps {
+                match s {
+                    Step::Join(m) => {
+                        let id = format!("m{m}");
+                        if !g.members.contains_key(&id) {
+                            g.members.insert(id.clone(), ConsumerMember { id, ..ConsumerMember::default() });
+                            retarget(&mut g);
+                        }
+                    }
+                    Step::Leave(m) => {
+                        if g.members.remove(&format!("m{m}")).is_some() {
+                            g.target.remove(&format!("m{m}"));
+                            retarget(&mut g);
+                        }
+                    }
+                    Step::Heartbeat { member, revokes } => {
+                        let id = format!("m{member}");
+                        let Some(m) = g.members.get(&id) else { continue };
+                        // What the client owns: everything it was given, minus what it
+                        // revoked if it did.
+                        let mut owned = m.current.assigned.clone();
+                        if !revokes {
+                            for (t, ps) in &m.current.pending_revocation {
+                                owned.entry(*t).or_default().extend(ps);
+                            }
+                        }
+                        let next = g.reconcile(&id, Some(&owned));
+                        g.members.get_mut(&id).expect("member").current = next;
+                    }
+                }
+                check(&g);
+            }
+            // Everyone heartbeats and revokes until nothing changes (bounded).
+            for _ in 0..10 {
+                let ids: Vec<String> = g.members.keys().cloned().collect();
+                for id in ids {
+                    let owned = g.members[&id].current.assigned.clone();
+                    let next = g.reconcile(&id, Some(&owned));
+                    g.members.get_mut(&id).expect("member").current = next;
+                    check(&g);
+                }
+            }
+            for (id, m) in &g.members {
+                prop_assert_eq!(m.current.state, MemberState::Stable);
+                prop_assert_eq!(m.current.member_epoch, g.target_epoch);
+                let empty = Assignment::new();
+                prop_assert!(same_parts(&m.current.assigned, g.target.get(id).unwrap_or(&empty)));
+            }
+        }
+    }
+
+    fn same_parts(a: &Assignment, b: &Assignment) -> bool {
+        let flat = |a: &Assignment| -> BTreeSet<(Uuid, i32)> {
+            a.iter()
+                .flat_map(|(t, ps)| ps.iter().map(move |p| (*t, *p)))
+                .collect()
+        };
+        flat(a) == flat(b)
+    }
 }

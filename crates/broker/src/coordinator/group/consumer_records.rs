@@ -528,4 +528,72 @@ mod tests {
         }
         assert!(ConsumerRecord::decode(7, &[0, 1, b'g', 0, 1, b'm'], Some(&[0, 0, 0x7f])).is_err());
     }
+
+    use proptest::prelude::*;
+
+    fn assignment() -> impl Strategy<Value = Assignment> {
+        proptest::collection::btree_map(
+            any::<u128>().prop_map(Uuid::from_u128),
+            proptest::collection::btree_set(0i32..10_000, 1..8),
+            0..4,
+        )
+    }
+
+    fn name() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9._-]{0,20}"
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        #[test]
+        fn every_record_round_trips(
+            group in name(), member in name(), epoch in any::<i32>(), hash in any::<i64>(),
+            topics in proptest::collection::vec(name(), 0..5), regex in proptest::option::of(name()),
+            a in assignment(), b in assignment(), state in 0i8..3,
+        ) {
+            for r in [
+                ConsumerRecord::GroupEpoch { group: group.clone(), epoch: Some((epoch, hash)) },
+                ConsumerRecord::TargetEpoch { group: group.clone(), epoch: Some(epoch) },
+                ConsumerRecord::Member {
+                    group: group.clone(),
+                    member: member.clone(),
+                    value: Some(MemberMetadata {
+                        instance_id: regex.clone(),
+                        rack_id: None,
+                        client_id: member.clone(),
+                        client_host: group.clone(),
+                        subscribed_topic_names: topics.clone(),
+                        subscribed_topic_regex: regex.clone(),
+                        rebalance_timeout_ms: epoch,
+                        server_assignor: Some("range".into()),
+                    }),
+                },
+                ConsumerRecord::TargetMember { group: group.clone(), member: member.clone(), value: Some(a.clone()) },
+                ConsumerRecord::Current {
+                    group: group.clone(),
+                    member: member.clone(),
+                    value: Some(CurrentAssignment {
+                        member_epoch: epoch,
+                        previous_member_epoch: epoch.wrapping_sub(1),
+                        state: MemberState::from_byte(state),
+                        assigned: a.clone(),
+                        pending_revocation: b.clone(),
+                    }),
+                },
+                ConsumerRecord::Current { group: group.clone(), member: member.clone(), value: None },
+            ] {
+                round_trip(r);
+            }
+        }
+
+        /// Any bytes: an error or a record, never a panic.
+        #[test]
+        fn garbage_values_never_panic(key in proptest::collection::vec(any::<u8>(), 0..40),
+                                      value in proptest::collection::vec(any::<u8>(), 0..200)) {
+            for v in [3, 5, 6, 7, 8] {
+                let _ = ConsumerRecord::decode(v, &key, Some(&value));
+            }
+        }
+    }
 }
