@@ -31,8 +31,8 @@ const PATTERN_SIZE_LIMIT_BYTES: usize = 1 << 20;
 
 /// `pattern` compiled to match whole topic names, as RE2/J's `matches()` in Kafka; `None`
 /// if it does not compile (or is too big). Differences from RE2/J: the `regex` crate's
-/// Unicode classes are on by default and it has no possessive quantifiers; both refuse
-/// backreferences and lookaround.
+/// `\w`, `\d`, `\s` and `\b` are Unicode-aware (RE2/J's are ASCII) and it refuses `\Q...\E`;
+/// both refuse backreferences and lookaround and match in linear time.
 fn compiled(pattern: &str) -> Option<Regex> {
     let mut cache = PATTERNS.lock();
     let cache = cache.get_or_insert_with(HashMap::new);
