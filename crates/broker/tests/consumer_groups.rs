@@ -618,3 +618,48 @@ async fn regex_subscriptions_follow_new_topics() {
     })
     .await;
 }
+
+/// Offsets retention counts from when a KIP-848 group emptied: an active group's offsets stay
+/// however long it runs; an empty group and its offsets go once retention passes.
+#[tokio::test]
+async fn offsets_retention_starts_when_the_group_empties() {
+    bounded(async {
+        let b = TestBroker::start_with(|c| {
+            c.groups.offsets_partitions = 4;
+            c.groups.consumer_session_timeout_ms = 5_000;
+            c.groups.offsets_retention_ms = 300;
+        })
+        .await;
+        let mut c = b.connect().await;
+        topic(&mut c, "t", 1).await;
+        let a = send_hb(&mut c, &join("g", "a", &["t"])).await;
+        assert_eq!(a.member_epoch, 1);
+        let code = |r: OffsetCommitResponse| r.topics[0].partitions[0].error_code;
+        assert_eq!(code(c.send(9, &commit("g", "a", 1, 42)).await), 0);
+        // Five retention periods with a live member: the offset stays.
+        for _ in 0..15 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            assert_eq!(send_hb(&mut c, &hb("g", "a", 1)).await.error_code, 0);
+        }
+        let f = c.send(9, &fetch("g", "a", 1)).await;
+        assert_eq!(f.groups[0].topics[0].partitions[0].committed_offset, 42);
+
+        send_hb(&mut c, &hb("g", "a", -1)).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let l = c.send(5, &ListGroupsRequest::default()).await;
+            if l.groups.is_empty() {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the empty group never expired"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let f = c.send(9, &fetch("g", "", -1)).await;
+        assert_eq!(f.groups[0].topics[0].partitions[0].committed_offset, -1);
+        b.stop().await;
+    })
+    .await;
+}

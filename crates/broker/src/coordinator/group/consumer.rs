@@ -94,6 +94,10 @@ pub struct ConsumerGroup {
     pub target_epoch: i32,
     pub members: BTreeMap<String, ConsumerMember>,
     pub target: BTreeMap<String, Assignment>,
+    /// Since when (wall ms) the group has had no members, as the sweep saw it: in-memory, for
+    /// offset retention (`offsets.retention.minutes` counts from then; after a load, from the
+    /// first sweep).
+    pub empty_since_ms: Option<i64>,
 }
 
 impl ConsumerGroup {

@@ -1068,9 +1068,36 @@ impl GroupCoordinator {
                         expired.push(g.id.clone());
                     }
                 }
+                // KIP-848 groups: retention counts from when the group emptied (the classic
+                // entry that holds their offsets has no membership of its own).
+                for cg in shard.consumer_groups_mut() {
+                    if !cg.members.is_empty() {
+                        cg.empty_since_ms = None;
+                        continue;
+                    }
+                    let since = *cg.empty_since_ms.get_or_insert(wall);
+                    if wall - since > self.config.offsets_retention_ms {
+                        expired.push(cg.id.clone());
+                    }
+                }
+                expired.sort();
+                expired.dedup();
                 for id in expired {
+                    let consumer = shard.consumer_group(&id);
+                    let consumer_expired = consumer.is_some_and(|cg| {
+                        cg.members.is_empty()
+                            && cg
+                                .empty_since_ms
+                                .is_some_and(|s| wall - s > self.config.offsets_retention_ms)
+                    });
+                    if consumer.is_some() && !consumer_expired {
+                        continue;
+                    }
                     if !shard.has_pending_txn(&id) {
                         tracing::info!(group = %id, "offsets expired (offsets.retention.minutes)");
+                        if consumer.is_some() {
+                            records.extend(consumer_tombstones(&id));
+                        }
                         tombstone_all(shard, &id, &mut records);
                     }
                 }
