@@ -57,6 +57,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::TxnOffsetCommit, 0, 5),
+    // KIP-848; v1 (KIP-1082) has the client choose its member id.
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
     (ApiKey::DescribeTopicPartitions, 0, 0),
     (ApiKey::DescribeAcls, 1, 3),
     (ApiKey::CreateAcls, 1, 3),
@@ -101,20 +104,41 @@ pub const TRANSACTION_VERSION: i16 = 2;
 /// Epoch of the finalized features: a single node finalizes them once, at its first start.
 const FINALIZED_FEATURES_EPOCH: i64 = 1;
 
+/// `group.version` 1 enables the KIP-848 consumer group protocol, as in Kafka 4.x.
+pub const GROUP_VERSION: i16 = 1;
+
 pub fn handle(_request: ApiVersionsRequest) -> ApiVersionsResponse {
-    let name = || kafka_protocol::protocol::StrBytes::from_static_str("transaction.version");
+    let features = [
+        ("group.version", GROUP_VERSION),
+        ("transaction.version", TRANSACTION_VERSION),
+    ];
+    let name = kafka_protocol::protocol::StrBytes::from_static_str;
     ApiVersionsResponse::default()
         .with_error_code(NONE)
         .with_api_keys(api_version_list())
-        .with_supported_features(vec![SupportedFeatureKey::default()
-            .with_name(name())
-            .with_min_version(0)
-            .with_max_version(TRANSACTION_VERSION)])
+        .with_supported_features(
+            features
+                .iter()
+                .map(|(n, level)| {
+                    SupportedFeatureKey::default()
+                        .with_name(name(n))
+                        .with_min_version(0)
+                        .with_max_version(*level)
+                })
+                .collect(),
+        )
         .with_finalized_features_epoch(FINALIZED_FEATURES_EPOCH)
-        .with_finalized_features(vec![FinalizedFeatureKey::default()
-            .with_name(name())
-            .with_min_version_level(TRANSACTION_VERSION)
-            .with_max_version_level(TRANSACTION_VERSION)])
+        .with_finalized_features(
+            features
+                .iter()
+                .map(|(n, level)| {
+                    FinalizedFeatureKey::default()
+                        .with_name(name(n))
+                        .with_min_version_level(*level)
+                        .with_max_version_level(*level)
+                })
+                .collect(),
+        )
 }
 
 /// Answers an ApiVersions request whose version is newer than ours. Per KIP-511 the broker

@@ -141,6 +141,8 @@ fn is_group_api(api_key: ApiKey) -> bool {
             | ApiKey::DeleteGroups
             | ApiKey::OffsetDelete
             | ApiKey::TxnOffsetCommit
+            | ApiKey::ConsumerGroupHeartbeat
+            | ApiKey::ConsumerGroupDescribe
     )
 }
 
@@ -195,6 +197,17 @@ async fn route_group(
         ApiKey::DeleteGroups => {
             let request = decode(&mut body, prefix)?;
             reply(prefix, &group_api::delete_groups(state, request).await)
+        }
+        ApiKey::ConsumerGroupHeartbeat => {
+            let request = decode(&mut body, prefix)?;
+            reply(
+                prefix,
+                &crate::consumer_group_api::heartbeat(state, client, request).await,
+            )
+        }
+        ApiKey::ConsumerGroupDescribe => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &crate::consumer_group_api::describe(state, request))
         }
         ApiKey::OffsetDelete => {
             let request = decode(&mut body, prefix)?;

@@ -343,7 +343,11 @@ pub fn offset_fetch(
             .into_iter()
             .map(|g| {
                 let topics = g.topics.map(|ts| ts.into_iter().map(|t| (t.name.to_string(), t.partition_indexes)).collect());
-                let error = GroupCoordinator::validate_group_id(&g.group_id).err().unwrap_or(0);
+                let mut error = GroupCoordinator::validate_group_id(&g.group_id).err().unwrap_or(0);
+                if error == 0 && version >= 9 {
+                    // KIP-848 members name themselves and their epoch.
+                    error = coordinator(state).check_consumer_fetch(&g.group_id, g.member_id.as_deref(), g.member_epoch);
+                }
                 let fetched = if error == 0 { fetch_group(state, &g.group_id, topics, r.require_stable) } else { Vec::new() };
                 m::offset_fetch_response::OffsetFetchResponseGroup::default().with_group_id(g.group_id).with_error_code(error).with_topics(
                     fetched
@@ -418,17 +422,17 @@ pub fn list_groups(
     let groups = coordinator(state)
         .list()
         .into_iter()
-        .filter(|(_, _, st)| states.is_empty() || states.contains(&st.name().to_lowercase()))
-        .filter(|_| types.is_empty() || types.iter().any(|t| t == "classic"))
-        .map(|(id, protocol_type, st)| {
+        .filter(|l| states.is_empty() || states.contains(&l.state.to_lowercase()))
+        .filter(|l| types.is_empty() || types.iter().any(|t| t == l.group_type))
+        .map(|l| {
             let mut g = m::list_groups_response::ListedGroup::default()
-                .with_group_id(GroupId(s(id)))
-                .with_protocol_type(s(protocol_type));
+                .with_group_id(GroupId(s(l.id)))
+                .with_protocol_type(s(l.protocol_type));
             if version >= 4 {
-                g = g.with_group_state(s(st.name()));
+                g = g.with_group_state(s(l.state));
             }
             if version >= 5 {
-                g = g.with_group_type(s("classic"));
+                g = g.with_group_type(s(l.group_type));
             }
             g
         })
@@ -460,6 +464,14 @@ pub fn describe_groups(
                 return base
                     .with_error_code(e)
                     .with_group_state(s(GroupState::Dead.name()));
+            }
+            if coordinator(state)
+                .with_consumer_group(&id, |_| ())
+                .is_some()
+            {
+                // As Kafka before DescribeGroups v6: a consumer group is Dead here (v6 says
+                // GROUP_ID_NOT_FOUND); clients describe it with ConsumerGroupDescribe.
+                return base.with_group_state(s(GroupState::Dead.name()));
             }
             coordinator(state)
                 .with_group(&id, |g| {

@@ -30,6 +30,7 @@ pub mod authorizer;
 pub mod broker;
 pub mod configs;
 pub mod connection;
+pub mod consumer_group_api;
 pub mod coordinator;
 pub mod credentials;
 pub mod describe_topic_partitions;

@@ -525,7 +525,7 @@ fn register_groups(registry: &mut Registry, state: &BrokerState) {
     type GroupLabels = [(&'static str, String); 3];
     let committed = Family::<GroupLabels, Gauge>::default();
     let lag = Family::<GroupLabels, Gauge>::default();
-    for (group, _, _) in state.groups.list() {
+    for group in state.groups.list().into_iter().map(|l| l.id) {
         for (tp, offset) in state.groups.fetch_offsets(&group, None) {
             let Some(offset) = offset else {
                 continue;

@@ -145,12 +145,21 @@ async fn describe(a: DescribeArgs) -> anyhow::Result<()> {
         let members: Vec<_> = description
             .members
             .iter()
-            .map(|m| json!({"member_id": m.member_id, "client_id": m.client_id, "host": m.host, "assignment": m.assignment.iter().map(|(t, ps)| json!({"topic": t, "partitions": ps})).collect::<Vec<_>>()}))
+            .map(|m| {
+                let mut v = json!({"member_id": m.member_id, "client_id": m.client_id, "host": m.host, "assignment": m.assignment.iter().map(|(t, ps)| json!({"topic": t, "partitions": ps})).collect::<Vec<_>>()});
+                if let Some(epoch) = m.member_epoch {
+                    v["member_epoch"] = json!(epoch);
+                    v["target_assignment"] = json!(m.target_assignment.iter().map(|(t, ps)| json!({"topic": t, "partitions": ps})).collect::<Vec<_>>());
+                }
+                v
+            })
             .collect();
-        println!(
-            "{}",
-            json!({"group": a.group, "state": description.state, "protocol": description.protocol, "members": members, "partitions": partitions})
-        );
+        let mut out = json!({"group": a.group, "state": description.state, "protocol": description.protocol, "members": members, "partitions": partitions});
+        if let Some((group_epoch, assignment_epoch)) = description.epochs {
+            out["group_epoch"] = json!(group_epoch);
+            out["assignment_epoch"] = json!(assignment_epoch);
+        }
+        println!("{out}");
         return Ok(());
     }
     println!(
@@ -159,6 +168,29 @@ async fn describe(a: DescribeArgs) -> anyhow::Result<()> {
         description.state,
         description.members.len()
     );
+    if let Some((group_epoch, assignment_epoch)) = description.epochs {
+        // A KIP-848 group: epochs, and each member's current and target assignment.
+        println!(
+            "Group epoch: {group_epoch}  Assignment epoch: {assignment_epoch}  Assignor: {}",
+            description.protocol
+        );
+        let show = |a: &[(String, Vec<i32>)]| {
+            a.iter()
+                .map(|(t, ps)| format!("{t}:{ps:?}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        for m in &description.members {
+            println!(
+                "  member {} (client {}) epoch {}  assigned {}  target {}",
+                m.member_id,
+                m.client_id,
+                m.member_epoch.unwrap_or(-1),
+                show(&m.assignment),
+                show(&m.target_assignment)
+            );
+        }
+    }
     println!(
         "{:<24} {:>9} {:>16} {:>16} {:>10}  MEMBER",
         "TOPIC", "PARTITION", "COMMITTED", "LOG-END", "LAG"

@@ -72,6 +72,22 @@ pub struct ServeArgs {
     /// [default: 604800000].
     #[arg(long, env = "RILL_TRANSACTIONAL_ID_EXPIRATION_MS", value_name = "MS")]
     pub transactional_id_expiration_ms: Option<i64>,
+    /// A KIP-848 consumer group member silent this long is removed (Kafka's
+    /// group.consumer.session.timeout.ms) [default: 45000].
+    #[arg(
+        long,
+        env = "RILL_GROUP_CONSUMER_SESSION_TIMEOUT_MS",
+        value_name = "MS"
+    )]
+    pub group_consumer_session_timeout_ms: Option<u64>,
+    /// How often KIP-848 consumer group members heartbeat (Kafka's
+    /// group.consumer.heartbeat.interval.ms) [default: 5000].
+    #[arg(
+        long,
+        env = "RILL_GROUP_CONSUMER_HEARTBEAT_INTERVAL_MS",
+        value_name = "MS"
+    )]
+    pub group_consumer_heartbeat_interval_ms: Option<u64>,
     /// Address of the Prometheus `/metrics` HTTP endpoint [default: 127.0.0.1:9644]. When the
     /// default address is taken (another broker on this machine) the broker warns and serves
     /// without it; an address given explicitly must be free.
@@ -126,6 +142,8 @@ struct FileConfig {
     connections_max_idle_ms: Option<u64>,
     producer_id_expiration_ms: Option<i64>,
     transactional_id_expiration_ms: Option<i64>,
+    group_consumer_session_timeout_ms: Option<u64>,
+    group_consumer_heartbeat_interval_ms: Option<u64>,
     metrics_listen: Option<String>,
     metrics: Option<bool>,
     log_cleaner_threads: Option<usize>,
@@ -151,6 +169,8 @@ pub struct ServeConfig {
     pub connections_max_idle_ms: u64,
     pub producer_id_expiration_ms: i64,
     pub transactional_id_expiration_ms: i64,
+    pub group_consumer_session_timeout_ms: u64,
+    pub group_consumer_heartbeat_interval_ms: u64,
     pub metrics: bool,
     pub metrics_listen: String,
     /// True when `metrics_listen` was chosen by someone (flag, variable or file) rather than
@@ -235,6 +255,16 @@ impl ServeConfig {
                 file.transactional_id_expiration_ms,
                 defaults.transactions.id_expiration_ms,
             ),
+            group_consumer_session_timeout_ms: pick(
+                args.group_consumer_session_timeout_ms,
+                file.group_consumer_session_timeout_ms,
+                defaults.groups.consumer_session_timeout_ms,
+            ),
+            group_consumer_heartbeat_interval_ms: pick(
+                args.group_consumer_heartbeat_interval_ms,
+                file.group_consumer_heartbeat_interval_ms,
+                defaults.groups.consumer_heartbeat_interval_ms,
+            ),
             metrics: !args.no_metrics.unwrap_or(false) && file.metrics.unwrap_or(true),
             metrics_listen: pick(
                 args.metrics_listen.clone(),
@@ -301,6 +331,15 @@ impl ServeConfig {
                 bail!("invalid value for {key}: {ms} (must be at least 1)");
             }
         }
+        if self.group_consumer_heartbeat_interval_ms < 1
+            || self.group_consumer_heartbeat_interval_ms >= self.group_consumer_session_timeout_ms
+        {
+            bail!(
+                "invalid value for group_consumer_heartbeat_interval_ms: {} (must be at least 1 and below group_consumer_session_timeout_ms, {})",
+                self.group_consumer_heartbeat_interval_ms,
+                self.group_consumer_session_timeout_ms
+            );
+        }
         if self.decompressed_batch_max_bytes < 1024 {
             bail!(
                 "invalid value for decompressed_batch_max_bytes: {} (must be at least 1024)",
@@ -356,6 +395,11 @@ impl ServeConfig {
             transactions: rill_broker::TxnConfig {
                 id_expiration_ms: self.transactional_id_expiration_ms,
                 ..rill_broker::TxnConfig::default()
+            },
+            groups: rill_broker::coordinator::group::GroupConfig {
+                consumer_session_timeout_ms: self.group_consumer_session_timeout_ms,
+                consumer_heartbeat_interval_ms: self.group_consumer_heartbeat_interval_ms,
+                ..rill_broker::coordinator::group::GroupConfig::default()
             },
             cleaner: rill_storage::CleanerConfig {
                 enable: self.log_cleaner_threads > 0,

@@ -1,4 +1,5 @@
-//! Consumer groups: the admin calls (`rill group`) and a minimal classic-protocol member
+//! Consumer groups: the admin calls (`rill group`; KIP-848 groups are described with
+//! ConsumerGroupDescribe) and a minimal classic-protocol member
 //! (`rill consume --group`): join, range assignment by the leader, sync, heartbeat, commit,
 //! leave.
 //!
@@ -7,6 +8,7 @@
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::consumer_group_describe_response;
 use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedTopic;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use kafka_protocol::messages::leave_group_request::MemberIdentity;
@@ -15,10 +17,10 @@ use kafka_protocol::messages::offset_commit_request::{
 };
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::{
-    ApiKey, ConsumerProtocolAssignment, ConsumerProtocolSubscription, DeleteGroupsRequest,
-    DescribeGroupsRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest, JoinGroupRequest,
-    LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest, OffsetFetchRequest,
-    SyncGroupRequest, TopicName,
+    ApiKey, ConsumerGroupDescribeRequest, ConsumerProtocolAssignment, ConsumerProtocolSubscription,
+    DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, HeartbeatRequest,
+    JoinGroupRequest, LeaveGroupRequest, ListGroupsRequest, OffsetCommitRequest,
+    OffsetFetchRequest, SyncGroupRequest, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
@@ -48,6 +50,9 @@ pub struct GroupMember {
     pub host: String,
     /// (topic, partitions) assigned, when the group uses the consumer protocol.
     pub assignment: Vec<(String, Vec<i32>)>,
+    /// KIP-848 groups: the member's epoch and its target assignment.
+    pub member_epoch: Option<i32>,
+    pub target_assignment: Vec<(String, Vec<i32>)>,
 }
 
 /// A described group.
@@ -58,6 +63,8 @@ pub struct GroupDescription {
     pub protocol_type: String,
     pub protocol: String,
     pub members: Vec<GroupMember>,
+    /// KIP-848 groups: (group epoch, target assignment epoch).
+    pub epochs: Option<(i32, i32)>,
 }
 
 /// A committed offset.
@@ -133,7 +140,7 @@ impl Client {
             format!("describing group '{group}'")
         })?;
         let consumer = g.protocol_type.as_str() == "consumer";
-        Ok(GroupDescription {
+        let description = GroupDescription {
             group_id: g.group_id.0.to_string(),
             state: g.group_state.to_string(),
             protocol_type: g.protocol_type.to_string(),
@@ -151,9 +158,68 @@ impl Client {
                     } else {
                         Vec::new()
                     },
+                    member_epoch: None,
+                    target_assignment: Vec::new(),
                 })
                 .collect(),
-        })
+            epochs: None,
+        };
+        if description.state == "Dead"
+            && coordinator
+                .version_for(ApiKey::ConsumerGroupDescribe)
+                .is_ok()
+        {
+            // Not a classic group: a KIP-848 consumer group, or none.
+            if let Some(d) = self.describe_consumer_group(&coordinator, group).await? {
+                return Ok(d);
+            }
+        }
+        Ok(description)
+    }
+
+    /// ConsumerGroupDescribe (KIP-848); `None` when there is no such consumer group.
+    async fn describe_consumer_group(
+        &self,
+        coordinator: &Connection,
+        group: &str,
+    ) -> Result<Option<GroupDescription>> {
+        let request = ConsumerGroupDescribeRequest::default().with_group_ids(vec![group_id(group)]);
+        let response = self.call(coordinator, &request).await?;
+        let Some(g) = response.groups.into_iter().next() else {
+            return Ok(None);
+        };
+        if g.error_code == GROUP_ID_NOT_FOUND {
+            return Ok(None);
+        }
+        ClientError::check_msg(g.error_code, g.error_message.as_deref(), || {
+            format!("describing consumer group '{group}'")
+        })?;
+        let parts = |a: &consumer_group_describe_response::Assignment| -> Vec<(String, Vec<i32>)> {
+            a.topic_partitions
+                .iter()
+                .map(|t| (t.topic_name.to_string(), t.partitions.clone()))
+                .collect()
+        };
+        Ok(Some(GroupDescription {
+            group_id: g.group_id.0.to_string(),
+            state: g.group_state.to_string(),
+            protocol_type: "consumer".into(),
+            protocol: g.assignor_name.to_string(),
+            members: g
+                .members
+                .iter()
+                .map(|m| GroupMember {
+                    member_id: m.member_id.to_string(),
+                    group_instance_id: m.instance_id.as_ref().map(|i| i.to_string()),
+                    client_id: m.client_id.to_string(),
+                    host: m.client_host.to_string(),
+                    assignment: parts(&m.assignment),
+                    member_epoch: Some(m.member_epoch),
+                    target_assignment: parts(&m.target_assignment),
+                })
+                .collect(),
+            epochs: Some((g.group_epoch, g.assignment_epoch)),
+        }))
     }
 
     /// The group's committed offsets, every topic.

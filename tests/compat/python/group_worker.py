@@ -51,20 +51,27 @@ def run_confluent(a):
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
-        "session.timeout.ms": a.session_timeout_ms,
-        "heartbeat.interval.ms": a.heartbeat_ms,
         "max.poll.interval.ms": 60000,
         "topic.metadata.refresh.interval.ms": 2000,
     }
-    if a.strategy:
-        conf["partition.assignment.strategy"] = a.strategy
+    if a.protocol == "consumer":
+        # KIP-848: session and heartbeat are the broker's; the assignor runs on the broker
+        conf["group.protocol"] = "consumer"
+        if a.strategy:
+            conf["group.remote.assignor"] = a.strategy
+    else:
+        conf["session.timeout.ms"] = a.session_timeout_ms
+        conf["heartbeat.interval.ms"] = a.heartbeat_ms
+        if a.strategy:
+            conf["partition.assignment.strategy"] = a.strategy
     if a.instance_id:
         conf["group.instance.id"] = a.instance_id
     # client-level errors (transient ones included: a disconnect is one); not asserted on
     conf["error_cb"] = lambda err: emit(ev="fatal" if err.fatal() else "client_error", error=str(err))
     c = Consumer(conf)
     owned = set()
-    proto = "COOPERATIVE" if a.strategy == "cooperative-sticky" else "EAGER"
+    proto = ("COOPERATIVE" if a.strategy == "cooperative-sticky" or a.protocol == "consumer"
+             else "EAGER")
 
     def on_assign(cons, parts):
         if proto == "COOPERATIVE":
@@ -240,6 +247,9 @@ def main():
     ap.add_argument("--heartbeat-ms", type=int, default=1000)
     ap.add_argument("--strategy", default="")
     ap.add_argument("--instance-id", default="")
+    # "consumer": KIP-848 (group.protocol=consumer; the broker assigns, with
+    # group.remote.assignor when --strategy is given)
+    ap.add_argument("--protocol", choices=["classic", "consumer"], default="classic")
     ap.add_argument("--max-s", type=float, default=180)
     a = ap.parse_args()
     if os.environ.get("GROUP_WORKER_LOG"):   # client library logs on stderr (Python clients)

@@ -18,7 +18,7 @@
 - mixed librdkafka + aiokafka group: the broker selects the protocol every member supports.
 - a static member is fenced (FENCED_INSTANCE_ID) by a newer process with the same instance id.
 - committed offsets survive a SIGKILL of the broker, for a closed consumer and for a live
-  group whose broker restarts on the same port (rill only).
+  group whose broker restarts on the same port (rill only; classic and KIP-848 members).
 """
 import os
 import shutil
@@ -514,9 +514,11 @@ def _start_rill_at(bin_path, data_dir, port, log_path, attempts=20):
     raise AssertionError(f"rill did not start on port {port}: {tail}")
 
 
-def test_live_group_survives_broker_sigkill(tmp_path, topic_name):
+@pytest.mark.parametrize("protocol", ["classic", "consumer"])
+def test_live_group_survives_broker_sigkill(tmp_path, topic_name, protocol):
     """rill only: two confluent-kafka members consume and commit; the broker is SIGKILLed and
-    restarted on the same data dir and port while they run. They carry on (reconnect, rejoin if
+    restarted on the same data dir and port while they run (classic protocol, and KIP-848's
+    group.protocol=consumer, whose members come back at their member epochs). They carry on (reconnect, rejoin if
     asked), no partition goes back below the last commit reported before the crash, every
     record (before, and after the restart) is processed, and the final commits are the log end
     offsets."""
@@ -536,7 +538,7 @@ def test_live_group_survives_broker_sigkill(tmp_path, topic_name):
         group = "g-" + topic_name
         produced = produce(bs, topic_name, "a", 600, 6)
         ws = [Worker("confluent", bs, group, topic_name, f"crash{i}",
-                     session_timeout_ms=SESSION_TIMEOUT_MS) for i in range(2)]
+                     session_timeout_ms=SESSION_TIMEOUT_MS, protocol=protocol) for i in range(2)]
         wait_split(ws, 6, exact=3)
         wait_processed(ws, produced)
         time.sleep(0.5)

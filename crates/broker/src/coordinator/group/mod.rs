@@ -14,6 +14,9 @@
 //! in-memory work and a page-cache append. JoinGroup and SyncGroup park on oneshot channels;
 //! whichever request (or the timer task) completes the phase answers them all.
 
+pub mod consumer;
+mod consumer_ops;
+pub mod consumer_records;
 mod records;
 mod shard;
 mod state;
@@ -28,6 +31,8 @@ use kafka_protocol::error::ResponseError;
 use rill_storage::{Log, TopicPartition};
 use tokio::sync::oneshot;
 
+pub use consumer::{ConsumerGroup, ConsumerGroupState, TopicLookup};
+pub use consumer_ops::{ConsumerHeartbeat, ConsumerHeartbeatAnswer};
 pub use records::{GroupValue, MemberValue, OffsetValue, StoredRecord, TOPIC};
 pub use shard::GroupShard;
 pub use state::{Committed, Group, GroupState, JoinOutcome, Member, SyncOutcome};
@@ -57,6 +62,10 @@ pub struct GroupConfig {
     /// cleaner compacts sealed segments only, so this bounds the uncompacted tail of each
     /// partition (Kafka's default is 100 MiB; Rill's 16 MiB keeps commit storms smaller).
     pub offsets_segment_bytes: u64,
+    /// `group.consumer.session.timeout.ms`: a KIP-848 member silent this long is removed.
+    pub consumer_session_timeout_ms: u64,
+    /// `group.consumer.heartbeat.interval.ms`: how often KIP-848 members heartbeat.
+    pub consumer_heartbeat_interval_ms: u64,
 }
 
 impl Default for GroupConfig {
@@ -71,6 +80,8 @@ impl Default for GroupConfig {
             offsets_retention_ms: 7 * 24 * 3_600_000,
             max_metadata_bytes: 4_096,
             offsets_segment_bytes: 16 << 20,
+            consumer_session_timeout_ms: 45_000,
+            consumer_heartbeat_interval_ms: 5_000,
         }
     }
 }
@@ -249,6 +260,15 @@ impl GroupCoordinator {
             });
         }
         let written = self.write(&req.group_id, |shard| {
+            let mut records = Vec::new();
+            if let Some(cg) = shard.consumer_group(&req.group_id) {
+                // Kafka 4.x converts between the protocols; Rill does not (yet): a consumer
+                // group with members refuses classic members, an empty one is removed first.
+                if !cg.members.is_empty() {
+                    return Err(ErrorCode(code(ResponseError::InconsistentGroupProtocol)));
+                }
+                records.extend(consumer_tombstones(&req.group_id));
+            }
             let g = shard
                 .group_or_create(&req.group_id, self.config.max_groups)
                 .ok_or_else(|| {
@@ -259,7 +279,6 @@ impl GroupCoordinator {
                     );
                     ErrorCode(code(ResponseError::CoordinatorNotAvailable))
                 })?;
-            let mut records = Vec::new();
             let reply = self.join_group(g, &req, &mut records);
             Ok(Outcome {
                 records,
@@ -619,6 +638,16 @@ impl GroupCoordinator {
         let simple = generation_id < 0 && member_id.is_empty();
         let mut codes = Vec::with_capacity(n);
         let written = self.write_unscheduled(group_id, |shard| {
+            if let Some(check) =
+                Self::check_consumer_commit(shard, group_id, member_id, generation_id)
+            {
+                check?;
+                let records = self.offset_records(group_id, entries, &topic_exists, &mut codes);
+                return Ok(Outcome {
+                    records,
+                    response: (),
+                });
+            }
             let g = if simple {
                 shard.group_or_create(group_id, self.config.max_groups)
             } else {
@@ -816,23 +845,30 @@ impl GroupCoordinator {
             .read(partition, |shard| shard.pending_txn_partitions(group_id))
     }
 
-    /// (group id, protocol type, state) of every live group.
-    pub fn list(&self) -> Vec<(String, String, GroupState)> {
+    /// Every live group, classic and consumer (KIP-848), sorted by id.
+    pub fn list(&self) -> Vec<ListedGroup> {
         let mut out = Vec::new();
         for p in 0..self.runtime.partition_count() {
             self.runtime.read(p, |shard| {
                 out.extend(
                     shard
                         .groups()
-                        .filter(|g| g.state != GroupState::Dead)
-                        .map(|g| {
-                            (
-                                g.id.clone(),
-                                g.protocol_type.clone().unwrap_or_default(),
-                                g.state,
-                            )
+                        .filter(|g| {
+                            g.state != GroupState::Dead && shard.consumer_group(&g.id).is_none()
+                        })
+                        .map(|g| ListedGroup {
+                            id: g.id.clone(),
+                            protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                            state: g.state.name(),
+                            group_type: "classic",
                         }),
-                )
+                );
+                out.extend(shard.consumer_groups().map(|g| ListedGroup {
+                    id: g.id.clone(),
+                    protocol_type: "consumer".to_string(),
+                    state: g.state().name(),
+                    group_type: "consumer",
+                }));
             });
         }
         out.sort();
@@ -849,6 +885,17 @@ impl GroupCoordinator {
     /// DeleteGroups for one group.
     pub fn delete_group(&self, group_id: &str) -> (i16, Option<Written<()>>) {
         let written = self.write(group_id, |shard| {
+            if let Some(cg) = shard.consumer_group(group_id) {
+                if !cg.members.is_empty() {
+                    return Err(ErrorCode(code(ResponseError::NonEmptyGroup)));
+                }
+                let mut records = consumer_tombstones(group_id);
+                tombstone_all(shard, group_id, &mut records);
+                return Ok(Outcome {
+                    records,
+                    response: (),
+                });
+            }
             let g = shard
                 .group_mut(group_id)
                 .filter(|g| g.state != GroupState::Dead)
@@ -885,7 +932,25 @@ impl GroupCoordinator {
                 .group(group_id)
                 .filter(|g| g.state != GroupState::Dead)
                 .ok_or(ErrorCode(code(ResponseError::GroupIdNotFound)))?;
-            let subscribed = if g.is_empty() {
+            let consumer = shard.consumer_group(group_id);
+            let subscribed = if let Some(cg) = consumer.filter(|cg| !cg.members.is_empty()) {
+                // A KIP-848 group: the topics its members subscribe to by name, or every
+                // topic when one subscribes by pattern (as unknown subscriptions are treated).
+                if cg
+                    .members
+                    .values()
+                    .any(|m| m.meta.subscribed_topic_regex.is_some())
+                {
+                    None
+                } else {
+                    Some(
+                        cg.members
+                            .values()
+                            .flat_map(|m| m.meta.subscribed_topic_names.iter().cloned())
+                            .collect(),
+                    )
+                }
+            } else if g.is_empty() {
                 Some(Vec::new())
             } else {
                 g.subscribed_topics()
@@ -994,6 +1059,7 @@ impl GroupCoordinator {
             let written = self.runtime.write(p, |shard| {
                 let mut records = Vec::new();
                 let mut expired = Vec::new();
+                self.expire_consumer_members(shard, now, &mut records);
                 for g in shard.groups_mut() {
                     self.run_timers(g, now, wall, &mut records);
                     if g.state == GroupState::Empty
@@ -1002,9 +1068,36 @@ impl GroupCoordinator {
                         expired.push(g.id.clone());
                     }
                 }
+                // KIP-848 groups: retention counts from when the group emptied (the classic
+                // entry that holds their offsets has no membership of its own).
+                for cg in shard.consumer_groups_mut() {
+                    if !cg.members.is_empty() {
+                        cg.empty_since_ms = None;
+                        continue;
+                    }
+                    let since = *cg.empty_since_ms.get_or_insert(wall);
+                    if wall - since > self.config.offsets_retention_ms {
+                        expired.push(cg.id.clone());
+                    }
+                }
+                expired.sort();
+                expired.dedup();
                 for id in expired {
+                    let consumer = shard.consumer_group(&id);
+                    let consumer_expired = consumer.is_some_and(|cg| {
+                        cg.members.is_empty()
+                            && cg
+                                .empty_since_ms
+                                .is_some_and(|s| wall - s > self.config.offsets_retention_ms)
+                    });
+                    if consumer.is_some() && !consumer_expired {
+                        continue;
+                    }
                     if !shard.has_pending_txn(&id) {
                         tracing::info!(group = %id, "offsets expired (offsets.retention.minutes)");
+                        if consumer.is_some() {
+                            records.extend(consumer_tombstones(&id));
+                        }
                         tombstone_all(shard, &id, &mut records);
                     }
                 }
@@ -1022,6 +1115,34 @@ impl GroupCoordinator {
             }
         }
     }
+}
+
+/// A group as ListGroups shows it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ListedGroup {
+    pub id: String,
+    pub protocol_type: String,
+    /// Kafka's state name (classic: `Stable`, `PreparingRebalance`...; consumer: `Empty`,
+    /// `Assigning`, `Reconciling`, `Stable`).
+    pub state: &'static str,
+    /// `classic` or `consumer` (ListGroups v5's group type).
+    pub group_type: &'static str,
+}
+
+/// The records that remove a consumer group's own state (its members are gone already):
+/// the target assignment epoch and the group epoch.
+fn consumer_tombstones(group_id: &str) -> Vec<StoredRecord> {
+    use consumer_records::ConsumerRecord;
+    vec![
+        StoredRecord::Consumer(ConsumerRecord::TargetEpoch {
+            group: group_id.to_string(),
+            epoch: None,
+        }),
+        StoredRecord::Consumer(ConsumerRecord::GroupEpoch {
+            group: group_id.to_string(),
+            epoch: None,
+        }),
+    ]
 }
 
 /// Codes per entry of an offset commit, with a failed append's code on the accepted ones.

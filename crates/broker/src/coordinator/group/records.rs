@@ -11,6 +11,7 @@
 //!                           string, rebalance timeout i32, session timeout i32,
 //!                           subscription bytes, assignment bytes
 //! ```
+//! KIP-848 consumer groups' records (key versions 3 to 8) are in `consumer_records.rs`.
 //! A null value is a tombstone. Each group lives in one partition, chosen as Kafka does from
 //! the Java hash of its id, so a group's records are totally ordered.
 
@@ -64,6 +65,8 @@ pub enum StoredRecord {
         group: String,
         value: Option<GroupValue>,
     },
+    /// A KIP-848 consumer group's record (key versions 3, 5, 6, 7, 8).
+    Consumer(super::consumer_records::ConsumerRecord),
 }
 
 fn put_string(out: &mut BytesMut, s: &str) {
@@ -141,6 +144,7 @@ impl StoredRecord {
     pub fn key(&self) -> Bytes {
         let mut out = BytesMut::new();
         match self {
+            StoredRecord::Consumer(c) => return c.key(),
             StoredRecord::Offset { group, tp, .. } => {
                 out.put_i16(1);
                 put_string(&mut out, group);
@@ -159,6 +163,7 @@ impl StoredRecord {
     pub fn value(&self) -> Option<Bytes> {
         let mut out = BytesMut::new();
         match self {
+            StoredRecord::Consumer(c) => return c.value(),
             StoredRecord::Offset { value: None, .. } | StoredRecord::Group { value: None, .. } => {
                 return None
             }
@@ -213,6 +218,10 @@ impl StoredRecord {
                 let value = value.map(decode_group_value).transpose()?;
                 Ok(Some(StoredRecord::Group { group, value }))
             }
+            v @ (3 | 5 | 6 | 7 | 8) => Ok(super::consumer_records::ConsumerRecord::decode(
+                v, k.buf, value,
+            )?
+            .map(StoredRecord::Consumer)),
             _ => Ok(None),
         }
     }

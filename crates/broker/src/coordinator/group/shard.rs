@@ -17,6 +17,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use rill_storage::TopicPartition;
 
+use super::consumer::{ConsumerGroup, MemberDeadlines};
+use super::consumer_records::ConsumerRecord;
 use super::records::StoredRecord;
 use super::state::{Committed, Group, GroupState};
 use crate::coordinator::runtime::{RecordError, Shard};
@@ -34,6 +36,11 @@ pub struct GroupShard {
     pending_txn: HashMap<i64, TxnOffsets>,
     /// The producers with pending offsets, per group.
     txn_producers: HashMap<String, HashSet<i64>>,
+    /// KIP-848 consumer groups (their committed offsets stay in `groups`, under the same id).
+    consumers: HashMap<String, ConsumerGroup>,
+    /// Consumer group members' deadlines (in-memory; set by heartbeats, started at load by the
+    /// sweep), per group and member.
+    pub consumer_deadlines: HashMap<String, HashMap<String, MemberDeadlines>>,
 }
 
 impl GroupShard {
@@ -44,7 +51,51 @@ impl GroupShard {
             loaded: false,
             pending_txn: HashMap::new(),
             txn_producers: HashMap::new(),
+            consumers: HashMap::new(),
+            consumer_deadlines: HashMap::new(),
         }
+    }
+
+    pub fn consumer_group(&self, id: &str) -> Option<&ConsumerGroup> {
+        self.consumers.get(id)
+    }
+
+    pub fn consumer_group_mut(&mut self, id: &str) -> Option<&mut ConsumerGroup> {
+        self.consumers.get_mut(id)
+    }
+
+    pub fn consumer_groups(&self) -> impl Iterator<Item = &ConsumerGroup> {
+        self.consumers.values()
+    }
+
+    pub fn consumer_groups_mut(&mut self) -> impl Iterator<Item = &mut ConsumerGroup> {
+        self.consumers.values_mut()
+    }
+
+    /// Whether a new group may be created (`max_groups` counts both kinds).
+    pub fn may_create(&self, max_groups: usize) -> bool {
+        self.group_count.load(Ordering::Relaxed) < max_groups
+    }
+
+    fn replay_consumer(&mut self, record: ConsumerRecord) {
+        let id = record.group().to_string();
+        if let ConsumerRecord::GroupEpoch { epoch: None, .. } = record {
+            if self.consumers.remove(&id).is_some() {
+                self.group_count.fetch_sub(1, Ordering::Relaxed);
+            }
+            self.consumer_deadlines.remove(&id);
+            return;
+        }
+        if record.is_tombstone() && !self.consumers.contains_key(&id) {
+            // A tombstone of a removed group (compaction may keep it alone): nothing to do.
+            return;
+        }
+        let count = &self.group_count;
+        let g = self.consumers.entry(id.clone()).or_insert_with(|| {
+            count.fetch_add(1, Ordering::Relaxed);
+            ConsumerGroup::new(&id)
+        });
+        g.replay(&record);
     }
 
     pub fn group(&self, id: &str) -> Option<&Group> {
@@ -246,6 +297,7 @@ impl Shard for GroupShard {
                 }
             }
             StoredRecord::Group { group, value: None } => self.remove_group(&group),
+            StoredRecord::Consumer(c) => self.replay_consumer(c),
         }
     }
 

@@ -198,7 +198,7 @@ fn offsets_of_an_empty_group_expire_after_retention() {
         "empty for less than the retention"
     );
     assert!(
-        c.list().iter().all(|(id, _, _)| id != "old"),
+        c.list().iter().all(|l| l.id != "old"),
         "the expired group is gone"
     );
     // And it stays gone after a restart: tombstones were written.

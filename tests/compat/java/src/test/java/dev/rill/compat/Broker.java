@@ -47,8 +47,12 @@ final class Broker {
         return bootstrap;
     }
 
+    /** group.consumer.session.timeout.ms of the shared rill (KIP-848 tests wait for it). */
+    static final int CONSUMER_SESSION_TIMEOUT_MS = 6000;
+
     private static String startRill() throws Exception {
-        return start().address();
+        return start("--group-consumer-session-timeout-ms", String.valueOf(CONSUMER_SESSION_TIMEOUT_MS),
+                "--group-consumer-heartbeat-interval-ms", "1000").address();
     }
 
     /** A started rill process: its address, stopped (SIGTERM) at JVM exit or by {@link #stop}. */

@@ -31,7 +31,9 @@ import org.apache.kafka.common.serialization.ByteArrayDeserializer;
  * (parts comma-separated, "-" when empty), {@code REC <partition> <offset> <value>},
  * {@code COMMIT <p>=<next>,...}, {@code COMMIT_ERROR <text>}, {@code CLOSED}.
  *
- * <p>Args: bootstrap group topic clientId sessionTimeoutMs maxSeconds [groupInstanceId]
+ * <p>Args: bootstrap group topic clientId sessionTimeoutMs maxSeconds [groupInstanceId [protocol]]
+ * (protocol {@code classic}, the default, or {@code consumer}: KIP-848, where the session
+ * timeout and heartbeat interval are the broker's)
  */
 public final class GroupWorker {
     private static final Object OUT = new Object();
@@ -54,15 +56,18 @@ public final class GroupWorker {
         int sessionTimeoutMs = Integer.parseInt(args[4]);
         long maxSeconds = Long.parseLong(args[5]);
         String instanceId = args.length > 6 ? args[6] : "";
+        String protocol = args.length > 7 ? args[7] : "classic";
         Properties p = new Properties();
         p.put("bootstrap.servers", bootstrap);
         p.put("group.id", group);
         p.put("client.id", clientId);
-        p.put("group.protocol", "classic");
+        p.put("group.protocol", protocol);
         p.put("enable.auto.commit", "false");
         p.put("auto.offset.reset", "earliest");
-        p.put("session.timeout.ms", String.valueOf(sessionTimeoutMs));
-        p.put("heartbeat.interval.ms", "1000");
+        if (protocol.equals("classic")) {
+            p.put("session.timeout.ms", String.valueOf(sessionTimeoutMs));
+            p.put("heartbeat.interval.ms", "1000");
+        }
         p.put("max.poll.interval.ms", "60000");
         p.put("metadata.max.age.ms", "2000");
         p.put("request.timeout.ms", "30000");

@@ -68,6 +68,11 @@ class GroupsTest {
 
         Member(String bootstrap, String group, String topic, String name, int sessionTimeoutMs, String instanceId)
                 throws IOException {
+            this(bootstrap, group, topic, name, sessionTimeoutMs, instanceId, "classic");
+        }
+
+        Member(String bootstrap, String group, String topic, String name, int sessionTimeoutMs, String instanceId,
+               String protocol) throws IOException {
             this.name = name;
             String cp = System.getProperty("surefire.test.class.path", System.getProperty("java.class.path"));
             String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
@@ -75,7 +80,7 @@ class GroupsTest {
             proc = new ProcessBuilder(java, "-Xmx128m", "-XX:TieredStopAtLevel=1", "-Xshare:auto",
                     "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn", "-cp", cp,
                     GroupWorker.class.getName(), bootstrap, group, topic, name,
-                    String.valueOf(sessionTimeoutMs), "180", instanceId)
+                    String.valueOf(sessionTimeoutMs), "180", instanceId, protocol)
                     .redirectError(stderr.toFile())
                     .redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")))
                     .start();
@@ -249,13 +254,26 @@ class GroupsTest {
 
     @Test
     void threeMembersSplitKillRebalanceJoin() throws Exception {
+        splitKillRebalanceJoin("classic", SESSION_TIMEOUT_MS);
+    }
+
+    /** The same with KIP-848 members (group.protocol=consumer): the broker assigns, and a
+     *  partition moves once its previous owner revoked it or was fenced. rill's test broker runs
+     *  with group.consumer.session.timeout.ms 6000 ({@link Broker}); Kafka's default is 45 s. */
+    @Test
+    void threeMembersSplitKillRebalanceJoinKip848() throws Exception {
+        boolean external = System.getenv("KAFKA_BOOTSTRAP") != null && !System.getenv("KAFKA_BOOTSTRAP").isEmpty();
+        splitKillRebalanceJoin("consumer", external ? 45_000 : Broker.CONSUMER_SESSION_TIMEOUT_MS);
+    }
+
+    private void splitKillRebalanceJoin(String protocol, int sessionTimeoutMs) throws Exception {
         String topic = ProduceConsumeTest.createTopic("groups", PARTITIONS);
         String group = "g-" + topic;
         String bs = Broker.bootstrap();
         Map<List<Long>, String> produced = new HashMap<>(produce(topic, "a", 600));
         List<Member> ms = new ArrayList<>();
         try {
-            for (int i = 0; i < 3; i++) ms.add(new Member(bs, group, topic, "j" + i));
+            for (int i = 0; i < 3; i++) ms.add(new Member(bs, group, topic, "j" + i, SESSION_TIMEOUT_MS, "", protocol));
             waitSplit(ms, 2, 60);
             waitProcessed(ms, produced);
             Member victim = ms.get(0);
@@ -273,7 +291,7 @@ class GroupsTest {
             }
             produced.putAll(produce(topic, "b", 300));
 
-            waitSplit(survivors, 3, 45);
+            waitSplit(survivors, 3, sessionTimeoutMs / 1000 + 45);
             long movedNanos = Long.MAX_VALUE;
             for (Member m : survivors) {
                 for (Member.Event e : m.events()) {
@@ -284,7 +302,7 @@ class GroupsTest {
             }
             System.out.printf("victim's partitions %s reassigned %.1f s after SIGKILL%n", victimParts, movedNanos / 1e9);
             // the session timeout, plus a rejoin round: heartbeat interval, JoinGroup, SyncGroup
-            assertTrue(movedNanos < TimeUnit.MILLISECONDS.toNanos(SESSION_TIMEOUT_MS + 10_000),
+            assertTrue(movedNanos < TimeUnit.MILLISECONDS.toNanos(sessionTimeoutMs + 10_000),
                     "partitions moved " + movedNanos / 1e9 + " s after the kill");
             waitProcessed(ms, produced);
             for (int p : victimParts) {
@@ -299,7 +317,7 @@ class GroupsTest {
                         "partition " + p + ": resumed at " + first + ", committed " + c + ", processed up to " + pm);
             }
 
-            Member joiner = new Member(bs, group, topic, "j3");
+            Member joiner = new Member(bs, group, topic, "j3", SESSION_TIMEOUT_MS, "", protocol);
             ms.add(joiner);
             waitSplit(List.of(ms.get(1), ms.get(2), joiner), 2, 45);
             produced.putAll(produce(topic, "c", 300));

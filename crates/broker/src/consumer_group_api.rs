@@ -1,0 +1,225 @@
+//! The KIP-848 consumer group APIs on the wire: ConsumerGroupHeartbeat (68) and
+//! ConsumerGroupDescribe (69). Thin: decode, call the [`GroupCoordinator`], encode. The
+//! topic registry is what the coordinator's assignors see ([`RegistryTopics`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{self as m, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use parking_lot::Mutex;
+use regex::Regex;
+
+use crate::coordinator::group::consumer_records::Assignment;
+use crate::coordinator::group::TopicLookup;
+use crate::coordinator::group::{self as group_coordinator, ConsumerHeartbeat, GroupCoordinator};
+use crate::group_api::Client;
+use crate::state::BrokerState;
+use crate::topics::{is_internal, TopicRegistry};
+
+fn s(text: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(text.into())
+}
+
+/// Compiled subscription patterns, shared by all groups; cleared when it reaches its bound.
+static PATTERNS: Mutex<Option<HashMap<String, Option<Regex>>>> = Mutex::new(None);
+const PATTERNS_MAX: usize = 1_024;
+/// A compiled pattern's size bound (the `regex` crate's NFA size limit), against patterns
+/// that would take megabytes.
+const PATTERN_SIZE_LIMIT_BYTES: usize = 1 << 20;
+
+/// `pattern` compiled to match whole topic names, as RE2/J's `matches()` in Kafka; `None`
+/// if it does not compile (or is too big). Differences from RE2/J: the `regex` crate's
+/// `\w`, `\d`, `\s` and `\b` are Unicode-aware (RE2/J's are ASCII) and it refuses `\Q...\E`;
+/// both refuse backreferences and lookaround and match in linear time.
+fn compiled(pattern: &str) -> Option<Regex> {
+    let mut cache = PATTERNS.lock();
+    let cache = cache.get_or_insert_with(HashMap::new);
+    if let Some(r) = cache.get(pattern) {
+        return r.clone();
+    }
+    if cache.len() >= PATTERNS_MAX {
+        cache.clear();
+    }
+    let r = regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .size_limit(PATTERN_SIZE_LIMIT_BYTES)
+        .build()
+        .ok();
+    cache.insert(pattern.to_string(), r.clone());
+    r
+}
+
+/// The topic registry as consumer groups see it (internal topics are never subscribed).
+pub struct RegistryTopics<'a>(pub &'a TopicRegistry);
+
+impl TopicLookup for RegistryTopics<'_> {
+    fn get(&self, name: &str) -> Option<(uuid::Uuid, i32)> {
+        if is_internal(name) {
+            return None;
+        }
+        self.0.get(name).map(|t| (t.id, t.partitions))
+    }
+    fn names(&self) -> Vec<String> {
+        self.0
+            .all()
+            .into_iter()
+            .filter(|t| !is_internal(&t.name))
+            .map(|t| t.name.clone())
+            .collect()
+    }
+    fn is_valid_pattern(&self, pattern: &str) -> bool {
+        compiled(pattern).is_some()
+    }
+    fn matches(&self, pattern: &str, name: &str) -> bool {
+        compiled(pattern).is_some_and(|r| r.is_match(name))
+    }
+}
+
+fn coordinator(state: &BrokerState) -> &GroupCoordinator {
+    &state.groups
+}
+
+fn assignment_in(tps: Vec<m::consumer_group_heartbeat_request::TopicPartitions>) -> Assignment {
+    let mut a = Assignment::new();
+    for t in tps {
+        a.entry(t.topic_id).or_default().extend(t.partitions);
+    }
+    a
+}
+
+pub async fn heartbeat(
+    state: &Arc<BrokerState>,
+    client: &Client,
+    r: m::ConsumerGroupHeartbeatRequest,
+) -> m::ConsumerGroupHeartbeatResponse {
+    let request = ConsumerHeartbeat {
+        group_id: r.group_id.to_string(),
+        member_id: r.member_id.to_string(),
+        member_epoch: r.member_epoch,
+        instance_id: r.instance_id.map(|i| i.to_string()),
+        rack_id: r.rack_id.map(|i| i.to_string()),
+        rebalance_timeout_ms: r.rebalance_timeout_ms,
+        subscribed_topic_names: r
+            .subscribed_topic_names
+            .map(|ns| ns.into_iter().map(|n| n.to_string()).collect()),
+        subscribed_topic_regex: r.subscribed_topic_regex.map(|re| re.to_string()),
+        server_assignor: r.server_assignor.map(|a| a.to_string()),
+        owned: r.topic_partitions.map(assignment_in),
+        client_id: client.client_id.clone(),
+        client_host: client.host.clone(),
+    };
+    let (answer, pending) =
+        coordinator(state).consumer_heartbeat(request, &RegistryTopics(&state.topics));
+    let mut error = answer.error;
+    if let Err(e) = group_coordinator::durable(pending).await {
+        error = e;
+    }
+    if error != 0 {
+        return m::ConsumerGroupHeartbeatResponse::default()
+            .with_error_code(error)
+            .with_error_message(answer.message.map(s))
+            .with_member_epoch(-1);
+    }
+    m::ConsumerGroupHeartbeatResponse::default()
+        .with_member_id(Some(s(answer.member_id)))
+        .with_member_epoch(answer.member_epoch)
+        .with_heartbeat_interval_ms(answer.heartbeat_interval_ms)
+        .with_assignment(answer.assignment.map(|a| {
+            m::consumer_group_heartbeat_response::Assignment::default().with_topic_partitions(
+                a.into_iter()
+                    .map(|(t, ps)| {
+                        m::consumer_group_heartbeat_response::TopicPartitions::default()
+                            .with_topic_id(t)
+                            .with_partitions(ps.into_iter().collect())
+                    })
+                    .collect(),
+            )
+        }))
+}
+
+fn described(
+    state: &BrokerState,
+    a: &Assignment,
+) -> m::consumer_group_describe_response::Assignment {
+    m::consumer_group_describe_response::Assignment::default().with_topic_partitions(
+        a.iter()
+            .map(|(t, ps)| {
+                let name = state
+                    .topics
+                    .get_by_id(t)
+                    .map(|m| m.name.clone())
+                    .unwrap_or_default();
+                m::consumer_group_describe_response::TopicPartitions::default()
+                    .with_topic_id(*t)
+                    .with_topic_name(TopicName(s(name)))
+                    .with_partitions(ps.iter().copied().collect())
+            })
+            .collect(),
+    )
+}
+
+pub fn describe(
+    state: &BrokerState,
+    r: m::ConsumerGroupDescribeRequest,
+) -> m::ConsumerGroupDescribeResponse {
+    let groups = r
+        .group_ids
+        .into_iter()
+        .map(|id| {
+            let base = m::consumer_group_describe_response::DescribedGroup::default()
+                .with_group_id(id.clone())
+                .with_authorized_operations(if r.include_authorized_operations {
+                    state.authorized_operations(crate::authorizer::ResourceType::Group, &id)
+                } else {
+                    i32::MIN
+                });
+            if let Err(e) = GroupCoordinator::validate_group_id(&id) {
+                return base.with_error_code(e);
+            }
+            let found = coordinator(state).with_consumer_group(&id, |g| {
+                base.clone()
+                    .with_group_state(s(g.state().name()))
+                    .with_group_epoch(g.epoch)
+                    .with_assignment_epoch(g.target_epoch)
+                    .with_assignor_name(s(g.assignor()))
+                    .with_members(
+                        g.members
+                            .values()
+                            .map(|mem| {
+                                m::consumer_group_describe_response::Member::default()
+                                    .with_member_id(s(mem.id.clone()))
+                                    .with_instance_id(mem.meta.instance_id.clone().map(s))
+                                    .with_rack_id(mem.meta.rack_id.clone().map(s))
+                                    .with_member_epoch(mem.current.member_epoch)
+                                    .with_client_id(s(mem.meta.client_id.clone()))
+                                    .with_client_host(s(mem.meta.client_host.clone()))
+                                    .with_subscribed_topic_names(
+                                        mem.meta
+                                            .subscribed_topic_names
+                                            .iter()
+                                            .map(|n| TopicName(s(n.clone())))
+                                            .collect(),
+                                    )
+                                    .with_subscribed_topic_regex(
+                                        mem.meta.subscribed_topic_regex.clone().map(s),
+                                    )
+                                    .with_assignment(described(state, &mem.current.assigned))
+                                    .with_target_assignment(described(
+                                        state,
+                                        g.target.get(&mem.id).unwrap_or(&Assignment::new()),
+                                    ))
+                                    // 1: a member of the consumer protocol (0 is classic).
+                                    .with_member_type(1)
+                            })
+                            .collect(),
+                    )
+            });
+            found.unwrap_or_else(|| {
+                base.with_error_code(ResponseError::GroupIdNotFound.code())
+                    .with_error_message(Some(s(format!("Group {} not found.", id.as_str()))))
+            })
+        })
+        .collect();
+    m::ConsumerGroupDescribeResponse::default().with_groups(groups)
+}
