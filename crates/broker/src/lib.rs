@@ -32,6 +32,7 @@ pub mod configs;
 pub mod connection;
 pub mod coordinator;
 pub mod credentials;
+pub mod delayed;
 pub mod describe_topic_partitions;
 pub mod dispatch;
 pub mod error;

@@ -49,6 +49,8 @@ pub struct BrokerState {
     /// Permits for blocking work that may decompress (produce validation and append,
     /// ListOffsets): `max_blocking_appends` of them.
     pub blocking_permits: Arc<Semaphore>,
+    /// Delay stores of delay-enabled partitions (`delayed`).
+    pub delayed: crate::delayed::DelayStores,
 }
 
 /// The coordinators, loaded from their internal topics.
@@ -92,6 +94,7 @@ impl BrokerState {
             producer_ids,
             txns,
             blocking_permits,
+            delayed: crate::delayed::DelayStores::default(),
         }
     }
 
@@ -151,6 +154,7 @@ impl BrokerState {
 
     /// Forgets a deleted topic's notifiers, waking anyone parked on them.
     pub fn forget_topic(&self, topic: &str) {
+        self.delayed.forget_topic(topic);
         let mut appended = self.appended.lock();
         appended.retain(|tp, notify| {
             let keep = tp.topic != topic;
