@@ -72,6 +72,14 @@ pub struct ServeArgs {
     /// [default: 604800000].
     #[arg(long, env = "RILL_TRANSACTIONAL_ID_EXPIRATION_MS", value_name = "MS")]
     pub transactional_id_expiration_ms: Option<i64>,
+    /// Longest delay a delayed record may ask for; longer ones are refused with
+    /// INVALID_RECORD (rill.delivery.delay.max.ms) [default: 63072000000, two years].
+    #[arg(long, env = "RILL_DELIVERY_DELAY_MAX_MS", value_name = "MS")]
+    pub delivery_delay_max_ms: Option<i64>,
+    /// Waiting delayed records each delay-enabled partition keeps in memory; the rest wait in
+    /// its delay log until due soon (rill.delivery.delay.memory.entries) [default: 262144].
+    #[arg(long, env = "RILL_DELIVERY_DELAY_MEMORY_ENTRIES", value_name = "N")]
+    pub delivery_delay_memory_entries: Option<usize>,
     /// Address of the Prometheus `/metrics` HTTP endpoint [default: 127.0.0.1:9644]. When the
     /// default address is taken (another broker on this machine) the broker warns and serves
     /// without it; an address given explicitly must be free.
@@ -126,6 +134,8 @@ struct FileConfig {
     connections_max_idle_ms: Option<u64>,
     producer_id_expiration_ms: Option<i64>,
     transactional_id_expiration_ms: Option<i64>,
+    delivery_delay_max_ms: Option<i64>,
+    delivery_delay_memory_entries: Option<usize>,
     metrics_listen: Option<String>,
     metrics: Option<bool>,
     log_cleaner_threads: Option<usize>,
@@ -151,6 +161,8 @@ pub struct ServeConfig {
     pub connections_max_idle_ms: u64,
     pub producer_id_expiration_ms: i64,
     pub transactional_id_expiration_ms: i64,
+    pub delivery_delay_max_ms: i64,
+    pub delivery_delay_memory_entries: usize,
     pub metrics: bool,
     pub metrics_listen: String,
     /// True when `metrics_listen` was chosen by someone (flag, variable or file) rather than
@@ -235,6 +247,16 @@ impl ServeConfig {
                 file.transactional_id_expiration_ms,
                 defaults.transactions.id_expiration_ms,
             ),
+            delivery_delay_max_ms: pick(
+                args.delivery_delay_max_ms,
+                file.delivery_delay_max_ms,
+                defaults.delivery_delay_max_ms,
+            ),
+            delivery_delay_memory_entries: pick(
+                args.delivery_delay_memory_entries,
+                file.delivery_delay_memory_entries,
+                defaults.delivery_delay_memory_entries,
+            ),
             metrics: !args.no_metrics.unwrap_or(false) && file.metrics.unwrap_or(true),
             metrics_listen: pick(
                 args.metrics_listen.clone(),
@@ -296,10 +318,14 @@ impl ServeConfig {
                 "transactional_id_expiration_ms",
                 self.transactional_id_expiration_ms,
             ),
+            ("delivery_delay_max_ms", self.delivery_delay_max_ms),
         ] {
             if ms < 1 {
                 bail!("invalid value for {key}: {ms} (must be at least 1)");
             }
+        }
+        if self.delivery_delay_memory_entries < 1 {
+            bail!("invalid value for delivery_delay_memory_entries: 0 (must be at least 1)");
         }
         if self.decompressed_batch_max_bytes < 1024 {
             bail!(
@@ -353,6 +379,8 @@ impl ServeConfig {
             write_mode: self.write_mode()?,
             connections_max_idle_ms: self.connections_max_idle_ms,
             producer_id_expiration_ms: self.producer_id_expiration_ms,
+            delivery_delay_max_ms: self.delivery_delay_max_ms,
+            delivery_delay_memory_entries: self.delivery_delay_memory_entries,
             transactions: rill_broker::TxnConfig {
                 id_expiration_ms: self.transactional_id_expiration_ms,
                 ..rill_broker::TxnConfig::default()
