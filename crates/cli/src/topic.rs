@@ -61,8 +61,9 @@ pub struct DescribeArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
-    /// The broker's `/metrics` endpoint, read for the log cleaner's dirty ratio per partition
-    /// (not part of the Kafka protocol). Unreachable: the ratio is shown as unknown.
+    /// The broker's `/metrics` endpoint, read for the log cleaner's dirty ratio and delayed
+    /// delivery's waiting records per partition (not part of the Kafka protocol).
+    /// Unreachable: the ratio is shown as unknown, waiting records as 0.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9644")]
     pub metrics: String,
     #[command(flatten)]
