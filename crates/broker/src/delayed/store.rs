@@ -205,31 +205,13 @@ impl DelayStore {
             ..BatchSpec::default()
         };
         let mut builder = BatchBuilder::new(spec, rill_storage::compression::Compression::None);
-        let mut batch_bytes = Vec::new();
-        let mut loaded_offset = None;
-        let mut buffers = ReaderBuffers::default();
+        let mut batches = BatchCache::default();
+        let mut raw = Vec::new();
+        let mut encoded = Vec::new();
         for (delta, key) in keys.iter().enumerate() {
-            if loaded_offset != Some(key.offset) {
-                batch_bytes = self.delay_log.read_bytes(key.offset, 1)?;
-                loaded_offset = Some(key.offset);
-            }
-            let (header, body) = batch_at(&batch_bytes, key.offset)?;
-            let mut reader = RecordReader::for_batch(body, self.max_decompressed_bytes, buffers)
-                .map_err(corrupt)?;
-            for _ in 0..key.index {
-                reader.skip_record().map_err(corrupt)?;
-            }
-            let record = reader.next_record().map_err(corrupt)?.ok_or_else(|| {
-                corrupt_reason(format!(
-                    "no record {} in batch at {}",
-                    key.index, key.offset
-                ))
-            })?;
-            let produced_ms = header
-                .base_timestamp
-                .saturating_add(record.meta.timestamp_delta);
+            let record = batches.record(self, key)?;
             let added = [
-                (headers::PRODUCE_TIMESTAMP, produced_ms.to_string()),
+                (headers::PRODUCE_TIMESTAMP, record.produced_ms.to_string()),
                 (headers::DELIVERED_FOR, key.due_ms.to_string()),
                 (headers::SOURCE, format!("{}.{}", key.offset, key.index)),
             ];
@@ -237,18 +219,17 @@ impl DelayStore {
                 .iter()
                 .map(|(k, v)| (*k, Some(v.as_bytes())))
                 .collect();
-            let mut raw = record.headers.raw().to_vec();
-            let mut encoded = Vec::new();
             let more = Headers::encode(&added, &mut encoded);
+            raw.clear();
+            raw.extend_from_slice(&record.headers);
             raw.extend_from_slice(more.raw());
             builder.push(&NewRecord {
                 offset_delta: delta as i32,
                 timestamp_delta: 0,
-                key: record.key,
-                value: record.value,
-                headers: Headers::from_raw(record.headers.count() + more.count(), &raw),
+                key: record.key.as_deref(),
+                value: record.value.as_deref(),
+                headers: Headers::from_raw(record.header_count + more.count(), &raw),
             });
-            buffers = reader.into_buffers();
         }
         let mut out = Vec::new();
         builder
@@ -256,6 +237,74 @@ impl DelayStore {
             .map_err(|e| corrupt_reason(e.to_string()))?;
         Ok(out)
     }
+}
+
+/// One stored record, copied out of its delay log batch.
+struct StoredRecord {
+    produced_ms: i64,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Vec<u8>,
+    header_count: u32,
+}
+
+/// Decoded delay log batches of one delivery (keys in due order visit a batch's records in
+/// index order, often many from one batch): each batch is read and decoded once. Bounded:
+/// past [`BATCH_CACHE_BYTES`] it starts over.
+#[derive(Default)]
+struct BatchCache {
+    batches: std::collections::HashMap<i64, Vec<StoredRecord>>,
+    bytes: usize,
+}
+
+const BATCH_CACHE_BYTES: usize = 16 << 20;
+
+impl BatchCache {
+    fn record(&mut self, store: &DelayStore, key: &Key) -> Result<&StoredRecord, StorageError> {
+        if !self.batches.contains_key(&key.offset) {
+            let (records, bytes) = decode_batch(store, key.offset)?;
+            if self.bytes + bytes > BATCH_CACHE_BYTES {
+                self.batches.clear();
+                self.bytes = 0;
+            }
+            self.bytes += bytes;
+            self.batches.insert(key.offset, records);
+        }
+        self.batches
+            .get(&key.offset)
+            .and_then(|records| records.get(key.index as usize))
+            .ok_or_else(|| {
+                corrupt_reason(format!(
+                    "no record {} in the delay log batch at {}",
+                    key.index, key.offset
+                ))
+            })
+    }
+}
+
+/// Every record of the delay log batch at `offset`, and their size in bytes.
+fn decode_batch(
+    store: &DelayStore,
+    offset: i64,
+) -> Result<(Vec<StoredRecord>, usize), StorageError> {
+    let bytes = store.delay_log.read_bytes(offset, 1)?;
+    let (header, body) = batch_at(&bytes, offset)?;
+    let mut reader =
+        RecordReader::for_batch(body, store.max_decompressed_bytes, ReaderBuffers::default())
+            .map_err(corrupt)?;
+    let mut out = Vec::with_capacity(header.record_count.clamp(0, 4096) as usize);
+    let mut size = 0;
+    while let Some(r) = reader.next_record().map_err(corrupt)? {
+        size += 64 + r.meta.size_bytes as usize;
+        out.push(StoredRecord {
+            produced_ms: header.base_timestamp.saturating_add(r.meta.timestamp_delta),
+            key: r.key.map(<[u8]>::to_vec),
+            value: r.value.map(<[u8]>::to_vec),
+            headers: r.headers.raw().to_vec(),
+            header_count: r.headers.count(),
+        });
+    }
+    Ok((out, size))
 }
 
 /// The batch holding `offset` in bytes read from the delay log (whole batches), with its
