@@ -84,6 +84,12 @@ pub struct BrokerConfig {
     pub producer_id_expiration_ms: i64,
     /// The log cleaner (`log.cleaner.*`): threads, key map size, throttle, backoff.
     pub cleaner: rill_storage::CleanerConfig,
+    /// `rill.delivery.delay.max.ms`: the longest delay a delayed record may ask for (longer
+    /// ones are refused with INVALID_RECORD). Default two years.
+    pub delivery_delay_max_ms: i64,
+    /// `rill.delivery.delay.memory.entries`: waiting records each delay store keeps in memory
+    /// (24 bytes plus set overhead each); the others stay in its delay log until due soon.
+    pub delivery_delay_memory_entries: usize,
 }
 
 impl Default for BrokerConfig {
@@ -111,6 +117,8 @@ impl Default for BrokerConfig {
             producer_id_expiration_ms:
                 rill_storage::producer_state::DEFAULT_PRODUCER_ID_EXPIRATION_MS,
             cleaner: rill_storage::CleanerConfig::default(),
+            delivery_delay_max_ms: 2 * 365 * 24 * 3600 * 1000,
+            delivery_delay_memory_entries: 262_144,
         }
     }
 }
@@ -228,6 +236,7 @@ impl Broker {
         let view_maintainer = tokio::spawn(view_loop(Arc::clone(&self.state), stop_rx));
         // The cleaner's own threads; `LogManager::close` below stops them.
         self.state.logs.start_cleaner();
+        crate::delayed::DelayStores::open_existing(&self.state).await;
         listener::run(self.listener, Arc::clone(&self.state), shutdown).await;
         // The ticker may be between ticks or inside one; either way it stops at its next
         // await, and we wait for it so tick and close never overlap.
@@ -247,6 +256,7 @@ impl Broker {
         if let Err(e) = view_maintainer.await {
             self.state.metrics.task_failed("view maintainer", &e);
         }
+        self.state.delayed.close(&self.state).await;
         let logs = Arc::clone(&self.state.logs);
         let closed = tokio::task::spawn_blocking(move || logs.close())
             .await

@@ -33,6 +33,7 @@ pub mod connection;
 pub mod consumer_group_api;
 pub mod coordinator;
 pub mod credentials;
+pub mod delayed;
 pub mod describe_topic_partitions;
 pub mod dispatch;
 pub mod error;

@@ -284,6 +284,7 @@ pub fn encode_prometheus(state: &BrokerState) -> String {
     register_storage(&mut registry, state);
     register_groups(&mut registry, state);
     register_views(&mut registry, state);
+    register_delayed(&mut registry, state);
     let mut out = String::with_capacity(16 * 1024);
     if let Err(e) = encode(&mut out, &registry) {
         // Encoding into a String only fails if a metric's own encoder does; say so in-band.
@@ -370,6 +371,51 @@ fn register_counters(registry: &mut Registry, m: &Metrics) {
         "Time acks=all produces waited for their group-commit fdatasync",
         Unit::Seconds,
         m.durable_wait_seconds.clone(),
+    );
+}
+
+/// Delayed delivery, per delay-enabled partition with an open store: records waiting, the
+/// earliest due time in memory, and the lateness of the last delivery.
+fn register_delayed(registry: &mut Registry, state: &BrokerState) {
+    let waiting = Family::<PartitionLabels, Gauge>::default();
+    let in_memory = Family::<PartitionLabels, Gauge>::default();
+    let next_due = Family::<PartitionLabels, Gauge>::default();
+    let lateness = Family::<PartitionLabels, Gauge>::default();
+    for s in state.delayed.stats() {
+        let labels = [
+            ("topic", s.target.topic.clone()),
+            ("partition", s.target.partition.to_string()),
+        ];
+        waiting
+            .get_or_create(&labels)
+            .set(i64::try_from(s.waiting).unwrap_or(i64::MAX));
+        in_memory
+            .get_or_create(&labels)
+            .set(i64::try_from(s.in_memory).unwrap_or(i64::MAX));
+        next_due
+            .get_or_create(&labels)
+            .set(s.next_due_ms.unwrap_or(-1));
+        lateness.get_or_create(&labels).set(s.last_lateness_ms);
+    }
+    registry.register(
+        "delayed_pending_records",
+        "Delayed records stored and not yet delivered",
+        waiting,
+    );
+    registry.register(
+        "delayed_in_memory_records",
+        "Delayed records in the in-memory window (bounded by rill.delivery.delay.memory.entries)",
+        in_memory,
+    );
+    registry.register(
+        "delayed_next_due_ms",
+        "Earliest due time in the in-memory window, epoch ms (-1: none)",
+        next_due,
+    );
+    registry.register(
+        "delayed_delivery_lag_ms",
+        "Delivery time minus due time of the last delivered record, ms",
+        lateness,
     );
 }
 

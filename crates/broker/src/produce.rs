@@ -108,7 +108,7 @@ pub async fn start(state: &Arc<BrokerState>, version: i16, request: ProduceReque
         let name = topic.name.0.to_string();
         let resolved = if unauthorized_txn {
             Err(ResponseError::TransactionalIdAuthorizationFailed.code())
-        } else if crate::topics::is_internal(&name) {
+        } else if crate::topics::is_internal(&name) || crate::delayed::is_delay_log(&name) {
             // Only the group coordinator writes there; a client's bytes could not be replayed.
             Err(ResponseError::InvalidTopicException.code())
         } else if acks_valid {
@@ -209,6 +209,10 @@ async fn append(
             return Err((ResponseError::InvalidRecord.code(), Some(message)));
         }
     };
+    let config = log.config();
+    if config.delivery_delayed_enable {
+        return append_delayed(state, tp, records, acks, config.delivery_delay_ms).await;
+    }
     let permit = Arc::clone(&state.blocking_permits)
         .acquire_owned()
         .await
@@ -273,6 +277,81 @@ async fn append(
         base_offset: info.base_offset,
         log_start_offset: info.log_start_offset,
         log_append_time_ms: info.log_append_time_ms,
+        sync,
+    })
+}
+
+/// Appends one partition's batches to its delay store (`rill.delivery.delayed.enable`): the
+/// records are decoded (their delay headers checked) and stored in the partition's delay log;
+/// the acknowledgement waits for that log's durability. The offsets of the records in the
+/// partition are assigned at delivery, so the response's base offset is -1.
+async fn append_delayed(
+    state: &Arc<BrokerState>,
+    tp: &TopicPartition,
+    records: Bytes,
+    acks: i16,
+    default_delay_ms: i64,
+) -> AppendOutcome {
+    use crate::delayed::store::{DelayedError, ProduceLimits};
+    let store = crate::delayed::DelayStores::get_or_open(state, tp)
+        .await
+        .map_err(|e| (storage_error_code(&e), Some(e.to_string())))?;
+    let permit = Arc::clone(&state.blocking_permits)
+        .acquire_owned()
+        .await
+        .expect("the blocking permits semaphore is never closed");
+    let limits = ProduceLimits {
+        now_ms: crate::broker::now_ms(),
+        max_delay_ms: state.config.delivery_delay_max_ms,
+        default_delay_ms,
+        max_decompressed_bytes: state.config.decompressed_batch_max_bytes,
+    };
+    let (appending, batches) = (Arc::clone(&store), records.clone());
+    let appended = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        appending.append(&batches, limits)
+    })
+    .await;
+    let info = match appended {
+        Ok(Ok(info)) => info,
+        Ok(Err(e)) => {
+            tracing::warn!(%tp, error = %e, "delayed produce refused");
+            let code = match &e {
+                DelayedError::Storage(e) => storage_error_code(e),
+                DelayedError::Closed(_) => ResponseError::UnknownTopicOrPartition.code(),
+                _ => ResponseError::InvalidRecord.code(),
+            };
+            return Err((code, Some(e.to_string())));
+        }
+        Err(e) => {
+            state.metrics.task_failed("delayed append", &e);
+            return Err((
+                ResponseError::UnknownServerError.code(),
+                Some(e.to_string()),
+            ));
+        }
+    };
+    if !info.duplicate {
+        Metrics::add(&state.metrics.produced_bytes_total, records.len() as u64);
+    }
+    let delay_log = &store.delay_log;
+    let sync = (acks == -1 && delay_log.needs_sync_for_ack()).then(|| {
+        let (tx, rx) = oneshot::channel();
+        let metrics = Arc::clone(&state.metrics);
+        let started = std::time::Instant::now();
+        delay_log.on_durable(
+            info.last_offset + 1,
+            Box::new(move |durable| {
+                metrics.observe_durable_wait(started.elapsed());
+                let _ = tx.send(durable);
+            }),
+        );
+        rx
+    });
+    Ok(Appended {
+        base_offset: -1,
+        log_start_offset: -1,
+        log_append_time_ms: -1,
         sync,
     })
 }

@@ -51,6 +51,8 @@ pub struct BrokerState {
     pub blocking_permits: Arc<Semaphore>,
     /// Filtered views: the maintainer the broker's view loop runs, and /metrics reads.
     pub views: Arc<crate::view::ViewMaintainer>,
+    /// Delay stores of delay-enabled partitions (`delayed`).
+    pub delayed: crate::delayed::DelayStores,
 }
 
 /// The coordinators, loaded from their internal topics.
@@ -95,6 +97,7 @@ impl BrokerState {
             txns,
             blocking_permits,
             views: Arc::default(),
+            delayed: crate::delayed::DelayStores::default(),
         }
     }
 
@@ -154,6 +157,7 @@ impl BrokerState {
 
     /// Forgets a deleted topic's notifiers, waking anyone parked on them.
     pub fn forget_topic(&self, topic: &str) {
+        self.delayed.forget_topic(topic);
         let mut appended = self.appended.lock();
         appended.retain(|tp, notify| {
             let keep = tp.topic != topic;

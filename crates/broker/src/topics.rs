@@ -195,6 +195,9 @@ pub fn validate_name(name: &str) -> Result<(), TopicError> {
     if !name.chars().all(legal) {
         return invalid("only ASCII letters, digits, '.', '_' and '-' are allowed");
     }
+    if crate::delayed::is_delay_log(name) {
+        return invalid("the prefix __rill_delayed. is reserved for delay logs");
+    }
     Ok(())
 }
 
@@ -384,7 +387,13 @@ impl TopicRegistry {
                 topic: name.to_string(),
                 partition,
             };
-            match logs.delete_log(&tp) {
+            let delay_log = crate::delayed::delay_log_of(&tp);
+            match logs
+                .delete_log(&tp)
+                .and_then(|()| match logs.delete_log(&delay_log) {
+                    Err(StorageError::UnknownPartition { .. }) => Ok(()),
+                    other => other,
+                }) {
                 Ok(()) | Err(StorageError::UnknownPartition { .. }) => {}
                 Err(source) => {
                     tracing::error!(%tp, error = %source, "failed to delete partition log");
@@ -564,6 +573,9 @@ fn create_partition_log(
 fn adopt_orphans(logs: &LogManager, topics: &mut BTreeMap<String, TopicMeta>) -> bool {
     let mut changed = false;
     for tp in logs.partitions() {
+        if crate::delayed::is_delay_log(&tp.topic) {
+            continue; // a delay log belongs to its topic, never a topic of its own
+        }
         let count = tp.partition.saturating_add(1);
         match topics.get_mut(&tp.topic) {
             Some(meta) if meta.partitions >= count => {}

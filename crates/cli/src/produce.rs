@@ -25,6 +25,15 @@ pub struct ProduceArgs {
     /// Header `name=value` added to every record (repeatable).
     #[arg(long, short = 'H', value_name = "NAME=VALUE")]
     pub header: Vec<String>,
+    /// Deliver every record this long after the broker stores it (header `rill-delay-ms`;
+    /// the topic needs `rill.delivery.delayed.enable=true`): `500ms`, `30s`, `5m`, `2h`, `7d`,
+    /// or a number of milliseconds.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_ms, conflicts_with = "deliver_at")]
+    pub delay: Option<u64>,
+    /// Deliver every record at this time, epoch milliseconds (header `rill-deliver-at`; a past
+    /// time delivers at once).
+    #[arg(long, value_name = "EPOCH_MS")]
+    pub deliver_at: Option<i64>,
     /// Write every record to this partition. Default: records with a key go to
     /// murmur2(key) mod partitions (as the Java client), records without one round-robin.
     #[arg(long, short = 'p')]
@@ -58,12 +67,44 @@ pub fn parse_acks(s: &str) -> Result<i16, String> {
     }
 }
 
+/// Parses `--delay`: a whole number with an optional unit `ms` (default), `s`, `m`, `h`, `d`.
+///
+/// # Errors
+/// Anything else, or a delay that overflows.
+pub fn parse_duration_ms(s: &str) -> Result<u64, String> {
+    let text = s.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration such as 500ms, 30s, 5m, 2h or 7d"))?;
+    let scale: u64 = match unit {
+        "" | "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("'{s}': unknown unit '{unit}' (ms, s, m, h, d)")),
+    };
+    n.checked_mul(scale)
+        .filter(|&ms| ms <= i64::MAX as u64)
+        .ok_or_else(|| format!("'{s}' is too long"))
+}
+
 /// Runs `rill produce`.
 ///
 /// # Errors
 /// Unreadable input, unreachable broker, missing topic, failed batches.
 pub async fn run(a: ProduceArgs) -> anyhow::Result<()> {
-    let headers = parse_pairs(&a.header, "--header")?;
+    let mut headers = parse_pairs(&a.header, "--header")?;
+    if let Some(ms) = a.delay {
+        headers.push(("rill-delay-ms".to_string(), ms.to_string()));
+    }
+    if let Some(at) = a.deliver_at {
+        headers.push(("rill-deliver-at".to_string(), at.to_string()));
+    }
     if a.key_separator.as_deref() == Some("") {
         return Err(usage("--key-separator must not be empty"));
     }
@@ -245,5 +286,18 @@ mod tests {
         assert_eq!(parse_acks("all"), Ok(-1));
         assert_eq!(parse_acks("1"), Ok(1));
         assert!(parse_acks("2").is_err());
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration_ms("250"), Ok(250));
+        assert_eq!(parse_duration_ms("250ms"), Ok(250));
+        assert_eq!(parse_duration_ms("30s"), Ok(30_000));
+        assert_eq!(parse_duration_ms("5m"), Ok(300_000));
+        assert_eq!(parse_duration_ms("2h"), Ok(7_200_000));
+        assert_eq!(parse_duration_ms("365d"), Ok(31_536_000_000));
+        for bad in ["", "s", "1.5s", "-1s", "10y", "99999999999999999999d"] {
+            assert!(parse_duration_ms(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -88,6 +88,14 @@ pub struct ServeArgs {
         value_name = "MS"
     )]
     pub group_consumer_heartbeat_interval_ms: Option<u64>,
+    /// Longest delay a delayed record may ask for; longer ones are refused with
+    /// INVALID_RECORD (rill.delivery.delay.max.ms) [default: 63072000000, two years].
+    #[arg(long, env = "RILL_DELIVERY_DELAY_MAX_MS", value_name = "MS")]
+    pub delivery_delay_max_ms: Option<i64>,
+    /// Waiting delayed records each delay-enabled partition keeps in memory; the rest wait in
+    /// its delay log until due soon (rill.delivery.delay.memory.entries) [default: 262144].
+    #[arg(long, env = "RILL_DELIVERY_DELAY_MEMORY_ENTRIES", value_name = "N")]
+    pub delivery_delay_memory_entries: Option<usize>,
     /// Address of the Prometheus `/metrics` HTTP endpoint [default: 127.0.0.1:9644]. When the
     /// default address is taken (another broker on this machine) the broker warns and serves
     /// without it; an address given explicitly must be free.
@@ -144,6 +152,8 @@ struct FileConfig {
     transactional_id_expiration_ms: Option<i64>,
     group_consumer_session_timeout_ms: Option<u64>,
     group_consumer_heartbeat_interval_ms: Option<u64>,
+    delivery_delay_max_ms: Option<i64>,
+    delivery_delay_memory_entries: Option<usize>,
     metrics_listen: Option<String>,
     metrics: Option<bool>,
     log_cleaner_threads: Option<usize>,
@@ -171,6 +181,8 @@ pub struct ServeConfig {
     pub transactional_id_expiration_ms: i64,
     pub group_consumer_session_timeout_ms: u64,
     pub group_consumer_heartbeat_interval_ms: u64,
+    pub delivery_delay_max_ms: i64,
+    pub delivery_delay_memory_entries: usize,
     pub metrics: bool,
     pub metrics_listen: String,
     /// True when `metrics_listen` was chosen by someone (flag, variable or file) rather than
@@ -265,6 +277,16 @@ impl ServeConfig {
                 file.group_consumer_heartbeat_interval_ms,
                 defaults.groups.consumer_heartbeat_interval_ms,
             ),
+            delivery_delay_max_ms: pick(
+                args.delivery_delay_max_ms,
+                file.delivery_delay_max_ms,
+                defaults.delivery_delay_max_ms,
+            ),
+            delivery_delay_memory_entries: pick(
+                args.delivery_delay_memory_entries,
+                file.delivery_delay_memory_entries,
+                defaults.delivery_delay_memory_entries,
+            ),
             metrics: !args.no_metrics.unwrap_or(false) && file.metrics.unwrap_or(true),
             metrics_listen: pick(
                 args.metrics_listen.clone(),
@@ -326,6 +348,7 @@ impl ServeConfig {
                 "transactional_id_expiration_ms",
                 self.transactional_id_expiration_ms,
             ),
+            ("delivery_delay_max_ms", self.delivery_delay_max_ms),
         ] {
             if ms < 1 {
                 bail!("invalid value for {key}: {ms} (must be at least 1)");
@@ -339,6 +362,9 @@ impl ServeConfig {
                 self.group_consumer_heartbeat_interval_ms,
                 self.group_consumer_session_timeout_ms
             );
+        }
+        if self.delivery_delay_memory_entries < 1 {
+            bail!("invalid value for delivery_delay_memory_entries: 0 (must be at least 1)");
         }
         if self.decompressed_batch_max_bytes < 1024 {
             bail!(
@@ -392,6 +418,8 @@ impl ServeConfig {
             write_mode: self.write_mode()?,
             connections_max_idle_ms: self.connections_max_idle_ms,
             producer_id_expiration_ms: self.producer_id_expiration_ms,
+            delivery_delay_max_ms: self.delivery_delay_max_ms,
+            delivery_delay_memory_entries: self.delivery_delay_memory_entries,
             transactions: rill_broker::TxnConfig {
                 id_expiration_ms: self.transactional_id_expiration_ms,
                 ..rill_broker::TxnConfig::default()

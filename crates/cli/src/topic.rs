@@ -71,8 +71,9 @@ pub struct DescribeArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
-    /// The broker's `/metrics` endpoint, read for the log cleaner's dirty ratio per partition
-    /// (not part of the Kafka protocol). Unreachable: the ratio is shown as unknown.
+    /// The broker's `/metrics` endpoint, read for the log cleaner's dirty ratio and delayed
+    /// delivery's waiting records per partition (not part of the Kafka protocol).
+    /// Unreachable: the ratio is shown as unknown, waiting records as 0.
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9644")]
     pub metrics: String,
     #[command(flatten)]
@@ -221,12 +222,29 @@ async fn describe(a: DescribeArgs) -> anyhow::Result<()> {
         .and_then(|c| c.value.clone())
         .unwrap_or_else(|| "delete".into());
     let compacted = policy.split(',').any(|p| p.trim() == "compact");
-    let ratios = if compacted {
-        dirty_ratios(&a.metrics, &a.topic)
+    let delayed = configs
+        .iter()
+        .any(|c| c.name == "rill.delivery.delayed.enable" && c.value.as_deref() == Some("true"));
+    let metrics_text = if compacted || delayed {
+        fetch_metrics(&a.metrics)
     } else {
         None
     };
-    let ratio = |p: i32| ratios.as_ref().and_then(|r| r.get(&p).copied());
+    let gauge = |metric: &str, p: i32| {
+        metrics_text
+            .as_deref()
+            .and_then(|text| partition_values(text, metric, &a.topic).get(&p).copied())
+    };
+    let ratio = |p: i32| gauge("rill_log_cleaner_dirty_ratio", p);
+    // Delayed delivery: records waiting, the earliest due time (epoch ms) and the last
+    // delivery's lateness (ms); `None` before the partition's delay store opened.
+    let delay_stats = |p: i32| {
+        Some((
+            gauge("rill_delayed_pending_records", p)? as i64,
+            gauge("rill_delayed_next_due_ms", p)? as i64,
+            gauge("rill_delayed_delivery_lag_ms", p)? as i64,
+        ))
+    };
     let offset = |list: &[(i32, i64, i64)], p: i32| {
         list.iter()
             .find(|(q, _, _)| *q == p)
@@ -245,6 +263,11 @@ async fn describe(a: DescribeArgs) -> anyhow::Result<()> {
                     "log_start_offset": offset(&starts, p.partition),
                     "log_end_offset": offset(&ends, p.partition),
                     "dirty_ratio": ratio(p.partition),
+                    "delayed": delay_stats(p.partition).map(|(pending, next_due_ms, lag_ms)| json!({
+                        "pending": pending,
+                        "next_due_ms": next_due_ms,
+                        "delivery_lag_ms": lag_ms,
+                    })),
                 })
             })
             .collect();
@@ -279,8 +302,18 @@ async fn describe(a: DescribeArgs) -> anyhow::Result<()> {
                 None => "  DirtyRatio: unknown".into(),
             }
         };
+        let delayed = if !delayed {
+            String::new()
+        } else {
+            match delay_stats(p.partition) {
+                Some((pending, next_due_ms, lag_ms)) => format!(
+                    "  DelayedPending: {pending}  NextDueMs: {next_due_ms}  DeliveryLagMs: {lag_ms}"
+                ),
+                None => "  DelayedPending: 0".into(),
+            }
+        };
         println!(
-            "  Partition: {}  Leader: {}  Replicas: {:?}  Isr: {:?}  LogStartOffset: {}  LogEndOffset: {}{dirty}",
+            "  Partition: {}  Leader: {}  Replicas: {:?}  Isr: {:?}  LogStartOffset: {}  LogEndOffset: {}{dirty}{delayed}",
             p.partition,
             p.leader,
             p.replicas,
@@ -292,10 +325,10 @@ async fn describe(a: DescribeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The log cleaner's dirty ratio per partition of `topic`, from the broker's Prometheus
-/// endpoint (`rill_log_cleaner_dirty_ratio`). `None` when it cannot be read: a plain
-/// HTTP/1.1 GET with a 2 s timeout and a 16 MiB bound on the answer.
-fn dirty_ratios(addr: &str, topic: &str) -> Option<std::collections::HashMap<i32, f64>> {
+/// The broker's Prometheus text (for what the Kafka protocol does not carry: the cleaner's
+/// dirty ratio, delayed delivery). `None` when it cannot be read: a plain HTTP/1.1 GET with a
+/// 2 s timeout and a 16 MiB bound on the answer.
+fn fetch_metrics(addr: &str) -> Option<String> {
     use std::io::{Read, Write};
     use std::net::ToSocketAddrs;
     use std::time::Duration;
@@ -311,10 +344,15 @@ fn dirty_ratios(addr: &str, topic: &str) -> Option<std::collections::HashMap<i32
     .ok()?;
     let mut body = Vec::new();
     stream.take(16 << 20).read_to_end(&mut body).ok()?;
-    let text = String::from_utf8_lossy(&body);
+    Some(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The values of a per-partition metric (`topic` and `partition` labels) for `topic`.
+fn partition_values(text: &str, metric: &str, topic: &str) -> std::collections::HashMap<i32, f64> {
     let mut out = std::collections::HashMap::new();
+    let prefix = format!("{metric}{{");
     for line in text.lines() {
-        let Some(rest) = line.strip_prefix("rill_log_cleaner_dirty_ratio{") else {
+        let Some(rest) = line.strip_prefix(prefix.as_str()) else {
             continue;
         };
         let Some((labels, value)) = rest.split_once("} ") else {
@@ -336,7 +374,7 @@ fn dirty_ratios(addr: &str, topic: &str) -> Option<std::collections::HashMap<i32
             out.insert(p, v);
         }
     }
-    Some(out)
+    out
 }
 
 async fn delete(a: DeleteArgs) -> anyhow::Result<()> {

@@ -121,6 +121,71 @@ fn topic_lifecycle() {
     );
 }
 
+/// `rill produce --delay` / `--deliver-at` on a delay-enabled topic: records wait (describe
+/// shows them pending) and arrive when due with the delivery headers; a bad `--delay` is a
+/// usage error.
+#[test]
+fn produce_with_delay() {
+    let broker = Broker::start();
+    let create = [
+        "topic",
+        "create",
+        "later",
+        "--config",
+        "rill.delivery.delayed.enable=true",
+    ];
+    assert_exit(&broker.rill(&create), 0);
+    let sent = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let o = broker.rill_stdin(&["produce", "later", "--delay", "2s"], "a\nb\n");
+    assert_exit(&o, 0);
+    let at = (sent + 60_000).to_string();
+    let o = broker.rill_stdin(&["produce", "later", "--deliver-at", &at], "far\n");
+    assert_exit(&o, 0);
+    let describe = [
+        "topic",
+        "describe",
+        "later",
+        "--metrics",
+        &broker.metrics_addr,
+    ];
+    let o = broker.rill(&describe);
+    assert_exit(&o, 0);
+    assert!(stdout(&o).contains("DelayedPending: 3"), "{}", stdout(&o));
+    assert_exit(&broker.rill(&["produce", "later", "--delay", "soon"]), 2);
+    // Bounded: the records are due in 2 s.
+    let mut records = Vec::new();
+    for _ in 0..100 {
+        let o = broker.rill(&[
+            "consume",
+            "later",
+            "--from-beginning",
+            "--exit-at-end",
+            "--format",
+            "json",
+        ]);
+        assert_exit(&o, 0);
+        records = json_lines(&stdout(&o));
+        if records.len() >= 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(records.len(), 2, "only the 2 s records are due");
+    for r in &records {
+        assert_eq!(r["headers"]["rill-delay-ms"], "2000");
+        let due: i64 = r["headers"]["rill-delayed-deliver-at"]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .expect("due time header");
+        assert!(due >= sent + 2000, "{r}");
+        assert!(r["timestamp"].as_i64().unwrap_or(0) >= due, "{r}");
+    }
+    let o = broker.rill(&describe);
+    assert!(stdout(&o).contains("DelayedPending: 1"), "{}", stdout(&o));
+}
+
 #[test]
 fn produce_and_consume() {
     let broker = Broker::start();

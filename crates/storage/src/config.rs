@@ -92,6 +92,13 @@ pub struct LogConfig {
     pub min_cleanable_dirty_ratio_ppm: u32,
     /// `message.timestamp.type`: `CreateTime` or `LogAppendTime`.
     pub timestamp_type: TimestampType,
+    /// `rill.delivery.delayed.enable`: records produced to the topic go through the broker's
+    /// delay store (the broker decodes their headers). Storage only keeps the setting: it is a
+    /// topic config like the others, persisted and described with them.
+    pub delivery_delayed_enable: bool,
+    /// `rill.delivery.delay.ms`: the delay of records that carry no delay header, on a topic
+    /// with delayed delivery enabled (0: delivered at once).
+    pub delivery_delay_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -113,6 +120,8 @@ impl Default for LogConfig {
             max_compaction_lag_ms: i64::MAX,
             min_cleanable_dirty_ratio_ppm: 500_000,
             timestamp_type: TimestampType::CreateTime,
+            delivery_delayed_enable: false,
+            delivery_delay_ms: 0,
         }
     }
 }
@@ -122,7 +131,7 @@ const KAFKA_NEVER: u64 = i64::MAX as u64;
 
 impl LogConfig {
     /// Every key [`LogConfig::set`] accepts.
-    pub const KEYS: [&'static str; 16] = [
+    pub const KEYS: [&'static str; 18] = [
         "segment.bytes",
         "segment.ms",
         "index.interval.bytes",
@@ -139,6 +148,8 @@ impl LogConfig {
         "max.compaction.lag.ms",
         "min.cleanable.dirty.ratio",
         "message.timestamp.type",
+        "rill.delivery.delayed.enable",
+        "rill.delivery.delay.ms",
     ];
 
     /// Whether `retention.ms` and `retention.bytes` apply: only when `cleanup.policy` includes
@@ -259,6 +270,14 @@ impl LogConfig {
                     _ => return Err(invalid("must be one of: CreateTime, LogAppendTime")),
                 }
             }
+            "rill.delivery.delayed.enable" => {
+                self.delivery_delayed_enable = match value.trim() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(invalid("must be true or false")),
+                }
+            }
+            "rill.delivery.delay.ms" => self.delivery_delay_ms = int(0)?,
             _ => return Err(invalid("unknown topic config")),
         }
         Ok(())
@@ -305,6 +324,8 @@ impl LogConfig {
                 TimestampType::CreateTime => "CreateTime".to_string(),
                 TimestampType::LogAppendTime => "LogAppendTime".to_string(),
             },
+            "rill.delivery.delayed.enable" => self.delivery_delayed_enable.to_string(),
+            "rill.delivery.delay.ms" => self.delivery_delay_ms.to_string(),
             _ => return None,
         })
     }
@@ -420,6 +441,25 @@ mod tests {
     }
 
     #[test]
+    fn delayed_delivery_is_off_by_default_and_settable() {
+        let mut c = LogConfig::default();
+        assert!(!c.delivery_delayed_enable);
+        assert!(c
+            .entries()
+            .contains(&("rill.delivery.delayed.enable", "false".to_string(), true)));
+        c.set("rill.delivery.delayed.enable", "true").unwrap();
+        c.set("rill.delivery.delay.ms", "30000").unwrap();
+        assert!(c.delivery_delayed_enable);
+        assert_eq!(c.delivery_delay_ms, 30_000);
+        assert!(c
+            .entries()
+            .contains(&("rill.delivery.delay.ms", "30000".to_string(), false)));
+        c.reset("rill.delivery.delayed.enable").unwrap();
+        c.reset("rill.delivery.delay.ms").unwrap();
+        assert_eq!(c, LogConfig::default());
+    }
+
+    #[test]
     fn bad_values_name_the_key() {
         let mut c = LogConfig::default();
         for (k, v) in [
@@ -434,6 +474,10 @@ mod tests {
             ("message.timestamp.type", "logappendtime"),
             ("message.timestamp.type", "LogAppend"),
             ("message.timestamp.type", ""),
+            ("rill.delivery.delayed.enable", "yes"),
+            ("rill.delivery.delayed.enable", "TRUE"),
+            ("rill.delivery.delay.ms", "-1"),
+            ("rill.delivery.delay.ms", "30s"),
         ] {
             match c.set(k, v) {
                 Err(StorageError::InvalidConfig { key, .. }) => assert_eq!(key, k),

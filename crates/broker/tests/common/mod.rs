@@ -27,6 +27,9 @@ pub const TEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct TestBroker {
     pub addr: SocketAddr,
     pub metrics: Arc<Metrics>,
+    /// The broker's shared state (delay stores, logs), for tests that look inside.
+    #[allow(dead_code)]
+    pub state: Arc<rill_broker::state::BrokerState>,
     pub dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<Result<(), rill_broker::BrokerError>>>,
@@ -56,6 +59,7 @@ impl TestBroker {
         let broker = Broker::start(config).await.expect("broker starts");
         let addr = broker.local_addr();
         let metrics = broker.metrics();
+        let state = broker.state();
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(broker.run(async move {
             let _ = rx.await;
@@ -63,6 +67,7 @@ impl TestBroker {
         TestBroker {
             addr,
             metrics,
+            state,
             dir,
             shutdown: Some(tx),
             handle: Some(handle),

@@ -1,0 +1,243 @@
+//! Delayed delivery under SIGKILL: a real `rill serve` process takes records with random
+//! `rill-delay-ms` delays (acks=all) on a delay-enabled topic, is SIGKILLed several times at
+//! random moments while the records fall due, and restarted on the same data directory. In
+//! the end every acknowledged record is in the partition exactly once, no earlier than its
+//! due time (send time + delay), and the partition is in due-time order.
+//!
+//! `RILL_DELAYED_RECORDS` (default 20 000; `scripts/bench-delayed` runs 100 000),
+//! `RILL_DELAYED_SPREAD_MS` (the largest delay, default 6 000), `RILL_DELAYED_KILLS`
+//! (default 3) and `RILL_DELAYED_SEED` set the run.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::rill_bin;
+use rill_client::{Client, ClientConfig, FetchSpec, Producer, ProducerConfig};
+
+const TOPIC: &str = "later";
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Starts `rill serve` on `dir`; returns it with its address (at most 30 s).
+fn serve(dir: &Path) -> (Child, String) {
+    let mut child = Command::new(rill_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--no-metrics"])
+        .arg("--data-dir")
+        .arg(dir)
+        .env("RILL_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn rill serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(addr) = line.strip_prefix("rill listening on ") {
+                let _ = tx.send(addr.to_string());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("broker ready within 30 s");
+    (child, addr)
+}
+
+async fn connect(addr: &str) -> Client {
+    Client::connect(ClientConfig {
+        bootstrap: addr.to_string(),
+        timeout: Duration::from_secs(10),
+    })
+    .await
+    .expect("connect")
+}
+
+/// Sends `count` records with delays below `spread_ms`; returns each one's earliest allowed
+/// delivery time (send time + delay), by value.
+async fn produce(addr: &str, count: u64, spread_ms: u64, rng: &mut Rng) -> HashMap<String, i64> {
+    let client = connect(addr).await;
+    let topic = client.topic(TOPIC).await.expect("topic");
+    let config = ProducerConfig {
+        acks: -1,
+        request_timeout: Duration::from_secs(30),
+        ..ProducerConfig::default()
+    };
+    let mut producer = Producer::new(&client, &topic, config)
+        .await
+        .expect("producer");
+    let mut due = HashMap::new();
+    for i in 0..count {
+        let delay = rng.below(spread_ms);
+        let value = format!("r{i}");
+        let sent = now_ms();
+        let header = delay.to_string();
+        producer
+            .send(
+                0,
+                sent,
+                Some(value.as_bytes()),
+                Some(value.as_bytes()),
+                &[("rill-delay-ms", Some(header.as_bytes()))],
+                i,
+            )
+            .await
+            .expect("send");
+        due.insert(value, sent + delay as i64);
+    }
+    producer.flush().await.expect("flush");
+    for ack in producer.take_acks() {
+        assert!(ack.error.is_none(), "refused: {:?}", ack.error);
+    }
+    due
+}
+
+/// Every record of the partition: (value, timestamp, rill-delayed-deliver-at).
+async fn read_all(addr: &str) -> Vec<(String, i64, i64)> {
+    let client = connect(addr).await;
+    let topic = client.topic(TOPIC).await.expect("topic");
+    let connection = client.leader(&topic, 0).await.expect("leader");
+    let mut out = Vec::new();
+    let mut offset = 0;
+    // Bounded: each round reads at least one record or ends.
+    loop {
+        let spec = FetchSpec {
+            topic: TOPIC.to_string(),
+            partition: 0,
+            offset,
+            max_bytes: 4 << 20,
+        };
+        let p = client
+            .start_fetch(&connection, &[spec], 0, 1, 4 << 20)
+            .expect("fetch")
+            .await
+            .expect("fetch")
+            .remove(0);
+        assert_eq!(p.error_code, 0);
+        let records = rill_client::batch::decode_records(&p.records).expect("decode");
+        let before = offset;
+        for r in records.into_iter().filter(|r| r.offset >= before) {
+            offset = r.offset + 1;
+            let header = |name: &str| {
+                r.headers
+                    .iter()
+                    .find(|(k, _)| k.as_str() == name)
+                    .and_then(|(_, v)| v.as_ref())
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+            };
+            let due: i64 = header("rill-delayed-deliver-at")
+                .expect("delivered records name their due time")
+                .parse()
+                .expect("decimal");
+            let value = String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into();
+            out.push((value, r.timestamp, due));
+        }
+        if offset == before {
+            return out;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_delivery_neither_loses_nor_duplicates() {
+    let count = env_or("RILL_DELAYED_RECORDS", 20_000);
+    let spread_ms = env_or("RILL_DELAYED_SPREAD_MS", 6_000).max(1);
+    let kills = env_or("RILL_DELAYED_KILLS", 3);
+    let mut rng = Rng(env_or("RILL_DELAYED_SEED", 0x5eed) | 1);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut child, mut addr) = serve(dir.path());
+    let configs = [(
+        "rill.delivery.delayed.enable".to_string(),
+        "true".to_string(),
+    )];
+    connect(&addr)
+        .await
+        .create_topic(TOPIC, 1, 1, &configs)
+        .await
+        .expect("create topic");
+    let started = Instant::now();
+    let due = produce(&addr, count, spread_ms, &mut rng).await;
+    let produced_in = started.elapsed();
+    let last_due = due.values().copied().max().unwrap_or(0);
+    for _ in 0..kills {
+        // Somewhere while records fall due (or right away when producing took longer).
+        let left = (last_due - now_ms()).max(1) as u64;
+        tokio::time::sleep(Duration::from_millis(rng.below(left.min(spread_ms)))).await;
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        (child, addr) = serve(dir.path());
+    }
+    // Everything is due by `last_due`; delivery then takes a bounded while.
+    let deadline = Instant::now()
+        + Duration::from_millis((last_due - now_ms()).max(0) as u64)
+        + Duration::from_secs(60);
+    let mut got = read_all(&addr).await;
+    while got.len() < due.len() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        got = read_all(&addr).await;
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    let mut seen = HashMap::new();
+    let mut previous_due = i64::MIN;
+    for (i, (value, timestamp, record_due)) in got.iter().enumerate() {
+        *seen.entry(value.clone()).or_insert(0u32) += 1;
+        let earliest = due.get(value).copied().unwrap_or(i64::MAX);
+        assert!(
+            *record_due >= earliest,
+            "{value} due at {record_due}, sent for {earliest}"
+        );
+        assert!(
+            timestamp >= record_due,
+            "{value} delivered at {timestamp}, due {record_due}"
+        );
+        assert!(
+            *record_due >= previous_due,
+            "record {i} ({value}) out of due order"
+        );
+        previous_due = *record_due;
+    }
+    let duplicates: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(duplicates.is_empty(), "duplicates: {duplicates:?}");
+    let missing: Vec<_> = due
+        .keys()
+        .filter(|v| !seen.contains_key(*v))
+        .take(10)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {count} missing, e.g. {missing:?}",
+        due.len() - seen.len()
+    );
+    assert_eq!(got.len() as u64, count);
+    eprintln!(
+        "{count} delayed records, {kills} SIGKILLs: all delivered once, in due order, none early (produced in {produced_in:?})"
+    );
+}
