@@ -19,6 +19,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use rill_storage::topic_configs::{topic_config, ConfigDef, ConfigKind, TOPIC_CONFIGS};
+
 use crate::error::NONE;
 use crate::state::BrokerState;
 use crate::topics::TopicError;
@@ -43,18 +45,16 @@ const OP_DELETE: i8 = 1;
 const OP_APPEND: i8 = 2;
 const OP_SUBTRACT: i8 = 3;
 
-/// ConfigEntry.ConfigType (v3+), so tools can show and validate values.
+/// ConfigEntry.ConfigType (v3+) of a broker setting, so tools can show and validate values.
+/// Topic configs take theirs from the table.
 fn config_type(name: &str) -> i8 {
     const BOOLEAN: i8 = 1;
     const STRING: i8 = 2;
     const INT: i8 = 3;
     const LONG: i8 = 5;
-    const LIST: i8 = 7;
     match name {
-        "segment.bytes" | "index.interval.bytes" | "max.message.bytes" | "num.partitions" => INT,
-        "segment.ms" | "retention.ms" | "retention.bytes" | "flush.messages" | "flush.ms" => LONG,
-        "socket.request.max.bytes" | "max.connections" => INT,
-        "cleanup.policy" => LIST,
+        "num.partitions" | "socket.request.max.bytes" | "max.connections" => INT,
+        "node.id" | "broker.id" => INT,
         "auto.create.topics.enable" => BOOLEAN,
         name if name.starts_with("rill.metrics.") => LONG,
         _ => STRING,
@@ -62,7 +62,7 @@ fn config_type(name: &str) -> i8 {
 }
 
 fn is_list(name: &str) -> bool {
-    name == "cleanup.policy"
+    topic_config(name).is_some_and(|d| d.kind == ConfigKind::List)
 }
 
 /// DescribeConfigs: topic configs from storage's `LogConfig::entries` (overrides marked as
@@ -102,7 +102,13 @@ pub fn describe(
                             None => true,
                             Some(keys) => keys.iter().any(|k| k == &e.name),
                         })
-                        .map(|e| e.into_result(version, request.include_synonyms))
+                        .map(|e| {
+                            e.into_result(
+                                version,
+                                request.include_synonyms,
+                                request.include_documentation,
+                            )
+                        })
                         .collect();
                 }
                 Err((code, text)) => {
@@ -122,26 +128,75 @@ struct Entry {
     value: String,
     source: i8,
     read_only: bool,
+    config_type: i8,
+    /// `(name, value, source)`, most specific first, as Kafka lists them.
+    synonyms: Vec<(StrBytes, String, i8)>,
+    documentation: Option<&'static str>,
 }
 
 impl Entry {
-    fn into_result(self, version: i16, include_synonyms: bool) -> DescribeConfigsResourceResult {
+    fn into_result(
+        self,
+        version: i16,
+        include_synonyms: bool,
+        include_documentation: bool,
+    ) -> DescribeConfigsResourceResult {
         let mut result = DescribeConfigsResourceResult::default()
             .with_value(Some(StrBytes::from_string(self.value.clone())))
             .with_read_only(self.read_only)
             .with_config_source(self.source)
             .with_is_sensitive(false)
-            .with_config_type(config_type(self.name.as_str()));
+            .with_config_type(self.config_type);
         if include_synonyms && version >= 1 {
-            result.synonyms = vec![DescribeConfigsSynonym::default()
-                .with_name(self.name.clone())
-                .with_value(Some(StrBytes::from_string(self.value)))
-                .with_source(self.source)];
+            result.synonyms = self
+                .synonyms
+                .into_iter()
+                .map(|(name, value, source)| {
+                    DescribeConfigsSynonym::default()
+                        .with_name(name)
+                        .with_value(Some(StrBytes::from_string(value)))
+                        .with_source(source)
+                })
+                .collect();
+        }
+        if include_documentation && version >= 3 {
+            result.documentation = self.documentation.map(StrBytes::from_static_str);
         }
         // v0 reported "is_default" instead of a source; the crate maps the field per version.
         result.name = self.name;
         result
     }
+}
+
+/// One topic config as a topic has it: its definition, the value in force, and whether the
+/// topic overrides it.
+pub struct TopicConfigValue {
+    pub def: &'static ConfigDef,
+    pub value: String,
+    pub overridden: bool,
+}
+
+/// Every topic config of the table with the value `overrides` give it (written as Kafka writes
+/// values back) or its default, for DescribeConfigs and the CreateTopics answer.
+pub fn topic_config_values(overrides: &BTreeMap<String, String>) -> Vec<TopicConfigValue> {
+    TOPIC_CONFIGS
+        .iter()
+        .map(|def| match overrides.get(def.name) {
+            Some(raw) => TopicConfigValue {
+                def,
+                value: def
+                    .parse(raw)
+                    .map(|v| v.canonical())
+                    .unwrap_or_else(|_| raw.clone()),
+                overridden: true,
+            },
+            None => TopicConfigValue {
+                def,
+                value: def.default.to_string(),
+                overridden: false,
+            },
+        })
+        .collect()
 }
 
 fn topic_entries(state: &BrokerState, name: &str) -> Result<Vec<Entry>, (i16, String)> {
@@ -151,21 +206,27 @@ fn topic_entries(state: &BrokerState, name: &str) -> Result<Vec<Entry>, (i16, St
             format!("unknown topic {name}"),
         ));
     };
-    let config = meta
-        .log_config()
-        .map_err(|e| (ResponseError::InvalidConfig.code(), e.to_string()))?;
-    Ok(config
-        .entries()
+    Ok(topic_config_values(&meta.configs)
         .into_iter()
-        .map(|(key, value, _)| Entry {
-            name: StrBytes::from_static_str(key),
-            value,
-            source: if meta.configs.contains_key(key) {
-                CONFIG_SOURCE_DYNAMIC_TOPIC
-            } else {
-                CONFIG_SOURCE_DEFAULT
-            },
-            read_only: false,
+        .map(|c| {
+            let mut synonyms = Vec::new();
+            if c.overridden {
+                let name = StrBytes::from_static_str(c.def.name);
+                synonyms.push((name, c.value.clone(), CONFIG_SOURCE_DYNAMIC_TOPIC));
+            }
+            if let (Some(broker), true) = (c.def.broker_synonym, c.def.synonym_default_listed) {
+                let name = StrBytes::from_static_str(broker);
+                synonyms.push((name, c.def.default.to_string(), CONFIG_SOURCE_DEFAULT));
+            }
+            Entry {
+                name: StrBytes::from_static_str(c.def.name),
+                value: c.value,
+                source: synonyms.first().map_or(CONFIG_SOURCE_DEFAULT, |s| s.2),
+                read_only: false,
+                config_type: c.def.kind as i8,
+                synonyms,
+                documentation: Some(c.def.doc),
+            }
         })
         .collect())
 }
@@ -205,9 +266,16 @@ fn broker_entries(state: &BrokerState) -> Vec<Entry> {
         .into_iter()
         .map(|(name, value)| Entry {
             name: StrBytes::from_static_str(name),
+            synonyms: vec![(
+                StrBytes::from_static_str(name),
+                value.clone(),
+                CONFIG_SOURCE_STATIC_BROKER,
+            )],
+            config_type: config_type(name),
             value,
             source: CONFIG_SOURCE_STATIC_BROKER,
             read_only: true,
+            documentation: None,
         })
         .collect()
 }
@@ -328,7 +396,12 @@ fn apply_ops(
                 overrides.remove(&key);
             }
             (OP_APPEND | OP_SUBTRACT, Some(value)) if is_list(&key) => {
-                let current = overrides.get(&key).cloned().unwrap_or_default();
+                // Without an override the list starts from the default, as in Kafka.
+                let current = overrides
+                    .get(&key)
+                    .cloned()
+                    .or_else(|| topic_config(&key).map(|d| d.default.to_string()))
+                    .unwrap_or_default();
                 let mut items: Vec<String> = split_list(&current);
                 for item in split_list(&value) {
                     let present = items.contains(&item);

@@ -113,6 +113,7 @@ pub fn storage_error_code(error: &StorageError) -> i16 {
         // As too large: the Java producer then splits the batch and retries the halves.
         StorageError::DecompressedTooLarge { .. } => ResponseError::MessageTooLarge,
         StorageError::InvalidRecord { .. } => ResponseError::InvalidRecord,
+        StorageError::InvalidTimestamp { .. } => ResponseError::InvalidTimestamp,
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         StorageError::UnknownPartition { .. } => ResponseError::UnknownTopicOrPartition,
         StorageError::LogAlreadyExists { .. } => ResponseError::TopicAlreadyExists,
