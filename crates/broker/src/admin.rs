@@ -71,7 +71,7 @@ pub async fn create_topics(
                 result.num_partitions = meta.partitions;
                 result.replication_factor = 1;
                 if version >= 5 {
-                    result.configs = Some(topic_configs(&meta));
+                    result.configs = Some(topic_configs(&state.topics.defaults(), &meta));
                 }
             }
             Err((code, text)) => {
@@ -120,8 +120,11 @@ async fn create_one(
         .map_err(|e| (e.code(), e.message()))
 }
 
-fn topic_configs(meta: &TopicMeta) -> Vec<CreatableTopicConfigs> {
-    crate::configs::topic_config_values(&meta.configs)
+fn topic_configs(
+    defaults: &BTreeMap<String, String>,
+    meta: &TopicMeta,
+) -> Vec<CreatableTopicConfigs> {
+    crate::configs::topic_config_values(defaults, &meta.configs)
         .into_iter()
         .map(|c| {
             let source = if c.overridden {

@@ -53,6 +53,9 @@ pub enum BrokerError {
         #[source]
         source: crate::topics::RegistryError,
     },
+    /// The dynamic broker configs file is unreadable, or its values no longer apply.
+    #[error("dynamic broker configs cannot be loaded")]
+    BrokerConfigs(#[source] crate::broker_configs::BrokerConfigError),
     #[error("producer id allocation cannot start")]
     ProducerIds(#[from] crate::producer_id::ProducerIdError),
     /// A setting that cannot be used (named as Kafka names it).

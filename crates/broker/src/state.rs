@@ -49,6 +49,10 @@ pub struct BrokerState {
     /// Permits for blocking work that may decompress (produce validation and append,
     /// ListOffsets): `max_blocking_appends` of them.
     pub blocking_permits: Arc<Semaphore>,
+    /// Dynamic broker configs (AlterConfigs on BROKER), persisted in the data directory.
+    pub dynamic: Arc<crate::broker_configs::DynamicConfigs>,
+    /// The listener's connection limit, which `max.connections` changes at runtime.
+    pub connection_limit: Arc<crate::listener::ConnectionLimit>,
 }
 
 /// The coordinators, loaded from their internal topics.
@@ -79,6 +83,12 @@ impl BrokerState {
             }
         }));
         let blocking_permits = Arc::new(Semaphore::new(config.max_blocking_appends.max(1)));
+        let dynamic = Arc::new(crate::broker_configs::DynamicConfigs::empty(
+            &config.data_dir,
+        ));
+        let connection_limit = Arc::new(crate::listener::ConnectionLimit::new(
+            config.max_connections,
+        ));
         BrokerState {
             config,
             logs,
@@ -92,6 +102,8 @@ impl BrokerState {
             producer_ids,
             txns,
             blocking_permits,
+            dynamic,
+            connection_limit,
         }
     }
 
