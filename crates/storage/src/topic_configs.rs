@@ -467,7 +467,7 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
         check: Check::Range(0, i32::MAX as i64),
         broker_synonym: Some("max.decompressed.message.bytes"),
         synonym_default_listed: true,
-        effect: Effect::Stored("rill bounds decompression per batch with the broker setting decompressed_batch_max_bytes (the stricter bound), checked on every decompressing path"),
+        effect: Effect::Stored("rill bounds decompression per batch with the broker setting rill.decompressed.batch.max.bytes (stricter than a per-record bound), on every path that decompresses"),
         doc: r#"The maximum decompressed size, in bytes, of a single record the broker will accept; larger records are rejected with an <code>InvalidRecordException</code>. It is enforced where the broker decompresses records: produce validation of compressed batches, log compaction, and offset lookups by timestamp or max timestamp against the local log or remote storage. Unlike <code>max.message.bytes</code>, which bounds the compressed batch on the wire, this bounds the decompressed size of an individual record. Lowering it below the size of already-stored records makes compaction and timestamp offset lookups of affected partitions fail until it is raised again. The default imposes no limit beyond the largest record the broker could allocate anyway; set a smaller value to enforce a per-record cap."#,
     },
     ConfigDef {
@@ -547,7 +547,7 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
         check: Check::Any,
         broker_synonym: Some("log.preallocate"),
         synonym_default_listed: true,
-        effect: Effect::Stored("rill always preallocates the active segment, rill.preallocate.step.bytes ahead of the writes (see DESIGN: pwrite into preallocated files)"),
+        effect: Effect::Stored("rill always preallocates the active segment, rill.preallocate.step.bytes ahead of the writes (pwrite into preallocated files is its write path)"),
         doc: r#"True if we should preallocate the file on disk when creating a new log segment."#,
     },
     ConfigDef {
@@ -663,7 +663,7 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
         check: Check::Range(4, i32::MAX as i64),
         broker_synonym: Some("log.index.size.max.bytes"),
         synonym_default_listed: true,
-        effect: Effect::Stored("offset indexes grow with the segment and are trimmed on roll; their size needs no cap"),
+        effect: Effect::Stored("the active segment keeps its index entries in memory and writes them as they come, without preallocating an index file, so there is no index size to cap"),
         doc: r#"This configuration controls the size of the index that maps offsets to file positions. We preallocate this index file and shrink it only after log rolls. You generally should not need to change this setting."#,
     },
     ConfigDef {
