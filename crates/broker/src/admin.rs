@@ -71,7 +71,7 @@ pub async fn create_topics(
                 result.num_partitions = meta.partitions;
                 result.replication_factor = 1;
                 if version >= 5 {
-                    result.configs = Some(topic_configs(&meta));
+                    result.configs = Some(topic_configs(&state.topics.defaults(), &meta));
                 }
             }
             Err((code, text)) => {
@@ -120,22 +120,21 @@ async fn create_one(
         .map_err(|e| (e.code(), e.message()))
 }
 
-fn topic_configs(meta: &TopicMeta) -> Vec<CreatableTopicConfigs> {
-    let Ok(config) = meta.log_config() else {
-        return Vec::new();
-    };
-    config
-        .entries()
+fn topic_configs(
+    defaults: &BTreeMap<String, String>,
+    meta: &TopicMeta,
+) -> Vec<CreatableTopicConfigs> {
+    crate::configs::topic_config_values(defaults, &meta.configs)
         .into_iter()
-        .map(|(name, value, is_default)| {
-            let source = if is_default {
-                CONFIG_SOURCE_DEFAULT
-            } else {
+        .map(|c| {
+            let source = if c.overridden {
                 CONFIG_SOURCE_DYNAMIC_TOPIC
+            } else {
+                CONFIG_SOURCE_DEFAULT
             };
             CreatableTopicConfigs::default()
-                .with_name(StrBytes::from_static_str(name))
-                .with_value(Some(StrBytes::from_string(value)))
+                .with_name(StrBytes::from_static_str(c.def.name))
+                .with_value(Some(StrBytes::from_string(c.value)))
                 .with_read_only(false)
                 .with_config_source(source)
                 .with_is_sensitive(false)

@@ -10,6 +10,7 @@ use rill_storage::{LogManager, LogManagerConfig};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::broker_configs::{BrokerConfigError, DynamicConfigs};
 use crate::coordinator::group::{self as groups, GroupConfig, GroupCoordinator};
 use crate::coordinator::runtime::CoordinatorRuntime;
 use crate::coordinator::txn::coordinator::{TxnConfig, TxnCoordinator};
@@ -147,7 +148,7 @@ impl Broker {
         let group_config = config.groups.clone();
         let txn_config = config.transactions.clone();
         let io = config.file_io.clone();
-        let (logs, topics, groups, txn_runtime, producer_ids, lock) =
+        let (logs, topics, groups, txn_runtime, producer_ids, lock, dynamic) =
             tokio::task::spawn_blocking(move || {
                 open_storage(logs_config, group_config, txn_config, io)
             })
@@ -189,7 +190,7 @@ impl Broker {
             markers,
             Arc::clone(&metrics),
         ));
-        let state = BrokerState::new(
+        let mut state = BrokerState::new(
             config,
             logs,
             topics,
@@ -198,6 +199,10 @@ impl Broker {
             producer_ids,
             metrics,
         );
+        if let Some(max_connections) = dynamic.snapshot().max_connections() {
+            state.connection_limit.set(max_connections);
+        }
+        state.dynamic = Arc::new(dynamic);
         Ok(Broker {
             listener,
             local_addr,
@@ -312,6 +317,7 @@ type Opened = (
     CoordinatorRuntime<TxnShard>,
     ProducerIdManager,
     std::fs::File,
+    DynamicConfigs,
 );
 
 fn open_storage(
@@ -339,6 +345,16 @@ fn open_storage(
         path: data_dir.join(crate::topics::REGISTRY_FILE_NAME),
         source,
     })?;
+    let dynamic = DynamicConfigs::load(&data_dir).map_err(BrokerError::BrokerConfigs)?;
+    topics
+        .set_defaults(&logs, dynamic.snapshot().topic_defaults(), false)
+        .map_err(|e| {
+            BrokerError::BrokerConfigs(BrokerConfigError::Invalid {
+                name: "topic defaults".into(),
+                value: String::new(),
+                reason: e.message(),
+            })
+        })?;
     let groups = open_groups(&logs, &topics, group_config)?;
     let txns = open_transactions(&logs, &topics, &txn_config)?;
     let producer_ids = ProducerIdManager::open(&data_dir, now_ms())?;
@@ -349,6 +365,7 @@ fn open_storage(
         txns,
         producer_ids,
         lock,
+        dynamic,
     ))
 }
 

@@ -19,6 +19,9 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use rill_storage::topic_configs::{topic_config, ConfigDef, ConfigKind, TOPIC_CONFIGS};
+
+use crate::broker_configs::{self, BrokerConfigError, BrokerKey, Dynamic};
 use crate::error::NONE;
 use crate::state::BrokerState;
 use crate::topics::TopicError;
@@ -32,6 +35,10 @@ pub const RESOURCE_BROKER_LOGGER: i8 = 8;
 
 /// ConfigEntry.ConfigSource values.
 pub const CONFIG_SOURCE_DYNAMIC_TOPIC: i8 = 1;
+/// A dynamic config set for this broker.
+pub const CONFIG_SOURCE_DYNAMIC_BROKER: i8 = 2;
+/// A dynamic config set as the cluster default.
+pub const CONFIG_SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
 /// Source of broker settings: they come from the command line.
 pub const CONFIG_SOURCE_STATIC_BROKER: i8 = 4;
 /// Source of topic configs that are not overridden.
@@ -43,18 +50,16 @@ const OP_DELETE: i8 = 1;
 const OP_APPEND: i8 = 2;
 const OP_SUBTRACT: i8 = 3;
 
-/// ConfigEntry.ConfigType (v3+), so tools can show and validate values.
+/// ConfigEntry.ConfigType (v3+) of a broker setting, so tools can show and validate values.
+/// Topic configs take theirs from the table.
 fn config_type(name: &str) -> i8 {
     const BOOLEAN: i8 = 1;
     const STRING: i8 = 2;
     const INT: i8 = 3;
     const LONG: i8 = 5;
-    const LIST: i8 = 7;
     match name {
-        "segment.bytes" | "index.interval.bytes" | "max.message.bytes" | "num.partitions" => INT,
-        "segment.ms" | "retention.ms" | "retention.bytes" | "flush.messages" | "flush.ms" => LONG,
-        "socket.request.max.bytes" | "max.connections" => INT,
-        "cleanup.policy" => LIST,
+        "num.partitions" | "socket.request.max.bytes" | "max.connections" => INT,
+        "node.id" | "broker.id" => INT,
         "auto.create.topics.enable" => BOOLEAN,
         name if name.starts_with("rill.metrics.") => LONG,
         _ => STRING,
@@ -62,7 +67,7 @@ fn config_type(name: &str) -> i8 {
 }
 
 fn is_list(name: &str) -> bool {
-    name == "cleanup.policy"
+    topic_config(name).is_some_and(|d| d.kind == ConfigKind::List)
 }
 
 /// DescribeConfigs: topic configs from storage's `LogConfig::entries` (overrides marked as
@@ -81,7 +86,11 @@ pub fn describe(
                 .with_resource_name(resource.resource_name.clone());
             let entries = match resource.resource_type {
                 RESOURCE_TOPIC => topic_entries(state, resource.resource_name.as_str()),
-                RESOURCE_BROKER => Ok(broker_entries(state)),
+                RESOURCE_BROKER => match broker_scope(state, resource.resource_name.as_str()) {
+                    Ok(Scope::Cluster) => Ok(dynamic_entries(state, true)),
+                    Ok(Scope::Broker) => Ok(broker_entries(state)),
+                    Err(e) => Err(e),
+                },
                 RESOURCE_BROKER_LOGGER => Ok(Vec::new()),
                 other => Err((
                     ResponseError::InvalidRequest.code(),
@@ -102,7 +111,13 @@ pub fn describe(
                             None => true,
                             Some(keys) => keys.iter().any(|k| k == &e.name),
                         })
-                        .map(|e| e.into_result(version, request.include_synonyms))
+                        .map(|e| {
+                            e.into_result(
+                                version,
+                                request.include_synonyms,
+                                request.include_documentation,
+                            )
+                        })
                         .collect();
                 }
                 Err((code, text)) => {
@@ -119,29 +134,84 @@ pub fn describe(
 /// One described config, before encoding.
 struct Entry {
     name: StrBytes,
-    value: String,
+    /// `None` for a broker config with no value (Kafka's null).
+    value: Option<String>,
     source: i8,
     read_only: bool,
+    config_type: i8,
+    /// `(name, value, source)`, most specific first, as Kafka lists them.
+    synonyms: Vec<(StrBytes, Option<String>, i8)>,
+    documentation: Option<&'static str>,
 }
 
 impl Entry {
-    fn into_result(self, version: i16, include_synonyms: bool) -> DescribeConfigsResourceResult {
+    fn into_result(
+        self,
+        version: i16,
+        include_synonyms: bool,
+        include_documentation: bool,
+    ) -> DescribeConfigsResourceResult {
         let mut result = DescribeConfigsResourceResult::default()
-            .with_value(Some(StrBytes::from_string(self.value.clone())))
+            .with_value(self.value.clone().map(StrBytes::from_string))
             .with_read_only(self.read_only)
             .with_config_source(self.source)
             .with_is_sensitive(false)
-            .with_config_type(config_type(self.name.as_str()));
+            .with_config_type(self.config_type);
         if include_synonyms && version >= 1 {
-            result.synonyms = vec![DescribeConfigsSynonym::default()
-                .with_name(self.name.clone())
-                .with_value(Some(StrBytes::from_string(self.value)))
-                .with_source(self.source)];
+            result.synonyms = self
+                .synonyms
+                .into_iter()
+                .map(|(name, value, source)| {
+                    DescribeConfigsSynonym::default()
+                        .with_name(name)
+                        .with_value(value.map(StrBytes::from_string))
+                        .with_source(source)
+                })
+                .collect();
+        }
+        if include_documentation && version >= 3 {
+            result.documentation = self.documentation.map(StrBytes::from_static_str);
         }
         // v0 reported "is_default" instead of a source; the crate maps the field per version.
         result.name = self.name;
         result
     }
+}
+
+/// One topic config as a topic has it: its definition, the value in force, and whether the
+/// topic overrides it.
+pub struct TopicConfigValue {
+    pub def: &'static ConfigDef,
+    pub value: String,
+    pub overridden: bool,
+}
+
+/// Every topic config of the table with the value `overrides` give it (written as Kafka writes
+/// values back) or its default, for DescribeConfigs and the CreateTopics answer.
+pub fn topic_config_values(
+    defaults: &BTreeMap<String, String>,
+    overrides: &BTreeMap<String, String>,
+) -> Vec<TopicConfigValue> {
+    TOPIC_CONFIGS
+        .iter()
+        .map(
+            |def| match overrides.get(def.name).or(defaults.get(def.name)) {
+                Some(raw) => TopicConfigValue {
+                    def,
+                    value: def
+                        .parse(raw)
+                        .map(|v| v.canonical())
+                        .unwrap_or_else(|_| raw.clone()),
+                    overridden: overrides.contains_key(def.name),
+                },
+                None => TopicConfigValue {
+                    def,
+                    value: def.default.to_string(),
+                    overridden: false,
+                },
+            },
+        )
+        .collect()
 }
 
 fn topic_entries(state: &BrokerState, name: &str) -> Result<Vec<Entry>, (i16, String)> {
@@ -151,23 +221,139 @@ fn topic_entries(state: &BrokerState, name: &str) -> Result<Vec<Entry>, (i16, St
             format!("unknown topic {name}"),
         ));
     };
-    let config = meta
-        .log_config()
-        .map_err(|e| (ResponseError::InvalidConfig.code(), e.to_string()))?;
-    Ok(config
-        .entries()
+    let dynamic = state.dynamic.snapshot();
+    Ok(topic_config_values(&state.topics.defaults(), &meta.configs)
         .into_iter()
-        .map(|(key, value, _)| Entry {
-            name: StrBytes::from_static_str(key),
-            value,
-            source: if meta.configs.contains_key(key) {
-                CONFIG_SOURCE_DYNAMIC_TOPIC
-            } else {
-                CONFIG_SOURCE_DEFAULT
-            },
-            read_only: false,
+        .map(|c| {
+            let mut synonyms = Vec::new();
+            if c.overridden {
+                let name = StrBytes::from_static_str(c.def.name);
+                synonyms.push((name, Some(c.value.clone()), CONFIG_SOURCE_DYNAMIC_TOPIC));
+            }
+            if let Some(broker) = c.def.broker_synonym {
+                synonyms.extend(broker_synonyms(&dynamic, broker, c.def));
+            }
+            Entry {
+                name: StrBytes::from_static_str(c.def.name),
+                value: Some(c.value),
+                source: synonyms.first().map_or(CONFIG_SOURCE_DEFAULT, |s| s.2),
+                read_only: false,
+                config_type: c.def.kind as i8,
+                synonyms,
+                documentation: Some(c.def.doc),
+            }
         })
         .collect())
+}
+
+/// The synonyms of broker config `name` (a topic default), most specific first: this broker's
+/// dynamic value, the cluster default, and Kafka's default when Kafka lists it.
+fn broker_synonyms(
+    dynamic: &Dynamic,
+    name: &'static str,
+    def: &ConfigDef,
+) -> Vec<(StrBytes, Option<String>, i8)> {
+    let mut out = Vec::new();
+    let named = || StrBytes::from_static_str(name);
+    if let Some(v) = dynamic.broker.get(name) {
+        out.push((named(), Some(v.clone()), CONFIG_SOURCE_DYNAMIC_BROKER));
+    }
+    if let Some(v) = dynamic.cluster.get(name) {
+        out.push((
+            named(),
+            Some(v.clone()),
+            CONFIG_SOURCE_DYNAMIC_DEFAULT_BROKER,
+        ));
+    }
+    if def.synonym_default_listed {
+        out.push((
+            named(),
+            Some(def.default.to_string()),
+            CONFIG_SOURCE_DEFAULT,
+        ));
+    }
+    out
+}
+
+/// The dynamic broker configs of one resource: the cluster default (`""`, only what is set,
+/// as Kafka answers) or this broker.
+fn dynamic_entries(state: &BrokerState, cluster: bool) -> Vec<Entry> {
+    let dynamic = state.dynamic.snapshot();
+    let mut entries = Vec::new();
+    if cluster {
+        for (name, value) in &dynamic.cluster {
+            let synonym = (
+                s(name),
+                Some(value.clone()),
+                CONFIG_SOURCE_DYNAMIC_DEFAULT_BROKER,
+            );
+            entries.push(dynamic_entry(name, Some(value.clone()), vec![synonym]));
+        }
+        return entries;
+    }
+    // Every topic default, as Kafka lists its `log.*` configs, then max.connections and
+    // the custom names set.
+    let mut names: Vec<String> = TOPIC_CONFIGS
+        .iter()
+        .filter_map(|d| d.broker_synonym)
+        .map(str::to_string)
+        .collect();
+    names.push("max.connections".to_string());
+    for name in dynamic.broker.keys().chain(dynamic.cluster.keys()) {
+        if !names.contains(name) && !broker_configs::READ_ONLY.contains(&name.as_str()) {
+            names.push(name.clone());
+        }
+    }
+    for name in names {
+        let mut synonyms = Vec::new();
+        if let Some(v) = dynamic.broker.get(&name) {
+            synonyms.push((s(&name), Some(v.clone()), CONFIG_SOURCE_DYNAMIC_BROKER));
+        }
+        if let Some(v) = dynamic.cluster.get(&name) {
+            synonyms.push((
+                s(&name),
+                Some(v.clone()),
+                CONFIG_SOURCE_DYNAMIC_DEFAULT_BROKER,
+            ));
+        }
+        match broker_configs::broker_key(&name) {
+            BrokerKey::TopicDefault(def, 1) if def.synonym_default_listed => {
+                synonyms.push((
+                    s(&name),
+                    Some(def.default.to_string()),
+                    CONFIG_SOURCE_DEFAULT,
+                ));
+            }
+            BrokerKey::MaxConnections => {
+                let configured = state.config.max_connections.to_string();
+                synonyms.push((s(&name), Some(configured), CONFIG_SOURCE_STATIC_BROKER));
+            }
+            _ => {}
+        }
+        let value = synonyms.first().and_then(|s| s.1.clone());
+        entries.push(dynamic_entry(&name, value, synonyms));
+    }
+    entries
+}
+
+fn dynamic_entry(
+    name: &str,
+    value: Option<String>,
+    synonyms: Vec<(StrBytes, Option<String>, i8)>,
+) -> Entry {
+    Entry {
+        name: s(name),
+        value,
+        source: synonyms.first().map_or(CONFIG_SOURCE_DEFAULT, |s| s.2),
+        read_only: false,
+        config_type: broker_configs::config_type(name),
+        synonyms,
+        documentation: None,
+    }
+}
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
 }
 
 fn broker_entries(state: &BrokerState) -> Vec<Entry> {
@@ -182,7 +368,6 @@ fn broker_entries(state: &BrokerState) -> Vec<Entry> {
             "auto.create.topics.enable",
             c.auto_create_topics.to_string(),
         ),
-        ("max.connections", c.max_connections.to_string()),
         (
             "socket.request.max.bytes",
             c.socket_request_max_bytes.to_string(),
@@ -201,15 +386,24 @@ fn broker_entries(state: &BrokerState) -> Vec<Entry> {
             m.produced_bytes_total.to_string(),
         ),
     ];
-    statics
+    let mut entries: Vec<Entry> = statics
         .into_iter()
         .map(|(name, value)| Entry {
             name: StrBytes::from_static_str(name),
-            value,
+            synonyms: vec![(
+                StrBytes::from_static_str(name),
+                Some(value.clone()),
+                CONFIG_SOURCE_STATIC_BROKER,
+            )],
+            config_type: config_type(name),
+            value: Some(value),
             source: CONFIG_SOURCE_STATIC_BROKER,
             read_only: true,
+            documentation: None,
         })
-        .collect()
+        .collect();
+    entries.extend(dynamic_entries(state, false));
+    entries
 }
 
 /// Applies `overrides` as the topic's complete override set.
@@ -229,6 +423,84 @@ async fn set_topic_configs(
     outcome.map(|_| ()).map_err(|e| (e.code(), e.message()))
 }
 
+/// Which dynamic configs a BROKER resource names.
+enum Scope {
+    /// `""`: the cluster default.
+    Cluster,
+    /// This broker's id.
+    Broker,
+}
+
+fn broker_scope(state: &BrokerState, name: &str) -> Result<Scope, (i16, String)> {
+    if name.is_empty() {
+        return Ok(Scope::Cluster);
+    }
+    match name.parse::<i32>() {
+        Ok(id) if id == state.config.node_id => Ok(Scope::Broker),
+        _ => Err((
+            ResponseError::InvalidRequest.code(),
+            format!(
+                "broker {name} is not this broker ({})",
+                state.config.node_id
+            ),
+        )),
+    }
+}
+
+/// Changes one scope of the dynamic broker configs with `change`, applies the result to the
+/// running broker (topic defaults on every log, the connection limit) and persists it; with
+/// `validate_only`, only checks.
+async fn alter_broker(
+    state: &Arc<BrokerState>,
+    name: &str,
+    validate_only: bool,
+    change: impl FnOnce(&mut BTreeMap<String, String>) -> Result<(), BrokerConfigError> + Send + 'static,
+) -> Result<(), (i16, String)> {
+    let scope = broker_scope(state, name)?;
+    let outcome = state
+        .blocking(move |s| {
+            let change = |d: &mut Dynamic| match scope {
+                Scope::Cluster => change(&mut d.cluster),
+                Scope::Broker => change(&mut d.broker),
+            };
+            let apply = |d: &Dynamic| {
+                s.topics
+                    .set_defaults(&s.logs, d.topic_defaults(), validate_only)
+                    .map_err(|e| BrokerConfigError::Invalid {
+                        name: "topic defaults".into(),
+                        value: String::new(),
+                        reason: e.message(),
+                    })
+            };
+            let result = if validate_only {
+                let mut next = s.dynamic.snapshot();
+                change(&mut next).and_then(|()| apply(&next))
+            } else {
+                s.dynamic.update(change, apply)
+            };
+            Ok(result)
+        })
+        .await;
+    match outcome {
+        Ok(Ok(())) => {
+            let limit = state.dynamic.snapshot().max_connections();
+            state
+                .connection_limit
+                .set(limit.unwrap_or(state.config.max_connections));
+            tracing::info!(resource = name, "changed dynamic broker configs");
+            Ok(())
+        }
+        Ok(Err(e)) => {
+            let code = match e {
+                BrokerConfigError::Io { .. } => ResponseError::KafkaStorageError.code(),
+                _ => ResponseError::InvalidRequest.code(),
+            };
+            Err((code, e.to_string()))
+        }
+        Err(e) => Err((e.code(), e.message())),
+    }
+}
+
 fn not_alterable(resource_type: i8) -> (i16, String) {
     if resource_type == RESOURCE_BROKER || resource_type == RESOURCE_BROKER_LOGGER {
         let text = "broker configs are set on the command line and cannot be altered".into();
@@ -243,7 +515,23 @@ fn not_alterable(resource_type: i8) -> (i16, String) {
 pub async fn alter(state: &Arc<BrokerState>, request: AlterConfigsRequest) -> AlterConfigsResponse {
     let mut responses = Vec::with_capacity(request.resources.len());
     for resource in request.resources {
-        let outcome = if resource.resource_type == RESOURCE_TOPIC {
+        let outcome = if resource.resource_type == RESOURCE_BROKER {
+            let entries: Vec<(String, String)> = resource
+                .configs
+                .iter()
+                .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
+                .collect();
+            let name = resource.resource_name.to_string();
+            let replace = move |map: &mut BTreeMap<String, String>| {
+                map.clear();
+                for (key, value) in entries {
+                    let value = broker_configs::check(&key, &value)?;
+                    map.insert(key, value);
+                }
+                Ok(())
+            };
+            alter_broker(state, &name, request.validate_only, replace).await
+        } else if resource.resource_type == RESOURCE_TOPIC {
             let overrides = resource
                 .configs
                 .iter()
@@ -276,7 +564,32 @@ pub async fn incremental_alter(
 ) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::with_capacity(request.resources.len());
     for resource in request.resources {
-        let outcome = if resource.resource_type == RESOURCE_TOPIC {
+        let outcome = if resource.resource_type == RESOURCE_BROKER {
+            let ops = resource.configs.clone();
+            let name = resource.resource_name.to_string();
+            let change = move |map: &mut BTreeMap<String, String>| {
+                let keys: Vec<String> = ops.iter().map(|o| o.name.to_string()).collect();
+                if let Some(key) = keys
+                    .iter()
+                    .find(|k| broker_configs::READ_ONLY.contains(&k.as_str()))
+                {
+                    return Err(BrokerConfigError::ReadOnly(key.clone()));
+                }
+                apply_ops(map, &ops).map_err(|(_, reason)| BrokerConfigError::Invalid {
+                    name: keys.join(","),
+                    value: String::new(),
+                    reason,
+                })?;
+                for key in keys {
+                    if let Some(value) = map.get(&key) {
+                        let value = broker_configs::check(&key, value)?;
+                        map.insert(key, value);
+                    }
+                }
+                Ok(())
+            };
+            alter_broker(state, &name, request.validate_only, change).await
+        } else if resource.resource_type == RESOURCE_TOPIC {
             let name = resource.resource_name.as_str();
             match state.topics.get(name) {
                 None => Err((
@@ -328,7 +641,12 @@ fn apply_ops(
                 overrides.remove(&key);
             }
             (OP_APPEND | OP_SUBTRACT, Some(value)) if is_list(&key) => {
-                let current = overrides.get(&key).cloned().unwrap_or_default();
+                // Without an override the list starts from the default, as in Kafka.
+                let current = overrides
+                    .get(&key)
+                    .cloned()
+                    .or_else(|| topic_config(&key).map(|d| d.default.to_string()))
+                    .unwrap_or_default();
                 let mut items: Vec<String> = split_list(&current);
                 for item in split_list(&value) {
                     let present = items.contains(&item);

@@ -53,6 +53,9 @@ pub enum BrokerError {
         #[source]
         source: crate::topics::RegistryError,
     },
+    /// The dynamic broker configs file is unreadable, or its values no longer apply.
+    #[error("dynamic broker configs cannot be loaded")]
+    BrokerConfigs(#[source] crate::broker_configs::BrokerConfigError),
     #[error("producer id allocation cannot start")]
     ProducerIds(#[from] crate::producer_id::ProducerIdError),
     /// A setting that cannot be used (named as Kafka names it).
@@ -113,6 +116,7 @@ pub fn storage_error_code(error: &StorageError) -> i16 {
         // As too large: the Java producer then splits the batch and retries the halves.
         StorageError::DecompressedTooLarge { .. } => ResponseError::MessageTooLarge,
         StorageError::InvalidRecord { .. } => ResponseError::InvalidRecord,
+        StorageError::InvalidTimestamp { .. } => ResponseError::InvalidTimestamp,
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         StorageError::UnknownPartition { .. } => ResponseError::UnknownTopicOrPartition,
         StorageError::LogAlreadyExists { .. } => ResponseError::TopicAlreadyExists,

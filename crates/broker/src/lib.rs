@@ -28,6 +28,7 @@ pub mod admin;
 pub mod api_versions;
 pub mod authorizer;
 pub mod broker;
+pub mod broker_configs;
 pub mod configs;
 pub mod connection;
 pub mod consumer_group_api;

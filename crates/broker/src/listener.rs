@@ -25,13 +25,66 @@ use crate::state::BrokerState;
 /// Longest pause after a failed `accept` (e.g. out of file descriptors).
 const ACCEPT_BACKOFF_MS_MAX: u64 = 5_000;
 
+/// The connection limit (`max.connections`), changeable at runtime as a dynamic broker
+/// config: raising it adds permits at once; lowering it takes permits away as they are free,
+/// so open connections are never cut and new ones wait until the count is under the limit.
+pub struct ConnectionLimit {
+    semaphore: Arc<Semaphore>,
+    limit: parking_lot::Mutex<usize>,
+}
+
+impl ConnectionLimit {
+    /// A limit of `max_connections` (at least 1).
+    pub fn new(max_connections: usize) -> ConnectionLimit {
+        let limit = max_connections.clamp(1, Semaphore::MAX_PERMITS);
+        ConnectionLimit {
+            semaphore: Arc::new(Semaphore::new(limit)),
+            limit: parking_lot::Mutex::new(limit),
+        }
+    }
+
+    /// The permits the listener takes one of per connection.
+    pub fn semaphore(&self) -> Arc<Semaphore> {
+        Arc::clone(&self.semaphore)
+    }
+
+    /// The limit in force.
+    pub fn limit(&self) -> usize {
+        *self.limit.lock()
+    }
+
+    /// Changes the limit. Must run inside the tokio runtime (lowering it below the open
+    /// connections waits for them in a task).
+    pub fn set(&self, max_connections: usize) {
+        let wanted = max_connections.clamp(1, Semaphore::MAX_PERMITS);
+        let mut limit = self.limit.lock();
+        if wanted > *limit {
+            self.semaphore.add_permits(wanted - *limit);
+        } else if wanted < *limit {
+            let excess = *limit - wanted;
+            let rest = excess - self.semaphore.forget_permits(excess);
+            if rest > 0 {
+                let semaphore = Arc::clone(&self.semaphore);
+                // `rest` is below the limit, itself below MAX_PERMITS (< u32::MAX).
+                let rest = u32::try_from(rest).unwrap_or(u32::MAX);
+                tokio::spawn(async move {
+                    if let Ok(permits) = semaphore.acquire_many_owned(rest).await {
+                        permits.forget();
+                    }
+                });
+            }
+        }
+        *limit = wanted;
+    }
+}
+
 /// Accepts until `shutdown` completes, then drains the connections.
 pub async fn run(
     listener: TcpListener,
     state: Arc<BrokerState>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let limit = Arc::new(Semaphore::new(state.config.max_connections.max(1)));
+    let limit = state.connection_limit.semaphore();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     let memory = RequestMemory::new(state.config.queued_max_request_bytes);

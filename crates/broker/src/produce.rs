@@ -28,7 +28,8 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::protocol::StrBytes;
-use rill_storage::{batch, TopicPartition};
+use rill_storage::compression::Compression;
+use rill_storage::{batch, TimestampType, TopicCompression, TopicPartition};
 use tokio::sync::oneshot;
 
 use crate::coordinator::txn::coordinator::TxnError;
@@ -219,15 +220,34 @@ async fn append(
         .expect("the blocking permits semaphore is never closed");
     let max_decompressed_bytes = state.config.decompressed_batch_max_bytes;
     let (appending, batches) = (Arc::clone(&log), records.clone());
-    let compacted = log.config().compacts();
+    let config = log.config();
+    if acks == -1 && config.min_insync_replicas > SINGLE_NODE_ISR {
+        // Kafka's answer when the ISR is smaller than min.insync.replicas; a single node is
+        // an ISR of one.
+        let message = format!(
+            "min.insync.replicas {} is above the {SINGLE_NODE_ISR} in-sync replica of a single node",
+            config.min_insync_replicas
+        );
+        return Err((ResponseError::NotEnoughReplicas.code(), Some(message)));
+    }
     let partition = tp.clone();
     let appended = tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        appending.append_checked(&batches, |b| {
+        let recompressed = recompress(&batches, &config, max_decompressed_bytes)?;
+        let batches = recompressed.as_deref().unwrap_or(&batches);
+        let now_ms = crate::broker::now_ms();
+        let checks = batch::ProduceChecks {
+            max_decompressed_bytes,
             // Kafka refuses keyless records in a compacted topic (INVALID_RECORD).
-            let keys_required_in = compacted.then_some(&partition);
-            batch::validate_produced_records(b, max_decompressed_bytes, keys_required_in)
-        })
+            keys_required_in: config.compacts().then_some(&partition),
+            timestamp_bounds_ms: (config.timestamp_type == TimestampType::CreateTime).then(|| {
+                (
+                    now_ms.saturating_sub(config.timestamp_before_max_ms),
+                    now_ms.saturating_add(config.timestamp_after_max_ms),
+                )
+            }),
+        };
+        appending.append_checked(batches, |b| batch::validate_produced(b, &checks))
     })
     .await;
     let info = match appended {
@@ -354,6 +374,31 @@ async fn append_delayed(
         log_append_time_ms: -1,
         sync,
     })
+}
+
+/// The in-sync replicas of a partition on a single node: the leader.
+const SINGLE_NODE_ISR: u32 = 1;
+
+/// `compression.type`: the batches rewritten into the topic's codec, or `None` when the topic
+/// keeps the producer's codec (`producer`, the never-decoded default) or every batch is already
+/// in it. Blocking (CPU) work.
+fn recompress(
+    batches: &[u8],
+    config: &rill_storage::LogConfig,
+    max_decompressed_bytes: u64,
+) -> Result<Option<Vec<u8>>, rill_storage::StorageError> {
+    let TopicCompression::Codec(codec) = config.compression_type else {
+        return Ok(None);
+    };
+    // The batch headers must be sane before they are walked; the append checks them again.
+    batch::validate_all(batches, config.max_message_bytes as usize)?;
+    let level = match codec {
+        Compression::Gzip => Some(config.compression_gzip_level),
+        Compression::Lz4 => Some(config.compression_lz4_level),
+        Compression::Zstd => Some(config.compression_zstd_level),
+        Compression::None | Compression::Snappy => None,
+    };
+    batch::recompress_all(batches, codec, level, max_decompressed_bytes)
 }
 
 /// Waits for every durability wait and records failures in the response.

@@ -53,6 +53,10 @@ pub struct BrokerState {
     pub views: Arc<crate::view::ViewMaintainer>,
     /// Delay stores of delay-enabled partitions (`delayed`).
     pub delayed: crate::delayed::DelayStores,
+    /// Dynamic broker configs (AlterConfigs on BROKER), persisted in the data directory.
+    pub dynamic: Arc<crate::broker_configs::DynamicConfigs>,
+    /// The listener's connection limit, which `max.connections` changes at runtime.
+    pub connection_limit: Arc<crate::listener::ConnectionLimit>,
 }
 
 /// The coordinators, loaded from their internal topics.
@@ -83,6 +87,12 @@ impl BrokerState {
             }
         }));
         let blocking_permits = Arc::new(Semaphore::new(config.max_blocking_appends.max(1)));
+        let dynamic = Arc::new(crate::broker_configs::DynamicConfigs::empty(
+            &config.data_dir,
+        ));
+        let connection_limit = Arc::new(crate::listener::ConnectionLimit::new(
+            config.max_connections,
+        ));
         BrokerState {
             config,
             logs,
@@ -98,6 +108,8 @@ impl BrokerState {
             blocking_permits,
             views: Arc::default(),
             delayed: crate::delayed::DelayStores::default(),
+            dynamic,
+            connection_limit,
         }
     }
 

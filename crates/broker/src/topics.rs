@@ -57,26 +57,25 @@ pub struct TopicMeta {
 }
 
 impl TopicMeta {
-    /// The storage config for this topic's partitions.
+    /// The storage config for this topic's partitions under no broker-level defaults.
     ///
     /// # Errors
     /// The first override storage rejects.
     pub fn log_config(&self) -> Result<LogConfig, StorageError> {
-        log_config(&self.configs)
+        log_config(&BTreeMap::new(), &self.configs)
     }
 }
 
-/// Builds a [`LogConfig`] from overrides.
+/// Builds a [`LogConfig`] from the broker's topic defaults (dynamic broker configs, by topic
+/// key) and a topic's overrides.
 ///
 /// # Errors
-/// The first override storage rejects.
-pub fn log_config(configs: &BTreeMap<String, String>) -> Result<LogConfig, StorageError> {
-    let mut config = LogConfig::default();
-    // View keys are the broker's (checked by `view::validate`), not storage's.
-    for (key, value) in configs.iter().filter(|(k, _)| !view::is_view_key(k)) {
-        config.set(key, value)?;
-    }
-    Ok(config)
+/// The first value storage rejects, or overrides that contradict each other.
+pub fn log_config(
+    defaults: &BTreeMap<String, String>,
+    configs: &BTreeMap<String, String>,
+) -> Result<LogConfig, StorageError> {
+    rill_storage::topic_configs::build_log_config(defaults, configs)
 }
 
 /// Failures of the registry file itself.
@@ -227,6 +226,9 @@ pub struct TopicRegistry {
     /// Serializes mutations; held across their disk work.
     write_lock: Mutex<()>,
     topics: RwLock<Topics>,
+    /// Topic config defaults set as dynamic broker configs (`log.retention.ms` →
+    /// `retention.ms`), by topic key; every topic's config is built over them.
+    defaults: RwLock<BTreeMap<String, String>>,
 }
 
 impl TopicRegistry {
@@ -264,6 +266,7 @@ impl TopicRegistry {
             cluster_id,
             write_lock: Mutex::new(()),
             topics: RwLock::new(Topics::default()),
+            defaults: RwLock::new(BTreeMap::new()),
         };
         {
             let mut published = registry.topics.write();
@@ -318,12 +321,12 @@ impl TopicRegistry {
             partitions,
             configs,
         };
-        let config = meta
-            .log_config()
-            .map_err(|source| TopicError::InvalidConfig {
-                name: name.to_string(),
-                source,
-            })?;
+        let config =
+            self.log_config_of(&meta.configs)
+                .map_err(|source| TopicError::InvalidConfig {
+                    name: name.to_string(),
+                    source,
+                })?;
         self.validate_view(name, &meta.configs, None)?;
         let _guard = self.write_lock.lock();
         if self.get(name).is_some() {
@@ -446,10 +449,12 @@ impl TopicRegistry {
         if validate_only {
             return Ok(grown);
         }
-        let config = meta.log_config().map_err(|source| TopicError::Storage {
-            name: name.to_string(),
-            source,
-        })?;
+        let config = self
+            .log_config_of(&meta.configs)
+            .map_err(|source| TopicError::Storage {
+                name: name.to_string(),
+                source,
+            })?;
         for partition in meta.partitions..count {
             create_partition_log(logs, name, partition, &config)?;
         }
@@ -474,10 +479,12 @@ impl TopicRegistry {
         let meta = self.get(name).ok_or_else(|| TopicError::Unknown {
             name: name.to_string(),
         })?;
-        let config = log_config(&configs).map_err(|source| TopicError::InvalidConfig {
-            name: name.to_string(),
-            source,
-        })?;
+        let config = self
+            .log_config_of(&configs)
+            .map_err(|source| TopicError::InvalidConfig {
+                name: name.to_string(),
+                source,
+            })?;
         self.validate_view(name, &configs, Some(&meta))?;
         let changed = Arc::new(TopicMeta {
             configs,
@@ -520,6 +527,75 @@ impl TopicRegistry {
                 },
             }
         })
+    }
+
+    /// The storage config that `overrides` give a topic over the broker's current defaults.
+    ///
+    /// # Errors
+    /// A value storage rejects.
+    pub fn log_config_of(
+        &self,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<LogConfig, StorageError> {
+        log_config(&self.defaults.read(), overrides)
+    }
+
+    /// The broker-level topic defaults in force, by topic key.
+    pub fn defaults(&self) -> BTreeMap<String, String> {
+        self.defaults.read().clone()
+    }
+
+    /// Checks that `defaults` (topic defaults from dynamic broker configs, by topic key) give
+    /// every topic a valid config; unless `validate_only`, makes them the defaults and applies
+    /// them to every partition log. Blocks.
+    ///
+    /// # Errors
+    /// A topic whose overrides contradict the new defaults (e.g. a min lag above a new max),
+    /// or a bad value; nothing is changed then.
+    pub fn set_defaults(
+        &self,
+        logs: &LogManager,
+        defaults: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        let _guard = self.write_lock.lock();
+        let topics = self.all();
+        let mut configs = Vec::with_capacity(topics.len());
+        // Everything is checked before anything is applied.
+        log_config(&defaults, &BTreeMap::new()).map_err(|source| TopicError::InvalidConfig {
+            name: String::new(),
+            source,
+        })?;
+        for meta in &topics {
+            let config = log_config(&defaults, &meta.configs).map_err(|source| {
+                TopicError::InvalidConfig {
+                    name: meta.name.clone(),
+                    source,
+                }
+            })?;
+            configs.push(config);
+        }
+        if validate_only {
+            return Ok(());
+        }
+        *self.defaults.write() = defaults;
+        for (meta, config) in topics.iter().zip(configs) {
+            for partition in 0..meta.partitions {
+                let tp = TopicPartition {
+                    topic: meta.name.clone(),
+                    partition,
+                };
+                let log = logs.get_log(&tp).map_err(|source| TopicError::Storage {
+                    name: meta.name.clone(),
+                    source,
+                })?;
+                if let Some(log) = log {
+                    log.set_config(config.clone());
+                }
+            }
+        }
+        tracing::info!("changed broker-level topic defaults");
+        Ok(())
     }
 
     /// Writes the whole registry atomically.

@@ -15,6 +15,7 @@
 
 mod bench;
 mod common;
+mod config;
 mod consume;
 mod group;
 mod metrics_http;
@@ -52,6 +53,9 @@ enum Command {
     /// List, describe (with lag), reset offsets of, and delete consumer groups.
     #[command(subcommand)]
     Group(group::GroupCommand),
+    /// Describe and alter the configs of a topic or a broker (dynamic broker configs).
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
     /// Measure produce, consume and end-to-end throughput and latency.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -94,6 +98,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Produce(a) => client(&runtime, produce::run(a)),
         Command::Consume(a) => client(&runtime, consume::run(a)),
         Command::Group(c) => client(&runtime, group::run(c)),
+        Command::Config(c) => client(&runtime, config::run(c)),
         Command::Bench(c) => client(&runtime, bench::run(c)),
     }
 }

@@ -836,3 +836,89 @@ fn filtered_view_from_the_command_line() {
     assert_exit(&o, 1);
     assert!(stderr(&o).contains("column 10"), "{}", stderr(&o));
 }
+
+#[test]
+fn config_describe_and_alter_topics_and_brokers() {
+    let broker = Broker::start();
+    assert_exit(&broker.rill(&["topic", "create", "conf"]), 0);
+    let o = broker.rill(&[
+        "config",
+        "alter",
+        "--topic",
+        "conf",
+        "--set",
+        "compression.type=zstd",
+    ]);
+    assert_exit(&o, 0);
+    let o = broker.rill(&["config", "describe", "--topic", "conf"]);
+    assert_exit(&o, 0);
+    let out = stdout(&o);
+    assert!(
+        out.lines()
+            .any(|l| l == "compression.type=zstd (DYNAMIC_TOPIC_CONFIG)"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l == "retention.ms=604800000 (DEFAULT_CONFIG)"),
+        "{out}"
+    );
+
+    let o = broker.rill(&[
+        "config",
+        "alter",
+        "--broker",
+        "",
+        "--set",
+        "log.retention.ms=3600000",
+    ]);
+    assert_exit(&o, 0);
+    let o = broker.rill(&["config", "describe", "--topic", "conf"]);
+    assert!(
+        stdout(&o)
+            .lines()
+            .any(|l| l == "retention.ms=3600000 (DYNAMIC_DEFAULT_BROKER_CONFIG)"),
+        "{}",
+        stdout(&o)
+    );
+    let o = broker.rill(&[
+        "config",
+        "alter",
+        "--broker",
+        "0",
+        "--set",
+        "message.max.bytes=500000",
+    ]);
+    assert_exit(&o, 0);
+    let o = broker.rill(&["config", "describe", "--broker", "0"]);
+    let out = stdout(&o);
+    assert!(
+        out.lines()
+            .any(|l| l == "message.max.bytes=500000 (DYNAMIC_BROKER_CONFIG)"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l == "node.id=0 (STATIC_BROKER_CONFIG read-only)"),
+        "{out}"
+    );
+
+    let o = broker.rill(&["config", "alter", "--broker", "0", "--set", "node.id=3"]);
+    assert_exit(&o, 1);
+    assert!(
+        stderr(&o).contains("Cannot update these configs dynamically"),
+        "{}",
+        stderr(&o)
+    );
+    let o = broker.rill(&[
+        "config",
+        "alter",
+        "--topic",
+        "conf",
+        "--delete",
+        "compression.type",
+    ]);
+    assert_exit(&o, 0);
+    let o = broker.rill(&["config", "describe", "--topic", "conf", "--broker", "0"]);
+    assert_exit(&o, 2);
+}

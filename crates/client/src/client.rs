@@ -33,6 +33,31 @@ pub const EARLIEST_TIMESTAMP: i64 = -2;
 /// Kafka's config resource type for topics.
 const RESOURCE_TOPIC: i8 = 2;
 
+/// A resource whose configs DescribeConfigs and IncrementalAlterConfigs read and change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigResource {
+    Topic(String),
+    /// A broker by id; `""` is the cluster-wide default of dynamic broker configs.
+    Broker(String),
+}
+
+impl ConfigResource {
+    fn type_and_name(&self) -> (i8, &str) {
+        match self {
+            ConfigResource::Topic(name) => (RESOURCE_TOPIC, name),
+            ConfigResource::Broker(id) => (4, id),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            ConfigResource::Topic(name) => format!("topic '{name}'"),
+            ConfigResource::Broker(id) if id.is_empty() => "the cluster default".to_string(),
+            ConfigResource::Broker(id) => format!("broker {id}"),
+        }
+    }
+}
+
 /// How to reach the cluster.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -69,6 +94,9 @@ pub struct ConfigEntry {
     pub value: Option<String>,
     /// True when the value is the broker default (not set on the topic).
     pub is_default: bool,
+    /// Kafka's ConfigSource: 1 topic, 2 this broker (dynamic), 3 cluster default (dynamic),
+    /// 4 static broker setting, 5 default.
+    pub source: i8,
     pub read_only: bool,
     pub sensitive: bool,
 }
@@ -388,9 +416,19 @@ impl Client {
     /// # Errors
     /// Unknown topic and other broker errors.
     pub async fn describe_topic_configs(&self, name: &str) -> Result<Vec<ConfigEntry>> {
+        self.describe_configs(&ConfigResource::Topic(name.into()))
+            .await
+    }
+
+    /// A resource's configuration, every key, sorted by name.
+    ///
+    /// # Errors
+    /// Unknown topic, a broker that is not the one asked, and other broker errors.
+    pub async fn describe_configs(&self, resource: &ConfigResource) -> Result<Vec<ConfigEntry>> {
+        let (resource_type, name) = resource.type_and_name();
         let request = DescribeConfigsRequest::default().with_resources(vec![
             DescribeConfigsResource::default()
-                .with_resource_type(RESOURCE_TOPIC)
+                .with_resource_type(resource_type)
                 .with_resource_name(StrBytes::from_string(name.into()))
                 .with_configuration_keys(None),
         ]);
@@ -401,7 +439,7 @@ impl Client {
                 return Err(ClientError::UnknownTopic { topic: name.into() });
             }
             ClientError::check_msg(r.error_code, r.error_message.as_deref(), || {
-                format!("describing configs of topic '{name}'")
+                format!("describing configs of {}", resource.describe())
             })?;
             for c in r.configs {
                 out.push(ConfigEntry {
@@ -410,6 +448,7 @@ impl Client {
                     // Config source 1 is DYNAMIC_TOPIC_CONFIG; 5 (or 0 in old versions'
                     // is_default) means the default.
                     is_default: c.config_source != 1,
+                    source: c.config_source,
                     read_only: c.read_only,
                     sensitive: c.is_sensitive,
                 });
@@ -429,6 +468,21 @@ impl Client {
         set: &[(String, String)],
         delete: &[String],
     ) -> Result<()> {
+        self.alter_configs(&ConfigResource::Topic(name.into()), set, delete)
+            .await
+    }
+
+    /// Sets and deletes config keys of a topic or broker (IncrementalAlterConfigs).
+    ///
+    /// # Errors
+    /// Unknown topic, invalid or read-only config names, bad values.
+    pub async fn alter_configs(
+        &self,
+        resource: &ConfigResource,
+        set: &[(String, String)],
+        delete: &[String],
+    ) -> Result<()> {
+        let (resource_type, name) = resource.type_and_name();
         let mut configs: Vec<AlterableConfig> = set
             .iter()
             .map(|(k, v)| {
@@ -446,7 +500,7 @@ impl Client {
         }));
         let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
             AlterConfigsResource::default()
-                .with_resource_type(RESOURCE_TOPIC)
+                .with_resource_type(resource_type)
                 .with_resource_name(StrBytes::from_string(name.into()))
                 .with_configs(configs),
         ]);
@@ -457,7 +511,7 @@ impl Client {
                 return Err(ClientError::UnknownTopic { topic: name.into() });
             }
             ClientError::check_msg(r.error_code, r.error_message.as_deref(), || {
-                format!("altering configs of topic '{name}'")
+                format!("altering configs of {}", resource.describe())
             })?;
         }
         Ok(())

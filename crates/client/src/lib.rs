@@ -21,6 +21,6 @@ pub mod group;
 pub mod producer;
 
 pub use batch::Compression;
-pub use client::{Client, ClientConfig, FetchSpec, FetchedPartition, TopicInfo};
+pub use client::{Client, ClientConfig, ConfigResource, FetchSpec, FetchedPartition, TopicInfo};
 pub use error::{ClientError, Result};
 pub use producer::{Ack, Producer, ProducerConfig};

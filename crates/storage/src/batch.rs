@@ -10,7 +10,9 @@
 //! without re-checksumming. A `LogAppendTime` topic also rewrites attributes and maxTimestamp
 //! ([`stamp_log_append_time`]), which does need a new CRC.
 
-use crate::compression::CompressionError;
+use std::io::Read;
+
+use crate::compression::{self, Compression, CompressionError};
 use crate::error::{Result, StorageError};
 use crate::records::{ReaderBuffers, RecordError, RecordReader};
 
@@ -235,6 +237,33 @@ pub fn validate_produced_records(
     max_decompressed_bytes: u64,
     keys_required_in: Option<&crate::TopicPartition>,
 ) -> Result<()> {
+    validate_produced(
+        bytes,
+        &ProduceChecks {
+            max_decompressed_bytes,
+            keys_required_in,
+            timestamp_bounds_ms: None,
+        },
+    )
+}
+
+/// What [`validate_produced`] checks besides framing.
+#[derive(Debug, Clone, Copy)]
+pub struct ProduceChecks<'a> {
+    /// Bound on any compressed batch's decompressed size.
+    pub max_decompressed_bytes: u64,
+    /// A compacted topic's partition: every data record must have a key.
+    pub keys_required_in: Option<&'a crate::TopicPartition>,
+    /// `[earliest, latest]` record timestamps accepted (the broker's clock less
+    /// `message.timestamp.before.max.ms`, plus `after.max.ms`), for CreateTime topics;
+    /// records outside are [`StorageError::InvalidTimestamp`].
+    pub timestamp_bounds_ms: Option<(i64, i64)>,
+}
+
+/// [`validate_produced_records`] with every check of [`ProduceChecks`].
+pub fn validate_produced(bytes: &[u8], checks: &ProduceChecks<'_>) -> Result<()> {
+    let (max_decompressed_bytes, keys_required_in) =
+        (checks.max_decompressed_bytes, checks.keys_required_in);
     let mut buffers = ReaderBuffers::default();
     let mut at = 0;
     // Bounded: every iteration consumes at least HEADER_SIZE bytes.
@@ -250,11 +279,13 @@ pub fn validate_produced_records(
                 reason: format!("batchLength {} overruns the request", header.batch_length),
             })?;
         let keys_required_in = keys_required_in.filter(|_| header.attributes & CONTROL_FLAG == 0);
+        let bounds = checks
+            .timestamp_bounds_ms
+            .filter(|_| header.attributes & CONTROL_FLAG == 0);
         buffers = validate_records(
             batch,
             &header,
-            max_decompressed_bytes,
-            keys_required_in,
+            (max_decompressed_bytes, keys_required_in, bounds),
             buffers,
         )?;
         at += size;
@@ -263,11 +294,12 @@ pub fn validate_produced_records(
 }
 
 /// [`validate_records_all`] for one batch; returns the reader's buffers for the next.
+type RecordChecks<'a> = (u64, Option<&'a crate::TopicPartition>, Option<(i64, i64)>);
+
 fn validate_records(
     batch: &[u8],
     header: &BatchHeader,
-    max_decompressed_bytes: u64,
-    keys_required_in: Option<&crate::TopicPartition>,
+    (max_decompressed_bytes, keys_required_in, timestamp_bounds_ms): RecordChecks<'_>,
     buffers: ReaderBuffers,
 ) -> Result<ReaderBuffers> {
     let invalid = |reason: String| StorageError::InvalidRecord { reason };
@@ -307,6 +339,17 @@ fn validate_records(
                 "Compacted topic cannot accept message without key in topic partition {tp}."
             )));
         }
+        let timestamp = header.base_timestamp.saturating_add(record.timestamp_delta);
+        if let Some((earliest, latest)) = timestamp_bounds_ms {
+            if timestamp < earliest || timestamp > latest {
+                return Err(StorageError::InvalidTimestamp {
+                    reason: format!(
+                        "Timestamp {timestamp} of message with offset {count} is out of range. \
+                         The timestamp should be within [{earliest}, {latest}]"
+                    ),
+                });
+            }
+        }
         count += 1;
         if count > i64::from(header.record_count) {
             return Err(invalid(format!(
@@ -314,8 +357,7 @@ fn validate_records(
                 header.record_count
             )));
         }
-        max_timestamp =
-            max_timestamp.max(header.base_timestamp.saturating_add(record.timestamp_delta));
+        max_timestamp = max_timestamp.max(timestamp);
     }
     if count != i64::from(header.record_count) {
         return Err(invalid(format!(
@@ -378,6 +420,87 @@ pub fn stamp_log_append_time(
     out[17..21].copy_from_slice(&crc.to_be_bytes());
     header.crc = crc;
     out
+}
+
+/// Rewrites every batch of `bytes` (a produce request's validated batches) whose codec is not
+/// `target` into `target` at `level`, as Kafka's `LogValidator` does for a topic whose
+/// `compression.type` names a codec. The records are decompressed (bounded by
+/// `max_decompressed_bytes`) and compressed again unchanged; the header keeps every field but
+/// the codec bits, the length and the CRC. Control batches and batches already in `target`
+/// are copied as they are. Returns `None` when no batch needs it (the common case copies
+/// nothing).
+///
+/// # Errors
+/// A payload that does not decompress, or inflates past the bound.
+pub fn recompress_all(
+    bytes: &[u8],
+    target: Compression,
+    level: Option<i32>,
+    max_decompressed_bytes: u64,
+) -> Result<Option<Vec<u8>>> {
+    let needs = |h: &BatchHeader| {
+        h.attributes & CONTROL_FLAG == 0 && h.compression() != target.attribute_bits()
+    };
+    let mut headers = Vec::new();
+    let mut at = 0;
+    // Bounded: every iteration consumes at least HEADER_SIZE bytes.
+    while at + HEADER_SIZE <= bytes.len() {
+        let Some(h) = BatchHeader::parse(&bytes[at..]) else {
+            break;
+        };
+        let size = h.total_size().max(HEADER_SIZE);
+        headers.push((at, size, h));
+        at += size;
+    }
+    if !headers.iter().any(|(_, _, h)| needs(h)) {
+        return Ok(None);
+    }
+    let corrupt = |e: CompressionError| match e {
+        CompressionError::OutputTooLarge {
+            max_output_bytes, ..
+        } => StorageError::DecompressedTooLarge {
+            max_bytes: max_output_bytes,
+        },
+        e => StorageError::CorruptRecord {
+            reason: e.to_string(),
+        },
+    };
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut plain = Vec::new();
+    for (at, size, h) in headers {
+        let batch = bytes
+            .get(at..at + size)
+            .ok_or_else(|| StorageError::CorruptRecord {
+                reason: format!("batchLength {} overruns the request", h.batch_length),
+            })?;
+        if !needs(&h) {
+            out.extend_from_slice(batch);
+            continue;
+        }
+        let codec = Compression::from_attributes(h.attributes).map_err(corrupt)?;
+        plain.clear();
+        let mut decoder =
+            compression::decoder(codec, &batch[HEADER_SIZE..], max_decompressed_bytes)
+                .map_err(corrupt)?;
+        decoder
+            .read_to_end(&mut plain)
+            .map_err(|e| corrupt(compression::from_io(codec, e)))?;
+        let start = out.len();
+        out.extend_from_slice(&batch[..HEADER_SIZE]);
+        compression::compress_with_level(target, level, &plain, &mut out).map_err(corrupt)?;
+        let new_size = out.len() - start;
+        let batch_length =
+            i32::try_from(new_size - LOG_OVERHEAD).map_err(|_| StorageError::RecordTooLarge {
+                size: new_size as u64,
+                max: i32::MAX as u64,
+            })?;
+        let attributes = (h.attributes & !COMPRESSION_MASK) | target.attribute_bits();
+        out[start + 8..start + 12].copy_from_slice(&batch_length.to_be_bytes());
+        out[start + 21..start + 23].copy_from_slice(&attributes.to_be_bytes());
+        let crc = crc32c::crc32c(&out[start + CRC_START..]);
+        out[start + 17..start + 21].copy_from_slice(&crc.to_be_bytes());
+    }
+    Ok(Some(out))
 }
 
 /// Reads a zig-zag varint; `None` on truncation. Kafka records use these for lengths and deltas.
@@ -617,6 +740,63 @@ mod tests {
             let mut two = b.clone();
             two.extend_from_slice(&b);
             validate_records_all(&two, 1 << 20).unwrap();
+        }
+    }
+
+    /// compression.type: every codec into every codec gives a valid batch of the same records
+    /// in the target codec; batches already in the target are left alone.
+    #[test]
+    fn recompression_keeps_the_records_and_changes_the_codec() {
+        let values: [&[u8]; 3] = [b"a", b"bb", &[7; 5000]];
+        for from in CODECS {
+            let b = batch_of(from, &values, |i| i as i32);
+            let mut two = b.clone();
+            two.extend_from_slice(&b);
+            for to in CODECS {
+                let out = recompress_all(&two, to, Some(5), 1 << 20).unwrap();
+                let Some(out) = out else {
+                    assert_eq!(from, to, "only a batch already in {to:?} is kept");
+                    continue;
+                };
+                let headers = validate_all(&out, 1 << 20).unwrap();
+                assert_eq!(headers.len(), 2);
+                for h in &headers {
+                    assert_eq!(h.compression(), to.attribute_bits());
+                    assert_eq!((h.record_count, h.max_timestamp), (3, 1002));
+                }
+                validate_records_all(&out, 1 << 20).unwrap();
+                // The same records: both decode to the same uncompressed batches.
+                let plain = |b: &[u8]| {
+                    recompress_all(b, Compression::None, None, 1 << 20)
+                        .unwrap()
+                        .unwrap_or_else(|| b.to_vec())
+                };
+                assert_eq!(plain(&out), plain(&two), "{from:?} -> {to:?}");
+            }
+        }
+        // Inflation past the bound is refused, not allocated.
+        let b = batch_of(Compression::Gzip, &[&[0; 100_000]], |i| i as i32);
+        assert!(matches!(
+            recompress_all(&b, Compression::Zstd, None, 1000),
+            Err(StorageError::DecompressedTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn timestamps_outside_the_bounds_are_refused() {
+        let b = batch_of(Compression::Lz4, &[b"a", b"b"], |i| i as i32);
+        let checks = |bounds| ProduceChecks {
+            max_decompressed_bytes: 1 << 20,
+            keys_required_in: None,
+            timestamp_bounds_ms: Some(bounds),
+        };
+        validate_produced(&b, &checks((1000, 1001))).unwrap();
+        for bounds in [(1001, 2000), (0, 1000)] {
+            let err = validate_produced(&b, &checks(bounds)).unwrap_err();
+            assert!(
+                matches!(err, StorageError::InvalidTimestamp { .. }),
+                "{err}"
+            );
         }
     }
 

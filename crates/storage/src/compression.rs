@@ -290,6 +290,17 @@ pub fn compress(
     input: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), CompressionError> {
+    compress_with_level(codec, None, input, out)
+}
+
+/// [`compress`] at a codec level (a topic's `compression.<codec>.level`; `None` or gzip's -1
+/// is the codec default). Snappy has no levels. Levels outside a codec's range are clamped.
+pub fn compress_with_level(
+    codec: Compression,
+    level: Option<i32>,
+    input: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), CompressionError> {
     let failed = |e: io::Error| CompressionError::Corrupt {
         codec,
         reason: format!("compressing: {e}"),
@@ -297,7 +308,11 @@ pub fn compress(
     match codec {
         Compression::None => out.extend_from_slice(input),
         Compression::Gzip => {
-            let mut e = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+            let gzip_level = match level {
+                Some(l @ 1..=9) => flate2::Compression::new(l as u32),
+                _ => flate2::Compression::default(),
+            };
+            let mut e = flate2::write::GzEncoder::new(out, gzip_level);
             e.write_all(input).map_err(failed)?;
             e.finish().map_err(failed)?;
         }
@@ -322,6 +337,7 @@ pub fn compress(
             let mut e = lz4::EncoderBuilder::new()
                 .block_size(lz4::BlockSize::Max64KB)
                 .block_mode(lz4::BlockMode::Independent)
+                .level(level.unwrap_or(0).clamp(0, 17) as u32)
                 .build(out)
                 .map_err(failed)?;
             e.write_all(input).map_err(failed)?;
@@ -329,7 +345,8 @@ pub fn compress(
             result.map_err(failed)?;
         }
         Compression::Zstd => {
-            let mut e = zstd::stream::write::Encoder::new(out, 3).map_err(failed)?;
+            let mut e =
+                zstd::stream::write::Encoder::new(out, level.unwrap_or(3)).map_err(failed)?;
             e.write_all(input).map_err(failed)?;
             e.finish().map_err(failed)?;
         }

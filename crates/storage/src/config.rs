@@ -1,6 +1,7 @@
 //! Per-log configuration, named and defaulted as Kafka's topic configs so operators' settings
 //! carry over.
 
+use crate::compression::Compression;
 use crate::error::{Result, StorageError};
 
 const KIB: u64 = 1024;
@@ -92,13 +93,56 @@ pub struct LogConfig {
     pub min_cleanable_dirty_ratio_ppm: u32,
     /// `message.timestamp.type`: `CreateTime` or `LogAppendTime`.
     pub timestamp_type: TimestampType,
+    /// `message.timestamp.before.max.ms`: a CreateTime record more than this older than the
+    /// broker's clock is refused (INVALID_TIMESTAMP).
+    pub timestamp_before_max_ms: i64,
+    /// `message.timestamp.after.max.ms`: a CreateTime record more than this ahead of the
+    /// broker's clock is refused (INVALID_TIMESTAMP).
+    pub timestamp_after_max_ms: i64,
+    /// `compression.type`: `producer` keeps batches as sent; a codec makes the broker
+    /// recompress every batch that arrives in another codec.
+    pub compression_type: TopicCompression,
+    /// `compression.gzip.level`: -1 (the codec's default) or 1–9.
+    pub compression_gzip_level: i32,
+    /// `compression.lz4.level`: 1–17.
+    pub compression_lz4_level: i32,
+    /// `compression.zstd.level`.
+    pub compression_zstd_level: i32,
+    /// `min.insync.replicas`: an acks=all produce needs this many in-sync replicas, and a
+    /// single node has one, so above 1 such produces get NOT_ENOUGH_REPLICAS, as in Kafka.
+    pub min_insync_replicas: u32,
     /// `rill.delivery.delayed.enable`: records produced to the topic go through the broker's
-    /// delay store (the broker decodes their headers). Storage only keeps the setting: it is a
-    /// topic config like the others, persisted and described with them.
+    /// delay store (the broker decodes their headers). Storage only keeps the setting.
     pub delivery_delayed_enable: bool,
     /// `rill.delivery.delay.ms`: the delay of records that carry no delay header, on a topic
     /// with delayed delivery enabled (0: delivered at once).
     pub delivery_delay_ms: i64,
+}
+
+/// A topic's `compression.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TopicCompression {
+    /// `producer` (the default): batches are stored in the codec the producer chose, never
+    /// decoded for it.
+    #[default]
+    Producer,
+    /// `uncompressed`, `gzip`, `snappy`, `lz4` or `zstd`: batches arriving in another codec are
+    /// recompressed into this one on produce.
+    Codec(Compression),
+}
+
+impl TopicCompression {
+    /// The topic compression named by a (checked) `compression.type` value.
+    pub fn parse(name: &str) -> TopicCompression {
+        match name {
+            "uncompressed" => TopicCompression::Codec(Compression::None),
+            "gzip" => TopicCompression::Codec(Compression::Gzip),
+            "snappy" => TopicCompression::Codec(Compression::Snappy),
+            "lz4" => TopicCompression::Codec(Compression::Lz4),
+            "zstd" => TopicCompression::Codec(Compression::Zstd),
+            _ => TopicCompression::Producer,
+        }
+    }
 }
 
 impl Default for LogConfig {
@@ -120,6 +164,13 @@ impl Default for LogConfig {
             max_compaction_lag_ms: i64::MAX,
             min_cleanable_dirty_ratio_ppm: 500_000,
             timestamp_type: TimestampType::CreateTime,
+            timestamp_before_max_ms: i64::MAX,
+            timestamp_after_max_ms: 3_600_000,
+            compression_type: TopicCompression::Producer,
+            compression_gzip_level: -1,
+            compression_lz4_level: 9,
+            compression_zstd_level: 3,
+            min_insync_replicas: 1,
             delivery_delayed_enable: false,
             delivery_delay_ms: 0,
         }
@@ -130,28 +181,6 @@ impl Default for LogConfig {
 const KAFKA_NEVER: u64 = i64::MAX as u64;
 
 impl LogConfig {
-    /// Every key [`LogConfig::set`] accepts.
-    pub const KEYS: [&'static str; 18] = [
-        "segment.bytes",
-        "segment.ms",
-        "index.interval.bytes",
-        "rill.preallocate.step.bytes",
-        "retention.ms",
-        "retention.bytes",
-        "max.message.bytes",
-        "flush.messages",
-        "flush.ms",
-        "cleanup.policy",
-        "rill.high.watermark.visibility",
-        "delete.retention.ms",
-        "min.compaction.lag.ms",
-        "max.compaction.lag.ms",
-        "min.cleanable.dirty.ratio",
-        "message.timestamp.type",
-        "rill.delivery.delayed.enable",
-        "rill.delivery.delay.ms",
-    ];
-
     /// Whether `retention.ms` and `retention.bytes` apply: only when `cleanup.policy` includes
     /// `delete`. A compact-only topic holds "current state" (Connect's offsets, changelogs, CDC
     /// tables) and Kafka never deletes it by age or size.
@@ -195,152 +224,11 @@ impl LogConfig {
         }
     }
 
-    /// Applies one topic config. Unknown keys and bad values are errors that name the key.
+    /// Applies one topic config ([`crate::topic_configs::TOPIC_CONFIGS`]). Unknown keys and
+    /// bad values are errors that name the key; configs kept for compatibility only are
+    /// checked and change nothing.
     pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
-        let invalid = |reason: &str| StorageError::InvalidConfig {
-            key: key.to_string(),
-            reason: reason.to_string(),
-        };
-        let int = |min: i64| -> Result<i64> {
-            let v: i64 = value
-                .trim()
-                .parse()
-                .map_err(|_| invalid(&format!("{value:?} is not an integer")))?;
-            if v < min {
-                return Err(invalid(&format!("{v} is below the minimum {min}")));
-            }
-            Ok(v)
-        };
-        match key {
-            "segment.bytes" => {
-                // File positions in the offset index are 4 bytes, as in Kafka.
-                let v = int(14)?;
-                if v > i64::from(i32::MAX) {
-                    return Err(invalid("above 2147483647"));
-                }
-                self.segment_bytes = v as u64
-            }
-            "segment.ms" => self.segment_ms = int(1)? as u64,
-            "index.interval.bytes" => {
-                self.index_interval_bytes =
-                    u32::try_from(int(0)?).map_err(|_| invalid("too large"))?
-            }
-            "rill.preallocate.step.bytes" => self.preallocate_step_bytes = int(0)? as u64,
-            "retention.ms" => self.retention_ms = int(-1)?,
-            "retention.bytes" => self.retention_bytes = int(-1)?,
-            "max.message.bytes" => {
-                self.max_message_bytes = u32::try_from(int(0)?).map_err(|_| invalid("too large"))?
-            }
-            "flush.messages" => self.flush_messages = Some(int(1)? as u64),
-            "flush.ms" => self.flush_ms = Some(int(0)? as u64),
-            "cleanup.policy" => {
-                let ok = value
-                    .split(',')
-                    .all(|p| matches!(p.trim(), "delete" | "compact"));
-                if !ok || value.trim().is_empty() {
-                    return Err(invalid("must be delete, compact or both"));
-                }
-                self.cleanup_policy = value.trim().to_string();
-            }
-            "rill.high.watermark.visibility" => {
-                self.visibility = match value.trim() {
-                    "durable" => Visibility::Durable,
-                    "written" => Visibility::Written,
-                    _ => return Err(invalid("must be durable or written")),
-                }
-            }
-            "delete.retention.ms" => self.delete_retention_ms = int(0)?,
-            "min.compaction.lag.ms" => self.min_compaction_lag_ms = int(0)?,
-            "max.compaction.lag.ms" => self.max_compaction_lag_ms = int(1)?,
-            "min.cleanable.dirty.ratio" => {
-                let v: f64 = value
-                    .trim()
-                    .parse()
-                    .map_err(|_| invalid(&format!("{value:?} is not a number")))?;
-                if !(0.0..=1.0).contains(&v) {
-                    return Err(invalid(&format!("{v} is not between 0 and 1")));
-                }
-                self.min_cleanable_dirty_ratio_ppm = (v * 1e6).round() as u32;
-            }
-            // Case-sensitive, as Kafka's `ValidString`.
-            "message.timestamp.type" => {
-                self.timestamp_type = match value.trim() {
-                    "CreateTime" => TimestampType::CreateTime,
-                    "LogAppendTime" => TimestampType::LogAppendTime,
-                    _ => return Err(invalid("must be one of: CreateTime, LogAppendTime")),
-                }
-            }
-            "rill.delivery.delayed.enable" => {
-                self.delivery_delayed_enable = match value.trim() {
-                    "true" => true,
-                    "false" => false,
-                    _ => return Err(invalid("must be true or false")),
-                }
-            }
-            "rill.delivery.delay.ms" => self.delivery_delay_ms = int(0)?,
-            _ => return Err(invalid("unknown topic config")),
-        }
-        Ok(())
-    }
-
-    /// Resets one key to its default (IncrementalAlterConfigs DELETE).
-    pub fn reset(&mut self, key: &str) -> Result<()> {
-        let default = LogConfig::default();
-        let value = default
-            .value_of(key)
-            .ok_or_else(|| StorageError::InvalidConfig {
-                key: key.to_string(),
-                reason: "unknown topic config".to_string(),
-            })?;
-        match key {
-            "flush.messages" => self.flush_messages = None,
-            "flush.ms" => self.flush_ms = None,
-            _ => self.set(key, &value)?,
-        }
-        Ok(())
-    }
-
-    fn value_of(&self, key: &str) -> Option<String> {
-        Some(match key {
-            "segment.bytes" => self.segment_bytes.to_string(),
-            "segment.ms" => self.segment_ms.to_string(),
-            "index.interval.bytes" => self.index_interval_bytes.to_string(),
-            "rill.preallocate.step.bytes" => self.preallocate_step_bytes.to_string(),
-            "retention.ms" => self.retention_ms.to_string(),
-            "retention.bytes" => self.retention_bytes.to_string(),
-            "max.message.bytes" => self.max_message_bytes.to_string(),
-            "flush.messages" => self.flush_messages.unwrap_or(KAFKA_NEVER).to_string(),
-            "flush.ms" => self.flush_ms.unwrap_or(KAFKA_NEVER).to_string(),
-            "cleanup.policy" => self.cleanup_policy.clone(),
-            "rill.high.watermark.visibility" => match self.visibility {
-                Visibility::Durable => "durable".to_string(),
-                Visibility::Written => "written".to_string(),
-            },
-            "delete.retention.ms" => self.delete_retention_ms.to_string(),
-            "min.compaction.lag.ms" => self.min_compaction_lag_ms.to_string(),
-            "max.compaction.lag.ms" => self.max_compaction_lag_ms.to_string(),
-            "min.cleanable.dirty.ratio" => self.min_cleanable_dirty_ratio().to_string(),
-            "message.timestamp.type" => match self.timestamp_type {
-                TimestampType::CreateTime => "CreateTime".to_string(),
-                TimestampType::LogAppendTime => "LogAppendTime".to_string(),
-            },
-            "rill.delivery.delayed.enable" => self.delivery_delayed_enable.to_string(),
-            "rill.delivery.delay.ms" => self.delivery_delay_ms.to_string(),
-            _ => return None,
-        })
-    }
-
-    /// `(key, value, is_default)` for every supported key, for DescribeConfigs.
-    pub fn entries(&self) -> Vec<(&'static str, String, bool)> {
-        let default = LogConfig::default();
-        Self::KEYS
-            .iter()
-            .map(|&key| {
-                let value = self.value_of(key).expect("KEYS lists only known keys");
-                let is_default = default.value_of(key) == Some(value.clone());
-                (key, value, is_default)
-            })
-            .collect()
+        crate::topic_configs::apply(self, key, value)
     }
 
     /// Checks relations between settings that each key alone cannot.
@@ -368,9 +256,11 @@ impl LogConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::topic_configs::{build_log_config, canonical, ConfigKind, Effect, TOPIC_CONFIGS};
+    use std::collections::BTreeMap;
 
     #[test]
-    fn set_reset_and_entries_round_trip() {
+    fn flush_settings_choose_the_policy() {
         let mut c = LogConfig::default();
         assert_eq!(c.flush_policy(), FlushPolicy::OnAck);
         c.set("flush.messages", "1").unwrap();
@@ -379,19 +269,114 @@ mod tests {
         assert_eq!(c.flush_policy(), FlushPolicy::Messages(100));
         c.set("flush.messages", &i64::MAX.to_string()).unwrap();
         assert_eq!(c.flush_policy(), FlushPolicy::Never);
-        c.reset("flush.messages").unwrap();
-        c.set("retention.ms", "-1").unwrap();
-        let e = c.entries();
-        assert!(e.contains(&("retention.ms", "-1".to_string(), false)));
-        assert!(e.contains(&("segment.bytes", GIB.to_string(), true)));
-        assert_eq!(e.len(), LogConfig::KEYS.len());
-        assert!(e.contains(&("min.cleanable.dirty.ratio", "0.5".to_string(), true)));
-        assert!(e.contains(&("delete.retention.ms", "86400000".to_string(), true)));
         c.set("min.cleanable.dirty.ratio", "0.01").unwrap();
         assert_eq!(c.min_cleanable_dirty_ratio(), 0.01);
         c.set("min.compaction.lag.ms", "10").unwrap();
         c.set("max.compaction.lag.ms", "5").unwrap();
         assert!(c.validate().is_err(), "min lag above max lag is refused");
+    }
+
+    /// Pair assertion: the table's defaults and `LogConfig::default()` say the same thing,
+    /// so a key left unset and a key set to its default behave alike (except the flush keys,
+    /// whose unset state is rill's grouped sync on ack).
+    #[test]
+    fn table_defaults_match_log_config_default() {
+        for def in TOPIC_CONFIGS {
+            if matches!(def.name, "flush.messages" | "flush.ms") {
+                continue;
+            }
+            let mut c = LogConfig::default();
+            c.set(def.name, def.default).unwrap();
+            assert_eq!(c, LogConfig::default(), "default of {}", def.name);
+            assert_eq!(def.default_value().canonical(), def.default, "{}", def.name);
+        }
+    }
+
+    #[test]
+    fn every_config_takes_effect_or_says_why_not() {
+        let mut names: Vec<_> = TOPIC_CONFIGS.iter().map(|d| d.name).collect();
+        let sorted = {
+            let mut s = names.clone();
+            s.sort();
+            s
+        };
+        assert_eq!(names, sorted, "the table is sorted by name");
+        names.dedup();
+        assert_eq!(names.len(), TOPIC_CONFIGS.len(), "no key twice");
+        for def in TOPIC_CONFIGS {
+            match def.effect {
+                Effect::Stored(reason) | Effect::Broker(reason) => {
+                    assert!(!reason.is_empty(), "{}", def.name)
+                }
+                Effect::Applies(_) => {}
+            }
+            assert!(!def.doc.is_empty(), "{}", def.name);
+        }
+    }
+
+    #[test]
+    fn values_are_checked_and_written_back_as_kafka_does() {
+        assert_eq!(canonical("min.cleanable.dirty.ratio", "1").unwrap(), "1.0");
+        assert_eq!(
+            canonical("min.cleanable.dirty.ratio", "0.50").unwrap(),
+            "0.5"
+        );
+        assert_eq!(
+            canonical("cleanup.policy", " compact , delete").unwrap(),
+            "compact,delete"
+        );
+        assert_eq!(canonical("cleanup.policy", "").unwrap(), "");
+        assert_eq!(canonical("preallocate", "TRUE").unwrap(), "true");
+        assert_eq!(
+            canonical("leader.replication.throttled.replicas", "0:1, 1:1").unwrap(),
+            "0:1,1:1"
+        );
+        assert_eq!(
+            canonical("follower.replication.throttled.replicas", "*").unwrap(),
+            "*"
+        );
+        let kinds: Vec<_> = TOPIC_CONFIGS.iter().map(|d| d.kind).collect();
+        assert!(kinds.contains(&ConfigKind::Double) && kinds.contains(&ConfigKind::Boolean));
+    }
+
+    #[test]
+    fn effective_keys_change_the_log_config() {
+        let mut overrides = BTreeMap::new();
+        for (k, v) in [
+            ("compression.type", "zstd"),
+            ("compression.zstd.level", "7"),
+            ("message.timestamp.before.max.ms", "1000"),
+            ("message.timestamp.after.max.ms", "2000"),
+            ("min.insync.replicas", "2"),
+            ("preallocate", "true"),
+        ] {
+            overrides.insert(k.to_string(), v.to_string());
+        }
+        let c = build_log_config(&BTreeMap::new(), &overrides).unwrap();
+        assert_eq!(
+            c.compression_type,
+            TopicCompression::Codec(Compression::Zstd)
+        );
+        assert_eq!(c.compression_zstd_level, 7);
+        assert_eq!(
+            (c.timestamp_before_max_ms, c.timestamp_after_max_ms),
+            (1000, 2000)
+        );
+        assert_eq!(c.min_insync_replicas, 2);
+        let mut defaults = BTreeMap::new();
+        defaults.insert("retention.ms".to_string(), "5".to_string());
+        let c = build_log_config(&defaults, &BTreeMap::new()).unwrap();
+        assert_eq!(
+            c.retention_ms, 5,
+            "broker defaults apply under the overrides"
+        );
+        overrides.insert("retention.ms".to_string(), "6".to_string());
+        assert_eq!(
+            build_log_config(&defaults, &overrides)
+                .unwrap()
+                .retention_ms,
+            6
+        );
     }
 
     #[test]
@@ -402,6 +387,11 @@ mod tests {
         assert!(!c.deletes_by_retention() && c.compacts());
         c.set("cleanup.policy", "compact, delete").unwrap();
         assert!(c.deletes_by_retention() && c.compacts());
+        c.set("cleanup.policy", "").unwrap();
+        assert!(
+            !c.deletes_by_retention() && !c.compacts(),
+            "empty: keep forever"
+        );
         c.set("cleanup.policy", "delete").unwrap();
         assert!(c.deletes_by_retention() && !c.compacts());
     }
@@ -412,7 +402,7 @@ mod tests {
         assert!(c.visible_when_durable());
         c.set("rill.high.watermark.visibility", "written").unwrap();
         assert!(!c.visible_when_durable());
-        c.reset("rill.high.watermark.visibility").unwrap();
+        c.set("rill.high.watermark.visibility", "durable").unwrap();
         assert!(c.visible_when_durable());
         c.set("flush.ms", "1000").unwrap();
         assert!(
@@ -426,36 +416,9 @@ mod tests {
     fn timestamp_type_is_create_time_by_default_and_settable() {
         let mut c = LogConfig::default();
         assert_eq!(c.timestamp_type, TimestampType::CreateTime);
-        assert!(c
-            .entries()
-            .contains(&("message.timestamp.type", "CreateTime".to_string(), true)));
         c.set("message.timestamp.type", "LogAppendTime").unwrap();
         assert_eq!(c.timestamp_type, TimestampType::LogAppendTime);
-        assert!(c.entries().contains(&(
-            "message.timestamp.type",
-            "LogAppendTime".to_string(),
-            false
-        )));
-        c.reset("message.timestamp.type").unwrap();
-        assert_eq!(c, LogConfig::default());
-    }
-
-    #[test]
-    fn delayed_delivery_is_off_by_default_and_settable() {
-        let mut c = LogConfig::default();
-        assert!(!c.delivery_delayed_enable);
-        assert!(c
-            .entries()
-            .contains(&("rill.delivery.delayed.enable", "false".to_string(), true)));
-        c.set("rill.delivery.delayed.enable", "true").unwrap();
-        c.set("rill.delivery.delay.ms", "30000").unwrap();
-        assert!(c.delivery_delayed_enable);
-        assert_eq!(c.delivery_delay_ms, 30_000);
-        assert!(c
-            .entries()
-            .contains(&("rill.delivery.delay.ms", "30000".to_string(), false)));
-        c.reset("rill.delivery.delayed.enable").unwrap();
-        c.reset("rill.delivery.delay.ms").unwrap();
+        c.set("message.timestamp.type", "CreateTime").unwrap();
         assert_eq!(c, LogConfig::default());
     }
 
@@ -465,19 +428,29 @@ mod tests {
         for (k, v) in [
             ("segment.bytes", "x"),
             ("segment.bytes", "3"),
+            ("segment.bytes", "4294967296"),
             ("nope", "1"),
             ("cleanup.policy", "zap"),
             ("min.cleanable.dirty.ratio", "1.5"),
             ("min.cleanable.dirty.ratio", "x"),
+            ("min.cleanable.dirty.ratio", "NaN"),
             ("delete.retention.ms", "-1"),
             ("max.compaction.lag.ms", "0"),
             ("message.timestamp.type", "logappendtime"),
             ("message.timestamp.type", "LogAppend"),
             ("message.timestamp.type", ""),
-            ("rill.delivery.delayed.enable", "yes"),
-            ("rill.delivery.delayed.enable", "TRUE"),
-            ("rill.delivery.delay.ms", "-1"),
-            ("rill.delivery.delay.ms", "30s"),
+            ("compression.type", "brotli"),
+            ("compression.gzip.level", "0"),
+            ("compression.lz4.level", "18"),
+            ("compression.zstd.level", "23"),
+            ("min.insync.replicas", "0"),
+            ("message.timestamp.after.max.ms", "-1"),
+            ("preallocate", "yes"),
+            ("remote.storage.enable", "true"),
+            ("leader.replication.throttled.replicas", "0-1"),
+            ("follower.replication.throttled.replicas", "*,0:1"),
+            ("local.retention.ms", "-3"),
+            ("segment.index.bytes", "3"),
         ] {
             match c.set(k, v) {
                 Err(StorageError::InvalidConfig { key, .. }) => assert_eq!(key, k),

@@ -23,6 +23,10 @@ pub enum StorageError {
     /// A batch is well formed but not acceptable (e.g. no records, inconsistent counts).
     #[error("invalid record batch: {reason}")]
     InvalidRecord { reason: String },
+    /// A record's timestamp is outside the topic's `message.timestamp.before.max.ms` /
+    /// `after.max.ms` window (Kafka's INVALID_TIMESTAMP).
+    #[error("invalid timestamp: {reason}")]
+    InvalidTimestamp { reason: String },
     /// A read or delete asked for an offset outside `[log_start_offset, log_end_offset]`.
     #[error("offset {offset} is out of range [{log_start_offset}, {log_end_offset}]")]
     OffsetOutOfRange {

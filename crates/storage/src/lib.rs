@@ -49,6 +49,7 @@ pub mod records;
 pub mod recovery;
 pub mod segment;
 pub mod time_index;
+pub mod topic_configs;
 pub mod txn_index;
 pub mod txn_marker;
 
@@ -57,7 +58,7 @@ mod tests;
 
 pub use cleaner::{CleanStats, CleanerMetrics};
 pub use cleaner_manager::CleanerConfig;
-pub use config::{FlushPolicy, LogConfig, TimestampType, Visibility};
+pub use config::{FlushPolicy, LogConfig, TimestampType, TopicCompression, Visibility};
 pub use error::StorageError;
 pub use flusher::{FlushListener, GroupSync};
 pub use log::{
