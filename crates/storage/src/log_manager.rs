@@ -83,6 +83,10 @@ pub struct LogManager {
     /// The flusher thread, joined on drop.
     flusher_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     cleaner: CleanerPool,
+    /// Held while the recovery point checkpoint file is written, from computing its entries
+    /// to the rename: a checkpoint computed before a deletion can then not be written after
+    /// the deletion's own. Taken before `state`.
+    checkpoint_file: Mutex<()>,
 }
 
 impl LogManager {
@@ -125,6 +129,7 @@ impl LogManager {
                 last_checkpoint_ms: now_ms(),
             }),
             flusher_thread: Mutex::new(Some(thread)),
+            checkpoint_file: Mutex::new(()),
         })
     }
 
@@ -179,9 +184,16 @@ impl LogManager {
     /// Creates an empty log. Fails if it exists.
     pub fn create_log(&self, tp: &TopicPartition, config: LogConfig) -> Result<Arc<Log>> {
         tp.validate()?;
+        let _checkpoint_file = self.checkpoint_file.lock();
         let mut state = self.state.lock();
         if state.logs.contains_key(tp) {
             return Err(StorageError::LogAlreadyExists { tp: tp.clone() });
+        }
+        if state.recovery_points.contains_key(tp) {
+            // A recovery point of an earlier log of this name (its deletion could not
+            // rewrite the file, or a crash came first): the new log must not be recovered
+            // from it, so it leaves the file before the new directory exists.
+            self.write_checkpoint_without(&mut state, tp)?;
         }
         let log = Arc::new(Log::create(
             tp.clone(),
@@ -248,13 +260,13 @@ impl LogManager {
     /// log closes its other descriptors and refuses any further use, so its space is freed
     /// and a handle kept past this cannot reach a partition created again with its name.
     pub fn delete_log(&self, tp: &TopicPartition) -> Result<()> {
+        let _checkpoint_file = self.checkpoint_file.lock();
         let mut state = self.state.lock();
         match state.logs.remove(tp) {
             None => return Err(StorageError::UnknownPartition { tp: tp.clone() }),
             Some(Slot::Open(log)) => log.mark_deleted(),
             Some(Slot::OnDisk) => {}
         }
-        state.recovery_points.remove(tp);
         let dir = self.log_dir(tp);
         let doomed = self
             .config
@@ -265,6 +277,13 @@ impl LogManager {
             .io
             .sync_dir(&self.config.data_dir)
             .map_err(|e| StorageError::io("fsync dir", &self.config.data_dir, e))?;
+        // The recovery point leaves the file with the log: a log created under the same name
+        // before the next checkpoint would otherwise be recovered from it after a crash
+        // (trusted up to a point past its own end). On failure it stays in memory, and
+        // `create_log` tries again.
+        if state.recovery_points.contains_key(tp) {
+            self.write_checkpoint_without(&mut state, tp)?;
+        }
         drop(state);
         std::fs::remove_dir_all(&doomed).map_err(|e| StorageError::io("delete", &doomed, e))
     }
@@ -341,6 +360,7 @@ impl LogManager {
                 }
             }
         }
+        let _checkpoint_file = self.checkpoint_file.lock();
         let points = {
             let mut state = self.state.lock();
             let mut points = std::mem::take(&mut state.recovery_points);
@@ -354,6 +374,24 @@ impl LogManager {
             &self.config.data_dir.join(RECOVERY_POINT_FILE),
             &points,
         )
+    }
+
+    /// Rewrites the checkpoint file with the recovery points last written, less `tp`'s, and
+    /// forgets `tp`'s once that is durable. Called with `checkpoint_file` held.
+    fn write_checkpoint_without(
+        &self,
+        state: &mut ManagerState,
+        tp: &TopicPartition,
+    ) -> Result<()> {
+        let mut points = state.recovery_points.clone();
+        points.remove(tp);
+        checkpoint::write(
+            &*self.files.io,
+            &self.config.data_dir.join(RECOVERY_POINT_FILE),
+            &points,
+        )?;
+        state.recovery_points = points;
+        Ok(())
     }
 
     /// Starts the log cleaner's threads (`log.cleaner.threads`; none when

@@ -927,3 +927,35 @@ fn txn_crash_child(dir: &std::path::Path) {
         }
     }
 }
+
+/// A deleted partition's recovery point must not outlive it in the checkpoint file: a
+/// partition re-created under the same name and killed before the next checkpoint was opened
+/// with the old incarnation's recovery point, past its own end, so recovery trusted it whole,
+/// did not replay its transactional batches, and the last stable offset passed an open
+/// transaction (read_committed consumers would read records that may yet be aborted).
+#[test]
+fn a_recreated_partition_does_not_inherit_the_deleted_ones_recovery_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, log) = open_log(dir.path());
+    for seq in 0..20 {
+        log.append(&idempotent_batch(1, 0, seq)).unwrap();
+    }
+    durable(&log);
+    m.checkpoint().unwrap();
+    m.delete_log(&tp(0)).unwrap();
+    let log = m.create_log(&tp(0), small_config()).unwrap();
+    log.append(&txn_batch(5, 0, 0, 2)).unwrap();
+    log.append(&idempotent_batch(1, 0, 0)).unwrap();
+    durable(&log);
+    assert_eq!(log.last_stable_offset(), 0);
+    // A kill: no close, no checkpoint.
+    drop(log);
+    drop(m);
+    let (_m, log) = open_log(dir.path());
+    assert_eq!(log.log_end_offset(), 3);
+    assert_eq!(
+        log.last_stable_offset(),
+        0,
+        "the open transaction at 0 is forgotten after the kill"
+    );
+}
