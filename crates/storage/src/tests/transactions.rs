@@ -928,6 +928,42 @@ fn txn_crash_child(dir: &std::path::Path) {
     }
 }
 
+/// A segment deletion that a crash interrupts removes the `.log` first and can leave its
+/// `.txnindex` behind. A later segment created at the same base offset (recovery that cut a
+/// torn segment short reaches that offset again) must not adopt it: sealed, it would list
+/// aborted transactions that never happened in the new segment, and read_committed consumers
+/// would drop committed records.
+#[test]
+fn a_segment_created_over_a_stale_txn_index_does_not_adopt_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_m, log) = open_log(dir.path());
+    // Fill the first segment; the next append rolls at `next`.
+    let batch_len = idempotent_batch(7, 0, 0).len() as u64;
+    // Bounded: each append adds a batch to the segment.
+    while log.size_bytes() + batch_len <= small_config().segment_bytes {
+        log.append(&idempotent_batch(7, 0, log.log_end_offset() as i32))
+            .unwrap();
+    }
+    let next = log.log_end_offset();
+    let mut stale = Vec::new();
+    AbortedTxnEntry::new(7, next, next + 2, next).encode(&mut stale);
+    std::fs::write(
+        log.dir().join(crate::segment::file_name(next, "txnindex")),
+        &stale,
+    )
+    .unwrap();
+    // Bounded: as above; the first append rolls into `next`, the last one out of it.
+    while log.segment_count() < 3 {
+        log.append(&idempotent_batch(7, 0, log.log_end_offset() as i32))
+            .unwrap();
+    }
+    durable(&log);
+    assert_eq!(log.segment_bases()[1], next);
+    let (batches, listed) = read_committed(&log, next);
+    assert!(!batches.is_empty());
+    assert_eq!(listed, Vec::new(), "the stale index's abort is listed");
+}
+
 /// A deleted partition's recovery point must not outlive it in the checkpoint file: a
 /// partition re-created under the same name and killed before the next checkpoint was opened
 /// with the old incarnation's recovery point, past its own end, so recovery trusted it whole,
