@@ -995,3 +995,35 @@ fn a_recreated_partition_does_not_inherit_the_deleted_ones_recovery_point() {
         "the open transaction at 0 is forgotten after the kill"
     );
 }
+
+/// A producer snapshot older than the log start describes producers last seen below it, and
+/// replay (which starts at the log start) cannot see what closed their transactions: loading
+/// one reopened a transaction that a marker below the log start had committed, and the last
+/// stable offset stayed at the log start for good. Kafka drops such producers on load.
+#[test]
+fn a_snapshot_below_the_log_start_does_not_reopen_a_closed_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, log) = open_log(dir.path());
+    log.append(&txn_batch(5, 0, 0, 1)).unwrap();
+    log.append(&idempotent_batch(1, 0, 0)).unwrap();
+    durable(&log);
+    // Snapshot at 2, with producer 5's transaction open.
+    m.checkpoint().unwrap();
+    log.append_marker(&marker(5, 0, true)).unwrap();
+    log.append(&idempotent_batch(1, 0, 1)).unwrap();
+    log.append(&idempotent_batch(1, 0, 2)).unwrap();
+    durable(&log);
+    assert_eq!(log.delete_records(4).unwrap(), 4);
+    assert_eq!(log.last_stable_offset(), 5);
+    // A kill before the next checkpoint.
+    drop(log);
+    drop(m);
+    let (_m, log) = open_log(dir.path());
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (4, 5));
+    durable(&log);
+    assert_eq!(
+        log.last_stable_offset(),
+        5,
+        "a transaction committed below the log start is open again"
+    );
+}
