@@ -1027,3 +1027,34 @@ fn a_snapshot_below_the_log_start_does_not_reopen_a_closed_transaction() {
         "a transaction committed below the log start is open again"
     );
 }
+
+/// As above, with a kill right after the deletion too: the checkpoint file still holds the
+/// deleted log's point at the next open, and the log created after it must not inherit it.
+#[test]
+fn a_partition_recreated_after_a_kill_does_not_inherit_the_deleted_ones_recovery_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, log) = open_log(dir.path());
+    for seq in 0..20 {
+        log.append(&idempotent_batch(1, 0, seq)).unwrap();
+    }
+    durable(&log);
+    m.checkpoint().unwrap();
+    m.delete_log(&tp(0)).unwrap();
+    drop(log);
+    drop(m);
+    let m = manager(dir.path());
+    assert!(m.get_log(&tp(0)).unwrap().is_none());
+    let log = m.create_log(&tp(0), small_config()).unwrap();
+    log.append(&txn_batch(5, 0, 0, 2)).unwrap();
+    log.append(&idempotent_batch(1, 0, 0)).unwrap();
+    durable(&log);
+    drop(log);
+    drop(m);
+    let (_m, log) = open_log(dir.path());
+    assert_eq!(log.log_end_offset(), 3);
+    assert_eq!(
+        log.last_stable_offset(),
+        0,
+        "the open transaction at 0 is forgotten after the kill"
+    );
+}
