@@ -64,6 +64,12 @@ pub struct BrokerConfig {
     pub queued_max_request_bytes: u64,
     /// Period of `LogManager::tick` (retention, flush.ms, segment.ms).
     pub tick_interval_ms: u64,
+    /// Most partitions a topic may be created with or grown to by a client (CreateTopics,
+    /// CreatePartitions, auto-creation), at most [`crate::topics::PARTITIONS_PER_TOPIC_MAX`]
+    /// (the default). Each partition is a directory and open files; an embedder, or the
+    /// request fuzz target (where one input could otherwise create 10 000 logs), bounds what
+    /// one request may cost with it.
+    pub max_partitions_per_topic: i32,
     /// `rill.decompressed.batch.max.bytes`: the most one compressed record batch may inflate
     /// to. Produce validation and ListOffsets decompress in a streaming pass with this bound,
     /// so a small batch that inflates to gigabytes costs at most this much CPU and a codec
@@ -110,6 +116,7 @@ impl Default for BrokerConfig {
             connections_max_idle_ms: 600_000,
             queued_max_request_bytes: 512 << 20,
             tick_interval_ms: 1000,
+            max_partitions_per_topic: crate::topics::PARTITIONS_PER_TOPIC_MAX,
             decompressed_batch_max_bytes: 64 << 20,
             max_blocking_appends: 8,
             groups: GroupConfig::default(),
@@ -157,6 +164,7 @@ impl Broker {
                 op: "opening storage",
                 source,
             })??;
+        topics.set_max_partitions(config.max_partitions_per_topic);
         let listener =
             TcpListener::bind(&config.listen)
                 .await

@@ -26,6 +26,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -229,6 +230,9 @@ pub struct TopicRegistry {
     /// Topic config defaults set as dynamic broker configs (`log.retention.ms` →
     /// `retention.ms`), by topic key; every topic's config is built over them.
     defaults: RwLock<BTreeMap<String, String>>,
+    /// Most partitions a topic may be created with or grown to (1..=
+    /// [`PARTITIONS_PER_TOPIC_MAX`]); see [`TopicRegistry::set_max_partitions`].
+    max_partitions: AtomicI32,
 }
 
 impl TopicRegistry {
@@ -267,6 +271,7 @@ impl TopicRegistry {
             write_lock: Mutex::new(()),
             topics: RwLock::new(Topics::default()),
             defaults: RwLock::new(BTreeMap::new()),
+            max_partitions: AtomicI32::new(PARTITIONS_PER_TOPIC_MAX),
         };
         {
             let mut published = registry.topics.write();
@@ -314,7 +319,7 @@ impl TopicRegistry {
         validate_only: bool,
     ) -> Result<Arc<TopicMeta>, TopicError> {
         validate_name(name)?;
-        validate_partitions(name, partitions)?;
+        self.validate_partitions(name, partitions)?;
         let meta = TopicMeta {
             name: name.to_string(),
             id: Uuid::new_v4(),
@@ -432,7 +437,7 @@ impl TopicRegistry {
         let meta = self.get(name).ok_or_else(|| TopicError::Unknown {
             name: name.to_string(),
         })?;
-        validate_partitions(name, count)?;
+        self.validate_partitions(name, count)?;
         if count <= meta.partitions {
             return Err(TopicError::InvalidPartitions {
                 name: name.to_string(),
@@ -598,21 +603,30 @@ impl TopicRegistry {
         Ok(())
     }
 
+    /// Lowers the partitions a topic may be created with or grown to, for requests from
+    /// now on (`BrokerConfig::max_partitions_per_topic`); clamped to
+    /// 1..=[`PARTITIONS_PER_TOPIC_MAX`]. Topics already there keep their count.
+    pub fn set_max_partitions(&self, max: i32) {
+        self.max_partitions
+            .store(max.clamp(1, PARTITIONS_PER_TOPIC_MAX), Ordering::Relaxed);
+    }
+
+    fn validate_partitions(&self, name: &str, partitions: i32) -> Result<(), TopicError> {
+        let max = self.max_partitions.load(Ordering::Relaxed);
+        if !(1..=max).contains(&partitions) {
+            return Err(TopicError::InvalidPartitions {
+                name: name.to_string(),
+                reason: format!("{partitions} is outside 1..={max}"),
+            });
+        }
+        Ok(())
+    }
+
     /// Writes the whole registry atomically.
     fn persist(&self) -> Result<(), RegistryError> {
         let text = render(&self.cluster_id, &self.topics.read().by_name);
         write_atomically(&self.path, text.as_bytes())
     }
-}
-
-fn validate_partitions(name: &str, partitions: i32) -> Result<(), TopicError> {
-    if !(1..=PARTITIONS_PER_TOPIC_MAX).contains(&partitions) {
-        return Err(TopicError::InvalidPartitions {
-            name: name.to_string(),
-            reason: format!("{partitions} is outside 1..={PARTITIONS_PER_TOPIC_MAX}"),
-        });
-    }
-    Ok(())
 }
 
 fn create_partition_log(
@@ -873,6 +887,41 @@ mod tests {
         assert!(validate_name("..").is_err());
         assert!(validate_name("a b").is_err());
         assert!(validate_name(&"x".repeat(250)).is_err());
+    }
+
+    /// `BrokerConfig::max_partitions_per_topic` bounds creation and growth; topics already
+    /// larger stay as they are, and the bound never exceeds the hard limit.
+    #[test]
+    fn the_partition_limit_bounds_create_and_grow() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = LogManager::open(rill_storage::LogManagerConfig::new(dir.path())).unwrap();
+        let registry = TopicRegistry::load(&logs).unwrap();
+        registry
+            .create(&logs, "big", 6, BTreeMap::new(), false)
+            .unwrap();
+        registry.set_max_partitions(4);
+        let refused =
+            |r: Result<_, TopicError>| matches!(r, Err(TopicError::InvalidPartitions { .. }));
+        assert!(refused(registry.create(
+            &logs,
+            "a",
+            5,
+            BTreeMap::new(),
+            false
+        )));
+        assert!(registry
+            .create(&logs, "a", 4, BTreeMap::new(), false)
+            .is_ok());
+        assert!(refused(registry.add_partitions(&logs, "big", 7, false)));
+        assert_eq!(registry.get("big").unwrap().partitions, 6);
+        registry.set_max_partitions(i32::MAX);
+        assert!(refused(registry.create(
+            &logs,
+            "b",
+            PARTITIONS_PER_TOPIC_MAX + 1,
+            BTreeMap::new(),
+            true
+        )));
     }
 
     #[test]

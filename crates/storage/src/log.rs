@@ -840,11 +840,14 @@ impl Log {
         txn_index_from: Option<i64>,
     ) -> Result<()> {
         let (from, producers) = match producer_snapshots::load(&self.dir, snapshot_at_most)? {
-            Some((offset, producers)) => (offset, producers),
-            None => (state.log_start_offset, ProducerStateManager::new()),
+            Some((offset, producers)) if offset >= state.log_start_offset => (offset, producers),
+            // A snapshot below the log start (DeleteRecords or retention moved it since):
+            // every producer in it was last seen below the log start, where replay cannot
+            // see what closed its transaction, so it would stay open for good. Kafka drops
+            // such producers on load (`isProducerRetained`); so does this, by starting empty.
+            _ => (state.log_start_offset, ProducerStateManager::new()),
         };
         state.producers = producers;
-        let from = from.max(state.log_start_offset);
         let first_base = state
             .segments
             .range(..=from)

@@ -71,6 +71,10 @@ struct ManagerState {
     logs: HashMap<TopicPartition, Slot>,
     /// From the checkpoint file, for logs not opened yet.
     recovery_points: HashMap<TopicPartition, i64>,
+    /// The checkpoint file may still hold the recovery point of a log deleted since it was
+    /// written (or found without a directory at open): `create_log` rewrites it first, so a
+    /// log re-created under that name is never recovered from its predecessor's point.
+    file_has_deleted: bool,
     last_checkpoint_ms: i64,
 }
 
@@ -83,6 +87,10 @@ pub struct LogManager {
     /// The flusher thread, joined on drop.
     flusher_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     cleaner: CleanerPool,
+    /// Held while the recovery point checkpoint file is written, from computing its entries
+    /// to the rename: a checkpoint computed before a deletion can then not be written after
+    /// the deletion's own. Taken before `state`.
+    checkpoint_file: Mutex<()>,
 }
 
 impl LogManager {
@@ -105,11 +113,15 @@ impl LogManager {
             cache: Arc::new(FdCache::new(capacity.max(3))),
             flusher: Arc::clone(&flusher),
         };
-        let recovery_points = checkpoint::read(&dir.join(RECOVERY_POINT_FILE))?;
+        let mut recovery_points = checkpoint::read(&dir.join(RECOVERY_POINT_FILE))?;
         let logs: HashMap<_, _> = partition_dirs(dir, true)?
             .into_iter()
             .map(|tp| (tp, Slot::OnDisk))
             .collect();
+        // Points of logs deleted before a crash let the file be rewritten.
+        let found = recovery_points.len();
+        recovery_points.retain(|tp, _| logs.contains_key(tp));
+        let file_has_deleted = recovery_points.len() < found;
         tracing::info!(dir = %dir.display(), partitions = logs.len(), "log manager opened");
         let thread = flusher
             .start(io, "rill-flusher".to_string())
@@ -122,9 +134,11 @@ impl LogManager {
             state: Mutex::new(ManagerState {
                 logs,
                 recovery_points,
+                file_has_deleted,
                 last_checkpoint_ms: now_ms(),
             }),
             flusher_thread: Mutex::new(Some(thread)),
+            checkpoint_file: Mutex::new(()),
         })
     }
 
@@ -179,9 +193,21 @@ impl LogManager {
     /// Creates an empty log. Fails if it exists.
     pub fn create_log(&self, tp: &TopicPartition, config: LogConfig) -> Result<Arc<Log>> {
         tp.validate()?;
+        let _checkpoint_file = self.checkpoint_file.lock();
         let mut state = self.state.lock();
         if state.logs.contains_key(tp) {
             return Err(StorageError::LogAlreadyExists { tp: tp.clone() });
+        }
+        if state.file_has_deleted {
+            // The file may hold the recovery point of an earlier log of this name: the new
+            // log must not be recovered from it after a crash, so it leaves the file (with
+            // every other deleted log's) before the new directory exists.
+            checkpoint::write(
+                &*self.files.io,
+                &self.config.data_dir.join(RECOVERY_POINT_FILE),
+                &state.recovery_points,
+            )?;
+            state.file_has_deleted = false;
         }
         let log = Arc::new(Log::create(
             tp.clone(),
@@ -248,13 +274,13 @@ impl LogManager {
     /// log closes its other descriptors and refuses any further use, so its space is freed
     /// and a handle kept past this cannot reach a partition created again with its name.
     pub fn delete_log(&self, tp: &TopicPartition) -> Result<()> {
+        let _checkpoint_file = self.checkpoint_file.lock();
         let mut state = self.state.lock();
         match state.logs.remove(tp) {
             None => return Err(StorageError::UnknownPartition { tp: tp.clone() }),
             Some(Slot::Open(log)) => log.mark_deleted(),
             Some(Slot::OnDisk) => {}
         }
-        state.recovery_points.remove(tp);
         let dir = self.log_dir(tp);
         let doomed = self
             .config
@@ -265,6 +291,11 @@ impl LogManager {
             .io
             .sync_dir(&self.config.data_dir)
             .map_err(|e| StorageError::io("fsync dir", &self.config.data_dir, e))?;
+        // Its recovery point leaves the file at the next checkpoint, or before a log of the
+        // same name is created (`create_log`), whichever comes first.
+        if state.recovery_points.remove(tp).is_some() {
+            state.file_has_deleted = true;
+        }
         drop(state);
         std::fs::remove_dir_all(&doomed).map_err(|e| StorageError::io("delete", &doomed, e))
     }
@@ -327,25 +358,31 @@ impl LogManager {
     /// index entries) first. A stale checkpoint only makes recovery scan more: a log that
     /// fails here (and goes offline) keeps its previous point, and the others are written.
     pub fn checkpoint(&self) -> Result<()> {
-        let mut fresh = HashMap::new();
+        let mut fresh = Vec::new();
         for log in self.open_logs() {
             if log.is_offline() {
                 continue;
             }
             match log.checkpoint_offset() {
-                Ok(point) => {
-                    fresh.insert(log.topic_partition().clone(), point);
-                }
+                Ok(point) => fresh.push((log, point)),
                 Err(e) => {
                     tracing::warn!(partition = %log.topic_partition(), error = %e, "recovery point not advanced")
                 }
             }
         }
+        let _checkpoint_file = self.checkpoint_file.lock();
         let points = {
             let mut state = self.state.lock();
             let mut points = std::mem::take(&mut state.recovery_points);
-            points.extend(fresh);
             points.retain(|tp, _| state.logs.contains_key(tp));
+            // Only the logs still there: one deleted (and perhaps re-created) since its point
+            // was taken must not pass it on.
+            for (log, point) in fresh {
+                let tp = log.topic_partition();
+                if matches!(state.logs.get(tp), Some(Slot::Open(l)) if Arc::ptr_eq(l, &log)) {
+                    points.insert(tp.clone(), point);
+                }
+            }
             state.recovery_points = points.clone();
             points
         };
@@ -353,7 +390,10 @@ impl LogManager {
             &*self.files.io,
             &self.config.data_dir.join(RECOVERY_POINT_FILE),
             &points,
-        )
+        )?;
+        // Deletions wait for `checkpoint_file`: none happened since `points` was taken.
+        self.state.lock().file_has_deleted = false;
+        Ok(())
     }
 
     /// Starts the log cleaner's threads (`log.cleaner.threads`; none when

@@ -154,6 +154,16 @@ impl Segment {
                 .set_len(&f, 0)
                 .map_err(|e| StorageError::io("truncate", path, e))?;
         }
+        // The transaction index is created on the first abort, so a `.txnindex` already at
+        // this base is a leftover of a deletion that a crash interrupted (the log file goes
+        // first) and would be adopted: written over from its start, read whole once sealed,
+        // listing aborts that never happened here.
+        let txn_path = segment.txn_index.path();
+        match std::fs::remove_file(txn_path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StorageError::io("delete", txn_path, e)),
+        }
         Ok(())
     }
 

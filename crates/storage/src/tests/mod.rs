@@ -5,6 +5,7 @@ mod compaction;
 mod crash;
 mod faults;
 mod idempotence;
+mod kill_anywhere;
 mod log_append_time;
 mod log_basics;
 mod many_partitions;

@@ -36,6 +36,8 @@ pub struct SimIo {
     /// Durable operations left before the simulated process dies: from then on every one
     /// fails, as if the process stopped there (`u64::MAX`: never).
     ops_left: std::sync::atomic::AtomicU64,
+    /// Durable operations let through so far (a test sizes its freeze points with it).
+    ops_done: std::sync::atomic::AtomicU64,
     /// With [`SimIo::freeze_after`]: the operation that ran out parks its thread here until
     /// [`SimIo::thaw`], so the files can be copied as a SIGKILL would leave them (no error
     /// handling has run yet).
@@ -57,6 +59,7 @@ impl Default for SimIo {
         SimIo {
             state: Mutex::default(),
             ops_left: std::sync::atomic::AtomicU64::new(u64::MAX),
+            ops_done: std::sync::atomic::AtomicU64::new(0),
             freeze: Mutex::default(),
             frozen: parking_lot::Condvar::new(),
         }
@@ -95,10 +98,16 @@ impl SimIo {
         self.frozen.notify_all();
     }
 
+    /// Durable operations that went through so far.
+    pub fn ops_done(&self) -> u64 {
+        self.ops_done.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     fn step(&self) -> io::Result<()> {
         use std::sync::atomic::Ordering;
         let left = self.ops_left.load(Ordering::SeqCst);
         if left == u64::MAX {
+            self.ops_done.fetch_add(1, Ordering::SeqCst);
             return Ok(());
         }
         if left == 0 {
@@ -114,6 +123,7 @@ impl SimIo {
             return Err(io::Error::other("simulated process death"));
         }
         self.ops_left.store(left - 1, Ordering::SeqCst);
+        self.ops_done.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 }

@@ -927,3 +927,134 @@ fn txn_crash_child(dir: &std::path::Path) {
         }
     }
 }
+
+/// A segment deletion that a crash interrupts removes the `.log` first and can leave its
+/// `.txnindex` behind. A later segment created at the same base offset (recovery that cut a
+/// torn segment short reaches that offset again) must not adopt it: sealed, it would list
+/// aborted transactions that never happened in the new segment, and read_committed consumers
+/// would drop committed records.
+#[test]
+fn a_segment_created_over_a_stale_txn_index_does_not_adopt_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_m, log) = open_log(dir.path());
+    // Fill the first segment; the next append rolls at `next`.
+    let batch_len = idempotent_batch(7, 0, 0).len() as u64;
+    // Bounded: each append adds a batch to the segment.
+    while log.size_bytes() + batch_len <= small_config().segment_bytes {
+        log.append(&idempotent_batch(7, 0, log.log_end_offset() as i32))
+            .unwrap();
+    }
+    let next = log.log_end_offset();
+    let mut stale = Vec::new();
+    AbortedTxnEntry::new(7, next, next + 2, next).encode(&mut stale);
+    std::fs::write(
+        log.dir().join(crate::segment::file_name(next, "txnindex")),
+        &stale,
+    )
+    .unwrap();
+    // Bounded: as above; the first append rolls into `next`, the last one out of it.
+    while log.segment_count() < 3 {
+        log.append(&idempotent_batch(7, 0, log.log_end_offset() as i32))
+            .unwrap();
+    }
+    durable(&log);
+    assert_eq!(log.segment_bases()[1], next);
+    let (batches, listed) = read_committed(&log, next);
+    assert!(!batches.is_empty());
+    assert_eq!(listed, Vec::new(), "the stale index's abort is listed");
+}
+
+/// A deleted partition's recovery point must not outlive it in the checkpoint file: a
+/// partition re-created under the same name and killed before the next checkpoint was opened
+/// with the old incarnation's recovery point, past its own end, so recovery trusted it whole,
+/// did not replay its transactional batches, and the last stable offset passed an open
+/// transaction (read_committed consumers would read records that may yet be aborted).
+#[test]
+fn a_recreated_partition_does_not_inherit_the_deleted_ones_recovery_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, log) = open_log(dir.path());
+    for seq in 0..20 {
+        log.append(&idempotent_batch(1, 0, seq)).unwrap();
+    }
+    durable(&log);
+    m.checkpoint().unwrap();
+    m.delete_log(&tp(0)).unwrap();
+    let log = m.create_log(&tp(0), small_config()).unwrap();
+    log.append(&txn_batch(5, 0, 0, 2)).unwrap();
+    log.append(&idempotent_batch(1, 0, 0)).unwrap();
+    durable(&log);
+    assert_eq!(log.last_stable_offset(), 0);
+    // A kill: no close, no checkpoint.
+    drop(log);
+    drop(m);
+    let (_m, log) = open_log(dir.path());
+    assert_eq!(log.log_end_offset(), 3);
+    assert_eq!(
+        log.last_stable_offset(),
+        0,
+        "the open transaction at 0 is forgotten after the kill"
+    );
+}
+
+/// A producer snapshot older than the log start describes producers last seen below it, and
+/// replay (which starts at the log start) cannot see what closed their transactions: loading
+/// one reopened a transaction that a marker below the log start had committed, and the last
+/// stable offset stayed at the log start for good. Kafka drops such producers on load.
+#[test]
+fn a_snapshot_below_the_log_start_does_not_reopen_a_closed_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, log) = open_log(dir.path());
+    log.append(&txn_batch(5, 0, 0, 1)).unwrap();
+    log.append(&idempotent_batch(1, 0, 0)).unwrap();
+    durable(&log);
+    // Snapshot at 2, with producer 5's transaction open.
+    m.checkpoint().unwrap();
+    log.append_marker(&marker(5, 0, true)).unwrap();
+    log.append(&idempotent_batch(1, 0, 1)).unwrap();
+    log.append(&idempotent_batch(1, 0, 2)).unwrap();
+    durable(&log);
+    assert_eq!(log.delete_records(4).unwrap(), 4);
+    assert_eq!(log.last_stable_offset(), 5);
+    // A kill before the next checkpoint.
+    drop(log);
+    drop(m);
+    let (_m, log) = open_log(dir.path());
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (4, 5));
+    durable(&log);
+    assert_eq!(
+        log.last_stable_offset(),
+        5,
+        "a transaction committed below the log start is open again"
+    );
+}
+
+/// As above, with a kill right after the deletion too: the checkpoint file still holds the
+/// deleted log's point at the next open, and the log created after it must not inherit it.
+#[test]
+fn a_partition_recreated_after_a_kill_does_not_inherit_the_deleted_ones_recovery_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let (m, log) = open_log(dir.path());
+    for seq in 0..20 {
+        log.append(&idempotent_batch(1, 0, seq)).unwrap();
+    }
+    durable(&log);
+    m.checkpoint().unwrap();
+    m.delete_log(&tp(0)).unwrap();
+    drop(log);
+    drop(m);
+    let m = manager(dir.path());
+    assert!(m.get_log(&tp(0)).unwrap().is_none());
+    let log = m.create_log(&tp(0), small_config()).unwrap();
+    log.append(&txn_batch(5, 0, 0, 2)).unwrap();
+    log.append(&idempotent_batch(1, 0, 0)).unwrap();
+    durable(&log);
+    drop(log);
+    drop(m);
+    let (_m, log) = open_log(dir.path());
+    assert_eq!(log.log_end_offset(), 3);
+    assert_eq!(
+        log.last_stable_offset(),
+        0,
+        "the open transaction at 0 is forgotten after the kill"
+    );
+}
