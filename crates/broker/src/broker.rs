@@ -84,6 +84,9 @@ pub struct BrokerConfig {
     pub producer_id_expiration_ms: i64,
     /// The log cleaner (`log.cleaner.*`): threads, key map size, throttle, backoff.
     pub cleaner: rill_storage::CleanerConfig,
+    /// Incremental fetch sessions (KIP-227): `max.incremental.fetch.session.cache.slots`,
+    /// Kafka's eviction time, and Rill's bound on cached partitions over all sessions.
+    pub fetch_sessions: crate::fetch_session::CacheConfig,
 }
 
 impl Default for BrokerConfig {
@@ -111,6 +114,7 @@ impl Default for BrokerConfig {
             producer_id_expiration_ms:
                 rill_storage::producer_state::DEFAULT_PRODUCER_ID_EXPIRATION_MS,
             cleaner: rill_storage::CleanerConfig::default(),
+            fetch_sessions: crate::fetch_session::CacheConfig::default(),
         }
     }
 }

@@ -36,6 +36,7 @@ pub mod describe_topic_partitions;
 pub mod dispatch;
 pub mod error;
 pub mod fetch;
+pub mod fetch_session;
 pub mod frame;
 pub mod group_api;
 pub mod leader_epoch;

@@ -12,6 +12,7 @@ use crate::authorizer::{AllowAll, Authorizer};
 use crate::broker::BrokerConfig;
 use crate::coordinator::group::GroupCoordinator;
 use crate::coordinator::txn::coordinator::TxnCoordinator;
+use crate::fetch_session::FetchSessionCache;
 use crate::metrics::Metrics;
 use crate::producer_id::ProducerIdManager;
 use crate::response_writer::WriteMode;
@@ -49,6 +50,8 @@ pub struct BrokerState {
     /// Permits for blocking work that may decompress (produce validation and append,
     /// ListOffsets): `max_blocking_appends` of them.
     pub blocking_permits: Arc<Semaphore>,
+    /// Incremental fetch sessions (KIP-227), bounded by `config.fetch_sessions`.
+    pub fetch_sessions: FetchSessionCache,
 }
 
 /// The coordinators, loaded from their internal topics.
@@ -70,6 +73,7 @@ impl BrokerState {
     ) -> BrokerState {
         let Coordinators { groups, txns } = coordinators;
         let write_mode = config.write_mode;
+        let config_fetch_sessions = config.fetch_sessions;
         let appended: Arc<Mutex<HashMap<TopicPartition, Arc<Notify>>>> = Arc::default();
         let notifiers = Arc::clone(&appended);
         logs.set_flush_listener(Arc::new(move |tp: &TopicPartition| {
@@ -92,6 +96,7 @@ impl BrokerState {
             producer_ids,
             txns,
             blocking_permits,
+            fetch_sessions: FetchSessionCache::new(config_fetch_sessions),
         }
     }
 
