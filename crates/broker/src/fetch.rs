@@ -102,9 +102,7 @@ pub async fn handle(
     };
     let session_request = session_request(version, &request);
     let context = match &session_request {
-        Some(session_request) => state
-            .fetch_sessions
-            .new_context(session_request, now_ms()),
+        Some(session_request) => state.fetch_sessions.new_context(session_request, now_ms()),
         None => Context::Sessionless,
     };
     let plan = match &context {
@@ -305,9 +303,7 @@ fn keep_included(data: Vec<TopicData>, include: &[bool]) -> Vec<TopicData> {
     let mut flags = include.iter().copied();
     data.into_iter()
         .filter_map(|mut topic| {
-            topic
-                .partitions
-                .retain(|_| flags.next().unwrap_or(true));
+            topic.partitions.retain(|_| flags.next().unwrap_or(true));
             (!topic.partitions.is_empty()).then_some(topic)
         })
         .collect()

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use bytes::{Bytes, BytesMut};
 use common::{now_ms, record_batch, Client, TestBroker, TEST_TIMEOUT};
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic, ForgottenTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
@@ -26,19 +27,38 @@ async fn bounded<F: std::future::Future<Output = ()>>(test: F) {
         .expect("test timed out");
 }
 
-/// Creates `topic` (the broker's `num_partitions`) and returns its id.
-async fn create_topic(client: &mut Client, topic: &str) -> Uuid {
-    let request = MetadataRequest::default()
-        .with_topics(Some(vec![
-            MetadataRequestTopic::default().with_name(Some(name(topic)))
-        ]))
-        .with_allow_auto_topic_creation(true);
-    let response = client.send(12, &request).await;
-    assert_eq!(response.topics[0].error_code, 0);
-    response.topics[0].topic_id
+/// Creates `topic` with `partitions` partitions and returns its id once every partition has
+/// a leader (Kafka takes a moment; bounded retries).
+async fn create_topic(client: &mut Client, topic: &str, partitions: i32) -> Uuid {
+    let create = CreateTopicsRequest::default()
+        .with_timeout_ms(5_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(name(topic))
+            .with_num_partitions(partitions)
+            .with_replication_factor(-1)]);
+    let response = client.send(5, &create).await;
+    assert_eq!(response.topics[0].error_code, 0, "create {topic}");
+    let request = MetadataRequest::default().with_topics(Some(vec![
+        MetadataRequestTopic::default().with_name(Some(name(topic))),
+    ]));
+    for _ in 0..100 {
+        let response = client.send(12, &request).await;
+        let t = &response.topics[0];
+        let ready = t.error_code == 0
+            && t.partitions.len() == partitions as usize
+            && t.partitions
+                .iter()
+                .all(|p| p.error_code == 0 && p.leader_id.0 >= 0);
+        if ready {
+            return t.topic_id;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("{topic} has no leaders after 10 s");
 }
 
-/// Appends `batch` to a partition with acks=all (so the high watermark includes it).
+/// Appends `batch` to a partition with acks=all (so the high watermark includes it); retries
+/// a new topic's transient NOT_LEADER (Kafka), bounded.
 async fn produce(client: &mut Client, topic: &str, partition: i32, batch: Bytes) {
     let request = ProduceRequest::default()
         .with_acks(-1)
@@ -48,8 +68,24 @@ async fn produce(client: &mut Client, topic: &str, partition: i32, batch: Bytes)
             .with_partition_data(vec![PartitionProduceData::default()
                 .with_index(partition)
                 .with_records(Some(batch))])]);
-    let response = client.send(9, &request).await;
-    assert_eq!(response.responses[0].partition_responses[0].error_code, 0);
+    let mut code = -1;
+    for _ in 0..50 {
+        let response = client.send(9, &request).await;
+        code = response.responses[0].partition_responses[0].error_code;
+        if code != ResponseError::NotLeaderOrFollower.code() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(code, 0, "produce to {topic}-{partition}");
+}
+
+/// Connects to `KAFKA_BOOTSTRAP` (how the expected behaviour was checked against Apache
+/// Kafka 4.4 started by `scripts/kafka-local`).
+async fn kafka_client() -> Option<Client> {
+    let addr = std::env::var("KAFKA_BOOTSTRAP").ok()?;
+    let addr = tokio::net::lookup_host(addr).await.ok()?.next()?;
+    Some(Client::connect(addr).await)
 }
 
 /// One topic as a fetch names it: by id from v13, by name before.
@@ -113,69 +149,93 @@ fn answered(response: &FetchResponse) -> Vec<(i32, usize, i64)> {
 #[tokio::test]
 async fn a_session_answers_only_what_changed() {
     bounded(async {
-        let broker = TestBroker::start_with(|c| c.num_partitions = 3).await;
+        let broker = TestBroker::start().await;
         let mut client = broker.connect().await;
-        for version in [12i16, 13] {
-            let topic_name: &'static str = if version >= 13 { "s13" } else { "s12" };
-            let topic = Topic {
-                name: topic_name,
-                id: create_topic(&mut client, topic_name).await,
-            };
-            let batch = record_batch(3, 50, now_ms());
-            produce(&mut client, topic.name, 1, batch.clone()).await;
-            let all = [(0, 0), (1, 0), (2, 0)];
-            // Full fetch (epoch 0): every partition, and a new session.
-            let full = fetch(0, 0, vec![fetch_topic(version, &topic, &all)]);
-            let response = client.send(version, &full).await;
-            assert_eq!(response.error_code, 0);
-            let id = response.session_id;
-            assert!(id > 0, "v{version}: a full fetch creates a session");
-            assert_eq!(
-                answered(&response),
-                vec![(0, 0, 0), (1, batch.len(), 3), (2, 0, 0)]
-            );
-            // Incremental, nothing named, nothing new: an empty answer, the same session.
-            // (Partition 1's fetch offset is still 0 in the session: its batch comes again,
-            // as it would in a full fetch at offset 0.)
-            let response = client.send(version, &fetch(id, 1, Vec::new())).await;
-            assert_eq!((response.error_code, response.session_id), (0, id));
-            assert_eq!(answered(&response), vec![(1, batch.len(), 3)]);
-            // Move partition 1's offset past its data: now nothing changes.
-            let moved = vec![fetch_topic(version, &topic, &[(1, 3)])];
-            let response = client.send(version, &fetch(id, 2, moved)).await;
-            assert_eq!(answered(&response), vec![]);
-            let response = client.send(version, &fetch(id, 3, Vec::new())).await;
-            assert_eq!(answered(&response), vec![]);
-            // New data on partition 2 only: only partition 2 is answered.
-            produce(&mut client, topic.name, 2, batch.clone()).await;
-            let response = client.send(version, &fetch(id, 4, Vec::new())).await;
-            assert_eq!(answered(&response), vec![(2, batch.len(), 3)]);
-            // Forget partition 2: its new data is not answered any more.
-            let forgotten = fetch(id, 5, Vec::new())
-                .with_forgotten_topics_data(vec![forget(version, &topic, &[2])]);
-            let response = client.send(version, &forgotten).await;
-            assert_eq!(answered(&response), vec![]);
-            produce(&mut client, topic.name, 2, batch.clone()).await;
-            let response = client.send(version, &fetch(id, 6, Vec::new())).await;
-            assert_eq!(answered(&response), vec![]);
-            // A new partition added incrementally is answered at once (nothing cached yet).
-            let added = vec![fetch_topic(version, &topic, &[(2, 3)])];
-            let response = client.send(version, &fetch(id, 7, added)).await;
-            assert_eq!(answered(&response), vec![(2, batch.len(), 6)]);
-            // The final epoch closes the session and answers as a sessionless fetch.
-            let last = fetch(id, -1, vec![fetch_topic(version, &topic, &[(0, 0)])]);
-            let response = client.send(version, &last).await;
-            assert_eq!((response.error_code, response.session_id), (0, 0));
-            assert_eq!(answered(&response), vec![(0, 0, 0)]);
-            let response = client.send(version, &fetch(id, 8, Vec::new())).await;
-            assert_eq!(
-                response.error_code,
-                ResponseError::FetchSessionIdNotFound.code()
-            );
-        }
+        only_changes(&mut client, "changes").await;
         broker.stop().await;
     })
     .await;
+}
+
+/// [`a_session_answers_only_what_changed`] against `KAFKA_BOOTSTRAP`:
+/// `KAFKA_BOOTSTRAP=127.0.0.1:19092 cargo test --release -p rill-broker --test fetch_sessions
+/// -- --ignored`.
+#[tokio::test]
+#[ignore = "needs KAFKA_BOOTSTRAP"]
+async fn a_session_answers_only_what_changed_as_kafka() {
+    let Some(mut client) = kafka_client().await else {
+        return;
+    };
+    bounded(async move {
+        only_changes(&mut client, &format!("changes-{}", now_ms())).await;
+    })
+    .await;
+}
+
+/// Full fetch, incremental fetches with nothing new, moved offsets, new data, forgotten and
+/// added partitions, the final epoch; on topics `<prefix>-12` (by name) and `<prefix>-13` (id).
+async fn only_changes(client: &mut Client, prefix: &str) {
+    for version in [12i16, 13] {
+        let topic_name: &'static str = Box::leak(format!("{prefix}-{version}").into_boxed_str());
+        let topic = Topic {
+            name: topic_name,
+            id: create_topic(client, topic_name, 3).await,
+        };
+        let batch = record_batch(3, 50, now_ms());
+        produce(client, topic.name, 1, batch.clone()).await;
+        let all = [(0, 0), (1, 0), (2, 0)];
+        // Full fetch (epoch 0): every partition, and a new session.
+        let full = fetch(0, 0, vec![fetch_topic(version, &topic, &all)]);
+        let response = client.send(version, &full).await;
+        assert_eq!(response.error_code, 0);
+        let id = response.session_id;
+        assert!(id > 0, "v{version}: a full fetch creates a session");
+        assert_eq!(
+            answered(&response),
+            vec![(0, 0, 0), (1, batch.len(), 3), (2, 0, 0)]
+        );
+        // Incremental, nothing named, nothing new: an empty answer, the same session.
+        // (Partition 1's fetch offset is still 0 in the session: its batch comes again,
+        // as it would in a full fetch at offset 0.)
+        let response = client.send(version, &fetch(id, 1, Vec::new())).await;
+        assert_eq!((response.error_code, response.session_id), (0, id));
+        assert_eq!(answered(&response), vec![(1, batch.len(), 3)]);
+        // Move partition 1's offset past its data: now nothing changes.
+        let moved = vec![fetch_topic(version, &topic, &[(1, 3)])];
+        let response = client.send(version, &fetch(id, 2, moved)).await;
+        assert_eq!(answered(&response), vec![]);
+        let response = client.send(version, &fetch(id, 3, Vec::new())).await;
+        assert_eq!(answered(&response), vec![]);
+        // New data on partition 2 only: only partition 2 is answered.
+        produce(client, topic.name, 2, batch.clone()).await;
+        let response = client.send(version, &fetch(id, 4, Vec::new())).await;
+        assert_eq!(answered(&response), vec![(2, batch.len(), 3)]);
+        // Forget partition 2: its new data is not answered any more.
+        let forgotten = fetch(id, 5, Vec::new()).with_forgotten_topics_data(vec![forget(
+            version,
+            &topic,
+            &[2],
+        )]);
+        let response = client.send(version, &forgotten).await;
+        assert_eq!(answered(&response), vec![]);
+        produce(client, topic.name, 2, batch.clone()).await;
+        let response = client.send(version, &fetch(id, 6, Vec::new())).await;
+        assert_eq!(answered(&response), vec![]);
+        // A new partition added incrementally is answered at once (nothing cached yet).
+        let added = vec![fetch_topic(version, &topic, &[(2, 3)])];
+        let response = client.send(version, &fetch(id, 7, added)).await;
+        assert_eq!(answered(&response), vec![(2, batch.len(), 6)]);
+        // The final epoch closes the session and answers as a sessionless fetch.
+        let last = fetch(id, -1, vec![fetch_topic(version, &topic, &[(0, 0)])]);
+        let response = client.send(version, &last).await;
+        assert_eq!((response.error_code, response.session_id), (0, 0));
+        assert_eq!(answered(&response), vec![(0, 0, 0)]);
+        let response = client.send(version, &fetch(id, 8, Vec::new())).await;
+        assert_eq!(
+            response.error_code,
+            ResponseError::FetchSessionIdNotFound.code()
+        );
+    }
 }
 
 #[tokio::test]
@@ -183,44 +243,64 @@ async fn session_errors_are_kafkas_top_level_codes() {
     bounded(async {
         let broker = TestBroker::start().await;
         let mut client = broker.connect().await;
-        let topic = Topic {
-            name: "errors",
-            id: create_topic(&mut client, "errors").await,
-        };
-        let full = fetch(0, 0, vec![fetch_topic(12, &topic, &[(0, 0)])]);
-        let id = client.send(12, &full).await.session_id;
-        assert!(id > 0);
-        let expect = |response: &FetchResponse, code: ResponseError| {
-            assert_eq!(response.error_code, code.code(), "{code:?}");
-            assert_eq!(response.session_id, 0);
-            assert!(response.responses.is_empty());
-        };
-        // An id never handed out.
-        let response = client.send(12, &fetch(id ^ 0x55, 1, Vec::new())).await;
-        expect(&response, ResponseError::FetchSessionIdNotFound);
-        // A wrong epoch (a replayed or skipped request) does not advance the session...
-        let response = client.send(12, &fetch(id, 2, Vec::new())).await;
-        expect(&response, ResponseError::InvalidFetchSessionEpoch);
-        // ...nor does naming its topics the other way (a v12 session used at v13).
-        let response = client.send(13, &fetch(id, 1, Vec::new())).await;
-        expect(&response, ResponseError::FetchSessionTopicIdError);
-        // The right epoch still works after the errors.
-        let response = client.send(12, &fetch(id, 1, Vec::new())).await;
-        assert_eq!((response.error_code, response.session_id), (0, id));
-        // Before v7 there are no sessions; v7 full fetches get one.
-        let v6 = fetch(0, -1, vec![fetch_topic(6, &topic, &[(0, 0)])]);
-        let response = client.send(6, &v6).await;
-        assert_eq!(response.responses.len(), 1);
-        let v7 = client.send(7, &v6.with_session_epoch(0)).await;
-        assert!(v7.session_id > 0);
-        // A full fetch naming a session closes it (and opens another).
-        let response = client.send(12, &fetch(id, 0, Vec::new())).await;
-        assert_ne!(response.session_id, id);
-        let response = client.send(12, &fetch(id, 2, Vec::new())).await;
-        expect(&response, ResponseError::FetchSessionIdNotFound);
+        session_errors(&mut client, "errors").await;
         broker.stop().await;
     })
     .await;
+}
+
+/// [`session_errors_are_kafkas_top_level_codes`] against `KAFKA_BOOTSTRAP`.
+#[tokio::test]
+#[ignore = "needs KAFKA_BOOTSTRAP"]
+async fn session_errors_are_kafkas_top_level_codes_as_kafka() {
+    let Some(mut client) = kafka_client().await else {
+        return;
+    };
+    bounded(async move {
+        session_errors(&mut client, &format!("errors-{}", now_ms())).await;
+    })
+    .await;
+}
+
+/// Unknown id, wrong epoch, topic-id mismatch, recovery after them, v6/v7, and a full fetch
+/// closing the session it names.
+async fn session_errors(client: &mut Client, topic_name: &str) {
+    let topic_name: &'static str = Box::leak(topic_name.to_string().into_boxed_str());
+    let topic = Topic {
+        name: topic_name,
+        id: create_topic(client, topic_name, 1).await,
+    };
+    let full = fetch(0, 0, vec![fetch_topic(12, &topic, &[(0, 0)])]);
+    let id = client.send(12, &full).await.session_id;
+    assert!(id > 0);
+    let expect = |response: &FetchResponse, code: ResponseError| {
+        assert_eq!(response.error_code, code.code(), "{code:?}");
+        assert_eq!(response.session_id, 0);
+        assert!(response.responses.is_empty());
+    };
+    // An id never handed out.
+    let response = client.send(12, &fetch(id ^ 0x55, 1, Vec::new())).await;
+    expect(&response, ResponseError::FetchSessionIdNotFound);
+    // A wrong epoch (a replayed or skipped request) does not advance the session...
+    let response = client.send(12, &fetch(id, 2, Vec::new())).await;
+    expect(&response, ResponseError::InvalidFetchSessionEpoch);
+    // ...nor does naming its topics the other way (a v12 session used at v13).
+    let response = client.send(13, &fetch(id, 1, Vec::new())).await;
+    expect(&response, ResponseError::FetchSessionTopicIdError);
+    // The right epoch still works after the errors.
+    let response = client.send(12, &fetch(id, 1, Vec::new())).await;
+    assert_eq!((response.error_code, response.session_id), (0, id));
+    // Before v7 there are no sessions; v7 full fetches get one.
+    let v6 = fetch(0, -1, vec![fetch_topic(6, &topic, &[(0, 0)])]);
+    let response = client.send(6, &v6).await;
+    assert_eq!(response.responses.len(), 1);
+    let v7 = client.send(7, &v6.with_session_epoch(0)).await;
+    assert!(v7.session_id > 0);
+    // A full fetch naming a session closes it (and opens another).
+    let response = client.send(12, &fetch(id, 0, Vec::new())).await;
+    assert_ne!(response.session_id, id);
+    let response = client.send(12, &fetch(id, 2, Vec::new())).await;
+    expect(&response, ResponseError::FetchSessionIdNotFound);
 }
 
 #[tokio::test]
@@ -230,7 +310,7 @@ async fn a_full_cache_creates_no_session_and_fetches_still_work() {
         let mut client = broker.connect().await;
         let topic = Topic {
             name: "slots",
-            id: create_topic(&mut client, "slots").await,
+            id: create_topic(&mut client, "slots", 1).await,
         };
         let batch = record_batch(2, 10, now_ms());
         produce(&mut client, topic.name, 0, batch.clone()).await;
@@ -245,7 +325,7 @@ async fn a_full_cache_creates_no_session_and_fetches_still_work() {
         // Sessions off entirely.
         let off = TestBroker::start_with(|c| c.fetch_sessions.slots = 0).await;
         let mut off_client = off.connect().await;
-        create_topic(&mut off_client, "slots").await;
+        create_topic(&mut off_client, "slots", 1).await;
         let response = off_client.send(12, &full).await;
         assert_eq!((response.error_code, response.session_id), (0, 0));
         off.stop().await;
@@ -315,7 +395,7 @@ fn last_batch_end(records: &[u8]) -> i64 {
 #[tokio::test]
 async fn session_consumers_read_exactly_what_full_fetches_read() {
     bounded(async {
-        let broker = TestBroker::start_with(|c| c.num_partitions = 16).await;
+        let broker = TestBroker::start().await;
         let mut client = broker.connect().await;
         let mut session_client = broker.connect().await;
         let mut full_client = broker.connect().await;
@@ -327,7 +407,7 @@ async fn session_consumers_read_exactly_what_full_fetches_read() {
             };
             let mut topics = Vec::new();
             for n in names {
-                let id = create_topic(&mut client, n).await;
+                let id = create_topic(&mut client, n, 16).await;
                 topics.push(Topic { name: n, id });
             }
             let mut seed: u64 = 0x5eed_0000 + version as u64;
@@ -437,7 +517,11 @@ async fn session_consumers_read_exactly_what_full_fetches_read() {
             for t in &topics {
                 for p in 0..16 {
                     let key = (t.name.to_string(), p);
-                    let a = session.bytes.get(&key).map(|b| b.to_vec()).unwrap_or_default();
+                    let a = session
+                        .bytes
+                        .get(&key)
+                        .map(|b| b.to_vec())
+                        .unwrap_or_default();
                     let b = full.bytes.get(&key).map(|b| b.to_vec()).unwrap_or_default();
                     assert_eq!(a, b, "v{version} {key:?}: same records");
                     assert_eq!(
