@@ -231,9 +231,10 @@ impl Session {
             }
         }
         if !request.forgotten.is_empty() {
+            let forgotten: std::collections::HashSet<&PartitionKey> =
+                request.forgotten.iter().collect();
             let before = self.partitions.len();
-            self.partitions
-                .retain(|p| !request.forgotten.iter().any(|f| *f == p.key));
+            self.partitions.retain(|p| !forgotten.contains(&p.key));
             if self.partitions.len() != before {
                 self.reindex();
             }

@@ -16,6 +16,9 @@ use common::rill_bin;
 use rill_client::{Client, ClientConfig, FetchSpec, Producer, ProducerConfig};
 
 const PARTITIONS: i32 = 100;
+
+/// What was acknowledged: (topic index, partition) → [(offset, value)].
+type Acked = HashMap<(usize, i32), Vec<(i64, Vec<u8>)>>;
 const ROUNDS: u64 = 3;
 
 /// Starts `rill serve` on `dir`; returns it, its address and when it started listening.
@@ -67,8 +70,8 @@ fn now_ms() -> i64 {
 /// Sends `ROUNDS` one-record batches to every partition of every topic with acks=all;
 /// returns what was acknowledged: (topic, partition) → [(offset, value)]. The last round is
 /// left in flight on all but the first topic when it returns, so the kill lands mid-traffic.
-async fn produce(client: &Client, topics: usize) -> HashMap<(usize, i32), Vec<(i64, Vec<u8>)>> {
-    let mut acked: HashMap<(usize, i32), Vec<(i64, Vec<u8>)>> = HashMap::new();
+async fn produce(client: &Client, topics: usize) -> Acked {
+    let mut acked: Acked = HashMap::new();
     let mut producers = Vec::new();
     for t in 0..topics {
         let topic = client.topic(&format!("many-{t}")).await.expect("topic");
@@ -79,7 +82,11 @@ async fn produce(client: &Client, topics: usize) -> HashMap<(usize, i32), Vec<(i
             request_timeout: Duration::from_secs(30),
             ..ProducerConfig::default()
         };
-        producers.push(Producer::new(client, &topic, config).await.expect("producer"));
+        producers.push(
+            Producer::new(client, &topic, config)
+                .await
+                .expect("producer"),
+        );
     }
     for round in 0..ROUNDS {
         for (t, producer) in producers.iter_mut().enumerate() {
