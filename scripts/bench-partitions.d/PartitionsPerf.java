@@ -39,9 +39,15 @@ public class PartitionsPerf {
             for (NewTopic n : all) names.add(n.name());
             long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(600);
             while (true) {
-                Map<String, TopicDescription> d = admin.describeTopics(names).allTopicNames().get(120, TimeUnit.SECONDS);
-                boolean ready = d.values().stream().allMatch(td -> td.partitions().size() == partitions
-                        && td.partitions().stream().allMatch(p -> p.leader() != null && p.leader().id() >= 0));
+                boolean ready;
+                try {
+                    Map<String, TopicDescription> d = admin.describeTopics(names).allTopicNames().get(120, TimeUnit.SECONDS);
+                    ready = d.values().stream().allMatch(td -> td.partitions().size() == partitions
+                            && td.partitions().stream().allMatch(p -> p.leader() != null && p.leader().id() >= 0));
+                } catch (ExecutionException e) {
+                    // Kafka answers UNKNOWN_TOPIC_OR_PARTITION until new topics reach its metadata.
+                    ready = false;
+                }
                 if (ready) break;
                 if (System.nanoTime() > deadline) throw new IllegalStateException("no leaders after 600 s");
                 Thread.sleep(200);
