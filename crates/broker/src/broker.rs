@@ -97,6 +97,9 @@ pub struct BrokerConfig {
     /// `rill.delivery.delay.memory.entries`: waiting records each delay store keeps in memory
     /// (24 bytes plus set overhead each); the others stay in its delay log until due soon.
     pub delivery_delay_memory_entries: usize,
+    /// Incremental fetch sessions (KIP-227): `max.incremental.fetch.session.cache.slots`,
+    /// Kafka's eviction time, and Rill's bound on cached partitions over all sessions.
+    pub fetch_sessions: crate::fetch_session::CacheConfig,
 }
 
 impl Default for BrokerConfig {
@@ -127,6 +130,7 @@ impl Default for BrokerConfig {
             cleaner: rill_storage::CleanerConfig::default(),
             delivery_delay_max_ms: 2 * 365 * 24 * 3600 * 1000,
             delivery_delay_memory_entries: 262_144,
+            fetch_sessions: crate::fetch_session::CacheConfig::default(),
         }
     }
 }

@@ -17,9 +17,10 @@
 //! consumer can always make progress.
 //!
 //! # Sessions (KIP-227)
-//! Not implemented: every response carries session id 0, which tells clients no session was
-//! created, so they keep sending full fetch requests. A request naming a session we never
-//! created gets FETCH_SESSION_ID_NOT_FOUND, after which clients start over with a full one.
+//! From v7 a full fetch (epoch 0) creates a session when the cache has room
+//! (`fetch_session.rs` holds the rules); an incremental fetch reads every partition of its
+//! session (after the request's additions, updates and forgotten partitions) and answers only
+//! those with something new. Session errors are top-level codes with no partitions.
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -35,6 +36,10 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::error::{storage_error_code, NONE};
+use crate::fetch_session::{
+    Answered, CachedPartition, Context, FetchParams, Outcome, PartitionKey, SessionRequest,
+    TopicKey, INVALID_SESSION_ID,
+};
 use crate::leader_epoch::check_current_epoch;
 use crate::response::{ChunkBuilder, Response};
 use crate::state::BrokerState;
@@ -104,8 +109,9 @@ pub async fn handle(
     }
 }
 
-/// Reads once, in request order; a fetch that must wait for more data returns its long poll
-/// instead of waiting.
+/// Checks the session and reads once, in request order (a session's epochs advance in the
+/// order its requests arrive); a fetch that must wait for more data returns its long poll
+/// instead of waiting, and finishes its session step when the poll ends.
 pub fn start(
     state: &Arc<BrokerState>,
     version: i16,
@@ -117,42 +123,141 @@ pub fn start(
         correlation_id,
         read_committed: request.isolation_level != 0,
     };
-    if request.session_id != 0 {
-        return Fetched::Ready(
-            encoder.encode(ResponseError::FetchSessionIdNotFound.code(), Vec::new()),
-        );
-    }
-    let isolation = if encoder.read_committed {
-        Isolation::ReadCommitted
-    } else {
-        Isolation::ReadUncommitted
+    let session_request = session_request(version, &request);
+    let context = match &session_request {
+        Some(session_request) => state.fetch_sessions.new_context(session_request, now_ms()),
+        None => Context::Sessionless,
     };
-    let plan = plan(state, version, &request);
-    let max_bytes = u64::try_from(request.max_bytes).unwrap_or(0);
-    let min_bytes = u64::try_from(request.min_bytes).unwrap_or(0);
-    let max_wait_ms = u64::try_from(request.max_wait_ms)
-        .unwrap_or(0)
-        .min(MAX_WAIT_MS_MAX);
-    let deadline = Instant::now() + Duration::from_millis(max_wait_ms);
-    let notifies = append_notifies(state, &plan);
-    let (data, total_bytes, any_error) = read_all(state, &plan, max_bytes, isolation);
-    if total_bytes >= min_bytes || any_error || notifies.is_empty() || max_wait_ms == 0 {
-        record_metrics(state, &data);
-        return Fetched::Ready(encoder.encode(NONE, data));
+    let plan = match &context {
+        Context::Error(code) => {
+            return Fetched::Ready(encoder.encode(*code, INVALID_SESSION_ID, Vec::new()))
+        }
+        Context::Sessionless | Context::Full => plan(state, version, &request),
+        Context::Incremental { partitions, .. } => plan_session(state, partitions),
+    };
+    let poll = LongPoll::new(state, &request, &plan, encoder.read_committed);
+    if let Some(data) = poll.first_read(state, &plan) {
+        return Fetched::Ready(finish(
+            state,
+            &encoder,
+            context,
+            session_request,
+            &plan,
+            data,
+        ));
     }
-    drop(data);
     let state = Arc::clone(state);
     Fetched::Parked(Box::pin(async move {
+        let data = poll.wait(&state, &plan).await;
+        finish(&state, &encoder, context, session_request, &plan, data)
+    }))
+}
+
+/// The session step after the read (a new session for a full fetch, the changed-only filter
+/// for an incremental one), then the response.
+fn finish(
+    state: &BrokerState,
+    encoder: &Encoder,
+    context: Context,
+    session_request: Option<SessionRequest>,
+    plan: &[TopicFetch],
+    data: Vec<TopicData>,
+) -> Response {
+    let (session_id, data) = match (context, session_request) {
+        (Context::Full, Some(session_request)) => {
+            let cached = cache_entries(plan, &data, session_request.uses_topic_ids);
+            let id = state
+                .fetch_sessions
+                .create(&session_request, cached, now_ms());
+            (id, data)
+        }
+        (
+            Context::Incremental {
+                session_id,
+                next_epoch,
+                partitions,
+            },
+            _,
+        ) => {
+            let keys: Vec<PartitionKey> = partitions.into_iter().map(|p| p.key).collect();
+            let outcomes = outcomes(&data);
+            match state
+                .fetch_sessions
+                .finish_incremental(session_id, next_epoch, &keys, &outcomes)
+            {
+                Ok(include) => (session_id, keep_included(data, &include)),
+                Err(code) => return encoder.encode(code, session_id, Vec::new()),
+            }
+        }
+        _ => (INVALID_SESSION_ID, data),
+    };
+    record_metrics(state, &data);
+    encoder.encode(NONE, session_id, data)
+}
+
+/// A fetch's wait for `min_bytes`: the bounds of the request and the notifiers of its
+/// partitions.
+struct LongPoll {
+    isolation: Isolation,
+    max_bytes: u64,
+    min_bytes: u64,
+    max_wait_ms: u64,
+    deadline: Instant,
+    notifies: Vec<Arc<Notify>>,
+}
+
+impl LongPoll {
+    fn new(
+        state: &Arc<BrokerState>,
+        request: &FetchRequest,
+        plan: &[TopicFetch],
+        read_committed: bool,
+    ) -> LongPoll {
+        let max_wait_ms = u64::try_from(request.max_wait_ms)
+            .unwrap_or(0)
+            .min(MAX_WAIT_MS_MAX);
+        LongPoll {
+            isolation: if read_committed {
+                Isolation::ReadCommitted
+            } else {
+                Isolation::ReadUncommitted
+            },
+            max_bytes: u64::try_from(request.max_bytes).unwrap_or(0),
+            min_bytes: u64::try_from(request.min_bytes).unwrap_or(0),
+            max_wait_ms,
+            deadline: Instant::now() + Duration::from_millis(max_wait_ms),
+            notifies: append_notifies(state, plan),
+        }
+    }
+
+    /// The first read: its data when the fetch need not wait (enough bytes, an error, nothing
+    /// to wait on, or no wait asked for).
+    fn first_read(&self, state: &Arc<BrokerState>, plan: &[TopicFetch]) -> Option<Vec<TopicData>> {
+        let (data, total_bytes, any_error) = read_all(state, plan, self.max_bytes, self.isolation);
+        let done = total_bytes >= self.min_bytes
+            || any_error
+            || self.notifies.is_empty()
+            || self.max_wait_ms == 0;
+        done.then_some(data)
+    }
+
+    /// Reads again whenever a partition is appended to, until `min_bytes` are there, an
+    /// error, or the deadline.
+    async fn wait(&self, state: &Arc<BrokerState>, plan: &[TopicFetch]) -> Vec<TopicData> {
         loop {
             // Enabled before the read, so an append between the read and the wait is not lost.
-            let mut waiters: Vec<_> = notifies.iter().map(|n| Box::pin(n.notified())).collect();
+            let mut waiters: Vec<_> = self
+                .notifies
+                .iter()
+                .map(|n| Box::pin(n.notified()))
+                .collect();
             for waiter in &mut waiters {
                 waiter.as_mut().enable();
             }
-            let (data, total_bytes, any_error) = read_all(&state, &plan, max_bytes, isolation);
-            if total_bytes >= min_bytes || any_error || Instant::now() >= deadline {
-                record_metrics(&state, &data);
-                return encoder.encode(NONE, data);
+            let (data, total_bytes, any_error) =
+                read_all(state, plan, self.max_bytes, self.isolation);
+            if total_bytes >= self.min_bytes || any_error || Instant::now() >= self.deadline {
+                return data;
             }
             drop(data);
             let any_append = poll_fn(|cx| {
@@ -164,9 +269,131 @@ pub fn start(
                 Poll::Pending
             });
             // Timing out is not an error: the next read answers with whatever is there.
-            let _ = tokio::time::timeout_at(deadline, any_append).await;
+            let _ = tokio::time::timeout_at(self.deadline, any_append).await;
         }
-    }))
+    }
+}
+
+fn now_ms() -> u64 {
+    u64::try_from(crate::broker::now_ms()).unwrap_or(0)
+}
+
+/// The session fields of a v7+ request, with its partitions keyed as the session keys them
+/// (topic id from v13, name before). `None` before v7, which has no sessions.
+fn session_request(version: i16, request: &FetchRequest) -> Option<SessionRequest> {
+    if version < 7 {
+        return None;
+    }
+    let uses_topic_ids = version >= 13;
+    let topic_key = |name: &str, id: Uuid| {
+        if uses_topic_ids {
+            TopicKey::Id(id)
+        } else {
+            TopicKey::Name(Arc::from(name))
+        }
+    };
+    let mut partitions = Vec::new();
+    for topic in &request.topics {
+        let key = topic_key(topic.topic.0.as_str(), topic.topic_id);
+        for p in &topic.partitions {
+            let params = FetchParams {
+                fetch_offset: p.fetch_offset,
+                partition_max_bytes: p.partition_max_bytes,
+                current_leader_epoch: p.current_leader_epoch,
+            };
+            let key = PartitionKey {
+                topic: key.clone(),
+                partition: p.partition,
+            };
+            partitions.push((key, params));
+        }
+    }
+    let mut forgotten = Vec::new();
+    for topic in &request.forgotten_topics_data {
+        let key = topic_key(topic.topic.0.as_str(), topic.topic_id);
+        for &partition in &topic.partitions {
+            forgotten.push(PartitionKey {
+                topic: key.clone(),
+                partition,
+            });
+        }
+    }
+    Some(SessionRequest {
+        session_id: request.session_id,
+        epoch: request.session_epoch,
+        uses_topic_ids,
+        privileged: request.replica_id.0 >= 0 || request.replica_state.replica_id.0 >= 0,
+        partitions,
+        forgotten,
+    })
+}
+
+/// A full fetch's partitions as a new session holds them: what was asked, what was answered.
+fn cache_entries(
+    plan: &[TopicFetch],
+    data: &[TopicData],
+    uses_topic_ids: bool,
+) -> Vec<CachedPartition> {
+    let mut cached = Vec::new();
+    for (topic, answer) in plan.iter().zip(data) {
+        let key = if uses_topic_ids {
+            TopicKey::Id(topic.id)
+        } else {
+            TopicKey::Name(Arc::from(topic.name.as_str()))
+        };
+        for (p, d) in topic.partitions.iter().zip(&answer.partitions) {
+            let mut entry = CachedPartition {
+                key: PartitionKey {
+                    topic: key.clone(),
+                    partition: p.partition,
+                },
+                params: FetchParams {
+                    fetch_offset: p.fetch_offset,
+                    partition_max_bytes: i32::try_from(p.partition_max_bytes).unwrap_or(i32::MAX),
+                    current_leader_epoch: p.current_leader_epoch,
+                },
+                answered: answered(d),
+            };
+            if d.error_code != NONE {
+                // As Kafka: an errored partition is sent again once the error is gone.
+                entry.answered.high_watermark = -1;
+            }
+            cached.push(entry);
+        }
+    }
+    cached
+}
+
+fn answered(d: &PartitionData) -> Answered {
+    Answered {
+        high_watermark: d.high_watermark,
+        last_stable_offset: d.last_stable_offset,
+        log_start_offset: d.log_start_offset,
+    }
+}
+
+/// Each answered partition, in plan order, for the session's include-or-skip decision.
+fn outcomes(data: &[TopicData]) -> Vec<Outcome> {
+    data.iter()
+        .flat_map(|t| &t.partitions)
+        .map(|d| Outcome {
+            error_code: d.error_code,
+            answered: answered(d),
+            records_bytes: d.records_bytes,
+        })
+        .collect()
+}
+
+/// Drops the partitions an incremental response leaves out (`include` is in plan order), and
+/// the topics left with none.
+fn keep_included(data: Vec<TopicData>, include: &[bool]) -> Vec<TopicData> {
+    let mut flags = include.iter().copied();
+    data.into_iter()
+        .filter_map(|mut topic| {
+            topic.partitions.retain(|_| flags.next().unwrap_or(true));
+            (!topic.partitions.is_empty()).then_some(topic)
+        })
+        .collect()
 }
 
 /// Counts what a fetch returns: record bytes per topic, errors per code.
@@ -185,16 +412,6 @@ fn plan(state: &BrokerState, version: i16, request: &FetchRequest) -> Vec<TopicF
         .topics
         .iter()
         .map(|topic| {
-            let meta = if version >= 13 {
-                state.topics.get_by_id(&topic.topic_id)
-            } else {
-                state.topics.get(topic.topic.0.as_str())
-            };
-            let unknown_code = match (&meta, version >= 13) {
-                (Some(_), _) => None,
-                (None, true) => Some(ResponseError::UnknownTopicId.code()),
-                (None, false) => Some(ResponseError::UnknownTopicOrPartition.code()),
-            };
             let partitions = topic
                 .partitions
                 .iter()
@@ -205,17 +422,62 @@ fn plan(state: &BrokerState, version: i16, request: &FetchRequest) -> Vec<TopicF
                     current_leader_epoch: p.current_leader_epoch,
                 })
                 .collect();
-            TopicFetch {
-                name: meta
-                    .as_ref()
-                    .map_or_else(|| topic.topic.0.to_string(), |m| m.name.clone()),
-                id: meta.as_ref().map_or(topic.topic_id, |m| m.id),
-                unknown_code,
-                partition_count: meta.as_ref().map_or(0, |m| m.partitions),
-                partitions,
-            }
+            let key = if version >= 13 {
+                TopicKey::Id(topic.topic_id)
+            } else {
+                TopicKey::Name(Arc::from(topic.topic.0.as_str()))
+            };
+            resolve(state, &key, partitions)
         })
         .collect()
+}
+
+/// An incremental fetch's plan: the session's partitions in session order, consecutive
+/// partitions of one topic grouped (a topic may appear twice after rotation, as in Kafka).
+fn plan_session(state: &BrokerState, partitions: &[CachedPartition]) -> Vec<TopicFetch> {
+    let mut plan: Vec<TopicFetch> = Vec::new();
+    let mut current: Option<&TopicKey> = None;
+    for p in partitions {
+        let fetch = PartitionFetch {
+            partition: p.key.partition,
+            fetch_offset: p.params.fetch_offset,
+            partition_max_bytes: u32::try_from(p.params.partition_max_bytes).unwrap_or(0),
+            current_leader_epoch: p.params.current_leader_epoch,
+        };
+        match (current, plan.last_mut()) {
+            (Some(topic), Some(last)) if *topic == p.key.topic => last.partitions.push(fetch),
+            _ => {
+                plan.push(resolve(state, &p.key.topic, vec![fetch]));
+                current = Some(&p.key.topic);
+            }
+        }
+    }
+    plan
+}
+
+/// Looks a requested topic up in the registry, by id or by name.
+fn resolve(state: &BrokerState, key: &TopicKey, partitions: Vec<PartitionFetch>) -> TopicFetch {
+    let (meta, requested_name, requested_id, unknown) = match key {
+        TopicKey::Id(id) => (
+            state.topics.get_by_id(id),
+            String::new(),
+            *id,
+            ResponseError::UnknownTopicId.code(),
+        ),
+        TopicKey::Name(name) => (
+            state.topics.get(name),
+            name.to_string(),
+            Uuid::nil(),
+            ResponseError::UnknownTopicOrPartition.code(),
+        ),
+    };
+    TopicFetch {
+        name: meta.as_ref().map_or(requested_name, |m| m.name.clone()),
+        id: meta.as_ref().map_or(requested_id, |m| m.id),
+        unknown_code: if meta.is_some() { None } else { Some(unknown) },
+        partition_count: meta.as_ref().map_or(0, |m| m.partitions),
+        partitions,
+    }
 }
 
 fn append_notifies(state: &BrokerState, plan: &[TopicFetch]) -> Vec<Arc<Notify>> {
@@ -350,7 +612,7 @@ impl Encoder {
         self.version >= 12
     }
 
-    fn encode(&self, error_code: i16, topics: Vec<TopicData>) -> Response {
+    fn encode(&self, error_code: i16, session_id: i32, topics: Vec<TopicData>) -> Response {
         let flexible = self.flexible();
         let mut b = ChunkBuilder::new();
         b.put_i32(self.correlation_id);
@@ -360,7 +622,7 @@ impl Encoder {
         b.put_i32(0); // throttle_time_ms
         if self.version >= 7 {
             b.put_i16(error_code);
-            b.put_i32(0); // session_id: no session created
+            b.put_i32(session_id);
         }
         b.put_array_len(Some(topics.len()), flexible);
         for topic in topics {
@@ -520,7 +782,7 @@ mod tests {
                 data.push(TopicData { name: name.clone(), id, partitions: parts });
             }
             let encoder = Encoder { version, correlation_id, read_committed };
-            let response = encoder.encode(NONE, data);
+            let response = encoder.encode(NONE, 0, data);
             let bytes = materialize(&response);
             prop_assert_eq!(bytes.len() as u64, response.size_bytes());
             let frame_len = i32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);

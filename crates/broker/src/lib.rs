@@ -39,6 +39,7 @@ pub mod describe_topic_partitions;
 pub mod dispatch;
 pub mod error;
 pub mod fetch;
+pub mod fetch_session;
 pub mod filter;
 pub mod frame;
 pub mod group_api;

@@ -285,6 +285,7 @@ pub fn encode_prometheus(state: &BrokerState) -> String {
     register_groups(&mut registry, state);
     register_views(&mut registry, state);
     register_delayed(&mut registry, state);
+    register_fetch_sessions(&mut registry, state);
     let mut out = String::with_capacity(16 * 1024);
     if let Err(e) = encode(&mut out, &registry) {
         // Encoding into a String only fails if a metric's own encoder does; say so in-band.
@@ -567,6 +568,21 @@ fn register_storage(registry: &mut Registry, state: &BrokerState) {
 
 /// Committed offset and lag (high watermark minus committed, never negative) for every
 /// partition a live group has committed for.
+/// Kafka's NumIncrementalFetchSessions and NumIncrementalFetchPartitionsCached.
+fn register_fetch_sessions(registry: &mut Registry, state: &BrokerState) {
+    let sessions = &state.fetch_sessions;
+    registry.register(
+        "fetch_sessions",
+        "Incremental fetch sessions held (KIP-227)",
+        ConstGauge::new(i64::try_from(sessions.len()).unwrap_or(i64::MAX)),
+    );
+    registry.register(
+        "fetch_session_partitions",
+        "Partitions cached by all incremental fetch sessions",
+        ConstGauge::new(i64::try_from(sessions.partitions_total()).unwrap_or(i64::MAX)),
+    );
+}
+
 fn register_groups(registry: &mut Registry, state: &BrokerState) {
     type GroupLabels = [(&'static str, String); 3];
     let committed = Family::<GroupLabels, Gauge>::default();

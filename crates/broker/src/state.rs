@@ -12,6 +12,7 @@ use crate::authorizer::{AllowAll, Authorizer};
 use crate::broker::BrokerConfig;
 use crate::coordinator::group::GroupCoordinator;
 use crate::coordinator::txn::coordinator::TxnCoordinator;
+use crate::fetch_session::FetchSessionCache;
 use crate::metrics::Metrics;
 use crate::producer_id::ProducerIdManager;
 use crate::response_writer::WriteMode;
@@ -57,6 +58,8 @@ pub struct BrokerState {
     pub dynamic: Arc<crate::broker_configs::DynamicConfigs>,
     /// The listener's connection limit, which `max.connections` changes at runtime.
     pub connection_limit: Arc<crate::listener::ConnectionLimit>,
+    /// Incremental fetch sessions (KIP-227), bounded by `config.fetch_sessions`.
+    pub fetch_sessions: FetchSessionCache,
 }
 
 /// The coordinators, loaded from their internal topics.
@@ -78,6 +81,7 @@ impl BrokerState {
     ) -> BrokerState {
         let Coordinators { groups, txns } = coordinators;
         let write_mode = config.write_mode;
+        let config_fetch_sessions = config.fetch_sessions;
         let appended: Arc<Mutex<HashMap<TopicPartition, Arc<Notify>>>> = Arc::default();
         let notifiers = Arc::clone(&appended);
         logs.set_flush_listener(Arc::new(move |tp: &TopicPartition| {
@@ -110,6 +114,7 @@ impl BrokerState {
             delayed: crate::delayed::DelayStores::default(),
             dynamic,
             connection_limit,
+            fetch_sessions: FetchSessionCache::new(config_fetch_sessions),
         }
     }
 

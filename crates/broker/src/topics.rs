@@ -343,6 +343,9 @@ impl TopicRegistry {
         if validate_only {
             return Ok(meta);
         }
+        // Recorded first, so a log reopened later (or one left by an interrupted creation,
+        // reused below) has the topic's config.
+        logs.set_topic_config(name, 0, config.clone());
         for partition in 0..partitions {
             create_partition_log(logs, name, partition, &config)?;
         }
@@ -498,18 +501,8 @@ impl TopicRegistry {
         if validate_only {
             return Ok(changed);
         }
-        for partition in 0..meta.partitions {
-            let tp = TopicPartition {
-                topic: name.to_string(),
-                partition,
-            };
-            if let Some(log) = logs.get_log(&tp).map_err(|source| TopicError::Storage {
-                name: name.to_string(),
-                source,
-            })? {
-                log.set_config(config.clone());
-            }
-        }
+        // Open logs change now; unopened ones open with it (none is opened for this).
+        logs.set_topic_config(name, meta.partitions, config);
         self.topics.write().insert(Arc::clone(&changed));
         self.persist()?;
         tracing::info!(topic = name, "changed topic configs");
@@ -699,17 +692,16 @@ fn reconcile(logs: &LogManager, meta: &TopicMeta) -> Result<(), RegistryError> {
         source,
     };
     let config = meta.log_config().map_err(storage_error)?;
+    // Logs on disk stay unopened: they open with this config on first use.
+    logs.set_topic_config(&meta.name, meta.partitions, config.clone());
     for partition in 0..meta.partitions {
         let tp = TopicPartition {
             topic: meta.name.clone(),
             partition,
         };
-        match logs.get_log(&tp).map_err(storage_error)? {
-            Some(log) => log.set_config(config.clone()),
-            None => {
-                logs.create_log(&tp, config.clone())
-                    .map_err(storage_error)?;
-            }
+        if !logs.contains(&tp) {
+            logs.create_log(&tp, config.clone())
+                .map_err(storage_error)?;
         }
     }
     Ok(())

@@ -128,6 +128,14 @@ pub struct ServeArgs {
     /// [default: 15000].
     #[arg(long, env = "RILL_LOG_CLEANER_BACKOFF_MS", value_name = "MS")]
     pub log_cleaner_backoff_ms: Option<u64>,
+    /// Incremental fetch sessions the broker keeps (Kafka's
+    /// max.incremental.fetch.session.cache.slots; 0 turns sessions off) [default: 1000].
+    #[arg(
+        long,
+        env = "RILL_MAX_INCREMENTAL_FETCH_SESSION_CACHE_SLOTS",
+        value_name = "N"
+    )]
+    pub max_incremental_fetch_session_cache_slots: Option<usize>,
     /// Log level or filter (`error`, `warn`, `info`, `debug`, `trace`, or `rill_broker=debug`)
     /// [default: info; the RILL_LOG variable also sets it].
     #[arg(long, value_name = "FILTER")]
@@ -160,6 +168,7 @@ struct FileConfig {
     log_cleaner_dedupe_buffer_size: Option<u64>,
     log_cleaner_io_max_bytes_per_second: Option<i64>,
     log_cleaner_backoff_ms: Option<u64>,
+    max_incremental_fetch_session_cache_slots: Option<usize>,
     log_level: Option<String>,
 }
 
@@ -194,6 +203,7 @@ pub struct ServeConfig {
     /// `i64::MAX`: no limit.
     pub log_cleaner_io_max_bytes_per_second: i64,
     pub log_cleaner_backoff_ms: u64,
+    pub max_incremental_fetch_session_cache_slots: usize,
     pub log_level: String,
 }
 
@@ -313,6 +323,11 @@ impl ServeConfig {
                 args.log_cleaner_backoff_ms,
                 file.log_cleaner_backoff_ms,
                 defaults.cleaner.backoff_ms,
+            ),
+            max_incremental_fetch_session_cache_slots: pick(
+                args.max_incremental_fetch_session_cache_slots,
+                file.max_incremental_fetch_session_cache_slots,
+                defaults.fetch_sessions.slots,
             ),
             log_level: pick(
                 args.log_level
@@ -440,6 +455,10 @@ impl ServeConfig {
                     self.log_cleaner_io_max_bytes_per_second as f64
                 },
                 backoff_ms: self.log_cleaner_backoff_ms,
+            },
+            fetch_sessions: rill_broker::fetch_session::CacheConfig {
+                slots: self.max_incremental_fetch_session_cache_slots,
+                ..rill_broker::fetch_session::CacheConfig::default()
             },
             ..BrokerConfig::default()
         })

@@ -150,6 +150,9 @@ fn metrics_after_produce_and_consume() {
     );
     assert_eq!(get("rill_copied_bytes_total", &[]), 0.0);
     assert!(get("rill_partitions", &[]) >= 2.0);
+    // rill-client fetches with the final epoch (no session): none is created.
+    assert_eq!(get("rill_fetch_sessions", &[]), 0.0);
+    assert_eq!(get("rill_fetch_session_partitions", &[]), 0.0);
     // The broker's own count matches its fd table (give or take the scrape's connection).
     let fds = get("rill_process_open_fds", &[]);
     assert!(

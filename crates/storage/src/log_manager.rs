@@ -30,6 +30,10 @@ const CHECKPOINT_INTERVAL_MS: i64 = 10_000;
 /// Suffix of a partition directory being deleted (Kafka's `-delete`).
 const DELETE_SUFFIX: &str = ".deleting";
 
+/// Logs `tick` opens per call at most: 10 000 unopened partitions are all opened within 20
+/// ticks of start-up, while requests open the ones they need at once.
+pub const OPENS_PER_TICK: usize = 500;
+
 #[derive(Debug, Clone)]
 pub struct LogManagerConfig {
     pub data_dir: PathBuf,
@@ -75,6 +79,9 @@ struct ManagerState {
     /// written (or found without a directory at open): `create_log` rewrites it first, so a
     /// log re-created under that name is never recovered from its predecessor's point.
     file_has_deleted: bool,
+    /// Each topic's log config (`set_topic_config`), which a log opened later opens with;
+    /// topics not here use `default_log_config`.
+    topic_configs: HashMap<String, LogConfig>,
     last_checkpoint_ms: i64,
 }
 
@@ -135,6 +142,7 @@ impl LogManager {
                 logs,
                 recovery_points,
                 file_has_deleted,
+                topic_configs: HashMap::new(),
                 last_checkpoint_ms: now_ms(),
             }),
             flusher_thread: Mutex::new(Some(thread)),
@@ -230,10 +238,15 @@ impl LogManager {
                 // Opening under the manager lock keeps two callers from recovering the same
                 // log; a clean open reads a few KiB.
                 let recovery_point = state.recovery_points.get(tp).copied().unwrap_or(0);
+                let config = state
+                    .topic_configs
+                    .get(&tp.topic)
+                    .unwrap_or(&self.config.default_log_config)
+                    .clone();
                 let log = Arc::new(Log::open(
                     tp.clone(),
                     self.log_dir(tp),
-                    self.config.default_log_config.clone(),
+                    config,
                     self.files.clone(),
                     recovery_point,
                 )?);
@@ -241,6 +254,37 @@ impl LogManager {
                 state.logs.insert(tp.clone(), Slot::Open(log.clone()));
                 Ok(Some(log))
             }
+        }
+    }
+
+    /// Whether `tp` has a log here, open or not (never opens it).
+    pub fn contains(&self, tp: &TopicPartition) -> bool {
+        self.state.lock().logs.contains_key(tp)
+    }
+
+    /// Sets the config of `topic`'s logs: those of partitions `0..partitions` already open
+    /// get it now, and every log of the topic opened later opens with it. This is how a
+    /// broker with 10 000 partitions starts without opening (and recovering) each log to set
+    /// its config: logs stay on disk until first used.
+    pub fn set_topic_config(&self, topic: &str, partitions: i32, config: LogConfig) {
+        let mut open = Vec::new();
+        {
+            let mut state = self.state.lock();
+            state
+                .topic_configs
+                .insert(topic.to_string(), config.clone());
+            for partition in 0..partitions {
+                let tp = TopicPartition {
+                    topic: topic.to_string(),
+                    partition,
+                };
+                if let Some(Slot::Open(log)) = state.logs.get(&tp) {
+                    open.push(Arc::clone(log));
+                }
+            }
+        }
+        for log in open {
+            log.set_config(config.clone());
         }
     }
 
@@ -314,13 +358,22 @@ impl LogManager {
 
     /// Periodic housekeeping, about once a second: flush.ms flushes, retention and segment.ms
     /// rolls and producer id expiry on every log, and the recovery point checkpoint (with producer
-    /// state snapshots) every 10 s. Logs not opened yet
-    /// are opened here, so retention applies to them too.
+    /// state snapshots) every 10 s. Logs not opened yet are opened here, at most
+    /// [`OPENS_PER_TICK`] per call, so retention reaches them too without a start-up with
+    /// 10 000 partitions opening (and recovering) all of them in its first second.
     ///
     /// A log that fails is logged and skipped (a failed flush takes it offline); the others
     /// are looked after all the same. Errors here are only the checkpoint file's own.
     pub fn tick(&self, now: i64) -> Result<()> {
+        let mut opens_left = OPENS_PER_TICK;
         for tp in self.partitions() {
+            let on_disk = matches!(self.state.lock().logs.get(&tp), Some(Slot::OnDisk));
+            if on_disk {
+                if opens_left == 0 {
+                    continue;
+                }
+                opens_left -= 1;
+            }
             let log = match self.get_log(&tp) {
                 Ok(Some(log)) => log,
                 Ok(None) => continue,
