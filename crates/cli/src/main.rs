@@ -42,7 +42,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve the Kafka protocol (the default command).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Create, list, describe, delete and alter topics.
     #[command(subcommand)]
     Topic(topic::TopicCommand),
@@ -77,7 +77,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         None => Cli::try_parse_from(["rill", "serve"])
             .map_err(|e| common::usage(e.to_string()))?
             .command
-            .unwrap_or_else(|| Command::Serve(serve::ServeArgs::default())),
+            .unwrap_or_else(|| Command::Serve(Box::default())),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
