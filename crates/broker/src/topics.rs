@@ -577,20 +577,10 @@ impl TopicRegistry {
             return Ok(());
         }
         *self.defaults.write() = defaults;
+        // Open logs get the config now, the others when first opened: a change (or the
+        // defaults applied at start) does not open every log.
         for (meta, config) in topics.iter().zip(configs) {
-            for partition in 0..meta.partitions {
-                let tp = TopicPartition {
-                    topic: meta.name.clone(),
-                    partition,
-                };
-                let log = logs.get_log(&tp).map_err(|source| TopicError::Storage {
-                    name: meta.name.clone(),
-                    source,
-                })?;
-                if let Some(log) = log {
-                    log.set_config(config.clone());
-                }
-            }
+            logs.set_topic_config(&meta.name, meta.partitions, config);
         }
         tracing::info!("changed broker-level topic defaults");
         Ok(())
