@@ -22,7 +22,7 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
@@ -360,25 +360,11 @@ fn unescape(s: &str) -> Option<String> {
 }
 
 fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), BrokerConfigError> {
-    let io_error = |op| {
-        move |source| BrokerConfigError::Io {
-            op,
-            path: path.to_path_buf(),
-            source,
-        }
-    };
-    let tmp = path.with_extension("tmp");
-    let mut file = fs::File::create(&tmp).map_err(io_error("creating temp file"))?;
-    file.write_all(contents).map_err(io_error("writing"))?;
-    file.sync_all().map_err(io_error("syncing"))?;
-    drop(file);
-    fs::rename(&tmp, path).map_err(io_error("renaming"))?;
-    if let Some(dir) = path.parent() {
-        fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_error("syncing directory"))?;
-    }
-    Ok(())
+    crate::atomic_file::write(path, contents).map_err(|(op, source)| BrokerConfigError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 #[cfg(test)]

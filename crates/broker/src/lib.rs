@@ -26,6 +26,7 @@
 pub mod acls;
 pub mod admin;
 pub mod api_versions;
+pub mod atomic_file;
 pub mod authorizer;
 pub mod broker;
 pub mod broker_configs;
