@@ -293,7 +293,14 @@ impl ViewMaintainer {
     }
 
     fn warn_once(&self, topic: &str, reason: &str) {
-        if self.warned.lock().insert(format!("{topic}: {reason}")) {
+        /// Distinct warnings remembered; past it they start over (a storage error's text may
+        /// name offsets, so the set must not grow with every pass).
+        const MAX_WARNED: usize = 1024;
+        let mut warned = self.warned.lock();
+        if warned.len() >= MAX_WARNED {
+            warned.clear();
+        }
+        if warned.insert(format!("{topic}: {reason}")) {
             tracing::warn!(topic, reason, "filtered view not maintained");
         }
     }
