@@ -4,120 +4,19 @@
 
 mod common;
 
-use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::hold_io::{fetch_request, produce_request, HoldIo};
 use common::{at_offset, now_ms, record_batch, Client, TestBroker, TEST_TIMEOUT};
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use rill_storage::file_io::{FileIo, IoFile, OsIo};
-
-/// The real file system, except that syncs wait while `held` and fail with EIO for files
-/// under `failing` (and syncfs fails while anything is failing).
-#[derive(Debug, Default)]
-struct HoldIo {
-    held: Mutex<bool>,
-    released: Condvar,
-    failing: Mutex<Option<PathBuf>>,
-}
-
-impl HoldIo {
-    fn hold(&self, held: bool) {
-        *self.held.lock().unwrap() = held;
-        self.released.notify_all();
-    }
-
-    fn fail_under(&self, dir: &Path) {
-        *self.failing.lock().unwrap() = Some(dir.to_path_buf());
-    }
-
-    fn wait_while_held(&self) {
-        let mut held = self.held.lock().unwrap();
-        // Bounded by the test, which always releases before it ends.
-        while *held {
-            held = self.released.wait(held).unwrap();
-        }
-    }
-
-    fn fails(&self, path: &Path) -> bool {
-        self.failing
-            .lock()
-            .unwrap()
-            .as_ref()
-            .is_some_and(|dir| path.starts_with(dir))
-    }
-}
-
-fn eio() -> io::Error {
-    io::Error::from_raw_os_error(5)
-}
-
-impl FileIo for HoldIo {
-    fn write_at(&self, file: &IoFile, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
-        OsIo.write_at(file, bufs, offset)
-    }
-    fn sync_data(&self, file: &IoFile) -> io::Result<()> {
-        self.wait_while_held();
-        if self.fails(file.path()) {
-            return Err(eio());
-        }
-        OsIo.sync_data(file)
-    }
-    fn sync_fs(&self, file: &IoFile) -> io::Result<()> {
-        self.wait_while_held();
-        if self.failing.lock().unwrap().is_some() {
-            return Err(eio());
-        }
-        OsIo.sync_fs(file)
-    }
-    fn allocate(&self, file: &IoFile, len: u64) -> io::Result<()> {
-        OsIo.allocate(file, len)
-    }
-    fn set_len(&self, file: &IoFile, len: u64) -> io::Result<()> {
-        OsIo.set_len(file, len)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.wait_while_held();
-        if self.fails(dir) {
-            return Err(eio());
-        }
-        OsIo.sync_dir(dir)
-    }
-}
 
 fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
-}
-
-fn produce_request(topic: &str, records: Bytes, acks: i16) -> ProduceRequest {
-    ProduceRequest::default()
-        .with_acks(acks)
-        .with_timeout_ms(5_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(name(topic))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(records))])])
-}
-
-fn fetch_request(topic: &str, offset: i64, max_wait_ms: i32) -> FetchRequest {
-    FetchRequest::default()
-        .with_max_wait_ms(max_wait_ms)
-        .with_min_bytes(1)
-        .with_max_bytes(50 << 20)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(name(topic))
-            .with_partitions(vec![FetchPartition::default()
-                .with_partition(0)
-                .with_fetch_offset(offset)
-                .with_partition_max_bytes(1 << 20)])])
 }
 
 async fn create_topic(client: &mut Client, topic: &str) {

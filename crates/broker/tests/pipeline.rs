@@ -4,108 +4,17 @@
 
 mod common;
 
-use std::io;
-use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use common::producer::{batch, bounded, create_topic, name, Kind};
+use bytes::BytesMut;
+use common::hold_io::{fetch_request, produce_request, Held, HoldIo};
+use common::producer::{batch, bounded, create_topic, Kind};
 use common::{record_batch, Client, TestBroker};
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use rill_broker::in_flight::MAX_IN_FLIGHT_REQUESTS;
-use rill_storage::file_io::{FileIo, IoFile, OsIo};
 use tokio::io::AsyncWriteExt;
-
-/// The real file system, except that syncs wait while `held`.
-#[derive(Debug, Default)]
-struct HoldIo {
-    held: Mutex<bool>,
-    released: Condvar,
-}
-
-impl HoldIo {
-    fn hold(&self, held: bool) {
-        *self.held.lock().unwrap() = held;
-        self.released.notify_all();
-    }
-
-    fn wait_while_held(&self) {
-        let mut held = self.held.lock().unwrap();
-        // Bounded by the test, which always releases before it ends.
-        while *held {
-            held = self.released.wait(held).unwrap();
-        }
-    }
-}
-
-/// Holds syncs until dropped, so a failing assertion releases them too (a held flusher would
-/// otherwise keep the failed test from ending).
-struct Held(Arc<HoldIo>);
-
-impl Held {
-    fn new(io: &Arc<HoldIo>) -> Held {
-        io.hold(true);
-        Held(Arc::clone(io))
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.0.hold(false);
-    }
-}
-
-impl FileIo for HoldIo {
-    fn write_at(&self, file: &IoFile, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
-        OsIo.write_at(file, bufs, offset)
-    }
-    fn sync_data(&self, file: &IoFile) -> io::Result<()> {
-        self.wait_while_held();
-        OsIo.sync_data(file)
-    }
-    fn sync_fs(&self, file: &IoFile) -> io::Result<()> {
-        self.wait_while_held();
-        OsIo.sync_fs(file)
-    }
-    fn allocate(&self, file: &IoFile, len: u64) -> io::Result<()> {
-        OsIo.allocate(file, len)
-    }
-    fn set_len(&self, file: &IoFile, len: u64) -> io::Result<()> {
-        OsIo.set_len(file, len)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.wait_while_held();
-        OsIo.sync_dir(dir)
-    }
-}
-
-fn produce_request(topic: &str, records: Bytes, acks: i16) -> ProduceRequest {
-    ProduceRequest::default()
-        .with_acks(acks)
-        .with_timeout_ms(5_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(name(topic))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(records))])])
-}
-
-fn fetch_request(topic: &str, offset: i64, max_wait_ms: i32) -> FetchRequest {
-    FetchRequest::default()
-        .with_max_wait_ms(max_wait_ms)
-        .with_min_bytes(1)
-        .with_max_bytes(50 << 20)
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(name(topic))
-            .with_partitions(vec![FetchPartition::default()
-                .with_partition(0)
-                .with_fetch_offset(offset)
-                .with_partition_max_bytes(1 << 20)])])
-}
 
 /// Polls `done` every 10 ms for up to 10 s.
 async fn eventually(what: &str, mut done: impl FnMut() -> bool) {

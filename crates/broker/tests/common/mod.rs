@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod hold_io;
 pub mod producer;
 
 use std::net::SocketAddr;
