@@ -743,7 +743,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Parsed, RegistryError> {
             [first, ..] if first.starts_with('#') => {}
             ["version", "1"] => {}
             ["version", other] => return Err(error(format!("unsupported version {other}"))),
-            ["cluster.id", id] => cluster_id = Some(id.to_string()),
+            ["cluster.id", id] => {
+                validate_cluster_id(id).map_err(error)?;
+                cluster_id = Some(id.to_string());
+            }
             ["topic", name, id, partitions] => {
                 validate_name(name).map_err(|e| error(e.to_string()))?;
                 let id = Uuid::parse_str(id).map_err(|e| error(e.to_string()))?;
@@ -776,6 +779,26 @@ pub fn parse(path: &Path, text: &str) -> Result<Parsed, RegistryError> {
         reason: "no cluster.id line".into(),
     })?;
     Ok((cluster_id, topics))
+}
+
+/// Cluster ids are what [`new_cluster_id`] makes, and what Kafka's `kafka-storage format`
+/// accepts: base64url text. Anything else in the file is corruption: a control character
+/// would not even survive the file's own write back (a trailing `\r` is lost to `lines()`),
+/// and clients would be handed the garbage in every Metadata answer.
+fn validate_cluster_id(id: &str) -> Result<(), String> {
+    const MAX_LEN: usize = 64;
+    if id.is_empty() || id.len() > MAX_LEN {
+        return Err(format!("cluster id of {} bytes (1 to {MAX_LEN})", id.len()));
+    }
+    match id
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
+    {
+        Some(c) => Err(format!(
+            "cluster id has {c:?} (only A-Z, a-z, 0-9, - and _)"
+        )),
+        None => Ok(()),
+    }
 }
 
 fn escape(s: &str) -> String {
@@ -847,6 +870,26 @@ fn new_cluster_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `topic_registry` fuzz target: a cluster id ending in `\r` parsed, but
+    /// lost the `\r` when the registry was written back and read again.
+    #[test]
+    fn cluster_ids_are_base64url_text() {
+        let path = Path::new(REGISTRY_FILE_NAME);
+        let id = new_cluster_id();
+        assert!(validate_cluster_id(&id).is_ok(), "{id}");
+        assert_eq!(parse(path, &format!("cluster.id {id}\n")).unwrap().0, id);
+        for bad in ["Qtu\r", "Qtu\0q", "a%b", "é", &"x".repeat(65)] {
+            let text = format!("version 1\ncluster.id {bad}\r\n");
+            assert!(
+                matches!(
+                    parse(path, &text),
+                    Err(RegistryError::Parse { line: 2, .. })
+                ),
+                "{bad:?} accepted"
+            );
+        }
+    }
 
     #[test]
     fn names_follow_kafka_rules() {
