@@ -9,9 +9,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use common::consumer_group::{assigned, hb, hb_owning, join, owned, send_hb, Member};
 use common::{Client, TestBroker, TEST_TIMEOUT};
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
@@ -84,46 +84,6 @@ async fn topic_id(client: &mut Client, topic: &str) -> Uuid {
         )
         .await;
     r.topics[0].topic_id
-}
-
-/// A heartbeat of `member` at `epoch`; a join (epoch 0) subscribes to `topics`.
-fn hb(group: &str, member: &str, epoch: i32) -> ConsumerGroupHeartbeatRequest {
-    ConsumerGroupHeartbeatRequest::default()
-        .with_group_id(GroupId(s(group)))
-        .with_member_id(s(member))
-        .with_member_epoch(epoch)
-        .with_rebalance_timeout_ms(-1)
-}
-
-fn join(group: &str, member: &str, topics: &[&str]) -> ConsumerGroupHeartbeatRequest {
-    hb(group, member, 0)
-        .with_rebalance_timeout_ms(5_000)
-        .with_subscribed_topic_names(Some(topics.iter().map(|t| TopicName(s(t))).collect()))
-        .with_topic_partitions(Some(Vec::new()))
-}
-
-fn owned(id: Uuid, partitions: &BTreeSet<i32>) -> Option<Vec<TopicPartitions>> {
-    Some(vec![TopicPartitions::default()
-        .with_topic_id(id)
-        .with_partitions(partitions.iter().copied().collect())])
-}
-
-/// The partitions of `id` in an answer's assignment (`None`: no assignment sent).
-fn assigned(r: &ConsumerGroupHeartbeatResponse, id: Uuid) -> Option<BTreeSet<i32>> {
-    r.assignment.as_ref().map(|a| {
-        a.topic_partitions
-            .iter()
-            .filter(|t| t.topic_id == id)
-            .flat_map(|t| t.partitions.iter().copied())
-            .collect()
-    })
-}
-
-async fn send_hb(
-    client: &mut Client,
-    r: &ConsumerGroupHeartbeatRequest,
-) -> ConsumerGroupHeartbeatResponse {
-    client.send(1, r).await
 }
 
 #[tokio::test]
@@ -209,11 +169,7 @@ async fn revocation_comes_before_reassignment() {
         assert_eq!(a1.member_epoch, 1);
         let all = BTreeSet::from([0, 1, 2, 3]);
         assert_eq!(assigned(&a1, t), Some(all.clone()));
-        let a_hb = send_hb(
-            &mut c,
-            &hb("g", "a", 1).with_topic_partitions(owned(t, &all)),
-        )
-        .await;
+        let a_hb = send_hb(&mut c, &hb_owning("g", "a", 1, t, &all)).await;
         assert_eq!((a_hb.error_code, a_hb.member_epoch), (0, 1));
 
         // b joins: epoch 2; every partition is still a's.
@@ -223,37 +179,21 @@ async fn revocation_comes_before_reassignment() {
         assert_eq!(assigned(&b1, t), Some(BTreeSet::new()));
 
         // a is told to keep two: it stays at epoch 1 until it revokes the others.
-        let a2 = send_hb(
-            &mut c,
-            &hb("g", "a", 1).with_topic_partitions(owned(t, &all)),
-        )
-        .await;
+        let a2 = send_hb(&mut c, &hb_owning("g", "a", 1, t, &all)).await;
         assert_eq!(a2.member_epoch, 1);
         let keep = assigned(&a2, t).expect("a new assignment");
         assert_eq!(keep.len(), 2);
         let moving: BTreeSet<i32> = all.difference(&keep).copied().collect();
 
         // b still gets nothing while a owns them.
-        let b2 = send_hb(
-            &mut c,
-            &hb("g", "b", 2).with_topic_partitions(owned(t, &BTreeSet::new())),
-        )
-        .await;
+        let b2 = send_hb(&mut c, &hb_owning("g", "b", 2, t, &BTreeSet::new())).await;
         assert_eq!(b2.member_epoch, 2);
         assert!(assigned(&b2, t).is_none_or(|p| p.is_empty()));
 
         // a revokes: epoch 2. Then b gets them.
-        let a3 = send_hb(
-            &mut c,
-            &hb("g", "a", 1).with_topic_partitions(owned(t, &keep)),
-        )
-        .await;
+        let a3 = send_hb(&mut c, &hb_owning("g", "a", 1, t, &keep)).await;
         assert_eq!((a3.error_code, a3.member_epoch), (0, 2));
-        let b3 = send_hb(
-            &mut c,
-            &hb("g", "b", 2).with_topic_partitions(owned(t, &BTreeSet::new())),
-        )
-        .await;
+        let b3 = send_hb(&mut c, &hb_owning("g", "b", 2, t, &BTreeSet::new())).await;
         assert_eq!(assigned(&b3, t), Some(moving));
 
         // ConsumerGroupDescribe shows epochs and the target.
@@ -339,29 +279,22 @@ async fn session_timeout_removes_a_silent_member() {
         let b = broker().await;
         let mut c = b.connect().await;
         let t = topic(&mut c, "t", 2).await;
-        send_hb(&mut c, &join("g", "a", &["t"])).await;
+        let mut a = Member::new("g", "a", t);
+        a.join(&mut c, "t").await;
+        assert_eq!((a.epoch, a.owns.len()), (1, 2));
         send_hb(&mut c, &join("g", "b", &["t"])).await;
         // a keeps heartbeating (revoking whatever it is told to), b goes silent.
-        let mut epoch = 1;
-        let mut mine = BTreeSet::from([0, 1]);
         let deadline = tokio::time::Instant::now() + Duration::from_millis(SESSION_MS * 10);
         loop {
-            let r = send_hb(
-                &mut c,
-                &hb("g", "a", epoch).with_topic_partitions(owned(t, &mine)),
-            )
-            .await;
-            assert_eq!(r.error_code, 0);
-            epoch = r.member_epoch;
-            if let Some(p) = assigned(&r, t) {
-                mine = p;
-            }
-            if mine.len() == 2 && epoch == 3 {
+            a.beat(&mut c).await;
+            if a.owns.len() == 2 && a.epoch == 3 {
                 break;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "b never expired: {mine:?} at {epoch}"
+                "b never expired: {:?} at {}",
+                a.owns,
+                a.epoch
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -537,11 +470,7 @@ async fn member_epochs_on_offsets_and_state_across_a_crash() {
         let b = broker_in(dir).await;
         let mut c = b.connect().await;
         assert_eq!(topic_id(&mut c, "t").await, t);
-        let again = send_hb(
-            &mut c,
-            &hb("g", "a", 1).with_topic_partitions(owned(t, &BTreeSet::from([0, 1]))),
-        )
-        .await;
+        let again = send_hb(&mut c, &hb_owning("g", "a", 1, t, &BTreeSet::from([0, 1]))).await;
         assert_eq!(
             (again.error_code, again.member_epoch),
             (0, 1),
@@ -659,6 +588,56 @@ async fn offsets_retention_starts_when_the_group_empties() {
         }
         let f = c.send(9, &fetch("g", "", -1)).await;
         assert_eq!(f.groups[0].topics[0].partitions[0].committed_offset, -1);
+        b.stop().await;
+    })
+    .await;
+}
+
+async fn assignor_of(c: &mut Client, group: &str) -> String {
+    let d = c
+        .send(
+            1,
+            &ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(s(group))]),
+        )
+        .await;
+    assert_eq!(d.groups[0].error_code, 0);
+    d.groups[0].assignor_name.to_string()
+}
+
+/// `group.consumer.assignors`: only the listed assignors may be asked for
+/// (`group.remote.assignor`), the first is the default, and a member's choice is used.
+#[tokio::test]
+async fn broker_assignors_bound_what_members_choose() {
+    bounded(async {
+        // Default list (uniform, range): no choice runs uniform, a choice of range runs range.
+        let b = broker().await;
+        let mut c = b.connect().await;
+        topic(&mut c, "t", 2).await;
+        assert_eq!(
+            send_hb(&mut c, &join("g1", "a", &["t"])).await.error_code,
+            0
+        );
+        assert_eq!(assignor_of(&mut c, "g1").await, "uniform");
+        let range = join("g2", "a", &["t"]).with_server_assignor(Some(s("range")));
+        assert_eq!(send_hb(&mut c, &range).await.error_code, 0);
+        assert_eq!(assignor_of(&mut c, "g2").await, "range");
+        b.stop().await;
+
+        // Only range: it is the default, and uniform is refused.
+        let b = TestBroker::start_with(|c| {
+            c.groups.offsets_partitions = 4;
+            c.groups.consumer_assignors = vec!["range"];
+        })
+        .await;
+        let mut c = b.connect().await;
+        topic(&mut c, "t", 2).await;
+        let uniform = join("g", "a", &["t"]).with_server_assignor(Some(s("uniform")));
+        assert_eq!(
+            send_hb(&mut c, &uniform).await.error_code,
+            ResponseError::UnsupportedAssignor.code()
+        );
+        assert_eq!(send_hb(&mut c, &join("g", "a", &["t"])).await.error_code, 0);
+        assert_eq!(assignor_of(&mut c, "g").await, "range");
         b.stop().await;
     })
     .await;
