@@ -39,6 +39,8 @@ const REBALANCE_IN_PROGRESS: i16 = 27;
 const MEMBER_ID_REQUIRED: i16 = 79;
 /// Most members a run may have (each is a task and a connection).
 const MEMBERS_MAX: usize = 1_000;
+/// FindCoordinator attempts, 500 ms apart.
+const COORDINATOR_ATTEMPTS: u32 = 60;
 /// How often the settle condition is checked.
 const POLL: Duration = Duration::from_millis(2);
 
@@ -137,10 +139,20 @@ pub async fn run(b: RebalanceBench) -> anyhow::Result<()> {
         .map(|d| d.as_nanos())
         .unwrap_or_default();
     let group = format!("rill-bench-rebalance-{}-{nanos}", b.protocol);
-    let coordinator = client
-        .coordinator(&group)
-        .await
-        .context("finding the group's coordinator")?;
+    // A broker creating `__consumer_offsets` (Kafka's first group) answers
+    // COORDINATOR_NOT_AVAILABLE for a while: bounded retries.
+    let mut attempt = 0;
+    let coordinator = loop {
+        match client.coordinator(&group).await {
+            Ok(c) => break c,
+            Err(e) if attempt < COORDINATOR_ATTEMPTS => {
+                attempt += 1;
+                tracing::debug!(error = %e, attempt, "finding the coordinator");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e).context("finding the group's coordinator"),
+        }
+    };
     let addr = coordinator.addr().to_string();
     let timeout = client.timeout();
 
