@@ -642,3 +642,202 @@ async fn broker_assignors_bound_what_members_choose() {
     })
     .await;
 }
+
+/// ListGroups, DescribeGroups and ConsumerGroupDescribe on one classic and one KIP-848 group,
+/// both Stable: each is listed with its type, protocol type and state, and each describe API
+/// answers for its own kind only. The same body runs against Kafka 4.4 in
+/// [`both_kinds_are_listed_and_described_as_kafka`].
+async fn both_kinds(c: &mut Client, prefix: &str) {
+    let topic_name = format!("{prefix}-t");
+    let t = topic(c, &topic_name, 2).await;
+    let (classic, consumer) = (format!("{prefix}-classic"), format!("{prefix}-consumer"));
+
+    // Kafka creates `__consumer_offsets` on the first FindCoordinator: wait for it.
+    for group in [&classic, &consumer] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let f = c
+                .send(
+                    3,
+                    &FindCoordinatorRequest::default()
+                        .with_key(s(group))
+                        .with_key_type(0),
+                )
+                .await;
+            if f.error_code == 0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no coordinator: {f:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    // A classic group of one member, synced (Stable). Kafka answers NOT_COORDINATOR or
+    // COORDINATOR_LOAD_IN_PROGRESS while the new partition's coordinator starts: retried.
+    let join = JoinGroupRequest::default()
+        .with_group_id(GroupId(s(&classic)))
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(10_000)
+        .with_protocol_type(s("consumer"))
+        .with_protocols(vec![
+            JoinGroupRequestProtocol::default().with_name(s("range"))
+        ]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let joined = loop {
+        let joined = c.send(3, &join).await;
+        let starting = [
+            ResponseError::NotCoordinator.code(),
+            ResponseError::CoordinatorLoadInProgress.code(),
+        ];
+        if !starting.contains(&joined.error_code) || tokio::time::Instant::now() > deadline {
+            break joined;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(joined.error_code, 0);
+    let synced = c
+        .send(
+            3,
+            &SyncGroupRequest::default()
+                .with_group_id(GroupId(s(&classic)))
+                .with_generation_id(joined.generation_id)
+                .with_member_id(joined.member_id.clone()),
+        )
+        .await;
+    assert_eq!(synced.error_code, 0);
+
+    // A KIP-848 group of one member owning both partitions (Stable).
+    let mut m = Member::new(&consumer, &format!("{prefix}-member"), t);
+    m.join(c, &topic_name).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while m.owns.len() != 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never assigned: {m:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        m.beat(c).await;
+    }
+    m.beat(c).await;
+
+    let listed = c.send(5, &ListGroupsRequest::default()).await;
+    let find = |id: &str| {
+        listed
+            .groups
+            .iter()
+            .find(|g| g.group_id.as_str() == id)
+            .unwrap_or_else(|| panic!("{id} not listed: {:?}", listed.groups))
+    };
+    let (lc, lk) = (find(&classic), find(&consumer));
+    assert_eq!(
+        (
+            lc.protocol_type.as_str(),
+            lc.group_state.as_str(),
+            lc.group_type.as_str()
+        ),
+        ("consumer", "Stable", "classic")
+    );
+    assert_eq!(
+        (
+            lk.protocol_type.as_str(),
+            lk.group_state.as_str(),
+            lk.group_type.as_str()
+        ),
+        ("consumer", "Stable", "consumer")
+    );
+
+    // DescribeGroups (v5): the classic group in full; the consumer group as Dead, no error.
+    let d = c
+        .send(
+            5,
+            &DescribeGroupsRequest::default()
+                .with_groups(vec![GroupId(s(&classic)), GroupId(s(&consumer))]),
+        )
+        .await;
+    let by_id = |id: &str| {
+        d.groups
+            .iter()
+            .find(|g| g.group_id.as_str() == id)
+            .unwrap_or_else(|| panic!("{id} not described: {:?}", d.groups))
+    };
+    let (dc, dk) = (by_id(&classic), by_id(&consumer));
+    assert_eq!((dc.error_code, dc.group_state.as_str()), (0, "Stable"));
+    assert_eq!(dc.protocol_type.as_str(), "consumer");
+    assert_eq!(dc.protocol_data.as_str(), "range");
+    assert_eq!(dc.members.len(), 1);
+    assert_eq!(
+        (dk.error_code, dk.group_state.as_str()),
+        (0, "Dead"),
+        "{dk:?}"
+    );
+    assert!(dk.members.is_empty());
+
+    // ConsumerGroupDescribe: the consumer group in full; the classic one is not found.
+    let d = c
+        .send(
+            0,
+            &ConsumerGroupDescribeRequest::default()
+                .with_group_ids(vec![GroupId(s(&consumer)), GroupId(s(&classic))]),
+        )
+        .await;
+    // Kafka answers in its own order (by coordinator partition), not the request's.
+    let by_id = |id: &str| {
+        d.groups
+            .iter()
+            .find(|g| g.group_id.as_str() == id)
+            .unwrap_or_else(|| panic!("{id} not described: {:?}", d.groups))
+    };
+    let (dk, dc) = (by_id(&consumer), by_id(&classic));
+    assert_eq!((dk.error_code, dk.group_state.as_str()), (0, "Stable"));
+    assert_eq!(dk.members.len(), 1);
+    assert_eq!(dk.members[0].member_epoch, m.epoch);
+    assert_eq!(
+        dc.error_code,
+        ResponseError::GroupIdNotFound.code(),
+        "{dc:?}"
+    );
+
+    send_hb(c, &hb(&consumer, &m.id, -1)).await;
+}
+
+#[tokio::test]
+async fn both_kinds_are_listed_and_described() {
+    bounded(async {
+        let b = broker().await;
+        let mut c = b.connect().await;
+        both_kinds(&mut c, "kinds").await;
+        b.stop().await;
+    })
+    .await;
+}
+
+/// [`both_kinds_are_listed_and_described`] against `KAFKA_BOOTSTRAP` (Apache Kafka 4.4 from
+/// `scripts/kafka-local`): `KAFKA_BOOTSTRAP=127.0.0.1:19092 cargo test --release -p
+/// rill-broker --test consumer_groups -- --ignored`.
+#[tokio::test]
+#[ignore = "needs KAFKA_BOOTSTRAP"]
+async fn both_kinds_are_listed_and_described_as_kafka() {
+    let Some(addr) = std::env::var("KAFKA_BOOTSTRAP").ok() else {
+        return;
+    };
+    let addr = tokio::net::lookup_host(addr)
+        .await
+        .expect("KAFKA_BOOTSTRAP resolves")
+        .next()
+        .expect("an address");
+    let prefix = format!(
+        "kinds-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis()
+    );
+    bounded(async move {
+        let mut c = Client::connect(addr).await;
+        both_kinds(&mut c, &prefix).await;
+    })
+    .await;
+}
