@@ -2,7 +2,9 @@
 //! heartbeat validation, member epochs and fencing, revocation before reassignment, static
 //! members, session expiry, partitions added, group size, the two protocols refusing each
 //! other, OffsetCommit/OffsetFetch member epochs, ListGroups/ConsumerGroupDescribe, and the
-//! group surviving a broker crash. Real clients (librdkafka) are in tests/compat/python.
+//! group surviving a broker crash; the broker's assignor list (`group.consumer.assignors`);
+//! both group kinds listed and described as Kafka 4.4 does (that test also runs against
+//! Kafka with `KAFKA_BOOTSTRAP`). Real clients (librdkafka) are in tests/compat/python.
 
 mod common;
 
