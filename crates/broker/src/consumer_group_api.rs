@@ -50,6 +50,40 @@ fn compiled(pattern: &str) -> Option<Regex> {
     r
 }
 
+/// What each subscription pattern matched, at a registry generation: a group with a regex
+/// subscription heartbeats every few seconds per member, and without this every heartbeat
+/// would run the pattern over every topic name. Shared by all groups (and, in one test
+/// process, all registries: generations are unique across them); cleared at its bound.
+static MATCHES: Mutex<Option<HashMap<String, MatchesAt>>> = Mutex::new(None);
+/// The registry generation a pattern was matched at, and the names it matched.
+type MatchesAt = (u64, Arc<[String]>);
+const MATCHES_MAX: usize = 1_024;
+
+/// The names `pattern` matches in the registry at `generation`: from the cache when it
+/// holds this pattern at this generation, else computed by `scan` (which returns the
+/// generation it read, maybe newer) and cached.
+fn matches_at(
+    pattern: &str,
+    generation: u64,
+    scan: impl FnOnce() -> (u64, Vec<String>),
+) -> Arc<[String]> {
+    if let Some((g, names)) = MATCHES.lock().get_or_insert_with(HashMap::new).get(pattern) {
+        if *g == generation {
+            return Arc::clone(names);
+        }
+    }
+    // Scanned without the lock: a slow pattern over many names holds up no other group.
+    let (scanned_at, names) = scan();
+    let names: Arc<[String]> = names.into();
+    let mut cache = MATCHES.lock();
+    let cache = cache.get_or_insert_with(HashMap::new);
+    if cache.len() >= MATCHES_MAX && !cache.contains_key(pattern) {
+        cache.clear();
+    }
+    cache.insert(pattern.to_string(), (scanned_at, Arc::clone(&names)));
+    names
+}
+
 /// The topic registry as consumer groups see it (internal topics are never subscribed).
 pub struct RegistryTopics<'a>(pub &'a TopicRegistry);
 
@@ -60,19 +94,21 @@ impl TopicLookup for RegistryTopics<'_> {
         }
         self.0.get(name).map(|t| (t.id, t.partitions))
     }
-    fn names(&self) -> Vec<String> {
-        self.0
-            .all()
-            .into_iter()
-            .filter(|t| !is_internal(&t.name))
-            .map(|t| t.name.clone())
-            .collect()
-    }
     fn is_valid_pattern(&self, pattern: &str) -> bool {
         compiled(pattern).is_some()
     }
-    fn matches(&self, pattern: &str, name: &str) -> bool {
-        compiled(pattern).is_some_and(|r| r.is_match(name))
+    fn matching(&self, pattern: &str) -> Arc<[String]> {
+        matches_at(pattern, self.0.generation(), || {
+            let (generation, names) = self.0.names_at_generation();
+            let Some(re) = compiled(pattern) else {
+                return (generation, Vec::new());
+            };
+            let names = names
+                .into_iter()
+                .filter(|n| !is_internal(n) && re.is_match(n))
+                .collect();
+            (generation, names)
+        })
     }
 }
 
@@ -182,7 +218,9 @@ pub fn describe(
                     .with_group_state(s(g.state().name()))
                     .with_group_epoch(g.epoch)
                     .with_assignment_epoch(g.target_epoch)
-                    .with_assignor_name(s(g.assignor()))
+                    .with_assignor_name(s(
+                        g.assignor(&coordinator(state).config().consumer_assignors)
+                    ))
                     .with_members(
                         g.members
                             .values()
@@ -222,4 +260,37 @@ pub fn describe(
         })
         .collect();
     m::ConsumerGroupDescribeResponse::default().with_groups(groups)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pattern_matches_are_scanned_once_per_generation() {
+        // A pattern no other test uses, so the shared cache holds only this test's entry.
+        let pattern = "cache-test-[a-z]+";
+        let scans = std::cell::Cell::new(0);
+        let scan = |generation: u64, names: &[&str]| {
+            let scans = &scans;
+            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            move || {
+                scans.set(scans.get() + 1);
+                (generation, names)
+            }
+        };
+        let first = matches_at(pattern, 7, scan(7, &["cache-test-a"]));
+        let again = matches_at(pattern, 7, scan(7, &["stale"]));
+        assert_eq!(scans.get(), 1, "same generation: served from the cache");
+        assert_eq!(&*again, &*first);
+        // A topic created: a new generation, a new scan.
+        let next = matches_at(pattern, 8, scan(8, &["cache-test-a", "cache-test-b"]));
+        assert_eq!(scans.get(), 2);
+        assert_eq!(next.len(), 2);
+        // A scan that read a newer generation than asked caches under what it read.
+        matches_at(pattern, 9, scan(10, &["cache-test-c"]));
+        let at_10 = matches_at(pattern, 10, scan(10, &["never"]));
+        assert_eq!(scans.get(), 3);
+        assert_eq!(&*at_10, &["cache-test-c".to_string()]);
+    }
 }

@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -205,17 +205,26 @@ pub fn validate_name(name: &str) -> Result<(), TopicError> {
 struct Topics {
     by_name: BTreeMap<String, Arc<TopicMeta>>,
     by_id: HashMap<Uuid, Arc<TopicMeta>>,
+    /// Changes with every insert or removal (see [`TopicRegistry::generation`]).
+    generation: u64,
 }
+
+/// Generations are drawn from one process-wide counter, so two registries (brokers in one
+/// test process, or one data directory reopened) never share a generation: a cache keyed
+/// by generation alone cannot mix up their topic sets.
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
 
 impl Topics {
     fn insert(&mut self, meta: Arc<TopicMeta>) {
         self.by_id.insert(meta.id, Arc::clone(&meta));
         self.by_name.insert(meta.name.clone(), meta);
+        self.generation = GENERATIONS.fetch_add(1, Ordering::Relaxed);
     }
 
     fn remove(&mut self, name: &str) -> Option<Arc<TopicMeta>> {
         let meta = self.by_name.remove(name)?;
         self.by_id.remove(&meta.id);
+        self.generation = GENERATIONS.fetch_add(1, Ordering::Relaxed);
         Some(meta)
     }
 }
@@ -303,6 +312,20 @@ impl TopicRegistry {
     /// Every topic, sorted by name.
     pub fn all(&self) -> Vec<Arc<TopicMeta>> {
         self.topics.read().by_name.values().cloned().collect()
+    }
+
+    /// Every topic name with the registry's generation: a number that changes whenever a
+    /// topic is created, deleted or replaced (partitions added, configs set), unique across
+    /// registries of one process. Consumer groups cache what a subscription pattern matches
+    /// by it.
+    pub fn names_at_generation(&self) -> (u64, Vec<String>) {
+        let topics = self.topics.read();
+        (topics.generation, topics.by_name.keys().cloned().collect())
+    }
+
+    /// The current generation (see [`TopicRegistry::names_at_generation`]).
+    pub fn generation(&self) -> u64 {
+        self.topics.read().generation
     }
 
     /// Creates a topic with `partitions` partitions and the given config overrides. With

@@ -2,16 +2,18 @@
 //! heartbeat validation, member epochs and fencing, revocation before reassignment, static
 //! members, session expiry, partitions added, group size, the two protocols refusing each
 //! other, OffsetCommit/OffsetFetch member epochs, ListGroups/ConsumerGroupDescribe, and the
-//! group surviving a broker crash. Real clients (librdkafka) are in tests/compat/python.
+//! group surviving a broker crash; the broker's assignor list (`group.consumer.assignors`);
+//! both group kinds listed and described as Kafka 4.4 does (that test also runs against
+//! Kafka with `KAFKA_BOOTSTRAP`). Real clients (librdkafka) are in tests/compat/python.
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use common::consumer_group::{assigned, hb, hb_owning, join, owned, send_hb, Member};
 use common::{Client, TestBroker, TEST_TIMEOUT};
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions;
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
@@ -84,46 +86,6 @@ async fn topic_id(client: &mut Client, topic: &str) -> Uuid {
         )
         .await;
     r.topics[0].topic_id
-}
-
-/// A heartbeat of `member` at `epoch`; a join (epoch 0) subscribes to `topics`.
-fn hb(group: &str, member: &str, epoch: i32) -> ConsumerGroupHeartbeatRequest {
-    ConsumerGroupHeartbeatRequest::default()
-        .with_group_id(GroupId(s(group)))
-        .with_member_id(s(member))
-        .with_member_epoch(epoch)
-        .with_rebalance_timeout_ms(-1)
-}
-
-fn join(group: &str, member: &str, topics: &[&str]) -> ConsumerGroupHeartbeatRequest {
-    hb(group, member, 0)
-        .with_rebalance_timeout_ms(5_000)
-        .with_subscribed_topic_names(Some(topics.iter().map(|t| TopicName(s(t))).collect()))
-        .with_topic_partitions(Some(Vec::new()))
-}
-
-fn owned(id: Uuid, partitions: &BTreeSet<i32>) -> Option<Vec<TopicPartitions>> {
-    Some(vec![TopicPartitions::default()
-        .with_topic_id(id)
-        .with_partitions(partitions.iter().copied().collect())])
-}
-
-/// The partitions of `id` in an answer's assignment (`None`: no assignment sent).
-fn assigned(r: &ConsumerGroupHeartbeatResponse, id: Uuid) -> Option<BTreeSet<i32>> {
-    r.assignment.as_ref().map(|a| {
-        a.topic_partitions
-            .iter()
-            .filter(|t| t.topic_id == id)
-            .flat_map(|t| t.partitions.iter().copied())
-            .collect()
-    })
-}
-
-async fn send_hb(
-    client: &mut Client,
-    r: &ConsumerGroupHeartbeatRequest,
-) -> ConsumerGroupHeartbeatResponse {
-    client.send(1, r).await
 }
 
 #[tokio::test]
@@ -209,11 +171,7 @@ async fn revocation_comes_before_reassignment() {
         assert_eq!(a1.member_epoch, 1);
         let all = BTreeSet::from([0, 1, 2, 3]);
         assert_eq!(assigned(&a1, t), Some(all.clone()));
-        let a_hb = send_hb(
-            &mut c,
-            &hb("g", "a", 1).with_topic_partitions(owned(t, &all)),
-        )
-        .await;
+        let a_hb = send_hb(&mut c, &hb_owning("g", "a", 1, t, &all)).await;
         assert_eq!((a_hb.error_code, a_hb.member_epoch), (0, 1));
 
         // b joins: epoch 2; every partition is still a's.
@@ -223,37 +181,21 @@ async fn revocation_comes_before_reassignment() {
         assert_eq!(assigned(&b1, t), Some(BTreeSet::new()));
 
         // a is told to keep two: it stays at epoch 1 until it revokes the others.
-        let a2 = send_hb(
-            &mut c,
-            &hb("g", "a", 1).with_topic_partitions(owned(t, &all)),
-        )
-        .await;
+        let a2 = send_hb(&mut c, &hb_owning("g", "a", 1, t, &all)).await;
         assert_eq!(a2.member_epoch, 1);
         let keep = assigned(&a2, t).expect("a new assignment");
         assert_eq!(keep.len(), 2);
         let moving: BTreeSet<i32> = all.difference(&keep).copied().collect();
 
         // b still gets nothing while a owns them.
-        let b2 = send_hb(
-            &mut c,
-            &hb("g", "b", 2).with_topic_partitions(owned(t, &BTreeSet::new())),
-        )
-        .await;
+        let b2 = send_hb(&mut c, &hb_owning("g", "b", 2, t, &BTreeSet::new())).await;
         assert_eq!(b2.member_epoch, 2);
         assert!(assigned(&b2, t).is_none_or(|p| p.is_empty()));
 
         // a revokes: epoch 2. Then b gets them.
-        let a3 = send_hb(
-            &mut c,
-            &hb("g", "a", 1).with_topic_partitions(owned(t, &keep)),
-        )
-        .await;
+        let a3 = send_hb(&mut c, &hb_owning("g", "a", 1, t, &keep)).await;
         assert_eq!((a3.error_code, a3.member_epoch), (0, 2));
-        let b3 = send_hb(
-            &mut c,
-            &hb("g", "b", 2).with_topic_partitions(owned(t, &BTreeSet::new())),
-        )
-        .await;
+        let b3 = send_hb(&mut c, &hb_owning("g", "b", 2, t, &BTreeSet::new())).await;
         assert_eq!(assigned(&b3, t), Some(moving));
 
         // ConsumerGroupDescribe shows epochs and the target.
@@ -339,29 +281,22 @@ async fn session_timeout_removes_a_silent_member() {
         let b = broker().await;
         let mut c = b.connect().await;
         let t = topic(&mut c, "t", 2).await;
-        send_hb(&mut c, &join("g", "a", &["t"])).await;
+        let mut a = Member::new("g", "a", t);
+        a.join(&mut c, "t").await;
+        assert_eq!((a.epoch, a.owns.len()), (1, 2));
         send_hb(&mut c, &join("g", "b", &["t"])).await;
         // a keeps heartbeating (revoking whatever it is told to), b goes silent.
-        let mut epoch = 1;
-        let mut mine = BTreeSet::from([0, 1]);
         let deadline = tokio::time::Instant::now() + Duration::from_millis(SESSION_MS * 10);
         loop {
-            let r = send_hb(
-                &mut c,
-                &hb("g", "a", epoch).with_topic_partitions(owned(t, &mine)),
-            )
-            .await;
-            assert_eq!(r.error_code, 0);
-            epoch = r.member_epoch;
-            if let Some(p) = assigned(&r, t) {
-                mine = p;
-            }
-            if mine.len() == 2 && epoch == 3 {
+            a.beat(&mut c).await;
+            if a.owns.len() == 2 && a.epoch == 3 {
                 break;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "b never expired: {mine:?} at {epoch}"
+                "b never expired: {:?} at {}",
+                a.owns,
+                a.epoch
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -537,11 +472,7 @@ async fn member_epochs_on_offsets_and_state_across_a_crash() {
         let b = broker_in(dir).await;
         let mut c = b.connect().await;
         assert_eq!(topic_id(&mut c, "t").await, t);
-        let again = send_hb(
-            &mut c,
-            &hb("g", "a", 1).with_topic_partitions(owned(t, &BTreeSet::from([0, 1]))),
-        )
-        .await;
+        let again = send_hb(&mut c, &hb_owning("g", "a", 1, t, &BTreeSet::from([0, 1]))).await;
         assert_eq!(
             (again.error_code, again.member_epoch),
             (0, 1),
@@ -660,6 +591,255 @@ async fn offsets_retention_starts_when_the_group_empties() {
         let f = c.send(9, &fetch("g", "", -1)).await;
         assert_eq!(f.groups[0].topics[0].partitions[0].committed_offset, -1);
         b.stop().await;
+    })
+    .await;
+}
+
+async fn assignor_of(c: &mut Client, group: &str) -> String {
+    let d = c
+        .send(
+            1,
+            &ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(s(group))]),
+        )
+        .await;
+    assert_eq!(d.groups[0].error_code, 0);
+    d.groups[0].assignor_name.to_string()
+}
+
+/// `group.consumer.assignors`: only the listed assignors may be asked for
+/// (`group.remote.assignor`), the first is the default, and a member's choice is used.
+#[tokio::test]
+async fn broker_assignors_bound_what_members_choose() {
+    bounded(async {
+        // Default list (uniform, range): no choice runs uniform, a choice of range runs range.
+        let b = broker().await;
+        let mut c = b.connect().await;
+        topic(&mut c, "t", 2).await;
+        assert_eq!(
+            send_hb(&mut c, &join("g1", "a", &["t"])).await.error_code,
+            0
+        );
+        assert_eq!(assignor_of(&mut c, "g1").await, "uniform");
+        let range = join("g2", "a", &["t"]).with_server_assignor(Some(s("range")));
+        assert_eq!(send_hb(&mut c, &range).await.error_code, 0);
+        assert_eq!(assignor_of(&mut c, "g2").await, "range");
+        b.stop().await;
+
+        // Only range: it is the default, and uniform is refused.
+        let b = TestBroker::start_with(|c| {
+            c.groups.offsets_partitions = 4;
+            c.groups.consumer_assignors = vec!["range"];
+        })
+        .await;
+        let mut c = b.connect().await;
+        topic(&mut c, "t", 2).await;
+        let uniform = join("g", "a", &["t"]).with_server_assignor(Some(s("uniform")));
+        assert_eq!(
+            send_hb(&mut c, &uniform).await.error_code,
+            ResponseError::UnsupportedAssignor.code()
+        );
+        assert_eq!(send_hb(&mut c, &join("g", "a", &["t"])).await.error_code, 0);
+        assert_eq!(assignor_of(&mut c, "g").await, "range");
+        b.stop().await;
+    })
+    .await;
+}
+
+/// ListGroups, DescribeGroups and ConsumerGroupDescribe on one classic and one KIP-848 group,
+/// both Stable: each is listed with its type, protocol type and state, and each describe API
+/// answers for its own kind only. The same body runs against Kafka 4.4 in
+/// [`both_kinds_are_listed_and_described_as_kafka`].
+async fn both_kinds(c: &mut Client, prefix: &str) {
+    let topic_name = format!("{prefix}-t");
+    let t = topic(c, &topic_name, 2).await;
+    let (classic, consumer) = (format!("{prefix}-classic"), format!("{prefix}-consumer"));
+
+    // Kafka creates `__consumer_offsets` on the first FindCoordinator: wait for it.
+    for group in [&classic, &consumer] {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let f = c
+                .send(
+                    3,
+                    &FindCoordinatorRequest::default()
+                        .with_key(s(group))
+                        .with_key_type(0),
+                )
+                .await;
+            if f.error_code == 0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no coordinator: {f:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    // A classic group of one member, synced (Stable). Kafka answers NOT_COORDINATOR or
+    // COORDINATOR_LOAD_IN_PROGRESS while the new partition's coordinator starts: retried.
+    let join = JoinGroupRequest::default()
+        .with_group_id(GroupId(s(&classic)))
+        .with_session_timeout_ms(10_000)
+        .with_rebalance_timeout_ms(10_000)
+        .with_protocol_type(s("consumer"))
+        .with_protocols(vec![
+            JoinGroupRequestProtocol::default().with_name(s("range"))
+        ]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let joined = loop {
+        let joined = c.send(3, &join).await;
+        let starting = [
+            ResponseError::NotCoordinator.code(),
+            ResponseError::CoordinatorLoadInProgress.code(),
+        ];
+        if !starting.contains(&joined.error_code) || tokio::time::Instant::now() > deadline {
+            break joined;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert_eq!(joined.error_code, 0);
+    let synced = c
+        .send(
+            3,
+            &SyncGroupRequest::default()
+                .with_group_id(GroupId(s(&classic)))
+                .with_generation_id(joined.generation_id)
+                .with_member_id(joined.member_id.clone()),
+        )
+        .await;
+    assert_eq!(synced.error_code, 0);
+
+    // A KIP-848 group of one member owning both partitions (Stable).
+    let mut m = Member::new(&consumer, &format!("{prefix}-member"), t);
+    m.join(c, &topic_name).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while m.owns.len() != 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never assigned: {m:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        m.beat(c).await;
+    }
+    m.beat(c).await;
+
+    let listed = c.send(5, &ListGroupsRequest::default()).await;
+    let find = |id: &str| {
+        listed
+            .groups
+            .iter()
+            .find(|g| g.group_id.as_str() == id)
+            .unwrap_or_else(|| panic!("{id} not listed: {:?}", listed.groups))
+    };
+    let (lc, lk) = (find(&classic), find(&consumer));
+    assert_eq!(
+        (
+            lc.protocol_type.as_str(),
+            lc.group_state.as_str(),
+            lc.group_type.as_str()
+        ),
+        ("consumer", "Stable", "classic")
+    );
+    assert_eq!(
+        (
+            lk.protocol_type.as_str(),
+            lk.group_state.as_str(),
+            lk.group_type.as_str()
+        ),
+        ("consumer", "Stable", "consumer")
+    );
+
+    // DescribeGroups (v5): the classic group in full; the consumer group as Dead, no error.
+    let d = c
+        .send(
+            5,
+            &DescribeGroupsRequest::default()
+                .with_groups(vec![GroupId(s(&classic)), GroupId(s(&consumer))]),
+        )
+        .await;
+    let by_id = |id: &str| {
+        d.groups
+            .iter()
+            .find(|g| g.group_id.as_str() == id)
+            .unwrap_or_else(|| panic!("{id} not described: {:?}", d.groups))
+    };
+    let (dc, dk) = (by_id(&classic), by_id(&consumer));
+    assert_eq!((dc.error_code, dc.group_state.as_str()), (0, "Stable"));
+    assert_eq!(dc.protocol_type.as_str(), "consumer");
+    assert_eq!(dc.protocol_data.as_str(), "range");
+    assert_eq!(dc.members.len(), 1);
+    assert_eq!(
+        (dk.error_code, dk.group_state.as_str()),
+        (0, "Dead"),
+        "{dk:?}"
+    );
+    assert!(dk.members.is_empty());
+
+    // ConsumerGroupDescribe: the consumer group in full; the classic one is not found.
+    let d = c
+        .send(
+            0,
+            &ConsumerGroupDescribeRequest::default()
+                .with_group_ids(vec![GroupId(s(&consumer)), GroupId(s(&classic))]),
+        )
+        .await;
+    // Kafka answers in its own order (by coordinator partition), not the request's.
+    let by_id = |id: &str| {
+        d.groups
+            .iter()
+            .find(|g| g.group_id.as_str() == id)
+            .unwrap_or_else(|| panic!("{id} not described: {:?}", d.groups))
+    };
+    let (dk, dc) = (by_id(&consumer), by_id(&classic));
+    assert_eq!((dk.error_code, dk.group_state.as_str()), (0, "Stable"));
+    assert_eq!(dk.members.len(), 1);
+    assert_eq!(dk.members[0].member_epoch, m.epoch);
+    assert_eq!(
+        dc.error_code,
+        ResponseError::GroupIdNotFound.code(),
+        "{dc:?}"
+    );
+
+    send_hb(c, &hb(&consumer, &m.id, -1)).await;
+}
+
+#[tokio::test]
+async fn both_kinds_are_listed_and_described() {
+    bounded(async {
+        let b = broker().await;
+        let mut c = b.connect().await;
+        both_kinds(&mut c, "kinds").await;
+        b.stop().await;
+    })
+    .await;
+}
+
+/// [`both_kinds_are_listed_and_described`] against `KAFKA_BOOTSTRAP` (Apache Kafka 4.4 from
+/// `scripts/kafka-local`): `KAFKA_BOOTSTRAP=127.0.0.1:19092 cargo test --release -p
+/// rill-broker --test consumer_groups -- --ignored`.
+#[tokio::test]
+#[ignore = "needs KAFKA_BOOTSTRAP"]
+async fn both_kinds_are_listed_and_described_as_kafka() {
+    let Some(addr) = std::env::var("KAFKA_BOOTSTRAP").ok() else {
+        return;
+    };
+    let addr = tokio::net::lookup_host(addr)
+        .await
+        .expect("KAFKA_BOOTSTRAP resolves")
+        .next()
+        .expect("an address");
+    let prefix = format!(
+        "kinds-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis()
+    );
+    bounded(async move {
+        let mut c = Client::connect(addr).await;
+        both_kinds(&mut c, &prefix).await;
     })
     .await;
 }

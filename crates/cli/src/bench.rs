@@ -1,4 +1,4 @@
-//! `rill bench produce|consume|e2e`: load generator and measurement against any
+//! `rill bench produce|consume|e2e` (and `rebalance`, in `bench_rebalance.rs`): load generator and measurement against any
 //! Kafka-compatible broker.
 //!
 //! - produce: one producer task fills per-partition batches (sticky partitioning: a batch's
@@ -40,6 +40,8 @@ pub enum BenchCommand {
     Consume(ConsumeBench),
     /// Produce and consume at once; latency from send to receive.
     E2e(E2eBench),
+    /// A consumer group of many members, one leaves: time until the group settles.
+    Rebalance(crate::bench_rebalance::RebalanceBench),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -132,6 +134,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Produce(b) => produce(b).await,
         BenchCommand::Consume(b) => consume(b).await,
         BenchCommand::E2e(b) => e2e(b).await,
+        BenchCommand::Rebalance(b) => crate::bench_rebalance::run(b).await,
     }
 }
 
@@ -229,7 +232,11 @@ fn progress(total: Option<u64>, unit: &str) -> ProgressBar {
 }
 
 /// The topic, created with `partitions` partitions when missing.
-async fn ensure_topic(client: &Client, name: &str, partitions: i32) -> anyhow::Result<TopicInfo> {
+pub(crate) async fn ensure_topic(
+    client: &Client,
+    name: &str,
+    partitions: i32,
+) -> anyhow::Result<TopicInfo> {
     match client.topic(name).await {
         Ok(t) => return Ok(t),
         Err(ClientError::UnknownTopic { .. }) => {}

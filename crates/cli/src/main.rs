@@ -14,6 +14,7 @@
 //! [`produce`], [`consume`], [`group`], [`bench`].
 
 mod bench;
+mod bench_rebalance;
 mod common;
 mod config;
 mod consume;

@@ -88,6 +88,12 @@ pub struct ServeArgs {
         value_name = "MS"
     )]
     pub group_consumer_heartbeat_interval_ms: Option<u64>,
+    /// The server-side assignors KIP-848 consumer groups may use, comma-separated; the first
+    /// is the default, a member picks another with `group.remote.assignor` (Kafka's
+    /// group.consumer.assignors; `uniform`, `range`, or Kafka's class names for them)
+    /// [default: uniform,range].
+    #[arg(long, env = "RILL_GROUP_CONSUMER_ASSIGNORS", value_name = "LIST")]
+    pub group_consumer_assignors: Option<String>,
     /// Longest delay a delayed record may ask for; longer ones are refused with
     /// INVALID_RECORD (rill.delivery.delay.max.ms) [default: 63072000000, two years].
     #[arg(long, env = "RILL_DELIVERY_DELAY_MAX_MS", value_name = "MS")]
@@ -160,6 +166,7 @@ struct FileConfig {
     transactional_id_expiration_ms: Option<i64>,
     group_consumer_session_timeout_ms: Option<u64>,
     group_consumer_heartbeat_interval_ms: Option<u64>,
+    group_consumer_assignors: Option<String>,
     delivery_delay_max_ms: Option<i64>,
     delivery_delay_memory_entries: Option<usize>,
     metrics_listen: Option<String>,
@@ -190,6 +197,7 @@ pub struct ServeConfig {
     pub transactional_id_expiration_ms: i64,
     pub group_consumer_session_timeout_ms: u64,
     pub group_consumer_heartbeat_interval_ms: u64,
+    pub group_consumer_assignors: String,
     pub delivery_delay_max_ms: i64,
     pub delivery_delay_memory_entries: usize,
     pub metrics: bool,
@@ -287,6 +295,11 @@ impl ServeConfig {
                 file.group_consumer_heartbeat_interval_ms,
                 defaults.groups.consumer_heartbeat_interval_ms,
             ),
+            group_consumer_assignors: pick(
+                args.group_consumer_assignors.clone(),
+                file.group_consumer_assignors.clone(),
+                defaults.groups.consumer_assignors.join(","),
+            ),
             delivery_delay_max_ms: pick(
                 args.delivery_delay_max_ms,
                 file.delivery_delay_max_ms,
@@ -378,6 +391,7 @@ impl ServeConfig {
                 self.group_consumer_session_timeout_ms
             );
         }
+        self.consumer_assignors()?;
         if self.delivery_delay_memory_entries < 1 {
             bail!("invalid value for delivery_delay_memory_entries: 0 (must be at least 1)");
         }
@@ -405,6 +419,30 @@ impl ServeConfig {
         tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .with_context(|| format!("invalid value for log_level: '{}'", self.log_level))?;
         Ok(())
+    }
+
+    /// `group_consumer_assignors` as the broker's assignor names: each one it implements,
+    /// none twice, at least one.
+    fn consumer_assignors(&self) -> anyhow::Result<Vec<&'static str>> {
+        let mut names = Vec::new();
+        for entry in self.group_consumer_assignors.split(',') {
+            let Some(name) = rill_broker::coordinator::group::consumer::assignor_named(entry)
+            else {
+                bail!(
+                    "invalid value for group_consumer_assignors: '{}' (unknown assignor '{}'; expected uniform or range)",
+                    self.group_consumer_assignors,
+                    entry.trim()
+                );
+            };
+            if names.contains(&name) {
+                bail!(
+                    "invalid value for group_consumer_assignors: '{}' ({name} twice)",
+                    self.group_consumer_assignors
+                );
+            }
+            names.push(name);
+        }
+        Ok(names)
     }
 
     fn write_mode(&self) -> anyhow::Result<WriteMode> {
@@ -442,6 +480,7 @@ impl ServeConfig {
             groups: rill_broker::coordinator::group::GroupConfig {
                 consumer_session_timeout_ms: self.group_consumer_session_timeout_ms,
                 consumer_heartbeat_interval_ms: self.group_consumer_heartbeat_interval_ms,
+                consumer_assignors: self.consumer_assignors()?,
                 ..rill_broker::coordinator::group::GroupConfig::default()
             },
             cleaner: rill_storage::CleanerConfig {
@@ -617,6 +656,33 @@ mod tests {
         };
         let e = ServeConfig::resolve(&args).unwrap_err().to_string();
         assert!(e.contains("fetch_write_mode"), "{e}");
+    }
+
+    #[test]
+    fn consumer_assignors_are_checked_and_ordered() {
+        let c = ServeConfig::resolve(&ServeArgs::default()).unwrap();
+        assert_eq!(
+            c.broker_config().unwrap().groups.consumer_assignors,
+            vec!["uniform", "range"]
+        );
+        let f = write("group_consumer_assignors = \"org.apache.kafka.coordinator.group.assignor.RangeAssignor\"\n");
+        let args = ServeArgs {
+            config: Some(f.path().into()),
+            ..ServeArgs::default()
+        };
+        let c = ServeConfig::resolve(&args).unwrap();
+        assert_eq!(
+            c.broker_config().unwrap().groups.consumer_assignors,
+            vec!["range"]
+        );
+        for bad in ["sticky", "range,range", ""] {
+            let args = ServeArgs {
+                group_consumer_assignors: Some(bad.into()),
+                ..ServeArgs::default()
+            };
+            let e = ServeConfig::resolve(&args).unwrap_err().to_string();
+            assert!(e.contains("group_consumer_assignors"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -922,3 +922,44 @@ fn config_describe_and_alter_topics_and_brokers() {
     let o = broker.rill(&["config", "describe", "--topic", "conf", "--broker", "0"]);
     assert_exit(&o, 2);
 }
+
+/// `rill bench rebalance` with both protocols on a broker with fast KIP-848 heartbeats: the
+/// group forms, one member leaves, the rest settle at a newer generation with no errors
+/// within the bound; bad options are usage errors.
+#[test]
+fn bench_rebalance_measures_both_protocols() {
+    let b = Broker::start_with(&["--group-consumer-heartbeat-interval-ms", "200"]);
+    for protocol in ["consumer", "classic"] {
+        let o = b.rill(&[
+            "bench",
+            "rebalance",
+            "--protocol",
+            protocol,
+            "--members",
+            "4",
+            "--partitions",
+            "8",
+            "--classic-heartbeat-interval-ms",
+            "200",
+            "--timeout-s",
+            "60",
+            "--json",
+        ]);
+        assert_exit(&o, 0);
+        let r: Value = serde_json::from_str(stdout(&o).trim()).expect("bench JSON");
+        assert_eq!(r["protocol"].as_str(), Some(protocol), "{r}");
+        assert_eq!(r["members"].as_u64(), Some(4));
+        assert_eq!(r["heartbeat_interval_ms"].as_u64(), Some(200), "{r}");
+        assert_eq!(r["member_errors"].as_u64(), Some(0), "{r}");
+        assert!(
+            r["generation_after"].as_i64() > r["generation_before"].as_i64(),
+            "{r}"
+        );
+        let settle_ms = r["settle_ms"].as_f64().expect("settle_ms");
+        assert!((0.0..60_000.0).contains(&settle_ms), "{r}");
+    }
+    let o = b.rill(&["bench", "rebalance", "--protocol", "sticky"]);
+    assert_exit(&o, 2);
+    let o = b.rill(&["bench", "rebalance", "--members", "10", "--partitions", "4"]);
+    assert_exit(&o, 2);
+}

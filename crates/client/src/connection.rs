@@ -59,6 +59,7 @@ pub fn client_versions(key: ApiKey) -> (i16, i16) {
         ApiKey::Heartbeat => (0, 4),
         ApiKey::LeaveGroup => (0, 4),
         ApiKey::ConsumerGroupDescribe => (0, 1),
+        ApiKey::ConsumerGroupHeartbeat => (0, 1),
         _ => (0, 0),
     }
 }

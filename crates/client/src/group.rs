@@ -342,7 +342,11 @@ pub fn decode_assignment(bytes: &Bytes) -> Option<Vec<(String, Vec<i32>)>> {
     )
 }
 
-fn encode_versioned<M: Encodable>(message: &M, version: i16) -> Result<Bytes> {
+/// `message` with its version first, as the consumer protocol's metadata and assignments.
+///
+/// # Errors
+/// Encoding errors.
+pub fn encode_versioned<M: Encodable>(message: &M, version: i16) -> Result<Bytes> {
     let mut out = BytesMut::new();
     out.put_i16(version);
     message
@@ -455,7 +459,10 @@ impl Client {
 }
 
 /// Ranges of `partitions` to `members` (sorted), as SyncGroup assignments.
-fn range_assign(
+///
+/// # Errors
+/// Encoding errors.
+pub fn range_assign(
     topic: &str,
     partitions: &[i32],
     members: &[String],

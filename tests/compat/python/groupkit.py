@@ -1,5 +1,7 @@
 """Test side of group_worker.py: spawn members as OS processes, collect their events, wait on
-conditions (bounded), and check at-least-once processing."""
+conditions (bounded), and check at-least-once processing; produce numbered records and read a
+group's committed offsets; and the kill/rebalance/join scenario every group protocol passes
+(test_groups.py for the classic protocol, test_consumer_protocol.py for KIP-848)."""
 import json
 import os
 import signal
@@ -8,6 +10,10 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+from confluent_kafka import ConsumerGroupTopicPartitions
+
+import kafkautil as ku
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "group_worker.py"
@@ -184,3 +190,112 @@ def stop_all(workers):
             w.stop()
         except Exception:  # noqa: BLE001 - cleanup must reach every worker
             w.kill()
+
+
+def produce(bootstrap, topic, tag, n, partitions):
+    """n records round-robin over the partitions; returns {(partition, offset): value}."""
+    p = ku.producer(bootstrap, acks="all")
+    out, errs = {}, []
+
+    def cb(err, msg):
+        if err is not None:
+            errs.append(err)
+        else:
+            out[(msg.partition(), msg.offset())] = msg.value().decode()
+
+    for i in range(n):
+        p.produce(topic, value=f"{tag}-{i}".encode(), partition=i % partitions, on_delivery=cb)
+    assert p.flush(60) == 0, "records not delivered in 60 s"
+    assert not errs, errs[:5]
+    assert len(out) == n
+    return out
+
+
+def group_offsets(bootstrap, group):
+    """{partition: committed offset} from the AdminClient (OffsetFetch)."""
+    a = ku.admin(bootstrap)
+    res = a.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
+                                        request_timeout=30)[group].result(timeout=30)
+    return {tp.partition: tp.offset for tp in res.topic_partitions}
+
+
+def wait_group_offsets(bootstrap, group, want, timeout_s=30):
+    last = {}
+
+    def ok():
+        nonlocal last
+        last = group_offsets(bootstrap, group)
+        return last == want
+
+    try:
+        wait_until(ok, timeout_s, "committed offsets")
+    except AssertionError:
+        raise AssertionError(f"group {group}: committed offsets {last}, wanted {want}")
+
+
+def end_offsets(produced, partitions):
+    return {p: 1 + max(o for (pp, o) in produced if pp == p) for p in range(partitions)}
+
+
+def first_offset_after(workers, partition, t):
+    """Lowest offset of `partition` processed by any of `workers` after monotonic time t."""
+    offs = [o for w in workers for p, o, _, tr in w.records() if p == partition and tr > t]
+    return min(offs) if offs else None
+
+
+def split_kill_rebalance_join(bootstrap, topic, group, worker, session_s, split_timeout_s):
+    """The scenario both group protocols must pass, with `worker(name)` making a member of
+    `group` on `topic` (6 partitions): three members split the partitions 2/2/2; one is
+    SIGKILLed and its partitions move to the others within the session timeout (plus 10 s);
+    a moved partition resumes from the committed offset (not before the last commit seen, not
+    past what the victim processed); a fourth member joins and gets a share; every produced
+    record is processed at least once, and the group's final offsets are the end offsets."""
+    ku.create_topic(bootstrap, topic, partitions=6)
+    produced = produce(bootstrap, topic, "a", 600, 6)
+    ws = [worker(f"c{i}") for i in range(3)]
+    try:
+        split = wait_split(ws, 6, exact=2, timeout_s=split_timeout_s)
+        wait_processed(ws, produced)
+        victim, survivors = ws[0], ws[1:]
+        victim_parts = set(victim.snapshot()[1])
+        assert len(victim_parts) == 2, split
+        time.sleep(0.5)   # the victim's last commit is out; then crash it
+        victim.kill()
+        t_kill = time.monotonic()
+        # what the group knew when the victim died: commits and processing per partition
+        committed_before = {p: 0 for p in range(6)}
+        processed_max = {p: -1 for p in range(6)}
+        for w in ws:
+            for e in w.of("commit"):
+                for p, o in e["offs"].items():
+                    committed_before[int(p)] = max(committed_before[int(p)], o)
+            for p, o, _, _ in w.records():
+                processed_max[p] = max(processed_max[p], o)
+        produced.update(produce(bootstrap, topic, "b", 300, 6))
+
+        wait_split(survivors, 6, exact=3, timeout_s=max(45, session_s + 30))
+        moved_after_s = min(e["t"] for w in survivors for e in w.of("assign")
+                            if e["t"] > t_kill and victim_parts & set(e["parts"])) - t_kill
+        print(f"victim's partitions {sorted(victim_parts)} reassigned {moved_after_s:.1f}s after SIGKILL")
+        assert moved_after_s < session_s + 10, moved_after_s
+        wait_processed(ws, produced)
+        for p in victim_parts:
+            first = first_offset_after(survivors, p, t_kill)
+            assert first is not None, f"partition {p} never consumed after the kill"
+            # a commit may have landed without being reported
+            assert committed_before[p] <= first <= processed_max[p] + 1, (
+                f"partition {p}: resumed at {first}, committed {committed_before[p]}, "
+                f"processed up to {processed_max[p]}")
+
+        joiner = worker("c3")
+        ws.append(joiner)
+        wait_split(survivors + [joiner], 6, exact=2, timeout_s=split_timeout_s)
+        produced.update(produce(bootstrap, topic, "c", 300, 6))
+        wait_processed(ws, produced)
+        assert {p for p, _, v, _ in joiner.records() if v.startswith("c-")} == joiner.snapshot()[1]
+    finally:
+        stop_all(ws)
+    errs = [e for w in ws for e in w.of("error")]
+    assert not errs, errs[:5]
+    wait_group_offsets(bootstrap, group, end_offsets(produced, 6))
+    return survivors

@@ -29,8 +29,7 @@ from confluent_kafka import Consumer, ConsumerGroupType, KafkaError, KafkaExcept
 
 import kafkautil as ku
 from conftest import RillProcess, external_bootstrap
-from groupkit import Worker, stop_all, wait_processed, wait_split, wait_until
-from test_groups import end_offsets, first_offset_after, produce, wait_group_offsets
+from groupkit import Worker, split_kill_rebalance_join, stop_all, wait_split
 
 
 @pytest.fixture(scope="module")
@@ -58,57 +57,13 @@ def worker(bootstrap, group, topic, name, **opts):
 
 def test_kip848_split_kill_rebalance_join(kip848, topic_name):
     bootstrap, session_ms = kip848
-    ku.create_topic(bootstrap, topic_name, partitions=6)
     group = "g848-" + topic_name
-    produced = produce(bootstrap, topic_name, "a", 600, 6)
-    ws = [worker(bootstrap, group, topic_name, f"c{i}") for i in range(3)]
-    try:
-        split = wait_split(ws, 6, exact=2, timeout_s=60)
-        wait_processed(ws, produced)
-        victim, survivors = ws[0], ws[1:]
-        victim_parts = set(victim.snapshot()[1])
-        assert len(victim_parts) == 2, split
-        time.sleep(0.5)   # the victim's last commit is out; then crash it
-        victim.kill()
-        t_kill = time.monotonic()
-        committed_before = {p: 0 for p in range(6)}
-        processed_max = {p: -1 for p in range(6)}
-        for w in ws:
-            for e in w.of("commit"):
-                for p, o in e["offs"].items():
-                    committed_before[int(p)] = max(committed_before[int(p)], o)
-            for p, o, _, _ in w.records():
-                processed_max[p] = max(processed_max[p], o)
-        produced.update(produce(bootstrap, topic_name, "b", 300, 6))
-
-        wait_split(survivors, 6, exact=3, timeout_s=session_ms / 1000 + 30)
-        moved_after_s = min(e["t"] for w in survivors for e in w.of("assign")
-                            if e["t"] > t_kill and victim_parts & set(e["parts"])) - t_kill
-        print(f"victim's partitions {sorted(victim_parts)} reassigned {moved_after_s:.1f}s after SIGKILL")
-        # the session timeout, plus a heartbeat interval or two
-        assert moved_after_s < session_ms / 1000 + 10, moved_after_s
-        wait_processed(ws, produced)
-        for p in victim_parts:
-            first = first_offset_after(survivors, p, t_kill)
-            assert first is not None, f"partition {p} never consumed after the kill"
-            assert committed_before[p] <= first <= processed_max[p] + 1, (
-                f"partition {p}: resumed at {first}, committed {committed_before[p]}, "
-                f"processed up to {processed_max[p]}")
-
-        joiner = worker(bootstrap, group, topic_name, "c3")
-        ws.append(joiner)
-        wait_split(survivors + [joiner], 6, exact=2, timeout_s=60)
-        produced.update(produce(bootstrap, topic_name, "c", 300, 6))
-        wait_processed(ws, produced)
-        assert {p for p, _, v, _ in joiner.records() if v.startswith("c-")} == joiner.snapshot()[1]
-        # KIP-848 members never lose everything at once: a survivor kept its partitions
-        for w in survivors:
-            assert not w.of("lost"), w.describe()
-    finally:
-        stop_all(ws)
-    errs = [e for w in ws for e in w.of("error")]
-    assert not errs, errs[:5]
-    wait_group_offsets(bootstrap, group, end_offsets(produced, 6))
+    survivors = split_kill_rebalance_join(
+        bootstrap, topic_name, group, lambda name: worker(bootstrap, group, topic_name, name),
+        session_s=session_ms / 1000, split_timeout_s=60)
+    # KIP-848 members never lose everything at once: a survivor kept its partitions
+    for w in survivors:
+        assert not w.of("lost"), w.describe()
 
 
 def test_kip848_range_assignor(kip848, topic_name):

@@ -30,117 +30,20 @@ from confluent_kafka import (Consumer, ConsumerGroupTopicPartitions, KafkaError,
                              TopicPartition)
 
 import kafkautil as ku
-from groupkit import (Worker, stop_all, wait_processed, wait_split,
-                      wait_until)
+from groupkit import (Worker, group_offsets, produce, split_kill_rebalance_join, stop_all,
+                      wait_group_offsets, wait_processed, wait_split, wait_until)
 
 SESSION_TIMEOUT_MS = 6000
 
 
-def produce(bootstrap, topic, tag, n, partitions):
-    """n records round-robin over the partitions; returns {(partition, offset): value}."""
-    p = ku.producer(bootstrap, acks="all")
-    out, errs = {}, []
-
-    def cb(err, msg):
-        if err is not None:
-            errs.append(err)
-        else:
-            out[(msg.partition(), msg.offset())] = msg.value().decode()
-
-    for i in range(n):
-        p.produce(topic, value=f"{tag}-{i}".encode(), partition=i % partitions, on_delivery=cb)
-    assert p.flush(60) == 0, "records not delivered in 60 s"
-    assert not errs, errs[:5]
-    assert len(out) == n
-    return out
-
-
-def group_offsets(bootstrap, group):
-    """{partition: committed offset} from the AdminClient (OffsetFetch)."""
-    a = ku.admin(bootstrap)
-    res = a.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
-                                        request_timeout=30)[group].result(timeout=30)
-    return {tp.partition: tp.offset for tp in res.topic_partitions}
-
-
-def wait_group_offsets(bootstrap, group, want, timeout_s=30):
-    last = {}
-
-    def ok():
-        nonlocal last
-        last = group_offsets(bootstrap, group)
-        return last == want
-
-    try:
-        wait_until(ok, timeout_s, "committed offsets")
-    except AssertionError:
-        raise AssertionError(f"group {group}: committed offsets {last}, wanted {want}")
-
-
-def end_offsets(produced, partitions):
-    return {p: 1 + max(o for (pp, o) in produced if pp == p) for p in range(partitions)}
-
-
-def first_offset_after(workers, partition, t):
-    """Lowest offset of `partition` processed by any of `workers` after monotonic time t."""
-    offs = [o for w in workers for p, o, _, tr in w.records() if p == partition and tr > t]
-    return min(offs) if offs else None
-
-
 def test_confluent_split_kill_rebalance_join(bootstrap, topic_name):
-    ku.create_topic(bootstrap, topic_name, partitions=6)
-    group = "g-" + topic_name
-    produced = produce(bootstrap, topic_name, "a", 600, 6)
-    ws = [Worker("confluent", bootstrap, group, topic_name, f"c{i}",
-                 session_timeout_ms=SESSION_TIMEOUT_MS) for i in range(3)]
-    try:
-        split = wait_split(ws, 6, exact=2)
-        wait_processed(ws, produced)
-        victim, survivors = ws[0], ws[1:]
-        victim_parts = set(victim.snapshot()[1])
-        assert len(victim_parts) == 2, split
-        time.sleep(0.5)   # the victim's last commit is out; then crash it
-        victim.kill()
-        t_kill = time.monotonic()
-        # what the group knew when the victim died: commits and processing per partition
-        committed_before = {p: 0 for p in range(6)}
-        processed_max = {p: -1 for p in range(6)}
-        for w in ws:
-            for e in w.of("commit"):
-                for p, o in e["offs"].items():
-                    committed_before[int(p)] = max(committed_before[int(p)], o)
-            for p, o, _, _ in w.records():
-                processed_max[p] = max(processed_max[p], o)
-        produced.update(produce(bootstrap, topic_name, "b", 300, 6))
+    def worker(name):
+        return Worker("confluent", bootstrap, "g-" + topic_name, topic_name, name,
+                      session_timeout_ms=SESSION_TIMEOUT_MS)
 
-        wait_split(survivors, 6, exact=3, timeout_s=45)
-        moved_after_s = min(e["t"] for w in survivors for e in w.of("assign")
-                            if e["t"] > t_kill and victim_parts & set(e["parts"])) - t_kill
-        print(f"victim's partitions {sorted(victim_parts)} reassigned {moved_after_s:.1f}s after SIGKILL")
-        # the session timeout, plus a rejoin round: heartbeat interval, JoinGroup, SyncGroup
-        assert moved_after_s < SESSION_TIMEOUT_MS / 1000 + 10, moved_after_s
-        wait_processed(ws, produced)
-        for p in victim_parts:
-            first = first_offset_after(survivors, p, t_kill)
-            assert first is not None, f"partition {p} never consumed after the kill"
-            # resumed from the committed offset: not before the last commit seen, and not past
-            # what the victim processed (a commit may have landed without being reported)
-            assert committed_before[p] <= first <= processed_max[p] + 1, (
-                f"partition {p}: resumed at {first}, committed {committed_before[p]}, "
-                f"processed up to {processed_max[p]}")
-
-        joiner = Worker("confluent", bootstrap, group, topic_name, "c3",
-                        session_timeout_ms=SESSION_TIMEOUT_MS)
-        ws.append(joiner)
-        wait_split(survivors + [joiner], 6, exact=2, timeout_s=45)
-        produced.update(produce(bootstrap, topic_name, "c", 300, 6))
-        wait_processed(ws, produced)
-        assert {p for p, _, v, _ in joiner.records() if v.startswith("c-")} == joiner.snapshot()[1]
-    finally:
-        stop_all(ws)
-    errs = [e for w in ws for e in w.of("error")]
-    assert not errs, errs[:5]
-    wait_group_offsets(bootstrap, group, end_offsets(produced, 6))
+    # the session timeout, plus a rejoin round: heartbeat interval, JoinGroup, SyncGroup
+    split_kill_rebalance_join(bootstrap, topic_name, "g-" + topic_name, worker,
+                              session_s=SESSION_TIMEOUT_MS / 1000, split_timeout_s=45)
 
 
 def test_confluent_cooperative_sticky_incremental(bootstrap, topic_name):

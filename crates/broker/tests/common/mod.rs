@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod consumer_group;
 pub mod hold_io;
 pub mod producer;
 

@@ -20,6 +20,7 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Instant;
 
 use uuid::Uuid;
@@ -28,8 +29,21 @@ use super::consumer_records::{
     Assignment, ConsumerRecord, CurrentAssignment, MemberMetadata, MemberState,
 };
 
-/// The assignors this broker runs (`group.consumer.assignors`); the first is the default.
+/// The server-side assignors this broker implements, in the default order of
+/// `group.consumer.assignors` (Kafka 4's default: uniform, then range).
 pub const ASSIGNORS: &[&str] = &["uniform", "range"];
+
+/// The assignor a `group.consumer.assignors` entry names: a short name, or the class name
+/// Kafka's configs use for it. `None` for an assignor this broker does not implement.
+pub fn assignor_named(name: &str) -> Option<&'static str> {
+    match name.trim() {
+        "uniform" | "org.apache.kafka.coordinator.group.assignor.UniformAssignor" => {
+            Some("uniform")
+        }
+        "range" | "org.apache.kafka.coordinator.group.assignor.RangeAssignor" => Some("range"),
+        _ => None,
+    }
+}
 
 /// Topic metadata as the assignor sees it: name → (id, partition count).
 pub type TopicsSnapshot = BTreeMap<String, (Uuid, i32)>;
@@ -38,12 +52,12 @@ pub type TopicsSnapshot = BTreeMap<String, (Uuid, i32)>;
 pub trait TopicLookup {
     /// (id, partition count) of a topic clients may subscribe to.
     fn get(&self, name: &str) -> Option<(Uuid, i32)>;
-    /// Every topic name a pattern may match (internal topics excluded).
-    fn names(&self) -> Vec<String>;
     /// Whether `pattern` compiles (within the broker's bounds).
     fn is_valid_pattern(&self, pattern: &str) -> bool;
-    /// Whether `pattern` (already validated) matches the whole of `name`.
-    fn matches(&self, pattern: &str, name: &str) -> bool;
+    /// The topic names (internal topics excluded) that `pattern` (already validated)
+    /// matches whole. Called on every heartbeat of a group with a regex subscription, so
+    /// an implementation caches it until the topic set changes.
+    fn matching(&self, pattern: &str) -> Arc<[String]>;
 }
 
 /// The states Kafka's ListGroups and ConsumerGroupDescribe show for a consumer group.
@@ -292,7 +306,6 @@ impl ConsumerGroup {
     pub fn subscriptions(&self, topics: &dyn TopicLookup) -> (Subscriptions, TopicsSnapshot) {
         let mut subs = Subscriptions::new();
         let mut snapshot = TopicsSnapshot::new();
-        let mut names: Option<Vec<String>> = None;
         for m in self.members.values() {
             let mine = subs.entry(m.id.clone()).or_default();
             for name in &m.meta.subscribed_topic_names {
@@ -302,12 +315,10 @@ impl ConsumerGroup {
                 }
             }
             if let Some(re) = &m.meta.subscribed_topic_regex {
-                for name in names.get_or_insert_with(|| topics.names()).iter() {
-                    if topics.matches(re, name) {
-                        if let Some(t) = topics.get(name) {
-                            snapshot.insert(name.clone(), t);
-                            mine.insert(name.clone());
-                        }
+                for name in topics.matching(re).iter() {
+                    if let Some(t) = topics.get(name) {
+                        snapshot.insert(name.clone(), t);
+                        mine.insert(name.clone());
                     }
                 }
             }
@@ -315,18 +326,27 @@ impl ConsumerGroup {
         (subs, snapshot)
     }
 
-    /// The assignor the group runs: the one most members ask for, else the default.
-    pub fn assignor(&self) -> &'static str {
+    /// The assignor the group runs, of those `enabled` (`group.consumer.assignors`, never
+    /// empty): the one most members ask for, else the first enabled. A member's choice of
+    /// an assignor no longer enabled (the broker restarted with another list) is ignored.
+    pub fn assignor(&self, enabled: &[&'static str]) -> &'static str {
+        debug_assert!(
+            !enabled.is_empty(),
+            "group.consumer.assignors is never empty"
+        );
         let mut votes: BTreeMap<&str, usize> = BTreeMap::new();
         for m in self.members.values() {
             if let Some(a) = m.meta.server_assignor.as_deref() {
-                *votes.entry(a).or_default() += 1;
+                if enabled.contains(&a) {
+                    *votes.entry(a).or_default() += 1;
+                }
             }
         }
         let best = votes.into_iter().max_by_key(|(_, n)| *n).map(|(a, _)| a);
-        ASSIGNORS
+        enabled
             .iter()
             .find(|a| Some(**a) == best)
+            .or(enabled.first())
             .copied()
             .unwrap_or(ASSIGNORS[0])
     }

@@ -15,7 +15,6 @@ use kafka_protocol::error::ResponseError;
 
 use super::consumer::{
     assign_range, assign_uniform, metadata_hash, ConsumerGroup, MemberDeadlines, TopicLookup,
-    ASSIGNORS,
 };
 use super::consumer_records::{
     Assignment, ConsumerRecord, CurrentAssignment, MemberMetadata, MemberState,
@@ -131,6 +130,42 @@ fn bump_epoch(g: &mut ConsumerGroup, hash: i64, records: &mut Vec<StoredRecord>)
     );
 }
 
+/// `base` with the fields a heartbeat sent (a field not sent keeps its stored value).
+fn merged_meta(base: &MemberMetadata, r: &ConsumerHeartbeat) -> MemberMetadata {
+    let mut meta = base.clone();
+    if let Some(names) = &r.subscribed_topic_names {
+        let mut names = names.clone();
+        names.sort();
+        names.dedup();
+        meta.subscribed_topic_names = names;
+    }
+    if let Some(re) = &r.subscribed_topic_regex {
+        meta.subscribed_topic_regex = (!re.is_empty()).then(|| re.clone());
+    }
+    if r.rebalance_timeout_ms >= 0 {
+        meta.rebalance_timeout_ms = r.rebalance_timeout_ms;
+    }
+    if r.server_assignor.is_some() {
+        meta.server_assignor = r.server_assignor.clone();
+    }
+    if r.rack_id.is_some() {
+        meta.rack_id = r.rack_id.clone();
+    }
+    if r.instance_id.is_some() {
+        meta.instance_id = r.instance_id.clone();
+    }
+    meta.client_id = r.client_id.clone();
+    meta.client_host = r.client_host.clone();
+    meta
+}
+
+/// Whether a metadata change needs a new target assignment (a group epoch bump).
+fn subscription_changed(old: &MemberMetadata, new: &MemberMetadata) -> bool {
+    old.subscribed_topic_names != new.subscribed_topic_names
+        || old.subscribed_topic_regex != new.subscribed_topic_regex
+        || old.server_assignor != new.server_assignor
+}
+
 /// Whether every partition of `a` is in `b`.
 fn is_subset(a: &Assignment, b: &Assignment) -> bool {
     a.iter()
@@ -204,7 +239,7 @@ impl GroupCoordinator {
             return Err(fail(E::InvalidRequest, "too many subscribed topics"));
         }
         if let Some(a) = &r.server_assignor {
-            if !ASSIGNORS.contains(&a.as_str()) {
+            if !self.config.consumer_assignors.contains(&a.as_str()) {
                 return Err(fail(
                     E::UnsupportedAssignor,
                     format!("assignor {a} is not supported"),
@@ -347,6 +382,8 @@ impl GroupCoordinator {
                         ..old.current.clone()
                     };
                     let (old_id, member) = (old.id.clone(), r.member_id.clone());
+                    let meta = merged_meta(&old.meta, r);
+                    bump |= subscription_changed(&old.meta, &meta);
                     for rec in [
                         ConsumerRecord::Current {
                             group: group.clone(),
@@ -366,7 +403,7 @@ impl GroupCoordinator {
                         ConsumerRecord::Member {
                             group: group.clone(),
                             member: member.clone(),
-                            value: Some(old.meta.clone()),
+                            value: Some(meta),
                         },
                         ConsumerRecord::TargetMember {
                             group: group.clone(),
@@ -411,7 +448,7 @@ impl GroupCoordinator {
                         ConsumerRecord::Member {
                             group: group.clone(),
                             member: r.member_id.clone(),
-                            value: Some(MemberMetadata::default()),
+                            value: Some(merged_meta(&MemberMetadata::default(), r)),
                         },
                     );
                     emit(
@@ -445,36 +482,12 @@ impl GroupCoordinator {
             }
         }
 
-        // The member's metadata: fields sent replace what is stored.
+        // The member's metadata: fields sent replace what is stored (a member that just
+        // joined already has the request's, so its join writes one metadata record).
         let m = &g.members[&r.member_id];
-        let mut meta = m.meta.clone();
-        if let Some(names) = &r.subscribed_topic_names {
-            let mut names = names.clone();
-            names.sort();
-            names.dedup();
-            meta.subscribed_topic_names = names;
-        }
-        if let Some(re) = &r.subscribed_topic_regex {
-            meta.subscribed_topic_regex = (!re.is_empty()).then(|| re.clone());
-        }
-        if r.rebalance_timeout_ms >= 0 {
-            meta.rebalance_timeout_ms = r.rebalance_timeout_ms;
-        }
-        if r.server_assignor.is_some() {
-            meta.server_assignor = r.server_assignor.clone();
-        }
-        if r.rack_id.is_some() {
-            meta.rack_id = r.rack_id.clone();
-        }
-        if r.instance_id.is_some() {
-            meta.instance_id = r.instance_id.clone();
-        }
-        meta.client_id = r.client_id.clone();
-        meta.client_host = r.client_host.clone();
+        let meta = merged_meta(&m.meta, r);
         if meta != m.meta {
-            bump |= meta.subscribed_topic_names != m.meta.subscribed_topic_names
-                || meta.subscribed_topic_regex != m.meta.subscribed_topic_regex
-                || meta.server_assignor != m.meta.server_assignor;
+            bump |= subscription_changed(&m.meta, &meta);
             emit(
                 &mut g,
                 &mut records,
@@ -495,7 +508,7 @@ impl GroupCoordinator {
 
         // The target assignment for the new epoch.
         if g.epoch > g.target_epoch {
-            let next = match g.assignor() {
+            let next = match g.assignor(&c.consumer_assignors) {
                 "range" => assign_range(&subs, &snapshot),
                 _ => assign_uniform(&subs, &snapshot, &g.target),
             };

@@ -66,6 +66,10 @@ pub struct GroupConfig {
     pub consumer_session_timeout_ms: u64,
     /// `group.consumer.heartbeat.interval.ms`: how often KIP-848 members heartbeat.
     pub consumer_heartbeat_interval_ms: u64,
+    /// `group.consumer.assignors`: the server-side assignors members may ask for
+    /// (`group.remote.assignor`; others get UNSUPPORTED_ASSIGNOR); the first is used when
+    /// members ask for none. Never empty; entries from [`consumer::ASSIGNORS`].
+    pub consumer_assignors: Vec<&'static str>,
 }
 
 impl Default for GroupConfig {
@@ -82,6 +86,7 @@ impl Default for GroupConfig {
             offsets_segment_bytes: 16 << 20,
             consumer_session_timeout_ms: 45_000,
             consumer_heartbeat_interval_ms: 5_000,
+            consumer_assignors: consumer::ASSIGNORS.to_vec(),
         }
     }
 }

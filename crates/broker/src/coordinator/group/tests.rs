@@ -482,3 +482,109 @@ fn deleting_a_group_drops_its_pending_transactional_offsets() {
     assert!(reloaded.fetch_offsets("g", None).is_empty());
     assert!(reloaded.list().is_empty());
 }
+
+/// One topic, "t" with 4 partitions, and no patterns.
+struct OneTopic;
+
+impl TopicLookup for OneTopic {
+    fn get(&self, name: &str) -> Option<(uuid::Uuid, i32)> {
+        (name == "t").then_some((uuid::Uuid::from_u128(1), 4))
+    }
+    fn is_valid_pattern(&self, _pattern: &str) -> bool {
+        false
+    }
+    fn matching(&self, _pattern: &str) -> Arc<[String]> {
+        Arc::from(Vec::new())
+    }
+}
+
+/// Collects every record replayed (to see what an operation wrote).
+#[derive(Default)]
+struct Recorder(Vec<StoredRecord>);
+
+impl crate::coordinator::runtime::Shard for Recorder {
+    type Record = StoredRecord;
+    fn decode(
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<Option<StoredRecord>, crate::coordinator::runtime::RecordError> {
+        StoredRecord::decode(key, value)
+    }
+    fn encode(record: &StoredRecord) -> (Bytes, Option<Bytes>) {
+        (record.key(), record.value())
+    }
+    fn replay(&mut self, _offset: i64, _producer: Option<(i64, i16)>, record: StoredRecord) {
+        self.0.push(record);
+    }
+}
+
+fn written(log: &Log) -> Vec<StoredRecord> {
+    log.wait_durable(log.log_end_offset()).unwrap();
+    let bytes = log.read_bytes(0, 1 << 20).unwrap();
+    let mut r = Recorder::default();
+    crate::coordinator::runtime::replay_batches(0, &mut r, &bytes, 0).unwrap();
+    r.0
+}
+
+#[test]
+fn a_consumer_group_join_writes_the_member_metadata_once() {
+    use super::consumer_records::ConsumerRecord;
+    let dir = tempfile::tempdir().unwrap();
+    let m = LogManager::open(LogManagerConfig::new(dir.path())).unwrap();
+    let logs = offsets_logs(&m, 1);
+    let c = GroupCoordinator::load(
+        GroupConfig {
+            offsets_partitions: 1,
+            ..GroupConfig::default()
+        },
+        logs.clone(),
+    )
+    .unwrap();
+    let join = ConsumerHeartbeat {
+        group_id: "g".into(),
+        member_id: "a".into(),
+        member_epoch: 0,
+        rebalance_timeout_ms: 5_000,
+        subscribed_topic_names: Some(vec!["t".into()]),
+        owned: Some(Default::default()),
+        client_id: "c".into(),
+        client_host: "/127.0.0.1".into(),
+        ..ConsumerHeartbeat::default()
+    };
+    let (answer, _) = c.consumer_heartbeat(join, &OneTopic);
+    assert_eq!((answer.error, answer.member_epoch), (0, 1));
+    let records = written(&logs[0]);
+    let metadata: Vec<_> = records
+        .iter()
+        .filter_map(|r| match r {
+            StoredRecord::Consumer(ConsumerRecord::Member { member, value, .. }) => {
+                Some((member.clone(), value.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(metadata.len(), 1, "{records:?}");
+    let (member, meta) = &metadata[0];
+    assert_eq!(member, "a");
+    let meta = meta.as_ref().expect("not a tombstone");
+    assert_eq!(meta.subscribed_topic_names, vec!["t".to_string()]);
+    assert_eq!(meta.client_id, "c");
+
+    // A heartbeat that changes nothing writes nothing.
+    let before = logs[0].log_end_offset();
+    let (answer, _) = c.consumer_heartbeat(
+        ConsumerHeartbeat {
+            group_id: "g".into(),
+            member_id: "a".into(),
+            member_epoch: 1,
+            rebalance_timeout_ms: -1,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            ..ConsumerHeartbeat::default()
+        },
+        &OneTopic,
+    );
+    assert_eq!((answer.error, answer.member_epoch), (0, 1));
+    assert_eq!(logs[0].log_end_offset(), before);
+    m.close().unwrap();
+}
