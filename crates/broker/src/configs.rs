@@ -6,7 +6,7 @@
 //!   read-only, with the broker's counters under `rill.metrics.*`, and the dynamic ones of
 //!   [`crate::broker_configs`].
 //! - GROUP: per-group configs ([`crate::group_configs`]), read by the group coordinators.
-//! - BROKER_LOGGER: described with no entries.
+//! - BROKER_LOGGER: log levels changed at runtime ([`crate::log_levels`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,6 +27,7 @@ use rill_storage::topic_configs::{topic_config, ConfigDef, ConfigKind, TOPIC_CON
 use crate::broker_configs::{self, BrokerConfigError, BrokerKey, Dynamic};
 use crate::error::NONE;
 use crate::group_configs::GroupConfigError;
+use crate::log_levels::{LevelChange, LogLevelError};
 use crate::state::BrokerState;
 use crate::topics::TopicError;
 
@@ -34,7 +35,7 @@ use crate::topics::TopicError;
 pub const RESOURCE_TOPIC: i8 = 2;
 /// ConfigResource.Type BROKER.
 pub const RESOURCE_BROKER: i8 = 4;
-/// ConfigResource.Type BROKER_LOGGER (answered with no entries).
+/// ConfigResource.Type BROKER_LOGGER: log levels.
 pub const RESOURCE_BROKER_LOGGER: i8 = 8;
 /// ConfigResource.Type GROUP: per-group configs ([`crate::group_configs`]).
 pub const RESOURCE_GROUP: i8 = 32;
@@ -97,7 +98,7 @@ pub fn describe(
                     Ok(Scope::Broker) => Ok(broker_entries(state)),
                     Err(e) => Err(e),
                 },
-                RESOURCE_BROKER_LOGGER => Ok(Vec::new()),
+                RESOURCE_BROKER_LOGGER => logger_entries(state, resource.resource_name.as_str()),
                 RESOURCE_GROUP => group_entries(state, resource.resource_name.as_str()),
                 other => Err((
                     ResponseError::InvalidRequest.code(),
@@ -517,6 +518,91 @@ fn apply_group_ops(
     Ok(())
 }
 
+/// ConfigSource DYNAMIC_BROKER_LOGGER_CONFIG: every logger's level, as Kafka answers.
+const CONFIG_SOURCE_BROKER_LOGGER: i8 = 6;
+
+/// A BROKER_LOGGER resource names this broker, as Kafka requires.
+fn logger_scope(state: &BrokerState, name: &str) -> Result<(), (i16, String)> {
+    let id = state.config.node_id;
+    if name.parse::<i32>().ok() == Some(id) {
+        return Ok(());
+    }
+    let text = format!("Unexpected broker id, expected {id}, but received {name}");
+    Err((ResponseError::InvalidRequest.code(), text))
+}
+
+/// Every logger with its level (source DYNAMIC_BROKER_LOGGER_CONFIG, type UNKNOWN, no
+/// synonyms, as Kafka answers).
+fn logger_entries(state: &BrokerState, name: &str) -> Result<Vec<Entry>, (i16, String)> {
+    logger_scope(state, name)?;
+    Ok(state
+        .config
+        .log_levels
+        .describe()
+        .into_iter()
+        .map(|(logger, level)| Entry {
+            name: StrBytes::from_string(logger),
+            value: Some(level),
+            source: CONFIG_SOURCE_BROKER_LOGGER,
+            read_only: false,
+            config_type: 0,
+            synonyms: Vec::new(),
+            documentation: None,
+        })
+        .collect())
+}
+
+/// Changes log levels (BROKER_LOGGER); every change is checked before any applies.
+fn alter_loggers(
+    state: &BrokerState,
+    name: &str,
+    changes: Result<Vec<LevelChange>, (i16, String)>,
+    validate_only: bool,
+) -> Result<(), (i16, String)> {
+    logger_scope(state, name)?;
+    let changes = changes?;
+    match state.config.log_levels.change(&changes, validate_only) {
+        Ok(()) => {
+            tracing::info!(?changes, validate_only, "log levels changed");
+            Ok(())
+        }
+        Err(LogLevelError::InvalidConfig(text)) => Err((ResponseError::InvalidConfig.code(), text)),
+        Err(LogLevelError::InvalidRequest(text)) => {
+            Err((ResponseError::InvalidRequest.code(), text))
+        }
+    }
+}
+
+/// IncrementalAlterConfigs operations on loggers: SET and DELETE; APPEND and SUBTRACT are
+/// refused as Kafka refuses them.
+fn logger_changes(
+    ops: &[kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig],
+) -> Result<Vec<LevelChange>, (i16, String)> {
+    ops.iter()
+        .map(|op| {
+            let name = op.name.to_string();
+            match (op.config_operation, op.value.as_ref()) {
+                (OP_SET, Some(level)) => Ok(LevelChange::Set(name, level.to_string())),
+                (OP_DELETE, _) => Ok(LevelChange::Delete(name)),
+                (OP_APPEND | OP_SUBTRACT, _) => {
+                    let verb = if op.config_operation == OP_APPEND {
+                        "APPEND"
+                    } else {
+                        "SUBTRACT"
+                    };
+                    let text =
+                        format!("{verb} operation is not allowed for the BROKER_LOGGER resource");
+                    Err((ResponseError::InvalidRequest.code(), text))
+                }
+                (other, _) => Err((
+                    ResponseError::InvalidConfig.code(),
+                    format!("config operation {other} with no value for logger {name}"),
+                )),
+            }
+        })
+        .collect()
+}
+
 /// Applies `overrides` as the topic's complete override set.
 async fn set_topic_configs(
     state: &Arc<BrokerState>,
@@ -613,7 +699,7 @@ async fn alter_broker(
 }
 
 fn not_alterable(resource_type: i8) -> (i16, String) {
-    if resource_type == RESOURCE_BROKER || resource_type == RESOURCE_BROKER_LOGGER {
+    if resource_type == RESOURCE_BROKER {
         let text = "broker configs are set on the command line and cannot be altered".into();
         (ResponseError::InvalidRequest.code(), text)
     } else {
@@ -650,6 +736,18 @@ pub async fn alter(state: &Arc<BrokerState>, request: AlterConfigsRequest) -> Al
                 .collect();
             let name = resource.resource_name.as_str();
             set_topic_configs(state, name, overrides, request.validate_only).await
+        } else if resource.resource_type == RESOURCE_BROKER_LOGGER {
+            // Kafka applies legacy AlterConfigs on loggers as SETs (other loggers keep theirs).
+            let changes = resource
+                .configs
+                .iter()
+                .map(|c| {
+                    let level = c.value.as_ref().map_or(String::new(), |v| v.to_string());
+                    LevelChange::Set(c.name.to_string(), level)
+                })
+                .collect();
+            let name = resource.resource_name.as_str();
+            alter_loggers(state, name, Ok(changes), request.validate_only)
         } else if resource.resource_type == RESOURCE_GROUP {
             // As for topics, the entries replace the group's whole override set.
             let entries: Vec<(String, String)> = resource
@@ -730,6 +828,10 @@ pub async fn incremental_alter(
                     }
                 }
             }
+        } else if resource.resource_type == RESOURCE_BROKER_LOGGER {
+            let changes = logger_changes(&resource.configs);
+            let name = resource.resource_name.as_str();
+            alter_loggers(state, name, changes, request.validate_only)
         } else if resource.resource_type == RESOURCE_GROUP {
             let ops = resource.configs.clone();
             let change = move |map: &mut BTreeMap<String, String>| apply_group_ops(map, &ops);

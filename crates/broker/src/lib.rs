@@ -49,6 +49,7 @@ pub mod in_flight;
 pub mod leader_epoch;
 pub mod list_offsets;
 pub mod listener;
+pub mod log_levels;
 pub mod metadata;
 pub mod metrics;
 pub mod produce;
