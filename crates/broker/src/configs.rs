@@ -18,7 +18,8 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::{
     alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
     AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
-    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, ListConfigResourcesRequest,
+    ListConfigResourcesResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -905,4 +906,68 @@ fn split_list(s: &str) -> Vec<String> {
         .filter(|i| !i.is_empty())
         .map(str::to_string)
         .collect()
+}
+
+/// ConfigResource.Type CLIENT_METRICS (none exist: rill has no client metrics subscriptions).
+const RESOURCE_CLIENT_METRICS: i8 = 16;
+
+/// ListConfigResources (74, Kafka 4.1+; v0 was ListClientMetricsResources): the resources
+/// of the asked types that have configs, as Kafka lists them: every topic, this broker and
+/// its loggers, and the groups with configs set. v0 lists client metrics resources only (none
+/// here). A type Kafka cannot list is UNSUPPORTED_VERSION, as Kafka answers.
+pub fn list_resources(
+    state: &BrokerState,
+    version: i16,
+    request: ListConfigResourcesRequest,
+) -> ListConfigResourcesResponse {
+    use kafka_protocol::messages::list_config_resources_response::ConfigResource;
+    let all = [
+        RESOURCE_GROUP,
+        RESOURCE_BROKER_LOGGER,
+        RESOURCE_BROKER,
+        RESOURCE_TOPIC,
+    ];
+    let types: Vec<i8> = if version == 0 {
+        vec![RESOURCE_CLIENT_METRICS]
+    } else if request.resource_types.is_empty() {
+        all.to_vec()
+    } else {
+        request.resource_types.clone()
+    };
+    let mut response = ListConfigResourcesResponse::default();
+    if let Some(bad) = types
+        .iter()
+        .find(|t| !all.contains(t) && **t != RESOURCE_CLIENT_METRICS)
+    {
+        tracing::debug!(
+            resource_type = bad,
+            "ListConfigResources of an unknown type"
+        );
+        response.error_code = ResponseError::UnsupportedVersion.code();
+        return response;
+    }
+    let node = state.config.node_id.to_string();
+    let resource = |resource_type: i8, name: String| {
+        ConfigResource::default()
+            .with_resource_type(resource_type)
+            .with_resource_name(StrBytes::from_string(name))
+    };
+    for t in all.into_iter().filter(|t| types.contains(t)) {
+        match t {
+            RESOURCE_GROUP => {
+                let groups = state.groups.group_configs().groups();
+                response
+                    .config_resources
+                    .extend(groups.into_iter().map(|g| resource(t, g)));
+            }
+            RESOURCE_TOPIC => {
+                let topics = state.topics.all();
+                response
+                    .config_resources
+                    .extend(topics.iter().map(|m| resource(t, m.name.clone())));
+            }
+            _ => response.config_resources.push(resource(t, node.clone())),
+        }
+    }
+    response
 }

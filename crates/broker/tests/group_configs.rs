@@ -389,3 +389,60 @@ async fn consumer_groups_run_with_their_group_configs() {
     })
     .await;
 }
+
+/// ListConfigResources (74) as Kafka 4.4 lists them: every topic, this broker and its loggers,
+/// the groups with configs; a type filter; an unknown type UNSUPPORTED_VERSION (35).
+#[tokio::test]
+async fn list_config_resources_as_kafka() {
+    bounded(async {
+        let broker = TestBroker::start().await;
+        let mut client = broker.connect().await;
+        let request = CreateTopicsRequest::default()
+            .with_timeout_ms(5_000)
+            .with_topics(vec![CreatableTopic::default()
+                .with_name(TopicName(s("listed")))
+                .with_num_partitions(1)
+                .with_replication_factor(-1)]);
+        assert_eq!(client.send(7, &request).await.topics[0].error_code, 0);
+        assert_eq!(
+            set(
+                &mut client,
+                "configured",
+                &[("share.delivery.count.limit", SET, Some("3"))]
+            )
+            .await
+            .0,
+            0
+        );
+        let list =
+            |types: Vec<i8>| ListConfigResourcesRequest::default().with_resource_types(types);
+        let all = client.send(1, &list(Vec::new())).await;
+        assert_eq!(all.error_code, 0);
+        let found: Vec<(i8, String)> = all
+            .config_resources
+            .iter()
+            .map(|r| (r.resource_type, r.resource_name.to_string()))
+            .collect();
+        for expected in [(32, "configured"), (8, "0"), (4, "0"), (2, "listed")] {
+            assert!(
+                found.contains(&(expected.0, expected.1.to_string())),
+                "{expected:?} in {found:?}"
+            );
+        }
+        assert!(
+            !found.iter().any(|(t, n)| *t == 32 && n != "configured"),
+            "only groups with configs"
+        );
+        let topics = client.send(1, &list(vec![2])).await;
+        assert!(topics.config_resources.iter().all(|r| r.resource_type == 2));
+        assert_eq!(client.send(1, &list(vec![0])).await.error_code, 35);
+        let v0 = client.send(0, &ListConfigResourcesRequest::default()).await;
+        assert_eq!(
+            (v0.error_code, v0.config_resources.len()),
+            (0, 0),
+            "no client metrics resources"
+        );
+        broker.stop().await;
+    })
+    .await;
+}
