@@ -74,6 +74,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ExpireDelegationToken, 1, 2),
     (ApiKey::DescribeDelegationToken, 1, 3),
     (ApiKey::DescribeClientQuotas, 0, 1),
+    (ApiKey::ListConfigResources, 0, 1),
 ];
 
 /// The version range we serve for `api_key`, if any.

@@ -87,6 +87,9 @@ pub struct BrokerConfig {
     /// The file I/O seam storage writes through; `None` is the real file system. Tests put a
     /// fault-injecting one here (held or failing syncs).
     pub file_io: Option<Arc<dyn rill_storage::file_io::FileIo>>,
+    /// Log levels (BROKER_LOGGER resources): the filter the process started with and, from
+    /// the binary, the handle that changes it at runtime.
+    pub log_levels: Arc<crate::log_levels::LogLevels>,
     /// `producer.id.expiration.ms`: partitions forget an idempotent producer idle this long.
     pub producer_id_expiration_ms: i64,
     /// The log cleaner (`log.cleaner.*`): threads, key map size, throttle, backoff.
@@ -125,6 +128,7 @@ impl Default for BrokerConfig {
             groups: GroupConfig::default(),
             transactions: TxnConfig::default(),
             file_io: None,
+            log_levels: Arc::default(),
             producer_id_expiration_ms:
                 rill_storage::producer_state::DEFAULT_PRODUCER_ID_EXPIRATION_MS,
             cleaner: rill_storage::CleanerConfig::default(),
@@ -435,9 +439,17 @@ fn open_groups(
         ],
     )
     .map_err(|reason| BrokerError::Groups { reason })?;
-    GroupCoordinator::load(config, partition_logs).map_err(|e| BrokerError::Groups {
-        reason: e.to_string(),
-    })
+    let defaults = crate::group_configs::GroupDefaults::new(
+        config.consumer_session_timeout_ms,
+        config.consumer_heartbeat_interval_ms,
+    );
+    let group_configs = crate::group_configs::GroupConfigs::load(logs.data_dir(), defaults)
+        .map_err(BrokerError::GroupConfigs)?;
+    let coordinator =
+        GroupCoordinator::load(config, partition_logs).map_err(|e| BrokerError::Groups {
+            reason: e.to_string(),
+        })?;
+    Ok(coordinator.with_group_configs(Arc::new(group_configs)))
 }
 
 /// Creates `__transaction_state` on first start (compacted, kept forever, as Kafka's) and

@@ -1,9 +1,12 @@
 //! DescribeConfigs (32), AlterConfigs (33) and IncrementalAlterConfigs (44).
 //!
-//! Topic configs are the ones storage supports (`LogConfig::set` / `entries`); overrides are
-//! kept in the topic registry and applied to every partition's log. Broker configs are
-//! read-only here (they come from the command line) and include the broker's counters
-//! under `rill.metrics.*`, so tools without Rust access can read them too.
+//! - TOPIC: the table of `rill_storage::topic_configs`; overrides are kept in the topic
+//!   registry and applied to every partition's log.
+//! - BROKER: this broker's id or the cluster default `""`: the static (command-line) settings,
+//!   read-only, with the broker's counters under `rill.metrics.*`, and the dynamic ones of
+//!   [`crate::broker_configs`].
+//! - GROUP: per-group configs ([`crate::group_configs`]), read by the group coordinators.
+//! - BROKER_LOGGER: log levels changed at runtime ([`crate::log_levels`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,7 +18,8 @@ use kafka_protocol::messages::describe_configs_response::{
 use kafka_protocol::messages::{
     alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
     AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
-    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, ListConfigResourcesRequest,
+    ListConfigResourcesResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -23,6 +27,8 @@ use rill_storage::topic_configs::{topic_config, ConfigDef, ConfigKind, TOPIC_CON
 
 use crate::broker_configs::{self, BrokerConfigError, BrokerKey, Dynamic};
 use crate::error::NONE;
+use crate::group_configs::GroupConfigError;
+use crate::log_levels::{LevelChange, LogLevelError};
 use crate::state::BrokerState;
 use crate::topics::TopicError;
 
@@ -30,8 +36,10 @@ use crate::topics::TopicError;
 pub const RESOURCE_TOPIC: i8 = 2;
 /// ConfigResource.Type BROKER.
 pub const RESOURCE_BROKER: i8 = 4;
-/// ConfigResource.Type BROKER_LOGGER (answered with no entries).
+/// ConfigResource.Type BROKER_LOGGER: log levels.
 pub const RESOURCE_BROKER_LOGGER: i8 = 8;
+/// ConfigResource.Type GROUP: per-group configs ([`crate::group_configs`]).
+pub const RESOURCE_GROUP: i8 = 32;
 
 /// ConfigEntry.ConfigSource values.
 pub const CONFIG_SOURCE_DYNAMIC_TOPIC: i8 = 1;
@@ -91,7 +99,8 @@ pub fn describe(
                     Ok(Scope::Broker) => Ok(broker_entries(state)),
                     Err(e) => Err(e),
                 },
-                RESOURCE_BROKER_LOGGER => Ok(Vec::new()),
+                RESOURCE_BROKER_LOGGER => logger_entries(state, resource.resource_name.as_str()),
+                RESOURCE_GROUP => group_entries(state, resource.resource_name.as_str()),
                 other => Err((
                     ResponseError::InvalidRequest.code(),
                     format!("unsupported resource type {other}"),
@@ -406,6 +415,195 @@ fn broker_entries(state: &BrokerState) -> Vec<Entry> {
     entries
 }
 
+/// A group's configs (Kafka answers an empty name with INVALID_REQUEST).
+fn group_entries(state: &BrokerState, group_id: &str) -> Result<Vec<Entry>, (i16, String)> {
+    if group_id.is_empty() {
+        let text = "Group name must not be empty".to_string();
+        return Err((ResponseError::InvalidRequest.code(), text));
+    }
+    Ok(state
+        .groups
+        .group_configs()
+        .describe(group_id)
+        .into_iter()
+        .map(|c| Entry {
+            name: StrBytes::from_static_str(c.def.name),
+            value: Some(c.value),
+            source: c.synonyms.first().map_or(CONFIG_SOURCE_DEFAULT, |s| s.2),
+            read_only: false,
+            config_type: c.def.kind as i8,
+            synonyms: c
+                .synonyms
+                .into_iter()
+                .map(|(name, value, source)| (StrBytes::from_static_str(name), Some(value), source))
+                .collect(),
+            documentation: Some(c.def.doc),
+        })
+        .collect())
+}
+
+/// Changes group `group_id`'s configs with `change` (checked, persisted unless
+/// `validate_only`).
+async fn alter_group(
+    state: &Arc<BrokerState>,
+    group_id: String,
+    validate_only: bool,
+    change: impl FnOnce(&mut BTreeMap<String, String>) -> Result<(), GroupConfigError> + Send + 'static,
+) -> Result<(), (i16, String)> {
+    if group_id.len() > crate::coordinator::group::GROUP_ID_BYTES_MAX {
+        let text = format!(
+            "group id longer than {} bytes",
+            crate::coordinator::group::GROUP_ID_BYTES_MAX
+        );
+        return Err((ResponseError::InvalidRequest.code(), text));
+    }
+    let outcome = state
+        .blocking(move |s| {
+            Ok(s.groups
+                .group_configs()
+                .update(&group_id, validate_only, change))
+        })
+        .await;
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            let code = match e {
+                GroupConfigError::Invalid(_) => ResponseError::InvalidConfig.code(),
+                GroupConfigError::Io { .. } => ResponseError::KafkaStorageError.code(),
+                _ => ResponseError::InvalidRequest.code(),
+            };
+            Err((code, e.to_string()))
+        }
+        Err(e) => Err((e.code(), e.message())),
+    }
+}
+
+/// Applies IncrementalAlterConfigs operations to a group's overrides. APPEND and SUBTRACT are
+/// refused for every group config, as Kafka 4.4 refuses them (it does not find a group
+/// config's type when checking them, so even the LIST one is refused).
+fn apply_group_ops(
+    overrides: &mut BTreeMap<String, String>,
+    ops: &[kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig],
+) -> Result<(), GroupConfigError> {
+    for op in ops {
+        let key = op.name.to_string();
+        match (op.config_operation, op.value.as_ref()) {
+            (OP_SET, Some(value)) => {
+                overrides.insert(key, value.to_string());
+            }
+            (OP_DELETE, _) => {
+                overrides.remove(&key);
+            }
+            (OP_APPEND | OP_SUBTRACT, _) => {
+                let verb = if op.config_operation == OP_APPEND {
+                    "APPEND"
+                } else {
+                    "SUBTRACT"
+                };
+                return Err(GroupConfigError::Invalid(format!(
+                    "Can't {verb} to key {key} because its type is not LIST."
+                )));
+            }
+            (OP_SET, None) => {
+                return Err(GroupConfigError::Invalid(format!(
+                    "SET of {key} needs a value"
+                )));
+            }
+            (other, _) => {
+                return Err(GroupConfigError::Invalid(format!(
+                    "unknown config operation {other}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// ConfigSource DYNAMIC_BROKER_LOGGER_CONFIG: every logger's level, as Kafka answers.
+const CONFIG_SOURCE_BROKER_LOGGER: i8 = 6;
+
+/// A BROKER_LOGGER resource names this broker, as Kafka requires.
+fn logger_scope(state: &BrokerState, name: &str) -> Result<(), (i16, String)> {
+    let id = state.config.node_id;
+    if name.parse::<i32>().ok() == Some(id) {
+        return Ok(());
+    }
+    let text = format!("Unexpected broker id, expected {id}, but received {name}");
+    Err((ResponseError::InvalidRequest.code(), text))
+}
+
+/// Every logger with its level (source DYNAMIC_BROKER_LOGGER_CONFIG, type UNKNOWN, no
+/// synonyms, as Kafka answers).
+fn logger_entries(state: &BrokerState, name: &str) -> Result<Vec<Entry>, (i16, String)> {
+    logger_scope(state, name)?;
+    Ok(state
+        .config
+        .log_levels
+        .describe()
+        .into_iter()
+        .map(|(logger, level)| Entry {
+            name: StrBytes::from_string(logger),
+            value: Some(level),
+            source: CONFIG_SOURCE_BROKER_LOGGER,
+            read_only: false,
+            config_type: 0,
+            synonyms: Vec::new(),
+            documentation: None,
+        })
+        .collect())
+}
+
+/// Changes log levels (BROKER_LOGGER); every change is checked before any applies.
+fn alter_loggers(
+    state: &BrokerState,
+    name: &str,
+    changes: Result<Vec<LevelChange>, (i16, String)>,
+    validate_only: bool,
+) -> Result<(), (i16, String)> {
+    logger_scope(state, name)?;
+    let changes = changes?;
+    match state.config.log_levels.change(&changes, validate_only) {
+        Ok(()) => {
+            tracing::info!(?changes, validate_only, "log levels changed");
+            Ok(())
+        }
+        Err(LogLevelError::InvalidConfig(text)) => Err((ResponseError::InvalidConfig.code(), text)),
+        Err(LogLevelError::InvalidRequest(text)) => {
+            Err((ResponseError::InvalidRequest.code(), text))
+        }
+    }
+}
+
+/// IncrementalAlterConfigs operations on loggers: SET and DELETE; APPEND and SUBTRACT are
+/// refused as Kafka refuses them.
+fn logger_changes(
+    ops: &[kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig],
+) -> Result<Vec<LevelChange>, (i16, String)> {
+    ops.iter()
+        .map(|op| {
+            let name = op.name.to_string();
+            match (op.config_operation, op.value.as_ref()) {
+                (OP_SET, Some(level)) => Ok(LevelChange::Set(name, level.to_string())),
+                (OP_DELETE, _) => Ok(LevelChange::Delete(name)),
+                (OP_APPEND | OP_SUBTRACT, _) => {
+                    let verb = if op.config_operation == OP_APPEND {
+                        "APPEND"
+                    } else {
+                        "SUBTRACT"
+                    };
+                    let text =
+                        format!("{verb} operation is not allowed for the BROKER_LOGGER resource");
+                    Err((ResponseError::InvalidRequest.code(), text))
+                }
+                (other, _) => Err((
+                    ResponseError::InvalidConfig.code(),
+                    format!("config operation {other} with no value for logger {name}"),
+                )),
+            }
+        })
+        .collect()
+}
+
 /// Applies `overrides` as the topic's complete override set.
 async fn set_topic_configs(
     state: &Arc<BrokerState>,
@@ -502,7 +700,7 @@ async fn alter_broker(
 }
 
 fn not_alterable(resource_type: i8) -> (i16, String) {
-    if resource_type == RESOURCE_BROKER || resource_type == RESOURCE_BROKER_LOGGER {
+    if resource_type == RESOURCE_BROKER {
         let text = "broker configs are set on the command line and cannot be altered".into();
         (ResponseError::InvalidRequest.code(), text)
     } else {
@@ -539,6 +737,31 @@ pub async fn alter(state: &Arc<BrokerState>, request: AlterConfigsRequest) -> Al
                 .collect();
             let name = resource.resource_name.as_str();
             set_topic_configs(state, name, overrides, request.validate_only).await
+        } else if resource.resource_type == RESOURCE_BROKER_LOGGER {
+            // Kafka applies legacy AlterConfigs on loggers as SETs (other loggers keep theirs).
+            let changes = resource
+                .configs
+                .iter()
+                .map(|c| {
+                    let level = c.value.as_ref().map_or(String::new(), |v| v.to_string());
+                    LevelChange::Set(c.name.to_string(), level)
+                })
+                .collect();
+            let name = resource.resource_name.as_str();
+            alter_loggers(state, name, Ok(changes), request.validate_only)
+        } else if resource.resource_type == RESOURCE_GROUP {
+            // As for topics, the entries replace the group's whole override set.
+            let entries: Vec<(String, String)> = resource
+                .configs
+                .iter()
+                .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
+                .collect();
+            let replace = move |map: &mut BTreeMap<String, String>| {
+                *map = entries.into_iter().collect();
+                Ok(())
+            };
+            let name = resource.resource_name.to_string();
+            alter_group(state, name, request.validate_only, replace).await
         } else {
             Err(not_alterable(resource.resource_type))
         };
@@ -606,6 +829,15 @@ pub async fn incremental_alter(
                     }
                 }
             }
+        } else if resource.resource_type == RESOURCE_BROKER_LOGGER {
+            let changes = logger_changes(&resource.configs);
+            let name = resource.resource_name.as_str();
+            alter_loggers(state, name, changes, request.validate_only)
+        } else if resource.resource_type == RESOURCE_GROUP {
+            let ops = resource.configs.clone();
+            let change = move |map: &mut BTreeMap<String, String>| apply_group_ops(map, &ops);
+            let name = resource.resource_name.to_string();
+            alter_group(state, name, request.validate_only, change).await
         } else {
             Err(not_alterable(resource.resource_type))
         };
@@ -674,4 +906,68 @@ fn split_list(s: &str) -> Vec<String> {
         .filter(|i| !i.is_empty())
         .map(str::to_string)
         .collect()
+}
+
+/// ConfigResource.Type CLIENT_METRICS (none exist: rill has no client metrics subscriptions).
+const RESOURCE_CLIENT_METRICS: i8 = 16;
+
+/// ListConfigResources (74, Kafka 4.1+; v0 was ListClientMetricsResources): the resources
+/// of the asked types that have configs, as Kafka lists them: every topic, this broker and
+/// its loggers, and the groups with configs set. v0 lists client metrics resources only (none
+/// here). A type Kafka cannot list is UNSUPPORTED_VERSION, as Kafka answers.
+pub fn list_resources(
+    state: &BrokerState,
+    version: i16,
+    request: ListConfigResourcesRequest,
+) -> ListConfigResourcesResponse {
+    use kafka_protocol::messages::list_config_resources_response::ConfigResource;
+    let all = [
+        RESOURCE_GROUP,
+        RESOURCE_BROKER_LOGGER,
+        RESOURCE_BROKER,
+        RESOURCE_TOPIC,
+    ];
+    let types: Vec<i8> = if version == 0 {
+        vec![RESOURCE_CLIENT_METRICS]
+    } else if request.resource_types.is_empty() {
+        all.to_vec()
+    } else {
+        request.resource_types.clone()
+    };
+    let mut response = ListConfigResourcesResponse::default();
+    if let Some(bad) = types
+        .iter()
+        .find(|t| !all.contains(t) && **t != RESOURCE_CLIENT_METRICS)
+    {
+        tracing::debug!(
+            resource_type = bad,
+            "ListConfigResources of an unknown type"
+        );
+        response.error_code = ResponseError::UnsupportedVersion.code();
+        return response;
+    }
+    let node = state.config.node_id.to_string();
+    let resource = |resource_type: i8, name: String| {
+        ConfigResource::default()
+            .with_resource_type(resource_type)
+            .with_resource_name(StrBytes::from_string(name))
+    };
+    for t in all.into_iter().filter(|t| types.contains(t)) {
+        match t {
+            RESOURCE_GROUP => {
+                let groups = state.groups.group_configs().groups();
+                response
+                    .config_resources
+                    .extend(groups.into_iter().map(|g| resource(t, g)));
+            }
+            RESOURCE_TOPIC => {
+                let topics = state.topics.all();
+                response
+                    .config_resources
+                    .extend(topics.iter().map(|m| resource(t, m.name.clone())));
+            }
+            _ => response.config_resources.push(resource(t, node.clone())),
+        }
+    }
+    response
 }

@@ -418,6 +418,13 @@ fn route_cluster_admin(
             let _: m::ExpireDelegationTokenRequest = decode(&mut body, prefix)?;
             reply(prefix, &credentials::expire_token())
         }
+        ApiKey::ListConfigResources => {
+            let request = decode(&mut body, prefix)?;
+            reply(
+                prefix,
+                &configs::list_resources(state, prefix.api_version, request),
+            )
+        }
         ApiKey::DescribeClientQuotas => {
             reply(prefix, &quotas::describe(decode(&mut body, prefix)?))
         }

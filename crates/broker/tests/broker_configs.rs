@@ -385,3 +385,100 @@ async fn max_connections_changes_at_runtime() {
     })
     .await;
 }
+
+/// BROKER_LOGGER (type 8) as Kafka 4.4 answers it: every logger with its level (source
+/// DYNAMIC_BROKER_LOGGER_CONFIG, type UNKNOWN), SET and DELETE change levels (a module inherits
+/// its parent's), and Kafka's refusals: unknown logger and bad level INVALID_CONFIG, deleting
+/// root and APPEND INVALID_REQUEST, another broker's id INVALID_REQUEST.
+#[tokio::test]
+async fn broker_logger_levels_change_as_kafka() {
+    bounded(async {
+        let broker = TestBroker::start().await;
+        let mut client = broker.connect().await;
+        let logger = |op: i8, key: &str, value: Option<&str>, id: &str| {
+            IncrementalAlterConfigsRequest::default().with_resources(vec![
+                incremental::AlterConfigsResource::default()
+                    .with_resource_type(8)
+                    .with_resource_name(s(id))
+                    .with_configs(vec![incremental::AlterableConfig::default()
+                        .with_name(s(key))
+                        .with_config_operation(op)
+                        .with_value(value.map(s))]),
+            ])
+        };
+        assert_eq!(
+            change(&mut client, logger(SET, "rill_broker", Some("DEBUG"), "0"))
+                .await
+                .0,
+            0
+        );
+        assert_eq!(
+            change(
+                &mut client,
+                logger(SET, "no.such.Logger", Some("DEBUG"), "0")
+            )
+            .await,
+            (40, "Logger no.such.Logger does not exist!".into())
+        );
+        let (code, message) = change(&mut client, logger(SET, "root", Some("BOGUS"), "0")).await;
+        assert_eq!(code, 40);
+        assert!(
+            message.ends_with("Valid log levels are DEBUG, ERROR, FATAL, INFO, TRACE, WARN"),
+            "{message}"
+        );
+        assert_eq!(
+            change(&mut client, logger(DELETE, "root", None, "0")).await,
+            (
+                42,
+                "Removing the log level of the root logger is not allowed".into()
+            )
+        );
+        assert_eq!(
+            change(&mut client, logger(2, "rill_broker", Some("DEBUG"), "0")).await,
+            (
+                42,
+                "APPEND operation is not allowed for the BROKER_LOGGER resource".into()
+            )
+        );
+        assert_eq!(
+            change(&mut client, logger(SET, "root", Some("WARN"), "7"))
+                .await
+                .0,
+            42
+        );
+        let configs = describe(&mut client, 8, "0").await;
+        let level = |name: &str| {
+            let c = configs.iter().find(|c| c.name.as_str() == name).unwrap();
+            assert_eq!(
+                (c.config_source, c.config_type, c.synonyms.len()),
+                (6, 0, 0)
+            );
+            c.value.as_deref().unwrap().to_string()
+        };
+        assert_eq!(level("rill_broker::fetch"), "DEBUG", "inherited");
+        assert_eq!(level("rill_storage"), "INFO");
+        assert_eq!(level("root"), "INFO");
+        assert_eq!(
+            change(&mut client, logger(DELETE, "rill_broker", None, "0"))
+                .await
+                .0,
+            0
+        );
+        let configs = describe(&mut client, 8, "0").await;
+        let fetch = configs
+            .iter()
+            .find(|c| c.name.as_str() == "rill_broker::fetch")
+            .unwrap();
+        assert_eq!(fetch.value.as_deref(), Some("INFO"));
+        broker.stop().await;
+    })
+    .await;
+}
+
+async fn change(client: &mut Client, request: IncrementalAlterConfigsRequest) -> (i16, String) {
+    let r = client.send(1, &request).await.responses.remove(0);
+    (
+        r.error_code,
+        r.error_message.map(|m| m.to_string()).unwrap_or_default(),
+    )
+}

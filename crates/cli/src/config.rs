@@ -1,6 +1,7 @@
-//! `rill config describe|alter`: the configs of a topic or a broker, over DescribeConfigs and
-//! IncrementalAlterConfigs (as Kafka's `kafka-configs.sh --describe|--alter`). Broker configs
-//! changed here are dynamic: applied at once and kept across restarts.
+//! `rill config describe|alter`: the configs of a topic, a broker, a group or a broker's log
+//! levels, over DescribeConfigs and IncrementalAlterConfigs (as Kafka's
+//! `kafka-configs.sh --describe|--alter`). Broker and group configs changed here are applied
+//! at once and kept across restarts; log levels last until the broker stops.
 
 use clap::{Args, Subcommand};
 use rill_client::ConfigResource;
@@ -16,7 +17,7 @@ pub enum ConfigCommand {
     Alter(AlterArgs),
 }
 
-/// Which resource: exactly one of `--topic` and `--broker`.
+/// Which resource: exactly one of `--topic`, `--broker`, `--group` and `--broker-logger`.
 #[derive(Args, Debug)]
 pub struct Target {
     /// A topic.
@@ -25,14 +26,24 @@ pub struct Target {
     /// A broker by id, or `""` for the cluster-wide default of dynamic broker configs.
     #[arg(long, value_name = "ID")]
     pub broker: Option<String>,
+    /// A group (consumer, share or streams): its group configs.
+    #[arg(long, value_name = "GROUP")]
+    pub group: Option<String>,
+    /// A broker's log levels (`root` and module paths such as `rill_broker::fetch`).
+    #[arg(long, value_name = "ID")]
+    pub broker_logger: Option<String>,
 }
 
 impl Target {
     fn resource(&self) -> anyhow::Result<ConfigResource> {
-        match (&self.topic, &self.broker) {
-            (Some(topic), None) => Ok(ConfigResource::Topic(topic.clone())),
-            (None, Some(broker)) => Ok(ConfigResource::Broker(broker.clone())),
-            _ => Err(usage("give exactly one of --topic NAME and --broker ID")),
+        match (&self.topic, &self.broker, &self.group, &self.broker_logger) {
+            (Some(topic), None, None, None) => Ok(ConfigResource::Topic(topic.clone())),
+            (None, Some(broker), None, None) => Ok(ConfigResource::Broker(broker.clone())),
+            (None, None, Some(group), None) => Ok(ConfigResource::Group(group.clone())),
+            (None, None, None, Some(id)) => Ok(ConfigResource::BrokerLogger(id.clone())),
+            _ => Err(usage(
+                "give exactly one of --topic NAME, --broker ID, --group GROUP and --broker-logger ID",
+            )),
         }
     }
 }
@@ -75,6 +86,8 @@ fn source_name(source: i8) -> &'static str {
         3 => "DYNAMIC_DEFAULT_BROKER_CONFIG",
         4 => "STATIC_BROKER_CONFIG",
         5 => "DEFAULT_CONFIG",
+        6 => "DYNAMIC_BROKER_LOGGER_CONFIG",
+        8 => "DYNAMIC_GROUP_CONFIG",
         _ => "UNKNOWN",
     }
 }

@@ -26,7 +26,10 @@ mod topic;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
+use std::sync::Arc;
+
+use rill_broker::log_levels::LogFilterSink;
+use tracing_subscriber::{reload, EnvFilter, Registry};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -92,8 +95,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 print!("{}", config.to_toml());
                 return Ok(());
             }
-            init_logging(&config.log_level);
-            runtime.block_on(serve::serve(config))
+            let filter = init_logging(&config.log_level, config.log_format == "json");
+            runtime.block_on(serve::serve(config, Some(filter)))
         }
         Command::Topic(c) => client(&runtime, topic::run(c)),
         Command::Produce(a) => client(&runtime, produce::run(a)),
@@ -115,18 +118,42 @@ fn client(
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    init_logging(&std::env::var("RILL_LOG").unwrap_or_else(|_| "warn".into()));
+    init_logging(
+        &std::env::var("RILL_LOG").unwrap_or_else(|_| "warn".into()),
+        false,
+    );
     runtime.block_on(command)
 }
 
-/// Logs to stderr, with ANSI colours only when stderr is a terminal: a file or a log shipper
-/// gets plain text.
-fn init_logging(filter: &str) {
+/// Logs to stderr: plain text, with ANSI colours only when stderr is a terminal (a file or a
+/// log shipper gets no escape codes), or JSON lines with `json`. Returns the handle that
+/// changes the filter at runtime (BROKER_LOGGER resources).
+fn init_logging(filter: &str, json: bool) -> Arc<dyn LogFilterSink> {
     use std::io::IsTerminal;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .with_env_filter(filter)
-        .init();
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    let lines = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    if json {
+        registry
+            .with(lines.json().flatten_event(true).with_current_span(false))
+            .init();
+    } else {
+        registry
+            .with(lines.with_ansi(std::io::stderr().is_terminal()))
+            .init();
+    }
+    Arc::new(ReloadFilter(handle))
+}
+
+/// The subscriber's filter, replaced when log levels change.
+struct ReloadFilter(reload::Handle<EnvFilter, Registry>);
+
+impl LogFilterSink for ReloadFilter {
+    fn install(&self, directives: &str) -> Result<(), String> {
+        let filter = EnvFilter::try_new(directives).map_err(|e| e.to_string())?;
+        self.0.reload(filter).map_err(|e| e.to_string())
+    }
 }

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Args;
+use rill_broker::log_levels::{LogFilterSink, LogLevels};
 use rill_broker::{Broker, BrokerConfig, WriteMode};
 use serde::{Deserialize, Serialize};
 
@@ -146,6 +147,10 @@ pub struct ServeArgs {
     /// [default: info; the RILL_LOG variable also sets it].
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// Log line format on stderr: `text` (plain, with colours only on a terminal) or `json`
+    /// (one object per line, for log shippers) [default: text].
+    #[arg(long, env = "RILL_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
 }
 
 /// The config file's keys. Every key is optional; unknown ones are refused by name.
@@ -177,6 +182,7 @@ struct FileConfig {
     log_cleaner_backoff_ms: Option<u64>,
     max_incremental_fetch_session_cache_slots: Option<usize>,
     log_level: Option<String>,
+    log_format: Option<String>,
 }
 
 /// The effective configuration of `rill serve`, every value decided.
@@ -213,6 +219,8 @@ pub struct ServeConfig {
     pub log_cleaner_backoff_ms: u64,
     pub max_incremental_fetch_session_cache_slots: usize,
     pub log_level: String,
+    /// `text` or `json`.
+    pub log_format: String,
 }
 
 impl ServeConfig {
@@ -349,6 +357,7 @@ impl ServeConfig {
                 file.log_level,
                 "info".into(),
             ),
+            log_format: pick(args.log_format.clone(), file.log_format, "text".into()),
         };
         config.validate()?;
         Ok(config)
@@ -418,6 +427,12 @@ impl ServeConfig {
         self.write_mode()?;
         tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .with_context(|| format!("invalid value for log_level: '{}'", self.log_level))?;
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            bail!(
+                "invalid value for log_format: '{}' (expected text or json)",
+                self.log_format
+            );
+        }
         Ok(())
     }
 
@@ -526,9 +541,15 @@ fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
 /// # Errors
 /// The broker failing to start (address in use, data directory locked or unreadable) or to
 /// stop cleanly; the metrics address being taken when it was chosen explicitly.
-pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
+pub async fn serve(
+    config: ServeConfig,
+    log_filter: Option<std::sync::Arc<dyn LogFilterSink>>,
+) -> anyhow::Result<()> {
     let started = Instant::now();
-    let broker = Broker::start(config.broker_config()?)
+    let mut broker_config = config.broker_config()?;
+    // BROKER_LOGGER changes reach the subscriber through `log_filter`.
+    broker_config.log_levels = std::sync::Arc::new(LogLevels::new(&config.log_level, log_filter));
+    let broker = Broker::start(broker_config)
         .await
         .with_context(|| format!("starting the broker on {}", config.listen))?;
     let state = broker.state();
@@ -571,7 +592,8 @@ pub async fn serve(config: ServeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The startup banner on stderr: what an operator checks first.
+/// The startup banner on stderr: what an operator checks first. With `--log-format json` it
+/// is one log event (so every stderr line is JSON for the log shipper), filtered as `info`.
 fn banner(
     config: &ServeConfig,
     broker: &Broker,
@@ -581,6 +603,18 @@ fn banner(
     let state = broker.state();
     let partitions = state.logs.partitions().len();
     let metrics = metrics_addr.map_or_else(|| "off".to_string(), |a| format!("http://{a}/metrics"));
+    if config.log_format == "json" {
+        tracing::info!(
+            version = env!("CARGO_PKG_VERSION"),
+            listener = %broker.local_addr(),
+            data_dir = %config.data_dir.display(),
+            partitions,
+            startup_ms = startup.as_millis() as u64,
+            metrics = %metrics,
+            "rill started"
+        );
+        return;
+    }
     eprintln!(
         "rill {version}\n  kafka listener  {listen}\n  data dir        {data}\n  partitions      {partitions} found, storage opened in {ms} ms\n  metrics         {metrics}",
         version = env!("CARGO_PKG_VERSION"),

@@ -39,6 +39,10 @@ pub enum ConfigResource {
     Topic(String),
     /// A broker by id; `""` is the cluster-wide default of dynamic broker configs.
     Broker(String),
+    /// A consumer, share or streams group's configs.
+    Group(String),
+    /// A broker's log levels, by broker id.
+    BrokerLogger(String),
 }
 
 impl ConfigResource {
@@ -46,6 +50,8 @@ impl ConfigResource {
         match self {
             ConfigResource::Topic(name) => (RESOURCE_TOPIC, name),
             ConfigResource::Broker(id) => (4, id),
+            ConfigResource::BrokerLogger(id) => (8, id),
+            ConfigResource::Group(name) => (32, name),
         }
     }
 
@@ -54,6 +60,8 @@ impl ConfigResource {
             ConfigResource::Topic(name) => format!("topic '{name}'"),
             ConfigResource::Broker(id) if id.is_empty() => "the cluster default".to_string(),
             ConfigResource::Broker(id) => format!("broker {id}"),
+            ConfigResource::Group(name) => format!("group '{name}'"),
+            ConfigResource::BrokerLogger(id) => format!("the log levels of broker {id}"),
         }
     }
 }

@@ -115,3 +115,45 @@ def test_broker_configs_change_at_runtime_and_survive_a_restart(rill_factory, to
     t = described(a, ResourceType.TOPIC, topic_name)
     assert t["retention.ms"].value == "3600000"
     assert send(big) is None
+
+
+def test_group_configs_alter_and_incremental_alter(bootstrap, topic_name):
+    """GROUP resources (Kafka 4.x group configs): set, delete, legacy replace; bad values,
+    unknown keys and APPEND refused with INVALID_CONFIG, as Apache Kafka 4.4 answers."""
+    a = ku.admin(bootstrap)
+    group = "cfg-" + topic_name
+    d = described(a, ResourceType.GROUP, group)
+    assert d["consumer.session.timeout.ms"].value == "45000"
+    assert d["share.auto.offset.reset"].value == "latest"
+    assert d["share.isolation.level"].value == "read_uncommitted"
+
+    incremental(a, ResourceType.GROUP, group, [
+        ("consumer.session.timeout.ms", "50000", SET),
+        ("consumer.heartbeat.interval.ms", "6000", SET),
+        ("share.auto.offset.reset", "earliest", SET),
+        ("share.isolation.level", "read_committed", SET),
+    ])
+    d = described(a, ResourceType.GROUP, group)
+    assert d["consumer.session.timeout.ms"].value == "50000"
+    assert d["consumer.heartbeat.interval.ms"].value == "6000"
+    assert d["share.isolation.level"].value == "read_committed"
+    incremental(a, ResourceType.GROUP, group, [("consumer.heartbeat.interval.ms", None, DELETE)])
+    assert described(a, ResourceType.GROUP, group)["consumer.heartbeat.interval.ms"].value == "5000"
+
+    for key, bad, op in [("consumer.session.timeout.ms", "1000", SET),
+                         ("consumer.session.timeout.ms", "abc", SET),
+                         ("share.record.lock.duration.ms", "999", SET),
+                         ("share.auto.offset.reset", "bogus", SET),
+                         ("no.such.config", "1", SET),
+                         ("streams.rack.aware.assignment.tags", "a", APPEND)]:
+        code = refused(lambda: incremental(a, ResourceType.GROUP, group, [(key, bad, op)]))
+        assert code == KafkaError.INVALID_CONFIG, (key, bad, code)
+    assert described(a, ResourceType.GROUP, group)["consumer.session.timeout.ms"].value == "50000"
+
+    # Legacy AlterConfigs replaces the group's whole set.
+    r = ConfigResource(ResourceType.GROUP, group, set_config={"share.delivery.count.limit": "3"})
+    a.alter_configs([r])[r].result(timeout=30)
+    d = described(a, ResourceType.GROUP, group)
+    assert d["share.delivery.count.limit"].value == "3"
+    assert d["consumer.session.timeout.ms"].value == "45000"
+    assert d["share.isolation.level"].value == "read_uncommitted"
