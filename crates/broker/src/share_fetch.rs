@@ -284,7 +284,7 @@ type AckTopics = Vec<(Uuid, Vec<(i32, i16)>)>;
 fn acknowledge_now(
     state: &Arc<BrokerState>,
     r: m::ShareAcknowledgeRequest,
-) -> Result<(Vec<Written<()>>, AckTopics), m::ShareAcknowledgeResponse> {
+) -> Result<(Vec<Pending>, AckTopics), m::ShareAcknowledgeResponse> {
     let error = |code: i16, message: &str| {
         Err(m::ShareAcknowledgeResponse::default()
             .with_error_code(code)
@@ -375,13 +375,45 @@ fn ack_response(topics: AckTopics, durable: i16) -> m::ShareAcknowledgeResponse 
     )
 }
 
-/// Awaits the acknowledgements' writes: 0, or the storage error code of the first that failed.
-async fn await_writes(writes: Vec<Written<()>>) -> i16 {
+/// A write to wait for before answering: 0 once durable, else the error code.
+type Pending = Pin<Box<dyn Future<Output = i16> + Send>>;
+
+fn pending_state(w: Written<()>) -> Pending {
+    Box::pin(async move {
+        match w.committed().await {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::warn!(error = %e, "share state write failed");
+                runtime_code(&e)
+            }
+        }
+    })
+}
+
+fn pending_dlq(log: Arc<Log>, end_offset: i64) -> Pending {
+    Box::pin(async move {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        log.on_durable(
+            end_offset,
+            Box::new(move |result| {
+                let _ = tx.send(result);
+            }),
+        );
+        match rx.await {
+            Ok(Ok(())) => 0,
+            Ok(Err(e)) => crate::error::storage_error_code(&e),
+            Err(_) => ResponseError::UnknownServerError.code(),
+        }
+    })
+}
+
+/// Awaits the acknowledgements' writes: 0, or the error code of the last that failed.
+async fn await_writes(writes: Vec<Pending>) -> i16 {
     let mut code = 0;
     for w in writes {
-        if let Err(e) = w.committed().await {
-            tracing::warn!(error = %e, "share state write failed");
-            code = runtime_code(&e);
+        let c = w.await;
+        if c != 0 {
+            code = c;
         }
     }
     code
@@ -487,10 +519,10 @@ fn acknowledge(
     topic_id: Uuid,
     partition: i32,
     batches: &AckBatches,
-) -> (i16, Option<Written<()>>) {
-    let (key, _log, sp) = match resolve(state, settings, group, topic_id, partition) {
+) -> (i16, Vec<Pending>) {
+    let (key, log, sp) = match resolve(state, settings, group, topic_id, partition) {
         Ok(r) => r,
-        Err(code) => return (code, None),
+        Err(code) => return (code, Vec::new()),
     };
     let now = crate::broker::now_ms();
     let mut sp = sp.lock();
@@ -500,23 +532,45 @@ fn acknowledge(
             let dead = next
                 .acknowledge(member, batches, now, &settings.limits)
                 .map_err(AckFailure::Ack)?;
-            Ok::<_, AckFailure>((dead.len(), true))
+            // Dead letters before the state that archives them (at least once).
+            let dlq = dead_letters(state, settings, &key, &log, &dead).map_err(AckFailure::Dlq)?;
+            Ok::<_, AckFailure>((dlq, true))
         });
     match result {
-        Ok((released_or_dead, written)) => {
-            let _ = released_or_dead;
+        Ok((dlq, written)) => {
             // Released records may be acquired by parked fetches of other members.
             state.shares.available().notify_waiters();
-            (0, written)
+            let mut pending: Vec<Pending> = written.into_iter().map(pending_state).collect();
+            pending.extend(dlq.map(|(log, end)| pending_dlq(log, end)));
+            (0, pending)
         }
-        Err(AckFailure::Ack(e)) => (ack_code(e), None),
-        Err(AckFailure::Runtime(e)) => (runtime_code(&e), None),
+        Err(AckFailure::Ack(e)) => (ack_code(e), Vec::new()),
+        Err(AckFailure::Runtime(e)) => (runtime_code(&e), Vec::new()),
+        Err(AckFailure::Dlq(e)) => {
+            tracing::warn!(error = %e, group, "dead letters not written; acknowledgement refused");
+            (ResponseError::KafkaStorageError.code(), Vec::new())
+        }
+    }
+}
+
+/// Appends dead letters to the group's dead-letter topic, if it has one.
+fn dead_letters(
+    state: &BrokerState,
+    settings: &ShareSettings,
+    key: &StateKey,
+    log: &Log,
+    dead: &[crate::coordinator::share::partition::DeadLetter],
+) -> Result<Option<(Arc<Log>, i64)>, crate::share_dlq::DlqError> {
+    match &settings.dlq_topic {
+        Some(topic) if !dead.is_empty() => crate::share_dlq::append(state, topic, key, log, dead),
+        _ => Ok(None),
     }
 }
 
 enum AckFailure {
     Ack(AckError),
     Runtime(RuntimeError),
+    Dlq(crate::share_dlq::DlqError),
 }
 
 impl From<RuntimeError> for AckFailure {
@@ -562,29 +616,47 @@ fn expire_or_release(
     sp: &mut SharePartition,
     now: i64,
     member: Option<&str>,
-) -> Option<Written<()>> {
+) -> Vec<Pending> {
     let limits = settings.limits;
+    let log = state
+        .topics
+        .get_by_id(&key.topic_id)
+        .and_then(|t| state.log(&TopicPartition::new(t.name.clone(), key.partition)).ok());
     let result = state.shares.change(key, sp, |next: &mut SharePartition| {
-        let before = next.dead_letters;
+        let mut dead = Vec::new();
         let mut changed = false;
         if let Some(m) = member {
-            changed |= next.release_member(m, now, &limits);
+            let (released, d) = next.release_member(m, now, &limits);
+            changed |= released;
+            dead.extend(d);
         }
-        let (expired, _dead) = next.expire_locks(now, &limits);
+        let (expired, d) = next.expire_locks(now, &limits);
         changed |= expired;
-        Ok::<_, RuntimeError>((changed, next.dead_letters != before))
+        dead.extend(d);
+        let dlq = match &log {
+            Some(log) => dead_letters(state, settings, key, log, &dead).map_err(AckFailure::Dlq)?,
+            None => None,
+        };
+        Ok::<_, AckFailure>(((changed, dlq), !dead.is_empty()))
     });
     match result {
-        Ok((changed, written)) => {
+        Ok(((changed, dlq), written)) => {
             if changed {
                 state.shares.available().notify_waiters();
             }
-            written
+            let mut pending: Vec<Pending> = written.into_iter().map(pending_state).collect();
+            pending.extend(dlq.map(|(log, end)| pending_dlq(log, end)));
+            pending
         }
-        Err(e) => {
+        Err(AckFailure::Runtime(e)) => {
             tracing::warn!(error = %e, group = %key.group_id, "share state write failed");
-            None
+            Vec::new()
         }
+        Err(AckFailure::Dlq(e)) => {
+            tracing::warn!(error = %e, group = %key.group_id, "dead letters not written; will retry");
+            Vec::new()
+        }
+        Err(AckFailure::Ack(_)) => Vec::new(),
     }
 }
 

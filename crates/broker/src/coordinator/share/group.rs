@@ -87,7 +87,7 @@ impl ShareGroup {
         }
         match hb.member_epoch {
             -1 => {
-                return match self.members.remove(hb.member_id) {
+                match self.members.remove(hb.member_id) {
                     Some(_) => {
                         self.group_epoch += 1;
                         Ok(HeartbeatOk {
@@ -96,7 +96,7 @@ impl ShareGroup {
                         })
                     }
                     None => Err(HeartbeatError::UnknownMember),
-                };
+                }
             }
             0 => {
                 let Some(subscribed) = hb.subscribed.clone().filter(|s| !s.is_empty()) else {

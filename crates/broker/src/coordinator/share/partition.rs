@@ -426,7 +426,12 @@ impl SharePartition {
     /// Makes every record `member` holds available again (its share session closed or it
     /// left the group), as a release without backoff or delivery-count penalty beyond the
     /// delivery already counted. Returns whether anything changed.
-    pub fn release_member(&mut self, member: &str, now_ms: i64, limits: &Limits) -> bool {
+    pub fn release_member(
+        &mut self,
+        member: &str,
+        now_ms: i64,
+        limits: &Limits,
+    ) -> (bool, Vec<DeadLetter>) {
         let mut changed = false;
         for r in self.records.values_mut() {
             if r.state == RecordState::Acquired && r.owner.as_deref() == Some(member) {
@@ -435,11 +440,12 @@ impl SharePartition {
                 changed = true;
             }
         }
-        if changed {
-            let (_, dead) = self.expire_locks(now_ms, limits);
-            debug_assert!(dead.iter().all(|d| d.delivery_count >= 1));
+        if !changed {
+            return (false, Vec::new());
         }
-        changed
+        let (_, dead) = self.expire_locks(now_ms, limits);
+        debug_assert!(dead.iter().all(|d| d.delivery_count >= 1));
+        (true, dead)
     }
 
     /// The durable view: start offset and the states and delivery counts of the window,
@@ -733,7 +739,7 @@ mod tests {
         let mut sp = SharePartition::new(0);
         sp.acquire_new(&m1, 0, 2, &[batch(0, 1)], &l);
         sp.acquire_new(&m2, 0, 2, &[batch(2, 3)], &l);
-        assert!(sp.release_member("m1", 5, &l));
+        assert!(sp.release_member("m1", 5, &l).0);
         assert_eq!(sp.state_of(0), Some((RecordState::Available, 1)));
         assert_eq!(sp.state_of(2), Some((RecordState::Acquired, 1)));
         assert_eq!(sp.acquire_available(&m2, 5, 10, &l), vec![a(0, 1, 2)]);
