@@ -456,9 +456,17 @@ fn open_groups(
         ],
     )
     .map_err(|reason| BrokerError::Groups { reason })?;
-    GroupCoordinator::load(config, partition_logs).map_err(|e| BrokerError::Groups {
-        reason: e.to_string(),
-    })
+    let defaults = crate::group_configs::GroupDefaults::new(
+        config.consumer_session_timeout_ms,
+        config.consumer_heartbeat_interval_ms,
+    );
+    let group_configs = crate::group_configs::GroupConfigs::load(logs.data_dir(), defaults)
+        .map_err(BrokerError::GroupConfigs)?;
+    let coordinator =
+        GroupCoordinator::load(config, partition_logs).map_err(|e| BrokerError::Groups {
+            reason: e.to_string(),
+        })?;
+    Ok(coordinator.with_group_configs(Arc::new(group_configs)))
 }
 
 /// Creates `__transaction_state` on first start (compacted, kept forever, as Kafka's) and

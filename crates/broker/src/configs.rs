@@ -1,9 +1,12 @@
 //! DescribeConfigs (32), AlterConfigs (33) and IncrementalAlterConfigs (44).
 //!
-//! Topic configs are the ones storage supports (`LogConfig::set` / `entries`); overrides are
-//! kept in the topic registry and applied to every partition's log. Broker configs are
-//! read-only here (they come from the command line) and include the broker's counters
-//! under `rill.metrics.*`, so tools without Rust access can read them too.
+//! - TOPIC: the table of `rill_storage::topic_configs`; overrides are kept in the topic
+//!   registry and applied to every partition's log.
+//! - BROKER: this broker's id or the cluster default `""`: the static (command-line) settings,
+//!   read-only, with the broker's counters under `rill.metrics.*`, and the dynamic ones of
+//!   [`crate::broker_configs`].
+//! - GROUP: per-group configs ([`crate::group_configs`]), read by the group coordinators.
+//! - BROKER_LOGGER: described with no entries.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,6 +26,7 @@ use rill_storage::topic_configs::{topic_config, ConfigDef, ConfigKind, TOPIC_CON
 
 use crate::broker_configs::{self, BrokerConfigError, BrokerKey, Dynamic};
 use crate::error::NONE;
+use crate::group_configs::GroupConfigError;
 use crate::state::BrokerState;
 use crate::topics::TopicError;
 
@@ -32,6 +36,8 @@ pub const RESOURCE_TOPIC: i8 = 2;
 pub const RESOURCE_BROKER: i8 = 4;
 /// ConfigResource.Type BROKER_LOGGER (answered with no entries).
 pub const RESOURCE_BROKER_LOGGER: i8 = 8;
+/// ConfigResource.Type GROUP: per-group configs ([`crate::group_configs`]).
+pub const RESOURCE_GROUP: i8 = 32;
 
 /// ConfigEntry.ConfigSource values.
 pub const CONFIG_SOURCE_DYNAMIC_TOPIC: i8 = 1;
@@ -92,6 +98,7 @@ pub fn describe(
                     Err(e) => Err(e),
                 },
                 RESOURCE_BROKER_LOGGER => Ok(Vec::new()),
+                RESOURCE_GROUP => group_entries(state, resource.resource_name.as_str()),
                 other => Err((
                     ResponseError::InvalidRequest.code(),
                     format!("unsupported resource type {other}"),
@@ -406,6 +413,110 @@ fn broker_entries(state: &BrokerState) -> Vec<Entry> {
     entries
 }
 
+/// A group's configs (Kafka answers an empty name with INVALID_REQUEST).
+fn group_entries(state: &BrokerState, group_id: &str) -> Result<Vec<Entry>, (i16, String)> {
+    if group_id.is_empty() {
+        let text = "Group name must not be empty".to_string();
+        return Err((ResponseError::InvalidRequest.code(), text));
+    }
+    Ok(state
+        .groups
+        .group_configs()
+        .describe(group_id)
+        .into_iter()
+        .map(|c| Entry {
+            name: StrBytes::from_static_str(c.def.name),
+            value: Some(c.value),
+            source: c.synonyms.first().map_or(CONFIG_SOURCE_DEFAULT, |s| s.2),
+            read_only: false,
+            config_type: c.def.kind as i8,
+            synonyms: c
+                .synonyms
+                .into_iter()
+                .map(|(name, value, source)| (StrBytes::from_static_str(name), Some(value), source))
+                .collect(),
+            documentation: Some(c.def.doc),
+        })
+        .collect())
+}
+
+/// Changes group `group_id`'s configs with `change` (checked, persisted unless
+/// `validate_only`).
+async fn alter_group(
+    state: &Arc<BrokerState>,
+    group_id: String,
+    validate_only: bool,
+    change: impl FnOnce(&mut BTreeMap<String, String>) -> Result<(), GroupConfigError> + Send + 'static,
+) -> Result<(), (i16, String)> {
+    if group_id.len() > crate::coordinator::group::GROUP_ID_BYTES_MAX {
+        let text = format!(
+            "group id longer than {} bytes",
+            crate::coordinator::group::GROUP_ID_BYTES_MAX
+        );
+        return Err((ResponseError::InvalidRequest.code(), text));
+    }
+    let outcome = state
+        .blocking(move |s| {
+            Ok(s.groups
+                .group_configs()
+                .update(&group_id, validate_only, change))
+        })
+        .await;
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            let code = match e {
+                GroupConfigError::Invalid(_) => ResponseError::InvalidConfig.code(),
+                GroupConfigError::Io { .. } => ResponseError::KafkaStorageError.code(),
+                _ => ResponseError::InvalidRequest.code(),
+            };
+            Err((code, e.to_string()))
+        }
+        Err(e) => Err((e.code(), e.message())),
+    }
+}
+
+/// Applies IncrementalAlterConfigs operations to a group's overrides. APPEND and SUBTRACT are
+/// refused for every group config, as Kafka 4.4 refuses them (it does not find a group
+/// config's type when checking them, so even the LIST one is refused).
+fn apply_group_ops(
+    overrides: &mut BTreeMap<String, String>,
+    ops: &[kafka_protocol::messages::incremental_alter_configs_request::AlterableConfig],
+) -> Result<(), GroupConfigError> {
+    for op in ops {
+        let key = op.name.to_string();
+        match (op.config_operation, op.value.as_ref()) {
+            (OP_SET, Some(value)) => {
+                overrides.insert(key, value.to_string());
+            }
+            (OP_DELETE, _) => {
+                overrides.remove(&key);
+            }
+            (OP_APPEND | OP_SUBTRACT, _) => {
+                let verb = if op.config_operation == OP_APPEND {
+                    "APPEND"
+                } else {
+                    "SUBTRACT"
+                };
+                return Err(GroupConfigError::Invalid(format!(
+                    "Can't {verb} to key {key} because its type is not LIST."
+                )));
+            }
+            (OP_SET, None) => {
+                return Err(GroupConfigError::Invalid(format!(
+                    "SET of {key} needs a value"
+                )));
+            }
+            (other, _) => {
+                return Err(GroupConfigError::Invalid(format!(
+                    "unknown config operation {other}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Applies `overrides` as the topic's complete override set.
 async fn set_topic_configs(
     state: &Arc<BrokerState>,
@@ -539,6 +650,19 @@ pub async fn alter(state: &Arc<BrokerState>, request: AlterConfigsRequest) -> Al
                 .collect();
             let name = resource.resource_name.as_str();
             set_topic_configs(state, name, overrides, request.validate_only).await
+        } else if resource.resource_type == RESOURCE_GROUP {
+            // As for topics, the entries replace the group's whole override set.
+            let entries: Vec<(String, String)> = resource
+                .configs
+                .iter()
+                .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
+                .collect();
+            let replace = move |map: &mut BTreeMap<String, String>| {
+                *map = entries.into_iter().collect();
+                Ok(())
+            };
+            let name = resource.resource_name.to_string();
+            alter_group(state, name, request.validate_only, replace).await
         } else {
             Err(not_alterable(resource.resource_type))
         };
@@ -606,6 +730,11 @@ pub async fn incremental_alter(
                     }
                 }
             }
+        } else if resource.resource_type == RESOURCE_GROUP {
+            let ops = resource.configs.clone();
+            let change = move |map: &mut BTreeMap<String, String>| apply_group_ops(map, &ops);
+            let name = resource.resource_name.to_string();
+            alter_group(state, name, request.validate_only, change).await
         } else {
             Err(not_alterable(resource.resource_type))
         };

@@ -44,6 +44,7 @@ pub mod fetch_session;
 pub mod filter;
 pub mod frame;
 pub mod group_api;
+pub mod group_configs;
 pub mod in_flight;
 pub mod leader_epoch;
 pub mod list_offsets;

@@ -264,6 +264,8 @@ impl GroupCoordinator {
         use ResponseError as E;
         let now = timers::now();
         let c = &self.config;
+        // Per-group settings (GROUP resource configs) over the broker's defaults.
+        let group_config = self.group_configs.effective(&r.group_id);
         if shard
             .group(&r.group_id)
             .is_some_and(|g| !g.members.is_empty())
@@ -550,7 +552,7 @@ impl GroupCoordinator {
         deadlines.insert(
             r.member_id.clone(),
             MemberDeadlines {
-                session: now + Duration::from_millis(c.consumer_session_timeout_ms),
+                session: now + Duration::from_millis(group_config.consumer_session_timeout_ms),
                 revocation: match next.state {
                     MemberState::UnrevokedPartitions => Some(old.unwrap_or(now + rebalance)),
                     _ => None,
@@ -567,7 +569,8 @@ impl GroupCoordinator {
                 message: None,
                 member_id: r.member_id.clone(),
                 member_epoch: next.member_epoch,
-                heartbeat_interval_ms: c.consumer_heartbeat_interval_ms as i32,
+                heartbeat_interval_ms: i32::try_from(group_config.consumer_heartbeat_interval_ms)
+                    .unwrap_or(i32::MAX),
                 assignment: send_assignment.then(|| next.assigned.clone()),
             },
             records,
@@ -582,9 +585,13 @@ impl GroupCoordinator {
         now: Instant,
         records: &mut Vec<StoredRecord>,
     ) {
-        let session = Duration::from_millis(self.config.consumer_session_timeout_ms);
         let ids: Vec<String> = shard.consumer_groups().map(|g| g.id.clone()).collect();
         for id in ids {
+            let session = Duration::from_millis(
+                self.group_configs
+                    .effective(&id)
+                    .consumer_session_timeout_ms,
+            );
             let Some(members) = shard
                 .consumer_group(&id)
                 .map(|g| g.members.keys().cloned().collect::<Vec<String>>())

@@ -39,6 +39,7 @@ pub use state::{Committed, Group, GroupState, JoinOutcome, Member, SyncOutcome};
 pub use timers::GroupTimers;
 
 use crate::coordinator::runtime::{CoordinatorRuntime, Outcome, RuntimeError, Written};
+use crate::group_configs::{GroupConfigs, GroupDefaults};
 
 /// Coordinator settings, named after Kafka's broker configs.
 #[derive(Debug, Clone)]
@@ -149,6 +150,9 @@ pub struct GroupCoordinator {
     runtime: CoordinatorRuntime<GroupShard>,
     /// Every group's next deadline, so timers fire on time (see `timers`).
     timers: GroupTimers,
+    /// GROUP resource configs: KIP-848 groups take their session timeout and heartbeat
+    /// interval from here (shared with DescribeConfigs/AlterConfigs through `BrokerState`).
+    group_configs: Arc<GroupConfigs>,
 }
 
 fn code(e: ResponseError) -> i16 {
@@ -180,11 +184,28 @@ impl GroupCoordinator {
         let runtime = CoordinatorRuntime::load(logs, |_| GroupShard::new(count.clone()))?;
         let groups = count.load(std::sync::atomic::Ordering::Relaxed);
         tracing::info!(groups, "consumer groups loaded");
+        let defaults = GroupDefaults::new(
+            config.consumer_session_timeout_ms,
+            config.consumer_heartbeat_interval_ms,
+        );
         Ok(GroupCoordinator {
             config,
             runtime,
             timers: GroupTimers::default(),
+            group_configs: Arc::new(GroupConfigs::in_memory(defaults)),
         })
+    }
+
+    /// The coordinator reading `group_configs` (the persisted ones) instead of in-memory
+    /// defaults.
+    pub fn with_group_configs(mut self, group_configs: Arc<GroupConfigs>) -> GroupCoordinator {
+        self.group_configs = group_configs;
+        self
+    }
+
+    /// The per-group configs this coordinator reads.
+    pub fn group_configs(&self) -> &Arc<GroupConfigs> {
+        &self.group_configs
     }
 
     pub fn config(&self) -> &GroupConfig {
