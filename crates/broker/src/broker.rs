@@ -161,10 +161,11 @@ impl Broker {
         logs_config.cleaner = config.cleaner.clone();
         let group_config = config.groups.clone();
         let txn_config = config.transactions.clone();
+        let share_config = config.shares.clone();
         let io = config.file_io.clone();
         let (logs, topics, groups, txn_runtime, producer_ids, lock, dynamic) =
             tokio::task::spawn_blocking(move || {
-                open_storage(logs_config, group_config, txn_config, io)
+                open_storage(logs_config, group_config, share_config, txn_config, io)
             })
             .await
             .map_err(|source| BrokerError::Join {
@@ -356,6 +357,7 @@ type Opened = (
 fn open_storage(
     config: LogManagerConfig,
     group_config: GroupConfig,
+    share_config: crate::coordinator::share::ShareConfig,
     txn_config: TxnConfig,
     io: Option<Arc<dyn rill_storage::file_io::FileIo>>,
 ) -> Result<Opened, BrokerError> {
@@ -388,7 +390,7 @@ fn open_storage(
                 reason: e.message(),
             })
         })?;
-    let groups = open_groups(&logs, &topics, group_config)?;
+    let groups = open_groups(&logs, &topics, group_config, &share_config)?;
     let txns = open_transactions(&logs, &topics, &txn_config)?;
     let producer_ids = ProducerIdManager::open(&data_dir, now_ms())?;
     Ok((
@@ -438,6 +440,7 @@ fn open_groups(
     logs: &LogManager,
     topics: &TopicRegistry,
     config: GroupConfig,
+    shares: &crate::coordinator::share::ShareConfig,
 ) -> Result<GroupCoordinator, BrokerError> {
     // An ordinary compacted topic, cleaned by the log cleaner; segments of
     // offsets.topic.segment.bytes (only sealed segments are cleaned); a large batch limit for
@@ -456,9 +459,27 @@ fn open_groups(
         ],
     )
     .map_err(|reason| BrokerError::Groups { reason })?;
+    // The share group settings of the broker are the share.* group config defaults.
     let defaults = crate::group_configs::GroupDefaults::new(
         config.consumer_session_timeout_ms,
         config.consumer_heartbeat_interval_ms,
+    )
+    .with_broker_value(
+        "share.record.lock.duration.ms",
+        shares.record_lock_duration_ms,
+    )
+    .with_broker_value(
+        "share.delivery.count.limit",
+        i64::from(shares.delivery_count_limit),
+    )
+    .with_broker_value(
+        "share.partition.max.record.locks",
+        shares.partition_max_record_locks,
+    )
+    .with_broker_value("share.session.timeout.ms", shares.session_timeout_ms)
+    .with_broker_value(
+        "share.heartbeat.interval.ms",
+        i64::from(shares.heartbeat_interval_ms),
     );
     let group_configs = crate::group_configs::GroupConfigs::load(logs.data_dir(), defaults)
         .map_err(BrokerError::GroupConfigs)?;

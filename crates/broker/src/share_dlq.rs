@@ -13,7 +13,9 @@
 
 use std::sync::Arc;
 
-use rill_storage::records::{BatchBuilder, BatchSpec, Headers, NewRecord, ReaderBuffers, RecordReader};
+use rill_storage::records::{
+    BatchBuilder, BatchSpec, Headers, NewRecord, ReaderBuffers, RecordReader,
+};
 use rill_storage::{Log, TopicPartition};
 
 use crate::coordinator::share::partition::DeadLetter;
@@ -56,7 +58,9 @@ pub fn append(
         reason,
     };
     if crate::topics::is_internal(dlq_topic) {
-        return Err(topic_error("internal topics cannot be dead-letter topics".into()));
+        return Err(topic_error(
+            "internal topics cannot be dead-letter topics".into(),
+        ));
     }
     let meta = state
         .topics
@@ -97,7 +101,9 @@ fn build(key: &StateKey, source: &Log, dead: &[DeadLetter]) -> Vec<u8> {
         let original = read_record(source, d.offset);
         let (rec_key, value, headers) = original
             .as_ref()
-            .map_or((None, None, Vec::new()), |(k, v, h)| (k.as_deref(), v.as_deref(), h.clone()));
+            .map_or((None, None, Vec::new()), |(k, v, h)| {
+                (k.as_deref(), v.as_deref(), h.clone())
+            });
         let mut all: Vec<(Vec<u8>, Option<Vec<u8>>)> = headers;
         let origin = [
             ("rill-dlq-topic", topic_name.clone()),
@@ -133,7 +139,11 @@ fn build(key: &StateKey, source: &Log, dead: &[DeadLetter]) -> Vec<u8> {
     out
 }
 
-type OwnedRecord = (Option<Vec<u8>>, Option<Vec<u8>>, Vec<(Vec<u8>, Option<Vec<u8>>)>);
+type OwnedRecord = (
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Vec<(Vec<u8>, Option<Vec<u8>>)>,
+);
 
 /// The key, value and headers of the record at `offset`, if it is still in the log.
 fn read_record(log: &Log, offset: i64) -> Option<OwnedRecord> {

@@ -506,6 +506,13 @@ fn resolve(
     let sp = state.shares.partition(&key, || match reset {
         OffsetReset::Earliest => log.log_start_offset(),
         OffsetReset::Latest => log.high_watermark(),
+        OffsetReset::ByDurationMs(ms) => {
+            let since = crate::broker::now_ms().saturating_sub(ms);
+            match log.offset_for_timestamp(since) {
+                Ok(Some(found)) => found.offset,
+                _ => log.high_watermark(),
+            }
+        }
     });
     Ok((key, log, sp))
 }
@@ -618,10 +625,11 @@ fn expire_or_release(
     member: Option<&str>,
 ) -> Vec<Pending> {
     let limits = settings.limits;
-    let log = state
-        .topics
-        .get_by_id(&key.topic_id)
-        .and_then(|t| state.log(&TopicPartition::new(t.name.clone(), key.partition)).ok());
+    let log = state.topics.get_by_id(&key.topic_id).and_then(|t| {
+        state
+            .log(&TopicPartition::new(t.name.clone(), key.partition))
+            .ok()
+    });
     let result = state.shares.change(key, sp, |next: &mut SharePartition| {
         let mut dead = Vec::new();
         let mut changed = false;

@@ -89,10 +89,12 @@ pub fn heartbeat(
         client_host: &client.host,
     };
     let now = crate::broker::now_ms();
+    let settings = crate::share_settings::share_settings(state, &group_id);
     match state
         .shares
-        .heartbeat(&group_id, hb, now, |t| assign(state, t))
-    {
+        .heartbeat(&group_id, hb, now, settings.session_timeout_ms, |t| {
+            assign(state, t)
+        }) {
         Ok(ok) => {
             if ok.member_epoch == -1 {
                 let session = state
@@ -112,7 +114,7 @@ pub fn heartbeat(
             m::ShareGroupHeartbeatResponse::default()
                 .with_member_id(Some(s(member_id)))
                 .with_member_epoch(ok.member_epoch)
-                .with_heartbeat_interval_ms(state.shares.config().heartbeat_interval_ms)
+                .with_heartbeat_interval_ms(settings.heartbeat_interval_ms)
                 .with_assignment(ok.assignment.as_ref().map(wire_assignment))
         }
         Err(HeartbeatError::UnknownMember) => error(

@@ -412,3 +412,229 @@ async fn accepted_records_stay_accepted_and_acquired_ones_return_after_a_crash()
     })
     .await;
 }
+
+/// Sets group configs of `group` (IncrementalAlterConfigs on a GROUP resource, type 32).
+async fn group_configs(client: &mut Client, group: &str, configs: &[(&str, &str)]) {
+    use kafka_protocol::messages::incremental_alter_configs_request as inc;
+    let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        inc::AlterConfigsResource::default()
+            .with_resource_type(32)
+            .with_resource_name(s(group))
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|(k, v)| {
+                        inc::AlterableConfig::default()
+                            .with_name(s(k))
+                            .with_config_operation(0)
+                            .with_value(Some(s(v)))
+                    })
+                    .collect(),
+            ),
+    ]);
+    let r = client.send(1, &request).await;
+    assert_eq!(
+        r.responses[0].error_code, 0,
+        "{:?}",
+        r.responses[0].error_message
+    );
+}
+
+/// Produces records with a `region` header each (one batch).
+async fn produce_regions(client: &mut Client, topic: &str, regions: &[&str]) {
+    use kafka_protocol::indexmap::IndexMap;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let records: Vec<Record> = regions
+        .iter()
+        .enumerate()
+        .map(|(i, region)| {
+            let mut headers = IndexMap::new();
+            headers.insert(s("region"), Some(bytes::Bytes::from(region.to_string())));
+            Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: -1,
+                timestamp: common::now_ms(),
+                key: Some(bytes::Bytes::from(format!("k{i}"))),
+                value: Some(bytes::Bytes::from(format!("v{i}"))),
+                headers,
+            }
+        })
+        .collect();
+    let mut out = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut out,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    let r = client
+        .send(9, &produce_request(topic, out.freeze(), -1))
+        .await;
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+}
+
+/// The records of `topic`-0 with their headers, read from the broker's log.
+fn stored_records(b: &TestBroker, topic: &str) -> Vec<kafka_protocol::records::Record> {
+    let log = b
+        .state
+        .logs
+        .get_log(&rill_storage::TopicPartition::new(topic, 0))
+        .unwrap()
+        .expect("dead-letter topic exists");
+    let mut bytes = bytes::Bytes::from(log.read_bytes(0, 1 << 20).unwrap());
+    let mut out = Vec::new();
+    // Bounded: every decode consumes one batch.
+    while !bytes.is_empty() {
+        let batch = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes).unwrap();
+        out.extend(batch.records);
+    }
+    out
+}
+
+fn header(r: &kafka_protocol::records::Record, name: &str) -> String {
+    let v = r
+        .headers
+        .get(&s(name))
+        .cloned()
+        .flatten()
+        .unwrap_or_default();
+    String::from_utf8(v.to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn dead_letters_and_redelivery_backoff() {
+    bounded(async {
+        let b = broker().await;
+        let mut c = b.connect().await;
+        let id = topic(&mut c, "t").await;
+        group_configs(
+            &mut c,
+            "g",
+            &[
+                ("share.auto.offset.reset", "earliest"),
+                ("rill.share.dlq.topic", "dead"),
+                ("rill.share.redelivery.backoff.ms", "300"),
+                ("rill.share.redelivery.backoff.max.ms", "500"),
+            ],
+        )
+        .await;
+        produce_regions(&mut c, "t", &["eu", "us", "eu"]).await;
+        let r = c.send(1, &heartbeat("g", "m1", 0, Some(&["t"]))).await;
+        assert_eq!(r.error_code, 0);
+        // earliest: the records produced before the group existed are delivered.
+        let r = c.send(1, &fetch("g", "m1", 0, id, vec![], 1_000)).await;
+        assert_eq!(acquired(&r), vec![(0, 2, 1)]);
+        // Reject 0, release 1, accept 2.
+        let r = c
+            .send(
+                1,
+                &acknowledge("g", "m1", 1, id, vec![(0, 2, vec![3, 2, 1])]),
+            )
+            .await;
+        assert_eq!(r.responses[0].partitions[0].error_code, 0);
+        let released_at = std::time::Instant::now();
+        let r = c.send(1, &fetch("g", "m1", 2, id, vec![], 0)).await;
+        assert!(acquired(&r).is_empty(), "inside its backoff");
+        let r = c.send(1, &fetch("g", "m1", 3, id, vec![], 5_000)).await;
+        let waited = released_at.elapsed().as_millis() as i64;
+        assert_eq!(acquired(&r), vec![(1, 1, 2)]);
+        assert!(
+            (270..=330 + 60).contains(&waited),
+            "first backoff {waited} ms, want 300 (±10 %)"
+        );
+        // The second release doubles it to 600, capped at 500.
+        let r = c
+            .send(1, &acknowledge("g", "m1", 4, id, vec![(1, 1, vec![2])]))
+            .await;
+        assert_eq!(r.responses[0].partitions[0].error_code, 0);
+        let released_at = std::time::Instant::now();
+        let r = c.send(1, &fetch("g", "m1", 5, id, vec![], 5_000)).await;
+        let waited = released_at.elapsed().as_millis() as i64;
+        assert_eq!(acquired(&r), vec![(1, 1, 3)]);
+        assert!(
+            (450..=550 + 60).contains(&waited),
+            "capped backoff {waited} ms, want 500 (±10 %)"
+        );
+        // Third delivery released at the limit (3): a dead letter.
+        let r = c
+            .send(1, &acknowledge("g", "m1", 6, id, vec![(1, 1, vec![2])]))
+            .await;
+        assert_eq!(r.responses[0].partitions[0].error_code, 0);
+        let dead = stored_records(&b, "dead");
+        assert_eq!(dead.len(), 2, "{dead:?}");
+        assert_eq!(dead[0].key.as_deref(), Some(&b"k0"[..]));
+        assert_eq!(dead[0].value.as_deref(), Some(&b"v0"[..]));
+        assert_eq!(header(&dead[0], "region"), "eu");
+        assert_eq!(header(&dead[0], "rill-dlq-topic"), "t");
+        assert_eq!(header(&dead[0], "rill-dlq-partition"), "0");
+        assert_eq!(header(&dead[0], "rill-dlq-offset"), "0");
+        assert_eq!(header(&dead[0], "rill-dlq-group"), "g");
+        assert_eq!(header(&dead[0], "rill-dlq-delivery-count"), "1");
+        assert_eq!(header(&dead[0], "rill-dlq-reason"), "rejected");
+        assert_eq!(header(&dead[1], "rill-dlq-offset"), "1");
+        assert_eq!(header(&dead[1], "rill-dlq-delivery-count"), "3");
+        assert_eq!(
+            header(&dead[1], "rill-dlq-reason"),
+            "delivery count limit reached"
+        );
+        let r = c.send(1, &fetch("g", "m1", 7, id, vec![], 300)).await;
+        assert!(acquired(&r).is_empty());
+        b.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_share_filter_archives_records_that_do_not_match() {
+    bounded(async {
+        let b = broker().await;
+        let mut c = b.connect().await;
+        let id = topic(&mut c, "t").await;
+        group_configs(
+            &mut c,
+            "g",
+            &[
+                ("share.auto.offset.reset", "earliest"),
+                ("rill.share.filter", "region = 'eu'"),
+                ("rill.share.filter.type", "SQL92"),
+            ],
+        )
+        .await;
+        produce_regions(&mut c, "t", &["eu", "us", "eu", "us", "us"]).await;
+        let r = c.send(1, &heartbeat("g", "m1", 0, Some(&["t"]))).await;
+        assert_eq!(r.error_code, 0);
+        let r = c.send(1, &fetch("g", "m1", 0, id, vec![], 1_000)).await;
+        assert_eq!(acquired(&r), vec![(0, 0, 1), (2, 2, 1)]);
+        // The others were acknowledged without delivery: accepting the two ends the window.
+        let r = c
+            .send(
+                1,
+                &acknowledge("g", "m1", 1, id, vec![(0, 0, vec![1]), (2, 2, vec![1])]),
+            )
+            .await;
+        assert_eq!(r.responses[0].partitions[0].error_code, 0);
+        let r = c
+            .send(1, &acknowledge("g", "m1", 2, id, vec![(1, 1, vec![1])]))
+            .await;
+        assert_eq!(
+            r.responses[0].partitions[0].error_code,
+            ResponseError::InvalidRecordState.code()
+        );
+        let r = c.send(1, &fetch("g", "m1", 3, id, vec![], 200)).await;
+        assert!(acquired(&r).is_empty());
+        b.stop().await;
+    })
+    .await;
+}

@@ -86,18 +86,16 @@ impl ShareGroup {
             ));
         }
         match hb.member_epoch {
-            -1 => {
-                match self.members.remove(hb.member_id) {
-                    Some(_) => {
-                        self.group_epoch += 1;
-                        Ok(HeartbeatOk {
-                            member_epoch: -1,
-                            assignment: None,
-                        })
-                    }
-                    None => Err(HeartbeatError::UnknownMember),
+            -1 => match self.members.remove(hb.member_id) {
+                Some(_) => {
+                    self.group_epoch += 1;
+                    Ok(HeartbeatOk {
+                        member_epoch: -1,
+                        assignment: None,
+                    })
                 }
-            }
+                None => Err(HeartbeatError::UnknownMember),
+            },
             0 => {
                 let Some(subscribed) = hb.subscribed.clone().filter(|s| !s.is_empty()) else {
                     return Err(HeartbeatError::Invalid(

@@ -148,6 +148,7 @@ impl ShareCoordinator {
         group_id: &str,
         hb: Heartbeat<'_>,
         now_ms: i64,
+        session_timeout_ms: i64,
         assign: impl Fn(&std::collections::BTreeSet<String>) -> Assignment,
     ) -> Result<HeartbeatOk, HeartbeatError> {
         let mut groups = self.groups.lock();
@@ -155,13 +156,7 @@ impl ShareCoordinator {
             return Err(HeartbeatError::UnknownMember);
         }
         let group = groups.entry(group_id.to_string()).or_default();
-        group.heartbeat(
-            hb,
-            now_ms,
-            self.config.session_timeout_ms,
-            self.config.max_size,
-            assign,
-        )
+        group.heartbeat(hb, now_ms, session_timeout_ms, self.config.max_size, assign)
     }
 
     /// A copy of a group's membership.
