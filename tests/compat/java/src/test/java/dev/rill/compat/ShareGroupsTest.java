@@ -11,8 +11,19 @@ import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicReference;
+import java.io.BufferedReader;
+import java.io.File;
+import java.io.InputStreamReader;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Path;
+import java.util.Collection;
+import java.util.HashSet;
+import java.util.Set;
 import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.AlterConfigOp;
+import org.apache.kafka.clients.admin.ConfigEntry;
 import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.common.config.ConfigResource;
 import org.apache.kafka.clients.consumer.AcknowledgeType;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.ConsumerRecords;
@@ -168,5 +179,81 @@ class ShareGroupsTest {
             if (n > 0) busy++;
         }
         assertTrue(busy >= 2, "records spread over consumers: " + java.util.Arrays.toString(perConsumer));
+    }
+
+    /** Sets group configs (GROUP resource) of `group`. */
+    static void groupConfigs(String bootstrap, String group, Map<String, String> configs) throws Exception {
+        Properties p = new Properties();
+        p.put("bootstrap.servers", bootstrap);
+        try (Admin admin = Admin.create(p)) {
+            ConfigResource resource = new ConfigResource(ConfigResource.Type.GROUP, group);
+            Collection<AlterConfigOp> ops = new ArrayList<>();
+            configs.forEach((k, v) -> ops.add(new AlterConfigOp(new ConfigEntry(k, v), AlterConfigOp.OpType.SET)));
+            admin.incrementalAlterConfigs(Map.of(resource, ops)).all().get(30, TimeUnit.SECONDS);
+        }
+    }
+
+    /**
+     * A consumer (its own JVM) acquires records and is SIGKILLed holding them: after the lock
+     * (15 s, Kafka's minimum group setting) they are delivered to another consumer with
+     * delivery count 2, and every record is accepted once.
+     */
+    @Test
+    void recordsOfAKilledConsumerAreRedeliveredAfterTheLock() throws Exception {
+        String bootstrap = Broker.bootstrap();
+        String topic = Broker.uniqueTopic("share-kill");
+        String group = "share-" + topic;
+        createTopic(bootstrap, topic);
+        groupConfigs(bootstrap, group, Map.of("share.auto.offset.reset", "earliest",
+                "share.record.lock.duration.ms", "15000"));
+        int total = 200;
+        try (KafkaProducer<String, String> producer = producer(bootstrap)) {
+            for (int i = 0; i < total; i++) {
+                producer.send(new ProducerRecord<>(topic, Integer.toString(i), "v" + i));
+            }
+            producer.flush();
+        }
+        String cp = System.getProperty("surefire.test.class.path", System.getProperty("java.class.path"));
+        String java = Path.of(System.getProperty("java.home"), "bin", "java").toString();
+        Process worker = new ProcessBuilder(java, "-Xmx128m", "-XX:TieredStopAtLevel=1", "-cp", cp,
+                "dev.rill.compat.ShareWorker", bootstrap, group, topic)
+                .redirectError(ProcessBuilder.Redirect.DISCARD)
+                .redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")))
+                .start();
+        Set<String> held = new HashSet<>();
+        try {
+            BufferedReader out = new BufferedReader(new InputStreamReader(worker.getInputStream(), StandardCharsets.UTF_8));
+            String line = out.readLine();
+            assertNotNull(line, "worker printed nothing");
+            assertTrue(line.startsWith("ACQUIRED "), line);
+            held.addAll(List.of(line.substring("ACQUIRED ".length()).split(",")));
+        } finally {
+            worker.destroyForcibly();  // SIGKILL
+            worker.waitFor(10, TimeUnit.SECONDS);
+        }
+        long killedAt = System.nanoTime();
+        Map<String, Short> accepted = new ConcurrentHashMap<>();
+        try (KafkaShareConsumer<String, String> consumer = new KafkaShareConsumer<>(consumerProps(bootstrap, group))) {
+            consumer.subscribe(List.of(topic));
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(90);
+            while (accepted.size() < total && System.nanoTime() < deadline) {
+                for (ConsumerRecord<String, String> r : consumer.poll(Duration.ofMillis(500))) {
+                    short count = r.deliveryCount().orElseThrow();
+                    assertNull(accepted.put(r.key(), count), "record " + r.key() + " accepted twice");
+                    consumer.acknowledge(r, AcknowledgeType.ACCEPT);
+                }
+                consumer.commitSync(Duration.ofSeconds(30));
+            }
+        }
+        assertEquals(total, accepted.size(), "every record accepted once");
+        assertFalse(held.isEmpty());
+        for (String key : held) {
+            assertEquals((short) 2, accepted.get(key), "record " + key + " redelivered after the kill");
+        }
+        for (Map.Entry<String, Short> e : accepted.entrySet()) {
+            if (!held.contains(e.getKey())) assertEquals((short) 1, e.getValue(), "record " + e.getKey());
+        }
+        long waitedMs = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - killedAt);
+        assertTrue(waitedMs >= 10_000, "held records came back only after the lock: " + waitedMs + " ms");
     }
 }
