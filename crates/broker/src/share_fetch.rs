@@ -172,13 +172,14 @@ pub fn start(state: &Arc<BrokerState>, r: m::ShareFetchRequest) -> Started {
         .iter()
         .flat_map(|t| t.partitions.iter().map(move |p| (t.topic_id, *p)))
         .collect();
-    let lock_ms = settings.limits.lock_duration_ms as i32;
+    let lock_ms = i32::try_from(settings.limits.lock_duration_ms).unwrap_or(i32::MAX);
+    let node_id = state.config.node_id;
     if epoch == -1 {
         if let Ok(closed) = coord.sessions().lock().close(&group, &member) {
             release(state, &group, &member, closed.partitions.iter().copied());
         }
         return Started::Waiting(Box::pin(async move {
-            respond(out, lock_ms, await_writes(writes).await)
+            respond(out, lock_ms, node_id, await_writes(writes).await)
         }));
     }
     let session = coord
@@ -254,7 +255,7 @@ pub fn start(state: &Arc<BrokerState>, r: m::ShareFetchRequest) -> Started {
                 }
             }
         }
-        respond(out, lock_ms, ack_result)
+        respond(out, lock_ms, node_id, ack_result)
     }))
 }
 
@@ -429,6 +430,7 @@ fn runtime_code(e: &RuntimeError) -> i16 {
 fn respond(
     out: BTreeMap<(Uuid, i32), PartitionOut>,
     lock_ms: i32,
+    node_id: i32,
     durable: i16,
 ) -> m::ShareFetchResponse {
     let mut topics: BTreeMap<Uuid, Vec<m::share_fetch_response::PartitionData>> = BTreeMap::new();
@@ -444,7 +446,7 @@ fn respond(
             .with_acknowledge_error_code(ack_code)
             .with_current_leader(
                 m::share_fetch_response::LeaderIdAndEpoch::default()
-                    .with_leader_id(0)
+                    .with_leader_id(node_id)
                     .with_leader_epoch(0),
             )
             .with_records(Some(Bytes::from(p.records)))
