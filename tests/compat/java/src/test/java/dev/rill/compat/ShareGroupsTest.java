@@ -194,9 +194,9 @@ class ShareGroupsTest {
     }
 
     /**
-     * A consumer (its own JVM) acquires records and is SIGKILLed holding them: after the lock
-     * (15 s, Kafka's minimum group setting) they are delivered to another consumer with
-     * delivery count 2, and every record is accepted once.
+     * A consumer (its own JVM) acquires records and is SIGKILLed holding them: at the latest
+     * after the lock (15 s, Kafka's minimum group setting) they are delivered to another
+     * consumer with delivery count 2, and every record is accepted once.
      */
     @Test
     void recordsOfAKilledConsumerAreRedeliveredAfterTheLock() throws Exception {
@@ -253,7 +253,11 @@ class ShareGroupsTest {
         for (Map.Entry<String, Short> e : accepted.entrySet()) {
             if (!held.contains(e.getKey())) assertEquals((short) 1, e.getValue(), "record " + e.getKey());
         }
+        // Kafka 4.4 releases a member's records when its connection closes (5.7 s here, most of
+        // it the new consumer joining); rill when their lock expires (15 s). Either way no later
+        // than the lock plus the new consumer's start.
         long waitedMs = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - killedAt);
-        assertTrue(waitedMs >= 10_000, "held records came back only after the lock: " + waitedMs + " ms");
+        System.out.println("share kill test: held records accepted again " + waitedMs + " ms after the kill");
+        assertTrue(waitedMs <= 15_000 + 30_000, "held records came back by the lock's end: " + waitedMs + " ms");
     }
 }
