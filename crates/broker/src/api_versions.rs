@@ -60,6 +60,12 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     // KIP-848; v1 (KIP-1082) has the client choose its member id.
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
+    // KIP-932 share groups; v1 is the GA version (Kafka 4.4 also has v2 of ShareFetch and
+    // ShareAcknowledge, for renew acknowledgements, which its clients use only if offered).
+    (ApiKey::ShareGroupHeartbeat, 1, 1),
+    (ApiKey::ShareGroupDescribe, 1, 1),
+    (ApiKey::ShareFetch, 1, 1),
+    (ApiKey::ShareAcknowledge, 1, 1),
     (ApiKey::DescribeTopicPartitions, 0, 0),
     (ApiKey::DescribeAcls, 1, 3),
     (ApiKey::CreateAcls, 1, 3),
@@ -108,9 +114,13 @@ const FINALIZED_FEATURES_EPOCH: i64 = 1;
 /// `group.version` 1 enables the KIP-848 consumer group protocol, as in Kafka 4.x.
 pub const GROUP_VERSION: i16 = 1;
 
+/// `share.version` 1 enables KIP-932 share groups, as in Kafka 4.x.
+pub const SHARE_VERSION: i16 = 1;
+
 pub fn handle(_request: ApiVersionsRequest) -> ApiVersionsResponse {
     let features = [
         ("group.version", GROUP_VERSION),
+        ("share.version", SHARE_VERSION),
         ("transaction.version", TRANSACTION_VERSION),
     ];
     let name = kafka_protocol::protocol::StrBytes::from_static_str;

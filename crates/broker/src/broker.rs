@@ -84,6 +84,8 @@ pub struct BrokerConfig {
     pub groups: GroupConfig,
     /// The transaction coordinator's settings.
     pub transactions: TxnConfig,
+    /// Share groups (KIP-932): `group.share.*` defaults and `__share_group_state`.
+    pub shares: crate::coordinator::share::ShareConfig,
     /// The file I/O seam storage writes through; `None` is the real file system. Tests put a
     /// fault-injecting one here (held or failing syncs).
     pub file_io: Option<Arc<dyn rill_storage::file_io::FileIo>>,
@@ -127,6 +129,7 @@ impl Default for BrokerConfig {
             max_blocking_appends: 8,
             groups: GroupConfig::default(),
             transactions: TxnConfig::default(),
+            shares: crate::coordinator::share::ShareConfig::default(),
             file_io: None,
             log_levels: Arc::default(),
             producer_id_expiration_ms:
@@ -162,10 +165,11 @@ impl Broker {
         logs_config.cleaner = config.cleaner.clone();
         let group_config = config.groups.clone();
         let txn_config = config.transactions.clone();
+        let share_config = config.shares.clone();
         let io = config.file_io.clone();
         let (logs, topics, groups, txn_runtime, producer_ids, lock, dynamic) =
             tokio::task::spawn_blocking(move || {
-                open_storage(logs_config, group_config, txn_config, io)
+                open_storage(logs_config, group_config, share_config, txn_config, io)
             })
             .await
             .map_err(|source| BrokerError::Join {
@@ -173,6 +177,19 @@ impl Broker {
                 source,
             })??;
         topics.set_max_partitions(config.max_partitions_per_topic);
+        let shares = {
+            let (logs, topics, c) = (
+                Arc::clone(&logs),
+                Arc::clone(&topics),
+                config.shares.clone(),
+            );
+            tokio::task::spawn_blocking(move || open_shares(&logs, &topics, c))
+                .await
+                .map_err(|source| BrokerError::Join {
+                    op: "loading share groups",
+                    source,
+                })??
+        };
         let listener =
             TcpListener::bind(&config.listen)
                 .await
@@ -219,6 +236,7 @@ impl Broker {
             state.connection_limit.set(max_connections);
         }
         state.dynamic = Arc::new(dynamic);
+        state.shares = Arc::new(shares);
         Ok(Broker {
             listener,
             local_addr,
@@ -254,6 +272,7 @@ impl Broker {
         let group_ticker = tokio::spawn(group_tick_loop(Arc::clone(&self.state), stop_rx.clone()));
         let group_timer = tokio::spawn(group_timer_loop(Arc::clone(&self.state), stop_rx.clone()));
         let txn_ticker = tokio::spawn(txn_tick_loop(Arc::clone(&self.state), stop_rx.clone()));
+        let share_ticker = tokio::spawn(share_tick_loop(Arc::clone(&self.state), stop_rx.clone()));
         let view_maintainer = tokio::spawn(view_loop(Arc::clone(&self.state), stop_rx));
         // The cleaner's own threads; `LogManager::close` below stops them.
         self.state.logs.start_cleaner();
@@ -273,6 +292,9 @@ impl Broker {
         }
         if let Err(e) = txn_ticker.await {
             self.state.metrics.task_failed("transaction ticker", &e);
+        }
+        if let Err(e) = share_ticker.await {
+            self.state.metrics.task_failed("share group ticker", &e);
         }
         if let Err(e) = view_maintainer.await {
             self.state.metrics.task_failed("view maintainer", &e);
@@ -339,6 +361,7 @@ type Opened = (
 fn open_storage(
     config: LogManagerConfig,
     group_config: GroupConfig,
+    share_config: crate::coordinator::share::ShareConfig,
     txn_config: TxnConfig,
     io: Option<Arc<dyn rill_storage::file_io::FileIo>>,
 ) -> Result<Opened, BrokerError> {
@@ -371,7 +394,7 @@ fn open_storage(
                 reason: e.message(),
             })
         })?;
-    let groups = open_groups(&logs, &topics, group_config)?;
+    let groups = open_groups(&logs, &topics, group_config, &share_config)?;
     let txns = open_transactions(&logs, &topics, &txn_config)?;
     let producer_ids = ProducerIdManager::open(&data_dir, now_ms())?;
     Ok((
@@ -421,6 +444,7 @@ fn open_groups(
     logs: &LogManager,
     topics: &TopicRegistry,
     config: GroupConfig,
+    shares: &crate::coordinator::share::ShareConfig,
 ) -> Result<GroupCoordinator, BrokerError> {
     // An ordinary compacted topic, cleaned by the log cleaner; segments of
     // offsets.topic.segment.bytes (only sealed segments are cleaned); a large batch limit for
@@ -439,9 +463,27 @@ fn open_groups(
         ],
     )
     .map_err(|reason| BrokerError::Groups { reason })?;
+    // The share group settings of the broker are the share.* group config defaults.
     let defaults = crate::group_configs::GroupDefaults::new(
         config.consumer_session_timeout_ms,
         config.consumer_heartbeat_interval_ms,
+    )
+    .with_broker_value(
+        "share.record.lock.duration.ms",
+        shares.record_lock_duration_ms,
+    )
+    .with_broker_value(
+        "share.delivery.count.limit",
+        i64::from(shares.delivery_count_limit),
+    )
+    .with_broker_value(
+        "share.partition.max.record.locks",
+        shares.partition_max_record_locks,
+    )
+    .with_broker_value("share.session.timeout.ms", shares.session_timeout_ms)
+    .with_broker_value(
+        "share.heartbeat.interval.ms",
+        i64::from(shares.heartbeat_interval_ms),
     );
     let group_configs = crate::group_configs::GroupConfigs::load(logs.data_dir(), defaults)
         .map_err(BrokerError::GroupConfigs)?;
@@ -479,6 +521,47 @@ fn open_transactions(
             }
         })?;
     Ok(runtime)
+}
+
+/// Creates `__share_group_state` on first start (compacted: every record is a snapshot of
+/// one share-partition) and replays it into the share coordinator.
+fn open_shares(
+    logs: &LogManager,
+    topics: &TopicRegistry,
+    config: crate::coordinator::share::ShareConfig,
+) -> Result<crate::coordinator::share::ShareCoordinator, BrokerError> {
+    let segment_bytes = config.state_segment_bytes.to_string();
+    let partition_logs = internal_topic_logs(
+        logs,
+        topics,
+        crate::coordinator::share::TOPIC,
+        config.state_partitions,
+        &[
+            ("cleanup.policy", "compact"),
+            ("retention.ms", "-1"),
+            ("segment.bytes", segment_bytes.as_str()),
+            ("max.message.bytes", "16777216"),
+        ],
+    )
+    .map_err(|reason| BrokerError::Groups { reason })?;
+    crate::coordinator::share::ShareCoordinator::load(config, partition_logs).map_err(|e| {
+        BrokerError::Groups {
+            reason: format!("share groups: {e}"),
+        }
+    })
+}
+
+/// Expires share groups' acquisition locks and members every 100 ms.
+async fn share_tick_loop(state: Arc<BrokerState>, mut stop: watch::Receiver<bool>) {
+    let mut interval = tokio::time::interval(Duration::from_millis(100));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+        crate::share_fetch::tick(&state).await;
+    }
 }
 
 /// Aborts timed-out transactions, expires idle transactional ids and resumes prepared

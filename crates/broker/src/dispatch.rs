@@ -143,6 +143,8 @@ fn is_group_api(api_key: ApiKey) -> bool {
             | ApiKey::TxnOffsetCommit
             | ApiKey::ConsumerGroupHeartbeat
             | ApiKey::ConsumerGroupDescribe
+            | ApiKey::ShareGroupHeartbeat
+            | ApiKey::ShareGroupDescribe
     )
 }
 
@@ -213,6 +215,17 @@ async fn route_group(
             let request = decode(&mut body, prefix)?;
             reply(prefix, &group_api::offset_delete(state, request).await)
         }
+        ApiKey::ShareGroupHeartbeat => {
+            let request = decode(&mut body, prefix)?;
+            reply(
+                prefix,
+                &crate::share_group_api::heartbeat(state, client, request),
+            )
+        }
+        ApiKey::ShareGroupDescribe => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &crate::share_group_api::describe(state, request))
+        }
         ApiKey::TxnOffsetCommit => {
             let request = decode(&mut body, prefix)?;
             reply(
@@ -266,6 +279,24 @@ async fn route(
                     })))
                 }
             }
+        }
+        ApiKey::ShareFetch => {
+            let request = decode(&mut body, prefix)?;
+            match crate::share_fetch::start(state, request) {
+                crate::share_fetch::Started::Ready(r) => reply(prefix, &r)?,
+                crate::share_fetch::Started::Waiting(waiting) => {
+                    return Ok(Handled::Waiting(Box::pin(async move {
+                        reply(prefix, &waiting.await).map(Some)
+                    })))
+                }
+            }
+        }
+        ApiKey::ShareAcknowledge => {
+            let request = decode(&mut body, prefix)?;
+            let acknowledged = crate::share_fetch::acknowledge_request(state, request);
+            return Ok(Handled::Waiting(Box::pin(async move {
+                reply(prefix, &acknowledged.await).map(Some)
+            })));
         }
         ApiKey::ListOffsets => {
             let request = decode(&mut body, prefix)?;

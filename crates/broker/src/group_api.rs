@@ -422,6 +422,7 @@ pub fn list_groups(
     let groups = coordinator(state)
         .list()
         .into_iter()
+        .chain(crate::share_group_api::listed(state))
         .filter(|l| states.is_empty() || states.contains(&l.state.to_lowercase()))
         .filter(|l| types.is_empty() || types.iter().any(|t| t == l.group_type))
         .map(|l| {

@@ -258,6 +258,20 @@ impl GroupDefaults {
         GroupDefaults { broker, bounds }
     }
 
+    /// `key`'s default on this broker is `value` (a broker setting such as
+    /// `--group-share-record-lock-duration-ms`); its bounds widen to include it, as for the
+    /// KIP-848 defaults in [`GroupDefaults::new`].
+    pub fn with_broker_value(mut self, key: &'static str, value: i64) -> Self {
+        if let Some((min, max)) = self.bounds.get_mut(key) {
+            *min = (*min).min(value);
+            *max = (*max).max(value);
+        }
+        if group_config(key).map(|d| d.default) != Some(value.to_string().as_str()) {
+            self.broker.insert(key, value.to_string());
+        }
+        self
+    }
+
     /// The default of `def` on this broker.
     pub fn default_of(&self, def: &GroupConfigDef) -> String {
         self.broker

@@ -60,6 +60,8 @@ pub struct BrokerState {
     pub connection_limit: Arc<crate::listener::ConnectionLimit>,
     /// Incremental fetch sessions (KIP-227), bounded by `config.fetch_sessions`.
     pub fetch_sessions: FetchSessionCache,
+    /// KIP-932 share groups (`__share_group_state`); `Broker::start` puts the loaded one here.
+    pub shares: Arc<crate::coordinator::share::ShareCoordinator>,
 }
 
 /// The coordinators, loaded from their internal topics.
@@ -115,6 +117,9 @@ impl BrokerState {
             dynamic,
             connection_limit,
             fetch_sessions: FetchSessionCache::new(config_fetch_sessions),
+            shares: Arc::new(crate::coordinator::share::ShareCoordinator::empty(
+                crate::coordinator::share::ShareConfig::default(),
+            )),
         }
     }
 

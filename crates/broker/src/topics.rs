@@ -138,7 +138,9 @@ pub enum TopicError {
 
 /// Whether `name` is a topic the broker itself owns.
 pub fn is_internal(name: &str) -> bool {
-    name == crate::coordinator::group::TOPIC || name == crate::coordinator::txn::records::TOPIC
+    name == crate::coordinator::group::TOPIC
+        || name == crate::coordinator::txn::records::TOPIC
+        || name == crate::coordinator::share::TOPIC
 }
 
 impl TopicError {

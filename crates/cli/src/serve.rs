@@ -95,6 +95,18 @@ pub struct ServeArgs {
     /// [default: uniform,range].
     #[arg(long, env = "RILL_GROUP_CONSUMER_ASSIGNORS", value_name = "LIST")]
     pub group_consumer_assignors: Option<String>,
+    /// How long a share group member holds records it acquired before they are offered again
+    /// (Kafka's group.share.record.lock.duration.ms) [default: 30000].
+    #[arg(
+        long,
+        env = "RILL_GROUP_SHARE_RECORD_LOCK_DURATION_MS",
+        value_name = "MS"
+    )]
+    pub group_share_record_lock_duration_ms: Option<i64>,
+    /// Deliveries of a share group record before it is archived (Kafka's
+    /// group.share.delivery.count.limit) [default: 5].
+    #[arg(long, env = "RILL_GROUP_SHARE_DELIVERY_COUNT_LIMIT", value_name = "N")]
+    pub group_share_delivery_count_limit: Option<i16>,
     /// Longest delay a delayed record may ask for; longer ones are refused with
     /// INVALID_RECORD (rill.delivery.delay.max.ms) [default: 63072000000, two years].
     #[arg(long, env = "RILL_DELIVERY_DELAY_MAX_MS", value_name = "MS")]
@@ -172,6 +184,8 @@ struct FileConfig {
     group_consumer_session_timeout_ms: Option<u64>,
     group_consumer_heartbeat_interval_ms: Option<u64>,
     group_consumer_assignors: Option<String>,
+    group_share_record_lock_duration_ms: Option<i64>,
+    group_share_delivery_count_limit: Option<i16>,
     delivery_delay_max_ms: Option<i64>,
     delivery_delay_memory_entries: Option<usize>,
     metrics_listen: Option<String>,
@@ -204,6 +218,8 @@ pub struct ServeConfig {
     pub group_consumer_session_timeout_ms: u64,
     pub group_consumer_heartbeat_interval_ms: u64,
     pub group_consumer_assignors: String,
+    pub group_share_record_lock_duration_ms: i64,
+    pub group_share_delivery_count_limit: i16,
     pub delivery_delay_max_ms: i64,
     pub delivery_delay_memory_entries: usize,
     pub metrics: bool,
@@ -308,6 +324,16 @@ impl ServeConfig {
                 file.group_consumer_assignors.clone(),
                 defaults.groups.consumer_assignors.join(","),
             ),
+            group_share_record_lock_duration_ms: pick(
+                args.group_share_record_lock_duration_ms,
+                file.group_share_record_lock_duration_ms,
+                defaults.shares.record_lock_duration_ms,
+            ),
+            group_share_delivery_count_limit: pick(
+                args.group_share_delivery_count_limit,
+                file.group_share_delivery_count_limit,
+                defaults.shares.delivery_count_limit,
+            ),
             delivery_delay_max_ms: pick(
                 args.delivery_delay_max_ms,
                 file.delivery_delay_max_ms,
@@ -386,6 +412,14 @@ impl ServeConfig {
                 self.transactional_id_expiration_ms,
             ),
             ("delivery_delay_max_ms", self.delivery_delay_max_ms),
+            (
+                "group_share_record_lock_duration_ms",
+                self.group_share_record_lock_duration_ms,
+            ),
+            (
+                "group_share_delivery_count_limit",
+                i64::from(self.group_share_delivery_count_limit),
+            ),
         ] {
             if ms < 1 {
                 bail!("invalid value for {key}: {ms} (must be at least 1)");
@@ -491,6 +525,11 @@ impl ServeConfig {
             transactions: rill_broker::TxnConfig {
                 id_expiration_ms: self.transactional_id_expiration_ms,
                 ..rill_broker::TxnConfig::default()
+            },
+            shares: rill_broker::coordinator::share::ShareConfig {
+                record_lock_duration_ms: self.group_share_record_lock_duration_ms,
+                delivery_count_limit: self.group_share_delivery_count_limit,
+                ..rill_broker::coordinator::share::ShareConfig::default()
             },
             groups: rill_broker::coordinator::group::GroupConfig {
                 consumer_session_timeout_ms: self.group_consumer_session_timeout_ms,

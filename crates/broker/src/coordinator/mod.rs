@@ -5,7 +5,9 @@
 //! - [`runtime`]: the generic part (load, write under the shard lock, answer when durable).
 //! - [`group`]: the group coordinator, one shard per `__consumer_offsets` partition.
 //! - [`txn`]: the transaction coordinator (`__transaction_state`).
+//! - [`share`]: KIP-932 share groups (`__share_group_state`).
 
 pub mod group;
 pub mod runtime;
+pub mod share;
 pub mod txn;

@@ -1,0 +1,640 @@
+//! KIP-932 share groups over TCP with encoded requests: ShareGroupHeartbeat validation and
+//! fencing, share session epochs, acquisition and delivery counts, acknowledgements (accept,
+//! release, reject) and bad ones (another member's records, twice, outside the window,
+//! garbage types), lock expiry and the delivery limit, and the share state across a crash.
+//! Real clients (the Java `KafkaShareConsumer`) are in tests/compat/java.
+
+mod common;
+
+use common::hold_io::produce_request;
+use common::{record_batch, Client, TestBroker, TEST_TIMEOUT};
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::list_groups_request::ListGroupsRequest;
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::share_acknowledge_request::{AcknowledgePartition, AcknowledgeTopic};
+use kafka_protocol::messages::share_fetch_request::{
+    AcknowledgementBatch, FetchPartition, FetchTopic,
+};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+async fn bounded<F: std::future::Future<Output = ()>>(test: F) {
+    tokio::time::timeout(TEST_TIMEOUT, test)
+        .await
+        .expect("test timed out");
+}
+
+const LOCK_MS: i64 = 400;
+
+async fn broker_in(dir: tempfile::TempDir) -> TestBroker {
+    TestBroker::start_in(dir, |c| {
+        c.shares.state_partitions = 2;
+        c.shares.record_lock_duration_ms = LOCK_MS;
+        c.shares.delivery_count_limit = 3;
+    })
+    .await
+}
+
+async fn broker() -> TestBroker {
+    broker_in(tempfile::tempdir().unwrap()).await
+}
+
+async fn topic(client: &mut Client, topic: &str) -> Uuid {
+    let r = client
+        .send(
+            7,
+            &CreateTopicsRequest::default()
+                .with_timeout_ms(5_000)
+                .with_topics(vec![CreatableTopic::default()
+                    .with_name(TopicName(s(topic)))
+                    .with_num_partitions(1)
+                    .with_replication_factor(-1)]),
+        )
+        .await;
+    assert_eq!(r.topics[0].error_code, 0);
+    let r = client
+        .send(
+            12,
+            &MetadataRequest::default().with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(TopicName(s(topic))))
+            ])),
+        )
+        .await;
+    r.topics[0].topic_id
+}
+
+async fn produce(client: &mut Client, topic: &str, count: usize) {
+    let r = client
+        .send(
+            9,
+            &produce_request(topic, record_batch(count, 8, common::now_ms()), -1),
+        )
+        .await;
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+}
+
+fn heartbeat(
+    group: &str,
+    member: &str,
+    epoch: i32,
+    topics: Option<&[&str]>,
+) -> ShareGroupHeartbeatRequest {
+    ShareGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_member_id(s(member))
+        .with_member_epoch(epoch)
+        .with_subscribed_topic_names(topics.map(|t| t.iter().map(|n| TopicName(s(n))).collect()))
+}
+
+/// A ShareFetch of partition 0 of `id` with optional acknowledgements.
+fn fetch(
+    group: &str,
+    member: &str,
+    epoch: i32,
+    id: Uuid,
+    acks: Vec<(i64, i64, Vec<i8>)>,
+    wait_ms: i32,
+) -> ShareFetchRequest {
+    ShareFetchRequest::default()
+        .with_group_id(Some(GroupId(s(group))))
+        .with_member_id(Some(s(member)))
+        .with_share_session_epoch(epoch)
+        .with_max_wait_ms(wait_ms)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_max_records(500)
+        .with_batch_size(500)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic_id(id)
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition_index(0)
+                .with_acknowledgement_batches(
+                    acks.into_iter()
+                        .map(|(f, l, t)| {
+                            AcknowledgementBatch::default()
+                                .with_first_offset(f)
+                                .with_last_offset(l)
+                                .with_acknowledge_types(t)
+                        })
+                        .collect(),
+                )])])
+}
+
+fn acknowledge(
+    group: &str,
+    member: &str,
+    epoch: i32,
+    id: Uuid,
+    acks: Vec<(i64, i64, Vec<i8>)>,
+) -> ShareAcknowledgeRequest {
+    ShareAcknowledgeRequest::default()
+        .with_group_id(Some(GroupId(s(group))))
+        .with_member_id(Some(s(member)))
+        .with_share_session_epoch(epoch)
+        .with_topics(vec![AcknowledgeTopic::default()
+            .with_topic_id(id)
+            .with_partitions(vec![AcknowledgePartition::default()
+                .with_partition_index(0)
+                .with_acknowledgement_batches(
+                    acks.into_iter()
+                        .map(|(f, l, t)| {
+                            share_acknowledge_request::AcknowledgementBatch::default()
+                                .with_first_offset(f)
+                                .with_last_offset(l)
+                                .with_acknowledge_types(t)
+                        })
+                        .collect(),
+                )])])
+}
+
+/// (first, last, delivery count) of the acquired records of the answer's one partition.
+fn acquired(r: &ShareFetchResponse) -> Vec<(i64, i64, i16)> {
+    r.responses
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .flat_map(|p| p.acquired_records.iter())
+        .map(|a| (a.first_offset, a.last_offset, a.delivery_count))
+        .collect()
+}
+
+fn ack_code(r: &ShareFetchResponse) -> i16 {
+    r.responses[0].partitions[0].acknowledge_error_code
+}
+
+/// Joins `member` and opens its share session (epoch 0); the first fetch also sets the
+/// share-partition's start at the log end (share.auto.offset.reset=latest).
+async fn join_and_open(client: &mut Client, group: &str, member: &str, topic_name: &str, id: Uuid) {
+    let r = client
+        .send(1, &heartbeat(group, member, 0, Some(&[topic_name])))
+        .await;
+    assert_eq!(r.error_code, 0, "{:?}", r.error_message);
+    let assignment = r.assignment.expect("assignment on join");
+    assert_eq!(assignment.topic_partitions[0].topic_id, id);
+    assert_eq!(assignment.topic_partitions[0].partitions, vec![0]);
+    let r = client
+        .send(1, &fetch(group, member, 0, id, vec![], 0))
+        .await;
+    assert_eq!(r.error_code, 0);
+}
+
+#[tokio::test]
+async fn heartbeats_get_kafkas_codes_and_groups_are_listed() {
+    bounded(async {
+        let b = broker().await;
+        let mut c = b.connect().await;
+        topic(&mut c, "t").await;
+        let r = c.send(1, &heartbeat("g", "", 0, Some(&["t"]))).await;
+        assert_eq!(r.error_code, ResponseError::InvalidRequest.code());
+        let r = c.send(1, &heartbeat("g", "m1", 0, None)).await;
+        assert_eq!(r.error_code, ResponseError::InvalidRequest.code());
+        let r = c.send(1, &heartbeat("g", "m1", 0, Some(&["t"]))).await;
+        assert_eq!((r.error_code, r.member_epoch), (0, 1));
+        let r = c.send(1, &heartbeat("g", "m1", 7, None)).await;
+        assert_eq!(r.error_code, ResponseError::FencedMemberEpoch.code());
+        let r = c.send(1, &heartbeat("g", "nobody", 1, None)).await;
+        assert_eq!(r.error_code, ResponseError::UnknownMemberId.code());
+        let r = c.send(1, &heartbeat("g", "m1", 1, None)).await;
+        assert_eq!((r.error_code, r.member_epoch), (0, 1));
+        assert!(
+            r.assignment.is_none(),
+            "unchanged assignment is not sent again"
+        );
+        let r = c
+            .send(
+                1,
+                &ShareGroupDescribeRequest::default()
+                    .with_group_ids(vec![GroupId(s("g")), GroupId(s("none"))]),
+            )
+            .await;
+        assert_eq!(r.groups[0].error_code, 0);
+        assert_eq!(r.groups[0].group_state.as_str(), "Stable");
+        assert_eq!(r.groups[0].members[0].member_id.as_str(), "m1");
+        assert_eq!(
+            r.groups[0].members[0].assignment.topic_partitions[0]
+                .topic_name
+                .0
+                .as_str(),
+            "t"
+        );
+        assert_eq!(
+            r.groups[1].error_code,
+            ResponseError::GroupIdNotFound.code()
+        );
+        let r = c.send(5, &ListGroupsRequest::default()).await;
+        let g = r
+            .groups
+            .iter()
+            .find(|g| g.group_id.0.as_str() == "g")
+            .expect("listed");
+        assert_eq!(g.group_type.as_str(), "share");
+        let r = c.send(1, &heartbeat("g", "m1", -1, None)).await;
+        assert_eq!((r.error_code, r.member_epoch), (0, -1));
+        b.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sessions_acquisition_and_acknowledgements() {
+    bounded(async {
+        let b = broker().await;
+        let mut c = b.connect().await;
+        let id = topic(&mut c, "t").await;
+        // No session yet.
+        let r = c.send(1, &fetch("g", "m1", 1, id, vec![], 0)).await;
+        assert_eq!(r.error_code, ResponseError::ShareSessionNotFound.code());
+        join_and_open(&mut c, "g", "m1", "t", id).await;
+        join_and_open(&mut c, "g", "m2", "t", id).await;
+        produce(&mut c, "t", 10).await;
+        // A wrong epoch; then the right one (1) acquires all ten, delivered once.
+        let r = c.send(1, &fetch("g", "m1", 5, id, vec![], 0)).await;
+        assert_eq!(r.error_code, ResponseError::InvalidShareSessionEpoch.code());
+        let r = c.send(1, &fetch("g", "m1", 1, id, vec![], 1_000)).await;
+        assert_eq!(r.error_code, 0);
+        assert_eq!(acquired(&r), vec![(0, 9, 1)]);
+        assert_eq!(r.acquisition_lock_timeout_ms, LOCK_MS as i32);
+        assert!(!r.responses[0].partitions[0]
+            .records
+            .as_ref()
+            .unwrap()
+            .is_empty());
+        // m2 gets nothing: all are held.
+        let r = c.send(1, &fetch("g", "m2", 1, id, vec![], 0)).await;
+        assert!(acquired(&r).is_empty());
+        // Bad acknowledgements leave the state as it was.
+        let r = c
+            .send(1, &acknowledge("g", "m2", 2, id, vec![(0, 0, vec![1])]))
+            .await;
+        assert_eq!(
+            r.responses[0].partitions[0].error_code,
+            ResponseError::InvalidRecordState.code()
+        );
+        let r = c
+            .send(1, &acknowledge("g", "m1", 2, id, vec![(0, 0, vec![9])]))
+            .await;
+        assert_eq!(
+            r.responses[0].partitions[0].error_code,
+            ResponseError::InvalidRequest.code()
+        );
+        let r = c
+            .send(1, &acknowledge("g", "m1", 3, id, vec![(5, 20, vec![1])]))
+            .await;
+        assert_eq!(
+            r.responses[0].partitions[0].error_code,
+            ResponseError::InvalidRecordState.code()
+        );
+        let r = c
+            .send(1, &acknowledge("g", "m1", 4, id, vec![(0, 3, vec![1, 1])]))
+            .await;
+        assert_eq!(
+            r.responses[0].partitions[0].error_code,
+            ResponseError::InvalidRequest.code()
+        );
+        let r = c
+            .send(1, &acknowledge("g", "m1", 0, id, vec![(0, 0, vec![1])]))
+            .await;
+        assert_eq!(r.error_code, ResponseError::InvalidShareSessionEpoch.code());
+        // Accept 0-4, release 5-8, reject 9 (piggy-backed on the next fetch of m1, which
+        // gets the released ones back on their second delivery).
+        let acks = vec![(0, 4, vec![1]), (5, 9, vec![2, 2, 2, 2, 3])];
+        let r = c.send(1, &fetch("g", "m1", 5, id, acks, 1_000)).await;
+        assert_eq!((r.error_code, ack_code(&r)), (0, 0));
+        assert_eq!(acquired(&r), vec![(5, 8, 2)]);
+        // Accepting twice is refused.
+        let r = c
+            .send(
+                1,
+                &acknowledge("g", "m1", 6, id, vec![(5, 8, vec![1]), (0, 0, vec![1])]),
+            )
+            .await;
+        assert_eq!(
+            r.responses[0].partitions[0].error_code,
+            ResponseError::InvalidRequest.code()
+        );
+        let r = c
+            .send(1, &acknowledge("g", "m1", 7, id, vec![(0, 0, vec![1])]))
+            .await;
+        assert_eq!(
+            r.responses[0].partitions[0].error_code,
+            ResponseError::InvalidRecordState.code()
+        );
+        let r = c
+            .send(1, &acknowledge("g", "m1", 8, id, vec![(5, 8, vec![1])]))
+            .await;
+        assert_eq!(r.responses[0].partitions[0].error_code, 0);
+        // Everything is done: nothing more to acquire for anyone.
+        let r = c.send(1, &fetch("g", "m2", 2, id, vec![], 0)).await;
+        assert!(acquired(&r).is_empty());
+        // Closing the session (-1) ends it.
+        let r = c.send(1, &fetch("g", "m1", -1, id, vec![], 0)).await;
+        assert_eq!(r.error_code, 0);
+        let r = c.send(1, &fetch("g", "m1", 9, id, vec![], 0)).await;
+        assert_eq!(r.error_code, ResponseError::ShareSessionNotFound.code());
+        b.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn expired_locks_redeliver_until_the_delivery_limit() {
+    bounded(async {
+        let b = broker().await;
+        let mut c = b.connect().await;
+        let id = topic(&mut c, "t").await;
+        join_and_open(&mut c, "g", "m1", "t", id).await;
+        join_and_open(&mut c, "g", "m2", "t", id).await;
+        produce(&mut c, "t", 3).await;
+        let r = c.send(1, &fetch("g", "m1", 1, id, vec![], 1_000)).await;
+        assert_eq!(acquired(&r), vec![(0, 2, 1)]);
+        // m2 waits in a long poll until m1's lock expires, then gets them, delivered twice.
+        let started = std::time::Instant::now();
+        let r = c.send(1, &fetch("g", "m2", 1, id, vec![], 5_000)).await;
+        assert_eq!(acquired(&r), vec![(0, 2, 2)]);
+        assert!(started.elapsed().as_millis() as i64 >= LOCK_MS - 50);
+        // m1's acknowledgement comes too late.
+        let r = c
+            .send(1, &acknowledge("g", "m1", 2, id, vec![(0, 2, vec![1])]))
+            .await;
+        assert_eq!(
+            r.responses[0].partitions[0].error_code,
+            ResponseError::InvalidRecordState.code()
+        );
+        // Third delivery, then the lock expires at the limit (3): archived, never again.
+        let r = c.send(1, &fetch("g", "m1", 3, id, vec![], 5_000)).await;
+        assert_eq!(acquired(&r), vec![(0, 2, 3)]);
+        tokio::time::sleep(std::time::Duration::from_millis(LOCK_MS as u64 + 300)).await;
+        let r = c.send(1, &fetch("g", "m2", 2, id, vec![], 300)).await;
+        assert!(acquired(&r).is_empty(), "{:?}", acquired(&r));
+        b.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn accepted_records_stay_accepted_and_acquired_ones_return_after_a_crash() {
+    bounded(async {
+        let b = broker().await;
+        let mut c = b.connect().await;
+        let id = topic(&mut c, "t").await;
+        join_and_open(&mut c, "g", "m1", "t", id).await;
+        produce(&mut c, "t", 10).await;
+        let r = c.send(1, &fetch("g", "m1", 1, id, vec![], 1_000)).await;
+        assert_eq!(acquired(&r), vec![(0, 9, 1)]);
+        // Accept 0-3 and 6 (answered once durable), keep 4, 5, 7-9 acquired.
+        let r = c
+            .send(
+                1,
+                &acknowledge("g", "m1", 2, id, vec![(0, 3, vec![1]), (6, 6, vec![1])]),
+            )
+            .await;
+        assert_eq!(r.responses[0].partitions[0].error_code, 0);
+        let dir = b.kill().await;
+        let b = broker_in(dir).await;
+        let mut c = b.connect().await;
+        // The member and its session are gone: it rejoins and opens a new session.
+        let r = c.send(1, &heartbeat("g", "m1", 1, None)).await;
+        assert_eq!(r.error_code, ResponseError::UnknownMemberId.code());
+        let r = c.send(1, &fetch("g", "m1", 3, id, vec![], 0)).await;
+        assert_eq!(r.error_code, ResponseError::ShareSessionNotFound.code());
+        let r = c.send(1, &heartbeat("g", "m1", 0, Some(&["t"]))).await;
+        assert_eq!(r.error_code, 0);
+        // The new session's first fetch acquires what was in flight, delivered once more;
+        // the accepted records are never delivered again.
+        let r = c.send(1, &fetch("g", "m1", 0, id, vec![], 1_000)).await;
+        assert_eq!(acquired(&r), vec![(4, 5, 2), (7, 9, 2)]);
+        b.stop().await;
+    })
+    .await;
+}
+
+/// Sets group configs of `group` (IncrementalAlterConfigs on a GROUP resource, type 32).
+async fn group_configs(client: &mut Client, group: &str, configs: &[(&str, &str)]) {
+    use kafka_protocol::messages::incremental_alter_configs_request as inc;
+    let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        inc::AlterConfigsResource::default()
+            .with_resource_type(32)
+            .with_resource_name(s(group))
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|(k, v)| {
+                        inc::AlterableConfig::default()
+                            .with_name(s(k))
+                            .with_config_operation(0)
+                            .with_value(Some(s(v)))
+                    })
+                    .collect(),
+            ),
+    ]);
+    let r = client.send(1, &request).await;
+    assert_eq!(
+        r.responses[0].error_code, 0,
+        "{:?}",
+        r.responses[0].error_message
+    );
+}
+
+/// Produces records with a `region` header each (one batch).
+async fn produce_regions(client: &mut Client, topic: &str, regions: &[&str]) {
+    use kafka_protocol::indexmap::IndexMap;
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let records: Vec<Record> = regions
+        .iter()
+        .enumerate()
+        .map(|(i, region)| {
+            let mut headers = IndexMap::new();
+            headers.insert(s("region"), Some(bytes::Bytes::from(region.to_string())));
+            Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: -1,
+                timestamp: common::now_ms(),
+                key: Some(bytes::Bytes::from(format!("k{i}"))),
+                value: Some(bytes::Bytes::from(format!("v{i}"))),
+                headers,
+            }
+        })
+        .collect();
+    let mut out = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut out,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    let r = client
+        .send(9, &produce_request(topic, out.freeze(), -1))
+        .await;
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+}
+
+/// The records of `topic`-0 with their headers, read from the broker's log.
+fn stored_records(b: &TestBroker, topic: &str) -> Vec<kafka_protocol::records::Record> {
+    let log = b
+        .state
+        .logs
+        .get_log(&rill_storage::TopicPartition::new(topic, 0))
+        .unwrap()
+        .expect("dead-letter topic exists");
+    let mut bytes = bytes::Bytes::from(log.read_bytes(0, 1 << 20).unwrap());
+    let mut out = Vec::new();
+    // Bounded: every decode consumes one batch.
+    while !bytes.is_empty() {
+        let batch = kafka_protocol::records::RecordBatchDecoder::decode(&mut bytes).unwrap();
+        out.extend(batch.records);
+    }
+    out
+}
+
+fn header(r: &kafka_protocol::records::Record, name: &str) -> String {
+    let v = r
+        .headers
+        .get(&s(name))
+        .cloned()
+        .flatten()
+        .unwrap_or_default();
+    String::from_utf8(v.to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn dead_letters_and_redelivery_backoff() {
+    bounded(async {
+        let b = broker().await;
+        let mut c = b.connect().await;
+        let id = topic(&mut c, "t").await;
+        group_configs(
+            &mut c,
+            "g",
+            &[
+                ("share.auto.offset.reset", "earliest"),
+                ("rill.share.dlq.topic", "dead"),
+                ("rill.share.redelivery.backoff.ms", "300"),
+                ("rill.share.redelivery.backoff.max.ms", "500"),
+            ],
+        )
+        .await;
+        produce_regions(&mut c, "t", &["eu", "us", "eu"]).await;
+        let r = c.send(1, &heartbeat("g", "m1", 0, Some(&["t"]))).await;
+        assert_eq!(r.error_code, 0);
+        // earliest: the records produced before the group existed are delivered.
+        let r = c.send(1, &fetch("g", "m1", 0, id, vec![], 1_000)).await;
+        assert_eq!(acquired(&r), vec![(0, 2, 1)]);
+        // Reject 0, release 1, accept 2.
+        let r = c
+            .send(
+                1,
+                &acknowledge("g", "m1", 1, id, vec![(0, 2, vec![3, 2, 1])]),
+            )
+            .await;
+        assert_eq!(r.responses[0].partitions[0].error_code, 0);
+        let released_at = std::time::Instant::now();
+        let r = c.send(1, &fetch("g", "m1", 2, id, vec![], 0)).await;
+        assert!(acquired(&r).is_empty(), "inside its backoff");
+        let r = c.send(1, &fetch("g", "m1", 3, id, vec![], 5_000)).await;
+        let waited = released_at.elapsed().as_millis() as i64;
+        assert_eq!(acquired(&r), vec![(1, 1, 2)]);
+        assert!(
+            (270..=330 + 60).contains(&waited),
+            "first backoff {waited} ms, want 300 (±10 %)"
+        );
+        // The second release doubles it to 600, capped at 500.
+        let r = c
+            .send(1, &acknowledge("g", "m1", 4, id, vec![(1, 1, vec![2])]))
+            .await;
+        assert_eq!(r.responses[0].partitions[0].error_code, 0);
+        let released_at = std::time::Instant::now();
+        let r = c.send(1, &fetch("g", "m1", 5, id, vec![], 5_000)).await;
+        let waited = released_at.elapsed().as_millis() as i64;
+        assert_eq!(acquired(&r), vec![(1, 1, 3)]);
+        assert!(
+            (450..=550 + 60).contains(&waited),
+            "capped backoff {waited} ms, want 500 (±10 %)"
+        );
+        // Third delivery released at the limit (3): a dead letter.
+        let r = c
+            .send(1, &acknowledge("g", "m1", 6, id, vec![(1, 1, vec![2])]))
+            .await;
+        assert_eq!(r.responses[0].partitions[0].error_code, 0);
+        let dead = stored_records(&b, "dead");
+        assert_eq!(dead.len(), 2, "{dead:?}");
+        assert_eq!(dead[0].key.as_deref(), Some(&b"k0"[..]));
+        assert_eq!(dead[0].value.as_deref(), Some(&b"v0"[..]));
+        assert_eq!(header(&dead[0], "region"), "eu");
+        assert_eq!(header(&dead[0], "rill-dlq-topic"), "t");
+        assert_eq!(header(&dead[0], "rill-dlq-partition"), "0");
+        assert_eq!(header(&dead[0], "rill-dlq-offset"), "0");
+        assert_eq!(header(&dead[0], "rill-dlq-group"), "g");
+        assert_eq!(header(&dead[0], "rill-dlq-delivery-count"), "1");
+        assert_eq!(header(&dead[0], "rill-dlq-reason"), "rejected");
+        assert_eq!(header(&dead[1], "rill-dlq-offset"), "1");
+        assert_eq!(header(&dead[1], "rill-dlq-delivery-count"), "3");
+        assert_eq!(
+            header(&dead[1], "rill-dlq-reason"),
+            "delivery count limit reached"
+        );
+        let r = c.send(1, &fetch("g", "m1", 7, id, vec![], 300)).await;
+        assert!(acquired(&r).is_empty());
+        b.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_share_filter_archives_records_that_do_not_match() {
+    bounded(async {
+        let b = broker().await;
+        let mut c = b.connect().await;
+        let id = topic(&mut c, "t").await;
+        group_configs(
+            &mut c,
+            "g",
+            &[
+                ("share.auto.offset.reset", "earliest"),
+                ("rill.share.filter", "region = 'eu'"),
+                ("rill.share.filter.type", "SQL92"),
+            ],
+        )
+        .await;
+        produce_regions(&mut c, "t", &["eu", "us", "eu", "us", "us"]).await;
+        let r = c.send(1, &heartbeat("g", "m1", 0, Some(&["t"]))).await;
+        assert_eq!(r.error_code, 0);
+        let r = c.send(1, &fetch("g", "m1", 0, id, vec![], 1_000)).await;
+        assert_eq!(acquired(&r), vec![(0, 0, 1), (2, 2, 1)]);
+        // The others were acknowledged without delivery: accepting the two ends the window.
+        let r = c
+            .send(
+                1,
+                &acknowledge("g", "m1", 1, id, vec![(0, 0, vec![1]), (2, 2, vec![1])]),
+            )
+            .await;
+        assert_eq!(r.responses[0].partitions[0].error_code, 0);
+        let r = c
+            .send(1, &acknowledge("g", "m1", 2, id, vec![(1, 1, vec![1])]))
+            .await;
+        assert_eq!(
+            r.responses[0].partitions[0].error_code,
+            ResponseError::InvalidRecordState.code()
+        );
+        let r = c.send(1, &fetch("g", "m1", 3, id, vec![], 200)).await;
+        assert!(acquired(&r).is_empty());
+        b.stop().await;
+    })
+    .await;
+}
