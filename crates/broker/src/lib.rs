@@ -45,6 +45,7 @@ pub mod filter;
 pub mod frame;
 pub mod group_api;
 pub mod in_flight;
+pub mod io_pool;
 pub mod leader_epoch;
 pub mod list_offsets;
 pub mod listener;
