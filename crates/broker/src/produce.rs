@@ -211,13 +211,12 @@ async fn append(
             return Err((ResponseError::InvalidRecord.code(), Some(message)));
         }
     };
-    let config = log.config();
+    let config = log.shared_config();
     if config.delivery_delayed_enable {
         return append_delayed(state, tp, records, acks, config.delivery_delay_ms).await;
     }
     let max_decompressed_bytes = state.config.decompressed_batch_max_bytes;
     let (appending, batches) = (Arc::clone(&log), records.clone());
-    let config = log.config();
     if acks == -1 && config.min_insync_replicas > SINGLE_NODE_ISR {
         // Kafka's answer when the ISR is smaller than min.insync.replicas; a single node is
         // an ISR of one.

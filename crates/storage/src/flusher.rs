@@ -15,8 +15,8 @@
 //! pass is older than [`STRAGGLER_AFTER`] another worker starts a pass beside it. No pass
 //! waits for a flush already in progress: a log whose sync gate is held (by a running pass, a
 //! checkpoint or a close) stays queued and is taken once the gate is released. Within a pass,
-//! logs whose last sync was slow are synced last and each log is published as soon as its own
-//! sync returns; a pass uses syncfs only when it runs alone and holds no log known to be slow,
+//! logs whose last sync was slow are synced last and each log is published, and its gate
+//! released, as soon as its own sync returns; a pass uses syncfs only when it runs alone and holds no log known to be slow,
 //! since syncfs would also wait for that log's dirty data. So a partition whose fdatasync
 //! takes seconds delays only itself (and, the first time, the logs after it in its pass).
 //!
@@ -77,10 +77,8 @@ pub const STRAGGLER_AFTER: Duration = Duration::from_millis(20);
 struct Queue {
     logs: Vec<Arc<Log>>,
     stopped: bool,
-    /// Passes running now.
-    running: usize,
-    /// When the newest running pass started.
-    newest_start: Option<Instant>,
+    /// When each pass running now started (at most one per worker).
+    running: Vec<Instant>,
     /// Workers still running.
     workers: usize,
 }
@@ -112,14 +110,14 @@ impl std::fmt::Debug for Flusher {
 /// for the next pass.
 const MAX_LOGS_PER_PASS: usize = 4096;
 
-/// The sync gates a pass leads, released when it ends (also if it panics).
-struct Led<'a>(&'a [Arc<Log>]);
+/// The sync gate of one log a pass leads: released as soon as the pass has published that
+/// log (so its next flush need not wait for the rest of the pass), or when dropped unused
+/// (a log with nothing to flush, or a panic).
+struct Gate<'a>(&'a Arc<Log>);
 
-impl Drop for Led<'_> {
+impl Drop for Gate<'_> {
     fn drop(&mut self) {
-        for log in self.0 {
-            log.release_sync_quietly();
-        }
+        self.0.release_sync();
     }
 }
 
@@ -249,14 +247,16 @@ impl Flusher {
                 self.wake.wait(&mut queue);
                 continue;
             }
-            let alone = queue.running == 0;
-            queue.running += 1;
-            queue.newest_start = Some(Instant::now());
+            let alone = queue.running.is_empty();
+            let started = Instant::now();
+            queue.running.push(started);
             parking_lot::MutexGuard::unlocked(&mut queue, || {
-                let _led = Led(&logs);
-                self.pass(io, &logs, alone);
+                let gates: Vec<Gate<'_>> = logs.iter().map(Gate).collect();
+                self.pass(io, gates, alone);
             });
-            queue.running -= 1;
+            if let Some(i) = queue.running.iter().position(|t| *t == started) {
+                queue.running.swap_remove(i);
+            }
             // The gates this pass held are free: logs queued again meanwhile can go.
             self.wake.notify_all();
         }
@@ -266,30 +266,31 @@ impl Flusher {
         }
     }
 
-    /// One group commit over `logs`, whose sync gates the caller holds. `alone`: no other
+    /// One group commit over the logs whose sync gates the caller leads. `alone`: no other
     /// pass was running when it started.
-    fn pass(&self, io: &dyn FileIo, logs: &[Arc<Log>], alone: bool) {
+    fn pass(&self, io: &dyn FileIo, gates: Vec<Gate<'_>>, alone: bool) {
         self.passes.fetch_add(1, Ordering::Relaxed);
         if !alone {
             self.overlapping_passes.fetch_add(1, Ordering::Relaxed);
         }
-        let mut prepared: Vec<(&Arc<Log>, PreparedFlush)> = Vec::with_capacity(logs.len());
-        for log in logs {
+        let mut prepared: Vec<(Gate<'_>, PreparedFlush)> = Vec::with_capacity(gates.len());
+        for gate in gates {
+            let log = gate.0;
             // Cleared before the snapshot below: an append after it queues the log again.
             log.dequeued();
             match log.prepare_flush() {
-                Ok(Some(p)) => prepared.push((log, p)),
+                Ok(Some(p)) => prepared.push((gate, p)),
                 // Deleted or offline: its waiters were answered when that happened.
                 Ok(None) => {}
                 Err(e) => log.finish_flush(None, Err(e)),
             }
         }
         // Known slow logs last, so the others are published before their syncs.
-        prepared.sort_by_key(|(log, _)| log.last_sync_nanos());
+        prepared.sort_by_key(|(gate, _)| gate.0.last_sync_nanos());
         let slow_nanos = u64::try_from(STRAGGLER_AFTER.as_nanos()).unwrap_or(u64::MAX);
         let any_slow = prepared
             .iter()
-            .any(|(log, _)| log.last_sync_nanos() >= slow_nanos);
+            .any(|(gate, _)| gate.0.last_sync_nanos() >= slow_nanos);
         let file_count: usize = prepared.iter().map(|(_, p)| p.file_count()).sum();
         let started = Instant::now();
         let together =
@@ -303,7 +304,8 @@ impl Flusher {
                 None
             };
         let together_nanos = nanos_since(started);
-        for (log, p) in prepared {
+        for (gate, p) in prepared {
+            let log = gate.0;
             let own = Instant::now();
             let result = match &together {
                 // syncfs made everything durable, directory entries included.
@@ -314,6 +316,8 @@ impl Flusher {
             };
             log.set_last_sync_nanos(together_nanos.saturating_add(nanos_since(own)));
             log.finish_flush(Some((p, nanos_since(started))), result);
+            // Published: the log's next flush may start in another pass now.
+            drop(gate);
         }
         if let Some(Err(e)) = together {
             tracing::warn!(error = %e, "syncfs failed; synced each file to find the failing ones");
@@ -326,13 +330,16 @@ fn nanos_since(t: Instant) -> u64 {
 }
 
 /// How long to wait before starting a pass beside the running ones, if at all: `None` when
-/// none runs, the newest has run past [`STRAGGLER_AFTER`], or the flusher is stopping.
+/// none runs, every running one has run past [`STRAGGLER_AFTER`], or the flusher is
+/// stopping.
 fn straggler_wait(queue: &Queue) -> Option<Duration> {
-    if queue.running == 0 || queue.stopped {
+    if queue.stopped {
         return None;
     }
-    let since = queue.newest_start.map_or(STRAGGLER_AFTER, |t| t.elapsed());
-    STRAGGLER_AFTER.checked_sub(since).filter(|d| !d.is_zero())
+    let newest = queue.running.iter().max()?;
+    STRAGGLER_AFTER
+        .checked_sub(newest.elapsed())
+        .filter(|d| !d.is_zero())
 }
 
 /// Takes up to [`MAX_LOGS_PER_PASS`] queued logs whose flush is not in progress, leading

@@ -459,6 +459,12 @@ impl Log {
         LogConfig::clone(&self.config.read())
     }
 
+    /// The config as shared (a reference count, not a copy of its strings): what a produce
+    /// reads once per partition.
+    pub fn shared_config(&self) -> Arc<LogConfig> {
+        Arc::clone(&self.config.read())
+    }
+
     pub fn set_config(&self, config: LogConfig) {
         let mut current = self.config.write();
         self.visible_when_durable
@@ -1126,19 +1132,13 @@ impl Log {
     /// Ends the flush this caller leads ([`Log::lead_sync`], [`Log::try_lead_sync`]): wakes
     /// the callers waiting to lead, and the flusher, which may have skipped this log.
     pub(crate) fn release_sync(&self) {
-        self.release_sync_quietly();
-        self.files.flusher.gate_released();
-    }
-
-    /// [`Log::release_sync`] without waking the flusher: a flusher pass wakes it once for
-    /// all the gates it held.
-    pub(crate) fn release_sync_quietly(&self) {
         {
             let mut in_progress = self.sync_gate.lock();
             debug_assert!(*in_progress, "released a sync gate that was not held");
             *in_progress = false;
         }
         self.synced.notify_all();
+        self.files.flusher.gate_released();
     }
 
     /// How long the last flusher sync of this log took.
