@@ -76,10 +76,15 @@ pub struct BrokerConfig {
     /// window of memory; a batch past it is refused with MESSAGE_TOO_LARGE. Kafka has no such
     /// bound. The default, 64 MiB, is 64 times the default `max.message.bytes`.
     pub decompressed_batch_max_bytes: u64,
-    /// Blocking tasks that validate and append produced batches, or decompress for
-    /// ListOffsets, at once. Each may hold a codec window (up to 16 MiB for zstd) and keeps
-    /// the blocking pool from filling with CPU-bound decompression.
-    pub max_blocking_appends: usize,
+    /// Threads of the I/O pool (`io_pool.rs`) that validate and append produced batches, or
+    /// look up and decompress for ListOffsets. Each job may hold a codec window (up to 16 MiB
+    /// for zstd).
+    pub io_threads: usize,
+    /// Jobs the I/O pool admits beyond its running ones; further callers wait for a slot.
+    pub io_queue: usize,
+    /// Flusher threads of the data directory (`rill_storage::flusher`): how many flush passes
+    /// may run at once when one is stuck on a slow sync.
+    pub sync_workers: usize,
     /// Consumer group coordinator settings (session timeouts, offsets topic, retention).
     pub groups: GroupConfig,
     /// The transaction coordinator's settings.
@@ -126,7 +131,9 @@ impl Default for BrokerConfig {
             tick_interval_ms: 1000,
             max_partitions_per_topic: crate::topics::PARTITIONS_PER_TOPIC_MAX,
             decompressed_batch_max_bytes: 64 << 20,
-            max_blocking_appends: 8,
+            io_threads: 4,
+            io_queue: 64,
+            sync_workers: rill_storage::flusher::SYNC_WORKERS,
             groups: GroupConfig::default(),
             transactions: TxnConfig::default(),
             shares: crate::coordinator::share::ShareConfig::default(),
@@ -163,6 +170,7 @@ impl Broker {
         logs_config.max_open_files = config.max_open_files;
         logs_config.producer_id_expiration_ms = config.producer_id_expiration_ms;
         logs_config.cleaner = config.cleaner.clone();
+        logs_config.sync_workers = config.sync_workers;
         let group_config = config.groups.clone();
         let txn_config = config.transactions.clone();
         let share_config = config.shares.clone();
@@ -231,7 +239,7 @@ impl Broker {
             advertised,
             producer_ids,
             metrics,
-        );
+        )?;
         if let Some(max_connections) = dynamic.snapshot().max_connections() {
             state.connection_limit.set(max_connections);
         }
@@ -301,12 +309,16 @@ impl Broker {
         }
         self.state.delayed.close(&self.state).await;
         let logs = Arc::clone(&self.state.logs);
-        let closed = tokio::task::spawn_blocking(move || logs.close())
-            .await
-            .map_err(|source| BrokerError::Join {
-                op: "closing storage",
-                source,
-            })?;
+        let io_pool = Arc::clone(&self.state.io_pool);
+        let closed = tokio::task::spawn_blocking(move || {
+            io_pool.stop();
+            logs.close()
+        })
+        .await
+        .map_err(|source| BrokerError::Join {
+            op: "closing storage",
+            source,
+        })?;
         let metrics = self.state.metrics.snapshot();
         tracing::info!(
             rill_sendfile_bytes_total = metrics.sendfile_bytes_total,

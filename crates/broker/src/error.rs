@@ -64,6 +64,11 @@ pub enum BrokerError {
     /// A setting that cannot be used (named as Kafka names it).
     #[error("invalid {key}: {reason}")]
     Config { key: &'static str, reason: String },
+    #[error("cannot start the I/O pool threads")]
+    IoPool {
+        #[source]
+        source: std::io::Error,
+    },
     #[error("a blocking task panicked or was cancelled while {op}")]
     Join {
         op: &'static str,

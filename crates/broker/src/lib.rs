@@ -46,6 +46,7 @@ pub mod frame;
 pub mod group_api;
 pub mod group_configs;
 pub mod in_flight;
+pub mod io_pool;
 pub mod leader_epoch;
 pub mod list_offsets;
 pub mod listener;

@@ -34,28 +34,23 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
 
 /// Answers every partition of the request; unknown ones get UNKNOWN_TOPIC_OR_PARTITION.
-/// Runs on the blocking pool under one of the broker's blocking permits: index lookups read
-/// the disk and the answer may decompress a batch.
+/// Runs on the broker's I/O pool: index lookups read the disk and the answer may decompress a
+/// batch.
 pub async fn handle(
     state: &Arc<BrokerState>,
     version: i16,
     request: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
-    let permit = Arc::clone(&state.blocking_permits)
-        .acquire_owned()
-        .await
-        .expect("the blocking permits semaphore is never closed");
     let shape = request.clone();
     let answering = Arc::clone(state);
-    let answered = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        answer(&answering, version, request)
-    })
-    .await;
+    let answered = state
+        .io_pool
+        .run(move || answer(&answering, version, request))
+        .await;
     match answered {
         Ok(response) => response,
         Err(e) => {
-            state.metrics.task_failed("list offsets", &e);
+            state.metrics.io_job_failed("list offsets", &e);
             failed(shape)
         }
     }

@@ -144,6 +144,20 @@ impl Metrics {
         }
     }
 
+    /// Counts a job of the I/O pool that did not return: a panic (counted, as a panicked
+    /// task) or a stopped pool.
+    pub fn io_job_failed(&self, task: &str, error: &crate::io_pool::IoPoolError) {
+        match error {
+            crate::io_pool::IoPoolError::Panicked(_) => {
+                Metrics::add(&self.task_panics_total, 1);
+                tracing::error!(task, %error, "I/O pool job panicked");
+            }
+            crate::io_pool::IoPoolError::Stopped => {
+                tracing::debug!(task, %error, "I/O pool stopped");
+            }
+        }
+    }
+
     /// Panicked broker tasks so far (see [`Metrics::task_panics_total`]).
     pub fn task_panics(&self) -> u64 {
         self.task_panics_total.load(Ordering::Relaxed)
@@ -536,6 +550,21 @@ fn register_storage(registry: &mut Registry, state: &BrokerState) {
         "flusher_passes",
         "Passes of the data directory's flusher; each makes every log queued at its start durable",
         ConstCounter::new(logs.flusher_passes()),
+    );
+    registry.register(
+        "flusher_overlapping_passes",
+        "Flusher passes started beside a running pass that was stuck on a slow sync",
+        ConstCounter::new(logs.flusher_overlapping_passes()),
+    );
+    registry.register(
+        "io_pool_depth",
+        "Jobs (produce appends, ListOffsets) queued or running on the broker's I/O pool",
+        ConstGauge::new(i64::try_from(state.io_pool.depth()).unwrap_or(i64::MAX)),
+    );
+    registry.register(
+        "io_pool_jobs",
+        "Jobs the broker's I/O pool has run",
+        ConstCounter::new(state.io_pool.jobs()),
     );
     registry.register_with_unit(
         "log_flush",

@@ -13,7 +13,8 @@
 //!
 //! Each partition succeeds or fails alone: a corrupt batch for one partition does not stop
 //! the others. Storage validates the batches (headers, and every record: compressed batches are
-//! decompressed in a bounded streaming pass) on the blocking pool and stores them as sent.
+//! decompressed in a bounded streaming pass) on the broker's I/O pool (`io_pool.rs`) and stores
+//! them as sent.
 //!
 //! Idempotent producers: storage checks producer id, epoch and sequence under the append lock;
 //! a retried batch is answered with the offsets it got the first time (and not stored again),
@@ -194,8 +195,8 @@ type AppendOutcome = Result<Appended, (i16, Option<String>)>;
 
 /// Appends one partition's batches and wakes its long-polling fetchers.
 ///
-/// Validation (which decompresses) and the write run on the blocking pool, at most
-/// `max_blocking_appends` at once, never on a runtime worker.
+/// Validation (which decompresses) and the write run on the I/O pool, never on a runtime
+/// worker.
 async fn append(
     state: &Arc<BrokerState>,
     tp: &TopicPartition,
@@ -210,17 +211,12 @@ async fn append(
             return Err((ResponseError::InvalidRecord.code(), Some(message)));
         }
     };
-    let config = log.config();
+    let config = log.shared_config();
     if config.delivery_delayed_enable {
         return append_delayed(state, tp, records, acks, config.delivery_delay_ms).await;
     }
-    let permit = Arc::clone(&state.blocking_permits)
-        .acquire_owned()
-        .await
-        .expect("the blocking permits semaphore is never closed");
     let max_decompressed_bytes = state.config.decompressed_batch_max_bytes;
     let (appending, batches) = (Arc::clone(&log), records.clone());
-    let config = log.config();
     if acks == -1 && config.min_insync_replicas > SINGLE_NODE_ISR {
         // Kafka's answer when the ISR is smaller than min.insync.replicas; a single node is
         // an ISR of one.
@@ -231,25 +227,28 @@ async fn append(
         return Err((ResponseError::NotEnoughReplicas.code(), Some(message)));
     }
     let partition = tp.clone();
-    let appended = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        let recompressed = recompress(&batches, &config, max_decompressed_bytes)?;
-        let batches = recompressed.as_deref().unwrap_or(&batches);
-        let now_ms = crate::broker::now_ms();
-        let checks = batch::ProduceChecks {
-            max_decompressed_bytes,
-            // Kafka refuses keyless records in a compacted topic (INVALID_RECORD).
-            keys_required_in: config.compacts().then_some(&partition),
-            timestamp_bounds_ms: (config.timestamp_type == TimestampType::CreateTime).then(|| {
-                (
-                    now_ms.saturating_sub(config.timestamp_before_max_ms),
-                    now_ms.saturating_add(config.timestamp_after_max_ms),
-                )
-            }),
-        };
-        appending.append_checked(batches, |b| batch::validate_produced(b, &checks))
-    })
-    .await;
+    let appended = state
+        .io_pool
+        .run(move || {
+            let recompressed = recompress(&batches, &config, max_decompressed_bytes)?;
+            let batches = recompressed.as_deref().unwrap_or(&batches);
+            let now_ms = crate::broker::now_ms();
+            let checks = batch::ProduceChecks {
+                max_decompressed_bytes,
+                // Kafka refuses keyless records in a compacted topic (INVALID_RECORD).
+                keys_required_in: config.compacts().then_some(&partition),
+                timestamp_bounds_ms: (config.timestamp_type == TimestampType::CreateTime).then(
+                    || {
+                        (
+                            now_ms.saturating_sub(config.timestamp_before_max_ms),
+                            now_ms.saturating_add(config.timestamp_after_max_ms),
+                        )
+                    },
+                ),
+            };
+            appending.append_checked(batches, |b| batch::validate_produced(b, &checks))
+        })
+        .await;
     let info = match appended {
         Ok(Ok(info)) => info,
         Ok(Err(e)) => {
@@ -257,7 +256,7 @@ async fn append(
             return Err((storage_error_code(&e), Some(e.to_string())));
         }
         Err(e) => {
-            state.metrics.task_failed("append", &e);
+            state.metrics.io_job_failed("append", &e);
             return Err((
                 ResponseError::UnknownServerError.code(),
                 Some(e.to_string()),
@@ -316,10 +315,6 @@ async fn append_delayed(
     let store = crate::delayed::DelayStores::get_or_open(state, tp)
         .await
         .map_err(|e| (storage_error_code(&e), Some(e.to_string())))?;
-    let permit = Arc::clone(&state.blocking_permits)
-        .acquire_owned()
-        .await
-        .expect("the blocking permits semaphore is never closed");
     let limits = ProduceLimits {
         now_ms: crate::broker::now_ms(),
         max_delay_ms: state.config.delivery_delay_max_ms,
@@ -327,11 +322,10 @@ async fn append_delayed(
         max_decompressed_bytes: state.config.decompressed_batch_max_bytes,
     };
     let (appending, batches) = (Arc::clone(&store), records.clone());
-    let appended = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        appending.append(&batches, limits)
-    })
-    .await;
+    let appended = state
+        .io_pool
+        .run(move || appending.append(&batches, limits))
+        .await;
     let info = match appended {
         Ok(Ok(info)) => info,
         Ok(Err(e)) => {
@@ -344,7 +338,7 @@ async fn append_delayed(
             return Err((code, Some(e.to_string())));
         }
         Err(e) => {
-            state.metrics.task_failed("delayed append", &e);
+            state.metrics.io_job_failed("delayed append", &e);
             return Err((
                 ResponseError::UnknownServerError.code(),
                 Some(e.to_string()),

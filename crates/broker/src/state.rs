@@ -6,7 +6,7 @@ use std::sync::Arc;
 use kafka_protocol::error::ResponseError;
 use parking_lot::Mutex;
 use rill_storage::{Log, LogManager, TopicPartition};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Notify;
 
 use crate::authorizer::{AllowAll, Authorizer};
 use crate::broker::BrokerConfig;
@@ -47,9 +47,9 @@ pub struct BrokerState {
     pub producer_ids: Arc<ProducerIdManager>,
     /// Transactional ids and their transactions (`__transaction_state`).
     pub txns: Arc<TxnCoordinator>,
-    /// Permits for blocking work that may decompress (produce validation and append,
-    /// ListOffsets): `max_blocking_appends` of them.
-    pub blocking_permits: Arc<Semaphore>,
+    /// The write side's disk pool: produce validation and appends, ListOffsets
+    /// (`io_pool.rs`), off the runtime's workers and its general blocking pool.
+    pub io_pool: Arc<crate::io_pool::IoPool>,
     /// Filtered views: the maintainer the broker's view loop runs, and /metrics reads.
     pub views: Arc<crate::view::ViewMaintainer>,
     /// Delay stores of delay-enabled partitions (`delayed`).
@@ -71,7 +71,11 @@ pub struct Coordinators {
 }
 
 impl BrokerState {
-    /// Shared state over opened storage, registry, coordinators and producer id allocator.
+    /// Shared state over opened storage, registry, coordinators and producer id allocator;
+    /// starts the I/O pool.
+    ///
+    /// # Errors
+    /// [`crate::BrokerError::IoPool`] when no I/O pool thread can be started.
     pub fn new(
         config: BrokerConfig,
         logs: Arc<LogManager>,
@@ -80,7 +84,7 @@ impl BrokerState {
         advertised: Endpoint,
         producer_ids: Arc<ProducerIdManager>,
         metrics: Arc<Metrics>,
-    ) -> BrokerState {
+    ) -> Result<BrokerState, crate::BrokerError> {
         let Coordinators { groups, txns } = coordinators;
         let write_mode = config.write_mode;
         let config_fetch_sessions = config.fetch_sessions;
@@ -92,14 +96,15 @@ impl BrokerState {
                 notify.notify_waiters();
             }
         }));
-        let blocking_permits = Arc::new(Semaphore::new(config.max_blocking_appends.max(1)));
         let dynamic = Arc::new(crate::broker_configs::DynamicConfigs::empty(
             &config.data_dir,
         ));
         let connection_limit = Arc::new(crate::listener::ConnectionLimit::new(
             config.max_connections,
         ));
-        BrokerState {
+        let io_pool = crate::io_pool::IoPool::start("rill-io", config.io_threads, config.io_queue)
+            .map_err(|source| crate::BrokerError::IoPool { source })?;
+        Ok(BrokerState {
             config,
             logs,
             topics,
@@ -111,7 +116,7 @@ impl BrokerState {
             appended,
             producer_ids,
             txns,
-            blocking_permits,
+            io_pool: Arc::new(io_pool),
             views: Arc::default(),
             delayed: crate::delayed::DelayStores::default(),
             dynamic,
@@ -120,7 +125,7 @@ impl BrokerState {
             shares: Arc::new(crate::coordinator::share::ShareCoordinator::empty(
                 crate::coordinator::share::ShareConfig::default(),
             )),
-        }
+        })
     }
 
     /// The authorized-operations field for a resource, as the authorizer answers it for the

@@ -49,8 +49,7 @@ pub(crate) struct SyncLeader<'a>(&'a Log);
 
 impl Drop for SyncLeader<'_> {
     fn drop(&mut self) {
-        *self.0.sync_gate.lock() = false;
-        self.0.synced.notify_all();
+        self.0.release_sync();
     }
 }
 
@@ -242,6 +241,9 @@ pub struct Log {
     /// Time spent in the fdatasync calls of successful flushes, for the flush latency
     /// metric (`flush_nanos_total / flush_count` is the mean).
     flush_nanos_total: AtomicU64,
+    /// How long this log's last flush by the flusher took to sync: a pass puts logs known to
+    /// be slow last, and does not use syncfs (which would wait for their data too).
+    last_sync_nanos: AtomicU64,
     /// The log cleaner's progress and counters for this log (`cleaner.rs`).
     pub(crate) cleaner: crate::cleaner::LogCleanerState,
 }
@@ -439,6 +441,7 @@ impl Log {
             self_ref: OnceLock::new(),
             parent_dir_dirty: AtomicBool::new(false),
             flush_count: AtomicU64::new(0),
+            last_sync_nanos: AtomicU64::new(0),
             flush_nanos_total: AtomicU64::new(0),
             cleaner: Default::default(),
         }
@@ -454,6 +457,12 @@ impl Log {
 
     pub fn config(&self) -> LogConfig {
         LogConfig::clone(&self.config.read())
+    }
+
+    /// The config as shared (a reference count, not a copy of its strings): what a produce
+    /// reads once per partition.
+    pub fn shared_config(&self) -> Arc<LogConfig> {
+        Arc::clone(&self.config.read())
     }
 
     pub fn set_config(&self, config: LogConfig) {
@@ -1106,6 +1115,39 @@ impl Log {
         }
         *in_progress = true;
         SyncLeader(self)
+    }
+
+    /// Becomes the flush leader if no flush runs, without waiting (the flusher skips a log
+    /// whose flush is in progress and takes it once that ends). The caller must call
+    /// [`Log::release_sync`] when its flush is done.
+    pub(crate) fn try_lead_sync(&self) -> bool {
+        let mut in_progress = self.sync_gate.lock();
+        if *in_progress {
+            return false;
+        }
+        *in_progress = true;
+        true
+    }
+
+    /// Ends the flush this caller leads ([`Log::lead_sync`], [`Log::try_lead_sync`]): wakes
+    /// the callers waiting to lead, and the flusher, which may have skipped this log.
+    pub(crate) fn release_sync(&self) {
+        {
+            let mut in_progress = self.sync_gate.lock();
+            debug_assert!(*in_progress, "released a sync gate that was not held");
+            *in_progress = false;
+        }
+        self.synced.notify_all();
+        self.files.flusher.gate_released();
+    }
+
+    /// How long the last flusher sync of this log took.
+    pub(crate) fn last_sync_nanos(&self) -> u64 {
+        self.last_sync_nanos.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_last_sync_nanos(&self, nanos: u64) {
+        self.last_sync_nanos.store(nanos, Ordering::Relaxed);
     }
 
     /// Offline or deleted: the error for any use of the log.

@@ -43,6 +43,9 @@ pub struct LogManagerConfig {
     pub default_log_config: LogConfig,
     /// How the flusher syncs a pass with several files.
     pub group_sync: GroupSync,
+    /// Flusher threads ([`crate::flusher::SYNC_WORKERS`] by default): how many flush passes
+    /// may run at once when one is stuck on a slow sync.
+    pub sync_workers: usize,
     /// `producer.id.expiration.ms`: a producer id idle this long (by its last batch's
     /// timestamp, with no open transaction) is forgotten by every partition at the next tick.
     pub producer_id_expiration_ms: i64,
@@ -57,6 +60,7 @@ impl LogManagerConfig {
             max_open_files: 0,
             default_log_config: LogConfig::default(),
             group_sync: GroupSync::default(),
+            sync_workers: crate::flusher::SYNC_WORKERS,
             producer_id_expiration_ms: crate::producer_state::DEFAULT_PRODUCER_ID_EXPIRATION_MS,
             cleaner: CleanerConfig::default(),
         }
@@ -91,8 +95,8 @@ pub struct LogManager {
     config: LogManagerConfig,
     files: Files,
     state: Mutex<ManagerState>,
-    /// The flusher thread, joined on drop.
-    flusher_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The flusher threads, joined on drop.
+    flusher_threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     cleaner: CleanerPool,
     /// Held while the recovery point checkpoint file is written, from computing its entries
     /// to the rename: a checkpoint computed before a deletion can then not be written after
@@ -130,8 +134,8 @@ impl LogManager {
         recovery_points.retain(|tp, _| logs.contains_key(tp));
         let file_has_deleted = recovery_points.len() < found;
         tracing::info!(dir = %dir.display(), partitions = logs.len(), "log manager opened");
-        let thread = flusher
-            .start(io, "rill-flusher".to_string())
+        let threads = flusher
+            .start(io, "rill-flusher", config.sync_workers)
             .map_err(|e| StorageError::io("start flusher thread", dir, e))?;
         let cleaner = CleanerPool::new(config.cleaner.clone());
         Ok(LogManager {
@@ -145,7 +149,7 @@ impl LogManager {
                 topic_configs: HashMap::new(),
                 last_checkpoint_ms: now_ms(),
             }),
-            flusher_thread: Mutex::new(Some(thread)),
+            flusher_threads: Mutex::new(threads),
             checkpoint_file: Mutex::new(()),
         })
     }
@@ -166,6 +170,12 @@ impl LogManager {
     /// Flush passes of the group commit so far (each syncs every log queued at its start).
     pub fn flusher_passes(&self) -> u64 {
         self.files.flusher.passes()
+    }
+
+    /// Flush passes started beside a running one stuck past
+    /// [`crate::flusher::STRAGGLER_AFTER`] (a slow sync).
+    pub fn flusher_overlapping_passes(&self) -> u64 {
+        self.files.flusher.overlapping_passes()
     }
 
     /// syncfs calls of the group commit so far.
@@ -556,7 +566,7 @@ impl LogManager {
 impl Drop for LogManager {
     fn drop(&mut self) {
         self.files.flusher.stop();
-        if let Some(thread) = self.flusher_thread.lock().take() {
+        for thread in std::mem::take(&mut *self.flusher_threads.lock()) {
             if thread.join().is_err() {
                 tracing::error!("flusher thread panicked");
             }

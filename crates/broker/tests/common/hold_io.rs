@@ -1,8 +1,10 @@
-//! A file system seam that holds syncs (and fails them under a directory), for tests of
-//! what waits for durability, and the requests those tests send.
+//! A file system seam that holds syncs (all of them, or those of a slow disk under one
+//! directory) and fails them under a directory, for tests of what waits for durability, and
+//! the requests those tests send.
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
 use bytes::Bytes;
@@ -14,15 +16,51 @@ use rill_storage::file_io::{FileIo, IoFile, OsIo};
 use super::producer::name;
 
 /// The real file system, except that syncs wait while `held` and fail with EIO for files
-/// under `failing` (and syncfs fails while anything is failing).
+/// under `failing` (and syncfs fails while anything is failing). A slow disk under one
+/// directory (`slow_down`): syncs of its files wait while it is held, and so does a syncfs
+/// while one of them has unsynced writes (syncfs would write them back too).
 #[derive(Debug, Default)]
 pub struct HoldIo {
     held: Mutex<bool>,
     released: Condvar,
     failing: Mutex<Option<PathBuf>>,
+    slow: Mutex<Option<PathBuf>>,
+    slow_held: Mutex<bool>,
+    /// A file under the slow directory was written since its last sync.
+    slow_dirty: AtomicBool,
+    /// Syncs that have started waiting on the slow disk.
+    pub slow_waits: AtomicU64,
 }
 
 impl HoldIo {
+    /// Makes the disk under `dir` slow: its syncs wait until [`HoldIo::release_slow`].
+    pub fn slow_down(&self, dir: &Path) {
+        *self.slow.lock().unwrap() = Some(dir.to_path_buf());
+        *self.slow_held.lock().unwrap() = true;
+    }
+
+    pub fn release_slow(&self) {
+        *self.slow_held.lock().unwrap() = false;
+        self.released.notify_all();
+    }
+
+    fn is_slow(&self, path: &Path) -> bool {
+        self.slow
+            .lock()
+            .unwrap()
+            .as_ref()
+            .is_some_and(|dir| path.starts_with(dir))
+    }
+
+    fn wait_while_slow(&self) {
+        self.slow_waits.fetch_add(1, Ordering::SeqCst);
+        let mut held = self.slow_held.lock().unwrap();
+        // Bounded by the test, which always releases (`SlowDisk` on drop).
+        while *held {
+            held = self.released.wait(held).unwrap();
+        }
+    }
+
     pub fn hold(&self, held: bool) {
         *self.held.lock().unwrap() = held;
         self.released.notify_all();
@@ -55,17 +93,31 @@ fn eio() -> io::Error {
 
 impl FileIo for HoldIo {
     fn write_at(&self, file: &IoFile, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        if self.is_slow(file.path()) {
+            self.slow_dirty.store(true, Ordering::SeqCst);
+        }
         OsIo.write_at(file, bufs, offset)
     }
     fn sync_data(&self, file: &IoFile) -> io::Result<()> {
         self.wait_while_held();
+        let slow = self.is_slow(file.path());
+        if slow {
+            self.wait_while_slow();
+        }
         if self.fails(file.path()) {
             return Err(eio());
         }
-        OsIo.sync_data(file)
+        OsIo.sync_data(file)?;
+        if slow {
+            self.slow_dirty.store(false, Ordering::SeqCst);
+        }
+        Ok(())
     }
     fn sync_fs(&self, file: &IoFile) -> io::Result<()> {
         self.wait_while_held();
+        if self.slow_dirty.load(Ordering::SeqCst) {
+            self.wait_while_slow();
+        }
         if self.failing.lock().unwrap().is_some() {
             return Err(eio());
         }
@@ -79,6 +131,9 @@ impl FileIo for HoldIo {
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         self.wait_while_held();
+        if self.is_slow(dir) {
+            self.wait_while_slow();
+        }
         if self.fails(dir) {
             return Err(eio());
         }
@@ -100,6 +155,22 @@ impl Held {
 impl Drop for Held {
     fn drop(&mut self) {
         self.0.hold(false);
+    }
+}
+
+/// Releases the slow disk when dropped (see [`Held`]).
+pub struct SlowDisk(Arc<HoldIo>);
+
+impl SlowDisk {
+    pub fn new(io: &Arc<HoldIo>, dir: &Path) -> SlowDisk {
+        io.slow_down(dir);
+        SlowDisk(Arc::clone(io))
+    }
+}
+
+impl Drop for SlowDisk {
+    fn drop(&mut self) {
+        self.0.release_slow();
     }
 }
 

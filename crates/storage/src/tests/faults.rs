@@ -30,6 +30,12 @@ struct FaultIo {
     /// Syncs that ran on a descriptor that had not written the unsynced data.
     foreign_syncs: AtomicU64,
     syncs: AtomicU64,
+    /// A slow disk under this directory: its files' syncs wait while `slow_held`, and so
+    /// does a syncfs while any of them has unsynced writes (it would have to write them back).
+    slow: Mutex<Option<PathBuf>>,
+    slow_held: Mutex<bool>,
+    /// Syncs that started waiting on the slow disk.
+    slow_waits: AtomicU64,
 }
 
 impl FaultIo {
@@ -50,6 +56,32 @@ impl FaultIo {
     fn wait_while_held(&self) {
         let mut held = self.held.lock();
         // Bounded by the test, which always releases.
+        while *held {
+            self.released.wait(&mut held);
+        }
+    }
+
+    fn slow_down(&self, dir: &Path) {
+        *self.slow.lock() = Some(dir.to_path_buf());
+        *self.slow_held.lock() = true;
+    }
+
+    fn release_slow(&self) {
+        *self.slow_held.lock() = false;
+        self.released.notify_all();
+    }
+
+    fn is_slow(&self, path: &Path) -> bool {
+        self.slow
+            .lock()
+            .as_ref()
+            .is_some_and(|dir| path.starts_with(dir))
+    }
+
+    fn wait_while_slow(&self) {
+        self.slow_waits.fetch_add(1, Ordering::SeqCst);
+        let mut held = self.slow_held.lock();
+        // Bounded by the test, which always releases (`SlowDisk` on drop).
         while *held {
             self.released.wait(&mut held);
         }
@@ -88,6 +120,9 @@ impl FileIo for FaultIo {
 
     fn sync_data(&self, file: &IoFile) -> io::Result<()> {
         self.wait_while_held();
+        if self.is_slow(file.path()) {
+            self.wait_while_slow();
+        }
         if self.fails(file.path()) {
             return Err(errno(rustix::io::Errno::IO));
         }
@@ -102,6 +137,10 @@ impl FileIo for FaultIo {
 
     fn sync_fs(&self, file: &IoFile) -> io::Result<()> {
         self.wait_while_held();
+        let slow_dirty = self.writers.lock().keys().any(|p| self.is_slow(p));
+        if slow_dirty {
+            self.wait_while_slow();
+        }
         if self.failing.lock().is_some() {
             return Err(errno(rustix::io::Errno::IO));
         }
@@ -120,6 +159,9 @@ impl FileIo for FaultIo {
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         self.wait_while_held();
+        if self.is_slow(dir) {
+            self.wait_while_slow();
+        }
         if self.fails(dir) {
             return Err(errno(rustix::io::Errno::IO));
         }
@@ -265,7 +307,13 @@ fn a_failing_log_goes_offline_and_the_others_go_on() {
 fn partitions_written_together_share_one_flush_pass() {
     let dir = tempfile::tempdir().unwrap();
     let io = Arc::new(FaultIo::default());
-    let m = open_with(dir.path(), &io, 0);
+    let mut config = LogManagerConfig::new(dir.path());
+    config.default_log_config = small_config();
+    // Every sync is held, so every pass looks stuck: with more workers the others would start
+    // passes beside it (the slow-disk rule, `a_stuck_sync_delays_only_its_own_log`).
+    config.sync_workers = 1;
+    let dyn_io: Arc<dyn FileIo> = io.clone();
+    let m = LogManager::open_with_io(config, dyn_io).unwrap();
     let logs: Vec<_> = (0..8)
         .map(|p| m.create_log(&tp(p), small_config()).unwrap())
         .collect();
@@ -303,6 +351,80 @@ fn partitions_written_together_share_one_flush_pass() {
     for log in &logs {
         assert_eq!(log.high_watermark(), log.log_end_offset());
     }
+}
+
+/// Releases the slow disk when dropped, so a failing assertion does not leave a flusher
+/// thread parked.
+struct SlowDisk<'a>(&'a FaultIo);
+
+impl Drop for SlowDisk<'_> {
+    fn drop(&mut self) {
+        self.0.release_slow();
+    }
+}
+
+/// One log whose fdatasync hangs (a slow or stuck disk under its directory) delays only its
+/// own durability: appends to the other logs of the data directory become durable, and their
+/// waiters are answered, while its sync is still stuck; it is answered once the sync returns.
+#[test]
+fn a_stuck_sync_delays_only_its_own_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(FaultIo::default());
+    let m = open_with(dir.path(), &io, 0);
+    let logs: Vec<_> = (0..8)
+        .map(|p| m.create_log(&tp(p), small_config()).unwrap())
+        .collect();
+    for log in &logs {
+        append_next(log).unwrap();
+        log.wait_durable(log.log_end_offset()).unwrap();
+    }
+    let overlapping = m.flusher_overlapping_passes();
+    io.slow_down(logs[0].dir());
+    let slow_disk = SlowDisk(&io);
+    append_next(&logs[0]).unwrap();
+    let slow_end = logs[0].log_end_offset();
+    let (slow_tx, slow_rx) = std::sync::mpsc::channel();
+    logs[0].on_durable(
+        slow_end,
+        Box::new(move |r| slow_tx.send(r.is_ok()).unwrap()),
+    );
+    // Bounded: the flusher reaches the stuck sync at once.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while io.slow_waits.load(Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slow sync never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let (tx, rx) = std::sync::mpsc::channel();
+    for log in &logs[1..] {
+        append_next(log).unwrap();
+        let tx = tx.clone();
+        log.on_durable(
+            log.log_end_offset(),
+            Box::new(move |r| tx.send(r.is_ok()).unwrap()),
+        );
+    }
+    for _ in &logs[1..] {
+        let durable = rx.recv_timeout(std::time::Duration::from_secs(30));
+        assert_eq!(durable, Ok(true), "a healthy log waited for the stuck one");
+    }
+    for log in &logs[1..] {
+        assert_eq!(log.high_watermark(), log.log_end_offset());
+    }
+    assert!(
+        slow_rx.try_recv().is_err(),
+        "answered before its sync returned"
+    );
+    assert!(logs[0].high_watermark() < slow_end);
+    assert!(m.flusher_overlapping_passes() > overlapping);
+    drop(slow_disk);
+    let durable = slow_rx.recv_timeout(std::time::Duration::from_secs(30));
+    assert_eq!(durable, Ok(true));
+    assert_eq!(logs[0].high_watermark(), slow_end);
+    drop(logs);
+    m.close().unwrap();
 }
 
 /// With a file cache far smaller than the logs, every fsync still runs on the descriptor that
