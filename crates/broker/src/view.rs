@@ -25,7 +25,6 @@
 //! refused.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -48,6 +47,11 @@ pub const FILTER_KEY: &str = "rill.view.filter";
 pub const FILTER_TYPE_KEY: &str = "rill.view.filter.type";
 /// The header each view record carries: its offset in the source partition.
 pub const SOURCE_OFFSET_HEADER: &str = "rill-source-offset";
+
+/// A file in each view partition's directory naming the source topic's id the view was
+/// built from: a source deleted and re-created under the same name has a new id, and its
+/// offsets start over, so the view must not resume at the old source offset.
+const SOURCE_ID_FILE: &str = "rill-view-source-id";
 
 /// Source bytes read per partition per pass: bounds the memory and the time of one pass.
 const READ_BYTES_PER_PASS: u32 = 1024 * 1024;
@@ -266,7 +270,7 @@ impl ViewMaintainer {
                     .map(|(meta, spec)| (TopicPartition::new(&meta.name, partition), &spec.filter))
                     .collect();
                 live.extend(views.iter().map(|(tp, _)| tp.clone()));
-                match self.copy_partition(state, &source_tp, &views) {
+                match self.copy_partition(state, &source_tp, source.id, &views) {
                     Ok(s) => {
                         stats.scanned += s.scanned;
                         stats.copied += s.copied;
@@ -310,6 +314,7 @@ impl ViewMaintainer {
         &self,
         state: &BrokerState,
         source_tp: &TopicPartition,
+        source_id: uuid::Uuid,
         views: &[(TopicPartition, &Filter)],
     ) -> Result<PassStats, StorageError> {
         let Some(source_log) = state.logs.get_log(source_tp)? else {
@@ -330,7 +335,13 @@ impl ViewMaintainer {
             });
             let next = match known {
                 Some(c) => c.next,
-                None => resume_offset(&view_log)?,
+                None => {
+                    if let Err(reason) = check_source_id(&view_log, source_id) {
+                        self.warn_once(&view_tp.topic, &reason);
+                        continue;
+                    }
+                    resume_offset(&view_log)?
+                }
             }
             .max(source_log.log_start_offset());
             targets.push(Target {
@@ -365,6 +376,28 @@ impl ViewMaintainer {
             );
         }
         Ok(stats)
+    }
+}
+
+/// Checks that the view partition was built from the source topic with id `source_id`,
+/// recording it on first use (a view made before the file existed adopts its source as it
+/// is). A mismatch means the source was deleted and re-created: the view is not maintained
+/// any further (its records came from a topic that no longer exists; it is to be deleted and
+/// created again), rather than resuming at an offset of the old source.
+fn check_source_id(view_log: &Log, source_id: uuid::Uuid) -> Result<(), String> {
+    let path = view_log.dir().join(SOURCE_ID_FILE);
+    let expected = source_id.to_string();
+    match std::fs::read_to_string(&path) {
+        Ok(text) if text.trim() == expected => Ok(()),
+        Ok(text) => Err(format!(
+            "its source was deleted and re-created (topic id {expected}; the view holds records of {}): the view is no longer maintained, delete and re-create it",
+            text.trim()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            crate::atomic_file::write(&path, expected.as_bytes())
+                .map_err(|(op, e)| format!("{op} {}: {e}", path.display()))
+        }
+        Err(e) => Err(format!("reading {}: {e}", path.display())),
     }
 }
 
@@ -422,20 +455,11 @@ fn scan(source: &Log, from: i64, targets: &mut [Target]) -> Result<(PassStats, i
     if from >= source.last_stable_offset().min(source.high_watermark()) {
         return Ok((stats, from));
     }
-    let read = source.read_with(from, READ_BYTES_PER_PASS, true, Isolation::ReadCommitted)?;
-    let mut bytes = Vec::with_capacity(read.total_len() as usize);
-    for slice in &read.slices {
-        let start = bytes.len();
-        bytes.resize(start + slice.len as usize, 0);
-        slice
-            .file
-            .read_exact_at(&mut bytes[start..], slice.position)
-            .map_err(|e| corrupt(&format!("read failed: {e}")))?;
-    }
+    let (bytes, aborted) =
+        source.read_bytes_with(from, READ_BYTES_PER_PASS, Isolation::ReadCommitted)?;
     // Kafka's consumer-side rule for read_committed: a producer's transactional batches are
     // skipped from the first offset of one of its aborted transactions until its marker.
-    let mut aborted_starts: Vec<(i64, i64)> = read
-        .aborted
+    let mut aborted_starts: Vec<(i64, i64)> = aborted
         .iter()
         .map(|a| (a.first_offset, a.producer_id))
         .collect();
