@@ -14,64 +14,17 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::rill_bin;
+use common::crash::{env_or, serve, sigkill, Rng};
 use rill_client::{Client, ClientConfig, FetchSpec, Producer, ProducerConfig};
 
 const TOPIC: &str = "later";
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-    }
-}
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Starts `rill serve` on `dir`; returns it with its address (at most 30 s).
-fn serve(dir: &Path) -> (Child, String) {
-    let mut child = Command::new(rill_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--no-metrics"])
-        .arg("--data-dir")
-        .arg(dir)
-        .env("RILL_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn rill serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("rill listening on ") {
-                let _ = tx.send(addr.to_string());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("broker ready within 30 s");
-    (child, addr)
 }
 
 async fn connect(addr: &str) -> Client {
@@ -254,8 +207,7 @@ async fn sigkill_during_delivery_neither_loses_nor_duplicates() {
         // Somewhere while records fall due (or right away when producing took longer).
         let left = (last_due - now_ms()).max(1) as u64;
         tokio::time::sleep(Duration::from_millis(rng.below(left.min(spread_ms)))).await;
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
+        sigkill(&mut child);
         (child, addr) = serve(dir.path());
     }
     // Everything is due by `last_due`; delivery then takes a bounded while.
@@ -272,8 +224,7 @@ async fn sigkill_during_delivery_neither_loses_nor_duplicates() {
     // Long enough for a cancelled record to show up if it were (wrongly) delivered.
     tokio::time::sleep(Duration::from_millis(500)).await;
     got = read_all(&addr).await;
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reap");
+    sigkill(&mut child);
     let never: std::collections::HashSet<&String> = never.iter().collect();
     let maybe: std::collections::HashSet<&String> = maybe.iter().collect();
     let mut seen = HashMap::new();
