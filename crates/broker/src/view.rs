@@ -177,7 +177,14 @@ pub fn validate(
 pub struct ViewMaintainer {
     cursors: Mutex<HashMap<TopicPartition, Cursor>>,
     warned: Mutex<HashSet<String>>,
+    /// Each topic's parsed view spec, for the `TopicMeta` it was parsed from (a config change
+    /// makes a new `TopicMeta`), so a pass does not parse every filter again.
+    specs: Mutex<HashMap<String, CachedSpec>>,
 }
+
+/// A topic's parsed view spec (or why its view configs are bad), with the `TopicMeta` it
+/// was parsed from.
+type CachedSpec = (Arc<TopicMeta>, Result<Option<ViewSpec>, String>);
 
 /// Where a view partition's copy stands, valid for one pair of log instances (a deleted and
 /// re-created topic starts over).
@@ -229,14 +236,16 @@ impl ViewMaintainer {
     /// appends): run it on the blocking pool.
     pub fn pass(&self, state: &BrokerState) -> PassStats {
         let mut by_source: HashMap<String, Vec<(Arc<TopicMeta>, ViewSpec)>> = HashMap::new();
-        for meta in state.topics.all() {
-            match spec(&meta.configs) {
+        let all = state.topics.all();
+        let topic_count = all.len();
+        for meta in all {
+            match self.cached_spec(&meta) {
                 Ok(Some(spec)) => by_source
                     .entry(spec.source.clone())
                     .or_default()
                     .push((meta, spec)),
                 Ok(None) => {}
-                Err(e) => self.warn_once(&meta.name, &e.to_string()),
+                Err(e) => self.warn_once(&meta.name, &e),
             }
         }
         let mut stats = PassStats::default();
@@ -280,7 +289,28 @@ impl ViewMaintainer {
             }
         }
         self.cursors.lock().retain(|tp, _| live.contains(tp));
+        let mut specs = self.specs.lock();
+        if specs.len() > topic_count {
+            let topics: HashSet<String> =
+                state.topics.all().iter().map(|t| t.name.clone()).collect();
+            specs.retain(|name, _| topics.contains(name));
+        }
+        drop(specs);
         stats
+    }
+
+    /// The view spec of `meta`, parsed once per `TopicMeta` (topics that are gone are
+    /// forgotten when the cache holds more entries than there are topics).
+    fn cached_spec(&self, meta: &Arc<TopicMeta>) -> Result<Option<ViewSpec>, String> {
+        let mut specs = self.specs.lock();
+        if let Some((cached, spec)) = specs.get(&meta.name) {
+            if Arc::ptr_eq(cached, meta) {
+                return spec.clone();
+            }
+        }
+        let parsed = spec(&meta.configs).map_err(|e| e.to_string());
+        specs.insert(meta.name.clone(), (Arc::clone(meta), parsed.clone()));
+        parsed
     }
 
     /// Per view partition the maintainer has copied into: records of its source partition
