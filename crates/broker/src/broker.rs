@@ -107,6 +107,10 @@ pub struct BrokerConfig {
     /// `rill.delivery.delay.memory.entries`: waiting records each delay store keeps in memory
     /// (24 bytes plus set overhead each); the others stay in its delay log until due soon.
     pub delivery_delay_memory_entries: usize,
+    /// `rill.delivery.cancel.max.pending`: distinct `rill-delay-cancel` ids each delay store
+    /// holds while records they may cancel wait (each at most 256 bytes); a cancel beyond it
+    /// is refused with POLICY_VIOLATION.
+    pub delivery_cancel_max_pending: usize,
     /// Incremental fetch sessions (KIP-227): `max.incremental.fetch.session.cache.slots`,
     /// Kafka's eviction time, and Rill's bound on cached partitions over all sessions.
     pub fetch_sessions: crate::fetch_session::CacheConfig,
@@ -144,6 +148,7 @@ impl Default for BrokerConfig {
             cleaner: rill_storage::CleanerConfig::default(),
             delivery_delay_max_ms: 2 * 365 * 24 * 3600 * 1000,
             delivery_delay_memory_entries: 262_144,
+            delivery_cancel_max_pending: 65_536,
             fetch_sessions: crate::fetch_session::CacheConfig::default(),
         }
     }

@@ -396,6 +396,8 @@ fn register_delayed(registry: &mut Registry, state: &BrokerState) {
     let in_memory = Family::<PartitionLabels, Gauge>::default();
     let next_due = Family::<PartitionLabels, Gauge>::default();
     let lateness = Family::<PartitionLabels, Gauge>::default();
+    let cancels_pending = Family::<PartitionLabels, Gauge>::default();
+    let cancelled = Family::<PartitionLabels, Counter>::default();
     for s in state.delayed.stats() {
         let labels = [
             ("topic", s.target.topic.clone()),
@@ -411,6 +413,10 @@ fn register_delayed(registry: &mut Registry, state: &BrokerState) {
             .get_or_create(&labels)
             .set(s.next_due_ms.unwrap_or(-1));
         lateness.get_or_create(&labels).set(s.last_lateness_ms);
+        cancels_pending
+            .get_or_create(&labels)
+            .set(i64::try_from(s.cancels_pending).unwrap_or(i64::MAX));
+        cancelled.get_or_create(&labels).inc_by(s.cancelled_total);
     }
     registry.register(
         "delayed_pending_records",
@@ -431,6 +437,16 @@ fn register_delayed(registry: &mut Registry, state: &BrokerState) {
         "delayed_delivery_lag_ms",
         "Delivery time minus due time of the last delivered record, ms",
         lateness,
+    );
+    registry.register(
+        "delayed_cancels_pending",
+        "Distinct rill-delay-cancel ids held while records they may cancel wait",
+        cancels_pending,
+    );
+    registry.register(
+        "delayed_cancelled",
+        "Delayed records not delivered because a cancel came before their due time",
+        cancelled,
     );
 }
 

@@ -333,6 +333,7 @@ async fn append_delayed(
             let code = match &e {
                 DelayedError::Storage(e) => storage_error_code(e),
                 DelayedError::Closed(_) => ResponseError::UnknownTopicOrPartition.code(),
+                DelayedError::TooManyCancels(_) => ResponseError::PolicyViolation.code(),
                 _ => ResponseError::InvalidRecord.code(),
             };
             return Err((code, Some(e.to_string())));

@@ -25,7 +25,6 @@
 //! refused.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -48,6 +47,11 @@ pub const FILTER_KEY: &str = "rill.view.filter";
 pub const FILTER_TYPE_KEY: &str = "rill.view.filter.type";
 /// The header each view record carries: its offset in the source partition.
 pub const SOURCE_OFFSET_HEADER: &str = "rill-source-offset";
+
+/// A file in each view partition's directory naming the source topic's id the view was
+/// built from: a source deleted and re-created under the same name has a new id, and its
+/// offsets start over, so the view must not resume at the old source offset.
+const SOURCE_ID_FILE: &str = "rill-view-source-id";
 
 /// Source bytes read per partition per pass: bounds the memory and the time of one pass.
 const READ_BYTES_PER_PASS: u32 = 1024 * 1024;
@@ -173,7 +177,14 @@ pub fn validate(
 pub struct ViewMaintainer {
     cursors: Mutex<HashMap<TopicPartition, Cursor>>,
     warned: Mutex<HashSet<String>>,
+    /// Each topic's parsed view spec, for the `TopicMeta` it was parsed from (a config change
+    /// makes a new `TopicMeta`), so a pass does not parse every filter again.
+    specs: Mutex<HashMap<String, CachedSpec>>,
 }
+
+/// A topic's parsed view spec (or why its view configs are bad), with the `TopicMeta` it
+/// was parsed from.
+type CachedSpec = (Arc<TopicMeta>, Result<Option<ViewSpec>, String>);
 
 /// Where a view partition's copy stands, valid for one pair of log instances (a deleted and
 /// re-created topic starts over).
@@ -225,14 +236,16 @@ impl ViewMaintainer {
     /// appends): run it on the blocking pool.
     pub fn pass(&self, state: &BrokerState) -> PassStats {
         let mut by_source: HashMap<String, Vec<(Arc<TopicMeta>, ViewSpec)>> = HashMap::new();
-        for meta in state.topics.all() {
-            match spec(&meta.configs) {
+        let all = state.topics.all();
+        let topic_count = all.len();
+        for meta in all {
+            match self.cached_spec(&meta) {
                 Ok(Some(spec)) => by_source
                     .entry(spec.source.clone())
                     .or_default()
                     .push((meta, spec)),
                 Ok(None) => {}
-                Err(e) => self.warn_once(&meta.name, &e.to_string()),
+                Err(e) => self.warn_once(&meta.name, &e),
             }
         }
         let mut stats = PassStats::default();
@@ -266,7 +279,7 @@ impl ViewMaintainer {
                     .map(|(meta, spec)| (TopicPartition::new(&meta.name, partition), &spec.filter))
                     .collect();
                 live.extend(views.iter().map(|(tp, _)| tp.clone()));
-                match self.copy_partition(state, &source_tp, &views) {
+                match self.copy_partition(state, &source_tp, source.id, &views) {
                     Ok(s) => {
                         stats.scanned += s.scanned;
                         stats.copied += s.copied;
@@ -276,7 +289,28 @@ impl ViewMaintainer {
             }
         }
         self.cursors.lock().retain(|tp, _| live.contains(tp));
+        let mut specs = self.specs.lock();
+        if specs.len() > topic_count {
+            let topics: HashSet<String> =
+                state.topics.all().iter().map(|t| t.name.clone()).collect();
+            specs.retain(|name, _| topics.contains(name));
+        }
+        drop(specs);
         stats
+    }
+
+    /// The view spec of `meta`, parsed once per `TopicMeta` (topics that are gone are
+    /// forgotten when the cache holds more entries than there are topics).
+    fn cached_spec(&self, meta: &Arc<TopicMeta>) -> Result<Option<ViewSpec>, String> {
+        let mut specs = self.specs.lock();
+        if let Some((cached, spec)) = specs.get(&meta.name) {
+            if Arc::ptr_eq(cached, meta) {
+                return spec.clone();
+            }
+        }
+        let parsed = spec(&meta.configs).map_err(|e| e.to_string());
+        specs.insert(meta.name.clone(), (Arc::clone(meta), parsed.clone()));
+        parsed
     }
 
     /// Per view partition the maintainer has copied into: records of its source partition
@@ -310,6 +344,7 @@ impl ViewMaintainer {
         &self,
         state: &BrokerState,
         source_tp: &TopicPartition,
+        source_id: uuid::Uuid,
         views: &[(TopicPartition, &Filter)],
     ) -> Result<PassStats, StorageError> {
         let Some(source_log) = state.logs.get_log(source_tp)? else {
@@ -330,7 +365,13 @@ impl ViewMaintainer {
             });
             let next = match known {
                 Some(c) => c.next,
-                None => resume_offset(&view_log)?,
+                None => {
+                    if let Err(reason) = check_source_id(&view_log, source_id) {
+                        self.warn_once(&view_tp.topic, &reason);
+                        continue;
+                    }
+                    resume_offset(&view_log)?
+                }
             }
             .max(source_log.log_start_offset());
             targets.push(Target {
@@ -365,6 +406,28 @@ impl ViewMaintainer {
             );
         }
         Ok(stats)
+    }
+}
+
+/// Checks that the view partition was built from the source topic with id `source_id`,
+/// recording it on first use (a view made before the file existed adopts its source as it
+/// is). A mismatch means the source was deleted and re-created: the view is not maintained
+/// any further (its records came from a topic that no longer exists; it is to be deleted and
+/// created again), rather than resuming at an offset of the old source.
+fn check_source_id(view_log: &Log, source_id: uuid::Uuid) -> Result<(), String> {
+    let path = view_log.dir().join(SOURCE_ID_FILE);
+    let expected = source_id.to_string();
+    match std::fs::read_to_string(&path) {
+        Ok(text) if text.trim() == expected => Ok(()),
+        Ok(text) => Err(format!(
+            "its source was deleted and re-created (topic id {expected}; the view holds records of {}): the view is no longer maintained, delete and re-create it",
+            text.trim()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            crate::atomic_file::write(&path, expected.as_bytes())
+                .map_err(|(op, e)| format!("{op} {}: {e}", path.display()))
+        }
+        Err(e) => Err(format!("reading {}: {e}", path.display())),
     }
 }
 
@@ -422,20 +485,11 @@ fn scan(source: &Log, from: i64, targets: &mut [Target]) -> Result<(PassStats, i
     if from >= source.last_stable_offset().min(source.high_watermark()) {
         return Ok((stats, from));
     }
-    let read = source.read_with(from, READ_BYTES_PER_PASS, true, Isolation::ReadCommitted)?;
-    let mut bytes = Vec::with_capacity(read.total_len() as usize);
-    for slice in &read.slices {
-        let start = bytes.len();
-        bytes.resize(start + slice.len as usize, 0);
-        slice
-            .file
-            .read_exact_at(&mut bytes[start..], slice.position)
-            .map_err(|e| corrupt(&format!("read failed: {e}")))?;
-    }
+    let (bytes, aborted) =
+        source.read_bytes_with(from, READ_BYTES_PER_PASS, Isolation::ReadCommitted)?;
     // Kafka's consumer-side rule for read_committed: a producer's transactional batches are
     // skipped from the first offset of one of its aborted transactions until its marker.
-    let mut aborted_starts: Vec<(i64, i64)> = read
-        .aborted
+    let mut aborted_starts: Vec<(i64, i64)> = aborted
         .iter()
         .map(|a| (a.first_offset, a.producer_id))
         .collect();

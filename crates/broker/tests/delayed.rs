@@ -6,55 +6,21 @@
 
 mod common;
 
+use common::producer::{bounded, create_with_configs as create, name, s};
+
 use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use common::{now_ms, Client, TestBroker, TEST_TIMEOUT};
-use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use common::{now_ms, Client, TestBroker};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
 
 const INVALID_RECORD: i16 = 87;
-
-fn name(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.to_string()))
-}
-
-fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_string())
-}
-
-async fn bounded<F: std::future::Future<Output = ()>>(test: F) {
-    tokio::time::timeout(TEST_TIMEOUT, test)
-        .await
-        .expect("test timed out");
-}
-
-async fn create(client: &mut Client, topic: &str, configs: &[(&str, &str)]) -> i16 {
-    let request = CreateTopicsRequest::default()
-        .with_timeout_ms(5_000)
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(name(topic))
-            .with_num_partitions(1)
-            .with_replication_factor(-1)
-            .with_configs(
-                configs
-                    .iter()
-                    .map(|(k, v)| {
-                        CreatableTopicConfig::default()
-                            .with_name(s(k))
-                            .with_value(Some(s(v)))
-                    })
-                    .collect(),
-            )]);
-    client.send(7, &request).await.topics[0].error_code
-}
 
 const DELAYED: &[(&str, &str)] = &[("rill.delivery.delayed.enable", "true")];
 
@@ -459,6 +425,279 @@ async fn waiting_records_survive_a_restart_and_overdue_ones_come_in_due_order() 
         let got = wait_for(&mut client, "restart", 300).await;
         check_delivery(&got);
         assert!(got.iter().any(|g| g.timestamp > produced_by + 1000));
+        broker.stop().await;
+    })
+    .await;
+}
+
+fn with_id(id: &str, ms: i64) -> Vec<(&'static str, String)> {
+    vec![
+        ("rill-delay-id", id.to_string()),
+        ("rill-delay-ms", ms.to_string()),
+    ]
+}
+
+fn cancel(id: &str) -> Vec<(&'static str, String)> {
+    vec![("rill-delay-cancel", id.to_string())]
+}
+
+async fn produce_one(client: &mut Client, topic: &str, rec: Rec<'_>) -> (i16, String) {
+    let (code, _, message) = produce(client, topic, batch(&[rec], None, Compression::None)).await;
+    (code, message)
+}
+
+#[tokio::test]
+async fn a_cancel_before_the_due_time_stops_delivery_and_one_after_it_changes_nothing() {
+    bounded(async {
+        let broker = TestBroker::start().await;
+        let mut client = broker.connect().await;
+        assert_eq!(create(&mut client, "timeouts", DELAYED).await, 0);
+        // A cancel for an id not stored yet does not reach a later record with that id.
+        assert_eq!(
+            produce_one(&mut client, "timeouts", ("early", cancel("b")))
+                .await
+                .0,
+            0
+        );
+        let records = [
+            ("a", with_id("a", 700)),
+            ("b", with_id("b", 700)),
+            ("quick", with_id("quick", 50)),
+            ("plain", delay(100)),
+        ];
+        let (code, _, m) = produce(
+            &mut client,
+            "timeouts",
+            batch(&records, None, Compression::Lz4),
+        )
+        .await;
+        assert_eq!(code, 0, "{m}");
+        assert_eq!(
+            produce_one(&mut client, "timeouts", ("c1", cancel("a")))
+                .await
+                .0,
+            0
+        );
+        // Cancelling twice is harmless.
+        assert_eq!(
+            produce_one(&mut client, "timeouts", ("c2", cancel("a")))
+                .await
+                .0,
+            0
+        );
+        let got = wait_for(&mut client, "timeouts", 2).await;
+        assert_eq!(
+            got.iter().map(|g| g.value.as_str()).collect::<Vec<_>>(),
+            ["quick", "plain"]
+        );
+        // Too late: "quick" was delivered; the cancel is acknowledged and changes nothing.
+        assert_eq!(
+            produce_one(&mut client, "timeouts", ("c3", cancel("quick")))
+                .await
+                .0,
+            0
+        );
+        let got = wait_for(&mut client, "timeouts", 3).await;
+        let values: Vec<&str> = got.iter().map(|g| g.value.as_str()).collect();
+        assert_eq!(values, ["quick", "plain", "b"]);
+        check_delivery(&got);
+        assert_eq!(got[2].headers["rill-delay-id"], "b");
+        // Nothing more comes: "a" stays cancelled and cancels are never delivered.
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        assert_eq!(fetch_all(&mut client, "timeouts").await.len(), 3);
+        let stats = &broker.state.delayed.stats()[0];
+        assert_eq!(stats.cancelled_total, 1, "{stats:?}");
+        assert_eq!(stats.waiting, 0, "{stats:?}");
+        assert_eq!(
+            stats.cancels_pending, 0,
+            "nothing waits below them: {stats:?}"
+        );
+        broker.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bad_cancels_are_refused() {
+    bounded(async {
+        let broker = TestBroker::start().await;
+        let mut client = broker.connect().await;
+        assert_eq!(create(&mut client, "strict", DELAYED).await, 0);
+        let long = "x".repeat(257);
+        let cases: Vec<(Vec<(&str, String)>, &str)> = vec![
+            (vec![("rill-delay-cancel", String::new())], "1 to 256 bytes"),
+            (vec![("rill-delay-cancel", long.clone())], "1 to 256 bytes"),
+            (vec![("rill-delay-id", long)], "1 to 256 bytes"),
+            (
+                vec![
+                    ("rill-delay-cancel", "a".into()),
+                    ("rill-delay-ms", "5".into()),
+                ],
+                "cannot be combined",
+            ),
+        ];
+        for (headers, expect) in cases {
+            let (code, message) =
+                produce_one(&mut client, "strict", ("bad", headers.clone())).await;
+            assert_eq!(code, INVALID_RECORD, "{headers:?}: {message}");
+            assert!(message.contains(expect), "{headers:?}: {message}");
+        }
+        broker.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn pending_cancels_are_bounded() {
+    bounded(async {
+        const POLICY_VIOLATION: i16 = 44;
+        let broker = TestBroker::start_with(|c| c.delivery_cancel_max_pending = 2).await;
+        let mut client = broker.connect().await;
+        assert_eq!(create(&mut client, "bounded", DELAYED).await, 0);
+        let records = [
+            ("a", with_id("a", 600)),
+            ("b", with_id("b", 600)),
+            ("c", with_id("c", 600)),
+        ];
+        let (code, _, m) = produce(
+            &mut client,
+            "bounded",
+            batch(&records, None, Compression::None),
+        )
+        .await;
+        assert_eq!(code, 0, "{m}");
+        assert_eq!(
+            produce_one(&mut client, "bounded", ("x", cancel("a")))
+                .await
+                .0,
+            0
+        );
+        assert_eq!(
+            produce_one(&mut client, "bounded", ("x", cancel("b")))
+                .await
+                .0,
+            0
+        );
+        assert_eq!(
+            produce_one(&mut client, "bounded", ("x", cancel("a")))
+                .await
+                .0,
+            0,
+            "a known id takes no room"
+        );
+        let (code, message) = produce_one(&mut client, "bounded", ("x", cancel("c"))).await;
+        assert_eq!(code, POLICY_VIOLATION, "{message}");
+        assert!(
+            message.contains("rill.delivery.cancel.max.pending"),
+            "{message}"
+        );
+        let got = wait_for(&mut client, "bounded", 1).await;
+        assert_eq!(got[0].value, "c");
+        // Once nothing waits below them, the cancels are dropped and there is room again.
+        for _ in 0..200 {
+            if broker.state.delayed.stats()[0].cancels_pending == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            produce_one(&mut client, "bounded", ("x", cancel("d")))
+                .await
+                .0,
+            0
+        );
+        broker.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn cancels_survive_a_restart() {
+    bounded(async {
+        let broker = TestBroker::start().await;
+        let mut client = broker.connect().await;
+        assert_eq!(create(&mut client, "restart", DELAYED).await, 0);
+        let records = [
+            ("keep", with_id("keep", 800)),
+            ("drop", with_id("drop", 800)),
+            ("now", vec![]),
+        ];
+        let (code, _, m) = produce(
+            &mut client,
+            "restart",
+            batch(&records, None, Compression::None),
+        )
+        .await;
+        assert_eq!(code, 0, "{m}");
+        assert_eq!(
+            produce_one(&mut client, "restart", ("c", cancel("drop")))
+                .await
+                .0,
+            0
+        );
+        let dir = broker.stop().await;
+        let broker = TestBroker::start_in(dir, |_| {}).await;
+        let mut client = broker.connect().await;
+        let got = wait_for(&mut client, "restart", 2).await;
+        assert_eq!(got[1].value, "keep");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(fetch_all(&mut client, "restart").await.len(), 2);
+        assert_eq!(broker.state.delayed.stats()[0].cancelled_total, 1);
+        broker.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_delay_log_is_reclaimed_as_records_are_delivered() {
+    bounded(async {
+        let broker = TestBroker::start().await;
+        let mut client = broker.connect().await;
+        let configs = [
+            ("rill.delivery.delayed.enable", "true"),
+            ("segment.bytes", "16384"),
+        ];
+        assert_eq!(create(&mut client, "reclaim", &configs).await, 0);
+        produce_spread(&mut client, "reclaim", 2000, 300).await;
+        let full = broker.state.delayed.stats()[0].clone();
+        assert!(full.log_size_bytes > 50_000, "{full:?}");
+        assert_eq!(full.log_start_offset, 0);
+        let got = wait_for(&mut client, "reclaim", 2000).await;
+        check_delivery(&got);
+        // The cursor is persisted about once a second; then the start moves to the base of
+        // the segment holding the lowest waiting record: with nothing waiting, the active
+        // one (16 KiB at most, of about 70 KiB written).
+        let mut stats = full.clone();
+        for _ in 0..500 {
+            stats = broker.state.delayed.stats()[0].clone();
+            if stats.log_start_offset > 1000 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(stats.log_start_offset > 1000, "{stats:?}");
+        assert!(
+            stats.log_size_bytes <= 16384 && stats.log_size_bytes < full.log_size_bytes / 3,
+            "{stats:?} vs {full:?}"
+        );
+        // A record produced now is still delivered, and a restart neither redelivers what
+        // was reclaimed nor loses the new one.
+        let dir = broker.stop().await;
+        let broker = TestBroker::start_in(dir, |_| {}).await;
+        let mut client = broker.connect().await;
+        assert_eq!(
+            produce_one(&mut client, "reclaim", ("after", delay(50)))
+                .await
+                .0,
+            0
+        );
+        let got = wait_for(&mut client, "reclaim", 2001).await;
+        assert_eq!(got[2000].value, "after");
+        let stats = &broker.state.delayed.stats()[0];
+        assert!(
+            stats.log_start_offset > 1000,
+            "the start survives a restart: {stats:?}"
+        );
         broker.stop().await;
     })
     .await;

@@ -4,57 +4,21 @@
 
 mod common;
 
+use common::producer::{bounded, create_with_configs as create, name, s};
+
 use bytes::Bytes;
-use common::{now_ms, record_batch_with, Client, TestBroker, TEST_TIMEOUT};
+use common::{now_ms, record_batch_with, Client, TestBroker};
 use kafka_protocol::messages::alter_configs_request as alter;
-use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::incremental_alter_configs_request as incremental;
 use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Compression, RecordBatchDecoder, TimestampType};
 
 const KEY: &str = "message.timestamp.type";
 const INVALID_CONFIG: i16 = 40;
-
-fn name(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.to_string()))
-}
-
-fn s(v: &str) -> StrBytes {
-    StrBytes::from_string(v.to_string())
-}
-
-async fn bounded<F: std::future::Future<Output = ()>>(test: F) {
-    tokio::time::timeout(TEST_TIMEOUT, test)
-        .await
-        .expect("test timed out");
-}
-
-/// Creates `topic` (one partition) with `configs`; returns the error code.
-async fn create(client: &mut Client, topic: &str, configs: &[(&str, &str)]) -> i16 {
-    let request = CreateTopicsRequest::default()
-        .with_timeout_ms(5_000)
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(name(topic))
-            .with_num_partitions(1)
-            .with_replication_factor(-1)
-            .with_configs(
-                configs
-                    .iter()
-                    .map(|(k, v)| {
-                        CreatableTopicConfig::default()
-                            .with_name(s(k))
-                            .with_value(Some(s(v)))
-                    })
-                    .collect(),
-            )]);
-    let response = client.send(7, &request).await;
-    response.topics[0].error_code
-}
 
 /// (value, source) of `KEY` for `topic`.
 async fn described(client: &mut Client, topic: &str) -> (String, i8) {

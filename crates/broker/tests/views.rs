@@ -310,3 +310,36 @@ async fn a_large_pass_is_split_into_batches() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_view_does_not_resume_on_a_recreated_source() {
+    bounded(async {
+        let broker = TestBroker::start().await;
+        let mut c = broker.connect().await;
+        assert_eq!(create(&mut c, "src", 1, &[]).await.0, 0);
+        let expected = produce_orders(&mut c, "src", 0, &orders(0, 50)).await;
+        let view_configs = [("rill.view.source", "src"), ("rill.view.filter", FILTER)];
+        assert_eq!(create(&mut c, "src-eu", 1, &view_configs).await.0, 0);
+        expect_view(&mut c, "src-eu", 0, &expected).await;
+        let delete = DeleteTopicsRequest::default()
+            .with_timeout_ms(5_000)
+            .with_topic_names(vec![name("src")]);
+        let r = c.send(4, &delete).await;
+        assert_eq!(r.responses[0].error_code, 0);
+        assert_eq!(create(&mut c, "src", 1, &[]).await.0, 0);
+        // The new source's offsets start at 0 again and run past the old ones: a view
+        // resuming at the old offset would copy some of them.
+        let newer = produce_orders(&mut c, "src", 0, &orders(50, 150)).await;
+        assert!(newer.iter().any(|(_, o)| *o > expected.last().unwrap().1));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(fetch_all(&mut c, "src-eu", 0).await, expected);
+        // Nor after a restart.
+        let dir = broker.stop().await;
+        let broker = TestBroker::start_in(dir, |_| {}).await;
+        let mut c = broker.connect().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(fetch_all(&mut c, "src-eu", 0).await, expected);
+        broker.stop().await;
+    })
+    .await;
+}

@@ -115,6 +115,10 @@ pub struct ServeArgs {
     /// its delay log until due soon (rill.delivery.delay.memory.entries) [default: 262144].
     #[arg(long, env = "RILL_DELIVERY_DELAY_MEMORY_ENTRIES", value_name = "N")]
     pub delivery_delay_memory_entries: Option<usize>,
+    /// Distinct `rill-delay-cancel` ids each delay-enabled partition holds while records they
+    /// may cancel wait; more are refused (rill.delivery.cancel.max.pending) [default: 65536].
+    #[arg(long, env = "RILL_DELIVERY_CANCEL_MAX_PENDING", value_name = "N")]
+    pub delivery_cancel_max_pending: Option<usize>,
     /// Address of the Prometheus `/metrics` HTTP endpoint [default: 127.0.0.1:9644]. When the
     /// default address is taken (another broker on this machine) the broker warns and serves
     /// without it; an address given explicitly must be free.
@@ -188,6 +192,7 @@ struct FileConfig {
     group_share_delivery_count_limit: Option<i16>,
     delivery_delay_max_ms: Option<i64>,
     delivery_delay_memory_entries: Option<usize>,
+    delivery_cancel_max_pending: Option<usize>,
     metrics_listen: Option<String>,
     metrics: Option<bool>,
     log_cleaner_threads: Option<usize>,
@@ -222,6 +227,7 @@ pub struct ServeConfig {
     pub group_share_delivery_count_limit: i16,
     pub delivery_delay_max_ms: i64,
     pub delivery_delay_memory_entries: usize,
+    pub delivery_cancel_max_pending: usize,
     pub metrics: bool,
     pub metrics_listen: String,
     /// True when `metrics_listen` was chosen by someone (flag, variable or file) rather than
@@ -344,6 +350,11 @@ impl ServeConfig {
                 file.delivery_delay_memory_entries,
                 defaults.delivery_delay_memory_entries,
             ),
+            delivery_cancel_max_pending: pick(
+                args.delivery_cancel_max_pending,
+                file.delivery_cancel_max_pending,
+                defaults.delivery_cancel_max_pending,
+            ),
             metrics: !args.no_metrics.unwrap_or(false) && file.metrics.unwrap_or(true),
             metrics_listen: pick(
                 args.metrics_listen.clone(),
@@ -438,6 +449,9 @@ impl ServeConfig {
         if self.delivery_delay_memory_entries < 1 {
             bail!("invalid value for delivery_delay_memory_entries: 0 (must be at least 1)");
         }
+        if self.delivery_cancel_max_pending < 1 {
+            bail!("invalid value for delivery_cancel_max_pending: 0 (must be at least 1)");
+        }
         if self.decompressed_batch_max_bytes < 1024 {
             bail!(
                 "invalid value for decompressed_batch_max_bytes: {} (must be at least 1024)",
@@ -522,6 +536,7 @@ impl ServeConfig {
             producer_id_expiration_ms: self.producer_id_expiration_ms,
             delivery_delay_max_ms: self.delivery_delay_max_ms,
             delivery_delay_memory_entries: self.delivery_delay_memory_entries,
+            delivery_cancel_max_pending: self.delivery_cancel_max_pending,
             transactions: rill_broker::TxnConfig {
                 id_expiration_ms: self.transactional_id_expiration_ms,
                 ..rill_broker::TxnConfig::default()

@@ -11,61 +11,13 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::rill_bin;
+use common::crash::{env_or, serve, sigkill, Rng};
 use rill_client::{Client, ClientConfig, FetchSpec, Producer, ProducerConfig};
 
 const TOPIC: &str = "crash";
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// xorshift64*: the kill timing, reproducible from the seed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-    }
-}
-
-/// Starts `rill serve` on `dir` and returns it with its address (at most 30 s).
-fn serve(dir: &Path) -> (Child, String) {
-    let mut child = Command::new(rill_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--no-metrics"])
-        .arg("--data-dir")
-        .arg(dir)
-        .env("RILL_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn rill serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("rill listening on ") {
-                let _ = tx.send(addr.to_string());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("broker ready within 30 s");
-    (child, addr)
-}
 
 /// What the consumer saw, and any violation it noticed on the way.
 #[derive(Default)]
@@ -244,16 +196,14 @@ async fn sigkill_loop_keeps_every_acknowledged_record_and_never_reuses_an_offset
         let consumer = tokio::spawn(consume(Arc::clone(&client), Arc::clone(&seen)));
         // A random moment: during start-up work, mid-request, mid-fsync.
         tokio::time::sleep(Duration::from_millis(5 + rng.below(300))).await;
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
+        sigkill(&mut child);
         producer.await.expect("producer task");
         consumer.await.expect("consumer task");
         done += 1;
     }
     let (mut child, addr) = serve(dir.path());
     let log = read_log(&addr).await;
-    child.kill().expect("kill");
-    child.wait().expect("reap");
+    sigkill(&mut child);
 
     let acked = acked.lock().unwrap();
     let seen = seen.lock().unwrap();

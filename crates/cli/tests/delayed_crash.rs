@@ -2,7 +2,10 @@
 //! `rill-delay-ms` delays (acks=all) on a delay-enabled topic, is SIGKILLed several times at
 //! random moments while the records fall due, and restarted on the same data directory. In
 //! the end every acknowledged record is in the partition exactly once, no earlier than its
-//! due time (send time + delay), and the partition is in due-time order.
+//! due time (send time + delay), and the partition is in due-time order. Some records carry a
+//! `rill-delay-id` and are cancelled (`rill-delay-cancel`, acks=all) before the first kill:
+//! those whose cancel was acknowledged before their due time are never delivered. The delay
+//! log has small segments, so its start moves (segments are deleted) between the kills.
 //!
 //! `RILL_DELAYED_RECORDS` (default 20 000; `scripts/bench-delayed` runs 100 000),
 //! `RILL_DELAYED_SPREAD_MS` (the largest delay, default 6 000), `RILL_DELAYED_KILLS`
@@ -11,64 +14,17 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::rill_bin;
+use common::crash::{env_or, serve, sigkill, Rng};
 use rill_client::{Client, ClientConfig, FetchSpec, Producer, ProducerConfig};
 
 const TOPIC: &str = "later";
-
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-    }
-}
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-/// Starts `rill serve` on `dir`; returns it with its address (at most 30 s).
-fn serve(dir: &Path) -> (Child, String) {
-    let mut child = Command::new(rill_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--no-metrics"])
-        .arg("--data-dir")
-        .arg(dir)
-        .env("RILL_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn rill serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("rill listening on ") {
-                let _ = tx.send(addr.to_string());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("broker ready within 30 s");
-    (child, addr)
 }
 
 async fn connect(addr: &str) -> Client {
@@ -79,6 +35,10 @@ async fn connect(addr: &str) -> Client {
     .await
     .expect("connect")
 }
+
+/// Every `CANCEL_EVERY`th record carries a `rill-delay-id` (its value) and is cancelled when
+/// its due time is far enough away.
+const CANCEL_EVERY: u64 = 10;
 
 /// Sends `count` records with delays below `spread_ms`; returns each one's earliest allowed
 /// delivery time (send time + delay), by value.
@@ -99,13 +59,17 @@ async fn produce(addr: &str, count: u64, spread_ms: u64, rng: &mut Rng) -> HashM
         let value = format!("r{i}");
         let sent = now_ms();
         let header = delay.to_string();
+        let mut headers = vec![("rill-delay-ms", Some(header.as_bytes()))];
+        if i % CANCEL_EVERY == 0 {
+            headers.push(("rill-delay-id", Some(value.as_bytes())));
+        }
         producer
             .send(
                 0,
                 sent,
                 Some(value.as_bytes()),
                 Some(value.as_bytes()),
-                &[("rill-delay-ms", Some(header.as_bytes()))],
+                &headers,
                 i,
             )
             .await
@@ -117,6 +81,40 @@ async fn produce(addr: &str, count: u64, spread_ms: u64, rng: &mut Rng) -> HashM
         assert!(ack.error.is_none(), "refused: {:?}", ack.error);
     }
     due
+}
+
+/// Cancels the records with an id that are due more than a second from now (acks=all);
+/// returns their values and the time every cancel was acknowledged by.
+async fn cancel(addr: &str, due: &HashMap<String, i64>) -> (Vec<String>, i64) {
+    let client = connect(addr).await;
+    let topic = client.topic(TOPIC).await.expect("topic");
+    let config = ProducerConfig {
+        acks: -1,
+        request_timeout: Duration::from_secs(30),
+        ..ProducerConfig::default()
+    };
+    let mut producer = Producer::new(&client, &topic, config)
+        .await
+        .expect("producer");
+    let soon = now_ms() + 1000;
+    let mut targets: Vec<String> = due
+        .iter()
+        .filter(|(v, d)| v[1..].parse::<u64>().is_ok_and(|i| i % CANCEL_EVERY == 0) && **d > soon)
+        .map(|(v, _)| v.clone())
+        .collect();
+    targets.sort();
+    for (i, value) in targets.iter().enumerate() {
+        let headers = [("rill-delay-cancel", Some(value.as_bytes()))];
+        producer
+            .send(0, now_ms(), None, Some(b"cancel"), &headers, i as u64)
+            .await
+            .expect("send cancel");
+    }
+    producer.flush().await.expect("flush");
+    for ack in producer.take_acks() {
+        assert!(ack.error.is_none(), "cancel refused: {:?}", ack.error);
+    }
+    (targets, now_ms())
 }
 
 /// Every record of the partition: (value, timestamp, rill-delayed-deliver-at).
@@ -173,42 +171,75 @@ async fn sigkill_during_delivery_neither_loses_nor_duplicates() {
     let mut rng = Rng(env_or("RILL_DELAYED_SEED", 0x5eed) | 1);
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut child, mut addr) = serve(dir.path());
-    let configs = [(
-        "rill.delivery.delayed.enable".to_string(),
-        "true".to_string(),
-    )];
+    let configs = [
+        (
+            "rill.delivery.delayed.enable".to_string(),
+            "true".to_string(),
+        ),
+        ("segment.bytes".to_string(), "65536".to_string()),
+    ];
     connect(&addr)
         .await
         .create_topic(TOPIC, 1, 1, &configs)
         .await
         .expect("create topic");
     let started = Instant::now();
-    let due = produce(&addr, count, spread_ms, &mut rng).await;
+    let mut due = produce(&addr, count, spread_ms, &mut rng).await;
     let produced_in = started.elapsed();
+    let (cancelled, cancels_acked) = cancel(&addr, &due).await;
+    // A cancel acknowledged before its record's due time guarantees no delivery; one that
+    // came later may or may not have been in time.
+    let (never, maybe): (Vec<String>, Vec<String>) = cancelled
+        .iter()
+        .cloned()
+        .partition(|v| due[v] > cancels_acked);
+    assert!(
+        never.len() as u64 > count / CANCEL_EVERY / 4,
+        "too few cancels in time to test: {} of {}",
+        never.len(),
+        cancelled.len()
+    );
+    for v in &cancelled {
+        due.remove(v);
+    }
     let last_due = due.values().copied().max().unwrap_or(0);
     for _ in 0..kills {
         // Somewhere while records fall due (or right away when producing took longer).
         let left = (last_due - now_ms()).max(1) as u64;
         tokio::time::sleep(Duration::from_millis(rng.below(left.min(spread_ms)))).await;
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
+        sigkill(&mut child);
         (child, addr) = serve(dir.path());
     }
     // Everything is due by `last_due`; delivery then takes a bounded while.
     let deadline = Instant::now()
         + Duration::from_millis((last_due - now_ms()).max(0) as u64)
         + Duration::from_secs(60);
+    let delivered =
+        |got: &[(String, i64, i64)]| got.iter().filter(|g| due.contains_key(&g.0)).count();
     let mut got = read_all(&addr).await;
-    while got.len() < due.len() && Instant::now() < deadline {
+    while delivered(&got) < due.len() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
         got = read_all(&addr).await;
     }
-    child.kill().expect("SIGKILL");
-    child.wait().expect("reap");
+    // Long enough for a cancelled record to show up if it were (wrongly) delivered.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    got = read_all(&addr).await;
+    sigkill(&mut child);
+    let never: std::collections::HashSet<&String> = never.iter().collect();
+    let maybe: std::collections::HashSet<&String> = maybe.iter().collect();
     let mut seen = HashMap::new();
     let mut previous_due = i64::MIN;
+    let mut late_cancels_delivered = 0;
     for (i, (value, timestamp, record_due)) in got.iter().enumerate() {
+        assert!(
+            !never.contains(value),
+            "{value} delivered though cancelled in time"
+        );
         *seen.entry(value.clone()).or_insert(0u32) += 1;
+        if maybe.contains(value) {
+            late_cancels_delivered += 1;
+            continue;
+        }
         let earliest = due.get(value).copied().unwrap_or(i64::MAX);
         assert!(
             *record_due >= earliest,
@@ -236,8 +267,10 @@ async fn sigkill_during_delivery_neither_loses_nor_duplicates() {
         "{} of {count} missing, e.g. {missing:?}",
         due.len() - seen.len()
     );
-    assert_eq!(got.len() as u64, count);
+    assert_eq!(got.len(), due.len() + late_cancels_delivered);
     eprintln!(
-        "{count} delayed records, {kills} SIGKILLs: all delivered once, in due order, none early (produced in {produced_in:?})"
+        "{count} delayed records, {} cancelled in time, {} cancelled late ({late_cancels_delivered} of those delivered), {kills} SIGKILLs: the others all delivered once, in due order, none early (produced in {produced_in:?})",
+        never.len(),
+        maybe.len()
     );
 }

@@ -1540,9 +1540,24 @@ impl Log {
         Ok(out)
     }
 
-    /// Like [`Log::read`], copying the bytes (tests and tools).
+    /// Like [`Log::read`], copying the bytes (at least one whole batch): for the broker's own
+    /// readers that decode records (delay stores, filtered views, cursors) and for tests.
     pub fn read_bytes(&self, start_offset: i64, max_bytes: u32) -> Result<Vec<u8>> {
-        let result = self.read(start_offset, max_bytes, true)?;
+        let (bytes, _) =
+            self.read_bytes_with(start_offset, max_bytes, Isolation::ReadUncommitted)?;
+        Ok(bytes)
+    }
+
+    /// [`Log::read_bytes`] at an isolation level ([`Log::read_with`]): with `ReadCommitted`
+    /// the bytes stop at the last stable offset, and the aborted transactions overlapping
+    /// them come with them (for the reader to skip, as a read_committed consumer does).
+    pub fn read_bytes_with(
+        &self,
+        start_offset: i64,
+        max_bytes: u32,
+        isolation: Isolation,
+    ) -> Result<(Vec<u8>, Vec<AbortedTxn>)> {
+        let result = self.read_with(start_offset, max_bytes, true, isolation)?;
         let mut out = Vec::with_capacity(result.total_len() as usize);
         for slice in &result.slices {
             let start = out.len();
@@ -1550,7 +1565,8 @@ impl Log {
             read_exact_at(&slice.file, &mut out[start..], slice.position)
                 .map_err(|e| StorageError::io("read", &self.dir, e))?;
         }
-        Ok(out)
+        debug_assert_eq!(out.len() as u64, result.total_len());
+        Ok((out, result.aborted))
     }
 
     /// ListOffsets by timestamp: the first offset whose record timestamp is at or after `ts`.

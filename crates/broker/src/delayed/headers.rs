@@ -9,6 +9,15 @@ use rill_storage::records::Headers;
 pub const DELIVER_AT: &[u8] = b"rill-deliver-at";
 /// Relative due time: milliseconds after the broker stored the record, decimal text.
 pub const DELAY_MS: &[u8] = b"rill-delay-ms";
+/// A delayed record's cancellation id, set by the producer (1 to [`ID_MAX_BYTES`] bytes).
+/// Only records that carry one can be cancelled.
+pub const DELAY_ID: &[u8] = b"rill-delay-id";
+/// Cancels the waiting records of the same partition whose `rill-delay-id` equals this
+/// header's value and that were stored before it. A cancel record is stored in the delay log
+/// and never delivered.
+pub const CANCEL: &[u8] = b"rill-delay-cancel";
+/// Longest `rill-delay-id` / `rill-delay-cancel` value (pending cancels are held in memory).
+pub const ID_MAX_BYTES: usize = 256;
 /// Added at delivery: the producer's record timestamp (epoch ms, decimal text).
 pub const PRODUCE_TIMESTAMP: &[u8] = b"rill-delayed-produce-timestamp";
 /// Added at delivery: the due time the record was delivered for (epoch ms, decimal text).
@@ -26,6 +35,9 @@ pub enum Request {
     At(i64),
     /// `rill-delay-ms`: due this many milliseconds after it was stored.
     After(i64),
+    /// `rill-delay-cancel`: not a record to deliver; cancels earlier waiting records with the
+    /// id it names ([`cancel_id_of`]).
+    Cancel,
 }
 
 /// Why a record's delay headers are refused (the produce answers INVALID_RECORD with it).
@@ -41,6 +53,14 @@ pub enum DelayError {
     Repeated { index: u32, header: &'static str },
     #[error("record {index}: both rill-deliver-at and rill-delay-ms are set")]
     Both { index: u32 },
+    #[error("record {index}: rill-delay-cancel cannot be combined with a delay header")]
+    CancelWithDelay { index: u32 },
+    #[error("record {index}: header {header} must be 1 to 256 bytes, not null or {len} bytes")]
+    BadId {
+        index: u32,
+        header: &'static str,
+        len: usize,
+    },
     #[error("record {index}: rill-delay-ms is negative ({delay_ms})")]
     Negative { index: u32, delay_ms: i64 },
     #[error(
@@ -64,7 +84,24 @@ const DECIMAL_MAX_LEN: usize = 20;
 pub fn request_of(index: u32, headers: Headers<'_>) -> Result<Request, DelayError> {
     let mut at = None;
     let mut after = None;
+    let mut cancel = false;
+    let mut id = false;
     for (key, value) in headers.iter() {
+        if key == CANCEL || key == DELAY_ID {
+            let (seen, name) = if key == CANCEL {
+                (&mut cancel, "rill-delay-cancel")
+            } else {
+                (&mut id, "rill-delay-id")
+            };
+            if std::mem::replace(seen, true) {
+                return Err(DelayError::Repeated {
+                    index,
+                    header: name,
+                });
+            }
+            check_id(index, name, value)?;
+            continue;
+        }
         let (slot, name) = if key == DELIVER_AT {
             (&mut at, "rill-deliver-at")
         } else if key == DELAY_MS {
@@ -80,6 +117,12 @@ pub fn request_of(index: u32, headers: Headers<'_>) -> Result<Request, DelayErro
         }
         *slot = Some(decimal(index, name, value)?);
     }
+    if cancel {
+        return match (at, after) {
+            (None, None) => Ok(Request::Cancel),
+            _ => Err(DelayError::CancelWithDelay { index }),
+        };
+    }
     match (at, after) {
         (Some(_), Some(_)) => Err(DelayError::Both { index }),
         (Some(t), None) => Ok(Request::At(t)),
@@ -87,6 +130,33 @@ pub fn request_of(index: u32, headers: Headers<'_>) -> Result<Request, DelayErro
         (None, Some(d)) => Ok(Request::After(d)),
         (None, None) => Ok(Request::None),
     }
+}
+
+fn check_id(index: u32, header: &'static str, value: Option<&[u8]>) -> Result<(), DelayError> {
+    match value {
+        Some(v) if !v.is_empty() && v.len() <= ID_MAX_BYTES => Ok(()),
+        _ => Err(DelayError::BadId {
+            index,
+            header,
+            len: value.map_or(0, <[u8]>::len),
+        }),
+    }
+}
+
+/// The `rill-delay-id` of a record (checked at produce by [`request_of`]).
+pub fn id_of(headers: Headers<'_>) -> Option<&[u8]> {
+    headers
+        .iter()
+        .find(|(k, _)| *k == DELAY_ID)
+        .and_then(|(_, v)| v)
+}
+
+/// The id a cancel record names (checked at produce by [`request_of`]).
+pub fn cancel_id_of(headers: Headers<'_>) -> Option<&[u8]> {
+    headers
+        .iter()
+        .find(|(k, _)| *k == CANCEL)
+        .and_then(|(_, v)| v)
 }
 
 fn decimal(index: u32, header: &'static str, value: Option<&[u8]>) -> Result<i64, DelayError> {
@@ -115,7 +185,7 @@ fn decimal(index: u32, header: &'static str, value: Option<&[u8]>) -> Result<i64
 /// fine: it is delivered at once).
 pub fn check_max(index: u32, request: Request, now_ms: i64, max_ms: i64) -> Result<(), DelayError> {
     let delay_ms = match request {
-        Request::None => return Ok(()),
+        Request::None | Request::Cancel => return Ok(()),
         Request::At(t) => t.saturating_sub(now_ms),
         Request::After(d) => d,
     };
@@ -133,7 +203,7 @@ pub fn check_max(index: u32, request: Request, now_ms: i64, max_ms: i64) -> Resu
 /// before `stored_ms`: a past time means "at once".
 pub fn due_ms(request: Request, stored_ms: i64) -> i64 {
     match request {
-        Request::None => stored_ms,
+        Request::None | Request::Cancel => stored_ms,
         Request::At(t) => t.max(stored_ms),
         Request::After(d) => stored_ms.saturating_add(d),
     }
@@ -204,6 +274,41 @@ mod tests {
                 delay_ms: -1
             })
         );
+    }
+
+    #[test]
+    fn cancel_and_id_headers_are_checked() {
+        assert_eq!(request(&[(CANCEL, Some(b"order-1"))]), Ok(Request::Cancel));
+        assert_eq!(
+            request(&[(DELAY_ID, Some(b"order-1")), (DELAY_MS, Some(b"5"))]),
+            Ok(Request::After(5))
+        );
+        assert_eq!(
+            request(&[(CANCEL, Some(b"x")), (DELAY_MS, Some(b"5"))]),
+            Err(DelayError::CancelWithDelay { index: 7 })
+        );
+        assert_eq!(
+            request(&[(CANCEL, Some(b"x")), (CANCEL, Some(b"y"))]),
+            Err(DelayError::Repeated {
+                index: 7,
+                header: "rill-delay-cancel"
+            })
+        );
+        let long = vec![b'a'; ID_MAX_BYTES + 1];
+        for bad in [None, Some(&b""[..]), Some(&long[..])] {
+            assert!(matches!(
+                request(&[(DELAY_ID, bad)]),
+                Err(DelayError::BadId { index: 7, .. })
+            ));
+            assert!(matches!(
+                request(&[(CANCEL, bad)]),
+                Err(DelayError::BadId { index: 7, .. })
+            ));
+        }
+        let mut raw = Vec::new();
+        let h = Headers::encode(&[(b"a", None), (CANCEL, Some(b"id-9"))], &mut raw);
+        assert_eq!(cancel_id_of(h), Some(&b"id-9"[..]));
+        assert_eq!(id_of(h), None);
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //!
 //! Pure state, no I/O: the store calls it under its lock.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::cancels::Cancels;
 
 /// One waiting record, ordered by due time and then by position in the delay log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -32,6 +34,10 @@ pub struct PageIn {
     pub waiting: u64,
     /// The lowest delay log offset of those keys (where the next scan may start).
     pub min_offset: Option<i64>,
+    /// The lowest delay log offset of the keys above `keys` (left on disk).
+    pub disk_min_offset: Option<i64>,
+    /// Cancel records read (id, delay log offset), by the first scan after opening only.
+    pub cancels: Vec<(Vec<u8>, i64)>,
 }
 
 #[derive(Debug)]
@@ -49,6 +55,15 @@ pub struct DelayIndex {
     delivered_during_scan: u64,
     /// Where the next scan starts: no waiting key has a lower offset.
     scan_from: i64,
+    /// Batch offsets of the keys in `near` and of those taken for delivery and not yet
+    /// delivered or restored (a multiset: offset → keys), for [`DelayIndex::lowest_waiting`].
+    pending: BTreeMap<i64, u32>,
+    /// No waiting key above the horizon has a lower batch offset (`None`: there is none).
+    disk_min_offset: Option<i64>,
+    /// Pending cancellations, changed under the same lock as the keys.
+    pub cancels: Cancels,
+    /// Whether a scan has read the cancel records of the log (once after opening).
+    cancels_loaded: bool,
 }
 
 /// The lowest possible key: a horizon below every record (nothing in memory yet).
@@ -61,9 +76,18 @@ const BOTTOM: Key = Key {
 impl DelayIndex {
     /// An index that knows nothing in memory yet: everything above `cursor` is paged in by
     /// the first scan, which starts at `scan_from` (the log start after a restart).
-    pub fn new(capacity: usize, cursor: Option<Key>, scan_from: i64) -> DelayIndex {
+    pub fn new(
+        capacity: usize,
+        cursor: Option<Key>,
+        scan_from: i64,
+        cancels_capacity: usize,
+    ) -> DelayIndex {
         assert!(capacity > 0, "the near window holds at least one key");
         DelayIndex {
+            pending: BTreeMap::new(),
+            disk_min_offset: Some(scan_from),
+            cancels: Cancels::new(cancels_capacity),
+            cancels_loaded: false,
             near: BTreeSet::new(),
             capacity,
             horizon: Some(cursor.unwrap_or(BOTTOM)),
@@ -90,6 +114,45 @@ impl DelayIndex {
         self.scan_from
     }
 
+    /// The lowest delay log offset a waiting record may have (`None`: no record waits).
+    /// Everything below it was delivered or cancelled: the delay log may drop it.
+    pub fn lowest_waiting(&self) -> Option<i64> {
+        let near = self.pending.first_key_value().map(|(&o, _)| o);
+        match (near, self.disk_min_offset) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Drops the cancels no waiting record can match (all of them when nothing waits: a
+    /// record stored later has a higher offset than any cancel).
+    pub fn drop_moot_cancels(&mut self) {
+        let lowest = self.lowest_waiting().unwrap_or(i64::MAX);
+        self.cancels.drop_below(lowest);
+    }
+
+    fn pend(&mut self, offset: i64) {
+        *self.pending.entry(offset).or_insert(0) += 1;
+    }
+
+    fn unpend(&mut self, offset: i64) {
+        if let std::collections::btree_map::Entry::Occupied(mut e) = self.pending.entry(offset) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        } else {
+            debug_assert!(false, "offset {offset} was not pending");
+        }
+    }
+
+    fn left_on_disk(&mut self, key: Key) {
+        self.disk_min_offset = Some(
+            self.disk_min_offset
+                .map_or(key.offset, |m| m.min(key.offset)),
+        );
+    }
+
     /// The earliest due time in memory (what the deliverer sleeps until).
     pub fn next_due_ms(&self) -> Option<i64> {
         self.near.first().map(|k| k.due_ms)
@@ -108,9 +171,12 @@ impl DelayIndex {
         );
         self.waiting += 1;
         if self.horizon.is_some_and(|h| key > h) {
+            self.left_on_disk(key);
             return false; // on disk only; a later page-in finds it
         }
-        self.near.insert(key);
+        if self.near.insert(key) {
+            self.pend(key.offset);
+        }
         self.trim();
         self.near.first() == Some(&key)
     }
@@ -121,11 +187,15 @@ impl DelayIndex {
     fn trim(&mut self) {
         if let Some(h) = self.horizon {
             while self.near.last().is_some_and(|&k| k > h) {
-                self.near.pop_last();
+                let k = self.near.pop_last().expect("last");
+                self.unpend(k.offset);
+                self.left_on_disk(k);
             }
         }
         while self.near.len() > self.capacity {
-            self.near.pop_last();
+            let k = self.near.pop_last().expect("over capacity");
+            self.unpend(k.offset);
+            self.left_on_disk(k);
             self.horizon = self.near.last().copied().or(Some(BOTTOM));
         }
         debug_assert!(self.near.len() <= self.capacity);
@@ -146,7 +216,9 @@ impl DelayIndex {
     /// Puts back keys taken by [`DelayIndex::take_due`] whose delivery failed.
     pub fn restore(&mut self, keys: &[Key]) {
         for &k in keys {
-            self.near.insert(k);
+            // Still pending: take_due left its offset counted.
+            let fresh = self.near.insert(k);
+            debug_assert!(fresh, "{k:?} restored twice");
         }
         self.trim();
     }
@@ -156,6 +228,10 @@ impl DelayIndex {
         let Some(&last) = keys.last() else { return };
         debug_assert!(self.cursor.is_none_or(|c| last > c));
         self.cursor = Some(last);
+        for k in keys {
+            self.unpend(k.offset);
+        }
+        self.drop_moot_cancels();
         let n = keys.len() as u64;
         self.waiting = self.waiting.saturating_sub(n);
         self.delivered_during_scan += n;
@@ -164,13 +240,18 @@ impl DelayIndex {
     /// Drops the in-memory window (keys taken by a delivery that never reported back): the
     /// next page-in reloads every key above the cursor from the log.
     pub fn forget_memory(&mut self) {
+        self.disk_min_offset = self.lowest_waiting();
+        self.pending.clear();
         self.near.clear();
         self.horizon = Some(self.cursor.unwrap_or(BOTTOM));
     }
 
-    /// Marks the start of a scan (under the store's lock).
-    pub fn scan_started(&mut self) {
+    /// Marks the start of a scan (under the store's lock). Returns whether the scan is to
+    /// collect the cancel records it passes (the first scan after the store opened: at run
+    /// time the produce path records cancels itself).
+    pub fn scan_started(&mut self) -> bool {
         self.delivered_during_scan = 0;
+        !self.cancels_loaded
     }
 
     /// Merges a scan's result (under the store's lock, the scan having read to the log's end
@@ -186,7 +267,20 @@ impl DelayIndex {
             }
         }
         self.horizon = if found.truncated { max_found } else { None };
+        // The scan read the whole log to its end under this lock: it knows every waiting key.
+        // No key is taken while a scan runs (the deliverer runs both in turn).
+        self.pending.clear();
+        let offsets: Vec<i64> = self.near.iter().map(|k| k.offset).collect();
+        for o in offsets {
+            self.pend(o);
+        }
+        self.disk_min_offset = found.disk_min_offset;
         self.trim();
+        for (id, offset) in &found.cancels {
+            self.cancels.insert(id, *offset);
+        }
+        self.cancels_loaded = true;
+        self.drop_moot_cancels();
         self.waiting = found.waiting.saturating_sub(self.delivered_during_scan);
         if let Some(o) = found.min_offset {
             self.scan_from = self.scan_from.max(o);
@@ -199,6 +293,8 @@ pub struct Smallest {
     heap: std::collections::BinaryHeap<Key>,
     capacity: usize,
     truncated: bool,
+    /// The lowest batch offset of the keys not kept (all above the kept ones).
+    dropped_min_offset: Option<i64>,
 }
 
 impl Smallest {
@@ -207,6 +303,7 @@ impl Smallest {
             heap: std::collections::BinaryHeap::with_capacity(capacity.min(1 << 16)),
             capacity,
             truncated: false,
+            dropped_min_offset: None,
         }
     }
 
@@ -216,15 +313,23 @@ impl Smallest {
             return;
         }
         self.truncated = true;
+        let mut dropped = key;
         if let Some(mut top) = self.heap.peek_mut() {
             if key < *top {
-                *top = key;
+                dropped = std::mem::replace(&mut *top, key);
             }
         }
+        let o = dropped.offset;
+        self.dropped_min_offset = Some(self.dropped_min_offset.map_or(o, |m| m.min(o)));
     }
 
     pub fn into_parts(self) -> (Vec<Key>, bool) {
         (self.heap.into_vec(), self.truncated)
+    }
+
+    /// The lowest batch offset of the keys offered and not kept.
+    pub fn dropped_min_offset(&self) -> Option<i64> {
+        self.dropped_min_offset
     }
 }
 
@@ -241,7 +346,7 @@ mod tests {
     }
 
     fn loaded(capacity: usize) -> DelayIndex {
-        let mut index = DelayIndex::new(capacity, None, 0);
+        let mut index = DelayIndex::new(capacity, None, 0, 8);
         index.scan_started();
         index.page_in(PageIn::default());
         index
@@ -281,7 +386,7 @@ mod tests {
 
     #[test]
     fn a_page_in_keeps_the_smallest_keys_and_skips_delivered_ones() {
-        let mut index = DelayIndex::new(2, Some(key(5, 0)), 0);
+        let mut index = DelayIndex::new(2, Some(key(5, 0)), 0, 8);
         assert!(index.needs_page_in());
         index.scan_started();
         let mut smallest = Smallest::new(2);
@@ -295,10 +400,55 @@ mod tests {
             truncated,
             waiting: 4,
             min_offset: Some(1),
+            disk_min_offset: Some(1),
+            cancels: vec![(b"x".to_vec(), 3)],
         });
+        assert_eq!(index.lowest_waiting(), Some(1));
+        assert!(index.cancels.cancels(Some(b"x"), 2));
         assert_eq!(index.take_due(i64::MAX, 10), vec![key(6, 4), key(7, 2)]);
         assert!(index.needs_page_in());
         assert_eq!(index.waiting(), 4, "delivered() was not called");
+    }
+
+    #[test]
+    fn the_lowest_waiting_offset_follows_deliveries_and_the_window() {
+        let mut index = loaded(2);
+        assert_eq!(index.lowest_waiting(), None);
+        index.insert(key(30, 1));
+        index.insert(key(10, 2));
+        index.insert(key(20, 3)); // pushes (30, 1) to disk
+        assert_eq!(index.in_memory(), 2);
+        assert_eq!(
+            index.lowest_waiting(),
+            Some(1),
+            "a key on disk still counts"
+        );
+        let due = index.take_due(20, 10);
+        assert_eq!(index.lowest_waiting(), Some(1));
+        index.restore(&due[1..]);
+        index.delivered(&due[..1]);
+        assert_eq!(index.lowest_waiting(), Some(1));
+        index.insert(key(40, 4));
+        let due = index.take_due(20, 10);
+        index.delivered(&due);
+        // (30, 1) waits on disk: nothing below offset 1 may be dropped, whatever was delivered.
+        assert_eq!(index.lowest_waiting(), Some(1));
+        index.scan_started();
+        index.page_in(PageIn {
+            keys: vec![key(30, 1), key(40, 4)],
+            truncated: false,
+            waiting: 2,
+            min_offset: Some(1),
+            disk_min_offset: None,
+            cancels: Vec::new(),
+        });
+        let due = index.take_due(35, 10);
+        assert_eq!(due, vec![key(30, 1)]);
+        index.delivered(&due);
+        assert_eq!(index.lowest_waiting(), Some(4));
+        let due = index.take_due(40, 10);
+        index.delivered(&due);
+        assert_eq!(index.lowest_waiting(), None);
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! deliverer task per store (`deliverer`) pages in keys, waits for the earliest due time and
 //! appends due records to the target partition as batches of a reserved idempotent producer.
 
+pub mod cancels;
 pub mod cursor;
 pub mod headers;
 pub mod index;
@@ -46,9 +47,10 @@ pub fn is_delay_log(topic: &str) -> bool {
     topic.starts_with(LOG_PREFIX)
 }
 
-/// The delay logs' config: the target's durability settings, LogAppendTime, kept until
-/// deleted with the topic (delivered entries are not reclaimed yet), visible when written (a
-/// scan must see every indexed key; deliveries wait for the flushed offset themselves).
+/// The delay logs' config: the target's durability settings, LogAppendTime, no retention by
+/// time or size (the deliverer moves the log start past delivered and cancelled records
+/// instead, `reclaim`), visible when written (a scan must see every indexed key; deliveries
+/// wait for the flushed offset themselves).
 fn delay_log_config(target: &LogConfig) -> LogConfig {
     LogConfig {
         timestamp_type: TimestampType::LogAppendTime,
@@ -80,6 +82,13 @@ pub struct StoreStats {
     pub in_memory: u64,
     pub next_due_ms: Option<i64>,
     pub last_lateness_ms: i64,
+    /// Distinct ids with a pending cancel.
+    pub cancels_pending: u64,
+    /// Records not delivered because they were cancelled (since the store opened).
+    pub cancelled_total: u64,
+    /// The delay log's start offset and size (reclaimed as delivery passes it).
+    pub log_start_offset: i64,
+    pub log_size_bytes: u64,
 }
 
 impl DelayStores {
@@ -95,6 +104,10 @@ impl DelayStores {
                     in_memory: index.in_memory() as u64,
                     next_due_ms: index.next_due_ms(),
                     last_lateness_ms: s.last_lateness_ms.load(Ordering::Relaxed),
+                    cancels_pending: index.cancels.len() as u64,
+                    cancelled_total: index.cancels.skipped_total(),
+                    log_start_offset: s.delay_log.log_start_offset(),
+                    log_size_bytes: s.delay_log.size_bytes(),
                 }
             })
             .collect();
@@ -214,6 +227,7 @@ fn open(state: &BrokerState, target: &TopicPartition) -> Result<DelayStore, Stor
         state.config.delivery_delay_memory_entries.max(1),
         recovered.map(|c| c.key),
         delay_log.log_start_offset(),
+        state.config.delivery_cancel_max_pending.max(1),
     );
     Ok(DelayStore {
         target: target.clone(),
@@ -243,7 +257,7 @@ const CURSOR_FILE_EVERY: Duration = Duration::from_secs(1);
 /// until the store closes (broker shutdown or topic deletion).
 async fn deliverer(state: Arc<BrokerState>, store: Arc<DelayStore>) {
     let capacity = state.config.delivery_delay_memory_entries.max(1);
-    let mut unsynced: Option<(i64, cursor::Cursor)> = None;
+    let mut unsynced: Option<Delivered> = None;
     let mut cursor_written = Instant::now();
     while !store.closed.load(Ordering::Acquire) {
         if store.index.lock().needs_page_in() {
@@ -274,20 +288,20 @@ async fn deliverer(state: Arc<BrokerState>, store: Arc<DelayStore>) {
         } else if let Some(c) = deliver_round(&state, &store, keys, now).await {
             unsynced = Some(c);
         }
-        if let Some((end, c)) = unsynced {
+        if let Some(d) = unsynced {
             if cursor_written.elapsed() >= CURSOR_FILE_EVERY {
                 let durable = state
                     .logs
                     .get_log(&store.target)
                     .ok()
                     .flatten()
-                    .is_some_and(|t| t.flushed_offset() >= end);
+                    .is_some_and(|t| t.flushed_offset() >= d.target_end);
                 if durable {
-                    let path = store.cursor_path.clone();
-                    match tokio::task::spawn_blocking(move || cursor::write_file(&path, &c)).await {
+                    let s = Arc::clone(&store);
+                    match tokio::task::spawn_blocking(move || s.persist_delivered(&d)).await {
                         Ok(Ok(())) => unsynced = None,
                         Ok(Err(e)) => {
-                            tracing::warn!(error = %e, "delivery cursor file not written")
+                            tracing::warn!(error = %e, "delivery round not persisted")
                         }
                         Err(e) => state.metrics.task_failed("delivery cursor file", &e),
                     }
@@ -296,6 +310,16 @@ async fn deliverer(state: Arc<BrokerState>, store: Arc<DelayStore>) {
             }
         }
     }
+}
+
+/// What a delivery round did, kept until the target has it durably.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivered {
+    /// The target's end offset after the round.
+    pub target_end: i64,
+    pub cursor: cursor::Cursor,
+    /// Every delay log record below this offset was delivered or cancelled by then.
+    pub reclaimable_below: i64,
 }
 
 /// Takes the due keys whose records are durable in the delay log (a delivery must never
@@ -311,13 +335,13 @@ fn take_durable_due(store: &DelayStore, now: i64) -> Vec<index::Key> {
     keys
 }
 
-/// Delivers one round of keys; returns the target's end offset and the cursor after it.
+/// Delivers one round of keys; returns what it did.
 async fn deliver_round(
     state: &Arc<BrokerState>,
     store: &Arc<DelayStore>,
     keys: Vec<index::Key>,
     now: i64,
-) -> Option<(i64, cursor::Cursor)> {
+) -> Option<Delivered> {
     let target: Arc<Log> = match state.log(&store.target) {
         Ok(log) => log,
         Err(code) => {
@@ -342,11 +366,15 @@ async fn deliver_round(
             return None;
         }
     };
-    {
+    let reclaimable_below = {
         let mut index = store.index.lock();
         index.delivered(&keys[..done]);
         index.restore(&keys[done..]);
-    }
+        // Under the lock: no append (and so no new key) comes between the two reads.
+        index
+            .lowest_waiting()
+            .unwrap_or_else(|| store.delay_log.log_end_offset())
+    };
     if let Some(e) = err {
         tracing::warn!(target = %store.target, error = %e, "delayed delivery failed; retrying");
         tokio::time::sleep(ERROR_WAIT).await;
@@ -364,5 +392,9 @@ async fn deliver_round(
         .record_produce(&store.target.topic, 0, done as u64);
     let key = keys[done - 1];
     let next_sequence = *store.next_sequence.lock();
-    Some((end, cursor::Cursor { key, next_sequence }))
+    Some(Delivered {
+        target_end: end,
+        cursor: cursor::Cursor { key, next_sequence },
+        reclaimable_below,
+    })
 }

@@ -42,6 +42,22 @@ pub enum DelayedError {
     Storage(#[from] StorageError),
     #[error("delay store of {0} is closed (topic deleted)")]
     Closed(TopicPartition),
+    #[error(transparent)]
+    TooManyCancels(#[from] super::cancels::Full),
+}
+
+/// Why a delivery round's cursor file or delay log start was not written (retried after the
+/// next round).
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    #[error("delivery cursor file {path}: {source}")]
+    CursorFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("moving the delay log start: {0}")]
+    Storage(#[from] StorageError),
 }
 
 /// Settings a store reads at each produce.
@@ -91,7 +107,7 @@ impl DelayStore {
         {
             return Err(DelayedError::Transactional);
         }
-        let mut requests = requests_of(bytes, limits)?;
+        let (mut requests, cancels) = requests_of(bytes, limits)?;
         let rewritten;
         let stored: &[u8] = if limits.default_delay_ms > 0
             && requests.iter().flatten().any(|r| *r == Request::None)
@@ -107,14 +123,21 @@ impl DelayStore {
             bytes
         };
         let mut index = self.index.lock();
+        let ids: Vec<&[u8]> = cancels.iter().map(|c| c.id.as_slice()).collect();
+        index.cancels.check_room(&ids)?;
         let info = self.delay_log.append(stored)?;
         if !info.duplicate {
             let stored_ms = info.log_append_time_ms;
             debug_assert!(stored_ms >= 0, "the delay log is a LogAppendTime log");
             let mut base = info.base_offset;
             let mut earliest = false;
+            let mut batch_bases = Vec::with_capacity(batch_headers.len());
             for (h, batch_requests) in batch_headers.iter().zip(&requests) {
+                batch_bases.push(base);
                 for (i, r) in batch_requests.iter().enumerate() {
+                    if *r == Request::Cancel {
+                        continue;
+                    }
                     let key = Key {
                         due_ms: headers::due_ms(*r, stored_ms),
                         offset: base,
@@ -123,6 +146,14 @@ impl DelayStore {
                     earliest |= index.insert(key);
                 }
                 base += i64::from(h.last_offset_delta) + 1;
+            }
+            for c in &cancels {
+                index
+                    .cancels
+                    .insert(&c.id, batch_bases[c.batch] + i64::from(c.index));
+            }
+            if !cancels.is_empty() {
+                index.drop_moot_cancels();
             }
             drop(index);
             if earliest {
@@ -138,12 +169,13 @@ impl DelayStore {
     /// Reads the delay log from `from` to its end and selects the smallest keys above
     /// `cursor`. The last stretch is read under the index lock, so it covers every append.
     pub fn scan(&self, capacity: usize) -> Result<(), StorageError> {
-        let (cursor, from) = {
+        let (cursor, from, load_cancels) = {
             let mut index = self.index.lock();
-            index.scan_started();
-            (index.cursor(), index.scan_from())
+            let load_cancels = index.scan_started();
+            (index.cursor(), index.scan_from(), load_cancels)
         };
         let mut found = Scan::new(capacity, cursor, self.max_decompressed_bytes);
+        found.load_cancels = load_cancels;
         let mut at = from.max(self.delay_log.log_start_offset());
         // Bounded: each pass reads up to the end seen at its start, at most 1000 times before
         // the final pass under the lock.
@@ -163,6 +195,35 @@ impl DelayStore {
         Ok(())
     }
 
+    /// Makes a delivery round durable beyond the target's producer state, once the target
+    /// has it durably: writes the cursor file, then moves the delay log's start to the
+    /// segment holding the lowest record still waiting, so that the segments of delivered and
+    /// cancelled records are deleted. The start is a segment base (never a roll of the active
+    /// segment just for this) and stays at or below every waiting record and every cancel
+    /// that may still match one, so a restart pages in exactly what waits.
+    pub fn persist_delivered(&self, d: &super::Delivered) -> Result<(), PersistError> {
+        super::cursor::write_file(&self.cursor_path, &d.cursor).map_err(|source| {
+            PersistError::CursorFile {
+                path: self.cursor_path.clone(),
+                source,
+            }
+        })?;
+        let below = d.reclaimable_below.min(self.delay_log.flushed_offset());
+        let new_start = self
+            .delay_log
+            .segment_bases()
+            .into_iter()
+            .filter(|&b| b <= below)
+            .max();
+        if let Some(start) = new_start {
+            if start > self.delay_log.log_start_offset() {
+                self.delay_log.delete_records(start)?;
+                tracing::debug!(target = %self.target, start, "delay log start moved");
+            }
+        }
+        Ok(())
+    }
+
     /// Delivers `keys` (due, in key order) to `target`: one batch per
     /// [`DELIVERY_BATCH_RECORDS`], each appended as the delivery producer's next sequence.
     /// Returns how many of `keys` were delivered (a prefix) and the error that stopped it.
@@ -173,20 +234,29 @@ impl DelayStore {
         now_ms: i64,
     ) -> (usize, Option<StorageError>) {
         let mut done = 0;
+        let mut batches = BatchCache::default();
         for chunk in keys.chunks(DELIVERY_BATCH_RECORDS) {
-            let batch = match self.build_delivery(chunk, now_ms) {
+            let (batch, delivered) = match self.build_delivery(&mut batches, chunk, now_ms) {
                 Ok(b) => b,
                 Err(e) => return (done, Some(e)),
             };
+            let skipped = chunk.len() - delivered;
+            if skipped > 0 {
+                self.index.lock().cancels.skipped(skipped as u64);
+            }
+            if delivered == 0 {
+                done += chunk.len(); // every record of the chunk was cancelled
+                continue;
+            }
             match target.append(&batch) {
                 Ok(info) => {
                     let mut seq = self.next_sequence.lock();
-                    *seq = seq.wrapping_add(chunk.len() as i32).max(0);
+                    *seq = seq.wrapping_add(delivered as i32).max(0);
                     if let Some(last) = chunk.last() {
                         self.last_lateness_ms
                             .store(now_ms - last.due_ms, Ordering::Relaxed);
                     }
-                    debug_assert!(info.record_count as usize == chunk.len() || info.duplicate);
+                    debug_assert!(info.record_count as usize == delivered || info.duplicate);
                     done += chunk.len();
                 }
                 Err(e) => return (done, Some(e)),
@@ -195,7 +265,13 @@ impl DelayStore {
         (done, None)
     }
 
-    fn build_delivery(&self, keys: &[Key], now_ms: i64) -> Result<Vec<u8>, StorageError> {
+    /// The delivery batch of `keys` without the cancelled ones, and how many it holds.
+    fn build_delivery(
+        &self,
+        batches: &mut BatchCache,
+        keys: &[Key],
+        now_ms: i64,
+    ) -> Result<(Vec<u8>, usize), StorageError> {
         let sequence = *self.next_sequence.lock();
         let spec = BatchSpec {
             base_timestamp: now_ms,
@@ -205,10 +281,24 @@ impl DelayStore {
             ..BatchSpec::default()
         };
         let mut builder = BatchBuilder::new(spec, rill_storage::compression::Compression::None);
-        let mut batches = BatchCache::default();
         let mut raw = Vec::new();
         let mut encoded = Vec::new();
-        for (delta, key) in keys.iter().enumerate() {
+        let mut cancelled = Vec::with_capacity(keys.len());
+        {
+            // Ids first, then one look at the cancels (a cancel stored before a key was taken
+            // is in the set: both happen under the index lock).
+            let mut ids = Vec::with_capacity(keys.len());
+            for key in keys {
+                ids.push(batches.record(self, key)?.id.clone());
+            }
+            let index = self.index.lock();
+            for (key, id) in keys.iter().zip(&ids) {
+                let offset = key.offset + i64::from(key.index);
+                cancelled.push(index.cancels.cancels(id.as_deref(), offset));
+            }
+        }
+        let mut delta = 0;
+        for (key, _) in keys.iter().zip(&cancelled).filter(|(_, c)| !**c) {
             let record = batches.record(self, key)?;
             let added = [
                 (headers::PRODUCE_TIMESTAMP, record.produced_ms.to_string()),
@@ -224,18 +314,21 @@ impl DelayStore {
             raw.extend_from_slice(&record.headers);
             raw.extend_from_slice(more.raw());
             builder.push(&NewRecord {
-                offset_delta: delta as i32,
+                offset_delta: delta,
                 timestamp_delta: 0,
                 key: record.key.as_deref(),
                 value: record.value.as_deref(),
                 headers: Headers::from_raw(record.header_count + more.count(), &raw),
             });
+            delta += 1;
         }
         let mut out = Vec::new();
-        builder
-            .finish(&mut out)
-            .map_err(|e| corrupt_reason(e.to_string()))?;
-        Ok(out)
+        if delta > 0 {
+            builder
+                .finish(&mut out)
+                .map_err(|e| corrupt_reason(e.to_string()))?;
+        }
+        Ok((out, delta as usize))
     }
 }
 
@@ -246,6 +339,8 @@ struct StoredRecord {
     value: Option<Vec<u8>>,
     headers: Vec<u8>,
     header_count: u32,
+    /// Its `rill-delay-id`, if the producer set one.
+    id: Option<Vec<u8>>,
 }
 
 /// Decoded delay log batches of one delivery (keys in due order visit a batch's records in
@@ -302,6 +397,7 @@ fn decode_batch(
             value: r.value.map(<[u8]>::to_vec),
             headers: r.headers.raw().to_vec(),
             header_count: r.headers.count(),
+            id: headers::id_of(r.headers).map(<[u8]>::to_vec),
         });
     }
     Ok((out, size))
@@ -334,9 +430,22 @@ fn corrupt_reason(reason: String) -> StorageError {
     StorageError::CorruptRecord { reason }
 }
 
-/// Each record's delay request, batch by batch, checked against the maximum.
-fn requests_of(bytes: &[u8], limits: ProduceLimits) -> Result<Vec<Vec<Request>>, DelayedError> {
+/// A cancel record of a produce request: batch number, record index in it, the id it names.
+struct CancelRecord {
+    batch: usize,
+    index: u32,
+    id: Vec<u8>,
+}
+
+/// Each record's delay request, batch by batch, checked against the maximum, and the cancel
+/// records.
+#[allow(clippy::type_complexity)]
+fn requests_of(
+    bytes: &[u8],
+    limits: ProduceLimits,
+) -> Result<(Vec<Vec<Request>>, Vec<CancelRecord>), DelayedError> {
     let mut out = Vec::new();
+    let mut cancels = Vec::new();
     let mut buffers = ReaderBuffers::default();
     let mut at = 0;
     let mut index = 0u32;
@@ -347,6 +456,14 @@ fn requests_of(bytes: &[u8], limits: ProduceLimits) -> Result<Vec<Vec<Request>>,
         let mut requests = Vec::with_capacity(h.record_count.clamp(0, 4096) as usize);
         while let Some(record) = reader.next_record()? {
             let r = headers::request_of(index, record.headers)?;
+            if r == Request::Cancel {
+                let id = headers::cancel_id_of(record.headers).expect("checked by request_of");
+                cancels.push(CancelRecord {
+                    batch: out.len(),
+                    index: requests.len() as u32,
+                    id: id.to_vec(),
+                });
+            }
             let effective = match r {
                 Request::None if limits.default_delay_ms > 0 => {
                     Request::After(limits.default_delay_ms)
@@ -361,7 +478,7 @@ fn requests_of(bytes: &[u8], limits: ProduceLimits) -> Result<Vec<Vec<Request>>,
         out.push(requests);
         at = end;
     }
-    Ok(out)
+    Ok((out, cancels))
 }
 
 /// `bytes` with `rill-delay-ms: <default>` added to every record without a delay header:
@@ -434,6 +551,9 @@ struct Scan {
     waiting: u64,
     min_offset: Option<i64>,
     buffers: ReaderBuffers,
+    /// Whether to collect cancel records (the first scan after opening).
+    load_cancels: bool,
+    cancels: Vec<(Vec<u8>, i64)>,
 }
 
 impl Scan {
@@ -445,6 +565,8 @@ impl Scan {
             waiting: 0,
             min_offset: None,
             buffers: ReaderBuffers::default(),
+            load_cancels: false,
+            cancels: Vec::new(),
         }
     }
 
@@ -487,6 +609,16 @@ impl Scan {
         while let Some(record) = reader.next_record().map_err(corrupt)? {
             // Checked at produce; a record that fails now is delivered at once, not lost.
             let request = headers::request_of(i, record.headers).unwrap_or(Request::None);
+            if request == Request::Cancel {
+                if let Some(id) = headers::cancel_id_of(record.headers) {
+                    if self.load_cancels {
+                        self.cancels
+                            .push((id.to_vec(), h.base_offset + i64::from(i)));
+                    }
+                }
+                i += 1;
+                continue;
+            }
             let key = Key {
                 due_ms: headers::due_ms(request, h.max_timestamp),
                 offset: h.base_offset,
@@ -504,12 +636,15 @@ impl Scan {
     }
 
     fn finish(self) -> PageIn {
+        let disk_min_offset = self.smallest.dropped_min_offset();
         let (keys, truncated) = self.smallest.into_parts();
         PageIn {
             keys,
             truncated,
             waiting: self.waiting,
             min_offset: self.min_offset,
+            disk_min_offset,
+            cancels: self.cancels,
         }
     }
 }

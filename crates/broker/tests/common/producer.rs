@@ -16,6 +16,37 @@ pub fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }
 
+pub fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+/// Creates `topic` (one partition) with the config overrides `configs`; returns the error
+/// code.
+pub async fn create_with_configs(
+    client: &mut Client,
+    topic: &str,
+    configs: &[(&str, &str)],
+) -> i16 {
+    use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(5_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(name(topic))
+            .with_num_partitions(1)
+            .with_replication_factor(-1)
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|(k, v)| {
+                        CreatableTopicConfig::default()
+                            .with_name(s(k))
+                            .with_value(Some(s(v)))
+                    })
+                    .collect(),
+            )]);
+    client.send(7, &request).await.topics[0].error_code
+}
+
 pub async fn bounded<F: std::future::Future<Output = ()>>(test: F) {
     tokio::time::timeout(TEST_TIMEOUT, test)
         .await
