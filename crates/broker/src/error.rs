@@ -56,6 +56,9 @@ pub enum BrokerError {
     /// The dynamic broker configs file is unreadable, or its values no longer apply.
     #[error("dynamic broker configs cannot be loaded")]
     BrokerConfigs(#[source] crate::broker_configs::BrokerConfigError),
+    /// The cold-read pool's threads could not be started.
+    #[error("cannot start the cold-read pool")]
+    ColdReadPool(#[source] io::Error),
     #[error("producer id allocation cannot start")]
     ProducerIds(#[from] crate::producer_id::ProducerIdError),
     /// A setting that cannot be used (named as Kafka names it).

@@ -61,6 +61,15 @@ pub struct ServeArgs {
     /// [default: sendfile].
     #[arg(long, env = "RILL_FETCH_WRITE_MODE", value_name = "MODE")]
     pub fetch_write_mode: Option<String>,
+    /// Which fetch ranges skip the page cache: `auto` (ranges not all resident in memory are
+    /// read uncached on the cold-read pool), `hot` (every range from the page cache, as
+    /// before), `cold` (every range through the pool; for tests) [default: auto].
+    #[arg(long, env = "RILL_FETCH_READ_PATH", value_name = "PATH")]
+    pub fetch_read_path: Option<String>,
+    /// Disk bytes per second all cold fetch reads may take together; 0 = bounded only by the
+    /// pool's two threads [default: 0].
+    #[arg(long, env = "RILL_COLD_READ_BYTES_PER_SECOND", value_name = "BYTES")]
+    pub cold_read_bytes_per_second: Option<u64>,
     /// Close connections idle this long (Kafka's connections.max.idle.ms) [default: 600000].
     #[arg(long, env = "RILL_CONNECTIONS_MAX_IDLE_MS", value_name = "MS")]
     pub connections_max_idle_ms: Option<u64>,
@@ -155,6 +164,8 @@ struct FileConfig {
     socket_request_max_bytes: Option<u32>,
     decompressed_batch_max_bytes: Option<u64>,
     fetch_write_mode: Option<String>,
+    fetch_read_path: Option<String>,
+    cold_read_bytes_per_second: Option<u64>,
     connections_max_idle_ms: Option<u64>,
     producer_id_expiration_ms: Option<i64>,
     transactional_id_expiration_ms: Option<i64>,
@@ -185,6 +196,8 @@ pub struct ServeConfig {
     pub socket_request_max_bytes: u32,
     pub decompressed_batch_max_bytes: u64,
     pub fetch_write_mode: String,
+    pub fetch_read_path: String,
+    pub cold_read_bytes_per_second: u64,
     pub connections_max_idle_ms: u64,
     pub producer_id_expiration_ms: i64,
     pub transactional_id_expiration_ms: i64,
@@ -261,6 +274,16 @@ impl ServeConfig {
                 args.fetch_write_mode.clone(),
                 file.fetch_write_mode,
                 "sendfile".into(),
+            ),
+            fetch_read_path: pick(
+                args.fetch_read_path.clone(),
+                file.fetch_read_path,
+                "auto".into(),
+            ),
+            cold_read_bytes_per_second: pick(
+                args.cold_read_bytes_per_second,
+                file.cold_read_bytes_per_second,
+                0,
             ),
             connections_max_idle_ms: pick(
                 args.connections_max_idle_ms,
@@ -402,6 +425,7 @@ impl ServeConfig {
             );
         }
         self.write_mode()?;
+        self.read_path()?;
         tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .with_context(|| format!("invalid value for log_level: '{}'", self.log_level))?;
         Ok(())
@@ -412,6 +436,15 @@ impl ServeConfig {
             anyhow::anyhow!(
                 "invalid value for fetch_write_mode: '{}' ({e}; expected sendfile or copy)",
                 self.fetch_write_mode
+            )
+        })
+    }
+
+    fn read_path(&self) -> anyhow::Result<rill_broker::ReadPathPolicy> {
+        self.fetch_read_path.parse().map_err(|e| {
+            anyhow::anyhow!(
+                "invalid value for fetch_read_path: '{}' ({e})",
+                self.fetch_read_path
             )
         })
     }
@@ -431,6 +464,11 @@ impl ServeConfig {
             max_connections: self.max_connections,
             socket_request_max_bytes: self.socket_request_max_bytes,
             write_mode: self.write_mode()?,
+            cold_reads: rill_broker::ColdReadConfig {
+                policy: self.read_path()?,
+                bytes_per_second: self.cold_read_bytes_per_second,
+                ..rill_broker::ColdReadConfig::default()
+            },
             connections_max_idle_ms: self.connections_max_idle_ms,
             producer_id_expiration_ms: self.producer_id_expiration_ms,
             delivery_delay_max_ms: self.delivery_delay_max_ms,
@@ -617,6 +655,12 @@ mod tests {
         };
         let e = ServeConfig::resolve(&args).unwrap_err().to_string();
         assert!(e.contains("fetch_write_mode"), "{e}");
+        let args = ServeArgs {
+            fetch_read_path: Some("warm".into()),
+            ..ServeArgs::default()
+        };
+        let e = ServeConfig::resolve(&args).unwrap_err().to_string();
+        assert!(e.contains("fetch_read_path"), "{e}");
     }
 
     #[test]
