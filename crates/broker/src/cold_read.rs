@@ -265,7 +265,11 @@ mod tests {
         assert_eq!(choose(auto, &resident(256, 256)), Hot);
         assert_eq!(choose(auto, &resident(255, 256)), Cold);
         assert_eq!(choose(auto, &resident(0, 256)), Cold);
-        assert_eq!(choose(auto, &resident(0, 0)), Hot, "nothing to read waits for nothing");
+        assert_eq!(
+            choose(auto, &resident(0, 0)),
+            Hot,
+            "nothing to read waits for nothing"
+        );
         assert_eq!(choose(auto, &Err(io::Error::other("x"))), Cold);
     }
 
@@ -310,7 +314,10 @@ mod tests {
         })
         .unwrap();
         let a = pool.read(Arc::clone(&file), 5, 1 << 20).await.unwrap();
-        let b = pool.read(Arc::clone(&file), 2_999_990, 1 << 20).await.unwrap();
+        let b = pool
+            .read(Arc::clone(&file), 2_999_990, 1 << 20)
+            .await
+            .unwrap();
         assert_eq!(a.bytes, data[5..5 + (1 << 20)]);
         assert_eq!(b.bytes, data[2_999_990..], "short at end of file");
         // Both places are held until the chunks are dropped (sent): a third read waits.

@@ -65,8 +65,8 @@ pub mod txn_offset_commit;
 pub mod view;
 
 pub use broker::{Broker, BrokerConfig};
+pub use cold_read::{ColdReadConfig, ReadPathPolicy};
 pub use coordinator::txn::coordinator::TxnConfig;
 pub use error::BrokerError;
 pub use metrics::{Metrics, MetricsSnapshot};
-pub use cold_read::{ColdReadConfig, ReadPathPolicy};
 pub use response_writer::WriteMode;

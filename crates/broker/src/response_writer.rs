@@ -154,7 +154,11 @@ impl ResponseWriter {
                 self.write_hot(stream, &piece, piece_more).await?;
             } else {
                 let chunk = cold
-                    .read(Arc::clone(&piece.file), piece.position, piece_bytes as usize)
+                    .read(
+                        Arc::clone(&piece.file),
+                        piece.position,
+                        piece_bytes as usize,
+                    )
                     .await?;
                 if chunk.bytes.len() as u64 != piece_bytes {
                     return Err(ConnectionError::FileShrunk {
