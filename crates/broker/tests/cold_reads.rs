@@ -193,7 +193,9 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-#[tokio::test]
+// Multi-threaded, as `rill serve` runs: reads below the active segment then go through
+// `block_in_place`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cold_reads_send_exactly_the_bytes_sendfile_sends() {
     bounded(async {
         let broker = TestBroker::start_with(|c| c.cold_reads.policy = ReadPathPolicy::Hot).await;

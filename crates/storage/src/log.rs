@@ -497,6 +497,12 @@ impl Log {
         self.state.lock().segments.values().map(|s| s.size).sum()
     }
 
+    /// The base offset of the active segment: reads below it read sealed segments (old data,
+    /// whose indexes and batch headers may not be in memory).
+    pub fn active_base_offset(&self) -> i64 {
+        self.state.lock().active().base_offset
+    }
+
     pub fn segment_count(&self) -> usize {
         self.state.lock().segments.len()
     }
