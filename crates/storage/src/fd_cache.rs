@@ -206,6 +206,14 @@ impl FdCache {
         evict_to(&mut lru, room - 1);
         let file = Arc::new(io.open(path, create)?);
         self.opens.fetch_add(1, Ordering::Relaxed);
+        if key.1 == FileKind::Log {
+            // Cached `.log` descriptors read old segments (fetches, the cleaner): no kernel
+            // readahead on them. With it, the first batch header a catch-up fetch reads pulls
+            // in up to `read_ahead_kb` (8 MiB on the benchmark machine) on the caller's
+            // thread, polluting the cache and making the range look resident to the hot/cold
+            // check. Advice only: a failure costs readahead, not correctness.
+            let _ = rustix::fs::fadvise(file.file(), 0, None, rustix::fs::Advice::Random);
+        }
         lru.files.insert(key, (file.clone(), tick));
         lru.by_use.insert(tick, key);
         debug_assert_eq!(lru.files.len(), lru.by_use.len());
@@ -317,5 +325,24 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(cache.len(), 4, "released slots are the cache's again");
+    }
+
+    #[test]
+    fn cached_log_descriptors_read_without_readahead() {
+        use std::io::Write;
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg.log");
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(&vec![7u8; 4 << 20]).unwrap();
+        f.sync_all().unwrap();
+        rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        let cache = FdCache::new(3);
+        let log = cache.get((1, FileKind::Log), &OsIo, &path, false).unwrap();
+        let mut byte = [0u8; 1];
+        log.file().read_at(&mut byte, 0).unwrap();
+        let resident = crate::page_cache::residency(log.file(), 0, 4 << 20).unwrap();
+        // One page (or a few), not a readahead window of 128 KiB or more.
+        assert!(resident.resident_pages <= 4, "{resident:?}");
     }
 }
