@@ -212,7 +212,7 @@ impl FdCache {
             // in up to `read_ahead_kb` (8 MiB on the benchmark machine) on the caller's
             // thread, polluting the cache and making the range look resident to the hot/cold
             // check. Advice only: a failure costs readahead, not correctness.
-            let _ = rustix::fs::fadvise(file.file(), 0, None, rustix::fs::Advice::Random);
+            crate::page_cache::no_readahead(file.file());
         }
         lru.files.insert(key, (file.clone(), tick));
         lru.by_use.insert(tick, key);

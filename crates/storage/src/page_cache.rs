@@ -55,6 +55,16 @@ pub enum UncachedRead {
     DropBehind,
 }
 
+/// Turns kernel readahead off for reads through this descriptor (`POSIX_FADV_RANDOM`). Segment
+/// `.log` descriptors get it: the reads a fetch makes through them are single batch headers,
+/// and readahead after each would pull up to `read_ahead_kb` (8 MiB on the benchmark
+/// machine) of old data into the cache on the fetching thread, which also makes the range
+/// look resident to the hot/cold check. Advice only: a failure costs readahead, not
+/// correctness.
+pub fn no_readahead(file: &File) {
+    let _ = rustix::fs::fadvise(file, 0, None, Advice::Random);
+}
+
 /// Pages spanned by `len` bytes at `position`.
 pub fn pages_spanned(position: u64, len: u64) -> u64 {
     if len == 0 {

@@ -147,6 +147,7 @@ impl Segment {
             .io
             .set_len(&log, 0)
             .map_err(|e| StorageError::io("truncate", &segment.log_path, e))?;
+        crate::page_cache::no_readahead(log.file());
         segment.write_file = Some(files.cache.own(log));
         for (kind, path) in [
             (FileKind::OffsetIndex, segment.offset_index.path()),
@@ -311,6 +312,9 @@ impl Segment {
         segment.recover_txn_index(files, recovery_point.min(end.next_offset))?;
         files.cache.forget(segment.id);
         segment.dirty = true;
+        // Recovery is done reading it in order: from now on its reads are fetches' batch
+        // headers (see `no_readahead`).
+        crate::page_cache::no_readahead(log.file());
         Ok((segment, end))
     }
 
@@ -416,6 +420,7 @@ impl Segment {
             .io
             .open(&self.log_path, false)
             .map_err(|e| StorageError::io("open", &self.log_path, e))?;
+        crate::page_cache::no_readahead(log.file());
         self.write_file = Some(files.cache.own(Arc::new(log)));
         Ok(())
     }
