@@ -48,6 +48,8 @@ pub struct BrokerConfig {
     pub socket_request_max_bytes: u32,
     /// How fetch responses send record bytes.
     pub write_mode: WriteMode,
+    /// Hot and cold fetch reads: the path policy and the cold-read pool's bounds.
+    pub cold_reads: crate::cold_read::ColdReadConfig,
     /// This broker's node id in Metadata; a single node is its own controller.
     pub node_id: i32,
     /// Bound on storage's open segment files; 0 lets storage pick (half the fd limit).
@@ -127,6 +129,7 @@ impl Default for BrokerConfig {
             max_connections: 1000,
             socket_request_max_bytes: 104_857_600,
             write_mode: WriteMode::Sendfile,
+            cold_reads: crate::cold_read::ColdReadConfig::default(),
             node_id: 0,
             max_open_files: 0,
             shutdown_grace_ms: 10_000,
@@ -250,6 +253,10 @@ impl Broker {
         }
         state.dynamic = Arc::new(dynamic);
         state.shares = Arc::new(shares);
+        state.cold_reads = Some(Arc::new(
+            crate::cold_read::ColdReads::start(state.config.cold_reads)
+                .map_err(BrokerError::ColdReadPool)?,
+        ));
         Ok(Broker {
             listener,
             local_addr,

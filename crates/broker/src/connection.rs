@@ -97,6 +97,7 @@ impl Connection {
         request_max_bytes: u32,
         memory: RequestMemory,
         mode: WriteMode,
+        cold_reads: Option<Arc<crate::cold_read::ColdReads>>,
         metrics: Arc<Metrics>,
     ) -> Connection {
         Connection {
@@ -105,7 +106,7 @@ impl Connection {
             request_max_bytes,
             memory,
             pending_memory: None,
-            writer: ResponseWriter::new(mode, metrics),
+            writer: ResponseWriter::new(mode, cold_reads, metrics),
         }
     }
 
@@ -210,6 +211,7 @@ mod tests {
             1 << 20,
             memory,
             WriteMode::Copy,
+            None,
             Arc::new(Metrics::default()),
         );
         let mut out = Vec::new();

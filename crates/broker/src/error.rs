@@ -59,6 +59,9 @@ pub enum BrokerError {
     /// The group configs file is unreadable, or its values no longer pass the checks.
     #[error("group configs cannot be loaded")]
     GroupConfigs(#[source] crate::group_configs::GroupConfigError),
+    /// The cold-read pool's threads could not be started.
+    #[error("cannot start the cold-read pool")]
+    ColdReadPool(#[source] io::Error),
     #[error("producer id allocation cannot start")]
     ProducerIds(#[from] crate::producer_id::ProducerIdError),
     /// A setting that cannot be used (named as Kafka names it).

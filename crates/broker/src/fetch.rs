@@ -581,7 +581,21 @@ fn read_partition(
         return data;
     }
     let limit_bytes = u32::try_from(limit_bytes).unwrap_or(u32::MAX);
-    match log.read_with(p.fetch_offset, limit_bytes, min_one_batch, isolation) {
+    let read = || log.read_with(p.fetch_offset, limit_bytes, min_one_batch, isolation);
+    // A read below the active segment walks old indexes and batch headers that may be on
+    // disk only (a catch-up consumer): on the multi-threaded runtime it runs in
+    // `block_in_place`, so while it waits for the disk this worker's other connections move
+    // to another thread. Reads of the active segment (live consumers) run inline. The record
+    // bytes themselves take the response writer's cold path when not resident.
+    let old = p.fetch_offset < log.active_base_offset();
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    let read = if old && multi_thread {
+        tokio::task::block_in_place(read)
+    } else {
+        read()
+    };
+    match read {
         Ok(read) => {
             data.high_watermark = read.high_watermark;
             data.last_stable_offset = read.last_stable_offset;

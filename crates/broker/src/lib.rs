@@ -30,6 +30,7 @@ pub mod atomic_file;
 pub mod authorizer;
 pub mod broker;
 pub mod broker_configs;
+pub mod cold_read;
 pub mod configs;
 pub mod connection;
 pub mod consumer_group_api;
@@ -71,6 +72,7 @@ pub mod txn_offset_commit;
 pub mod view;
 
 pub use broker::{Broker, BrokerConfig};
+pub use cold_read::{ColdReadConfig, ReadPathPolicy};
 pub use coordinator::txn::coordinator::TxnConfig;
 pub use error::BrokerError;
 pub use metrics::{Metrics, MetricsSnapshot};

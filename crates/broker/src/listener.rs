@@ -198,6 +198,7 @@ async fn serve(
         state.config.socket_request_max_bytes,
         memory,
         state.write_mode,
+        state.cold_reads.clone(),
         Arc::clone(&state.metrics),
     );
     let idle_ms = state.config.connections_max_idle_ms;

@@ -46,6 +46,12 @@ pub struct Metrics {
     pub sendfile_bytes_total: AtomicU64,
     /// Record bytes sent through the copying path (`pread` into a buffer, then `write`).
     pub copied_bytes_total: AtomicU64,
+    /// Fetch file ranges found resident in the page cache and sent from it (hot path).
+    pub hot_reads_total: AtomicU64,
+    pub hot_read_bytes_total: AtomicU64,
+    /// Fetch file ranges not resident, read uncached on the cold-read pool (cold path).
+    pub cold_reads_total: AtomicU64,
+    pub cold_read_bytes_total: AtomicU64,
     /// Requests decoded and handled, of any API.
     pub requests_total: AtomicU64,
     /// Connections accepted since start.
@@ -85,6 +91,10 @@ impl Default for Metrics {
         Metrics {
             sendfile_bytes_total: AtomicU64::new(0),
             copied_bytes_total: AtomicU64::new(0),
+            hot_reads_total: AtomicU64::new(0),
+            hot_read_bytes_total: AtomicU64::new(0),
+            cold_reads_total: AtomicU64::new(0),
+            cold_read_bytes_total: AtomicU64::new(0),
             requests_total: AtomicU64::new(0),
             connections_accepted_total: AtomicU64::new(0),
             connections_rejected_total: AtomicU64::new(0),
@@ -109,6 +119,10 @@ impl Default for Metrics {
 pub struct MetricsSnapshot {
     pub sendfile_bytes_total: u64,
     pub copied_bytes_total: u64,
+    pub hot_reads_total: u64,
+    pub hot_read_bytes_total: u64,
+    pub cold_reads_total: u64,
+    pub cold_read_bytes_total: u64,
     pub requests_total: u64,
     pub connections_accepted_total: u64,
     pub connections_rejected_total: u64,
@@ -126,6 +140,10 @@ impl Metrics {
         MetricsSnapshot {
             sendfile_bytes_total: self.sendfile_bytes_total.load(Ordering::Relaxed),
             copied_bytes_total: self.copied_bytes_total.load(Ordering::Relaxed),
+            hot_reads_total: self.hot_reads_total.load(Ordering::Relaxed),
+            hot_read_bytes_total: self.hot_read_bytes_total.load(Ordering::Relaxed),
+            cold_reads_total: self.cold_reads_total.load(Ordering::Relaxed),
+            cold_read_bytes_total: self.cold_read_bytes_total.load(Ordering::Relaxed),
             requests_total: self.requests_total.load(Ordering::Relaxed),
             connections_accepted_total: self.connections_accepted_total.load(Ordering::Relaxed),
             connections_rejected_total: self.connections_rejected_total.load(Ordering::Relaxed),
@@ -321,6 +339,28 @@ fn register_counters(registry: &mut Registry, m: &Metrics) {
         "Record bytes sent through the copying path (pread + write)",
         Unit::Bytes,
         c(&m.copied_bytes_total),
+    );
+    registry.register(
+        "fetch_hot_reads",
+        "Fetch file ranges resident in the page cache, sent from it",
+        c(&m.hot_reads_total),
+    );
+    registry.register_with_unit(
+        "fetch_hot_read",
+        "Record bytes of fetch ranges resident in the page cache",
+        Unit::Bytes,
+        c(&m.hot_read_bytes_total),
+    );
+    registry.register(
+        "fetch_cold_reads",
+        "Fetch file ranges not resident, read uncached on the cold-read pool",
+        c(&m.cold_reads_total),
+    );
+    registry.register_with_unit(
+        "fetch_cold_read",
+        "Record bytes of fetch ranges read uncached on the cold-read pool",
+        Unit::Bytes,
+        c(&m.cold_read_bytes_total),
     );
     registry.register(
         "connections_accepted",

@@ -7,6 +7,12 @@
 //! and can be chosen with [`WriteMode::Copy`] so benchmarks can compare both (see DESIGN.md
 //! §3: on loopback `sendfile` is not always the faster one).
 //!
+//! Before a file chunk is sent, the page cache is asked whether it holds the chunk
+//! (`cold_read.rs`): a resident chunk goes out with one `sendfile` as before; one that is not
+//! is sent piece by piece ([`COLD_READ_CHUNK_BYTES`]), each resident piece with `sendfile` and
+//! each other one read uncached on the cold-read pool and sent from that buffer, so no async
+//! worker waits for the disk and catch-up reads do not evict the hot tail.
+//!
 //! Every send goes through tokio's readiness (`writable().await` + `try_io`), so a partial
 //! send simply waits for the socket to drain. Nothing is buffered beyond the response being
 //! written, which is what bounds memory for a client that stops reading.
@@ -20,9 +26,11 @@ use rustix::net::SendFlags;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
+use crate::cold_read::{self, ColdReads, ReadPath, ReadPathPolicy, COLD_READ_CHUNK_BYTES};
 use crate::error::ConnectionError;
 use crate::metrics::Metrics;
 use crate::response::{Chunk, Response};
+use rill_storage::page_cache;
 use rill_storage::FileSlice;
 
 /// How file chunks are sent.
@@ -58,15 +66,22 @@ const SENDFILE_CALL_BYTES_MAX: u64 = 16 << 20;
 pub struct ResponseWriter {
     mode: WriteMode,
     copy_buffer: Vec<u8>,
+    /// The broker's cold-read pool; `None` sends every chunk as hot (no residency check).
+    cold: Option<Arc<ColdReads>>,
     metrics: Arc<Metrics>,
 }
 
 impl ResponseWriter {
     /// A writer for one connection; the copy buffer is allocated only if the copy path runs.
-    pub fn new(mode: WriteMode, metrics: Arc<Metrics>) -> ResponseWriter {
+    pub fn new(
+        mode: WriteMode,
+        cold: Option<Arc<ColdReads>>,
+        metrics: Arc<Metrics>,
+    ) -> ResponseWriter {
         ResponseWriter {
             mode,
             copy_buffer: Vec::new(),
+            cold,
             metrics,
         }
     }
@@ -93,7 +108,80 @@ impl ResponseWriter {
         Ok(())
     }
 
+    /// Sends one file chunk: whole with `sendfile` when resident (or when the policy says
+    /// hot), else piece by piece, hot pieces from the page cache and cold ones from the pool.
     async fn write_file(
+        &mut self,
+        stream: &TcpStream,
+        slice: &FileSlice,
+        more_follows: bool,
+    ) -> Result<(), ConnectionError> {
+        let total_bytes = u64::from(slice.len);
+        let policy = self
+            .cold
+            .as_ref()
+            .map_or(ReadPathPolicy::Hot, |c| c.policy());
+        let whole = match policy {
+            ReadPathPolicy::Hot => ReadPath::Hot,
+            _ => cold_read::choose(
+                policy,
+                &page_cache::residency(&slice.file, slice.position, total_bytes),
+            ),
+        };
+        if whole == ReadPath::Hot {
+            self.count_hot(total_bytes);
+            return self.write_hot(stream, slice, more_follows).await;
+        }
+        let Some(cold) = self.cold.clone() else {
+            unreachable!("a cold choice needs a cold-read pool (policy is Hot without one)");
+        };
+        let mut done_bytes: u64 = 0;
+        while done_bytes < total_bytes {
+            let piece_bytes = (total_bytes - done_bytes).min(COLD_READ_CHUNK_BYTES as u64);
+            let piece = FileSlice {
+                file: Arc::clone(&slice.file),
+                position: slice.position + done_bytes,
+                // Fits: at most the slice's own u32 length.
+                len: piece_bytes as u32,
+            };
+            let piece_more = more_follows || done_bytes + piece_bytes < total_bytes;
+            let path = cold_read::choose(
+                policy,
+                &page_cache::residency(&piece.file, piece.position, piece_bytes),
+            );
+            if path == ReadPath::Hot {
+                self.count_hot(piece_bytes);
+                self.write_hot(stream, &piece, piece_more).await?;
+            } else {
+                let chunk = cold
+                    .read(
+                        Arc::clone(&piece.file),
+                        piece.position,
+                        piece_bytes as usize,
+                    )
+                    .await?;
+                if chunk.bytes.len() as u64 != piece_bytes {
+                    return Err(ConnectionError::FileShrunk {
+                        position: slice.position,
+                        len: slice.len,
+                    });
+                }
+                Metrics::add(&self.metrics.cold_reads_total, 1);
+                Metrics::add(&self.metrics.cold_read_bytes_total, piece_bytes);
+                send_all(stream, &chunk.bytes, piece_more).await?;
+            }
+            done_bytes += piece_bytes;
+        }
+        Ok(())
+    }
+
+    fn count_hot(&self, bytes: u64) {
+        Metrics::add(&self.metrics.hot_reads_total, 1);
+        Metrics::add(&self.metrics.hot_read_bytes_total, bytes);
+    }
+
+    /// Sends a range from the page cache: `sendfile`, or the copying path.
+    async fn write_hot(
         &mut self,
         stream: &TcpStream,
         slice: &FileSlice,

@@ -36,6 +36,9 @@ pub struct BrokerState {
     pub advertised: Endpoint,
     /// How fetch responses send file ranges.
     pub write_mode: WriteMode,
+    /// The cold-read pool (`cold_read.rs`), started by `Broker::start`; `None` sends every
+    /// fetch range from the page cache without checking.
+    pub cold_reads: Option<Arc<crate::cold_read::ColdReads>>,
     /// Answers "authorized operations"; [`AllowAll`] until security exists.
     pub authorizer: Arc<dyn Authorizer>,
     /// One `Notify` per partition, signalled when new records become visible (after the
@@ -112,6 +115,7 @@ impl BrokerState {
             metrics,
             advertised,
             write_mode,
+            cold_reads: None,
             authorizer: Arc::new(AllowAll),
             appended,
             producer_ids,

@@ -62,6 +62,15 @@ pub struct ServeArgs {
     /// [default: sendfile].
     #[arg(long, env = "RILL_FETCH_WRITE_MODE", value_name = "MODE")]
     pub fetch_write_mode: Option<String>,
+    /// Which fetch ranges skip the page cache: `auto` (ranges not all resident in memory are
+    /// read uncached on the cold-read pool), `hot` (every range from the page cache, as
+    /// before), `cold` (every range through the pool; for tests) [default: auto].
+    #[arg(long, env = "RILL_FETCH_READ_PATH", value_name = "PATH")]
+    pub fetch_read_path: Option<String>,
+    /// Disk bytes per second all cold fetch reads may take together; 0 = bounded only by the
+    /// pool's two threads [default: 0].
+    #[arg(long, env = "RILL_COLD_READ_BYTES_PER_SECOND", value_name = "BYTES")]
+    pub cold_read_bytes_per_second: Option<u64>,
     /// Close connections idle this long (Kafka's connections.max.idle.ms) [default: 600000].
     #[arg(long, env = "RILL_CONNECTIONS_MAX_IDLE_MS", value_name = "MS")]
     pub connections_max_idle_ms: Option<u64>,
@@ -182,6 +191,8 @@ struct FileConfig {
     socket_request_max_bytes: Option<u32>,
     decompressed_batch_max_bytes: Option<u64>,
     fetch_write_mode: Option<String>,
+    fetch_read_path: Option<String>,
+    cold_read_bytes_per_second: Option<u64>,
     connections_max_idle_ms: Option<u64>,
     producer_id_expiration_ms: Option<i64>,
     transactional_id_expiration_ms: Option<i64>,
@@ -217,6 +228,8 @@ pub struct ServeConfig {
     pub socket_request_max_bytes: u32,
     pub decompressed_batch_max_bytes: u64,
     pub fetch_write_mode: String,
+    pub fetch_read_path: String,
+    pub cold_read_bytes_per_second: u64,
     pub connections_max_idle_ms: u64,
     pub producer_id_expiration_ms: i64,
     pub transactional_id_expiration_ms: i64,
@@ -299,6 +312,16 @@ impl ServeConfig {
                 args.fetch_write_mode.clone(),
                 file.fetch_write_mode,
                 "sendfile".into(),
+            ),
+            fetch_read_path: pick(
+                args.fetch_read_path.clone(),
+                file.fetch_read_path,
+                "auto".into(),
+            ),
+            cold_read_bytes_per_second: pick(
+                args.cold_read_bytes_per_second,
+                file.cold_read_bytes_per_second,
+                0,
             ),
             connections_max_idle_ms: pick(
                 args.connections_max_idle_ms,
@@ -473,6 +496,7 @@ impl ServeConfig {
             );
         }
         self.write_mode()?;
+        self.read_path()?;
         tracing_subscriber::EnvFilter::try_new(&self.log_level)
             .with_context(|| format!("invalid value for log_level: '{}'", self.log_level))?;
         if !matches!(self.log_format.as_str(), "text" | "json") {
@@ -517,6 +541,15 @@ impl ServeConfig {
         })
     }
 
+    fn read_path(&self) -> anyhow::Result<rill_broker::ReadPathPolicy> {
+        self.fetch_read_path.parse().map_err(|e| {
+            anyhow::anyhow!(
+                "invalid value for fetch_read_path: '{}' ({e})",
+                self.fetch_read_path
+            )
+        })
+    }
+
     /// The broker's settings.
     ///
     /// # Errors
@@ -532,6 +565,11 @@ impl ServeConfig {
             max_connections: self.max_connections,
             socket_request_max_bytes: self.socket_request_max_bytes,
             write_mode: self.write_mode()?,
+            cold_reads: rill_broker::ColdReadConfig {
+                policy: self.read_path()?,
+                bytes_per_second: self.cold_read_bytes_per_second,
+                ..rill_broker::ColdReadConfig::default()
+            },
             connections_max_idle_ms: self.connections_max_idle_ms,
             producer_id_expiration_ms: self.producer_id_expiration_ms,
             delivery_delay_max_ms: self.delivery_delay_max_ms,
@@ -590,6 +628,23 @@ fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
     toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
 }
 
+/// Raises the soft limit on open descriptors to the hard limit: storage sizes its descriptor
+/// budget from the soft limit (three quarters of it), and 10 000 partitions need more than
+/// the usual 1 024. Failure only leaves the lower limit (and a smaller budget).
+fn raise_descriptor_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(error = %e, "cannot raise the open file limit to its hard limit");
+        }
+    }
+}
+
 /// Runs the broker until SIGINT or SIGTERM.
 ///
 /// # Errors
@@ -599,6 +654,7 @@ pub async fn serve(
     config: ServeConfig,
     log_filter: Option<std::sync::Arc<dyn LogFilterSink>>,
 ) -> anyhow::Result<()> {
+    raise_descriptor_limit();
     let started = Instant::now();
     let mut broker_config = config.broker_config()?;
     // BROKER_LOGGER changes reach the subscriber through `log_filter`.
@@ -744,6 +800,12 @@ mod tests {
         };
         let e = ServeConfig::resolve(&args).unwrap_err().to_string();
         assert!(e.contains("fetch_write_mode"), "{e}");
+        let args = ServeArgs {
+            fetch_read_path: Some("warm".into()),
+            ..ServeArgs::default()
+        };
+        let e = ServeConfig::resolve(&args).unwrap_err().to_string();
+        assert!(e.contains("fetch_read_path"), "{e}");
     }
 
     #[test]

@@ -3,12 +3,18 @@
 //!
 //! Files are handed out as `Arc<IoFile>`: an evicted file stays open until its last user (a
 //! fetch being sent, say) drops it, so eviction never breaks a read in flight.
+//!
+//! Active segments own their `.log` write descriptor outside the LRU (an fsync must run on
+//! the descriptor that wrote: fsyncgate), but those count in the same budget: each
+//! [`OwnedFile`] is one slot, and the LRU shrinks to make room for them, so open logs plus
+//! cached files stay within `capacity` (as long as the owned ones alone fit; idle logs whose
+//! data is synced give theirs back, `Log::release_idle_write_file`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
 
@@ -33,12 +39,55 @@ struct Lru {
 }
 
 /// Least-recently-used cache of open files with a fixed capacity.
-#[derive(Debug)]
 pub struct FdCache {
     capacity: usize,
     lru: Mutex<Lru>,
     next_segment_id: AtomicU64,
     opens: AtomicU64,
+    /// Descriptors owned outside the LRU ([`OwnedFile`]s alive), counted in `capacity`.
+    owned: AtomicUsize,
+    /// Whoever may own a write descriptor (every open log), to ask idle ones to give theirs
+    /// back when owned descriptors crowd the budget.
+    owners: Mutex<Vec<Weak<dyn IdleRelease>>>,
+}
+
+/// An owner of write descriptors that can give its descriptor back when it is idle and
+/// synced (a `Log`). Must never block: it is asked while another log holds its own lock.
+pub trait IdleRelease: Send + Sync + std::fmt::Debug {
+    /// Gives the descriptor back if idle and synced; whether it did.
+    fn release_idle(&self) -> bool;
+}
+
+/// Descriptors one pressure sweep asks back at most, bounding its work.
+pub const RELEASES_PER_SWEEP: usize = 256;
+
+impl std::fmt::Debug for FdCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FdCache")
+            .field("capacity", &self.capacity)
+            .field("owned", &self.owned())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A descriptor owned outside the LRU (an active segment's write descriptor), holding one
+/// slot of the cache's budget until dropped.
+#[derive(Debug)]
+pub struct OwnedFile {
+    file: Arc<IoFile>,
+    cache: Arc<FdCache>,
+}
+
+impl OwnedFile {
+    pub fn file(&self) -> &Arc<IoFile> {
+        &self.file
+    }
+}
+
+impl Drop for OwnedFile {
+    fn drop(&mut self) {
+        self.cache.owned.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl FdCache {
@@ -52,6 +101,64 @@ impl FdCache {
             lru: Mutex::new(Lru::default()),
             next_segment_id: AtomicU64::new(1),
             opens: AtomicU64::new(0),
+            owned: AtomicUsize::new(0),
+            owners: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Registers a possible owner of write descriptors (see [`FdCache::relieve_pressure`]).
+    pub fn register_owner(&self, owner: Weak<dyn IdleRelease>) {
+        self.owners.lock().push(owner);
+    }
+
+    /// When owned descriptors take more than half the budget, asks idle owners to give theirs
+    /// back, up to [`RELEASES_PER_SWEEP`]; forgets owners that are gone. Never waits for a
+    /// lock, so it is safe under any log's lock (that log is simply skipped).
+    pub fn relieve_pressure(&self) {
+        if !self.owned_pressure() {
+            return;
+        }
+        let Some(mut owners) = self.owners.try_lock() else {
+            return;
+        };
+        owners.retain(|o| o.strong_count() > 0);
+        let mut released = 0;
+        for owner in owners.iter() {
+            if owner.upgrade().is_some_and(|o| o.release_idle()) {
+                released += 1;
+                if released == RELEASES_PER_SWEEP {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The budget: cached plus owned descriptors.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Descriptors owned outside the LRU right now.
+    pub fn owned(&self) -> usize {
+        self.owned.load(Ordering::Relaxed)
+    }
+
+    /// True when owned descriptors take more than half the budget: idle logs should give
+    /// theirs back so cached reads keep room.
+    pub fn owned_pressure(&self) -> bool {
+        self.owned() * 2 > self.capacity
+    }
+
+    /// Takes one budget slot for `file`, owned outside the LRU, evicting cached files to make
+    /// room for it.
+    pub fn own(self: &Arc<Self>, file: Arc<IoFile>) -> OwnedFile {
+        self.relieve_pressure();
+        let owned = self.owned.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut lru = self.lru.lock();
+        evict_to(&mut lru, self.capacity.saturating_sub(owned));
+        OwnedFile {
+            file,
+            cache: Arc::clone(self),
         }
     }
 
@@ -93,17 +200,19 @@ impl FdCache {
             lru.by_use.insert(tick, key);
             return Ok(file);
         }
+        // Room for one more beside the owned descriptors (at least one cached file, so a read
+        // works even when owned descriptors take the whole budget).
+        let room = self.capacity.saturating_sub(self.owned()).max(1);
+        evict_to(&mut lru, room - 1);
         let file = Arc::new(io.open(path, create)?);
         self.opens.fetch_add(1, Ordering::Relaxed);
-        // Bounded: removes at most the entries above capacity.
-        while lru.files.len() >= self.capacity {
-            let (&oldest, &victim) = lru
-                .by_use
-                .iter()
-                .next()
-                .expect("non-empty when files is full");
-            lru.by_use.remove(&oldest);
-            lru.files.remove(&victim);
+        if key.1 == FileKind::Log {
+            // Cached `.log` descriptors read old segments (fetches, the cleaner): no kernel
+            // readahead on them. With it, the first batch header a catch-up fetch reads pulls
+            // in up to `read_ahead_kb` (8 MiB on the benchmark machine) on the caller's
+            // thread, polluting the cache and making the range look resident to the hot/cold
+            // check. Advice only: a failure costs readahead, not correctness.
+            crate::page_cache::no_readahead(file.file());
         }
         lru.files.insert(key, (file.clone(), tick));
         lru.by_use.insert(tick, key);
@@ -124,6 +233,18 @@ impl FdCache {
                 lru.by_use.remove(&used);
             }
         }
+    }
+}
+
+/// Evicts least recently used files until at most `keep` remain. Bounded: at most the
+/// entries above `keep`.
+fn evict_to(lru: &mut Lru, keep: usize) {
+    while lru.files.len() > keep {
+        let Some((&oldest, &victim)) = lru.by_use.iter().next() else {
+            break;
+        };
+        lru.by_use.remove(&oldest);
+        lru.files.remove(&victim);
     }
 }
 
@@ -160,5 +281,68 @@ mod tests {
         assert_eq!(cache.opens(), 5, "1 was evicted and reopened");
         cache.forget(1);
         assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
+    fn owned_descriptors_count_in_the_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Arc::new(FdCache::new(4));
+        let path = |i: u64| dir.path().join(format!("{i}"));
+        for i in 0..4 {
+            cache
+                .get((i, FileKind::Log), &OsIo, &path(i), true)
+                .unwrap();
+        }
+        assert_eq!(cache.len(), 4);
+        let open = |i: u64| Arc::new(OsIo.open(&path(100 + i), true).unwrap());
+        let a = cache.own(open(0));
+        let b = cache.own(open(1));
+        assert_eq!(cache.owned(), 2);
+        assert_eq!(
+            cache.len(),
+            2,
+            "the LRU shrank to make room for two owned files"
+        );
+        assert!(!cache.owned_pressure());
+        cache
+            .get((9, FileKind::Log), &OsIo, &path(9), true)
+            .unwrap();
+        assert_eq!(cache.len() + cache.owned(), 4, "still within the budget");
+        let c = cache.own(open(2));
+        let d = cache.own(open(3));
+        let e = cache.own(open(4));
+        assert!(cache.owned_pressure());
+        // Owned alone exceed the budget: one cached file is still allowed for reads.
+        cache
+            .get((10, FileKind::Log), &OsIo, &path(10), true)
+            .unwrap();
+        assert_eq!(cache.len(), 1);
+        drop((a, b, c, d, e));
+        assert_eq!(cache.owned(), 0);
+        for i in 0..4 {
+            cache
+                .get((20 + i, FileKind::Log), &OsIo, &path(20 + i), true)
+                .unwrap();
+        }
+        assert_eq!(cache.len(), 4, "released slots are the cache's again");
+    }
+
+    #[test]
+    fn cached_log_descriptors_read_without_readahead() {
+        use std::io::Write;
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seg.log");
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.write_all(&vec![7u8; 4 << 20]).unwrap();
+        f.sync_all().unwrap();
+        rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+        let cache = FdCache::new(3);
+        let log = cache.get((1, FileKind::Log), &OsIo, &path, false).unwrap();
+        let mut byte = [0u8; 1];
+        log.file().read_at(&mut byte, 0).unwrap();
+        let resident = crate::page_cache::residency(log.file(), 0, 4 << 20).unwrap();
+        // One page (or a few), not a readahead window of 128 KiB or more.
+        assert!(resident.resident_pages <= 4, "{resident:?}");
     }
 }

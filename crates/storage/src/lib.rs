@@ -43,6 +43,7 @@ pub mod log;
 pub mod log_manager;
 pub mod offset_index;
 pub mod offset_map;
+pub mod page_cache;
 pub mod producer_snapshots;
 pub mod producer_state;
 pub mod records;

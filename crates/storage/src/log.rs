@@ -506,6 +506,12 @@ impl Log {
         self.state.lock().segments.values().map(|s| s.size).sum()
     }
 
+    /// The base offset of the active segment: reads below it read sealed segments (old data,
+    /// whose indexes and batch headers may not be in memory).
+    pub fn active_base_offset(&self) -> i64 {
+        self.state.lock().active().base_offset
+    }
+
     pub fn segment_count(&self) -> usize {
         self.state.lock().segments.len()
     }
@@ -1037,6 +1043,8 @@ impl Log {
     /// flusher.
     pub(crate) fn init_self(self: &Arc<Self>) {
         let _ = self.self_ref.set(Arc::downgrade(self));
+        let owner: Weak<dyn crate::fd_cache::IdleRelease> = Arc::downgrade(self) as _;
+        self.files.cache.register_owner(owner);
     }
 
     /// Queues the log for the flusher's next pass; flushes here when there is no flusher
@@ -1769,6 +1777,27 @@ impl Log {
         Ok(before - state.segments.len())
     }
 
+    /// Gives the active segment's write descriptor back to the descriptor budget when the
+    /// log is idle and everything written is synced (the flushed offset is the log end, so
+    /// no write through it awaits an fsync: releasing it cannot hide a writeback error), after
+    /// `idle_ticks` housekeeping passes found it so (1 = now). The next append opens a new
+    /// one. Never waits for the log's lock (a busy log is not idle). Returns whether it
+    /// released one.
+    pub(crate) fn release_idle_write_file(&self, idle_ticks: u32) -> bool {
+        let Some(mut state) = self.state.try_lock() else {
+            return false;
+        };
+        if self.check_live().is_err() || self.flushed_offset() < state.log_end_offset() {
+            return false;
+        }
+        let active = state.active_mut();
+        if active.dirty || !active.owns_write_file() {
+            return false;
+        }
+        active.idle_ticks = active.idle_ticks.saturating_add(1);
+        active.idle_ticks >= idle_ticks && active.release_idle_write_file()
+    }
+
     /// Flushes and gives back the active segment's preallocated tail, so the next open finds
     /// the log exactly as long as its data.
     pub(crate) fn close(&self) -> Result<()> {
@@ -1776,6 +1805,7 @@ impl Log {
             let mut state = self.state.lock();
             self.check_live()?;
             let active = state.active_mut();
+            active.ensure_write_file(&self.files)?;
             active.write_indexes(&self.files)?;
             let (size, path) = (active.size, active.log_path().to_path_buf());
             let file = active.log_file(&self.files, false)?;
@@ -1894,4 +1924,11 @@ fn write_log_start(io: &dyn crate::file_io::FileIo, dir: &Path, offset: i64) -> 
     let path = dir.join(LOG_START_FILE);
     crate::file_io::write_atomically(io, &path, format!("{offset}\n").as_bytes())
         .map_err(|e| StorageError::io("write", &path, e))
+}
+
+impl crate::fd_cache::IdleRelease for Log {
+    /// Asked when write descriptors crowd the budget: one idle tick is enough.
+    fn release_idle(&self) -> bool {
+        self.release_idle_write_file(1)
+    }
 }

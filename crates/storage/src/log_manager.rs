@@ -34,10 +34,15 @@ const DELETE_SUFFIX: &str = ".deleting";
 /// ticks of start-up, while requests open the ones they need at once.
 pub const OPENS_PER_TICK: usize = 500;
 
+/// Housekeeping ticks (about a second each) a synced log stays unwritten before it gives its
+/// active segment's write descriptor back, when descriptors are not scarce.
+pub const IDLE_TICKS_BEFORE_RELEASE: u32 = 30;
+
 #[derive(Debug, Clone)]
 pub struct LogManagerConfig {
     pub data_dir: PathBuf,
-    /// Open file descriptors the segment cache may hold; 0 = half the process's soft limit.
+    /// File descriptors of segments and indexes, cached and owned by active segments
+    /// together; 0 = three quarters of the process's soft limit.
     pub max_open_files: usize,
     /// Config for logs opened from disk; the broker then applies each topic's own.
     pub default_log_config: LogConfig,
@@ -402,6 +407,14 @@ impl LogManager {
                 tracing::warn!(partition = %tp, error = %e, "retention failed");
             }
             log.remove_expired_producers(now, self.config.producer_id_expiration_ms);
+            // Idle logs give their write descriptor back: after one idle tick when owned
+            // descriptors crowd the budget, else after IDLE_TICKS_BEFORE_RELEASE.
+            let idle_ticks = if self.files.cache.owned_pressure() {
+                1
+            } else {
+                IDLE_TICKS_BEFORE_RELEASE
+            };
+            log.release_idle_write_file(idle_ticks);
         }
         let due = {
             let mut state = self.state.lock();
@@ -599,8 +612,11 @@ fn partition_dirs(dir: &Path, finish_deletions: bool) -> Result<Vec<TopicPartiti
     Ok(out)
 }
 
+/// Three quarters of the soft descriptor limit (the rest is for sockets, directories,
+/// index maps being built and the process's own files), which `rill serve` raises to the
+/// hard limit at start. Active segments' write descriptors count in it (`fd_cache.rs`).
 fn default_max_open_files() -> usize {
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
     let soft = limit.current.unwrap_or(4096) as usize;
-    (soft / 2).clamp(64, 65_536)
+    (soft / 4 * 3).clamp(64, 1 << 20)
 }

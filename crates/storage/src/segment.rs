@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::batch::{BatchHeader, HEADER_SIZE};
 use crate::error::{Result, StorageError};
-use crate::fd_cache::{FdCache, FileKind};
+use crate::fd_cache::{FdCache, FileKind, OwnedFile};
 use crate::file_io::{FileIo, IoFile};
 use crate::offset_index::{self, OffsetEntry, OffsetIndex};
 use crate::recovery::{self, ScanEnd};
@@ -44,7 +44,10 @@ pub struct Segment {
     /// The descriptor appends write through, owned outside the cache while the segment is
     /// active and until the flush after sealing: an fsync must run on the descriptor that
     /// wrote (a descriptor opened later does not see an earlier writeback error: fsyncgate).
-    write_file: Option<Arc<IoFile>>,
+    /// It takes a slot of the descriptor budget. An idle active segment whose data is all
+    /// synced gives it back ([`Segment::release_idle_write_file`]); the next append opens a
+    /// new one ([`Segment::ensure_write_file`]), which sees only writes made through it.
+    write_file: Option<OwnedFile>,
     pub base_offset: i64,
     log_path: PathBuf,
     /// Bytes of valid batches.
@@ -73,6 +76,9 @@ pub struct Segment {
     pub recovered_txn_batches: bool,
     /// Written since the last fdatasync.
     pub dirty: bool,
+    /// Housekeeping ticks since the last append that found the segment synced and idle
+    /// (`Log::release_idle_write_file`).
+    pub idle_ticks: u32,
     /// The descriptors that wrote index entries not yet synced (offset index, time index,
     /// txn index): the sync runs on them, not on a descriptor the cache may have reopened
     /// meanwhile.
@@ -107,6 +113,7 @@ impl Segment {
             txn_index: TxnIndex::active(dir.join(file_name(base_offset, "txnindex")), Vec::new()),
             recovered_txn_batches: false,
             dirty: false,
+            idle_ticks: 0,
             index_writers: [None, None, None],
             sealed: false,
         }
@@ -140,7 +147,8 @@ impl Segment {
             .io
             .set_len(&log, 0)
             .map_err(|e| StorageError::io("truncate", &segment.log_path, e))?;
-        segment.write_file = Some(log);
+        crate::page_cache::no_readahead(log.file());
+        segment.write_file = Some(files.cache.own(log));
         for (kind, path) in [
             (FileKind::OffsetIndex, segment.offset_index.path()),
             (FileKind::TimeIndex, segment.time_index.path()),
@@ -230,7 +238,7 @@ impl Segment {
                 .open(&segment.log_path, false)
                 .map_err(|e| StorageError::io("open", &segment.log_path, e))?,
         );
-        segment.write_file = Some(Arc::clone(&log));
+        segment.write_file = Some(files.cache.own(Arc::clone(&log)));
         let file_len = log
             .file_len()
             .map_err(|e| StorageError::io("stat", &segment.log_path, e))?;
@@ -304,6 +312,9 @@ impl Segment {
         segment.recover_txn_index(files, recovery_point.min(end.next_offset))?;
         files.cache.forget(segment.id);
         segment.dirty = true;
+        // Recovery is done reading it in order: from now on its reads are fetches' batch
+        // headers (see `no_readahead`).
+        crate::page_cache::no_readahead(log.file());
         Ok((segment, end))
     }
 
@@ -367,7 +378,7 @@ impl Segment {
 
     pub fn log_file(&self, files: &Files, create: bool) -> Result<Arc<IoFile>> {
         if let Some(file) = &self.write_file {
-            return Ok(Arc::clone(file));
+            return Ok(Arc::clone(file.file()));
         }
         files
             .cache
@@ -379,6 +390,39 @@ impl Segment {
     /// reads then go through the cache.
     pub fn release_write_file(&mut self) {
         self.write_file = None;
+    }
+
+    /// Whether the segment owns a write descriptor now.
+    pub fn owns_write_file(&self) -> bool {
+        self.write_file.is_some()
+    }
+
+    /// An active segment with nothing written since its last flush gives its write
+    /// descriptor back. The caller (holding the log's lock) has checked that the flushed
+    /// offset is the log end, so every byte written through the descriptor was synced through
+    /// it, and no later fsync needs it: nothing an fsync on a new descriptor could miss.
+    /// Returns whether a descriptor was released.
+    pub fn release_idle_write_file(&mut self) -> bool {
+        if self.sealed || self.dirty || self.write_file.is_none() {
+            return false;
+        }
+        self.write_file = None;
+        true
+    }
+
+    /// Opens the active segment's write descriptor again after an idle release, before any
+    /// write goes through it.
+    pub fn ensure_write_file(&mut self, files: &Files) -> Result<()> {
+        if self.sealed || self.write_file.is_some() {
+            return Ok(());
+        }
+        let log = files
+            .io
+            .open(&self.log_path, false)
+            .map_err(|e| StorageError::io("open", &self.log_path, e))?;
+        crate::page_cache::no_readahead(log.file());
+        self.write_file = Some(files.cache.own(Arc::new(log)));
+        Ok(())
     }
 
     /// Closes everything the segment holds open (its descriptors, cached or owned, and a
@@ -492,6 +536,8 @@ impl Segment {
         debug_assert!(!self.sealed);
         let len: u64 = headers.iter().map(|h| h.total_size() as u64).sum();
         debug_assert_eq!(len, bufs.iter().map(|b| b.len() as u64).sum::<u64>());
+        self.ensure_write_file(files)?;
+        self.idle_ticks = 0;
         let log = self.log_file(files, false)?;
         let end = self.size + len;
         if end > self.allocated {
@@ -615,6 +661,7 @@ impl Segment {
     /// active (the next append preallocates again).
     pub fn release_preallocation(&mut self, files: &Files) -> Result<()> {
         if self.allocated != self.size {
+            self.ensure_write_file(files)?;
             let log = self.log_file(files, false)?;
             files
                 .io

@@ -1,0 +1,336 @@
+//! Hot and cold fetch reads (issue 13): a fetch range whose pages are all in memory is sent
+//! with zero copy (`sendfile`, unchanged); one that is not is read on a small bounded pool of
+//! threads, without keeping the pages cached, and sent from the buffer.
+//!
+//! Why: `sendfile` of pages not in memory waits for the disk inside the async worker that
+//! runs it, and every connection that worker serves waits too; and the pages it pulls in
+//! push the hot tail out of the page cache (Kafka's KAFKA-7504). `scripts/bench-isolation`
+//! showed async workers in uninterruptible disk wait during a catch-up read, and the live
+//! consumer's p99 17× worse. With this module a cold read slows only its own fetch.
+//!
+//! Bounds: `threads` pool threads, at most `in_flight` cold reads queued, running or being
+//! sent (each at most [`COLD_READ_CHUNK_BYTES`]), so cold reads hold at most
+//! `in_flight × 1 MiB`, and optionally `bytes_per_second` of disk reads in all.
+
+use std::fs::File;
+use std::io;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rill_storage::page_cache::{self, Residency, UncachedRead};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
+
+/// Largest cold read handed to the pool at once: large enough for the disk's sequential
+/// rate, small enough that a fetch's buffer stays small.
+pub const COLD_READ_CHUNK_BYTES: usize = 1 << 20;
+
+/// Which path fetch ranges take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadPathPolicy {
+    /// Hot when every page is resident, else cold (the default).
+    #[default]
+    Auto,
+    /// Always `sendfile`/inline reads, as before issue 13 (for comparison).
+    Hot,
+    /// Always the cold path (tests compare its bytes with `sendfile`'s).
+    Cold,
+}
+
+impl std::str::FromStr for ReadPathPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(ReadPathPolicy::Auto),
+            "hot" => Ok(ReadPathPolicy::Hot),
+            "cold" => Ok(ReadPathPolicy::Cold),
+            other => Err(format!("unknown read path {other:?} (auto|hot|cold)")),
+        }
+    }
+}
+
+/// The path one range takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadPath {
+    /// From the page cache: `sendfile` (or an inline `pread` in copy mode).
+    Hot,
+    /// On the cold-read pool, uncached, then sent from the buffer.
+    Cold,
+}
+
+/// The choice for a range, given the policy and what the page cache holds of it (`Err` when
+/// the residency check failed: cold, so that an unknown range never blocks a worker).
+pub fn choose(policy: ReadPathPolicy, residency: &io::Result<Residency>) -> ReadPath {
+    match policy {
+        ReadPathPolicy::Hot => ReadPath::Hot,
+        ReadPathPolicy::Cold => ReadPath::Cold,
+        ReadPathPolicy::Auto => match residency {
+            Ok(r) if r.is_resident() => ReadPath::Hot,
+            _ => ReadPath::Cold,
+        },
+    }
+}
+
+/// Settings of the cold path (`rill serve --fetch-read-path`, `--cold-read-*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColdReadConfig {
+    pub policy: ReadPathPolicy,
+    /// Pool threads; each runs one disk read at a time.
+    pub threads: usize,
+    /// Cold reads queued, running or being sent at once, over all connections.
+    pub in_flight: usize,
+    /// Disk bytes per second for all cold reads together; 0 = unbounded (the threads bound
+    /// them).
+    pub bytes_per_second: u64,
+    pub method: UncachedRead,
+}
+
+impl Default for ColdReadConfig {
+    fn default() -> Self {
+        ColdReadConfig {
+            policy: ReadPathPolicy::Auto,
+            threads: 2,
+            in_flight: 8,
+            bytes_per_second: 0,
+            method: UncachedRead::DontCache,
+        }
+    }
+}
+
+struct Job {
+    file: Arc<File>,
+    position: u64,
+    len: usize,
+    reply: oneshot::Sender<io::Result<Vec<u8>>>,
+}
+
+/// Token bucket over disk bytes: a read waits (on its pool thread) until its bytes fit.
+struct Budget {
+    bytes_per_second: u64,
+    available: f64,
+    refilled: Instant,
+}
+
+impl Budget {
+    /// How long a read of `bytes` must wait; takes the bytes (the balance may go negative,
+    /// so a read larger than one second's budget still runs).
+    fn take(&mut self, bytes: u64, now: Instant) -> Duration {
+        let rate = self.bytes_per_second as f64;
+        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+        self.available = (self.available + elapsed * rate).min(rate);
+        self.refilled = now;
+        self.available -= bytes as f64;
+        if self.available >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.available / rate)
+        }
+    }
+}
+
+/// The cold-read pool, one per broker; its threads end when it is dropped.
+pub struct ColdReads {
+    config: ColdReadConfig,
+    jobs: Mutex<Option<mpsc::SyncSender<Job>>>,
+    permits: Arc<Semaphore>,
+}
+
+/// A cold read's bytes, and its place among the `in_flight` until they are sent.
+pub struct ColdChunk {
+    pub bytes: Vec<u8>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl ColdReads {
+    /// Starts `config.threads` threads named `rill-cold-read`.
+    ///
+    /// # Errors
+    /// Thread creation.
+    pub fn start(config: ColdReadConfig) -> io::Result<ColdReads> {
+        let in_flight = config.in_flight.max(1);
+        let (tx, rx) = mpsc::sync_channel::<Job>(in_flight);
+        let rx = Arc::new(Mutex::new(rx));
+        let budget = Arc::new(Mutex::new(Budget {
+            bytes_per_second: config.bytes_per_second,
+            available: config.bytes_per_second as f64,
+            refilled: Instant::now(),
+        }));
+        for _ in 0..config.threads.max(1) {
+            let rx = Arc::clone(&rx);
+            let budget = Arc::clone(&budget);
+            let method = config.method;
+            std::thread::Builder::new()
+                .name("rill-cold-read".into())
+                .spawn(move || loop {
+                    // One thread waits on the queue at a time; the others wait for the lock.
+                    let job = match rx.lock().recv() {
+                        Ok(job) => job,
+                        Err(_) => return, // the pool was dropped
+                    };
+                    let wait = {
+                        let mut budget = budget.lock();
+                        if budget.bytes_per_second == 0 {
+                            Duration::ZERO
+                        } else {
+                            budget.take(job.len as u64, Instant::now())
+                        }
+                    };
+                    std::thread::sleep(wait);
+                    let mut buf = vec![0u8; job.len];
+                    let read = page_cache::read_uncached(&job.file, job.position, &mut buf, method)
+                        .map(|n| {
+                            buf.truncate(n);
+                            buf
+                        });
+                    // The fetch may have gone (connection closed): nothing to do then.
+                    let _ = job.reply.send(read);
+                })?;
+        }
+        Ok(ColdReads {
+            config,
+            jobs: Mutex::new(Some(tx)),
+            permits: Arc::new(Semaphore::new(in_flight)),
+        })
+    }
+
+    pub fn policy(&self) -> ReadPathPolicy {
+        self.config.policy
+    }
+
+    /// Reads up to [`COLD_READ_CHUNK_BYTES`] at `position` on the pool; waits (async) for a
+    /// place among the `in_flight`. Short only at end of file.
+    ///
+    /// # Errors
+    /// Read errors; `Other` when the pool has stopped.
+    pub async fn read(&self, file: Arc<File>, position: u64, len: usize) -> io::Result<ColdChunk> {
+        debug_assert!(len <= COLD_READ_CHUNK_BYTES);
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| io::Error::other("cold-read pool stopped"))?;
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            file,
+            position,
+            len,
+            reply,
+        };
+        {
+            let jobs = self.jobs.lock();
+            let Some(jobs) = jobs.as_ref() else {
+                return Err(io::Error::other("cold-read pool stopped"));
+            };
+            // Never blocks: a job is queued only with a permit, and the queue holds `in_flight`.
+            jobs.try_send(job)
+                .map_err(|_| io::Error::other("cold-read queue full or pool stopped"))?;
+        }
+        let bytes = answer
+            .await
+            .map_err(|_| io::Error::other("cold-read thread ended"))??;
+        Ok(ColdChunk {
+            bytes,
+            _permit: permit,
+        })
+    }
+
+    /// Stops the threads once the queued reads are done.
+    pub fn stop(&self) {
+        self.jobs.lock().take();
+    }
+}
+
+impl Drop for ColdReads {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resident(resident_pages: u64, total_pages: u64) -> io::Result<Residency> {
+        Ok(Residency {
+            resident_pages,
+            total_pages,
+        })
+    }
+
+    #[test]
+    fn auto_sends_only_fully_resident_ranges_hot() {
+        use ReadPath::*;
+        let auto = ReadPathPolicy::Auto;
+        assert_eq!(choose(auto, &resident(256, 256)), Hot);
+        assert_eq!(choose(auto, &resident(255, 256)), Cold);
+        assert_eq!(choose(auto, &resident(0, 256)), Cold);
+        assert_eq!(
+            choose(auto, &resident(0, 0)),
+            Hot,
+            "nothing to read waits for nothing"
+        );
+        assert_eq!(choose(auto, &Err(io::Error::other("x"))), Cold);
+    }
+
+    #[test]
+    fn forced_policies_ignore_residency() {
+        for r in [resident(0, 4), resident(4, 4), Err(io::Error::other("x"))] {
+            assert_eq!(choose(ReadPathPolicy::Hot, &r), ReadPath::Hot);
+            assert_eq!(choose(ReadPathPolicy::Cold, &r), ReadPath::Cold);
+        }
+        assert_eq!("cold".parse::<ReadPathPolicy>(), Ok(ReadPathPolicy::Cold));
+        assert!("warm".parse::<ReadPathPolicy>().is_err());
+    }
+
+    #[test]
+    fn budget_spaces_reads_at_its_rate() {
+        let start = Instant::now();
+        let mut b = Budget {
+            bytes_per_second: 1_000_000,
+            available: 1_000_000.0,
+            refilled: start,
+        };
+        assert_eq!(b.take(1_000_000, start), Duration::ZERO);
+        let wait = b.take(500_000, start);
+        assert!((wait.as_secs_f64() - 0.5).abs() < 1e-6, "{wait:?}");
+        // After the wait the next read's bytes are due again.
+        let later = start + Duration::from_millis(500);
+        let wait = b.take(250_000, later);
+        assert!((wait.as_secs_f64() - 0.25).abs() < 1e-6, "{wait:?}");
+    }
+
+    #[tokio::test]
+    async fn pool_reads_bytes_and_bounds_in_flight() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        File::create(&path).unwrap().write_all(&data).unwrap();
+        let file = Arc::new(File::open(&path).unwrap());
+        let pool = ColdReads::start(ColdReadConfig {
+            in_flight: 2,
+            ..ColdReadConfig::default()
+        })
+        .unwrap();
+        let a = pool.read(Arc::clone(&file), 5, 1 << 20).await.unwrap();
+        let b = pool
+            .read(Arc::clone(&file), 2_999_990, 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(a.bytes, data[5..5 + (1 << 20)]);
+        assert_eq!(b.bytes, data[2_999_990..], "short at end of file");
+        // Both places are held until the chunks are dropped (sent): a third read waits.
+        let third = pool.read(Arc::clone(&file), 0, 10);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), third)
+                .await
+                .is_err(),
+            "a third read ran while two chunks were held"
+        );
+        drop(a);
+        let c = pool.read(file, 0, 10).await.unwrap();
+        assert_eq!(c.bytes, data[..10]);
+        drop(b);
+    }
+}
