@@ -167,6 +167,11 @@ fn ack_code(r: &ShareFetchResponse) -> i16 {
     r.responses[0].partitions[0].acknowledge_error_code
 }
 
+/// Sends a ShareAcknowledge and returns its one partition's error code.
+async fn acknowledged(client: &mut Client, request: ShareAcknowledgeRequest) -> i16 {
+    client.send(1, &request).await.responses[0].partitions[0].error_code
+}
+
 /// Joins `member` and opens its share session (epoch 0); the first fetch also sets the
 /// share-partition's start at the log end (share.auto.offset.reset=latest).
 async fn join_and_open(client: &mut Client, group: &str, member: &str, topic_name: &str, id: Uuid) {
@@ -268,32 +273,28 @@ async fn sessions_acquisition_and_acknowledgements() {
         let r = c.send(1, &fetch("g", "m2", 1, id, vec![], 0)).await;
         assert!(acquired(&r).is_empty());
         // Bad acknowledgements leave the state as it was.
-        let r = c
-            .send(1, &acknowledge("g", "m2", 2, id, vec![(0, 0, vec![1])]))
-            .await;
         assert_eq!(
-            r.responses[0].partitions[0].error_code,
+            acknowledged(&mut c, acknowledge("g", "m2", 2, id, vec![(0, 0, vec![1])])).await,
             ResponseError::InvalidRecordState.code()
         );
-        let r = c
-            .send(1, &acknowledge("g", "m1", 2, id, vec![(0, 0, vec![9])]))
-            .await;
         assert_eq!(
-            r.responses[0].partitions[0].error_code,
+            acknowledged(&mut c, acknowledge("g", "m1", 2, id, vec![(0, 0, vec![9])])).await,
             ResponseError::InvalidRequest.code()
         );
-        let r = c
-            .send(1, &acknowledge("g", "m1", 3, id, vec![(5, 20, vec![1])]))
-            .await;
         assert_eq!(
-            r.responses[0].partitions[0].error_code,
+            acknowledged(
+                &mut c,
+                acknowledge("g", "m1", 3, id, vec![(5, 20, vec![1])])
+            )
+            .await,
             ResponseError::InvalidRecordState.code()
         );
-        let r = c
-            .send(1, &acknowledge("g", "m1", 4, id, vec![(0, 3, vec![1, 1])]))
-            .await;
         assert_eq!(
-            r.responses[0].partitions[0].error_code,
+            acknowledged(
+                &mut c,
+                acknowledge("g", "m1", 4, id, vec![(0, 3, vec![1, 1])])
+            )
+            .await,
             ResponseError::InvalidRequest.code()
         );
         let r = c
@@ -317,11 +318,8 @@ async fn sessions_acquisition_and_acknowledgements() {
             r.responses[0].partitions[0].error_code,
             ResponseError::InvalidRequest.code()
         );
-        let r = c
-            .send(1, &acknowledge("g", "m1", 7, id, vec![(0, 0, vec![1])]))
-            .await;
         assert_eq!(
-            r.responses[0].partitions[0].error_code,
+            acknowledged(&mut c, acknowledge("g", "m1", 7, id, vec![(0, 0, vec![1])])).await,
             ResponseError::InvalidRecordState.code()
         );
         let r = c
@@ -358,11 +356,8 @@ async fn expired_locks_redeliver_until_the_delivery_limit() {
         assert_eq!(acquired(&r), vec![(0, 2, 2)]);
         assert!(started.elapsed().as_millis() as i64 >= LOCK_MS - 50);
         // m1's acknowledgement comes too late.
-        let r = c
-            .send(1, &acknowledge("g", "m1", 2, id, vec![(0, 2, vec![1])]))
-            .await;
         assert_eq!(
-            r.responses[0].partitions[0].error_code,
+            acknowledged(&mut c, acknowledge("g", "m1", 2, id, vec![(0, 2, vec![1])])).await,
             ResponseError::InvalidRecordState.code()
         );
         // Third delivery, then the lock expires at the limit (3): archived, never again.
@@ -625,11 +620,8 @@ async fn a_share_filter_archives_records_that_do_not_match() {
             )
             .await;
         assert_eq!(r.responses[0].partitions[0].error_code, 0);
-        let r = c
-            .send(1, &acknowledge("g", "m1", 2, id, vec![(1, 1, vec![1])]))
-            .await;
         assert_eq!(
-            r.responses[0].partitions[0].error_code,
+            acknowledged(&mut c, acknowledge("g", "m1", 2, id, vec![(1, 1, vec![1])])).await,
             ResponseError::InvalidRecordState.code()
         );
         let r = c.send(1, &fetch("g", "m1", 3, id, vec![], 200)).await;

@@ -110,16 +110,18 @@ def lateness(bs, topic, rate, seconds, delayed=True):
 
     def consume():
         deadline = time.monotonic() + seconds + 30
+        # One message per poll, stamped as it is returned: consume(num_messages=N) waits for
+        # N messages or its timeout, so at low rates every arrival would carry that wait.
         while len(late) < total and time.monotonic() < deadline:
-            for m in c.consume(num_messages=1000, timeout=0.05):
-                if m.error():
-                    continue
-                arrived = now_ms()
-                if delayed:
-                    due = int(dict(m.headers())["rill-delayed-deliver-at"])
-                else:
-                    due = int(m.value())
-                late.append(arrived - due)
+            m = c.poll(0.05)
+            if m is None or m.error():
+                continue
+            arrived = now_ms()
+            if delayed:
+                due = int(dict(m.headers())["rill-delayed-deliver-at"])
+            else:
+                due = int(m.value())
+            late.append(arrived - due)
         done.set()
 
     t = threading.Thread(target=consume)
