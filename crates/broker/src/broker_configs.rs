@@ -29,6 +29,8 @@ use parking_lot::Mutex;
 use rill_storage::topic_configs::{ConfigDef, ConfigKind, TOPIC_CONFIGS};
 use thiserror::Error;
 
+use crate::line_field::{escape, unescape};
+
 /// The file in the data directory.
 pub const FILE_NAME: &str = "broker-configs";
 
@@ -328,35 +330,6 @@ fn parse(path: &Path, text: &str) -> Result<Dynamic, BrokerConfigError> {
         map.insert(key, value);
     }
     Ok(d)
-}
-
-pub(crate) fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_graphic() && b != b'%' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
-pub(crate) fn unescape(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), BrokerConfigError> {

@@ -787,7 +787,7 @@ impl GroupConfigs {
 }
 
 fn render(groups: &BTreeMap<String, BTreeMap<String, String>>) -> String {
-    use crate::broker_configs::escape;
+    use crate::line_field::escape;
     let mut text = String::from("# rill group configs; rewritten by the broker\n");
     for (group, configs) in groups {
         for (k, v) in configs {
@@ -801,7 +801,7 @@ fn parse(
     path: &Path,
     text: &str,
 ) -> Result<BTreeMap<String, BTreeMap<String, String>>, GroupConfigError> {
-    use crate::broker_configs::unescape;
+    use crate::line_field::unescape;
     let mut groups: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for (i, line) in text.lines().enumerate() {
         if line.starts_with('#') || line.trim().is_empty() {

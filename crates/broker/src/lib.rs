@@ -49,6 +49,7 @@ pub mod group_configs;
 pub mod in_flight;
 pub mod io_pool;
 pub mod leader_epoch;
+pub mod line_field;
 pub mod list_offsets;
 pub mod listener;
 pub mod log_levels;

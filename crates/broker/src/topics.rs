@@ -32,6 +32,8 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use rill_storage::{LogConfig, LogManager, StorageError, TopicPartition};
 use thiserror::Error;
+
+use crate::line_field::{escape, unescape};
 use uuid::Uuid;
 
 use crate::view;
@@ -824,42 +826,6 @@ fn validate_cluster_id(id: &str) -> Result<(), String> {
         )),
         None => Ok(()),
     }
-}
-
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for byte in s.bytes() {
-        if byte.is_ascii_graphic() && byte != b'%' {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    if out.is_empty() {
-        // An empty value must still be one field.
-        out.push_str("%00%");
-    }
-    out
-}
-
-fn unescape(s: &str) -> Option<String> {
-    if s == "%00%" {
-        return Some(String::new());
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), RegistryError> {
