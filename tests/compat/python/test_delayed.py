@@ -11,6 +11,8 @@ test_garbage_delay_header_fails_the_batch_with_invalid_record
 test_idempotent_producer_with_delays
     confluent-kafka's idempotent producer (its default with enable.idempotence) produces
     delayed records; each is delivered once.
+test_a_cancel_before_the_due_time_stops_delivery
+    A rill-delay-cancel record naming a waiting record's rill-delay-id stops its delivery.
 """
 import time
 
@@ -107,3 +109,28 @@ def test_idempotent_producer_with_delays(bootstrap, topic_name):
     assert sorted(values) == sorted(f"v{i}" for i in range(n))
     dues = [int(headers_of(m)["rill-delayed-deliver-at"]) for m in msgs]
     assert dues == sorted(dues)
+
+
+def test_a_cancel_before_the_due_time_stops_delivery(bootstrap, topic_name):
+    """A record with rill-delay-id, cancelled by a rill-delay-cancel record before it is due,
+    is never delivered; its neighbour without a cancel is, and the cancel itself is not."""
+    ku.create_topic(bootstrap, topic_name, config=DELAYED)
+    p = ku.producer(bootstrap)
+    reports = []
+    p.produce(topic_name, value=b"cancelled", partition=0,
+              headers=[("rill-delay-ms", b"1500"), ("rill-delay-id", b"order-42")],
+              on_delivery=lambda err, msg: reports.append(err))
+    p.produce(topic_name, value=b"kept", partition=0,
+              headers=[("rill-delay-ms", b"1500"), ("rill-delay-id", b"order-43")],
+              on_delivery=lambda err, msg: reports.append(err))
+    assert p.flush(60) == 0
+    p.produce(topic_name, value=b"", partition=0, headers=[("rill-delay-cancel", b"order-42")],
+              on_delivery=lambda err, msg: reports.append(err))
+    assert p.flush(60) == 0
+    assert reports == [None] * 3
+    # Both were due at the same time: once "kept" is in, the other would be too.
+    first = ku.consume_assigned(bootstrap, topic_name, 0, 0, count=1, timeout_s=30)
+    assert [m.value().decode() for m in first] == ["kept"]
+    time.sleep(0.5)
+    msgs = ku.consume_assigned(bootstrap, topic_name, 0, 0, count=None, timeout_s=10)
+    assert [m.value().decode() for m in msgs] == ["kept"]
