@@ -604,10 +604,17 @@ async fn txn_tick_loop(state: Arc<BrokerState>, mut stop: watch::Receiver<bool>)
     }
 }
 
-/// Keeps filtered views up to date (see `view`): a pass every few milliseconds while views
-/// exist and have nothing to copy, back to back while they do.
+/// Keeps filtered views up to date (see `view`): a pass whenever records become visible
+/// anywhere (`BrokerState::any_appended`; a view's source is read up to its high watermark and
+/// last stable offset, and both only move with such a signal), back to back while passes find
+/// records to copy. Without views the loop only looks for new ones, a few times a second: a
+/// view created meanwhile copies what its source already holds on its first pass.
 async fn view_loop(state: Arc<BrokerState>, mut stop: watch::Receiver<bool>) {
-    const IDLE: Duration = Duration::from_millis(10);
+    /// How often the loop looks for views while there are none.
+    const NO_VIEWS: Duration = Duration::from_millis(250);
+    /// A pass at least this often while views exist, as a bound should a visibility change
+    /// ever come without its signal.
+    const FALLBACK: Duration = Duration::from_secs(1);
     let maintainer = Arc::clone(&state.views);
     loop {
         let any_view = state
@@ -615,10 +622,10 @@ async fn view_loop(state: Arc<BrokerState>, mut stop: watch::Receiver<bool>) {
             .all()
             .iter()
             .any(|t| t.configs.contains_key(crate::view::SOURCE_KEY));
-        let scanned = if any_view {
+        let advanced = if any_view {
             let (s, m) = (Arc::clone(&state), Arc::clone(&maintainer));
             match tokio::task::spawn_blocking(move || m.pass(&s)).await {
-                Ok(stats) => stats.scanned,
+                Ok(stats) => stats.advanced,
                 Err(e) => {
                     state.metrics.task_failed("view pass", &e);
                     0
@@ -627,12 +634,14 @@ async fn view_loop(state: Arc<BrokerState>, mut stop: watch::Receiver<bool>) {
         } else {
             0
         };
-        if scanned > 0 && !*stop.borrow() {
+        if advanced > 0 && !*stop.borrow() {
             tokio::task::yield_now().await;
             continue;
         }
+        let wait = if any_view { FALLBACK } else { NO_VIEWS };
         tokio::select! {
-            _ = tokio::time::sleep(IDLE) => {}
+            _ = state.any_appended.notified(), if any_view => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = stop.wait_for(|stopped| *stopped) => return,
         }
     }

@@ -46,6 +46,9 @@ pub struct BrokerState {
     /// long-polling fetches wake without polling. Entries are created on first use; a topic's
     /// entries are dropped when it is deleted. Shared with storage's flush listener.
     appended: Arc<Mutex<HashMap<TopicPartition, Arc<Notify>>>>,
+    /// Signalled with every partition notifier above (one stored permit, so a signal sent
+    /// while the view loop is busy is not lost): the view loop waits on it instead of polling.
+    pub any_appended: Arc<Notify>,
     /// Producer ids for InitProducerId, unique across restarts.
     pub producer_ids: Arc<ProducerIdManager>,
     /// Transactional ids and their transactions (`__transaction_state`).
@@ -93,11 +96,14 @@ impl BrokerState {
         let config_fetch_sessions = config.fetch_sessions;
         let appended: Arc<Mutex<HashMap<TopicPartition, Arc<Notify>>>> = Arc::default();
         let notifiers = Arc::clone(&appended);
+        let any_appended = Arc::new(Notify::new());
+        let any = Arc::clone(&any_appended);
         logs.set_flush_listener(Arc::new(move |tp: &TopicPartition| {
             let notify = notifiers.lock().get(tp).cloned();
             if let Some(notify) = notify {
                 notify.notify_waiters();
             }
+            any.notify_one();
         }));
         let dynamic = Arc::new(crate::broker_configs::DynamicConfigs::empty(
             &config.data_dir,
@@ -118,6 +124,7 @@ impl BrokerState {
             cold_reads: None,
             authorizer: Arc::new(AllowAll),
             appended,
+            any_appended,
             producer_ids,
             txns,
             io_pool: Arc::new(io_pool),
@@ -184,6 +191,7 @@ impl BrokerState {
         if let Some(notify) = notify {
             notify.notify_waiters();
         }
+        self.any_appended.notify_one();
     }
 
     /// Forgets a deleted topic's notifiers, waking anyone parked on them.

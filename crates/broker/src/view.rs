@@ -200,6 +200,9 @@ struct Cursor {
 pub struct PassStats {
     pub scanned: u64,
     pub copied: u64,
+    /// Source partitions whose scan moved forward (past records, or only past control and
+    /// aborted batches, which scan no record): more may wait behind the pass's read bound.
+    pub advanced: u64,
 }
 
 /// One view partition fed by the source partition being scanned.
@@ -283,6 +286,7 @@ impl ViewMaintainer {
                     Ok(s) => {
                         stats.scanned += s.scanned;
                         stats.copied += s.copied;
+                        stats.advanced += s.advanced;
                     }
                     Err(e) => self.warn_once(&source_name, &e.to_string()),
                 }
@@ -389,7 +393,8 @@ impl ViewMaintainer {
         let Some(from) = targets.iter().map(|t| t.next).min() else {
             return Ok(PassStats::default());
         };
-        let (stats, scanned_to) = scan(&source_log, from, &mut targets)?;
+        let (mut stats, scanned_to) = scan(&source_log, from, &mut targets)?;
+        stats.advanced = u64::from(scanned_to > from);
         for mut t in targets {
             t.finish_batch()?;
             if !t.done.is_empty() {
