@@ -28,6 +28,16 @@ use crate::topics::is_internal;
 /// `PartitionFactory.UNINITIALIZED_START_OFFSET`).
 const UNINITIALIZED_START_OFFSET: i64 = -1;
 
+/// Rill's tagged fields on a DescribeShareGroupOffsets partition (clients that do not know
+/// them skip them, as every flexible-version field): records in flight (between the start
+/// offset and the end of the window), how many of them are acquired, and how many records
+/// became dead letters since the share-partition was loaded; each an 8-byte big-endian
+/// count, present only for a share-partition that is loaded. `rill group describe` shows
+/// them.
+pub const TAG_IN_FLIGHT: i32 = 10_000;
+pub const TAG_ACQUIRED: i32 = 10_001;
+pub const TAG_DEAD_LETTERS: i32 = 10_002;
+
 /// Bound on the partitions one admin request may name (each is a state write at most).
 const PARTITIONS_MAX: usize = 100_000;
 
@@ -116,18 +126,33 @@ pub fn describe_offsets(
     r: m::DescribeShareGroupOffsetsRequest,
 ) -> m::DescribeShareGroupOffsetsResponse {
     use m::describe_share_group_offsets_response as d;
-    let partition = |index: i32, start: Option<i64>| {
-        d::DescribeShareGroupOffsetsResponsePartition::default()
-            .with_partition_index(index)
-            .with_start_offset(start.unwrap_or(UNINITIALIZED_START_OFFSET))
-            .with_leader_epoch(0)
-    };
     let groups = r
         .groups
         .into_iter()
         .map(|g| {
             let group_id = g.group_id.0.to_string();
             let starts = start_offsets(state, &group_id);
+            let live = crate::share_group_api::in_flight(state, &group_id);
+            let partition = |topic: &str, index: i32, start: Option<i64>| {
+                let p = d::DescribeShareGroupOffsetsResponsePartition::default()
+                    .with_partition_index(index)
+                    .with_start_offset(start.unwrap_or(UNINITIALIZED_START_OFFSET))
+                    .with_leader_epoch(0);
+                match live.get(&(topic.to_string(), index)) {
+                    Some(&(_, in_flight, acquired, dead)) => {
+                        let count = |n: u64| bytes::Bytes::copy_from_slice(&n.to_be_bytes());
+                        p.with_unknown_tagged_fields(
+                            [
+                                (TAG_IN_FLIGHT, count(in_flight as u64)),
+                                (TAG_ACQUIRED, count(acquired as u64)),
+                                (TAG_DEAD_LETTERS, count(dead)),
+                            ]
+                            .into(),
+                        )
+                    }
+                    None => p,
+                }
+            };
             let topics = match g.topics {
                 // Every topic the group has state for.
                 None => {
@@ -146,7 +171,9 @@ pub fn describe_offsets(
                                     .with_partitions(
                                         parts
                                             .into_iter()
-                                            .map(|(p, start)| partition(p, Some(start)))
+                                            .map(|(p, start)| {
+                                                partition(&topic.name, p, Some(start))
+                                            })
                                             .collect(),
                                     ),
                             )
@@ -158,20 +185,19 @@ pub fn describe_offsets(
                     .map(|t| {
                         let found = user_topic(state, &t.topic_name.0);
                         let id = found.as_ref().map_or(Uuid::nil(), |t| t.id);
+                        let partitions = t
+                            .partitions
+                            .iter()
+                            .map(|&p| {
+                                let start =
+                                    found.as_ref().and_then(|_| starts.get(&(id, p)).copied());
+                                partition(&t.topic_name.0, p, start)
+                            })
+                            .collect();
                         d::DescribeShareGroupOffsetsResponseTopic::default()
                             .with_topic_name(t.topic_name)
                             .with_topic_id(id)
-                            .with_partitions(
-                                t.partitions
-                                    .iter()
-                                    .map(|&p| {
-                                        let start = found
-                                            .as_ref()
-                                            .and_then(|_| starts.get(&(id, p)).copied());
-                                        partition(p, start)
-                                    })
-                                    .collect(),
-                            )
+                            .with_partitions(partitions)
                     })
                     .collect(),
             };
