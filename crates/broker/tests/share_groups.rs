@@ -871,6 +871,20 @@ async fn share_group_admin_apis_describe_alter_and_delete_offsets_and_groups() {
             .await;
         assert_eq!(r.results[0].partitions[0].error_code, 0);
         assert_eq!(share_offsets(&mut c, "h", None).await, vec![]);
+        // Bad input: an empty group id, a negative start offset.
+        assert_eq!(
+            alter_share_offsets(&mut c, "", &[("t", 0, 1)]).await.0,
+            ResponseError::InvalidGroupId.code()
+        );
+        assert_eq!(
+            delete_share_offsets(&mut c, "", &["t"]).await.0,
+            ResponseError::InvalidGroupId.code()
+        );
+        assert_eq!(
+            alter_share_offsets(&mut c, "h", &[("t", 0, -5)]).await.1,
+            vec![("t".into(), 0, ResponseError::InvalidRequest.code())]
+        );
+        assert_eq!(share_offsets(&mut c, "h", None).await, vec![]);
         b.stop().await;
     })
     .await;
