@@ -100,7 +100,7 @@ fuzz_target!(|data: &[u8]| {
         let _ = f.runtime.block_on(async {
             tokio::time::timeout(
                 REQUEST_WAIT,
-                rill_broker::dispatch::dispatch(&f.state, frame, None),
+                rill_broker::dispatch::dispatch(&f.state, frame, None, 0),
             )
             .await
         });

@@ -66,6 +66,13 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ShareGroupDescribe, 1, 1),
     (ApiKey::ShareFetch, 1, 1),
     (ApiKey::ShareAcknowledge, 1, 1),
+    // The share group admin APIs. Kafka 4.4 has DescribeShareGroupOffsets v1 (adds the lag);
+    // the kafka-protocol crate has v0 only, and Kafka's Admin falls back to it.
+    (ApiKey::DescribeShareGroupOffsets, 0, 0),
+    (ApiKey::AlterShareGroupOffsets, 0, 0),
+    (ApiKey::DeleteShareGroupOffsets, 0, 0),
+    // Inter-broker in Kafka, but a single node serves it on its one listener.
+    (ApiKey::DeleteShareGroupState, 0, 0),
     (ApiKey::DescribeTopicPartitions, 0, 0),
     (ApiKey::DescribeAcls, 1, 3),
     (ApiKey::CreateAcls, 1, 3),

@@ -22,7 +22,7 @@ use crate::state::BrokerState;
 use crate::{
     acls, admin, api_versions, configs, credentials, describe_topic_partitions, fetch,
     leader_epoch, list_offsets, metadata, produce, producer_id, quotas, replica_admin, sasl,
-    txn_api,
+    share_admin, txn_api,
 };
 
 /// The rest of a request that is waiting (for durability, or in a fetch's long poll), to be
@@ -38,7 +38,8 @@ pub enum Handled {
     Waiting(Waiting),
 }
 
-/// Handles one request frame, to its response.
+/// Handles one request frame, to its response. `connection_id` names the connection (unique
+/// in this broker's life; share sessions end with theirs).
 ///
 /// # Returns
 /// The response to write, or `None` when the request gets none (produce with acks=0).
@@ -49,8 +50,9 @@ pub async fn dispatch(
     state: &Arc<BrokerState>,
     frame: Bytes,
     peer: Option<std::net::SocketAddr>,
+    connection_id: u64,
 ) -> Result<Option<Response>, ConnectionError> {
-    match start(state, frame, peer).await? {
+    match start(state, frame, peer, connection_id).await? {
         Handled::Ready(response) => Ok(response),
         Handled::Waiting(waiting) => waiting.await,
     }
@@ -66,6 +68,7 @@ pub async fn start(
     state: &Arc<BrokerState>,
     frame: Bytes,
     peer: Option<std::net::SocketAddr>,
+    connection_id: u64,
 ) -> Result<Handled, ConnectionError> {
     let prefix = HeaderPrefix::parse(&frame)?;
     let api_key = ApiKey::try_from(prefix.api_key).map_err(|_| ConnectionError::UnknownApiKey {
@@ -106,7 +109,7 @@ pub async fn start(
             .await
             .map(|r| Handled::Ready(Some(r)))
     } else {
-        route(state, api_key, prefix, body).await
+        route(state, api_key, prefix, body, connection_id).await
     };
     match result {
         Ok(Handled::Waiting(waiting)) => {
@@ -245,6 +248,7 @@ async fn route(
     api_key: ApiKey,
     prefix: HeaderPrefix,
     mut body: Bytes,
+    connection_id: u64,
 ) -> Result<Handled, ConnectionError> {
     let v = prefix.api_version;
     let response = match api_key {
@@ -282,7 +286,7 @@ async fn route(
         }
         ApiKey::ShareFetch => {
             let request = decode(&mut body, prefix)?;
-            match crate::share_fetch::start(state, request) {
+            match crate::share_fetch::start(state, request, connection_id) {
                 crate::share_fetch::Started::Ready(r) => reply(prefix, &r)?,
                 crate::share_fetch::Started::Waiting(waiting) => {
                     return Ok(Handled::Waiting(Box::pin(async move {
@@ -293,10 +297,27 @@ async fn route(
         }
         ApiKey::ShareAcknowledge => {
             let request = decode(&mut body, prefix)?;
-            let acknowledged = crate::share_fetch::acknowledge_request(state, request);
+            let acknowledged =
+                crate::share_fetch::acknowledge_request(state, request, connection_id);
             return Ok(Handled::Waiting(Box::pin(async move {
                 reply(prefix, &acknowledged.await).map(Some)
             })));
+        }
+        ApiKey::DescribeShareGroupOffsets => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &share_admin::describe_offsets(state, request))?
+        }
+        ApiKey::AlterShareGroupOffsets => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &share_admin::alter_offsets(state, request).await)?
+        }
+        ApiKey::DeleteShareGroupOffsets => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &share_admin::delete_offsets(state, request).await)?
+        }
+        ApiKey::DeleteShareGroupState => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &share_admin::delete_state(state, request).await)?
         }
         ApiKey::ListOffsets => {
             let request = decode(&mut body, prefix)?;

@@ -527,6 +527,16 @@ pub async fn delete_groups(
 ) -> m::DeleteGroupsResponse {
     let mut results = Vec::with_capacity(r.groups_names.len());
     for id in r.groups_names {
+        // A share group's deletion also deletes its share state (share_admin).
+        if state.shares.is_share_group(&id) {
+            let error = crate::share_admin::delete_group(state, &id).await;
+            results.push(
+                m::delete_groups_response::DeletableGroupResult::default()
+                    .with_group_id(id)
+                    .with_error_code(error),
+            );
+            continue;
+        }
         let (mut error, pending) = match GroupCoordinator::validate_group_id(&id) {
             Err(e) => (e, None),
             Ok(()) => coordinator(state).delete_group(&id),

@@ -62,6 +62,7 @@ pub mod replica_admin;
 pub mod response;
 pub mod response_writer;
 pub mod sasl;
+pub mod share_admin;
 pub mod share_dlq;
 pub mod share_fetch;
 pub mod share_group_api;

@@ -25,6 +25,10 @@ use crate::state::BrokerState;
 /// Longest pause after a failed `accept` (e.g. out of file descriptors).
 const ACCEPT_BACKOFF_MS_MAX: u64 = 5_000;
 
+/// The next connection id: unique for the life of the process (share sessions are tied to
+/// the connection that last used them and end with it). Starts at 1; 0 is "no connection".
+static NEXT_CONNECTION_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
 /// The connection limit (`max.connections`), changeable at runtime as a dynamic broker
 /// config: raising it adds permits at once; lowering it takes permits away as they are free,
 /// so open connections are never cut and new ones wait until the count is under the limit.
@@ -191,6 +195,7 @@ async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let peer = stream.peer_addr().ok();
+    let connection_id = NEXT_CONNECTION_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // Counts this connection as open until the task ends, aborted or not.
     let _open = state.metrics.connection_opened();
     let mut connection = Connection::new(
@@ -242,8 +247,9 @@ async fn serve(
                     let (state, peer) = (Arc::clone(&state), peer);
                     let frame_bytes = frame.body.len();
                     let body = frame.body;
-                    let start: Starting =
-                        Box::pin(async move { dispatch::start(&state, body, peer).await });
+                    let start: Starting = Box::pin(async move {
+                        dispatch::start(&state, body, peer, connection_id).await
+                    });
                     starting = Some((start, frame_bytes, frame.memory));
                 }
                 Event::Started(handled) => {
@@ -270,6 +276,8 @@ async fn serve(
         }
     }
     .await;
+    // What the connection's share sessions acquired is released now, not at lock expiry.
+    crate::share_fetch::connection_closed(&state, connection_id);
     match result {
         Ok(()) => tracing::debug!(?peer, "connection closed"),
         Err(ConnectionError::Io(e)) => tracing::debug!(?peer, error = %e, "connection i/o error"),

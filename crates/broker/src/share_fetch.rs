@@ -81,8 +81,9 @@ struct PartitionOut {
 /// Acknowledgement batches of one partition, as the wire has them.
 type AckBatches = Vec<(i64, i64, Vec<i8>)>;
 
-/// Handles a ShareFetch up to its first acquisition.
-pub fn start(state: &Arc<BrokerState>, r: m::ShareFetchRequest) -> Started {
+/// Handles a ShareFetch up to its first acquisition; the share session then belongs to
+/// `connection_id`.
+pub fn start(state: &Arc<BrokerState>, r: m::ShareFetchRequest, connection_id: u64) -> Started {
     let (Some(group), Some(member)) = (
         r.group_id.as_ref().map(|g| g.0.to_string()),
         r.member_id.as_ref().map(|m| m.to_string()),
@@ -119,7 +120,10 @@ pub fn start(state: &Arc<BrokerState>, r: m::ShareFetchRequest) -> Started {
     }
     let coord = &state.shares;
     if epoch != -1 {
-        let stepped = coord.sessions().lock().step(&group, &member, epoch);
+        let stepped = coord
+            .sessions()
+            .lock()
+            .step(&group, &member, epoch, connection_id);
         match stepped {
             Ok(Some(old)) => release(state, &group, &member, old.partitions.iter().copied()),
             Ok(None) => {}
@@ -267,8 +271,9 @@ pub type Acknowledged = Pin<Box<dyn Future<Output = m::ShareAcknowledgeResponse>
 pub fn acknowledge_request(
     state: &Arc<BrokerState>,
     r: m::ShareAcknowledgeRequest,
+    connection_id: u64,
 ) -> Acknowledged {
-    let response = acknowledge_now(state, r);
+    let response = acknowledge_now(state, r, connection_id);
     Box::pin(async move {
         match response {
             Err(r) => r,
@@ -285,6 +290,7 @@ type AckTopics = Vec<(Uuid, Vec<(i32, i16)>)>;
 fn acknowledge_now(
     state: &Arc<BrokerState>,
     r: m::ShareAcknowledgeRequest,
+    connection_id: u64,
 ) -> Result<(Vec<Pending>, AckTopics), m::ShareAcknowledgeResponse> {
     let error = |code: i16, message: &str| {
         Err(m::ShareAcknowledgeResponse::default()
@@ -315,7 +321,10 @@ fn acknowledge_now(
                 Err(SessionError::NotFound)
             }
         }
-        e => coord.sessions().lock().step(&group, &member, e),
+        e => coord
+            .sessions()
+            .lock()
+            .step(&group, &member, e, connection_id),
     };
     if let Err(e) = stepped {
         return error(session_code(e), "share session");
@@ -585,6 +594,21 @@ enum AckFailure {
 impl From<RuntimeError> for AckFailure {
     fn from(e: RuntimeError) -> Self {
         AckFailure::Runtime(e)
+    }
+}
+
+/// Ends the share sessions of a closed connection and makes what their members acquired
+/// through them available again at once, as Kafka does when a share session's connection
+/// disconnects (the records' delivery counts stay as they are; no lock is waited for).
+pub fn connection_closed(state: &BrokerState, connection_id: u64) {
+    let ended = state
+        .shares
+        .sessions()
+        .lock()
+        .remove_connection(connection_id);
+    for (group, member, session) in ended {
+        tracing::debug!(%group, %member, connection_id, "share session's connection closed");
+        release(state, &group, &member, session.partitions.iter().copied());
     }
 }
 

@@ -630,3 +630,307 @@ async fn a_share_filter_archives_records_that_do_not_match() {
     })
     .await;
 }
+
+/// DescribeShareGroupOffsets of `group`: (topic, partition, start offset, topic id) of each
+/// partition in the answer; `topics` None asks for every topic the group has state for.
+async fn share_offsets(
+    client: &mut Client,
+    group: &str,
+    topics: Option<&[(&str, &[i32])]>,
+) -> Vec<(String, i32, i64, Uuid)> {
+    use describe_share_group_offsets_request::{
+        DescribeShareGroupOffsetsRequestGroup, DescribeShareGroupOffsetsRequestTopic,
+    };
+    let request = DescribeShareGroupOffsetsRequest::default().with_groups(vec![
+        DescribeShareGroupOffsetsRequestGroup::default()
+            .with_group_id(GroupId(s(group)))
+            .with_topics(topics.map(|ts| {
+                ts.iter()
+                    .map(|(t, ps)| {
+                        DescribeShareGroupOffsetsRequestTopic::default()
+                            .with_topic_name(TopicName(s(t)))
+                            .with_partitions(ps.to_vec())
+                    })
+                    .collect()
+            })),
+    ]);
+    let r = client.send(0, &request).await;
+    assert_eq!(r.groups.len(), 1);
+    assert_eq!(r.groups[0].error_code, 0);
+    let mut out: Vec<_> = r.groups[0]
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(move |p| {
+                assert_eq!(p.error_code, 0);
+                (
+                    t.topic_name.to_string(),
+                    p.partition_index,
+                    p.start_offset,
+                    t.topic_id,
+                )
+            })
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// AlterShareGroupOffsets: the top-level code and each (topic, partition, code).
+async fn alter_share_offsets(
+    client: &mut Client,
+    group: &str,
+    offsets: &[(&str, i32, i64)],
+) -> (i16, Vec<(String, i32, i16)>) {
+    use alter_share_group_offsets_request::{
+        AlterShareGroupOffsetsRequestPartition, AlterShareGroupOffsetsRequestTopic,
+    };
+    let topics = offsets
+        .iter()
+        .map(|(t, p, o)| {
+            AlterShareGroupOffsetsRequestTopic::default()
+                .with_topic_name(TopicName(s(t)))
+                .with_partitions(vec![AlterShareGroupOffsetsRequestPartition::default()
+                    .with_partition_index(*p)
+                    .with_start_offset(*o)])
+        })
+        .collect();
+    let r = client
+        .send(
+            0,
+            &AlterShareGroupOffsetsRequest::default()
+                .with_group_id(GroupId(s(group)))
+                .with_topics(topics),
+        )
+        .await;
+    let parts = r
+        .responses
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(move |p| (t.topic_name.to_string(), p.partition_index, p.error_code))
+        })
+        .collect();
+    (r.error_code, parts)
+}
+
+/// DeleteShareGroupOffsets: the top-level code and each (topic, code).
+async fn delete_share_offsets(
+    client: &mut Client,
+    group: &str,
+    topics: &[&str],
+) -> (i16, Vec<(String, i16)>) {
+    let r = client
+        .send(
+            0,
+            &DeleteShareGroupOffsetsRequest::default()
+                .with_group_id(GroupId(s(group)))
+                .with_topics(
+                    topics
+                        .iter()
+                        .map(|t| {
+                            delete_share_group_offsets_request::DeleteShareGroupOffsetsRequestTopic::default()
+                                .with_topic_name(TopicName(s(t)))
+                        })
+                        .collect(),
+                ),
+        )
+        .await;
+    let topics = r
+        .responses
+        .iter()
+        .map(|t| (t.topic_name.to_string(), t.error_code))
+        .collect();
+    (r.error_code, topics)
+}
+
+async fn delete_group(client: &mut Client, group: &str) -> i16 {
+    let r = client
+        .send(
+            2,
+            &DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s(group))]),
+        )
+        .await;
+    r.results[0].error_code
+}
+
+async fn listed_groups(client: &mut Client) -> Vec<String> {
+    let r = client.send(5, &ListGroupsRequest::default()).await;
+    r.groups.iter().map(|g| g.group_id.to_string()).collect()
+}
+
+#[tokio::test]
+async fn share_group_admin_apis_describe_alter_and_delete_offsets_and_groups() {
+    bounded(async {
+        let b = broker().await;
+        let mut c = b.connect().await;
+        let id = topic(&mut c, "t").await;
+        join_and_open(&mut c, "g", "m1", "t", id).await;
+        produce(&mut c, "t", 10).await;
+        let r = c.send(1, &fetch("g", "m1", 1, id, vec![], 1_000)).await;
+        assert_eq!(acquired(&r), vec![(0, 9, 1)]);
+        let r = c
+            .send(1, &acknowledge("g", "m1", 2, id, vec![(0, 4, vec![1])]))
+            .await;
+        assert_eq!(r.responses[0].partitions[0].error_code, 0);
+        // Kafka reports -1 (no state) for a missing partition or topic, not an error.
+        assert_eq!(
+            share_offsets(&mut c, "g", Some(&[("t", &[0, 1]), ("nope", &[0])])).await,
+            vec![
+                ("nope".into(), 0, -1, Uuid::nil()),
+                ("t".into(), 0, 5, id),
+                ("t".into(), 1, -1, id),
+            ]
+        );
+        assert_eq!(
+            share_offsets(&mut c, "g", None).await,
+            vec![("t".into(), 0, 5, id)]
+        );
+        // A group with a member refuses changes.
+        let non_empty = ResponseError::NonEmptyGroup.code();
+        assert_eq!(
+            alter_share_offsets(&mut c, "g", &[("t", 0, 2)]).await.0,
+            non_empty
+        );
+        assert_eq!(delete_share_offsets(&mut c, "g", &["t"]).await.0, non_empty);
+        assert_eq!(delete_group(&mut c, "g").await, non_empty);
+        // Once it left: altering resets the share-partition (its in-flight records too).
+        let r = c.send(1, &heartbeat("g", "m1", -1, None)).await;
+        assert_eq!(r.error_code, 0);
+        let unknown = ResponseError::UnknownTopicOrPartition.code();
+        let (code, parts) =
+            alter_share_offsets(&mut c, "g", &[("t", 0, 2), ("t", 5, 0), ("nope", 0, 0)]).await;
+        assert_eq!(code, 0);
+        assert_eq!(
+            parts,
+            vec![
+                ("t".into(), 0, 0),
+                ("t".into(), 5, unknown),
+                ("nope".into(), 0, unknown)
+            ]
+        );
+        assert_eq!(
+            share_offsets(&mut c, "g", None).await,
+            vec![("t".into(), 0, 2, id)]
+        );
+        // The altered start survives a crash, and consumption restarts there.
+        let dir = b.kill().await;
+        let b = broker_in(dir).await;
+        let mut c = b.connect().await;
+        assert_eq!(
+            share_offsets(&mut c, "g", None).await,
+            vec![("t".into(), 0, 2, id)]
+        );
+        let r = c.send(1, &heartbeat("g", "m2", 0, Some(&["t"]))).await;
+        assert_eq!(r.error_code, 0);
+        let r = c.send(1, &fetch("g", "m2", 0, id, vec![], 1_000)).await;
+        assert_eq!(acquired(&r), vec![(2, 9, 1)]);
+        let r = c.send(1, &heartbeat("g", "m2", -1, None)).await;
+        assert_eq!(r.error_code, 0);
+        // Deleting offsets: whole topics the group has state for.
+        let (code, topics) = delete_share_offsets(&mut c, "g", &["nope", "t"]).await;
+        assert_eq!(code, 0);
+        assert_eq!(topics, vec![("nope".into(), unknown), ("t".into(), 0)]);
+        assert_eq!(share_offsets(&mut c, "g", None).await, vec![]);
+        let (code, _) = delete_share_offsets(&mut c, "other", &["t"]).await;
+        assert_eq!(code, ResponseError::GroupIdNotFound.code());
+        // DeleteGroups deletes a share group with its state; both stay deleted after a crash.
+        assert_eq!(alter_share_offsets(&mut c, "g", &[("t", 0, 3)]).await.0, 0);
+        assert!(listed_groups(&mut c).await.contains(&"g".to_string()));
+        assert_eq!(delete_group(&mut c, "g").await, 0);
+        assert!(!listed_groups(&mut c).await.contains(&"g".to_string()));
+        assert_eq!(
+            delete_group(&mut c, "g").await,
+            ResponseError::GroupIdNotFound.code()
+        );
+        let dir = b.kill().await;
+        let b = broker_in(dir).await;
+        let mut c = b.connect().await;
+        assert!(!listed_groups(&mut c).await.contains(&"g".to_string()));
+        assert_eq!(
+            share_offsets(&mut c, "g", Some(&[("t", &[0])])).await,
+            vec![("t".into(), 0, -1, id)]
+        );
+        // DeleteShareGroupState (inter-broker in Kafka) deletes named share-partitions.
+        assert_eq!(alter_share_offsets(&mut c, "h", &[("t", 0, 1)]).await.0, 0);
+        let r = c
+            .send(
+                0,
+                &DeleteShareGroupStateRequest::default()
+                    .with_group_id(s("h"))
+                    .with_topics(vec![
+                        delete_share_group_state_request::DeleteStateData::default()
+                            .with_topic_id(id)
+                            .with_partitions(vec![
+                                delete_share_group_state_request::PartitionData::default()
+                                    .with_partition(0),
+                            ]),
+                    ]),
+            )
+            .await;
+        assert_eq!(r.results[0].partitions[0].error_code, 0);
+        assert_eq!(share_offsets(&mut c, "h", None).await, vec![]);
+        // Bad input: an empty group id, a negative start offset.
+        assert_eq!(
+            alter_share_offsets(&mut c, "", &[("t", 0, 1)]).await.0,
+            ResponseError::InvalidGroupId.code()
+        );
+        assert_eq!(
+            delete_share_offsets(&mut c, "", &["t"]).await.0,
+            ResponseError::InvalidGroupId.code()
+        );
+        assert_eq!(
+            alter_share_offsets(&mut c, "h", &[("t", 0, -5)]).await.1,
+            vec![("t".into(), 0, ResponseError::InvalidRequest.code())]
+        );
+        assert_eq!(share_offsets(&mut c, "h", None).await, vec![]);
+        b.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_closed_connection_releases_its_sessions_records_at_once() {
+    bounded(async {
+        // Locks that outlast the test: only the connection's close can release the records.
+        let b = TestBroker::start_in(tempfile::tempdir().unwrap(), |c| {
+            c.shares.state_partitions = 2;
+            c.shares.record_lock_duration_ms = 600_000;
+        })
+        .await;
+        let mut c1 = b.connect().await;
+        let id = topic(&mut c1, "t").await;
+        join_and_open(&mut c1, "g", "m1", "t", id).await;
+        let mut c2 = b.connect().await;
+        join_and_open(&mut c2, "g", "m2", "t", id).await;
+        produce(&mut c1, "t", 5).await;
+        let r = c1.send(1, &fetch("g", "m1", 1, id, vec![], 1_000)).await;
+        assert_eq!(acquired(&r), vec![(0, 4, 1)]);
+        // m2 finds nothing while m1 holds every record.
+        let r = c2.send(1, &fetch("g", "m2", 1, id, vec![], 200)).await;
+        assert_eq!(acquired(&r), vec![]);
+        // m1's connection dies (its member still heartbeats in the group's view): m2's
+        // parked fetch gets the records, delivered a second time, long before any lock ends.
+        drop(c1);
+        let started = std::time::Instant::now();
+        let r = c2.send(1, &fetch("g", "m2", 2, id, vec![], 10_000)).await;
+        assert_eq!(acquired(&r), vec![(0, 4, 2)]);
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        // Closing m2's connection after a reconnect that kept its epoch does not end the
+        // session it moved to the new connection.
+        let mut c3 = b.connect().await;
+        let r = c3.send(1, &fetch("g", "m2", 3, id, vec![], 0)).await;
+        assert_eq!(r.error_code, 0);
+        drop(c2);
+        // Give the broker time to see the close before the acknowledgement (ordering only).
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let r = c3
+            .send(1, &acknowledge("g", "m2", 4, id, vec![(0, 4, vec![1])]))
+            .await;
+        assert_eq!(r.error_code, 0);
+        assert_eq!(r.responses[0].partitions[0].error_code, 0);
+        b.stop().await;
+    })
+    .await;
+}

@@ -12,10 +12,11 @@ use crate::common::{usage, ConnectArgs};
 
 #[derive(Subcommand, Debug)]
 pub enum GroupCommand {
-    /// List consumer groups with their state.
+    /// List groups (classic, consumer and share) with their state.
     List(ListArgs),
     /// Show a group's state, members, and per partition its committed offset, end offset
-    /// and lag.
+    /// and lag; for a share group, per share-partition its start offset, end offset, lag,
+    /// in-flight records and dead letters.
     Describe(DescribeArgs),
     /// Move a group's committed offsets for a topic (the group must have no members).
     /// Shows the plan; applies it only with --execute.
@@ -26,7 +27,8 @@ pub enum GroupCommand {
 
 #[derive(Args, Debug)]
 pub struct ListArgs {
-    /// Print a JSON array of {group, state, protocol_type}.
+    /// Print a JSON array of {group, state, protocol_type} (protocol_type "share" for a
+    /// share group).
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
@@ -126,6 +128,9 @@ struct LagRow {
 
 async fn describe(a: DescribeArgs) -> anyhow::Result<()> {
     let client = a.connect.connect().await?;
+    if crate::group_share::describe(&client, &a.group, a.json).await? {
+        return Ok(());
+    }
     let description = client.describe_group(&a.group).await?;
     let committed = client.committed_offsets(&a.group).await?;
     if description.state == "Dead" && committed.is_empty() {

@@ -19,6 +19,7 @@ mod common;
 mod config;
 mod consume;
 mod group;
+mod group_share;
 mod metrics_http;
 mod produce;
 mod serve;

@@ -60,6 +60,10 @@ pub fn client_versions(key: ApiKey) -> (i16, i16) {
         ApiKey::LeaveGroup => (0, 4),
         ApiKey::ConsumerGroupDescribe => (0, 1),
         ApiKey::ConsumerGroupHeartbeat => (0, 1),
+        ApiKey::ShareGroupHeartbeat => (1, 1),
+        ApiKey::ShareGroupDescribe => (1, 1),
+        ApiKey::ShareFetch => (1, 1),
+        ApiKey::ShareAcknowledge => (1, 1),
         _ => (0, 0),
     }
 }

@@ -7,6 +7,8 @@
 //!   fetch.
 //! - [`batch`]: record batches (v2): building them (with compression) and reading them.
 //! - [`group`]: consumer group admin (list, describe, offsets, delete) and a simple member.
+//! - [`share_group`]: share groups (KIP-932) described: members, start offsets, in-flight
+//!   and dead-letter counts.
 //! - [`producer`]: batching per partition, linger, pipelined produce requests.
 //! - [`error`]: [`ClientError`], with the broker address or topic in every variant.
 //!
@@ -19,6 +21,7 @@ pub mod connection;
 pub mod error;
 pub mod group;
 pub mod producer;
+pub mod share_group;
 
 pub use batch::Compression;
 pub use client::{Client, ClientConfig, ConfigResource, FetchSpec, FetchedPartition, TopicInfo};

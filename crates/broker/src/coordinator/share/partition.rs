@@ -293,7 +293,11 @@ impl SharePartition {
 
     /// Acquires new records from the log (batches in offset order, starting at
     /// `end_offset`), whole batches while `max_records` and the window allow (the first one
-    /// always, if the window has room for it). Records not to deliver are archived.
+    /// always, if the window has room for it). A batch larger than the whole window (a
+    /// producer's 10 000-record batch against the default 2 000 locks) is taken when nothing
+    /// is in flight, so it cannot stall the share-partition forever: the window is then
+    /// bounded by the larger of `max_in_flight` and one batch (itself bounded by the
+    /// maximum batch size). Records not to deliver are archived.
     pub fn acquire_new(
         &mut self,
         member: &Arc<str>,
@@ -310,7 +314,10 @@ impl SharePartition {
             }
             let first = b.first_offset.max(self.end_offset);
             let count = b.last_offset - first + 1;
-            if count > self.room(limits) || (taken > 0 && taken >= max_records) {
+            let oversized_alone = self.records.is_empty() && taken == 0;
+            if (count > self.room(limits) && !oversized_alone)
+                || (taken > 0 && taken >= max_records)
+            {
                 break;
             }
             for offset in first..=b.last_offset {
@@ -594,6 +601,23 @@ mod tests {
         sp.acknowledge("m1", &[(0, 2, vec![1])], 1, &l).unwrap();
         assert_eq!(sp.start_offset(), 3);
         assert_eq!(sp.in_flight(), (2, 2));
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_window_is_taken_when_nothing_is_in_flight() {
+        let l = limits();
+        let m: Arc<str> = "m1".into();
+        let mut sp = SharePartition::new(0);
+        // In flight: a big batch waits for the window to empty.
+        sp.acquire_new(&m, 0, 10, &[batch(0, 4)], &l);
+        assert_eq!(sp.acquire_new(&m, 0, 10, &[batch(5, 204)], &l), vec![]);
+        sp.acknowledge("m1", &[(0, 4, vec![1])], 1, &l).unwrap();
+        assert_eq!(sp.in_flight(), (0, 0));
+        // Then it is taken whole (more than max_in_flight = 100), and nothing after it.
+        let got = sp.acquire_new(&m, 0, 10, &[batch(5, 204), batch(205, 205)], &l);
+        assert_eq!(got, vec![a(5, 204, 1)]);
+        assert_eq!(sp.end_offset(), 205);
+        assert_eq!(sp.room(&l), 0);
     }
 
     #[test]

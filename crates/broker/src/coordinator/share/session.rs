@@ -2,6 +2,10 @@
 //! next expected epoch and the partitions the member fetches from. Epoch 0 opens (or
 //! replaces) a session, -1 closes it, any other must be the expected one, which then moves
 //! on (wrapping from `i32::MAX` to 1). At most `max_sessions` sessions exist.
+//!
+//! A session belongs to the connection that last stepped it: when that connection closes,
+//! the session ends and what the member acquired through it is released at once (Kafka's
+//! `ShareSessionCache` connection-disconnect listener), instead of waiting for the locks.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -15,6 +19,8 @@ pub struct Session {
     /// The epoch the next request must carry.
     pub next_epoch: i32,
     pub partitions: BTreeSet<SessionPartition>,
+    /// The connection that last stepped the session (a broker-unique id, see the listener).
+    pub connection_id: u64,
 }
 
 /// Why a session step was refused (Kafka's top-level codes).
@@ -53,7 +59,8 @@ impl ShareSessions {
 
     /// Checks `epoch` for (group, member) and advances the session. Epoch 0 opens a new
     /// session (replacing an old one, whose partitions are returned so the caller can release
-    /// what the member held there); -1 is checked by [`ShareSessions::close`].
+    /// what the member held there); -1 is checked by [`ShareSessions::close`]. The session
+    /// then belongs to `connection_id`.
     ///
     /// # Errors
     /// [`SessionError`].
@@ -62,6 +69,7 @@ impl ShareSessions {
         group: &str,
         member: &str,
         epoch: i32,
+        connection_id: u64,
     ) -> Result<Option<Session>, SessionError> {
         let key = (group.to_string(), member.to_string());
         match epoch {
@@ -74,6 +82,7 @@ impl ShareSessions {
                     Session {
                         next_epoch: 1,
                         partitions: BTreeSet::new(),
+                        connection_id,
                     },
                 ))
             }
@@ -84,6 +93,7 @@ impl ShareSessions {
                     return Err(SessionError::InvalidEpoch);
                 }
                 session.next_epoch = next(e);
+                session.connection_id = connection_id;
                 Ok(None)
             }
         }
@@ -132,6 +142,23 @@ impl ShareSessions {
             .remove(&(group.to_string(), member.to_string()))
     }
 
+    /// Ends every session of a closed connection; returns (group, member, session) of each
+    /// so the caller can release what the members hold. Bounded by `max_sessions`.
+    pub fn remove_connection(&mut self, connection_id: u64) -> Vec<(String, String, Session)> {
+        let keys: Vec<(String, String)> = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.connection_id == connection_id)
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.into_iter()
+            .filter_map(|k| {
+                let session = self.sessions.remove(&k)?;
+                Some((k.0, k.1, session))
+            })
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.sessions.len()
     }
@@ -148,22 +175,49 @@ mod tests {
     #[test]
     fn epochs() {
         let mut s = ShareSessions::new(1);
-        assert_eq!(s.step("g", "m", 1).unwrap_err(), SessionError::NotFound);
-        assert!(s.step("g", "m", 0).unwrap().is_none());
-        assert_eq!(s.step("g", "x", 0).unwrap_err(), SessionError::LimitReached);
-        assert_eq!(s.step("g", "m", 2).unwrap_err(), SessionError::InvalidEpoch);
-        s.step("g", "m", 1).unwrap();
-        s.step("g", "m", 2).unwrap();
-        assert_eq!(s.step("g", "m", 2).unwrap_err(), SessionError::InvalidEpoch);
+        assert_eq!(s.step("g", "m", 1, 7).unwrap_err(), SessionError::NotFound);
+        assert!(s.step("g", "m", 0, 7).unwrap().is_none());
         assert_eq!(
-            s.step("g", "m", -2).unwrap_err(),
+            s.step("g", "x", 0, 7).unwrap_err(),
+            SessionError::LimitReached
+        );
+        assert_eq!(
+            s.step("g", "m", 2, 7).unwrap_err(),
+            SessionError::InvalidEpoch
+        );
+        s.step("g", "m", 1, 7).unwrap();
+        s.step("g", "m", 2, 7).unwrap();
+        assert_eq!(
+            s.step("g", "m", 2, 7).unwrap_err(),
+            SessionError::InvalidEpoch
+        );
+        assert_eq!(
+            s.step("g", "m", -2, 7).unwrap_err(),
             SessionError::InvalidEpoch
         );
         let p = (Uuid::from_u128(1), 0);
         assert_eq!(s.update("g", "m", &[p], &[]).len(), 1);
-        assert!(s.step("g", "m", 0).unwrap().is_some());
+        assert!(s.step("g", "m", 0, 7).unwrap().is_some());
         assert!(s.close("g", "m").is_ok());
         assert_eq!(s.close("g", "m").unwrap_err(), SessionError::NotFound);
         assert_eq!(next(i32::MAX), 1);
+    }
+
+    #[test]
+    fn a_closed_connection_ends_only_the_sessions_it_last_stepped() {
+        let mut s = ShareSessions::new(10);
+        s.step("g", "a", 0, 1).unwrap();
+        s.step("g", "b", 0, 1).unwrap();
+        s.step("g", "c", 0, 2).unwrap();
+        // b moved to connection 3 (a client that reconnected and kept its epoch).
+        s.step("g", "b", 1, 3).unwrap();
+        let ended = s.remove_connection(1);
+        assert_eq!(ended.len(), 1);
+        assert_eq!((ended[0].0.as_str(), ended[0].1.as_str()), ("g", "a"));
+        assert!(!s.contains("g", "a"));
+        assert!(s.contains("g", "b") && s.contains("g", "c"));
+        assert!(s.remove_connection(1).is_empty());
+        assert_eq!(s.remove_connection(3).len(), 1);
+        assert_eq!(s.len(), 1);
     }
 }

@@ -56,24 +56,37 @@ final class Broker {
     }
 
     /** A started rill process: its address, stopped (SIGTERM) at JVM exit or by {@link #stop}. */
-    record Started(Process process, Path tmp, String address) {
+    record Started(Process process, Path tmp, String address, String[] extra) {
         void stop() {
             Broker.stop(process, tmp);
+        }
+
+        /** SIGKILLs the process and starts rill again on the same address and data dir. */
+        Started killAndRestart() throws Exception {
+            process.destroyForcibly();
+            process.waitFor(STOP_GRACE_S, TimeUnit.SECONDS);
+            return startAt(tmp, address, extra);
         }
     }
 
     /** Starts a further rill on its own temp data dir, with extra `rill serve` flags. */
     static Started start(String... extra) throws Exception {
+        Path tmp = Files.createTempDirectory("rill-compat-java-");
+        Files.createDirectories(tmp.resolve("data"));
+        return startAt(tmp, "127.0.0.1:0", extra);
+    }
+
+    /** Starts rill on `tmp`/data, listening on `listen`. */
+    private static Started startAt(Path tmp, String listen, String... extra) throws Exception {
         String repo = System.getProperty("rill.repo", "../../..");
         String bin = System.getenv().getOrDefault("RILL_BIN", repo + "/target/release/rill");
         if (!new File(bin).canExecute()) throw new IOException("rill binary not found at " + bin);
-        Path tmp = Files.createTempDirectory("rill-compat-java-");
-        Path data = Files.createDirectories(tmp.resolve("data"));
+        Path data = tmp.resolve("data");
         List<String> command = new java.util.ArrayList<>(
-                List.of(bin, "serve", "--listen", "127.0.0.1:0", "--data-dir", data.toString()));
+                List.of(bin, "serve", "--listen", listen, "--data-dir", data.toString()));
         command.addAll(List.of(extra));
         Process p = new ProcessBuilder(command)
-                .redirectError(tmp.resolve("rill-stderr.log").toFile())
+                .redirectError(ProcessBuilder.Redirect.appendTo(tmp.resolve("rill-stderr.log").toFile()))
                 .redirectInput(ProcessBuilder.Redirect.from(new File("/dev/null")))
                 .start();
         Runtime.getRuntime().addShutdownHook(new Thread(() -> stop(p, tmp)));
@@ -96,7 +109,7 @@ final class Broker {
             throw new IOException("rill did not print its listening line within " + READY_TIMEOUT_S
                     + " s (got " + line + "); stderr in " + tmp.resolve("rill-stderr.log"));
         }
-        return new Started(p, tmp, m.group(1));
+        return new Started(p, tmp, m.group(1), extra);
     }
 
     private static void stop(Process p, Path tmp) {

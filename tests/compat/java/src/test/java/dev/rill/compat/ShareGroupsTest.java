@@ -194,8 +194,8 @@ class ShareGroupsTest {
     }
 
     /**
-     * A consumer (its own JVM) acquires records and is SIGKILLed holding them: at the latest
-     * after the lock (15 s, Kafka's minimum group setting) they are delivered to another
+     * A consumer (its own JVM) acquires records and is SIGKILLed holding them: once its
+     * connection closes (at the latest when their 15 s lock ends) they are delivered to another
      * consumer with delivery count 2, and every record is accepted once.
      */
     @Test
@@ -253,9 +253,11 @@ class ShareGroupsTest {
         for (Map.Entry<String, Short> e : accepted.entrySet()) {
             if (!held.contains(e.getKey())) assertEquals((short) 1, e.getValue(), "record " + e.getKey());
         }
-        // Kafka 4.4 releases a member's records when its connection closes (5.7 s here, most of
-        // it the new consumer joining); rill when their lock expires (15 s). Either way no later
-        // than the lock plus the new consumer's start.
+        // Kafka 4.4 and rill release a member's records when its connection closes, not when
+        // their lock ends (Kafka 5.7 s here, most of it the new consumer joining; rill 0.4-0.5 s;
+        // crates/broker/tests/share_groups.rs checks the release on close exactly). The bound
+        // here is the lock plus the new consumer's start, so a slow join on a loaded machine
+        // does not fail the test.
         long waitedMs = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - killedAt);
         System.out.println("share kill test: held records accepted again " + waitedMs + " ms after the kill");
         assertTrue(waitedMs <= 15_000 + 30_000, "held records came back by the lock's end: " + waitedMs + " ms");
