@@ -478,6 +478,8 @@ pub fn describe_groups(
                     base.clone().with_group_state(s(GroupState::Dead.name()))
                 }
             };
+            // A deadline that has passed is applied first, as at the deadline.
+            coordinator(state).fire_if_due(&id, crate::coordinator::group::timers::now());
             if coordinator(state)
                 .with_consumer_group(&id, |_| ())
                 .is_some()

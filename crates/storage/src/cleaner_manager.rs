@@ -154,9 +154,13 @@ impl CleanerPool {
     /// Takes new settings: the throttle's rate at once, sizes from the next pass, and a
     /// restart of running threads when their count or backoff changed (`manager` is what
     /// restarted threads run against).
-    pub(crate) fn reconfigure(&self, next: CleanerConfig, manager: Weak<crate::LogManager>) {
-        assert!(next.threads >= 1, "log.cleaner.threads is at least 1");
-        assert!(next.io_max_bytes_per_second > 0.0);
+    pub(crate) fn reconfigure(&self, mut next: CleanerConfig, manager: Weak<crate::LogManager>) {
+        // The broker checks both; a zero here would stop the threads or every pass for good.
+        debug_assert!(next.threads >= 1 && next.io_max_bytes_per_second > 0.0);
+        next.threads = next.threads.max(1);
+        if next.io_max_bytes_per_second.is_nan() || next.io_max_bytes_per_second <= 0.0 {
+            next.io_max_bytes_per_second = f64::MAX;
+        }
         let restart = {
             let mut config = self.config.lock();
             let restart = config.restarts_threads(&next);
