@@ -3,7 +3,7 @@ incremental_alter_configs on topics (every kind of value, invalid ones refused w
 code) and on the broker (dynamic configs applied at once and kept across a restart; read-only
 and invalid ones refused with INVALID_REQUEST, as Apache Kafka 4.4 answers; the log cleaner's
 dynamic settings). confluent-kafka's ConfigResource refuses an empty name, so the cluster
-default (resource "") is tested through Java's Admin (ClusterAdminTest) and in Rust."""
+default (resource "") is tested over the wire in crates/broker/tests/broker_configs.rs."""
 import time
 
 import pytest
