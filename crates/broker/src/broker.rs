@@ -383,7 +383,7 @@ type Opened = (
 );
 
 fn open_storage(
-    config: LogManagerConfig,
+    mut config: LogManagerConfig,
     group_config: GroupConfig,
     share_config: crate::coordinator::share::ShareConfig,
     txn_config: TxnConfig,
@@ -399,6 +399,9 @@ fn open_storage(
         },
     })?;
     let lock = lock_data_dir(&data_dir)?;
+    let dynamic = DynamicConfigs::load(&data_dir).map_err(BrokerError::BrokerConfigs)?;
+    // The cleaner starts on its dynamic settings (the command line's under them).
+    config.cleaner = dynamic.snapshot().cleaner(&config.cleaner);
     let io = io.unwrap_or_else(|| Arc::new(rill_storage::file_io::OsIo));
     let logs = LogManager::open_with_io(config, io).map_err(|source| BrokerError::Storage {
         op: "opening the log manager",
@@ -408,7 +411,6 @@ fn open_storage(
         path: data_dir.join(crate::topics::REGISTRY_FILE_NAME),
         source,
     })?;
-    let dynamic = DynamicConfigs::load(&data_dir).map_err(BrokerError::BrokerConfigs)?;
     topics
         .set_defaults(&logs, dynamic.snapshot().topic_defaults(), false)
         .map_err(|e| {
@@ -647,7 +649,6 @@ async fn view_loop(state: Arc<BrokerState>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Runs the group coordinator's timers (session expiry, rebalance deadlines) every 100 ms.
 /// Fires group timers at their deadlines (sessions, join and sync deadlines): sleeps until the
 /// earliest one, or until an operation schedules an earlier one.
 async fn group_timer_loop(state: Arc<BrokerState>, mut stop: watch::Receiver<bool>) {

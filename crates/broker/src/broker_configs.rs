@@ -5,7 +5,10 @@
 //! Dynamic here, as in Kafka: every broker config that a topic config defaults from (the
 //! table's `broker_synonym`s: `log.retention.ms`, `log.segment.bytes`, `message.max.bytes`,
 //! the `log.cleaner.*` compaction settings, the `log.flush.*` defaults, ...), the
-//! `log.retention.minutes/hours` and `log.roll.hours` forms of them, and `max.connections`.
+//! `log.retention.minutes/hours` and `log.roll.hours` forms of them, `max.connections`, and the
+//! log cleaner's settings that Kafka 4.4 reconfigures live (`LogCleaner.RECONFIGURABLE_CONFIGS`:
+//! `log.cleaner.threads`, `.dedupe.buffer.size`, `.io.buffer.size`, `.io.buffer.load.factor`,
+//! `.io.max.bytes.per.second`, `.backoff.ms`; see [`CleanerKey`]).
 //! The command-line settings are read-only and refused as Kafka refuses them
 //! (INVALID_REQUEST, "Cannot update these configs dynamically"). Other names are kept and
 //! described, as Kafka keeps unknown ("custom") broker configs.
@@ -27,6 +30,7 @@ use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
 use rill_storage::topic_configs::{ConfigDef, ConfigKind, TOPIC_CONFIGS};
+use rill_storage::CleanerConfig;
 use thiserror::Error;
 
 use crate::line_field::{escape, unescape};
@@ -68,8 +72,186 @@ pub enum BrokerKey {
     TopicDefault(&'static ConfigDef, i64),
     /// `max.connections`: the listener's connection limit.
     MaxConnections,
+    /// A log cleaner setting.
+    Cleaner(CleanerKey),
     /// A name rill does not know: kept and described, as Kafka keeps custom configs.
     Custom,
+}
+
+/// The log cleaner's dynamic settings, as Kafka 4.4's `LogCleaner.RECONFIGURABLE_CONFIGS`
+/// lists them (its `message.max.bytes` is a topic default here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CleanerKey {
+    /// `log.cleaner.threads` (INT, at least 1, at most double and at least half the threads
+    /// in force, as Kafka checks).
+    Threads,
+    /// `log.cleaner.dedupe.buffer.size` (LONG): the key maps of all threads.
+    DedupeBufferSize,
+    /// `log.cleaner.io.buffer.size` (INT, at least 0): the read buffers of all threads.
+    IoBufferSize,
+    /// `log.cleaner.io.buffer.load.factor` (DOUBLE): validated and kept; rill's key map is
+    /// bounded by bytes, not by a hash table's fill (Kafka itself ignores it too).
+    IoBufferLoadFactor,
+    /// `log.cleaner.io.max.bytes.per.second` (DOUBLE): the shared throttle.
+    IoMaxBytesPerSecond,
+    /// `log.cleaner.backoff.ms` (LONG, at least 0).
+    BackoffMs,
+}
+
+/// The cleaner settings by name.
+const CLEANER_KEYS: &[(&str, CleanerKey)] = &[
+    ("log.cleaner.threads", CleanerKey::Threads),
+    (
+        "log.cleaner.dedupe.buffer.size",
+        CleanerKey::DedupeBufferSize,
+    ),
+    ("log.cleaner.io.buffer.size", CleanerKey::IoBufferSize),
+    (
+        "log.cleaner.io.buffer.load.factor",
+        CleanerKey::IoBufferLoadFactor,
+    ),
+    (
+        "log.cleaner.io.max.bytes.per.second",
+        CleanerKey::IoMaxBytesPerSecond,
+    ),
+    ("log.cleaner.backoff.ms", CleanerKey::BackoffMs),
+];
+
+/// Kafka caps one thread's key map below 2 GiB (`validateReconfiguration`).
+const DEDUPE_BYTES_PER_THREAD_MAX: u64 = i32::MAX as u64;
+
+impl CleanerKey {
+    /// The broker config names of the cleaner's dynamic settings.
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        CLEANER_KEYS.iter().map(|(n, _)| *n)
+    }
+
+    fn of(name: &str) -> Option<CleanerKey> {
+        CLEANER_KEYS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, k)| *k)
+    }
+
+    /// The setting's value in `c`, as Kafka describes it (DEFAULT or STATIC_BROKER_CONFIG).
+    pub fn value_in(self, c: &CleanerConfig) -> String {
+        match self {
+            CleanerKey::Threads => c.threads.to_string(),
+            CleanerKey::DedupeBufferSize => c.dedupe_buffer_bytes.to_string(),
+            CleanerKey::IoBufferSize => c.io_buffer_bytes.to_string(),
+            CleanerKey::IoBufferLoadFactor => "0.9".to_string(),
+            CleanerKey::IoMaxBytesPerSecond => java_double(c.io_max_bytes_per_second),
+            CleanerKey::BackoffMs => c.backoff_ms.to_string(),
+        }
+    }
+
+    fn kind(self) -> ConfigKind {
+        match self {
+            CleanerKey::Threads | CleanerKey::IoBufferSize => ConfigKind::Int,
+            CleanerKey::DedupeBufferSize | CleanerKey::BackoffMs => ConfigKind::Long,
+            CleanerKey::IoBufferLoadFactor | CleanerKey::IoMaxBytesPerSecond => ConfigKind::Double,
+        }
+    }
+
+    /// Parses and range-checks a value; returns it as Kafka writes it back.
+    fn check(self, value: &str) -> Result<String, String> {
+        let v = value.trim();
+        match self {
+            CleanerKey::Threads => match v.parse::<i32>() {
+                Ok(n) if n >= 1 => Ok(n.to_string()),
+                Ok(_) => Err("Log cleaner threads should be at least 1".into()),
+                Err(_) => Err("Not a number of type INT".into()),
+            },
+            CleanerKey::IoBufferSize => match v.parse::<i32>() {
+                Ok(n) if n >= 0 => Ok(n.to_string()),
+                _ => Err("Value must be at least 0".into()),
+            },
+            CleanerKey::DedupeBufferSize | CleanerKey::BackoffMs => match v.parse::<i64>() {
+                Ok(n) if n >= 0 => Ok(n.to_string()),
+                _ => Err("Not a number of type LONG at least 0".into()),
+            },
+            CleanerKey::IoBufferLoadFactor | CleanerKey::IoMaxBytesPerSecond => {
+                match v.parse::<f64>() {
+                    Ok(d) if d.is_finite() && d > 0.0 => Ok(java_double(d)),
+                    _ => Err("Not a positive number of type DOUBLE".into()),
+                }
+            }
+        }
+    }
+
+    /// Sets this setting in `c` from a value [`CleanerKey::check`] accepted.
+    fn set(self, c: &mut CleanerConfig, value: &str) {
+        match self {
+            CleanerKey::Threads => c.threads = value.parse().unwrap_or(c.threads),
+            CleanerKey::DedupeBufferSize => {
+                c.dedupe_buffer_bytes = value.parse().unwrap_or(c.dedupe_buffer_bytes)
+            }
+            CleanerKey::IoBufferSize => {
+                c.io_buffer_bytes = value.parse().unwrap_or(c.io_buffer_bytes)
+            }
+            CleanerKey::IoBufferLoadFactor => {}
+            CleanerKey::IoMaxBytesPerSecond => {
+                c.io_max_bytes_per_second = value.parse().unwrap_or(c.io_max_bytes_per_second)
+            }
+            CleanerKey::BackoffMs => c.backoff_ms = value.parse().unwrap_or(c.backoff_ms),
+        }
+    }
+}
+
+/// A double as Java's `Double.toString` writes the values these configs take (`1.0`,
+/// `1.7976931348623157E308`).
+fn java_double(d: f64) -> String {
+    if d >= 1e7 {
+        let text = format!("{d:E}");
+        // Rust writes `1.7976931348623157E308`, or `1E7` where Java writes `1.0E7`.
+        match text.split_once('E') {
+            Some((m, e)) if !m.contains('.') => format!("{m}.0E{e}"),
+            _ => text,
+        }
+    } else if d.fract() == 0.0 {
+        format!("{d:.1}")
+    } else {
+        d.to_string()
+    }
+}
+
+/// Checks a whole cleaner configuration against the one in force, as Kafka's
+/// `LogCleaner.validateReconfiguration` does.
+///
+/// # Errors
+/// A thread count more than double or less than half of the current one, or a key map over
+/// 2 GiB per thread.
+pub fn check_cleaner_change(
+    current: &CleanerConfig,
+    next: &CleanerConfig,
+) -> Result<(), BrokerConfigError> {
+    let invalid = |name: &str, value: String, reason: String| BrokerConfigError::Invalid {
+        name: name.to_string(),
+        value,
+        reason,
+    };
+    let (now, new) = (current.threads.max(1), next.threads);
+    if new < now / 2 {
+        let reason = format!(
+            "Log cleaner threads cannot be reduced to less than half the current value {now}"
+        );
+        return Err(invalid("log.cleaner.threads", new.to_string(), reason));
+    }
+    if new > now * 2 {
+        let reason = format!(
+            "Log cleaner threads cannot be increased to more than double the current value {now}"
+        );
+        return Err(invalid("log.cleaner.threads", new.to_string(), reason));
+    }
+    if next.dedupe_buffer_bytes as u64 / new.max(1) as u64 > DEDUPE_BYTES_PER_THREAD_MAX {
+        let reason = format!("log.cleaner.dedupe.buffer.size / log.cleaner.threads cannot exceed {DEDUPE_BYTES_PER_THREAD_MAX}");
+        return Err(invalid(
+            "log.cleaner.dedupe.buffer.size",
+            next.dedupe_buffer_bytes.to_string(),
+            reason,
+        ));
+    }
+    Ok(())
 }
 
 /// Why a broker config change is refused.
@@ -104,6 +286,9 @@ pub enum BrokerConfigError {
 pub fn broker_key(name: &str) -> BrokerKey {
     if name == "max.connections" {
         return BrokerKey::MaxConnections;
+    }
+    if let Some(key) = CleanerKey::of(name) {
+        return BrokerKey::Cleaner(key);
     }
     if let Some(def) = TOPIC_CONFIGS
         .iter()
@@ -150,6 +335,7 @@ pub fn check(name: &str, value: &str) -> Result<String, BrokerConfigError> {
             Ok(n) if n >= 1 => Ok(n.to_string()),
             _ => Err(invalid("Not a number of type INT at least 1".into())),
         },
+        BrokerKey::Cleaner(key) => key.check(value).map_err(invalid),
         BrokerKey::Custom => Ok(value.to_string()),
     }
 }
@@ -159,6 +345,7 @@ pub fn config_type(name: &str) -> i8 {
     match broker_key(name) {
         BrokerKey::TopicDefault(def, _) => def.kind as i8,
         BrokerKey::MaxConnections => ConfigKind::Int as i8,
+        BrokerKey::Cleaner(key) => key.kind() as i8,
         BrokerKey::Custom => ConfigKind::String as i8,
     }
 }
@@ -190,6 +377,18 @@ impl Dynamic {
         let mut out = scope_defaults(&self.cluster);
         out.extend(scope_defaults(&self.broker));
         out
+    }
+
+    /// The log cleaner's settings: `base` (the command line) with the dynamic ones over it,
+    /// the broker scope winning.
+    pub fn cleaner(&self, base: &CleanerConfig) -> CleanerConfig {
+        let mut c = base.clone();
+        for name in CleanerKey::names() {
+            if let (Some((value, _)), Some(key)) = (self.get(name), CleanerKey::of(name)) {
+                key.set(&mut c, value);
+            }
+        }
+        c
     }
 
     /// `max.connections`, if set dynamically.
@@ -372,6 +571,52 @@ mod tests {
         );
         assert_eq!(check("anything.custom", "x").unwrap(), "x");
         assert!(check("log.retention.hours", "9223372036854775807").is_err());
+    }
+
+    #[test]
+    fn cleaner_settings_are_checked_and_layered() {
+        assert!(check("log.cleaner.threads", "0").is_err());
+        assert!(check("log.cleaner.backoff.ms", "-1").is_err());
+        assert!(check("log.cleaner.io.max.bytes.per.second", "0").is_err());
+        assert_eq!(
+            check("log.cleaner.io.max.bytes.per.second", "1000000").unwrap(),
+            "1000000.0"
+        );
+        assert_eq!(java_double(f64::MAX), "1.7976931348623157E308");
+        assert_eq!(java_double(1e7), "1.0E7");
+        assert_eq!(config_type("log.cleaner.threads"), ConfigKind::Int as i8);
+        let base = CleanerConfig::default();
+        let mut d = Dynamic::default();
+        d.cluster.insert("log.cleaner.threads".into(), "2".into());
+        d.broker
+            .insert("log.cleaner.io.max.bytes.per.second".into(), "5.0".into());
+        d.cluster
+            .insert("log.cleaner.backoff.ms".into(), "7".into());
+        let c = d.cleaner(&base);
+        assert_eq!(
+            (c.threads, c.io_max_bytes_per_second, c.backoff_ms),
+            (2, 5.0, 7)
+        );
+        assert_eq!(c.dedupe_buffer_bytes, base.dedupe_buffer_bytes);
+        let mut three = base.clone();
+        three.threads = 3;
+        assert!(check_cleaner_change(&base, &c).is_ok());
+        assert!(
+            check_cleaner_change(&base, &three).is_err(),
+            "more than double"
+        );
+        let mut four = base.clone();
+        four.threads = 4;
+        let mut one = base.clone();
+        one.threads = 1;
+        assert!(
+            check_cleaner_change(&three, &one).is_ok(),
+            "3 / 2 = 1, as in Kafka"
+        );
+        assert!(check_cleaner_change(&four, &one).is_err(), "less than half");
+        let mut huge = base.clone();
+        huge.dedupe_buffer_bytes = 4 << 30;
+        assert!(check_cleaner_change(&base, &huge).is_err());
     }
 
     #[test]

@@ -308,6 +308,7 @@ fn dynamic_entries(state: &BrokerState, cluster: bool) -> Vec<Entry> {
         .map(str::to_string)
         .collect();
     names.push("max.connections".to_string());
+    names.extend(broker_configs::CleanerKey::names().map(str::to_string));
     for name in dynamic.broker.keys().chain(dynamic.cluster.keys()) {
         if !names.contains(name) && !broker_configs::READ_ONLY.contains(&name.as_str()) {
             names.push(name.clone());
@@ -336,6 +337,12 @@ fn dynamic_entries(state: &BrokerState, cluster: bool) -> Vec<Entry> {
             BrokerKey::MaxConnections => {
                 let configured = state.config.max_connections.to_string();
                 synonyms.push((s(&name), Some(configured), CONFIG_SOURCE_STATIC_BROKER));
+            }
+            BrokerKey::Cleaner(key) => {
+                // The command line's value; rill cannot tell it from the default, so it is
+                // described as Kafka describes a default.
+                let base = key.value_in(&state.config.cleaner);
+                synonyms.push((s(&name), Some(base), CONFIG_SOURCE_DEFAULT));
             }
             _ => {}
         }
@@ -662,6 +669,10 @@ async fn alter_broker(
                 Scope::Broker => change(&mut d.broker),
             };
             let apply = |d: &Dynamic| {
+                broker_configs::check_cleaner_change(
+                    &s.logs.cleaner_config(),
+                    &d.cleaner(&s.config.cleaner),
+                )?;
                 s.topics
                     .set_defaults(&s.logs, d.topic_defaults(), validate_only)
                     .map_err(|e| BrokerConfigError::Invalid {
@@ -674,7 +685,12 @@ async fn alter_broker(
                 let mut next = s.dynamic.snapshot();
                 change(&mut next).and_then(|()| apply(&next))
             } else {
-                s.dynamic.update(change, apply)
+                s.dynamic.update(change, apply).map(|()| {
+                    let cleaner = s.dynamic.snapshot().cleaner(&s.config.cleaner);
+                    if cleaner != s.logs.cleaner_config() {
+                        s.logs.reconfigure_cleaner(cleaner);
+                    }
+                })
             };
             Ok(result)
         })

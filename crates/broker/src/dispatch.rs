@@ -438,6 +438,10 @@ fn route_cluster_admin(
             let request = decode(&mut body, prefix)?;
             reply(prefix, &replica_admin::elect_leaders(state, request))
         }
+        ApiKey::UnregisterBroker => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &replica_admin::unregister_broker(state, request))
+        }
         ApiKey::ListPartitionReassignments => {
             let request = decode(&mut body, prefix)?;
             reply(prefix, &replica_admin::list_reassignments(request))

@@ -466,13 +466,26 @@ pub fn describe_groups(
                     .with_error_code(e)
                     .with_group_state(s(GroupState::Dead.name()));
             }
+            // From v6 (KIP-1043), as Kafka: a group that is not a classic group is
+            // GROUP_ID_NOT_FOUND with Kafka's message and no state (Java's Admin raises
+            // GroupIdNotFoundException); before v6, it is Dead with no error.
+            let not_found = |reason: &str| {
+                if version >= 6 {
+                    base.clone()
+                        .with_error_code(ResponseError::GroupIdNotFound.code())
+                        .with_error_message(Some(s(format!("Group {} {reason}.", id.as_str()))))
+                } else {
+                    base.clone().with_group_state(s(GroupState::Dead.name()))
+                }
+            };
+            // A deadline that has passed is applied first, as at the deadline.
+            coordinator(state).fire_if_due(&id, crate::coordinator::group::timers::now());
             if coordinator(state)
                 .with_consumer_group(&id, |_| ())
                 .is_some()
             {
-                // As Kafka before DescribeGroups v6: a consumer group is Dead here (v6 says
-                // GROUP_ID_NOT_FOUND); clients describe it with ConsumerGroupDescribe.
-                return base.with_group_state(s(GroupState::Dead.name()));
+                // Clients describe a consumer group with ConsumerGroupDescribe.
+                return not_found("is not a classic group");
             }
             coordinator(state)
                 .with_group(&id, |g| {
@@ -515,7 +528,7 @@ pub fn describe_groups(
                                 .collect(),
                         )
                 })
-                .unwrap_or_else(|| base.with_group_state(s(GroupState::Dead.name())))
+                .unwrap_or_else(|| not_found("not found"))
         })
         .collect();
     m::DescribeGroupsResponse::default().with_groups(groups)

@@ -1,12 +1,14 @@
 //! Where replicas live: ElectLeaders (43), ListPartitionReassignments (46),
-//! AlterPartitionReassignments (45), AlterReplicaLogDirs (34).
+//! AlterPartitionReassignments (45), AlterReplicaLogDirs (34); and which brokers are registered:
+//! UnregisterBroker (64).
 //!
 //! On one node every partition has exactly one replica, here, in the one data directory, and it
 //! is always the preferred leader. So nothing ever needs electing or moving, and each call gets
 //! the answer Apache Kafka gives for a partition in that state (checked against a single-node
 //! Kafka 4.4): ELECTION_NOT_NEEDED, no reassignments, a reassignment onto this node accepted as
 //! a no-op, onto any other broker INVALID_REPLICA_ASSIGNMENT, a cancel NO_REASSIGNMENT_IN_PROGRESS,
-//! a move to another directory LOG_DIR_NOT_FOUND. With replication these become real.
+//! a move to another directory LOG_DIR_NOT_FOUND, any broker id but this node's
+//! BROKER_ID_NOT_REGISTERED. With replication these become real.
 
 use std::sync::Arc;
 
@@ -23,6 +25,7 @@ use kafka_protocol::messages::{
     AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse,
     AlterReplicaLogDirsRequest, AlterReplicaLogDirsResponse, ElectLeadersRequest,
     ElectLeadersResponse, ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
+    UnregisterBrokerRequest, UnregisterBrokerResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -31,6 +34,31 @@ use crate::state::BrokerState;
 
 fn message(text: String) -> Option<StrBytes> {
     Some(StrBytes::from_string(text))
+}
+
+/// UnregisterBroker: only this node is registered, so any other id gets
+/// BROKER_ID_NOT_REGISTERED, as a single-node Kafka answers. This node itself is refused with
+/// INVALID_REQUEST: Kafka would drop its registration and the broker would register again at
+/// once, which on one node changes nothing a client could use.
+pub fn unregister_broker(
+    state: &Arc<BrokerState>,
+    request: UnregisterBrokerRequest,
+) -> UnregisterBrokerResponse {
+    let id = request.broker_id.0;
+    let (code, text) = if id == state.config.node_id {
+        (
+            ResponseError::InvalidRequest.code(),
+            format!("broker {id} is this single node; it cannot be unregistered"),
+        )
+    } else {
+        (
+            ResponseError::BrokerIdNotRegistered.code(),
+            format!("Broker ID {id} is not currently registered"),
+        )
+    };
+    UnregisterBrokerResponse::default()
+        .with_error_code(code)
+        .with_error_message(message(text))
 }
 
 /// ElectLeaders: every existing partition already has its preferred (and only) leader. A

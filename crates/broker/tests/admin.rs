@@ -812,3 +812,31 @@ async fn cluster_admin_apis_answer_as_a_single_node_without_security() {
     })
     .await;
 }
+
+/// UnregisterBroker (64): any id but this node's is BROKER_ID_NOT_REGISTERED, as a single-node
+/// Kafka 4.4 answers (tests/compat/java AdminAuditTest); this node itself is refused.
+#[tokio::test]
+async fn unregister_broker_knows_only_this_node() {
+    bounded(async {
+        let broker = TestBroker::start().await;
+        let mut client = broker.connect().await;
+        let node = rill_broker::BrokerConfig::default().node_id;
+        let r = client
+            .send(
+                0,
+                &UnregisterBrokerRequest::default().with_broker_id(BrokerId(node + 100)),
+            )
+            .await;
+        assert_eq!(r.error_code, 102, "BROKER_ID_NOT_REGISTERED");
+        let r = client
+            .send(
+                0,
+                &UnregisterBrokerRequest::default().with_broker_id(BrokerId(node)),
+            )
+            .await;
+        assert_eq!(r.error_code, 42, "INVALID_REQUEST");
+        assert!(r.error_message.is_some());
+        broker.stop().await;
+    })
+    .await;
+}

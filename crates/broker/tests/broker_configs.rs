@@ -256,6 +256,106 @@ async fn cluster_defaults_reach_topics_without_overrides() {
 /// Refusals as Kafka 4.4 answers them: read-only names and bad values are INVALID_REQUEST
 /// with Kafka's message and change nothing; another broker's id is refused; unknown names are
 /// kept (Kafka's custom configs); legacy AlterConfigs replaces the whole scope.
+/// Waits (bounded) until the broker runs `n` cleaner threads: they start with the broker's
+/// run task, just after `TestBroker::start` returns.
+async fn cleaner_threads_become(broker: &TestBroker, n: usize) {
+    for _ in 0..500 {
+        if broker.state.logs.cleaner_threads() == n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!(
+        "{} cleaner threads, not {n}",
+        broker.state.logs.cleaner_threads()
+    );
+}
+
+/// The log cleaner's settings (Kafka 4.4's reconfigurable `log.cleaner.*`) change on the
+/// running broker: more threads at once, the throttle at once, both described as dynamic
+/// with their default as a synonym; kept across a restart; Kafka's limits on the thread count
+/// refused with INVALID_REQUEST; DELETE goes back to the command line's values.
+#[tokio::test]
+async fn cleaner_settings_change_live_and_survive_a_restart() {
+    bounded(async {
+        let broker = TestBroker::start().await;
+        let mut client = broker.connect().await;
+        cleaner_threads_become(&broker, 1).await;
+        let threads = "log.cleaner.threads";
+        let rate = "log.cleaner.io.max.bytes.per.second";
+        assert_eq!(
+            set_broker(&mut client, "0", threads, SET, Some("2"))
+                .await
+                .0,
+            0
+        );
+        assert_eq!(broker.state.logs.cleaner_threads(), 2, "restarted at once");
+        assert_eq!(
+            set_broker(&mut client, "", rate, SET, Some("1000000"))
+                .await
+                .0,
+            0
+        );
+        assert_eq!(
+            broker.state.logs.cleaner_config().io_max_bytes_per_second,
+            1_000_000.0
+        );
+        assert_eq!(
+            entry(&mut client, 4, "0", threads).await,
+            (
+                Some("2".into()),
+                2,
+                vec![
+                    (threads.into(), Some("2".into()), 2),
+                    (threads.into(), Some("1".into()), 5)
+                ]
+            )
+        );
+        let (value, source, synonyms) = entry(&mut client, 4, "0", rate).await;
+        assert_eq!((value.as_deref(), source), (Some("1000000.0"), 3));
+        assert_eq!(
+            synonyms[1],
+            (rate.into(), Some("1.7976931348623157E308".into()), 5)
+        );
+        for (key, bad) in [
+            (threads, "5"),
+            (threads, "0"),
+            ("log.cleaner.backoff.ms", "-1"),
+            (rate, "fast"),
+        ] {
+            assert_eq!(
+                set_broker(&mut client, "0", key, SET, Some(bad)).await.0,
+                42,
+                "{key}={bad}"
+            );
+        }
+        assert_eq!(broker.state.logs.cleaner_threads(), 2, "unchanged");
+        drop(client);
+        let dir = broker.stop().await;
+
+        let broker = TestBroker::start_in(dir, |_| {}).await;
+        let mut client = broker.connect().await;
+        cleaner_threads_become(&broker, 2).await;
+        assert_eq!(
+            broker.state.logs.cleaner_config().io_max_bytes_per_second,
+            1_000_000.0,
+            "after a restart"
+        );
+        assert_eq!(
+            set_broker(&mut client, "0", threads, DELETE, None).await.0,
+            0
+        );
+        assert_eq!(set_broker(&mut client, "", rate, DELETE, None).await.0, 0);
+        assert_eq!(broker.state.logs.cleaner_threads(), 1);
+        assert_eq!(
+            broker.state.logs.cleaner_config(),
+            rill_storage::CleanerConfig::default()
+        );
+        broker.stop().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn read_only_and_invalid_broker_configs_are_refused() {
     bounded(async {

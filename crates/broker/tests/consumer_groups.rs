@@ -378,6 +378,47 @@ async fn group_size_and_protocol_boundaries() {
             )
             .await;
         assert_eq!(d.groups[0].group_state.as_str(), "Dead");
+        // v6 (KIP-1043), as Kafka 4.4: GROUP_ID_NOT_FOUND with Kafka's message, for a consumer
+        // group and for a group that does not exist; a classic group is described in full.
+        let d = c
+            .send(
+                6,
+                &DescribeGroupsRequest::default().with_groups(vec![
+                    GroupId(s("g")),
+                    GroupId(s("nowhere")),
+                    GroupId(s("classic")),
+                ]),
+            )
+            .await;
+        let answers: Vec<_> = d
+            .groups
+            .iter()
+            .map(|g| {
+                (
+                    g.error_code,
+                    g.error_message.as_deref().map(str::to_string),
+                    g.group_state.to_string(),
+                )
+            })
+            .collect();
+        let not_found = ResponseError::GroupIdNotFound.code();
+        assert_eq!(
+            answers[..2],
+            [
+                (
+                    not_found,
+                    Some("Group g is not a classic group.".to_string()),
+                    String::new()
+                ),
+                (
+                    not_found,
+                    Some("Group nowhere not found.".to_string()),
+                    String::new()
+                ),
+            ]
+        );
+        assert_eq!((answers[2].0, answers[2].1.clone()), (0, None));
+        assert_ne!(answers[2].2, "Dead");
         // DeleteGroups: not while members remain.
         let del = c
             .send(

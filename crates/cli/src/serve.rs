@@ -601,6 +601,7 @@ impl ServeConfig {
                     self.log_cleaner_io_max_bytes_per_second as f64
                 },
                 backoff_ms: self.log_cleaner_backoff_ms,
+                ..rill_storage::CleanerConfig::default()
             },
             fetch_sessions: rill_broker::fetch_session::CacheConfig {
                 slots: self.max_incremental_fetch_session_cache_slots,

@@ -123,6 +123,9 @@ pub struct CleanStats {
 pub struct CleanContext<'a> {
     /// Bound of the key map (`log.cleaner.dedupe.buffer.size` / threads).
     pub map_bytes: usize,
+    /// Read chunk of this pass (`log.cleaner.io.buffer.size` / threads / 2); a larger batch
+    /// grows it.
+    pub read_chunk_bytes: usize,
     /// The log's recovery point as last written to the checkpoint file.
     pub persisted_recovery_point: i64,
     pub now_ms: i64,
@@ -259,12 +262,12 @@ struct BatchReader<'a> {
 }
 
 impl<'a> BatchReader<'a> {
-    fn new(file: &'a IoFile, end: u64) -> Self {
+    fn new(file: &'a IoFile, end: u64, chunk_bytes: usize) -> Self {
         BatchReader {
             file,
             end,
             pos: 0,
-            buf: vec![0; IO_CHUNK_BYTES.min(end as usize).max(HEADER_SIZE)],
+            buf: vec![0; chunk_bytes.min(end as usize).max(HEADER_SIZE)],
             buf_pos: 0,
             buf_len: 0,
         }
@@ -539,7 +542,7 @@ pub fn clean(log: &Log, ctx: &CleanContext<'_>) -> Result<Option<CleanStats>> {
         ..CleanStats::default()
     };
     'segments: for s in segments.iter().filter(|s| s.next_offset > first_dirty) {
-        let mut reader = BatchReader::new(&s.file, s.size);
+        let mut reader = BatchReader::new(&s.file, s.size, ctx.read_chunk_bytes);
         while let Some((header, bytes)) = reader.next(throttle)? {
             if ctx.stop.load(Ordering::Relaxed) {
                 return Ok(None);
@@ -681,7 +684,7 @@ fn rewrite_group(
     for s in group {
         // A tombstone goes once a previous pass has seen it and its segment is old enough.
         let drop_tombstones = s.next_offset <= first_dirty && s.max_timestamp < delete_horizon;
-        let mut reader = BatchReader::new(&s.file, s.size);
+        let mut reader = BatchReader::new(&s.file, s.size, ctx.read_chunk_bytes);
         while let Some((header, bytes)) = reader.next(ctx.throttle)? {
             if ctx.stop.load(Ordering::Relaxed) {
                 discard_cleaned(dir, base);

@@ -487,14 +487,33 @@ impl LogManager {
         &self.cleaner
     }
 
+    /// The log cleaner's settings in force.
+    pub fn cleaner_config(&self) -> CleanerConfig {
+        self.cleaner.config()
+    }
+
+    /// Changes the log cleaner's settings without a restart (the dynamic `log.cleaner.*`
+    /// broker configs): the throttle at once, buffer sizes from the next pass, threads
+    /// restarted when their count or backoff changes. Blocks while restarting them.
+    pub fn reconfigure_cleaner(self: &Arc<Self>, config: CleanerConfig) {
+        self.cleaner.reconfigure(config, Arc::downgrade(self));
+    }
+
+    /// Running cleaner threads.
+    pub fn cleaner_threads(&self) -> usize {
+        self.cleaner.thread_count()
+    }
+
     fn clean_context<'a>(
         &'a self,
         tp: &TopicPartition,
         now: i64,
         throttle: &'a (dyn Fn(u64) + Sync),
     ) -> CleanContext<'a> {
+        let config = self.cleaner.config();
         CleanContext {
-            map_bytes: self.config.cleaner.map_bytes_per_thread(),
+            map_bytes: config.map_bytes_per_thread(),
+            read_chunk_bytes: config.read_chunk_bytes_per_thread(),
             persisted_recovery_point: self.persisted_recovery_point(tp),
             now_ms: now,
             throttle,

@@ -1,7 +1,11 @@
 """Topic and broker configs through confluent-kafka's AdminClient: alter_configs and
 incremental_alter_configs on topics (every kind of value, invalid ones refused with Kafka's
 code) and on the broker (dynamic configs applied at once and kept across a restart; read-only
-and invalid ones refused with INVALID_REQUEST, as Apache Kafka 4.4 answers)."""
+and invalid ones refused with INVALID_REQUEST, as Apache Kafka 4.4 answers; the log cleaner's
+dynamic settings). confluent-kafka's ConfigResource refuses an empty name, so the cluster
+default (resource "") is tested over the wire in crates/broker/tests/broker_configs.rs."""
+import time
+
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (AlterConfigOpType, ConfigEntry, ConfigResource,
@@ -115,6 +119,50 @@ def test_broker_configs_change_at_runtime_and_survive_a_restart(rill_factory, to
     t = described(a, ResourceType.TOPIC, topic_name)
     assert t["retention.ms"].value == "3600000"
     assert send(big) is None
+
+
+def described_until(a, rtype, name, key, value, timeout_s=15):
+    """The description once `key` shows `value` (Kafka's broker sees a change when the
+    controller's record reaches it, a moment after the call returns; rill at once)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        d = described(a, rtype, name)
+        if d[key].value == value or time.monotonic() > deadline:
+            return d
+        time.sleep(0.05)
+
+
+def test_cleaner_settings_on_the_broker(bootstrap):
+    """The log cleaner's settings are dynamic broker configs (Kafka 4.4's
+    LogCleaner.RECONFIGURABLE_CONFIGS): set and described as DYNAMIC_BROKER_CONFIG, Kafka's
+    limits refused with INVALID_REQUEST, replaced by a legacy AlterConfigs, deleted back to the
+    default. Leaves the broker as it found it."""
+    a = ku.admin(bootstrap)
+    broker_id = str(next(iter(a.list_topics(timeout=10).brokers)))
+    B = ResourceType.BROKER
+    threads, backoff = "log.cleaner.threads", "log.cleaner.backoff.ms"
+    d = described(a, B, broker_id)
+    assert (d[threads].value, d[threads].source) == ("1", 5)  # DEFAULT_CONFIG
+    assert d["log.cleaner.io.max.bytes.per.second"].value == "1.7976931348623157E308"
+    assert d["log.cleaner.io.buffer.size"].value == "524288"
+    try:
+        incremental(a, B, broker_id, [(threads, "2", SET)])
+        d = described_until(a, B, broker_id, threads, "2")
+        assert (d[threads].value, d[threads].source) == ("2", 2)  # DYNAMIC_BROKER_CONFIG
+        for key, bad in [(threads, "5"), (threads, "0"), (backoff, "-1"),
+                         ("log.cleaner.io.max.bytes.per.second", "fast")]:
+            code = refused(lambda: incremental(a, B, broker_id, [(key, bad, SET)]))
+            assert code == KafkaError.INVALID_REQUEST, (key, bad, code)
+        # Legacy AlterConfigs replaces the broker's whole dynamic set.
+        r = ConfigResource(B, broker_id, set_config={backoff: "1000"})
+        a.alter_configs([r])[r].result(timeout=30)
+        d = described_until(a, B, broker_id, threads, "1")
+        assert (d[backoff].value, d[backoff].source) == ("1000", 2)
+        assert (d[threads].value, d[threads].source) == ("1", 5)
+    finally:
+        incremental(a, B, broker_id, [(threads, None, DELETE), (backoff, None, DELETE)])
+    d = described_until(a, B, broker_id, backoff, "15000")
+    assert (d[backoff].value, d[backoff].source) == ("15000", 5)
 
 
 def test_group_configs_alter_and_incremental_alter(bootstrap, topic_name):

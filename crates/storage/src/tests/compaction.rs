@@ -317,6 +317,77 @@ fn the_cleaner_threads_clean_a_dirty_log_on_their_own() {
     assert!(metrics.dirty_ratio < 0.5, "{metrics:?}");
 }
 
+/// Settings changed at runtime take effect without a restart: a throttle set on the manager
+/// slows the next pass to its rate; idle threads on an hour's backoff, restarted with 20 ms
+/// and two threads, clean a dirty log on their own.
+#[test]
+fn the_cleaner_takes_new_settings_while_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = LogManagerConfig::new(dir.path());
+    config.cleaner = CleanerConfig {
+        backoff_ms: 3_600_000,
+        ..CleanerConfig::default()
+    };
+    let m = Arc::new(LogManager::open(config).unwrap());
+    let log = m.create_log(&tp(0), compact_config(2048)).unwrap();
+
+    // The throttle: clean at 10 kB/s.
+    for round in 0..300u64 {
+        append(&log, &[((round % 5) as u32, Some(value(1, round)))], 1_000);
+    }
+    m.checkpoint().unwrap();
+    const RATE_BYTES_PER_SECOND: f64 = 10_000.0;
+    let mut next = m.cleaner_config();
+    next.io_max_bytes_per_second = RATE_BYTES_PER_SECOND;
+    m.reconfigure_cleaner(next.clone());
+    let started = std::time::Instant::now();
+    let stats = m.clean_log(&tp(0)).unwrap().expect("dirty");
+    let elapsed = started.elapsed().as_secs_f64();
+    let moved = (stats.bytes_read + stats.bytes_written) as f64;
+    // The throttle sleeps out each one-second window once it has seen the rate's bytes: at
+    // least one second less than the whole amount at the rate.
+    let floor = moved / RATE_BYTES_PER_SECOND - 1.0;
+    assert!(
+        floor >= 1.0,
+        "too little data to see the throttle: {stats:?}"
+    );
+    assert!(elapsed >= floor, "{elapsed} s for {moved} bytes");
+    next.io_max_bytes_per_second = f64::MAX;
+    m.reconfigure_cleaner(next.clone());
+
+    // The threads: asleep for their hour, then restarted with a short backoff.
+    m.start_cleaner();
+    assert_eq!(m.cleaner_threads(), 1);
+    // Let the thread find nothing due and go to sleep.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let passes = log.cleaner_metrics().passes;
+    for round in 0..200u64 {
+        append(&log, &[((round % 5) as u32, Some(value(0, round)))], 1_000);
+    }
+    m.checkpoint().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(
+        log.cleaner_metrics().passes,
+        passes,
+        "asleep for its backoff"
+    );
+    next.backoff_ms = 20;
+    next.threads = 2;
+    m.reconfigure_cleaner(next.clone());
+    assert_eq!(m.cleaner_threads(), 2);
+    assert_eq!(m.cleaner_config(), next);
+    let started = std::time::Instant::now();
+    // Bounded: 30 s.
+    while log.cleaner_metrics().passes == passes {
+        assert!(
+            started.elapsed().as_secs() < 30,
+            "the restarted cleaner never ran"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    m.close().unwrap();
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     /// Append a batch of (key, value-or-tombstone) records.

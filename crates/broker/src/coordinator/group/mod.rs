@@ -908,8 +908,10 @@ impl GroupCoordinator {
             .read(partition, |shard| shard.group(group_id).map(f))
     }
 
-    /// DeleteGroups for one group.
+    /// DeleteGroups for one group (after any deadline that has passed: a member whose session
+    /// just ended no longer keeps the group from being empty).
     pub fn delete_group(&self, group_id: &str) -> (i16, Option<Written<()>>) {
+        self.fire_if_due(group_id, timers::now());
         let written = self.write(group_id, |shard| {
             if let Some(cg) = shard.consumer_group(group_id) {
                 if !cg.members.is_empty() {
@@ -1024,19 +1026,37 @@ impl GroupCoordinator {
         const MAX_GROUPS_PER_CALL: usize = 1024;
         let wall = now_ms();
         for id in self.timers.take_due(now, MAX_GROUPS_PER_CALL) {
-            let written = self.write(&id, |shard| {
-                let mut records = Vec::new();
-                if let Some(g) = shard.group_mut(&id) {
-                    self.run_timers(g, now, wall, &mut records);
-                }
-                Ok(Outcome {
-                    records,
-                    response: (),
-                })
-            });
-            // An emptied group's record is not waited for: no request waits on a timer.
-            drop(written);
+            self.fire(&id, now, wall);
         }
+    }
+
+    /// Fires `group_id`'s timers if one of its deadlines has passed by `now`, whether or not
+    /// the timer task has run yet: DescribeGroups and DeleteGroups see the group as it is at
+    /// the moment they are answered, exactly at its deadline, even when the timer task is
+    /// scheduled a few milliseconds late on a loaded machine. (Its heap entry stays; firing it
+    /// later finds nothing due.)
+    pub fn fire_if_due(&self, group_id: &str, now: Instant) {
+        let due = self
+            .with_group(group_id, |g| g.next_deadline().is_some_and(|d| d <= now))
+            .unwrap_or(false);
+        if due {
+            self.fire(group_id, now, now_ms());
+        }
+    }
+
+    fn fire(&self, group_id: &str, now: Instant, wall: i64) {
+        let written = self.write(group_id, |shard| {
+            let mut records = Vec::new();
+            if let Some(g) = shard.group_mut(group_id) {
+                self.run_timers(g, now, wall, &mut records);
+            }
+            Ok(Outcome {
+                records,
+                response: (),
+            })
+        });
+        // An emptied group's record is not waited for: no request waits on a timer.
+        drop(written);
     }
 
     /// What the passage of time does to one group: pending member ids expire, a join phase
