@@ -306,13 +306,13 @@ impl Shard for GroupShard {
             StoredRecord::Group { group, value: None } => {
                 // A group's committed offsets outlive its classic membership (an upgrade
                 // to a consumer group tombstones the classic record and keeps them, as
-                // Kafka's offsets live apart from groups): only a group holding nothing
-                // more goes.
+                // Kafka's offsets live apart from groups): a group with no committed offset
+                // goes, with its pending transactional ones (DeleteGroups and retention
+                // tombstone every offset first).
                 let keep = self
                     .groups
                     .get(&group)
-                    .is_some_and(|g| !g.offsets.is_empty())
-                    || self.has_pending_txn(&group);
+                    .is_some_and(|g| !g.offsets.is_empty());
                 match self.groups.get_mut(&group) {
                     Some(g) if keep => g.clear_membership(super::now_ms()),
                     _ => self.remove_group(&group),

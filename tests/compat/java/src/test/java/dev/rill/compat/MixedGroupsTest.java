@@ -1,0 +1,206 @@
+package dev.rill.compat;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import dev.rill.compat.GroupsTest.Member;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.TreeMap;
+import java.util.TreeSet;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.Future;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.ConsumerGroupDescription;
+import org.apache.kafka.clients.admin.GroupListing;
+import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.clients.producer.RecordMetadata;
+import org.apache.kafka.common.GroupType;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
+
+/**
+ * A mixed group, as Kafka 4's online migration (KIP-848): three classic consumers on 6
+ * partitions are rolled one by one to {@code group.protocol=consumer} while a producer runs
+ * (the first KIP-848 member converts the group to a consumer group; the classic members left
+ * keep JoinGroup/SyncGroup inside it), then rolled back one by one (the last KIP-848 member
+ * leaving converts it back to classic). Every produced record is processed at least once,
+ * none skipped, and no partition is ever owned by two members at once, as the members'
+ * assignment callbacks report. Each member is its own JVM ({@link GroupWorker}). With
+ * KAFKA_BOOTSTRAP set the same test runs against Apache Kafka.
+ */
+@Timeout(value = 420, unit = TimeUnit.SECONDS)
+class MixedGroupsTest {
+    static final int PARTITIONS = GroupsTest.PARTITIONS;
+    /** A bound on the background producer (records), whatever the test's pace. */
+    static final int PRODUCE_MAX = 40_000;
+
+    /** Sends one record per partition every 50 ms until stopped; remembers what it wrote. */
+    static final class Producer implements AutoCloseable {
+        final Map<List<Long>, String> produced = new ConcurrentHashMap<>();
+        final AtomicBoolean stop = new AtomicBoolean();
+        final Thread thread;
+        volatile Throwable failure;
+
+        Producer(String topic) {
+            thread = new Thread(() -> {
+                try (KafkaProducer<byte[], byte[]> p = ProduceConsumeTest.producer("all", "none")) {
+                    int i = 0;
+                    while (!stop.get() && i < PRODUCE_MAX) {
+                        List<Future<RecordMetadata>> fs = new ArrayList<>();
+                        List<String> values = new ArrayList<>();
+                        for (int k = 0; k < PARTITIONS; k++, i++) {
+                            String v = "m-" + i;
+                            values.add(v);
+                            fs.add(p.send(new ProducerRecord<>(topic, k, null, v.getBytes(StandardCharsets.UTF_8))));
+                        }
+                        for (int k = 0; k < fs.size(); k++) {
+                            RecordMetadata md = fs.get(k).get(60, TimeUnit.SECONDS);
+                            produced.put(List.of((long) md.partition(), md.offset()), values.get(k));
+                        }
+                        Thread.sleep(50);
+                    }
+                } catch (Throwable t) {
+                    failure = t;
+                }
+            }, "mixed-producer");
+            thread.setDaemon(true);
+            thread.start();
+        }
+
+        @Override
+        public void close() throws InterruptedException {
+            stop.set(true);
+            thread.join(70_000);
+        }
+    }
+
+    /** Replays every member's ASSIGN / REVOKE / LOST callbacks in time order and fails if a
+     *  partition was ever owned by two members at once. */
+    static void assertNeverOwnedTwice(List<Member> ms) {
+        record Change(long t, String member, String kind, Set<Integer> parts) {}
+        List<Change> changes = new ArrayList<>();
+        for (Member m : ms) {
+            for (Member.Event e : m.events()) {
+                switch (e.kind()) {
+                    case "ASSIGN", "REVOKE", "LOST" -> changes.add(new Change(e.tNanos(), m.name, e.kind(), e.parts()));
+                    default -> {}
+                }
+            }
+        }
+        changes.sort(Comparator.comparingLong(Change::t));
+        Map<Integer, String> owner = new TreeMap<>();
+        for (Change c : changes) {
+            for (int p : c.parts()) {
+                if (c.kind().equals("ASSIGN")) {
+                    String held = owner.putIfAbsent(p, c.member());
+                    assertTrue(held == null || held.equals(c.member()),
+                            "partition " + p + " assigned to " + c.member() + " while " + held + " owned it");
+                } else {
+                    owner.remove(p, c.member());
+                }
+            }
+        }
+    }
+
+    static GroupListing listing(Admin admin, String group) throws Exception {
+        for (GroupListing g : admin.listGroups().all().get(30, TimeUnit.SECONDS)) {
+            if (g.groupId().equals(group)) return g;
+        }
+        return null;
+    }
+
+    /** Waits until ListGroups shows `group` with `type`. */
+    static void waitType(Admin admin, String group, GroupType type, List<Member> ms) throws Exception {
+        GroupsTest.waitUntil(() -> {
+            try {
+                GroupListing g = listing(admin, group);
+                return g != null && g.type().orElse(null) == type;
+            } catch (Exception e) {
+                return false;
+            }
+        }, 30, "group " + group + " of type " + type, ms);
+    }
+
+    @Test
+    void rollingUpgradeToConsumerProtocolAndBack() throws Exception {
+        String topic = ProduceConsumeTest.createTopic("mixed", PARTITIONS);
+        String group = "g-" + topic;
+        String bs = Broker.bootstrap();
+        boolean external = System.getenv("KAFKA_BOOTSTRAP") != null && !System.getenv("KAFKA_BOOTSTRAP").isEmpty();
+        long splitTimeoutS = external ? 90 : 60;
+        List<Member> all = new ArrayList<>();
+        List<Member> live = new ArrayList<>();
+        try (Admin admin = Admin.create(Broker.props()); Producer producer = new Producer(topic)) {
+            for (int i = 0; i < 3; i++) {
+                Member m = new Member(bs, group, topic, "classic" + i, GroupsTest.SESSION_TIMEOUT_MS, "", "classic");
+                all.add(m);
+                live.add(m);
+            }
+            GroupsTest.waitSplit(live, 2, splitTimeoutS);
+            waitType(admin, group, GroupType.CLASSIC, live);
+
+            // Upgrade, one member at a time.
+            for (int i = 0; i < 3; i++) {
+                live.get(0).stop();
+                live.remove(0);
+                Member m = new Member(bs, group, topic, "consumer" + i, GroupsTest.SESSION_TIMEOUT_MS, "", "consumer");
+                all.add(m);
+                live.add(m);
+                GroupsTest.waitSplit(live, 2, splitTimeoutS);
+                waitType(admin, group, GroupType.CONSUMER, live);
+                if (i == 0) {
+                    ConsumerGroupDescription d = admin.describeConsumerGroups(List.of(group)).describedGroups()
+                            .get(group).get(30, TimeUnit.SECONDS);
+                    assertEquals(GroupType.CONSUMER, d.type());
+                    assertEquals(3, d.members().size(), d.toString());
+                }
+                System.out.printf("rolled %d of 3 to group.protocol=consumer%n", i + 1);
+            }
+
+            // Downgrade, one member at a time: the group stays a consumer group until its last
+            // KIP-848 member leaves.
+            for (int i = 0; i < 3; i++) {
+                live.get(0).stop();
+                live.remove(0);
+                if (i < 2) {
+                    Member m = new Member(bs, group, topic, "back" + i, GroupsTest.SESSION_TIMEOUT_MS, "", "classic");
+                    all.add(m);
+                    live.add(m);
+                    GroupsTest.waitSplit(live, 2, splitTimeoutS);
+                    waitType(admin, group, GroupType.CONSUMER, live);
+                } else {
+                    waitType(admin, group, GroupType.CLASSIC, live);
+                    GroupsTest.waitSplit(live, 3, splitTimeoutS);
+                    Member m = new Member(bs, group, topic, "back" + i, GroupsTest.SESSION_TIMEOUT_MS, "", "classic");
+                    all.add(m);
+                    live.add(m);
+                    GroupsTest.waitSplit(live, 2, splitTimeoutS);
+                    waitType(admin, group, GroupType.CLASSIC, live);
+                }
+                System.out.printf("rolled %d of 3 back to group.protocol=classic%n", i + 1);
+            }
+            producer.close();
+            assertNull(producer.failure, () -> "producer failed: " + producer.failure);
+            System.out.printf("produced %d records during the rolls%n", producer.produced.size());
+            GroupsTest.waitProcessed(all, new HashMap<>(producer.produced));
+        } finally {
+            for (Member m : live) m.stop();
+        }
+        assertNeverOwnedTwice(all);
+        Set<String> errors = new TreeSet<>();
+        for (Member m : all) {
+            for (Member.Event e : m.events()) {
+                if (e.kind().equals("COMMIT_ERROR")) errors.add(m.name + ": " + e.value());
+            }
+        }
+        System.out.println("commit errors (retried by redelivery): " + errors.size());
+    }
+}
