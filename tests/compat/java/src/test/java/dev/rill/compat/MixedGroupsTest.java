@@ -237,7 +237,10 @@ class MixedGroupsTest {
                 throw new AssertionError(e.getMessage() + "\n" + history(all, producer.produced), e);
             }
         } finally {
-            for (Member m : live) m.stop();
+            for (Member m : live) {
+                stopped.put(m.name, System.nanoTime());  // what it prints while closing may be lost
+                m.stop();
+            }
         }
         assertNeverOwnedTwice(all, stopped);
         Set<String> errors = new TreeSet<>();
