@@ -272,6 +272,7 @@ class MixedGroupsTest {
             }
         }
         assertNeverOwnedTwice(all, stopped);
+        for (Member m : all) java.nio.file.Files.deleteIfExists(m.stderr);  // killed ones keep theirs
         Set<String> errors = new TreeSet<>();
         for (Member m : all) {
             for (Member.Event e : m.events()) {
