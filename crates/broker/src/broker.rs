@@ -682,7 +682,14 @@ async fn group_tick_loop(state: Arc<BrokerState>, mut stop: watch::Receiver<bool
         }
         // Off the runtime: compaction may fsync.
         let groups = Arc::clone(&state.groups);
-        if let Err(e) = tokio::task::spawn_blocking(move || groups.tick()).await {
+        let tick_state = Arc::clone(&state);
+        if let Err(e) = tokio::task::spawn_blocking(move || {
+            groups.tick(&crate::consumer_group_api::RegistryTopics(
+                &tick_state.topics,
+            ))
+        })
+        .await
+        {
             state.metrics.task_failed("group tick", &e);
         }
     }

@@ -110,6 +110,9 @@ impl TopicLookup for RegistryTopics<'_> {
             (generation, names)
         })
     }
+    fn name_of(&self, id: &uuid::Uuid) -> Option<String> {
+        self.0.get_by_id(id).map(|t| t.name.clone())
+    }
 }
 
 fn coordinator(state: &BrokerState) -> &GroupCoordinator {
@@ -247,8 +250,13 @@ pub fn describe(
                                         state,
                                         g.target.get(&mem.id).unwrap_or(&Assignment::new()),
                                     ))
-                                    // 1: a member of the consumer protocol (0 is classic).
-                                    .with_member_type(1)
+                                    // 0: a classic-protocol member (a mixed group), 1: a
+                                    // member of the consumer protocol.
+                                    .with_member_type(if mem.meta.classic.is_some() {
+                                        0
+                                    } else {
+                                        1
+                                    })
                             })
                             .collect(),
                     )

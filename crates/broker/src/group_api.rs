@@ -105,7 +105,8 @@ pub async fn join_group(
         require_known_member_id: version >= 4,
     };
     let member_id = req.member_id.clone();
-    let outcome = match coordinator(state).join(req) {
+    let topics = crate::consumer_group_api::RegistryTopics(&state.topics);
+    let outcome = match coordinator(state).join(req, &topics) {
         Reply::Now(o) => o,
         Reply::Later(rx, pending) => {
             let outcome = rx.await.unwrap_or_else(|_| {
@@ -169,6 +170,7 @@ pub async fn sync_group(
         &r.member_id,
         instance.as_deref(),
         assignments,
+        &crate::consumer_group_api::RegistryTopics(&state.topics),
     );
     let outcome = match reply {
         Reply::Now(o) => o,

@@ -356,13 +356,13 @@ async fn group_size_and_protocol_boundaries() {
             .with_protocols(vec![
                 JoinGroupRequestProtocol::default().with_name(s("range"))
             ]);
+        // A classic member may join a consumer group (a mixed group, see mixed_groups.rs),
+        // within the group's size.
         let r = c.send(3, &classic).await;
-        assert_eq!(
-            r.error_code,
-            ResponseError::InconsistentGroupProtocol.code()
-        );
+        assert_eq!(r.error_code, ResponseError::GroupMaxSizeReached.code());
 
-        // A classic group with members refuses a KIP-848 member.
+        // A classic group with members whose embedded consumer protocol cannot be read is
+        // not converted: it refuses a KIP-848 member.
         let r = c
             .send(3, &classic.clone().with_group_id(GroupId(s("classic"))))
             .await;

@@ -151,7 +151,7 @@ async fn describe(a: DescribeArgs) -> anyhow::Result<()> {
             .members
             .iter()
             .map(|m| {
-                let mut v = json!({"member_id": m.member_id, "client_id": m.client_id, "host": m.host, "assignment": m.assignment.iter().map(|(t, ps)| json!({"topic": t, "partitions": ps})).collect::<Vec<_>>()});
+                let mut v = json!({"member_id": m.member_id, "protocol": m.protocol, "client_id": m.client_id, "host": m.host, "assignment": m.assignment.iter().map(|(t, ps)| json!({"topic": t, "partitions": ps})).collect::<Vec<_>>()});
                 if let Some(epoch) = m.member_epoch {
                     v["member_epoch"] = json!(epoch);
                     v["target_assignment"] = json!(m.target_assignment.iter().map(|(t, ps)| json!({"topic": t, "partitions": ps})).collect::<Vec<_>>());
@@ -187,8 +187,9 @@ async fn describe(a: DescribeArgs) -> anyhow::Result<()> {
         };
         for m in &description.members {
             println!(
-                "  member {} (client {}) epoch {}  assigned {}  target {}",
+                "  member {} ({} protocol, client {}) epoch {}  assigned {}  target {}",
                 m.member_id,
+                m.protocol,
                 m.client_id,
                 m.member_epoch.unwrap_or(-1),
                 show(&m.assignment),

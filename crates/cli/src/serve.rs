@@ -104,6 +104,15 @@ pub struct ServeArgs {
     /// [default: uniform,range].
     #[arg(long, env = "RILL_GROUP_CONSUMER_ASSIGNORS", value_name = "LIST")]
     pub group_consumer_assignors: Option<String>,
+    /// Whether classic and KIP-848 members may share a group, converting it between the two
+    /// types (Kafka's group.consumer.migration.policy: bidirectional, upgrade, downgrade or
+    /// disabled) [default: bidirectional].
+    #[arg(
+        long,
+        env = "RILL_GROUP_CONSUMER_MIGRATION_POLICY",
+        value_name = "POLICY"
+    )]
+    pub group_consumer_migration_policy: Option<String>,
     /// How long a share group member holds records it acquired before they are offered again
     /// (Kafka's group.share.record.lock.duration.ms) [default: 30000].
     #[arg(
@@ -199,6 +208,7 @@ struct FileConfig {
     group_consumer_session_timeout_ms: Option<u64>,
     group_consumer_heartbeat_interval_ms: Option<u64>,
     group_consumer_assignors: Option<String>,
+    group_consumer_migration_policy: Option<String>,
     group_share_record_lock_duration_ms: Option<i64>,
     group_share_delivery_count_limit: Option<i16>,
     delivery_delay_max_ms: Option<i64>,
@@ -236,6 +246,7 @@ pub struct ServeConfig {
     pub group_consumer_session_timeout_ms: u64,
     pub group_consumer_heartbeat_interval_ms: u64,
     pub group_consumer_assignors: String,
+    pub group_consumer_migration_policy: String,
     pub group_share_record_lock_duration_ms: i64,
     pub group_share_delivery_count_limit: i16,
     pub delivery_delay_max_ms: i64,
@@ -353,6 +364,11 @@ impl ServeConfig {
                 file.group_consumer_assignors.clone(),
                 defaults.groups.consumer_assignors.join(","),
             ),
+            group_consumer_migration_policy: pick(
+                args.group_consumer_migration_policy.clone(),
+                file.group_consumer_migration_policy.clone(),
+                defaults.groups.migration_policy.name().to_string(),
+            ),
             group_share_record_lock_duration_ms: pick(
                 args.group_share_record_lock_duration_ms,
                 file.group_share_record_lock_duration_ms,
@@ -469,6 +485,7 @@ impl ServeConfig {
             );
         }
         self.consumer_assignors()?;
+        self.migration_policy()?;
         if self.delivery_delay_memory_entries < 1 {
             bail!("invalid value for delivery_delay_memory_entries: 0 (must be at least 1)");
         }
@@ -532,6 +549,18 @@ impl ServeConfig {
         Ok(names)
     }
 
+    fn migration_policy(&self) -> anyhow::Result<rill_broker::coordinator::group::MigrationPolicy> {
+        rill_broker::coordinator::group::MigrationPolicy::parse(
+            &self.group_consumer_migration_policy,
+        )
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "invalid value for group_consumer_migration_policy: '{}' (expected bidirectional, upgrade, downgrade or disabled)",
+                self.group_consumer_migration_policy
+            )
+        })
+    }
+
     fn write_mode(&self) -> anyhow::Result<WriteMode> {
         self.fetch_write_mode.parse::<WriteMode>().map_err(|e| {
             anyhow::anyhow!(
@@ -588,6 +617,7 @@ impl ServeConfig {
                 consumer_session_timeout_ms: self.group_consumer_session_timeout_ms,
                 consumer_heartbeat_interval_ms: self.group_consumer_heartbeat_interval_ms,
                 consumer_assignors: self.consumer_assignors()?,
+                migration_policy: self.migration_policy()?,
                 ..rill_broker::coordinator::group::GroupConfig::default()
             },
             cleaner: rill_storage::CleanerConfig {

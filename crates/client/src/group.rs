@@ -53,6 +53,9 @@ pub struct GroupMember {
     /// KIP-848 groups: the member's epoch and its target assignment.
     pub member_epoch: Option<i32>,
     pub target_assignment: Vec<(String, Vec<i32>)>,
+    /// The group protocol the member speaks: `classic` (JoinGroup/SyncGroup; also inside a
+    /// KIP-848 group, Kafka's mixed groups) or `consumer` (ConsumerGroupHeartbeat).
+    pub protocol: &'static str,
 }
 
 /// A described group.
@@ -160,6 +163,7 @@ impl Client {
                     },
                     member_epoch: None,
                     target_assignment: Vec::new(),
+                    protocol: "classic",
                 })
                 .collect(),
             epochs: None,
@@ -216,6 +220,12 @@ impl Client {
                     assignment: parts(&m.assignment),
                     member_epoch: Some(m.member_epoch),
                     target_assignment: parts(&m.target_assignment),
+                    // ConsumerGroupDescribe v1's MemberType: 0 classic, 1 consumer.
+                    protocol: if m.member_type == 0 {
+                        "classic"
+                    } else {
+                        "consumer"
+                    },
                 })
                 .collect(),
             epochs: Some((g.group_epoch, g.assignment_epoch)),

@@ -9,10 +9,10 @@ process (group_worker.py --protocol consumer), so a member can be killed with SI
 - AdminClient: the group is listed as a CONSUMER-type group and described with its members
   and assignments (ConsumerGroupDescribe); `rill group describe --json` shows the group and
   member epochs and the target assignment (rill only);
-- a classic-protocol member cannot join a consumer group with members
-  (INCONSISTENT_GROUP_PROTOCOL). rill only: Kafka 4.x (group.consumer.migration.policy
-  bidirectional, its default) takes the classic member into the group (a mixed group), which
-  rill does not implement; checked against Kafka 4.4, where the other tests here pass as well.
+- a mixed group (Kafka 4's online migration): a classic librdkafka member joins a consumer group
+  with a KIP-848 member and the two split the partitions, no partition ever owned by both at
+  once (from their rebalance callbacks); when the KIP-848 member leaves the group is classic
+  again and the classic member takes every partition. Checked against Kafka 4.4 as well.
 
 Against rill the broker runs with group.consumer.session.timeout.ms 6000 and heartbeat interval
 1000 (a private broker); against KAFKA_BOOTSTRAP, Kafka's defaults (45 s, 5 s) apply.
@@ -25,11 +25,11 @@ import tempfile
 import time
 
 import pytest
-from confluent_kafka import Consumer, ConsumerGroupType, KafkaError, KafkaException
+from confluent_kafka import ConsumerGroupType
 
 import kafkautil as ku
 from conftest import RillProcess, external_bootstrap
-from groupkit import Worker, split_kill_rebalance_join, stop_all, wait_split
+from groupkit import Worker, split_kill_rebalance_join, stop_all, wait_split, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -112,32 +112,49 @@ def test_kip848_admin_list_and_describe(kip848, topic_name):
         stop_all(ws)
 
 
-def test_kip848_group_refuses_classic_members(kip848, topic_name):
-    if external_bootstrap():
-        pytest.skip("Kafka 4.x takes classic members into consumer groups (mixed groups)")
-    bootstrap, _ = kip848
-    ku.create_topic(bootstrap, topic_name, partitions=2)
-    group = "g848c-" + topic_name
-    ws = [worker(bootstrap, group, topic_name, "n0")]
+def never_owned_twice(workers):
+    """Replays the workers' assign / revoke / lost events in receipt order: a partition is
+    never assigned to one while another owns it."""
+    changes = sorted((e["t"], w.name, e["ev"], e["parts"]) for w in workers
+                     for e in w.snapshot()[0] if e["ev"] in ("assign", "revoke", "lost"))
+    owner = {}
+    for _, name, ev, parts in changes:
+        for p in parts:
+            if ev == "assign":
+                held = owner.setdefault(p, name)
+                assert held == name, f"partition {p} assigned to {name} while {held} owned it"
+            elif owner.get(p) == name:
+                del owner[p]
+
+
+def group_type(bootstrap, group):
+    from confluent_kafka.admin import AdminClient
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    listed = admin.list_consumer_groups().result(timeout=30)
+    for g in listed.valid:
+        if g.group_id == group:
+            return g.type
+    return None
+
+
+def test_kip848_mixed_group_with_a_classic_member(kip848, topic_name):
+    bootstrap, session_ms = kip848
+    ku.create_topic(bootstrap, topic_name, partitions=4)
+    group = "g848m-" + topic_name
+    n0 = worker(bootstrap, group, topic_name, "n0")
+    ws = [n0]
     try:
-        wait_split(ws, 2, exact=2, timeout_s=60)
-        errors = []
-        c = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
-                      "session.timeout.ms": 6000,
-                      "error_cb": lambda e: errors.append(e)})
-        try:
-            c.subscribe([topic_name])
-            deadline = time.monotonic() + 20
-            seen = None
-            while time.monotonic() < deadline and seen is None:
-                m = c.poll(0.2)
-                if m is not None and m.error():
-                    seen = m.error()
-                elif errors:
-                    seen = errors[0]
-            assert seen is not None, "the classic member was not refused"
-            assert seen.code() == KafkaError.INCONSISTENT_GROUP_PROTOCOL, seen
-        finally:
-            c.close()
+        wait_split(ws, 4, exact=4, timeout_s=60)
+        c0 = Worker("confluent", bootstrap, group, topic_name, "c0", protocol="classic",
+                    session_timeout_ms=6000)
+        ws.append(c0)
+        wait_split(ws, 4, exact=2, timeout_s=90)
+        assert group_type(bootstrap, group) == ConsumerGroupType.CONSUMER
+        n0.stop()
+        # The last KIP-848 member left: a classic group again, its member takes everything.
+        wait_split([c0], 4, exact=4, timeout_s=session_ms / 1000 + 60)
+        wait_until(lambda: group_type(bootstrap, group) == ConsumerGroupType.CLASSIC, 30,
+                   "the group back to classic", ws)
+        never_owned_twice(ws)
     finally:
         stop_all(ws)

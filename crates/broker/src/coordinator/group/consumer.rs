@@ -58,6 +58,8 @@ pub trait TopicLookup {
     /// matches whole. Called on every heartbeat of a group with a regex subscription, so
     /// an implementation caches it until the topic set changes.
     fn matching(&self, pattern: &str) -> Arc<[String]>;
+    /// The name of the topic with this id (a classic member's assignment names topics).
+    fn name_of(&self, id: &Uuid) -> Option<String>;
 }
 
 /// The states Kafka's ListGroups and ConsumerGroupDescribe show for a consumer group.

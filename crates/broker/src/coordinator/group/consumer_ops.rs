@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use kafka_protocol::error::ResponseError;
 
 use super::consumer::{
-    assign_range, assign_uniform, metadata_hash, ConsumerGroup, MemberDeadlines, TopicLookup,
+    assign_range, assign_uniform, metadata_hash, ConsumerGroup, ConsumerMember, MemberDeadlines,
+    TopicLookup,
 };
 use super::consumer_records::{
     Assignment, ConsumerRecord, CurrentAssignment, MemberMetadata, MemberState,
@@ -79,14 +80,14 @@ fn fail(e: ResponseError, message: impl Into<String>) -> ErrorCode {
 }
 
 /// Appends `r` to the records and replays it onto the scratch group.
-fn emit(g: &mut ConsumerGroup, records: &mut Vec<StoredRecord>, r: ConsumerRecord) {
+pub(super) fn emit(g: &mut ConsumerGroup, records: &mut Vec<StoredRecord>, r: ConsumerRecord) {
     g.replay(&r);
     records.push(StoredRecord::Consumer(r));
 }
 
 /// The records that remove a member: its current assignment, target and metadata, then the
 /// group epoch bump.
-fn remove_member(g: &mut ConsumerGroup, member: &str, records: &mut Vec<StoredRecord>) {
+pub(super) fn remove_member(g: &mut ConsumerGroup, member: &str, records: &mut Vec<StoredRecord>) {
     let (group, member) = (g.id.clone(), member.to_string());
     emit(
         g,
@@ -118,7 +119,7 @@ fn remove_member(g: &mut ConsumerGroup, member: &str, records: &mut Vec<StoredRe
     bump_epoch(g, g.metadata_hash, records);
 }
 
-fn bump_epoch(g: &mut ConsumerGroup, hash: i64, records: &mut Vec<StoredRecord>) {
+pub(super) fn bump_epoch(g: &mut ConsumerGroup, hash: i64, records: &mut Vec<StoredRecord>) {
     let group = g.id.clone();
     emit(
         g,
@@ -154,13 +155,15 @@ fn merged_meta(base: &MemberMetadata, r: &ConsumerHeartbeat) -> MemberMetadata {
     if r.instance_id.is_some() {
         meta.instance_id = r.instance_id.clone();
     }
+    // A ConsumerGroupHeartbeat member speaks the consumer protocol.
+    meta.classic = None;
     meta.client_id = r.client_id.clone();
     meta.client_host = r.client_host.clone();
     meta
 }
 
 /// Whether a metadata change needs a new target assignment (a group epoch bump).
-fn subscription_changed(old: &MemberMetadata, new: &MemberMetadata) -> bool {
+pub(super) fn subscription_changed(old: &MemberMetadata, new: &MemberMetadata) -> bool {
     old.subscribed_topic_names != new.subscribed_topic_names
         || old.subscribed_topic_regex != new.subscribed_topic_regex
         || old.server_assignor != new.server_assignor
@@ -173,7 +176,7 @@ fn is_subset(a: &Assignment, b: &Assignment) -> bool {
 }
 
 /// Assignments equal, ignoring topics with no partitions.
-fn same(a: &Assignment, b: &Assignment) -> bool {
+pub(super) fn same(a: &Assignment, b: &Assignment) -> bool {
     is_subset(a, b) && is_subset(b, a)
 }
 
@@ -301,14 +304,28 @@ impl GroupCoordinator {
         let c = &self.config;
         // Per-group settings (GROUP resource configs) over the broker's defaults.
         let group_config = self.group_configs.effective(&r.group_id);
-        if shard
-            .group(&r.group_id)
-            .is_some_and(|g| !g.members.is_empty())
-        {
-            return Err(fail(E::GroupIdNotFound, "the group is a classic group"));
+        let mut records = Vec::new();
+        let mut upgraded = None;
+        if let Some(classic) = shard.group(&r.group_id).filter(|g| !g.members.is_empty()) {
+            // Kafka's online upgrade: a first heartbeat converts a classic group of the
+            // consumer protocol; anything else finds no consumer group.
+            if r.member_epoch != 0 || !self.may_upgrade(classic) {
+                return Err(fail(E::GroupIdNotFound, "the group is a classic group"));
+            }
+            let g = super::mixed::upgrade(classic, topics, &mut records)
+                .ok_or_else(|| fail(E::GroupIdNotFound, "malformed consumer protocol"))?;
+            let deadlines = shard
+                .consumer_deadlines
+                .entry(r.group_id.clone())
+                .or_default();
+            for m in g.members.values() {
+                deadlines.insert(m.id.clone(), super::mixed::classic_deadlines(m, now));
+            }
+            tracing::info!(group = %r.group_id, members = g.members.len(), "classic group upgraded to a consumer group");
+            upgraded = Some(g);
         }
-        let mut g = match shard.consumer_group(&r.group_id) {
-            Some(g) => g.clone(),
+        let mut g = match upgraded.or_else(|| shard.consumer_group(&r.group_id).cloned()) {
+            Some(g) => g,
             None if r.member_epoch == 0 => {
                 if !shard.may_create(c.max_groups) {
                     return Err(fail(E::CoordinatorNotAvailable, "too many groups"));
@@ -317,7 +334,6 @@ impl GroupCoordinator {
             }
             None => return Err(fail(E::UnknownMemberId, "no such group")),
         };
-        let mut records = Vec::new();
         let group = r.group_id.clone();
 
         // Leaving.
@@ -345,12 +361,12 @@ impl GroupCoordinator {
                     },
                 );
             } else {
-                remove_member(&mut g, &r.member_id, &mut records);
                 shard
                     .consumer_deadlines
                     .entry(r.group_id.clone())
                     .or_default()
                     .remove(&r.member_id);
+                self.fence_member(shard, &mut g, &r.member_id, topics, &mut records);
             }
             return Ok((
                 ConsumerHeartbeatAnswer {
@@ -501,42 +517,7 @@ impl GroupCoordinator {
             );
         }
 
-        // The group epoch: membership, subscriptions or the subscribed topics changed.
-        let (subs, snapshot) = g.subscriptions(topics);
-        let hash = metadata_hash(&snapshot);
-        if bump || hash != g.metadata_hash {
-            bump_epoch(&mut g, hash, &mut records);
-        }
-
-        // The target assignment for the new epoch.
-        if g.epoch > g.target_epoch {
-            let next = match g.assignor(&c.consumer_assignors) {
-                "range" => assign_range(&subs, &snapshot),
-                _ => assign_uniform(&subs, &snapshot, &g.target),
-            };
-            for (member, a) in next {
-                if g.target.get(&member).is_none_or(|old| !same(old, &a)) {
-                    emit(
-                        &mut g,
-                        &mut records,
-                        ConsumerRecord::TargetMember {
-                            group: group.clone(),
-                            member,
-                            value: Some(a),
-                        },
-                    );
-                }
-            }
-            let epoch = g.epoch;
-            emit(
-                &mut g,
-                &mut records,
-                ConsumerRecord::TargetEpoch {
-                    group: group.clone(),
-                    epoch: Some(epoch),
-                },
-            );
-        }
+        self.advance_target(&mut g, bump, topics, &mut records);
 
         // The member's reconciliation.
         let before = g.members[&r.member_id].current.clone();
@@ -590,12 +571,62 @@ impl GroupCoordinator {
         ))
     }
 
+    /// Bumps the group epoch when `bump` (membership or subscriptions changed) or the
+    /// subscribed topics' metadata changed, then computes the target assignment of a new
+    /// epoch: its records go to `records`, replayed onto `g`.
+    pub(super) fn advance_target(
+        &self,
+        g: &mut ConsumerGroup,
+        bump: bool,
+        topics: &dyn TopicLookup,
+        records: &mut Vec<StoredRecord>,
+    ) {
+        let group = g.id.clone();
+        // The group epoch: membership, subscriptions or the subscribed topics changed.
+        let (subs, snapshot) = g.subscriptions(topics);
+        let hash = metadata_hash(&snapshot);
+        if bump || hash != g.metadata_hash {
+            bump_epoch(g, hash, records);
+        }
+
+        // The target assignment for the new epoch.
+        if g.epoch > g.target_epoch {
+            let next = match g.assignor(&self.config.consumer_assignors) {
+                "range" => assign_range(&subs, &snapshot),
+                _ => assign_uniform(&subs, &snapshot, &g.target),
+            };
+            for (member, a) in next {
+                if g.target.get(&member).is_none_or(|old| !same(old, &a)) {
+                    emit(
+                        g,
+                        records,
+                        ConsumerRecord::TargetMember {
+                            group: group.clone(),
+                            member,
+                            value: Some(a),
+                        },
+                    );
+                }
+            }
+            let epoch = g.epoch;
+            emit(
+                g,
+                records,
+                ConsumerRecord::TargetEpoch {
+                    group: group.clone(),
+                    epoch: Some(epoch),
+                },
+            );
+        }
+    }
+
     /// Members whose session ended, or who did not revoke in their rebalance timeout, are
     /// removed (the sweep calls this; the next heartbeat computes the new target).
     pub(super) fn expire_consumer_members(
         &self,
         shard: &mut GroupShard,
         now: Instant,
+        topics: &dyn TopicLookup,
         records: &mut Vec<StoredRecord>,
     ) {
         let ids: Vec<String> = shard.consumer_groups().map(|g| g.id.clone()).collect();
@@ -605,16 +636,26 @@ impl GroupCoordinator {
                     .effective(&id)
                     .consumer_session_timeout_ms,
             );
-            let Some(members) = shard
-                .consumer_group(&id)
-                .map(|g| g.members.keys().cloned().collect::<Vec<String>>())
-            else {
+            let Some(members) = shard.consumer_group(&id).map(|g| {
+                g.members
+                    .values()
+                    .map(|m| {
+                        // A classic member's session is its JoinGroup's.
+                        let own = m
+                            .meta
+                            .classic
+                            .as_ref()
+                            .map(|c| Duration::from_millis(c.session_timeout_ms.max(0) as u64));
+                        (m.id.clone(), own.unwrap_or(session))
+                    })
+                    .collect::<Vec<(String, Duration)>>()
+            }) else {
                 continue;
             };
             let deadlines = shard.consumer_deadlines.entry(id.clone()).or_default();
-            deadlines.retain(|m, _| members.contains(m));
+            deadlines.retain(|m, _| members.iter().any(|(id, _)| id == m));
             let mut expired = Vec::new();
-            for m in members {
+            for (m, session) in members {
                 let d = deadlines.entry(m.clone()).or_insert(MemberDeadlines {
                     // Loaded members get a full session to come back.
                     session: now + session,
@@ -635,9 +676,38 @@ impl GroupCoordinator {
                 if let Some(d) = shard.consumer_deadlines.get_mut(&id) {
                     d.remove(&m);
                 }
-                remove_member(&mut g, &m, records);
+                if self.fence_member(shard, &mut g, &m, topics, records) {
+                    // Now a classic group: its own timers take the other members.
+                    break;
+                }
             }
         }
+    }
+
+    /// Removes `member` (it left, or was fenced) from the scratch `g`, or, when the members
+    /// left all speak the classic protocol and the policy allows it, converts the group back
+    /// to a classic group (Kafka's online downgrade). Returns whether it converted.
+    pub(super) fn fence_member(
+        &self,
+        shard: &mut GroupShard,
+        g: &mut ConsumerGroup,
+        member: &str,
+        topics: &dyn TopicLookup,
+        records: &mut Vec<StoredRecord>,
+    ) -> bool {
+        let others: Vec<&ConsumerMember> = g.members.values().filter(|m| m.id != member).collect();
+        let downgrade = self.config.migration_policy.downgrade()
+            && !others.is_empty()
+            && others.len() <= self.config.max_group_size
+            && others.iter().all(|m| m.meta.classic.is_some());
+        if !downgrade {
+            remove_member(g, member, records);
+            return false;
+        }
+        tracing::info!(group = %g.id, member = %member, "the last consumer-protocol member left: consumer group downgraded to a classic group");
+        super::mixed::downgrade(g, member, topics, super::now_ms(), records);
+        shard.consumer_deadlines.remove(&g.id);
+        true
     }
 
     /// OffsetCommit's member check for a consumer group (Kafka's
@@ -661,7 +731,13 @@ impl GroupCoordinator {
             return Some(Err(ErrorCode(code(ResponseError::UnknownMemberId))));
         };
         if member_epoch != m.current.member_epoch {
-            return Some(Err(ErrorCode(code(ResponseError::StaleMemberEpoch))));
+            // A classic member's generation is its member epoch (Kafka's
+            // `validateMemberEpoch`: ILLEGAL_GENERATION for the classic protocol).
+            return Some(Err(ErrorCode(code(if m.meta.classic.is_some() {
+                ResponseError::IllegalGeneration
+            } else {
+                ResponseError::StaleMemberEpoch
+            }))));
         }
         Some(Ok(()))
     }

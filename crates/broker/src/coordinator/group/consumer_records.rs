@@ -7,7 +7,9 @@
 //!   5 ConsumerGroupMemberMetadataKey          value v0: instance id string?, rack string?,
 //!                                              client id, client host, topics [string],
 //!                                              regex string?, rebalance timeout i32,
-//!                                              server assignor string?
+//!                                              server assignor string?; tagged field 0:
+//!                                              ClassicMemberMetadata { session timeout
+//!                                              i32, [protocol name, metadata bytes] }
 //!   6 ConsumerGroupTargetAssignmentMetadataKey value v0: assignment epoch i32
 //!   7 ConsumerGroupTargetAssignmentMemberKey   value v0: [topic id uuid, partitions [i32]]
 //!   8 ConsumerGroupCurrentMemberAssignmentKey  value v0: member epoch i32, previous epoch
@@ -40,7 +42,24 @@ pub struct MemberMetadata {
     pub subscribed_topic_regex: Option<String>,
     pub rebalance_timeout_ms: i32,
     pub server_assignor: Option<String>,
+    /// Set for a member that speaks the classic protocol (JoinGroup/SyncGroup) inside a
+    /// consumer group (Kafka's `ClassicMemberMetadata`, tagged field 0); `None` for a
+    /// ConsumerGroupHeartbeat member.
+    pub classic: Option<ClassicMemberMetadata>,
 }
+
+/// What a classic member of a consumer group joined with: its session timeout and the
+/// protocols (assignor name, ConsumerProtocolSubscription bytes) of its JoinGroup, in its
+/// order of preference. Kept so the group can turn back into a classic group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClassicMemberMetadata {
+    pub session_timeout_ms: i32,
+    pub supported_protocols: Vec<(String, Bytes)>,
+}
+
+/// A classic member's protocol list is bounded (JoinGroup itself is bounded by the request
+/// size; this bounds what a record may claim).
+pub const CLASSIC_PROTOCOLS_MAX: usize = 64;
 
 /// Kafka's `MemberState`, with its stored byte values.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -223,6 +242,24 @@ impl ConsumerRecord {
                 put_compact_string(&mut out, v.subscribed_topic_regex.as_deref());
                 out.put_i32(v.rebalance_timeout_ms);
                 put_compact_string(&mut out, v.server_assignor.as_deref());
+                if let Some(c) = &v.classic {
+                    let mut field = BytesMut::new();
+                    field.put_i32(c.session_timeout_ms);
+                    put_uvarint(&mut field, c.supported_protocols.len() as u64 + 1);
+                    for (name, metadata) in &c.supported_protocols {
+                        put_compact_string(&mut field, Some(name));
+                        put_uvarint(&mut field, metadata.len() as u64 + 1);
+                        field.put_slice(metadata);
+                        put_uvarint(&mut field, 0); // tagged fields
+                    }
+                    put_uvarint(&mut field, 0); // tagged fields
+                                                // One tagged field: tag 0, the ClassicMemberMetadata struct.
+                    put_uvarint(&mut out, 1);
+                    put_uvarint(&mut out, 0);
+                    put_uvarint(&mut out, field.len() as u64);
+                    out.put_slice(&field);
+                    return Some(out.freeze());
+                }
             }
             ConsumerRecord::TargetMember { value, .. } => put_assignment(&mut out, value.as_ref()?),
             ConsumerRecord::Current { value, .. } => {
@@ -325,15 +362,56 @@ fn member_value(v: &[u8]) -> Result<MemberMetadata, RecordError> {
     for _ in 0..n {
         subscribed_topic_names.push(r.compact_string()?.unwrap_or_default());
     }
+    let subscribed_topic_regex = r.compact_string()?;
+    let rebalance_timeout_ms = r.i32()?;
+    let server_assignor = r.compact_string()?;
+    let mut classic = None;
+    if !r.buf.is_empty() {
+        let count = r.uvarint()?;
+        for _ in 0..count {
+            let tag = r.uvarint()?;
+            let len = r.uvarint()? as usize;
+            let field = r.take(len)?;
+            if tag == 0 {
+                classic = Some(classic_value(field)?);
+            }
+        }
+    }
     Ok(MemberMetadata {
         instance_id,
         rack_id,
         client_id,
         client_host,
         subscribed_topic_names,
-        subscribed_topic_regex: r.compact_string()?,
-        rebalance_timeout_ms: r.i32()?,
-        server_assignor: r.compact_string()?,
+        subscribed_topic_regex,
+        rebalance_timeout_ms,
+        server_assignor,
+        classic,
+    })
+}
+
+fn classic_value(field: &[u8]) -> Result<ClassicMemberMetadata, RecordError> {
+    let mut r = Reader {
+        buf: field,
+        what: "classic member metadata",
+    };
+    let session_timeout_ms = r.i32()?;
+    let n = r.compact_len()?;
+    if n > CLASSIC_PROTOCOLS_MAX {
+        return Err(r.err());
+    }
+    let mut supported_protocols = Vec::with_capacity(n);
+    for _ in 0..n {
+        let name = r.compact_string()?.unwrap_or_default();
+        let len = r.compact_len()?;
+        let metadata = Bytes::copy_from_slice(r.take(len)?);
+        r.skip_tags()?;
+        supported_protocols.push((name, metadata));
+    }
+    r.skip_tags()?;
+    Ok(ClassicMemberMetadata {
+        session_timeout_ms,
+        supported_protocols,
     })
 }
 
@@ -482,6 +560,24 @@ mod tests {
                 subscribed_topic_regex: Some("t.*".into()),
                 rebalance_timeout_ms: 300_000,
                 server_assignor: Some("uniform".into()),
+                classic: None,
+            }),
+        });
+        round_trip(ConsumerRecord::Member {
+            group: "g".into(),
+            member: "classic".into(),
+            value: Some(MemberMetadata {
+                client_id: "c".into(),
+                subscribed_topic_names: vec!["a".into()],
+                rebalance_timeout_ms: 60_000,
+                classic: Some(ClassicMemberMetadata {
+                    session_timeout_ms: 45_000,
+                    supported_protocols: vec![
+                        ("range".into(), Bytes::from_static(b"\0\x03sub")),
+                        ("cooperative-sticky".into(), Bytes::new()),
+                    ],
+                }),
+                ..MemberMetadata::default()
             }),
         });
         round_trip(ConsumerRecord::TargetMember {
@@ -567,6 +663,10 @@ mod tests {
                         subscribed_topic_regex: regex.clone(),
                         rebalance_timeout_ms: epoch,
                         server_assignor: Some("range".into()),
+                        classic: regex.clone().map(|r| ClassicMemberMetadata {
+                            session_timeout_ms: epoch,
+                            supported_protocols: vec![(r.clone(), Bytes::from(r.into_bytes()))],
+                        }),
                     }),
                 },
                 ConsumerRecord::TargetMember { group: group.clone(), member: member.clone(), value: Some(a.clone()) },

@@ -17,6 +17,7 @@
 pub mod consumer;
 mod consumer_ops;
 pub mod consumer_records;
+mod mixed;
 mod records;
 mod shard;
 mod state;
@@ -71,6 +72,55 @@ pub struct GroupConfig {
     /// (`group.remote.assignor`; others get UNSUPPORTED_ASSIGNOR); the first is used when
     /// members ask for none. Never empty; entries from [`consumer::ASSIGNORS`].
     pub consumer_assignors: Vec<&'static str>,
+    /// `group.consumer.migration.policy`: whether a classic group converts to a consumer
+    /// group when a KIP-848 member joins it (upgrade), and back when its last KIP-848
+    /// member leaves (downgrade).
+    pub migration_policy: MigrationPolicy,
+}
+
+/// Kafka's `ConsumerGroupMigrationPolicy` (default BIDIRECTIONAL, as in Kafka 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MigrationPolicy {
+    Bidirectional,
+    Upgrade,
+    Downgrade,
+    Disabled,
+}
+
+impl MigrationPolicy {
+    /// The policy a config value names (case-insensitive, as Kafka's validator).
+    pub fn parse(value: &str) -> Option<MigrationPolicy> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "bidirectional" => Some(MigrationPolicy::Bidirectional),
+            "upgrade" => Some(MigrationPolicy::Upgrade),
+            "downgrade" => Some(MigrationPolicy::Downgrade),
+            "disabled" => Some(MigrationPolicy::Disabled),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MigrationPolicy::Bidirectional => "bidirectional",
+            MigrationPolicy::Upgrade => "upgrade",
+            MigrationPolicy::Downgrade => "downgrade",
+            MigrationPolicy::Disabled => "disabled",
+        }
+    }
+
+    pub fn upgrade(self) -> bool {
+        matches!(
+            self,
+            MigrationPolicy::Bidirectional | MigrationPolicy::Upgrade
+        )
+    }
+
+    pub fn downgrade(self) -> bool {
+        matches!(
+            self,
+            MigrationPolicy::Bidirectional | MigrationPolicy::Downgrade
+        )
+    }
 }
 
 impl Default for GroupConfig {
@@ -88,6 +138,7 @@ impl Default for GroupConfig {
             consumer_session_timeout_ms: 45_000,
             consumer_heartbeat_interval_ms: 5_000,
             consumer_assignors: consumer::ASSIGNORS.to_vec(),
+            migration_policy: MigrationPolicy::Bidirectional,
         }
     }
 }
@@ -266,7 +317,7 @@ impl GroupCoordinator {
         }
     }
 
-    pub fn join(&self, req: JoinRequest) -> Reply<JoinOutcome> {
+    pub fn join(&self, req: JoinRequest, topics: &dyn TopicLookup) -> Reply<JoinOutcome> {
         let fail = |e: i16| Reply::Now(JoinOutcome::error(e, &req.member_id));
         if let Err(e) = Self::validate_group_id(&req.group_id) {
             return fail(e);
@@ -288,10 +339,14 @@ impl GroupCoordinator {
         let written = self.write(&req.group_id, |shard| {
             let mut records = Vec::new();
             if let Some(cg) = shard.consumer_group(&req.group_id) {
-                // Kafka 4.x converts between the protocols; Rill does not (yet): a consumer
-                // group with members refuses classic members, an empty one is removed first.
+                // A consumer group with members takes the classic member in (see `mixed`);
+                // an empty one is removed first and the group starts over as classic.
                 if !cg.members.is_empty() {
-                    return Err(ErrorCode(code(ResponseError::InconsistentGroupProtocol)));
+                    let (reply, records) = self.classic_join(shard, &req, topics)?;
+                    return Ok(Outcome {
+                        records,
+                        response: reply,
+                    });
                 }
                 records.extend(consumer_tombstones(&req.group_id));
             }
@@ -511,9 +566,21 @@ impl GroupCoordinator {
         member_id: &str,
         instance_id: Option<&str>,
         assignments: Vec<(String, Bytes)>,
+        topics: &dyn TopicLookup,
     ) -> Reply<SyncOutcome> {
         let fail = |e: i16| Reply::Now(SyncOutcome::error(e));
         let written = self.write(group_id, |shard| {
+            if shard.consumer_group(group_id).is_some() {
+                let outcome = self.classic_sync(
+                    shard,
+                    group_id,
+                    generation_id,
+                    member_id,
+                    instance_id,
+                    topics,
+                )?;
+                return Ok(Outcome::response(Reply::Now(outcome)));
+            }
             let g = shard
                 .group_mut(group_id)
                 .ok_or(ErrorCode(code(ResponseError::UnknownMemberId)))?;
@@ -571,6 +638,11 @@ impl GroupCoordinator {
         instance_id: Option<&str>,
     ) -> i16 {
         let written = self.write_unscheduled(group_id, |shard| {
+            if shard.consumer_group(group_id).is_some() {
+                let code =
+                    self.classic_heartbeat(shard, group_id, generation_id, member_id, instance_id)?;
+                return Ok(Outcome::response(code));
+            }
             let g = shard
                 .group_mut(group_id)
                 .ok_or(ErrorCode(code(ResponseError::UnknownMemberId)))?;
@@ -598,6 +670,13 @@ impl GroupCoordinator {
         members: &[(String, Option<String>)],
     ) -> Result<Vec<i16>, i16> {
         let written = self.write(group_id, |shard| {
+            if shard.consumer_group(group_id).is_some() {
+                let (codes, records) = self.classic_leave(shard, group_id, members)?;
+                return Ok(Outcome {
+                    records,
+                    response: codes,
+                });
+            }
             let g = shard
                 .group_mut(group_id)
                 .ok_or(ErrorCode(code(ResponseError::UnknownMemberId)))?;
@@ -1098,14 +1177,14 @@ impl GroupCoordinator {
 
     /// The periodic sweep, every ~100 ms: a safety net for the deadline timers, and offset
     /// retention of empty groups (not of a group an open transaction holds offsets of).
-    pub fn tick(&self) {
+    pub fn tick(&self, topics: &dyn TopicLookup) {
         let now = timers::now();
         let wall = now_ms();
         for p in 0..self.runtime.partition_count() {
             let written = self.runtime.write(p, |shard| {
                 let mut records = Vec::new();
                 let mut expired = Vec::new();
-                self.expire_consumer_members(shard, now, &mut records);
+                self.expire_consumer_members(shard, now, topics, &mut records);
                 for g in shard.groups_mut() {
                     self.run_timers(g, now, wall, &mut records);
                     if g.state == GroupState::Empty

@@ -294,9 +294,30 @@ impl Shard for GroupShard {
                 let g = self.entry(&group);
                 if !loaded {
                     g.restore(v, super::timers::now());
+                } else if g.members.is_empty() && !v.members.is_empty() {
+                    // Only a downgrade writes a group with members the in-memory group does
+                    // not have (see `mixed`): the classic group is rebuilt from the record
+                    // and rebalances, so its members rejoin under the classic protocol.
+                    let now = super::timers::now();
+                    g.restore(v, now);
+                    g.prepare_rebalance(now, super::now_ms(), std::time::Duration::ZERO);
                 }
             }
-            StoredRecord::Group { group, value: None } => self.remove_group(&group),
+            StoredRecord::Group { group, value: None } => {
+                // A group's committed offsets outlive its classic membership (an upgrade
+                // to a consumer group tombstones the classic record and keeps them, as
+                // Kafka's offsets live apart from groups): a group with no committed offset
+                // goes, with its pending transactional ones (DeleteGroups and retention
+                // tombstone every offset first).
+                let keep = self
+                    .groups
+                    .get(&group)
+                    .is_some_and(|g| !g.offsets.is_empty());
+                match self.groups.get_mut(&group) {
+                    Some(g) if keep => g.clear_membership(super::now_ms()),
+                    _ => self.remove_group(&group),
+                }
+            }
             StoredRecord::Consumer(c) => self.replay_consumer(c),
         }
     }

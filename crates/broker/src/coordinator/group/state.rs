@@ -110,7 +110,7 @@ impl Member {
         self.last_heartbeat + self.session_timeout
     }
 
-    fn metadata_for(&self, protocol: &str) -> Bytes {
+    pub fn metadata_for(&self, protocol: &str) -> Bytes {
         self.protocols
             .iter()
             .find(|(name, _)| name == protocol)
@@ -409,6 +409,29 @@ impl Group {
                 });
             }
         }
+    }
+
+    /// Drops every member and returns to Empty (the group became a consumer group): parked
+    /// JoinGroup and SyncGroup requests answer REBALANCE_IN_PROGRESS, so those members
+    /// rejoin, now into the consumer group.
+    pub fn clear_membership(&mut self, now_ms: i64) {
+        let rejoin = ResponseError::RebalanceInProgress.code();
+        for (id, m) in std::mem::take(&mut self.members) {
+            if let Some(w) = m.join_waiter {
+                let _ = w.send(JoinOutcome::error(rejoin, &id));
+            }
+            if let Some(w) = m.sync_waiter {
+                let _ = w.send(SyncOutcome::error(rejoin));
+            }
+        }
+        self.static_members.clear();
+        self.pending_members.clear();
+        self.leader_id = None;
+        self.protocol_type = None;
+        self.protocol_name = None;
+        self.deadline = None;
+        self.initial_delay_until = None;
+        self.set_state(GroupState::Empty, now_ms);
     }
 
     /// Removes a member (left, expired, or did not rejoin). Dropping its waiters wakes their

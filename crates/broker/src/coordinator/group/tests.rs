@@ -182,7 +182,7 @@ fn offsets_of_an_empty_group_expire_after_retention() {
         }]
     };
     assert_eq!(c.commit("old", -1, "", None, entry(5), |_| true).0, vec![0]);
-    c.tick();
+    c.tick(&OneTopic);
     assert_eq!(c.fetch_offsets("old", None).len(), 1, "not expired yet");
     std::thread::sleep(Duration::from_millis(120));
     assert_eq!(
@@ -190,7 +190,7 @@ fn offsets_of_an_empty_group_expire_after_retention() {
         vec![0]
     );
     // Retention counts from when the group became empty (here: was created), as in Kafka.
-    c.tick();
+    c.tick(&OneTopic);
     assert!(c.fetch_offsets("old", None).is_empty(), "expired");
     assert_eq!(
         c.fetch_offsets("fresh", None).len(),
@@ -466,7 +466,7 @@ fn deleting_a_group_drops_its_pending_transactional_offsets() {
     let (codes, _) = c.commit_transactional("g", 7, 0, &none, vec![entry], |_| true, || Ok(()));
     assert_eq!(codes, vec![0]);
     std::thread::sleep(Duration::from_millis(5));
-    c.tick();
+    c.tick(&OneTopic);
     assert_eq!(
         c.pending_txn_partitions("g"),
         vec![TopicPartition::new("t", 0)],
@@ -495,6 +495,9 @@ impl TopicLookup for OneTopic {
     }
     fn matching(&self, _pattern: &str) -> Arc<[String]> {
         Arc::from(Vec::new())
+    }
+    fn name_of(&self, id: &uuid::Uuid) -> Option<String> {
+        (*id == uuid::Uuid::from_u128(1)).then(|| "t".to_string())
     }
 }
 
