@@ -8,6 +8,9 @@
 //! showed async workers in uninterruptible disk wait during a catch-up read, and the live
 //! consumer's p99 17× worse. With this module a cold read slows only its own fetch.
 //!
+//! The same threads run a catch-up fetch's other disk reads (offset index lookups, batch
+//! header walks: [`ColdReads::run`]), so that no disk read at all happens on an async worker.
+//!
 //! Bounds: `threads` pool threads, at most `in_flight` cold reads queued, running or being
 //! sent (each at most [`COLD_READ_CHUNK_BYTES`]), so cold reads hold at most
 //! `in_flight × 1 MiB`, and optionally `bytes_per_second` of disk reads in all.
@@ -99,11 +102,19 @@ impl Default for ColdReadConfig {
     }
 }
 
-struct Job {
-    file: Arc<File>,
-    position: u64,
-    len: usize,
-    reply: oneshot::Sender<io::Result<Vec<u8>>>,
+/// Work for a pool thread.
+enum Job {
+    /// A cold range of record bytes, read uncached under the byte budget.
+    Read {
+        file: Arc<File>,
+        position: u64,
+        len: usize,
+        reply: oneshot::Sender<io::Result<Vec<u8>>>,
+    },
+    /// Any other read that may wait for the disk (a catch-up fetch's index lookups and batch
+    /// header walks, [`ColdReads::run`]); small, so outside the byte budget. It answers
+    /// through its own channel.
+    Call(Box<dyn FnOnce() + Send>),
 }
 
 /// Token bucket over disk bytes: a read waits (on its pool thread) until its bytes fit.
@@ -169,23 +180,37 @@ impl ColdReads {
                         Ok(job) => job,
                         Err(_) => return, // the pool was dropped
                     };
-                    let wait = {
-                        let mut budget = budget.lock();
-                        if budget.bytes_per_second == 0 {
-                            Duration::ZERO
-                        } else {
-                            budget.take(job.len as u64, Instant::now())
+                    match job {
+                        Job::Read {
+                            file,
+                            position,
+                            len,
+                            reply,
+                        } => {
+                            let wait = {
+                                let mut budget = budget.lock();
+                                if budget.bytes_per_second == 0 {
+                                    Duration::ZERO
+                                } else {
+                                    budget.take(len as u64, Instant::now())
+                                }
+                            };
+                            std::thread::sleep(wait);
+                            let mut buf = vec![0u8; len];
+                            let read = page_cache::read_uncached(&file, position, &mut buf, method)
+                                .map(|n| {
+                                    buf.truncate(n);
+                                    buf
+                                });
+                            // The fetch may have gone (connection closed): nothing to do then.
+                            let _ = reply.send(read);
                         }
-                    };
-                    std::thread::sleep(wait);
-                    let mut buf = vec![0u8; job.len];
-                    let read = page_cache::read_uncached(&job.file, job.position, &mut buf, method)
-                        .map(|n| {
-                            buf.truncate(n);
-                            buf
-                        });
-                    // The fetch may have gone (connection closed): nothing to do then.
-                    let _ = job.reply.send(read);
+                        // A panic drops the call's reply channel (its caller sees an error)
+                        // and must not cost the pool a thread.
+                        Job::Call(call) => {
+                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call));
+                        }
+                    }
                 })?;
         }
         Ok(ColdReads {
@@ -211,21 +236,12 @@ impl ColdReads {
             .await
             .map_err(|_| io::Error::other("cold-read pool stopped"))?;
         let (reply, answer) = oneshot::channel();
-        let job = Job {
+        self.queue(Job::Read {
             file,
             position,
             len,
             reply,
-        };
-        {
-            let jobs = self.jobs.lock();
-            let Some(jobs) = jobs.as_ref() else {
-                return Err(io::Error::other("cold-read pool stopped"));
-            };
-            // Never blocks: a job is queued only with a permit, and the queue holds `in_flight`.
-            jobs.try_send(job)
-                .map_err(|_| io::Error::other("cold-read queue full or pool stopped"))?;
-        }
+        })?;
         let bytes = answer
             .await
             .map_err(|_| io::Error::other("cold-read thread ended"))??;
@@ -233,6 +249,43 @@ impl ColdReads {
             bytes,
             _permit: permit,
         })
+    }
+
+    /// Runs `read` on a pool thread and returns its result: for reads that may wait for the
+    /// disk but are not record bytes (a catch-up fetch's index lookups and batch header
+    /// walks), so that no async worker waits for them. Holds one of the `in_flight` places
+    /// while it runs; not counted against the byte budget (they are small).
+    ///
+    /// # Errors
+    /// `Other` when the pool has stopped or `read` panicked.
+    pub async fn run<T, F>(&self, read: F) -> io::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let _permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| io::Error::other("cold-read pool stopped"))?;
+        let (reply, answer) = oneshot::channel();
+        self.queue(Job::Call(Box::new(move || {
+            // The fetch may have gone (connection closed): nothing to do then.
+            let _ = reply.send(read());
+        })))?;
+        answer
+            .await
+            .map_err(|_| io::Error::other("cold-read call failed (pool stopped or it panicked)"))
+    }
+
+    /// Hands a job to the threads; the caller holds a permit.
+    fn queue(&self, job: Job) -> io::Result<()> {
+        let jobs = self.jobs.lock();
+        let Some(jobs) = jobs.as_ref() else {
+            return Err(io::Error::other("cold-read pool stopped"));
+        };
+        // Never blocks: a job is queued only with a permit, and the queue holds `in_flight`.
+        jobs.try_send(job)
+            .map_err(|_| io::Error::other("cold-read queue full or pool stopped"))
     }
 
     /// Stops the threads once the queued reads are done.
@@ -298,6 +351,24 @@ mod tests {
         let later = start + Duration::from_millis(500);
         let wait = b.take(250_000, later);
         assert!((wait.as_secs_f64() - 0.25).abs() < 1e-6, "{wait:?}");
+    }
+
+    #[tokio::test]
+    async fn run_calls_on_a_pool_thread_and_survives_a_panic() {
+        let pool = ColdReads::start(ColdReadConfig {
+            threads: 1,
+            ..ColdReadConfig::default()
+        })
+        .unwrap();
+        let name = pool
+            .run(|| std::thread::current().name().map(str::to_owned))
+            .await
+            .unwrap();
+        assert_eq!(name.as_deref(), Some("rill-cold-read"));
+        let panicked = pool.run(|| -> u32 { panic!("a read panicked") }).await;
+        assert!(panicked.is_err(), "a panicking call answers with an error");
+        // The single thread is still there.
+        assert_eq!(pool.run(|| 7).await.unwrap(), 7);
     }
 
     #[tokio::test]
