@@ -526,3 +526,36 @@ fn delete_frees_files_and_a_stale_handle_cannot_touch_the_new_partition() {
         "only the new partition's record"
     );
 }
+
+/// The sync activity handle says "syncing" exactly while a pass is held in its sync, so the
+/// broker's cold reads can give way to it (`cold_read.rs`).
+#[test]
+fn sync_activity_is_seen_while_a_pass_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(FaultIo::default());
+    let m = open_with(dir.path(), &io, 0);
+    let log = m.create_log(&tp(0), small_config()).unwrap();
+    let activity = m.sync_activity();
+    append_next(&log).unwrap();
+    log.wait_durable(log.log_end_offset()).unwrap();
+    assert!(
+        !activity.syncing(),
+        "no pass runs once the append is durable"
+    );
+    io.hold(true);
+    append_next(&log).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // Bounded: the flusher takes the queued log at once and parks in the held sync.
+    while !activity.syncing() {
+        assert!(std::time::Instant::now() < deadline, "no pass started");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    io.hold(false);
+    log.wait_durable(log.log_end_offset()).unwrap();
+    while activity.syncing() {
+        assert!(std::time::Instant::now() < deadline, "the pass never ended");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    drop(log);
+    m.close().unwrap();
+}
