@@ -30,7 +30,15 @@ public class PartitionsPerf {
     static void create(String bootstrap, String prefix, int topics, int partitions) throws Exception {
         try (Admin admin = Admin.create(Map.of("bootstrap.servers", bootstrap))) {
             List<NewTopic> all = new ArrayList<>();
-            for (int t = 0; t < topics; t++) all.add(new NewTopic(prefix + "-" + t, partitions, (short) 1));
+            // -Dtopic.configs=k=v,k=v: topic configs of the created topics (rill's visibility, say).
+            Map<String, String> configs = new HashMap<>();
+            for (String kv : System.getProperty("topic.configs", "").split(",")) {
+                int eq = kv.indexOf('=');
+                if (eq > 0) configs.put(kv.substring(0, eq), kv.substring(eq + 1));
+            }
+            for (int t = 0; t < topics; t++) {
+                all.add(new NewTopic(prefix + "-" + t, partitions, (short) 1).configs(configs));
+            }
             // In groups of 10 topics: one huge CreateTopics can outlast the request timeout.
             for (int i = 0; i < all.size(); i += 10) {
                 admin.createTopics(all.subList(i, Math.min(all.size(), i + 10))).all().get(300, TimeUnit.SECONDS);

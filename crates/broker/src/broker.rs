@@ -254,8 +254,11 @@ impl Broker {
         state.dynamic = Arc::new(dynamic);
         state.shares = Arc::new(shares);
         state.cold_reads = Some(Arc::new(
-            crate::cold_read::ColdReads::start(state.config.cold_reads)
-                .map_err(BrokerError::ColdReadPool)?,
+            crate::cold_read::ColdReads::start(
+                state.config.cold_reads,
+                Some(state.logs.sync_activity()),
+            )
+            .map_err(BrokerError::ColdReadPool)?,
         ));
         Ok(Broker {
             listener,

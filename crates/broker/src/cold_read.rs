@@ -8,6 +8,9 @@
 //! showed async workers in uninterruptible disk wait during a catch-up read, and the live
 //! consumer's p99 17× worse. With this module a cold read slows only its own fetch.
 //!
+//! The same threads run a catch-up fetch's other disk reads (offset index lookups, batch
+//! header walks: [`ColdReads::run`]), so that no disk read at all happens on an async worker.
+//!
 //! Bounds: `threads` pool threads, at most `in_flight` cold reads queued, running or being
 //! sent (each at most [`COLD_READ_CHUNK_BYTES`]), so cold reads hold at most
 //! `in_flight × 1 MiB`, and optionally `bytes_per_second` of disk reads in all.
@@ -19,12 +22,39 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use rill_storage::flusher::SyncActivity;
 use rill_storage::page_cache::{self, Residency, UncachedRead};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 /// Largest cold read handed to the pool at once: large enough for the disk's sequential
 /// rate, small enough that a fetch's buffer stays small.
 pub const COLD_READ_CHUNK_BYTES: usize = 1 << 20;
+
+/// Longest a cold read waits for running syncs to end before it reads anyway: a sync stuck on
+/// a slow disk must not stop catch-up reads. At 1 MiB per read, two threads waiting this long
+/// for every read still read 100 MB/s.
+pub const GIVE_WAY_MAX: Duration = Duration::from_millis(20);
+
+/// How often a read that gives way looks again.
+const GIVE_WAY_POLL: Duration = Duration::from_micros(500);
+
+/// Waits while `syncing()` says a sync runs, at most `max`; returns the time waited. Why: a
+/// 1 MiB read queued at the device ahead of a sync's writes delays that sync, and under
+/// durable visibility the live consumers and acks=all producers wait for every sync
+/// (`scripts/bench-isolation` measured the live p99 3× worse during a catch-up, and 0.98×
+/// with visibility `written`, which has no sync on the live path).
+fn give_way(syncing: &dyn Fn() -> bool, max: Duration) -> Duration {
+    let started = Instant::now();
+    // Bounded by `max`.
+    while syncing() {
+        let waited = started.elapsed();
+        if waited >= max {
+            return waited;
+        }
+        std::thread::sleep(GIVE_WAY_POLL.min(max - waited));
+    }
+    started.elapsed()
+}
 
 /// Which path fetch ranges take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -99,11 +129,19 @@ impl Default for ColdReadConfig {
     }
 }
 
-struct Job {
-    file: Arc<File>,
-    position: u64,
-    len: usize,
-    reply: oneshot::Sender<io::Result<Vec<u8>>>,
+/// Work for a pool thread.
+enum Job {
+    /// A cold range of record bytes, read uncached under the byte budget.
+    Read {
+        file: Arc<File>,
+        position: u64,
+        len: usize,
+        reply: oneshot::Sender<io::Result<Vec<u8>>>,
+    },
+    /// Any other read that may wait for the disk (a catch-up fetch's index lookups and batch
+    /// header walks, [`ColdReads::run`]); small, so outside the byte budget. It answers
+    /// through its own channel.
+    Call(Box<dyn FnOnce() + Send>),
 }
 
 /// Token bucket over disk bytes: a read waits (on its pool thread) until its bytes fit.
@@ -144,11 +182,12 @@ pub struct ColdChunk {
 }
 
 impl ColdReads {
-    /// Starts `config.threads` threads named `rill-cold-read`.
+    /// Starts `config.threads` threads named `rill-cold-read`. Each cold read first gives way
+    /// (at most [`GIVE_WAY_MAX`]) while `syncs` says the group commit is syncing.
     ///
     /// # Errors
     /// Thread creation.
-    pub fn start(config: ColdReadConfig) -> io::Result<ColdReads> {
+    pub fn start(config: ColdReadConfig, syncs: Option<SyncActivity>) -> io::Result<ColdReads> {
         let in_flight = config.in_flight.max(1);
         let (tx, rx) = mpsc::sync_channel::<Job>(in_flight);
         let rx = Arc::new(Mutex::new(rx));
@@ -161,6 +200,7 @@ impl ColdReads {
             let rx = Arc::clone(&rx);
             let budget = Arc::clone(&budget);
             let method = config.method;
+            let syncs = syncs.clone();
             std::thread::Builder::new()
                 .name("rill-cold-read".into())
                 .spawn(move || loop {
@@ -169,23 +209,40 @@ impl ColdReads {
                         Ok(job) => job,
                         Err(_) => return, // the pool was dropped
                     };
-                    let wait = {
-                        let mut budget = budget.lock();
-                        if budget.bytes_per_second == 0 {
-                            Duration::ZERO
-                        } else {
-                            budget.take(job.len as u64, Instant::now())
+                    match job {
+                        Job::Read {
+                            file,
+                            position,
+                            len,
+                            reply,
+                        } => {
+                            let wait = {
+                                let mut budget = budget.lock();
+                                if budget.bytes_per_second == 0 {
+                                    Duration::ZERO
+                                } else {
+                                    budget.take(len as u64, Instant::now())
+                                }
+                            };
+                            std::thread::sleep(wait);
+                            if let Some(syncs) = &syncs {
+                                give_way(&|| syncs.syncing(), GIVE_WAY_MAX);
+                            }
+                            let mut buf = vec![0u8; len];
+                            let read = page_cache::read_uncached(&file, position, &mut buf, method)
+                                .map(|n| {
+                                    buf.truncate(n);
+                                    buf
+                                });
+                            // The fetch may have gone (connection closed): nothing to do then.
+                            let _ = reply.send(read);
                         }
-                    };
-                    std::thread::sleep(wait);
-                    let mut buf = vec![0u8; job.len];
-                    let read = page_cache::read_uncached(&job.file, job.position, &mut buf, method)
-                        .map(|n| {
-                            buf.truncate(n);
-                            buf
-                        });
-                    // The fetch may have gone (connection closed): nothing to do then.
-                    let _ = job.reply.send(read);
+                        // A panic drops the call's reply channel (its caller sees an error)
+                        // and must not cost the pool a thread.
+                        Job::Call(call) => {
+                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(call));
+                        }
+                    }
                 })?;
         }
         Ok(ColdReads {
@@ -211,21 +268,12 @@ impl ColdReads {
             .await
             .map_err(|_| io::Error::other("cold-read pool stopped"))?;
         let (reply, answer) = oneshot::channel();
-        let job = Job {
+        self.queue(Job::Read {
             file,
             position,
             len,
             reply,
-        };
-        {
-            let jobs = self.jobs.lock();
-            let Some(jobs) = jobs.as_ref() else {
-                return Err(io::Error::other("cold-read pool stopped"));
-            };
-            // Never blocks: a job is queued only with a permit, and the queue holds `in_flight`.
-            jobs.try_send(job)
-                .map_err(|_| io::Error::other("cold-read queue full or pool stopped"))?;
-        }
+        })?;
         let bytes = answer
             .await
             .map_err(|_| io::Error::other("cold-read thread ended"))??;
@@ -233,6 +281,43 @@ impl ColdReads {
             bytes,
             _permit: permit,
         })
+    }
+
+    /// Runs `read` on a pool thread and returns its result: for reads that may wait for the
+    /// disk but are not record bytes (a catch-up fetch's index lookups and batch header
+    /// walks), so that no async worker waits for them. Holds one of the `in_flight` places
+    /// while it runs; not counted against the byte budget (they are small).
+    ///
+    /// # Errors
+    /// `Other` when the pool has stopped or `read` panicked.
+    pub async fn run<T, F>(&self, read: F) -> io::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let _permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| io::Error::other("cold-read pool stopped"))?;
+        let (reply, answer) = oneshot::channel();
+        self.queue(Job::Call(Box::new(move || {
+            // The fetch may have gone (connection closed): nothing to do then.
+            let _ = reply.send(read());
+        })))?;
+        answer
+            .await
+            .map_err(|_| io::Error::other("cold-read call failed (pool stopped or it panicked)"))
+    }
+
+    /// Hands a job to the threads; the caller holds a permit.
+    fn queue(&self, job: Job) -> io::Result<()> {
+        let jobs = self.jobs.lock();
+        let Some(jobs) = jobs.as_ref() else {
+            return Err(io::Error::other("cold-read pool stopped"));
+        };
+        // Never blocks: a job is queued only with a permit, and the queue holds `in_flight`.
+        jobs.try_send(job)
+            .map_err(|_| io::Error::other("cold-read queue full or pool stopped"))
     }
 
     /// Stops the threads once the queued reads are done.
@@ -300,6 +385,51 @@ mod tests {
         assert!((wait.as_secs_f64() - 0.25).abs() < 1e-6, "{wait:?}");
     }
 
+    #[test]
+    fn give_way_waits_while_syncing_and_no_longer() {
+        use std::cell::Cell;
+        let asked = Cell::new(0);
+        let syncing = || {
+            asked.set(asked.get() + 1);
+            asked.get() <= 3
+        };
+        give_way(&syncing, Duration::from_secs(60));
+        assert_eq!(
+            asked.get(),
+            4,
+            "returns at the first look that finds no sync"
+        );
+        asked.set(10);
+        give_way(&syncing, Duration::from_secs(60));
+        assert_eq!(asked.get(), 11, "no sync: one look, no wait");
+        let stuck = give_way(&|| true, Duration::from_millis(5));
+        assert!(
+            stuck >= Duration::from_millis(5),
+            "a stuck sync is waited for {stuck:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn run_calls_on_a_pool_thread_and_survives_a_panic() {
+        let pool = ColdReads::start(
+            ColdReadConfig {
+                threads: 1,
+                ..ColdReadConfig::default()
+            },
+            None,
+        )
+        .unwrap();
+        let name = pool
+            .run(|| std::thread::current().name().map(str::to_owned))
+            .await
+            .unwrap();
+        assert_eq!(name.as_deref(), Some("rill-cold-read"));
+        let panicked = pool.run(|| -> u32 { panic!("a read panicked") }).await;
+        assert!(panicked.is_err(), "a panicking call answers with an error");
+        // The single thread is still there.
+        assert_eq!(pool.run(|| 7).await.unwrap(), 7);
+    }
+
     #[tokio::test]
     async fn pool_reads_bytes_and_bounds_in_flight() {
         use std::io::Write;
@@ -308,10 +438,13 @@ mod tests {
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
         File::create(&path).unwrap().write_all(&data).unwrap();
         let file = Arc::new(File::open(&path).unwrap());
-        let pool = ColdReads::start(ColdReadConfig {
-            in_flight: 2,
-            ..ColdReadConfig::default()
-        })
+        let pool = ColdReads::start(
+            ColdReadConfig {
+                in_flight: 2,
+                ..ColdReadConfig::default()
+            },
+            None,
+        )
         .unwrap();
         let a = pool.read(Arc::clone(&file), 5, 1 << 20).await.unwrap();
         let b = pool

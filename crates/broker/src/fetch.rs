@@ -135,6 +135,7 @@ pub fn start(
         Context::Sessionless | Context::Full => plan(state, version, &request),
         Context::Incremental { partitions, .. } => plan_session(state, partitions),
     };
+    let plan = Arc::new(plan);
     let poll = LongPoll::new(state, &request, &plan, encoder.read_committed);
     if let Some(data) = poll.first_read(state, &plan) {
         return Fetched::Ready(finish(
@@ -146,6 +147,8 @@ pub fn start(
             data,
         ));
     }
+    // Less than `min_bytes`, or a read that may wait for the disk: the rest runs as a
+    // future (its reads of old segments on the cold-read pool).
     let state = Arc::clone(state);
     Fetched::Parked(Box::pin(async move {
         let data = poll.wait(&state, &plan).await;
@@ -230,20 +233,33 @@ impl LongPoll {
         }
     }
 
-    /// The first read: its data when the fetch need not wait (enough bytes, an error, nothing
-    /// to wait on, or no wait asked for).
+    /// The first read, on the calling (async worker) thread: its data when the fetch need not
+    /// wait (enough bytes, an error, nothing to wait on, or no wait asked for). `None` also
+    /// when a partition must be read below its active segment, which may wait for the disk:
+    /// [`LongPoll::wait`] reads on the cold-read pool then.
     fn first_read(&self, state: &Arc<BrokerState>, plan: &[TopicFetch]) -> Option<Vec<TopicData>> {
-        let (data, total_bytes, any_error) = read_all(state, plan, self.max_bytes, self.isolation);
-        let done = total_bytes >= self.min_bytes
-            || any_error
-            || self.notifies.is_empty()
-            || self.max_wait_ms == 0;
-        done.then_some(data)
+        let (data, total_bytes, any_error) = read_all(
+            state,
+            plan,
+            self.max_bytes,
+            self.isolation,
+            ReadSite::Worker,
+        )?;
+        self.done(total_bytes, any_error).then_some(data)
     }
 
-    /// Reads again whenever a partition is appended to, until `min_bytes` are there, an
-    /// error, or the deadline.
-    async fn wait(&self, state: &Arc<BrokerState>, plan: &[TopicFetch]) -> Vec<TopicData> {
+    /// Whether a read with these results answers the fetch.
+    fn done(&self, total_bytes: u64, any_error: bool) -> bool {
+        total_bytes >= self.min_bytes
+            || any_error
+            || self.notifies.is_empty()
+            || self.max_wait_ms == 0
+            || Instant::now() >= self.deadline
+    }
+
+    /// Reads (again) until `min_bytes` are there, an error, or the deadline, waiting for an
+    /// append to a partition between reads.
+    async fn wait(&self, state: &Arc<BrokerState>, plan: &Arc<Vec<TopicFetch>>) -> Vec<TopicData> {
         loop {
             // Enabled before the read, so an append between the read and the wait is not lost.
             let mut waiters: Vec<_> = self
@@ -255,8 +271,8 @@ impl LongPoll {
                 waiter.as_mut().enable();
             }
             let (data, total_bytes, any_error) =
-                read_all(state, plan, self.max_bytes, self.isolation);
-            if total_bytes >= self.min_bytes || any_error || Instant::now() >= self.deadline {
+                read_off_worker(state, plan, self.max_bytes, self.isolation).await;
+            if self.done(total_bytes, any_error) {
                 return data;
             }
             drop(data);
@@ -495,52 +511,124 @@ fn append_notifies(state: &BrokerState, plan: &[TopicFetch]) -> Vec<Arc<Notify>>
         .collect()
 }
 
+/// Where a fetch read runs. Reads of the active segment (live consumers: its index and the
+/// tail's pages are in memory) run on the async worker; a read below it walks old indexes and
+/// batch headers that may be on disk only (a catch-up consumer), and an async worker must not
+/// wait for the disk (issue 13): every connection it serves would wait too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadSite {
+    /// An async worker: a read of an old segment is not done here ([`read_all`] says so).
+    Worker,
+    /// A thread that may block (the cold-read pool, or the worker itself when the broker has
+    /// no pool or its read path policy is `hot`, as before issue 13).
+    Blocking,
+}
+
+/// The cold-read pool, when old-segment reads go there (policy `auto` or `cold`).
+fn old_read_pool(state: &BrokerState) -> Option<&Arc<crate::cold_read::ColdReads>> {
+    state
+        .cold_reads
+        .as_ref()
+        .filter(|pool| pool.policy() != crate::cold_read::ReadPathPolicy::Hot)
+}
+
+/// [`read_all`], on the async worker when no partition is read below its active segment,
+/// else on the cold-read pool (the worker serves its other connections meanwhile).
+async fn read_off_worker(
+    state: &Arc<BrokerState>,
+    plan: &Arc<Vec<TopicFetch>>,
+    max_bytes: u64,
+    isolation: Isolation,
+) -> (Vec<TopicData>, u64, bool) {
+    if let Some(read) = read_all(state, plan, max_bytes, isolation, ReadSite::Worker) {
+        return read;
+    }
+    if let Some(pool) = old_read_pool(state) {
+        let (pool_state, pool_plan) = (Arc::clone(state), Arc::clone(plan));
+        let read = pool
+            .run(move || {
+                read_all(
+                    &pool_state,
+                    &pool_plan,
+                    max_bytes,
+                    isolation,
+                    ReadSite::Blocking,
+                )
+            })
+            .await;
+        match read {
+            Ok(Some(read)) => return read,
+            // Unreachable: a blocking site always reads.
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "fetch read on the cold-read pool failed"),
+        }
+    }
+    // No pool (stopped at shutdown): read here, moving the worker's other tasks away.
+    let read = || read_all(state, plan, max_bytes, isolation, ReadSite::Blocking);
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    let read = if multi_thread {
+        tokio::task::block_in_place(read)
+    } else {
+        read()
+    };
+    read.expect("a blocking site always reads")
+}
+
 /// Reads every partition once. Returns the data, the record bytes in it, and whether any
-/// partition failed (which answers the fetch at once, as Kafka does).
+/// partition failed (which answers the fetch at once, as Kafka does); `None` when `site` is
+/// the worker and a partition must be read below its active segment (see [`ReadSite`]).
 fn read_all(
     state: &BrokerState,
     plan: &[TopicFetch],
     max_bytes: u64,
     isolation: Isolation,
-) -> (Vec<TopicData>, u64, bool) {
+    site: ReadSite,
+) -> Option<(Vec<TopicData>, u64, bool)> {
+    let site = match site {
+        ReadSite::Worker if old_read_pool(state).is_none() => ReadSite::Blocking,
+        site => site,
+    };
     let mut remaining_bytes = max_bytes;
     let mut total_bytes = 0u64;
     let mut any_error = false;
-    let topics = plan
-        .iter()
-        .map(|topic| {
-            let partitions = topic
-                .partitions
-                .iter()
-                .map(|p| {
-                    let data = match topic.unknown_code {
-                        Some(code) => error_data(p.partition, code),
-                        None => {
-                            let limit = u64::from(p.partition_max_bytes).min(remaining_bytes);
-                            read_partition(
-                                state,
-                                &topic.name,
-                                p,
-                                limit,
-                                total_bytes == 0,
-                                isolation,
-                            )
-                        }
+    let mut topics = Vec::with_capacity(plan.len());
+    for topic in plan {
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for p in &topic.partitions {
+            let data = match topic.unknown_code {
+                Some(code) => error_data(p.partition, code),
+                None => {
+                    let limit = u64::from(p.partition_max_bytes).min(remaining_bytes);
+                    let read = PartitionRead {
+                        limit_bytes: limit,
+                        min_one_batch: total_bytes == 0,
+                        isolation,
+                        site,
                     };
-                    any_error |= data.error_code != NONE;
-                    total_bytes += data.records_bytes;
-                    remaining_bytes = remaining_bytes.saturating_sub(data.records_bytes);
-                    data
-                })
-                .collect();
-            TopicData {
-                name: topic.name.clone(),
-                id: topic.id,
-                partitions,
-            }
-        })
-        .collect();
-    (topics, total_bytes, any_error)
+                    read_partition(state, &topic.name, p, read)?
+                }
+            };
+            any_error |= data.error_code != NONE;
+            total_bytes += data.records_bytes;
+            remaining_bytes = remaining_bytes.saturating_sub(data.records_bytes);
+            partitions.push(data);
+        }
+        topics.push(TopicData {
+            name: topic.name.clone(),
+            id: topic.id,
+            partitions,
+        });
+    }
+    Some((topics, total_bytes, any_error))
+}
+
+/// How one partition is read.
+struct PartitionRead {
+    limit_bytes: u64,
+    min_one_batch: bool,
+    isolation: Isolation,
+    site: ReadSite,
 }
 
 fn error_data(partition: i32, error_code: i16) -> PartitionData {
@@ -556,21 +644,22 @@ fn error_data(partition: i32, error_code: i16) -> PartitionData {
     }
 }
 
+/// One partition's answer; `None` when `read.site` is the worker and the read is below the
+/// active segment. The record bytes themselves take the response writer's cold path when not
+/// resident.
 fn read_partition(
     state: &BrokerState,
     topic: &str,
     p: &PartitionFetch,
-    limit_bytes: u64,
-    min_one_batch: bool,
-    isolation: Isolation,
-) -> PartitionData {
+    read: PartitionRead,
+) -> Option<PartitionData> {
     let tp = TopicPartition {
         topic: topic.to_string(),
         partition: p.partition,
     };
     let log = match state.log(&tp) {
         Ok(log) => log,
-        Err(code) => return error_data(p.partition, code),
+        Err(code) => return Some(error_data(p.partition, code)),
     };
     let mut data = error_data(p.partition, NONE);
     data.high_watermark = log.high_watermark();
@@ -578,23 +667,18 @@ fn read_partition(
     data.log_start_offset = log.log_start_offset();
     if let Err(code) = check_current_epoch(p.current_leader_epoch, &log) {
         data.error_code = code;
-        return data;
+        return Some(data);
     }
-    let limit_bytes = u32::try_from(limit_bytes).unwrap_or(u32::MAX);
-    let read = || log.read_with(p.fetch_offset, limit_bytes, min_one_batch, isolation);
-    // A read below the active segment walks old indexes and batch headers that may be on
-    // disk only (a catch-up consumer): on the multi-threaded runtime it runs in
-    // `block_in_place`, so while it waits for the disk this worker's other connections move
-    // to another thread. Reads of the active segment (live consumers) run inline. The record
-    // bytes themselves take the response writer's cold path when not resident.
-    let old = p.fetch_offset < log.active_base_offset();
-    let multi_thread = tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    let read = if old && multi_thread {
-        tokio::task::block_in_place(read)
-    } else {
-        read()
-    };
+    if read.site == ReadSite::Worker && p.fetch_offset < log.active_base_offset() {
+        return None;
+    }
+    let limit_bytes = u32::try_from(read.limit_bytes).unwrap_or(u32::MAX);
+    let read = log.read_with(
+        p.fetch_offset,
+        limit_bytes,
+        read.min_one_batch,
+        read.isolation,
+    );
     match read {
         Ok(read) => {
             data.high_watermark = read.high_watermark;
@@ -611,7 +695,7 @@ fn read_partition(
             data.error_code = storage_error_code(&e);
         }
     }
-    data
+    Some(data)
 }
 
 /// Encodes a fetch response body for one version.

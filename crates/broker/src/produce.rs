@@ -90,6 +90,10 @@ pub async fn start(state: &Arc<BrokerState>, version: i16, request: ProduceReque
     let acks_valid = (-1..=1).contains(&acks);
     let mut responses = Vec::with_capacity(request.topic_data.len());
     let mut pending = Vec::new();
+    // Appends wait until every partition is checked, then run as one I/O-pool job (request
+    // order kept): a job per partition cost a thread handoff each, which dominated requests
+    // spread over thousands of partitions (`scripts/bench-partitions`).
+    let mut to_append = Vec::new();
     // As Kafka: transactional batches in a request without a transactional id fail every
     // partition with TRANSACTIONAL_ID_AUTHORIZATION_FAILED (the id cannot be authorized).
     let has_txn_id = request
@@ -141,30 +145,13 @@ pub async fn start(state: &Arc<BrokerState>, version: i16, request: ProduceReque
                 }
                 _ => Ok(()),
             };
-            let outcome = match (&resolved, verified) {
-                (Ok(_), Ok(())) => append(state, &tp, data.records, acks).await,
-                (Err(code), _) => Err((*code, None)),
-                (Ok(_), Err(code)) => Err((code, None)),
+            match (&resolved, verified) {
+                (Ok(_), Ok(())) => {
+                    to_append.push(((topic_index, partition_index), tp, data.records));
+                }
+                (Err(code), _) => answer(&mut result, Err((*code, None)), &mut pending),
+                (Ok(_), Err(code)) => answer(&mut result, Err((code, None)), &mut pending),
             };
-            match outcome {
-                Ok(appended) => {
-                    result.error_code = NONE;
-                    result.base_offset = appended.base_offset;
-                    result.log_start_offset = appended.log_start_offset;
-                    result.log_append_time_ms = appended.log_append_time_ms;
-                    if let Some(wait) = appended.sync {
-                        pending.push(PendingSync {
-                            topic_index,
-                            partition_index,
-                            wait,
-                        });
-                    }
-                }
-                Err((code, message)) => {
-                    result.error_code = code;
-                    result.error_message = message.map(StrBytes::from_string);
-                }
-            }
             partitions.push(result);
         }
         responses.push(
@@ -172,6 +159,22 @@ pub async fn start(state: &Arc<BrokerState>, version: i16, request: ProduceReque
                 .with_name(topic.name)
                 .with_partition_responses(partitions),
         );
+    }
+    let (places, appends): (Vec<_>, Vec<_>) = to_append
+        .into_iter()
+        .map(|(at, tp, r)| (at, (tp, r)))
+        .unzip();
+    let outcomes = append_all(state, appends, acks).await;
+    debug_assert_eq!(places.len(), outcomes.len());
+    for ((topic_index, partition_index), outcome) in places.into_iter().zip(outcomes) {
+        let result = &mut responses[topic_index].partition_responses[partition_index];
+        let mut waits = Vec::new();
+        answer(result, outcome, &mut waits);
+        pending.extend(waits.into_iter().map(|wait| PendingSync {
+            topic_index,
+            partition_index,
+            wait,
+        }));
     }
     Appending {
         state: Arc::clone(state),
@@ -181,28 +184,140 @@ pub async fn start(state: &Arc<BrokerState>, version: i16, request: ProduceReque
     }
 }
 
+/// Writes one partition's outcome into its response; a durability wait goes to `waits`.
+fn answer<W>(
+    result: &mut PartitionProduceResponse,
+    outcome: Result<AppendedWith<W>, (i16, Option<String>)>,
+    waits: &mut Vec<W>,
+) {
+    match outcome {
+        Ok(appended) => {
+            result.error_code = NONE;
+            result.base_offset = appended.base_offset;
+            result.log_start_offset = appended.log_start_offset;
+            result.log_append_time_ms = appended.log_append_time_ms;
+            waits.extend(appended.sync);
+        }
+        Err((code, message)) => {
+            result.error_code = code;
+            result.error_message = message.map(StrBytes::from_string);
+        }
+    }
+}
+
 /// What a successful append answers, and the durability wait (acks=-1 only) to await.
-struct Appended {
+struct AppendedWith<W> {
     base_offset: i64,
     log_start_offset: i64,
     /// The append time stamped on the batches of a LogAppendTime topic, -1 for CreateTime
     /// (Kafka's `log_append_time_ms`; clients take it as the records' timestamp).
     log_append_time_ms: i64,
-    sync: Option<oneshot::Receiver<Result<(), rill_storage::StorageError>>>,
+    sync: Option<W>,
 }
 
+type DurableWait = oneshot::Receiver<Result<(), rill_storage::StorageError>>;
+type Appended = AppendedWith<DurableWait>;
 type AppendOutcome = Result<Appended, (i16, Option<String>)>;
 
-/// Appends one partition's batches and wakes its long-polling fetchers.
-///
-/// Validation (which decompresses) and the write run on the I/O pool, never on a runtime
-/// worker.
-async fn append(
+/// One partition's append, checked and ready for the I/O pool.
+struct PoolAppend {
+    tp: TopicPartition,
+    log: Arc<rill_storage::Log>,
+    records: Bytes,
+    config: Arc<rill_storage::LogConfig>,
+}
+
+/// How one partition of a request is appended.
+enum Plan {
+    /// Answered without an append (an error).
+    Answered(AppendOutcome),
+    /// A delay-enabled partition: its own path (`append_delayed`).
+    Delayed(Bytes, i64),
+    Pool(PoolAppend),
+}
+
+/// Appends every partition's batches (in request order) and wakes long-polling fetchers;
+/// one outcome per item, in order. Validation (which decompresses) and the writes run on the
+/// I/O pool, never on a runtime worker, all of a request's in one job.
+async fn append_all(
+    state: &Arc<BrokerState>,
+    items: Vec<(TopicPartition, Option<Bytes>)>,
+    acks: i16,
+) -> Vec<AppendOutcome> {
+    let mut outcomes: Vec<Option<AppendOutcome>> = Vec::with_capacity(items.len());
+    let mut jobs: Vec<(usize, PoolAppend)> = Vec::new();
+    for (index, (tp, records)) in items.into_iter().enumerate() {
+        let outcome = match plan_append(state, &tp, records, acks) {
+            Plan::Answered(outcome) => Some(outcome),
+            Plan::Delayed(records, delay_ms) => {
+                Some(append_delayed(state, &tp, records, acks, delay_ms).await)
+            }
+            Plan::Pool(job) => {
+                jobs.push((index, job));
+                None
+            }
+        };
+        outcomes.push(outcome);
+    }
+    if !jobs.is_empty() {
+        let max_decompressed_bytes = state.config.decompressed_batch_max_bytes;
+        let (indexes, jobs): (Vec<usize>, Vec<PoolAppend>) = jobs.into_iter().unzip();
+        let ran = state
+            .io_pool
+            .run(move || {
+                jobs.into_iter()
+                    .map(|job| {
+                        // Each partition succeeds or fails alone, a panic included.
+                        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            validate_and_append(&job, max_decompressed_bytes)
+                        }));
+                        (job, result)
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .await;
+        match ran {
+            Ok(results) => {
+                for (index, (job, result)) in indexes.into_iter().zip(results) {
+                    let result = result.map_err(|_| "append panicked".to_string());
+                    outcomes[index] = Some(appended(state, &job, acks, result));
+                }
+            }
+            Err(e) => {
+                state.metrics.io_job_failed("append", &e);
+                for index in indexes {
+                    let message = Some(e.to_string());
+                    outcomes[index] =
+                        Some(Err((ResponseError::UnknownServerError.code(), message)));
+                }
+            }
+        }
+    }
+    outcomes
+        .into_iter()
+        .map(|o| o.expect("every partition is answered above"))
+        .collect()
+}
+
+/// The checks before a partition's append that need no disk.
+fn plan_append(
     state: &Arc<BrokerState>,
     tp: &TopicPartition,
     records: Option<Bytes>,
     acks: i16,
-) -> AppendOutcome {
+) -> Plan {
+    match plan_append_inner(state, tp, records, acks) {
+        Ok(plan) => plan,
+        Err(e) => Plan::Answered(Err(e)),
+    }
+}
+
+fn plan_append_inner(
+    state: &Arc<BrokerState>,
+    tp: &TopicPartition,
+    records: Option<Bytes>,
+    acks: i16,
+) -> Result<Plan, (i16, Option<String>)> {
     let log = state.log(tp).map_err(|code| (code, None))?;
     let records = match records {
         Some(records) if !records.is_empty() => records,
@@ -213,10 +328,8 @@ async fn append(
     };
     let config = log.shared_config();
     if config.delivery_delayed_enable {
-        return append_delayed(state, tp, records, acks, config.delivery_delay_ms).await;
+        return Ok(Plan::Delayed(records, config.delivery_delay_ms));
     }
-    let max_decompressed_bytes = state.config.decompressed_batch_max_bytes;
-    let (appending, batches) = (Arc::clone(&log), records.clone());
     if acks == -1 && config.min_insync_replicas > SINGLE_NODE_ISR {
         // Kafka's answer when the ISR is smaller than min.insync.replicas; a single node is
         // an ISR of one.
@@ -226,41 +339,56 @@ async fn append(
         );
         return Err((ResponseError::NotEnoughReplicas.code(), Some(message)));
     }
-    let partition = tp.clone();
-    let appended = state
-        .io_pool
-        .run(move || {
-            let recompressed = recompress(&batches, &config, max_decompressed_bytes)?;
-            let batches = recompressed.as_deref().unwrap_or(&batches);
-            let now_ms = crate::broker::now_ms();
-            let checks = batch::ProduceChecks {
-                max_decompressed_bytes,
-                // Kafka refuses keyless records in a compacted topic (INVALID_RECORD).
-                keys_required_in: config.compacts().then_some(&partition),
-                timestamp_bounds_ms: (config.timestamp_type == TimestampType::CreateTime).then(
-                    || {
-                        (
-                            now_ms.saturating_sub(config.timestamp_before_max_ms),
-                            now_ms.saturating_add(config.timestamp_after_max_ms),
-                        )
-                    },
-                ),
-            };
-            appending.append_checked(batches, |b| batch::validate_produced(b, &checks))
-        })
-        .await;
-    let info = match appended {
+    Ok(Plan::Pool(PoolAppend {
+        tp: tp.clone(),
+        log,
+        records,
+        config,
+    }))
+}
+
+/// Validates (recompressing when the topic asks) and appends one partition's batches; runs
+/// on the I/O pool.
+fn validate_and_append(
+    job: &PoolAppend,
+    max_decompressed_bytes: u64,
+) -> Result<rill_storage::AppendInfo, rill_storage::StorageError> {
+    let config = &job.config;
+    let recompressed = recompress(&job.records, config, max_decompressed_bytes)?;
+    let batches = recompressed.as_deref().unwrap_or(&job.records);
+    let now_ms = crate::broker::now_ms();
+    let checks = batch::ProduceChecks {
+        max_decompressed_bytes,
+        // Kafka refuses keyless records in a compacted topic (INVALID_RECORD).
+        keys_required_in: config.compacts().then_some(&job.tp),
+        timestamp_bounds_ms: (config.timestamp_type == TimestampType::CreateTime).then(|| {
+            (
+                now_ms.saturating_sub(config.timestamp_before_max_ms),
+                now_ms.saturating_add(config.timestamp_after_max_ms),
+            )
+        }),
+    };
+    job.log
+        .append_checked(batches, |b| batch::validate_produced(b, &checks))
+}
+
+/// The answer of an append that ran: metrics, long-poll wake-up, the durability wait.
+fn appended(
+    state: &Arc<BrokerState>,
+    job: &PoolAppend,
+    acks: i16,
+    result: Result<Result<rill_storage::AppendInfo, rill_storage::StorageError>, String>,
+) -> AppendOutcome {
+    let (tp, log, records) = (&job.tp, &job.log, &job.records);
+    let info = match result {
         Ok(Ok(info)) => info,
         Ok(Err(e)) => {
             tracing::warn!(%tp, error = %e, "produce refused");
             return Err((storage_error_code(&e), Some(e.to_string())));
         }
-        Err(e) => {
-            state.metrics.io_job_failed("append", &e);
-            return Err((
-                ResponseError::UnknownServerError.code(),
-                Some(e.to_string()),
-            ));
+        Err(panic) => {
+            tracing::error!(%tp, "{panic}");
+            return Err((ResponseError::UnknownServerError.code(), Some(panic)));
         }
     };
     debug_assert!(info.last_offset >= info.base_offset);

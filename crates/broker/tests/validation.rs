@@ -189,6 +189,63 @@ async fn a_gzip_batch_lying_about_its_record_count_is_refused_and_burns_no_offse
     .await;
 }
 
+/// A request's partitions are appended together (one I/O-pool job), yet each succeeds or
+/// fails alone: a lying batch for one partition between honest ones refuses that partition
+/// only, in place, and the others are stored.
+#[tokio::test]
+async fn one_bad_partition_in_a_request_fails_alone() {
+    bounded(async {
+        let broker = TestBroker::start().await;
+        let mut client = broker.connect().await;
+        let topics = ["mixed-a", "mixed-b", "mixed-c"];
+        for topic in topics {
+            create_topic(&mut client, topic).await;
+        }
+        let ts = now_ms();
+        let mut liar = batch(Compression::Gzip, 1, ts);
+        claim_count(&mut liar, i32::MAX);
+        let honest = batch(Compression::None, 3, ts);
+        let data = |topic: &str, records: &[u8]| {
+            TopicProduceData::default()
+                .with_name(name(topic))
+                .with_partition_data(vec![PartitionProduceData::default()
+                    .with_index(0)
+                    .with_records(Some(Bytes::from(records.to_vec())))])
+        };
+        let request = ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(5_000)
+            .with_topic_data(vec![
+                data(topics[0], &honest),
+                data(topics[1], &liar),
+                data(topics[2], &honest),
+            ]);
+        let response = client.send(9, &request).await;
+        let answers: Vec<(String, i16, i64)> = response
+            .responses
+            .iter()
+            .map(|t| {
+                let p = &t.partition_responses[0];
+                (t.name.0.to_string(), p.error_code, p.base_offset)
+            })
+            .collect();
+        assert_eq!(
+            answers,
+            vec![
+                (topics[0].to_string(), 0, 0),
+                (topics[1].to_string(), INVALID_RECORD, -1),
+                (topics[2].to_string(), 0, 0),
+            ]
+        );
+        assert_eq!(offset_for(&mut client, topics[0], -1).await, (0, 3));
+        assert_eq!(offset_for(&mut client, topics[1], -1).await, (0, 0));
+        assert_eq!(offset_for(&mut client, topics[2], -1).await, (0, 3));
+        assert_eq!(broker.metrics.task_panics(), 0);
+        broker.stop().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn every_codec_is_validated_and_honest_batches_pass() {
     bounded(async {

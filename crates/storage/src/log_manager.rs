@@ -183,6 +183,11 @@ impl LogManager {
         self.files.flusher.overlapping_passes()
     }
 
+    /// Whether the group commit is syncing now (for reads that give way to syncs).
+    pub fn sync_activity(&self) -> crate::flusher::SyncActivity {
+        self.files.flusher.activity()
+    }
+
     /// syncfs calls of the group commit so far.
     pub fn flusher_syncfs_calls(&self) -> u64 {
         self.files.flusher.syncfs_calls()
