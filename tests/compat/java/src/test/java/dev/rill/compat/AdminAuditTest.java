@@ -62,10 +62,6 @@ class AdminAuditTest {
             Map.entry("removeRaftVoter", "RemoveRaftVoter (81) not served: no Raft quorum"),
             Map.entry("alterClientQuotas", "AlterClientQuotas (49) not served until quotas are enforced"),
             Map.entry("alterUserScramCredentials", "AlterUserScramCredentials (51) not served until SASL/SCRAM exists"),
-            Map.entry("listShareGroupOffsets", "DescribeShareGroupOffsets (90) not served"),
-            Map.entry("alterShareGroupOffsets", "AlterShareGroupOffsets (91) not served"),
-            Map.entry("deleteShareGroupOffsets", "DeleteShareGroupOffsets (92) not served"),
-            Map.entry("deleteShareGroups", "follows alterShareGroupOffsets: on Kafka that call created the group"),
             Map.entry("describeStreamsGroups", "StreamsGroupDescribe (89) not served: no streams groups (KIP-1071)"),
             Map.entry("abortTransaction", "WriteTxnMarkers (27) from clients not served"));
 
