@@ -400,9 +400,9 @@ impl LogManager {
             if log.is_offline() {
                 continue;
             }
-            if let Err(e) = log.flush_if_due(now) {
-                tracing::warn!(partition = %tp, error = %e, "flush.ms flush failed");
-            }
+            // Queued for the flusher, never synced here: a stuck disk under one log must not
+            // hold up the others' flush.ms flushes, retention and checkpoint.
+            log.flush_if_due(now);
             if let Err(e) = log.apply_retention(now) {
                 tracing::warn!(partition = %tp, error = %e, "retention failed");
             }
@@ -425,7 +425,7 @@ impl LogManager {
             due
         };
         if due {
-            self.checkpoint()?;
+            self.write_checkpoint(false)?;
         }
         Ok(())
     }
@@ -433,14 +433,31 @@ impl LogManager {
     /// Writes every log's recovery point, flushing what each log has unflushed (and its
     /// index entries) first. A stale checkpoint only makes recovery scan more: a log that
     /// fails here (and goes offline) keeps its previous point, and the others are written.
+    /// Waits for a flush already in progress on a log (close and tests want every point);
+    /// the periodic checkpoint of [`LogManager::tick`] skips such a log instead.
     pub fn checkpoint(&self) -> Result<()> {
+        self.write_checkpoint(true)
+    }
+
+    /// The checkpoint; with `wait_for_flushes` false a log whose flush is in progress (a
+    /// sync perhaps stuck on a slow disk) keeps its previous point, so the others' points
+    /// are not held up behind it.
+    fn write_checkpoint(&self, wait_for_flushes: bool) -> Result<()> {
         let mut fresh = Vec::new();
         for log in self.open_logs() {
             if log.is_offline() {
                 continue;
             }
-            match log.checkpoint_offset() {
-                Ok(point) => fresh.push((log, point)),
+            let point = if wait_for_flushes {
+                log.checkpoint_offset().map(Some)
+            } else {
+                log.try_checkpoint_offset()
+            };
+            match point {
+                Ok(Some(point)) => fresh.push((log, point)),
+                Ok(None) => {
+                    tracing::debug!(partition = %log.topic_partition(), "recovery point kept: a flush is in progress")
+                }
                 Err(e) => {
                     tracing::warn!(partition = %log.topic_partition(), error = %e, "recovery point not advanced")
                 }

@@ -427,6 +427,109 @@ fn a_stuck_sync_delays_only_its_own_log() {
     m.close().unwrap();
 }
 
+/// Waits (bounded: 30 s) until `done` holds.
+fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// Runs the manager's housekeeping tick at `now` on another thread and says whether it
+/// returned within 10 s (a tick touches a few small files; waiting for a held sync it would
+/// not return until the test releases it).
+fn tick_returns(m: &Arc<LogManager>, now: i64) -> bool {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let m = Arc::clone(m);
+    std::thread::spawn(move || {
+        let _ = tx.send(m.tick(now).is_ok());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(10)) == Ok(true)
+}
+
+/// flush.ms flushes and the periodic recovery-point checkpoint go on past a log whose sync is
+/// stuck on a slow disk: the housekeeping tick hands flush.ms flushes to the flusher (whose
+/// passes go on beside a stuck one) and the checkpoint skips a log whose flush is in progress,
+/// which keeps its previous point. The other logs are flushed and checkpointed meanwhile.
+#[test]
+fn a_stuck_sync_holds_up_neither_flush_ms_nor_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(FaultIo::default());
+    let m = Arc::new(open_with(dir.path(), &io, 0));
+    let mut config = small_config();
+    config.set("flush.ms", "1000").unwrap();
+    let logs: Vec<_> = (0..4)
+        .map(|p| m.create_log(&tp(p), config.clone()).unwrap())
+        .collect();
+    let start = crate::log::now_ms();
+    for log in &logs {
+        append_next(log).unwrap();
+        assert!(
+            log.flushed_offset() < log.log_end_offset(),
+            "flush.ms: not yet synced"
+        );
+    }
+    assert!(tick_returns(&m, start + 2_000));
+    eventually("flush.ms flushes before the slow disk", || {
+        logs.iter()
+            .all(|l| l.flushed_offset() == l.log_end_offset())
+    });
+
+    io.slow_down(logs[0].dir());
+    let slow_disk = SlowDisk(&io);
+    append_next(&logs[0]).unwrap();
+    let slow_end = logs[0].log_end_offset();
+    assert!(
+        tick_returns(&m, start + 4_000),
+        "the tick waited for the stuck flush.ms flush"
+    );
+    eventually("the slow sync never started", || {
+        io.slow_waits.load(Ordering::SeqCst) > 0
+    });
+    for log in &logs[1..] {
+        append_next(log).unwrap();
+    }
+    assert!(tick_returns(&m, start + 6_000));
+    eventually(
+        "a healthy log's flush.ms flush waited for the stuck one",
+        || {
+            logs[1..]
+                .iter()
+                .all(|l| l.flushed_offset() == l.log_end_offset())
+        },
+    );
+    // Past the checkpoint interval: this tick writes the recovery points.
+    assert!(
+        tick_returns(&m, start + 20_000),
+        "the checkpoint waited for the stuck sync"
+    );
+    let points =
+        crate::checkpoint::read(&dir.path().join(crate::checkpoint::RECOVERY_POINT_FILE)).unwrap();
+    for (p, log) in logs.iter().enumerate().skip(1) {
+        assert_eq!(
+            points.get(&tp(p as i32)),
+            Some(&log.log_end_offset()),
+            "checkpointed past the stuck log"
+        );
+    }
+    assert!(
+        points.get(&tp(0)).is_none_or(|&point| point < slow_end),
+        "a point past a sync that has not returned"
+    );
+    assert!(logs[0].flushed_offset() < slow_end);
+    drop(slow_disk);
+    eventually("the slow log's flush never finished", || {
+        logs[0].flushed_offset() == slow_end
+    });
+    m.checkpoint().unwrap();
+    let points =
+        crate::checkpoint::read(&dir.path().join(crate::checkpoint::RECOVERY_POINT_FILE)).unwrap();
+    assert_eq!(points.get(&tp(0)), Some(&slow_end));
+    drop(logs);
+    m.close().unwrap();
+}
+
 /// With a file cache far smaller than the logs, every fsync still runs on the descriptor that
 /// wrote the data (an active segment's descriptor is never evicted and reopened).
 #[test]
