@@ -203,7 +203,10 @@ async fn append(
     records: Option<Bytes>,
     acks: i16,
 ) -> AppendOutcome {
-    let log = state.log(tp).map_err(|code| (code, None))?;
+    let log = state
+        .log_off_runtime(tp)
+        .await
+        .map_err(|code| (code, None))?;
     let records = match records {
         Some(records) if !records.is_empty() => records,
         _ => {

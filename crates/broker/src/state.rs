@@ -107,6 +107,8 @@ impl BrokerState {
         ));
         let io_pool = crate::io_pool::IoPool::start("rill-io", config.io_threads, config.io_queue)
             .map_err(|source| crate::BrokerError::IoPool { source })?;
+        let io_pool = Arc::new(io_pool);
+        txns.use_io_pool(Arc::clone(&io_pool));
         Ok(BrokerState {
             config,
             logs,
@@ -120,7 +122,7 @@ impl BrokerState {
             appended,
             producer_ids,
             txns,
-            io_pool: Arc::new(io_pool),
+            io_pool,
             views: Arc::default(),
             delayed: crate::delayed::DelayStores::default(),
             dynamic,
@@ -156,6 +158,69 @@ impl BrokerState {
                 tracing::error!(%tp, error = %e, "cannot open partition log");
                 Err(crate::error::storage_error_code(&e))
             }
+        }
+    }
+
+    /// [`BrokerState::log`] for async callers: a log opened already is returned at once; one
+    /// still on disk is opened (recovered, its indexes rebuilt) on the I/O pool, never on a
+    /// runtime worker.
+    pub async fn log_off_runtime(self: &Arc<Self>, tp: &TopicPartition) -> Result<Arc<Log>, i16> {
+        if let Some(log) = self.logs.get_open_log(tp) {
+            return Ok(log);
+        }
+        let (state, opening) = (Arc::clone(self), tp.clone());
+        match self.io_pool.run(move || state.log(&opening)).await {
+            Ok(found) => found,
+            Err(e) => {
+                self.metrics.io_job_failed("open log", &e);
+                Err(ResponseError::UnknownServerError.code())
+            }
+        }
+    }
+
+    /// Runs `call`, a call into a log-backed coordinator, on the I/O pool: its operation, the
+    /// append of its batch (encode, pwritev, perhaps a roll) and the replay happen there under
+    /// the shard's lock, so a write's result is still in place before the next operation of
+    /// the same shard runs, and no runtime worker waits for a disk. The caller awaits the
+    /// returned reply (and durability) on the runtime.
+    ///
+    /// # Errors
+    /// COORDINATOR_NOT_AVAILABLE (retriable) when the pool is stopped or the call panicked
+    /// (counted in `rill_task_panics_total`).
+    pub async fn coordinate<T, F>(self: &Arc<Self>, what: &'static str, call: F) -> Result<T, i16>
+    where
+        F: FnOnce(&BrokerState) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let state = Arc::clone(self);
+        self.io_pool.run(move || call(&state)).await.map_err(|e| {
+            self.metrics.io_job_failed(what, &e);
+            ResponseError::CoordinatorNotAvailable.code()
+        })
+    }
+
+    /// Opens, on the I/O pool, those of `tps` whose logs are still on disk, so a handler that
+    /// reads them inline (fetch) finds them open. Unknown partitions are left to the handler.
+    pub async fn open_logs_off_runtime(self: &Arc<Self>, tps: Vec<TopicPartition>) {
+        let closed: Vec<_> = tps
+            .into_iter()
+            .filter(|tp| self.logs.get_open_log(tp).is_none() && self.logs.contains(tp))
+            .collect();
+        if closed.is_empty() {
+            return;
+        }
+        let state = Arc::clone(self);
+        let opened = self
+            .io_pool
+            .run(move || {
+                for tp in &closed {
+                    // An error is the handler's to report when it looks the log up again.
+                    let _ = state.log(tp);
+                }
+            })
+            .await;
+        if let Err(e) = opened {
+            self.metrics.io_job_failed("open log", &e);
         }
     }
 

@@ -107,6 +107,11 @@ pub struct LogManager {
     /// to the rename: a checkpoint computed before a deletion can then not be written after
     /// the deletion's own. Taken before `state`.
     checkpoint_file: Mutex<()>,
+    /// Held while a log is opened (recovered, its index rebuilt) and while one is deleted, so
+    /// that no log is opened twice or deleted under its opener. `state` is not held across
+    /// the open: looking up logs that are open already never waits for another's recovery.
+    /// Taken after `checkpoint_file` and before `state`.
+    opening: Mutex<()>,
 }
 
 impl LogManager {
@@ -156,6 +161,7 @@ impl LogManager {
             }),
             flusher_threads: Mutex::new(threads),
             checkpoint_file: Mutex::new(()),
+            opening: Mutex::new(()),
         })
     }
 
@@ -244,31 +250,58 @@ impl LogManager {
     }
 
     /// The log of `tp`, opening (and recovering) it on first use. `Ok(None)` if no such log.
+    ///
+    /// Blocking when the log is not open yet: recovery scans the unflushed tail and rebuilds
+    /// its indexes (a clean open reads a few KiB). Async callers use
+    /// [`LogManager::get_open_log`] first and call this off their runtime when it says no.
     pub fn get_log(&self, tp: &TopicPartition) -> Result<Option<Arc<Log>>> {
-        let mut state = self.state.lock();
-        match state.logs.get(tp) {
-            None => Ok(None),
-            Some(Slot::Open(log)) => Ok(Some(log.clone())),
-            Some(Slot::OnDisk) => {
-                // Opening under the manager lock keeps two callers from recovering the same
-                // log; a clean open reads a few KiB.
-                let recovery_point = state.recovery_points.get(tp).copied().unwrap_or(0);
-                let config = state
-                    .topic_configs
-                    .get(&tp.topic)
-                    .unwrap_or(&self.config.default_log_config)
-                    .clone();
-                let log = Arc::new(Log::open(
-                    tp.clone(),
-                    self.log_dir(tp),
-                    config,
-                    self.files.clone(),
-                    recovery_point,
-                )?);
-                log.init_self();
-                state.logs.insert(tp.clone(), Slot::Open(log.clone()));
-                Ok(Some(log))
+        match self.state.lock().logs.get(tp) {
+            None => return Ok(None),
+            Some(Slot::Open(log)) => return Ok(Some(log.clone())),
+            Some(Slot::OnDisk) => {}
+        }
+        let _opening = self.opening.lock();
+        // Looked up again: another caller may have opened it, or deleted it, meanwhile.
+        let (recovery_point, config) = {
+            let state = self.state.lock();
+            match state.logs.get(tp) {
+                None => return Ok(None),
+                Some(Slot::Open(log)) => return Ok(Some(log.clone())),
+                Some(Slot::OnDisk) => {}
             }
+            let config = state
+                .topic_configs
+                .get(&tp.topic)
+                .unwrap_or(&self.config.default_log_config)
+                .clone();
+            (state.recovery_points.get(tp).copied().unwrap_or(0), config)
+        };
+        let log = Arc::new(Log::open(
+            tp.clone(),
+            self.log_dir(tp),
+            config.clone(),
+            self.files.clone(),
+            recovery_point,
+        )?);
+        log.init_self();
+        let current = {
+            let mut state = self.state.lock();
+            debug_assert!(matches!(state.logs.get(tp), Some(Slot::OnDisk)));
+            state.logs.insert(tp.clone(), Slot::Open(log.clone()));
+            state.topic_configs.get(&tp.topic).cloned()
+        };
+        // A topic config set while the log was opening reached only open logs: apply it here.
+        if let Some(current) = current.filter(|c| *c != config) {
+            log.set_config(current);
+        }
+        Ok(Some(log))
+    }
+
+    /// The log of `tp` if it is open already; never opens one (never blocks on disk).
+    pub fn get_open_log(&self, tp: &TopicPartition) -> Option<Arc<Log>> {
+        match self.state.lock().logs.get(tp) {
+            Some(Slot::Open(log)) => Some(log.clone()),
+            _ => None,
         }
     }
 
@@ -334,6 +367,7 @@ impl LogManager {
     /// and a handle kept past this cannot reach a partition created again with its name.
     pub fn delete_log(&self, tp: &TopicPartition) -> Result<()> {
         let _checkpoint_file = self.checkpoint_file.lock();
+        let _opening = self.opening.lock();
         let mut state = self.state.lock();
         match state.logs.remove(tp) {
             None => return Err(StorageError::UnknownPartition { tp: tp.clone() }),

@@ -36,6 +36,8 @@ struct FaultIo {
     slow_held: Mutex<bool>,
     /// Syncs that started waiting on the slow disk.
     slow_waits: AtomicU64,
+    /// Opening a file on the slow disk waits too (a log being recovered there is slow).
+    slow_opens: std::sync::atomic::AtomicBool,
 }
 
 impl FaultIo {
@@ -104,6 +106,9 @@ impl FileIo for FaultIo {
         let code = self.create_errno.load(Ordering::SeqCst);
         if create && code != 0 && !path.exists() {
             return Err(io::Error::from_raw_os_error(code));
+        }
+        if self.slow_opens.load(Ordering::SeqCst) && self.is_slow(path) {
+            self.wait_while_slow();
         }
         OsIo.open(path, create)
     }
@@ -527,6 +532,66 @@ fn a_stuck_sync_holds_up_neither_flush_ms_nor_the_checkpoint() {
         crate::checkpoint::read(&dir.path().join(crate::checkpoint::RECOVERY_POINT_FILE)).unwrap();
     assert_eq!(points.get(&tp(0)), Some(&slow_end));
     drop(logs);
+    m.close().unwrap();
+}
+
+/// A log opened lazily whose recovery is slow (its disk stalls every file open) holds up
+/// neither lookups of logs that are open already nor their appends: the manager's lock is not
+/// held across an open. A second caller for the same log waits for the first open and gets
+/// the same log.
+#[test]
+fn a_slow_lazy_open_holds_up_no_open_log() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let m = manager(dir.path());
+        for p in 0..2 {
+            let log = m.create_log(&tp(p), small_config()).unwrap();
+            append_next(&log).unwrap();
+        }
+        m.close().unwrap();
+    }
+    let io = Arc::new(FaultIo::default());
+    let m = Arc::new(open_with(dir.path(), &io, 0));
+    let open = m.get_log(&tp(0)).unwrap().unwrap();
+    assert!(m.get_open_log(&tp(1)).is_none(), "opened before first use");
+    io.slow_down(&dir.path().join(tp(1).dir_name()));
+    io.slow_opens.store(true, Ordering::SeqCst);
+    let slow_disk = SlowDisk(&io);
+    let openers: Vec<_> = (0..2)
+        .map(|_| {
+            let m = Arc::clone(&m);
+            std::thread::spawn(move || m.get_log(&tp(1)).unwrap().unwrap())
+        })
+        .collect();
+    eventually("the slow open never started", || {
+        io.slow_waits.load(Ordering::SeqCst) > 0
+    });
+    // Bounded: lookups of the open log answer while the other's open is stuck.
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let m = Arc::clone(&m);
+        std::thread::spawn(move || {
+            let found = m.get_log(&tp(0)).unwrap().unwrap();
+            let appended = append_next(&found).is_ok();
+            let _ = tx.send((Arc::as_ptr(&found) as usize, appended));
+        });
+    }
+    let looked_up = rx.recv_timeout(std::time::Duration::from_secs(10));
+    assert_eq!(
+        looked_up,
+        Ok((Arc::as_ptr(&open) as usize, true)),
+        "the open log's lookup waited for another log's recovery"
+    );
+    assert!(m.get_open_log(&tp(1)).is_none());
+    drop(slow_disk);
+    let opened: Vec<_> = openers.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(
+        Arc::ptr_eq(&opened[0], &opened[1]),
+        "the log was opened twice"
+    );
+    assert!(Arc::ptr_eq(&m.get_open_log(&tp(1)).unwrap(), &opened[0]));
+    assert_eq!(opened[0].log_end_offset(), 1);
+    drop((open, opened));
     m.close().unwrap();
 }
 
