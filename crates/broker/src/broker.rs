@@ -666,12 +666,19 @@ async fn group_timer_loop(state: Arc<BrokerState>, mut stop: watch::Receiver<boo
             _ = state.groups.timers().woken() => continue,
             _ = stop.wait_for(|stopped| *stopped) => return,
         }
-        // Inline, like the group requests themselves: in-memory work plus, for a group that
-        // empties, one page-cache append (no sync is awaited). A hop to the blocking pool would
-        // add its own latency to every deadline.
-        state
-            .groups
-            .fire_due(crate::coordinator::group::timers::now());
+        // On the I/O pool, like the group requests themselves: in-memory work plus, for a
+        // group that empties, one append to `__consumer_offsets` (no sync is awaited).
+        let fired = state
+            .coordinate("group timers", |state| {
+                state
+                    .groups
+                    .fire_due(crate::coordinator::group::timers::now());
+            })
+            .await;
+        if fired.is_err() {
+            // Counted by `coordinate`; the timers fire again at their next deadline.
+            continue;
+        }
     }
 }
 
@@ -683,18 +690,15 @@ async fn group_tick_loop(state: Arc<BrokerState>, mut stop: watch::Receiver<bool
             _ = interval.tick() => {}
             _ = stop.wait_for(|stopped| *stopped) => return,
         }
-        // Off the runtime: compaction may fsync.
-        let groups = Arc::clone(&state.groups);
-        let tick_state = Arc::clone(&state);
-        if let Err(e) = tokio::task::spawn_blocking(move || {
-            groups.tick(&crate::consumer_group_api::RegistryTopics(
-                &tick_state.topics,
-            ))
-        })
-        .await
-        {
-            state.metrics.task_failed("group tick", &e);
-        }
+        // On the I/O pool: expiring offsets appends tombstones, and compaction may fsync.
+        // A failure is counted by `coordinate`; the next tick tries again.
+        let _ = state
+            .coordinate("group tick", |state| {
+                state
+                    .groups
+                    .tick(&crate::consumer_group_api::RegistryTopics(&state.topics))
+            })
+            .await;
     }
 }
 

@@ -148,8 +148,21 @@ pub async fn heartbeat(
         client_id: client.client_id.clone(),
         client_host: client.host.clone(),
     };
-    let (answer, pending) =
-        coordinator(state).consumer_heartbeat(request, &RegistryTopics(&state.topics));
+    let member_id = request.member_id.clone();
+    let beat = state
+        .coordinate("consumer group heartbeat", move |state| {
+            coordinator(state).consumer_heartbeat(request, &RegistryTopics(&state.topics))
+        })
+        .await;
+    let (answer, pending) = match beat {
+        Ok(beat) => beat,
+        Err(e) => {
+            return m::ConsumerGroupHeartbeatResponse::default()
+                .with_error_code(e)
+                .with_member_id(Some(s(member_id)))
+                .with_member_epoch(-1)
+        }
+    };
     let mut error = answer.error;
     if let Err(e) = group_coordinator::durable(pending).await {
         error = e;

@@ -177,11 +177,11 @@ async fn route_group(
         }
         ApiKey::Heartbeat => {
             let request = decode(&mut body, prefix)?;
-            reply(prefix, &group_api::heartbeat(state, request))
+            reply(prefix, &group_api::heartbeat(state, request).await)
         }
         ApiKey::LeaveGroup => {
             let request = decode(&mut body, prefix)?;
-            reply(prefix, &group_api::leave_group(state, v, request))
+            reply(prefix, &group_api::leave_group(state, v, request).await)
         }
         ApiKey::OffsetCommit => {
             let request = decode(&mut body, prefix)?;
@@ -274,7 +274,11 @@ async fn route(
             })));
         }
         ApiKey::Fetch => {
-            let request = decode(&mut body, prefix)?;
+            let request: m::FetchRequest = decode(&mut body, prefix)?;
+            // A log first used here is opened (recovered) on the I/O pool, not inline.
+            state
+                .open_logs_off_runtime(fetch::partitions_of(&request))
+                .await;
             match fetch::start(state, v, prefix.correlation_id, request) {
                 fetch::Fetched::Ready(response) => response,
                 fetch::Fetched::Parked(long_poll) => {
@@ -298,7 +302,7 @@ async fn route(
         ApiKey::ShareAcknowledge => {
             let request = decode(&mut body, prefix)?;
             let acknowledged =
-                crate::share_fetch::acknowledge_request(state, request, connection_id);
+                crate::share_fetch::acknowledge_request(state, request, connection_id).await;
             return Ok(Handled::Waiting(Box::pin(async move {
                 reply(prefix, &acknowledged.await).map(Some)
             })));

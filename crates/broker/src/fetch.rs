@@ -109,6 +109,21 @@ pub async fn handle(
     }
 }
 
+/// The partitions a request names by topic name (those named by topic id, v13+, are looked
+/// up by the handler), for opening their logs before the read.
+pub fn partitions_of(request: &FetchRequest) -> Vec<TopicPartition> {
+    request
+        .topics
+        .iter()
+        .filter(|t| !t.topic.0.is_empty())
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| TopicPartition::new(t.topic.0.to_string(), p.partition))
+        })
+        .collect()
+}
+
 /// Checks the session and reads once, in request order (a session's epochs advance in the
 /// order its requests arrive); a fetch that must wait for more data returns its long poll
 /// instead of waiting, and finishes its session step when the poll ends.

@@ -105,10 +105,16 @@ pub async fn join_group(
         require_known_member_id: version >= 4,
     };
     let member_id = req.member_id.clone();
-    let topics = crate::consumer_group_api::RegistryTopics(&state.topics);
-    let outcome = match coordinator(state).join(req, &topics) {
-        Reply::Now(o) => o,
-        Reply::Later(rx, pending) => {
+    let joined = state
+        .coordinate("join group", move |state| {
+            let topics = crate::consumer_group_api::RegistryTopics(&state.topics);
+            coordinator(state).join(req, &topics)
+        })
+        .await;
+    let outcome = match joined {
+        Err(e) => JoinOutcome::error(e, &member_id),
+        Ok(Reply::Now(o)) => o,
+        Ok(Reply::Later(rx, pending)) => {
             let outcome = rx.await.unwrap_or_else(|_| {
                 JoinOutcome::error(ResponseError::UnknownMemberId.code(), &member_id)
             });
@@ -164,17 +170,27 @@ pub async fn sync_group(
         .map(|a| (a.member_id.to_string(), a.assignment))
         .collect();
     let instance = r.group_instance_id.as_ref().map(|i| i.to_string());
-    let reply = coordinator(state).sync(
-        &r.group_id,
+    let (group_id, generation_id, member_id) = (
+        r.group_id.to_string(),
         r.generation_id,
-        &r.member_id,
-        instance.as_deref(),
-        assignments,
-        &crate::consumer_group_api::RegistryTopics(&state.topics),
+        r.member_id.to_string(),
     );
+    let reply = state
+        .coordinate("sync group", move |state| {
+            coordinator(state).sync(
+                &group_id,
+                generation_id,
+                &member_id,
+                instance.as_deref(),
+                assignments,
+                &crate::consumer_group_api::RegistryTopics(&state.topics),
+            )
+        })
+        .await;
     let outcome = match reply {
-        Reply::Now(o) => o,
-        Reply::Later(rx, pending) => {
+        Err(e) => SyncOutcome::error(e),
+        Ok(Reply::Now(o)) => o,
+        Ok(Reply::Later(rx, pending)) => {
             let outcome = rx
                 .await
                 .unwrap_or_else(|_| SyncOutcome::error(ResponseError::UnknownMemberId.code()));
@@ -195,18 +211,25 @@ pub async fn sync_group(
     response
 }
 
-pub fn heartbeat(state: &BrokerState, r: m::HeartbeatRequest) -> m::HeartbeatResponse {
-    let instance = r.group_instance_id.as_ref().map(|i| i.to_string());
-    m::HeartbeatResponse::default().with_error_code(coordinator(state).heartbeat(
-        &r.group_id,
-        r.generation_id,
-        &r.member_id,
-        instance.as_deref(),
-    ))
+/// On the I/O pool: a heartbeat may write (a static member's or a group's change).
+pub async fn heartbeat(state: &Arc<BrokerState>, r: m::HeartbeatRequest) -> m::HeartbeatResponse {
+    let code = state
+        .coordinate("heartbeat", move |state| {
+            let instance = r.group_instance_id.as_ref().map(|i| i.to_string());
+            coordinator(state).heartbeat(
+                &r.group_id,
+                r.generation_id,
+                &r.member_id,
+                instance.as_deref(),
+            )
+        })
+        .await;
+    m::HeartbeatResponse::default().with_error_code(code.unwrap_or_else(|e| e))
 }
 
-pub fn leave_group(
-    state: &BrokerState,
+/// On the I/O pool: a leave writes the group's new state.
+pub async fn leave_group(
+    state: &Arc<BrokerState>,
     version: i16,
     r: m::LeaveGroupRequest,
 ) -> m::LeaveGroupResponse {
@@ -223,7 +246,14 @@ pub fn leave_group(
     } else {
         vec![(r.member_id.to_string(), None)]
     };
-    match coordinator(state).leave(&r.group_id, &members) {
+    let (group_id, leaving) = (r.group_id.to_string(), members.clone());
+    let left = state
+        .coordinate("leave group", move |state| {
+            coordinator(state).leave(&group_id, &leaving)
+        })
+        .await
+        .and_then(|left| left);
+    match left {
         Err(e) => m::LeaveGroupResponse::default().with_error_code(e),
         Ok(codes) if version >= 3 => m::LeaveGroupResponse::default().with_members(
             members
@@ -268,15 +298,27 @@ pub async fn offset_commit(
         }
     }
     let instance = r.group_instance_id.as_ref().map(|i| i.to_string());
-    let topic_exists = |tp: &TopicPartition| state.partition_exists(&tp.topic, tp.partition);
-    let (mut codes, pending) = coordinator(state).commit(
-        &r.group_id,
+    let n = entries.len();
+    let (group_id, generation, member_id) = (
+        r.group_id.to_string(),
         r.generation_id_or_member_epoch,
-        &r.member_id,
-        instance.as_deref(),
-        entries,
-        topic_exists,
+        r.member_id.to_string(),
     );
+    let committed = state
+        .coordinate("offset commit", move |state| {
+            let topic_exists =
+                |tp: &TopicPartition| state.partition_exists(&tp.topic, tp.partition);
+            coordinator(state).commit(
+                &group_id,
+                generation,
+                &member_id,
+                instance.as_deref(),
+                entries,
+                topic_exists,
+            )
+        })
+        .await;
+    let (mut codes, pending) = committed.unwrap_or_else(|e| (vec![e; n], None));
     if let Err(e) = group_coordinator::durable(pending).await {
         codes.iter_mut().filter(|c| **c == 0).for_each(|c| *c = e);
     }
@@ -554,7 +596,15 @@ pub async fn delete_groups(
         }
         let (mut error, pending) = match GroupCoordinator::validate_group_id(&id) {
             Err(e) => (e, None),
-            Ok(()) => coordinator(state).delete_group(&id),
+            Ok(()) => {
+                let deleting = id.to_string();
+                state
+                    .coordinate("delete group", move |state| {
+                        coordinator(state).delete_group(&deleting)
+                    })
+                    .await
+                    .unwrap_or_else(|e| (e, None))
+            }
         };
         if let Err(e) = group_coordinator::durable(pending).await {
             error = e;
@@ -581,7 +631,14 @@ pub async fn offset_delete(
                 .map(|p| TopicPartition::new(t.name.to_string(), p.partition_index))
         })
         .collect();
-    let (codes, pending) = match coordinator(state).delete_offsets(&r.group_id, &tps) {
+    let group_id = r.group_id.to_string();
+    let deleted = state
+        .coordinate("offset delete", move |state| {
+            coordinator(state).delete_offsets(&group_id, &tps)
+        })
+        .await
+        .and_then(|deleted| deleted);
+    let (codes, pending) = match deleted {
         Ok(x) => x,
         Err(e) => return m::OffsetDeleteResponse::default().with_error_code(e),
     };

@@ -244,6 +244,10 @@ async fn append_all(
     items: Vec<(TopicPartition, Option<Bytes>)>,
     acks: i16,
 ) -> Vec<AppendOutcome> {
+    // A log still on disk is opened (recovered) on the pool, not by the planning below.
+    state
+        .open_logs_off_runtime(items.iter().map(|(tp, _)| tp.clone()).collect())
+        .await;
     let mut outcomes: Vec<Option<AppendOutcome>> = Vec::with_capacity(items.len());
     let mut jobs: Vec<(usize, PoolAppend)> = Vec::new();
     for (index, (tp, records)) in items.into_iter().enumerate() {

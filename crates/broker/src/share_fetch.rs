@@ -268,12 +268,26 @@ pub type Acknowledged = Pin<Box<dyn Future<Output = m::ShareAcknowledgeResponse>
 
 /// Handles a ShareAcknowledge: session step and acknowledgements now (in request order),
 /// the answer once they are durable.
-pub fn acknowledge_request(
+///
+/// The acknowledgements are applied (and the share state appended to
+/// `__share_group_state`) on the I/O pool, awaited here so that the connection's next request
+/// sees them; the returned future waits for durability.
+pub async fn acknowledge_request(
     state: &Arc<BrokerState>,
     r: m::ShareAcknowledgeRequest,
     connection_id: u64,
 ) -> Acknowledged {
-    let response = acknowledge_now(state, r, connection_id);
+    let acknowledging = Arc::clone(state);
+    let response = state
+        .coordinate("share acknowledge", move |_| {
+            acknowledge_now(&acknowledging, r, connection_id)
+        })
+        .await
+        .unwrap_or_else(|code| {
+            Err(m::ShareAcknowledgeResponse::default()
+                .with_error_code(code)
+                .with_error_message(Some(s("the I/O pool did not run the acknowledgement"))))
+        });
     Box::pin(async move {
         match response {
             Err(r) => r,
@@ -708,16 +722,24 @@ pub async fn tick(state: &Arc<BrokerState>) {
             release(state, &group, &member, session.partitions.iter().copied());
         }
     }
-    let mut writes = Vec::new();
-    for (key, sp) in state.shares.live_partitions() {
-        let settings = share_settings(state, &key.group_id);
-        let mut sp = sp.lock();
-        if sp.next_deadline_ms().is_some_and(|d| d <= now) {
-            writes.extend(expire_or_release(
-                state, &settings, &key, &mut sp, now, None,
-            ));
-        }
-    }
+    // Expiring locks may append share state: on the I/O pool. A failure is counted by
+    // `coordinate`; the next tick tries again.
+    let writes = state
+        .coordinate("share tick", move |state| {
+            let mut writes = Vec::new();
+            for (key, sp) in state.shares.live_partitions() {
+                let settings = share_settings(state, &key.group_id);
+                let mut sp = sp.lock();
+                if sp.next_deadline_ms().is_some_and(|d| d <= now) {
+                    writes.extend(expire_or_release(
+                        state, &settings, &key, &mut sp, now, None,
+                    ));
+                }
+            }
+            writes
+        })
+        .await
+        .unwrap_or_default();
     await_writes(writes).await;
 }
 

@@ -113,6 +113,8 @@ impl BrokerState {
         ));
         let io_pool = crate::io_pool::IoPool::start("rill-io", config.io_threads, config.io_queue)
             .map_err(|source| crate::BrokerError::IoPool { source })?;
+        let io_pool = Arc::new(io_pool);
+        txns.use_io_pool(Arc::clone(&io_pool));
         Ok(BrokerState {
             config,
             logs,
@@ -127,7 +129,7 @@ impl BrokerState {
             any_appended,
             producer_ids,
             txns,
-            io_pool: Arc::new(io_pool),
+            io_pool,
             views: Arc::default(),
             delayed: crate::delayed::DelayStores::default(),
             dynamic,
@@ -163,6 +165,52 @@ impl BrokerState {
                 tracing::error!(%tp, error = %e, "cannot open partition log");
                 Err(crate::error::storage_error_code(&e))
             }
+        }
+    }
+
+    /// Runs `call`, a call into a log-backed coordinator, on the I/O pool: its operation, the
+    /// append of its batch (encode, pwritev, perhaps a roll) and the replay happen there under
+    /// the shard's lock, so a write's result is still in place before the next operation of
+    /// the same shard runs, and no runtime worker waits for a disk. The caller awaits the
+    /// returned reply (and durability) on the runtime.
+    ///
+    /// # Errors
+    /// COORDINATOR_NOT_AVAILABLE (retriable) when the pool is stopped or the call panicked
+    /// (counted in `rill_task_panics_total`).
+    pub async fn coordinate<T, F>(self: &Arc<Self>, what: &'static str, call: F) -> Result<T, i16>
+    where
+        F: FnOnce(&BrokerState) -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let state = Arc::clone(self);
+        self.io_pool.run(move || call(&state)).await.map_err(|e| {
+            self.metrics.io_job_failed(what, &e);
+            ResponseError::CoordinatorNotAvailable.code()
+        })
+    }
+
+    /// Opens, on the I/O pool, those of `tps` whose logs are still on disk, so a handler that
+    /// reads them inline (fetch) finds them open. Unknown partitions are left to the handler.
+    pub async fn open_logs_off_runtime(self: &Arc<Self>, tps: Vec<TopicPartition>) {
+        let closed: Vec<_> = tps
+            .into_iter()
+            .filter(|tp| self.logs.get_open_log(tp).is_none() && self.logs.contains(tp))
+            .collect();
+        if closed.is_empty() {
+            return;
+        }
+        let state = Arc::clone(self);
+        let opened = self
+            .io_pool
+            .run(move || {
+                for tp in &closed {
+                    // An error is the handler's to report when it looks the log up again.
+                    let _ = state.log(tp);
+                }
+            })
+            .await;
+        if let Err(e) = opened {
+            self.metrics.io_job_failed("open log", &e);
         }
     }
 

@@ -44,12 +44,6 @@ pub async fn txn_offset_commit(
     let codes = if r.producer_id.0 < 0 || r.producer_epoch < 0 {
         vec![ResponseError::InvalidProducerIdMapping.code(); n]
     } else {
-        let member = TxnMember {
-            generation_id: r.generation_id,
-            member_id: &r.member_id,
-            group_instance_id: r.group_instance_id.as_deref(),
-        };
-        let topic_exists = |tp: &TopicPartition| state.partition_exists(&tp.topic, tp.partition);
         // The group's offsets partition must be in the producer's ongoing transaction
         // (AddOffsetsToTxn), or the offsets could never be committed or aborted. A
         // transactions-v2 client (v5) does not add it: the broker does, as Kafka (KIP-890).
@@ -71,28 +65,44 @@ pub async fn txn_offset_commit(
         } else {
             Ok(())
         };
-        let txns = Arc::clone(&state.txns);
-        let (mut codes, pending) = state.groups.commit_transactional(
-            &r.group_id,
-            r.producer_id.0,
-            r.producer_epoch,
-            &member,
-            entries,
-            topic_exists,
-            || {
-                added?;
-                txns.verify(
-                    &r.transactional_id,
+        // On the I/O pool: the offsets are appended to `__consumer_offsets` there.
+        let committed = state
+            .coordinate("txn offset commit", move |state| {
+                let member = TxnMember {
+                    generation_id: r.generation_id,
+                    member_id: &r.member_id,
+                    group_instance_id: r.group_instance_id.as_deref(),
+                };
+                let topic_exists =
+                    |tp: &TopicPartition| state.partition_exists(&tp.topic, tp.partition);
+                state.groups.commit_transactional(
+                    &r.group_id,
                     r.producer_id.0,
                     r.producer_epoch,
-                    &offsets_partition,
+                    &member,
+                    entries,
+                    topic_exists,
+                    || {
+                        added?;
+                        state
+                            .txns
+                            .verify(
+                                &r.transactional_id,
+                                r.producer_id.0,
+                                r.producer_epoch,
+                                &offsets_partition,
+                            )
+                            .map_err(|e| match e {
+                                ResponseError::InvalidProducerEpoch => {
+                                    ResponseError::ProducerFenced.code()
+                                }
+                                e => e.code(),
+                            })
+                    },
                 )
-                .map_err(|e| match e {
-                    ResponseError::InvalidProducerEpoch => ResponseError::ProducerFenced.code(),
-                    e => e.code(),
-                })
-            },
-        );
+            })
+            .await;
+        let (mut codes, pending) = committed.unwrap_or_else(|e| (vec![e; n], None));
         if let Err(e) = group::durable(pending).await {
             codes.iter_mut().filter(|c| **c == 0).for_each(|c| *c = e);
         }

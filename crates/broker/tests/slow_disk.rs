@@ -1,7 +1,8 @@
 //! One slow disk through the wire: an in-process broker over a file I/O seam whose syncs of
 //! one partition's directory hang. acks=all produces to the other partitions are answered (and
 //! their records are durable: visible to a fetch) while that sync is stuck; the slow
-//! partition's producer is answered only once its sync returns.
+//! partition's producer is answered only once its sync returns. A coordinator's append that
+//! hangs (a stuck write to `__consumer_offsets`) holds up no other connection.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::hold_io::{HoldIo, SlowDisk};
+use common::hold_io::{HoldIo, SlowDisk, StalledWrites};
 use common::producer::{bounded, create_topic, name};
 use common::{record_batch, Client, TestBroker};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -113,6 +114,81 @@ async fn a_stuck_sync_on_one_partition_delays_only_its_own_acks() {
         let (high_watermark, records) = fetch(&mut client, 0, 1).await;
         assert_eq!(high_watermark, 2);
         assert_eq!(records, common::at_offset(&slow_batch, 1));
+        broker.stop().await;
+    })
+    .await;
+}
+
+fn offset_commit(group: &str, offset: i64) -> OffsetCommitRequest {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    OffsetCommitRequest::default()
+        .with_group_id(GroupId(kafka_protocol::protocol::StrBytes::from_string(
+            group.to_string(),
+        )))
+        .with_generation_id_or_member_epoch(-1)
+        .with_topics(vec![OffsetCommitRequestTopic::default()
+            .with_name(name(TOPIC))
+            .with_partitions(vec![OffsetCommitRequestPartition::default()
+                .with_partition_index(0)
+                .with_committed_offset(offset)])])
+}
+
+/// The group coordinator's appends run on the I/O pool: while an OffsetCommit's write to
+/// `__consumer_offsets` hangs, another connection's produce and fetch are answered. The test
+/// runs the broker on a single-threaded runtime, so an append made inline would stop every
+/// connection until the stall's safety bound (`STALL_MAX`) lets it go; the test then sees the
+/// stall timed out and fails. The commit is answered once its write goes on.
+#[tokio::test]
+async fn a_stuck_coordinator_write_holds_up_no_other_connection() {
+    bounded(async {
+        let io = Arc::new(HoldIo::default());
+        let seam = Arc::clone(&io);
+        let broker = TestBroker::start_with(move |c| {
+            c.file_io = Some(seam);
+            c.num_partitions = 1;
+        })
+        .await;
+        let mut client = broker.connect().await;
+        create_topic(&mut client, TOPIC).await;
+        let first = client
+            .send(9, &produce(0, record_batch(1, 10, common::now_ms())))
+            .await;
+        assert_eq!(produced(&first), (0, 0));
+        let committed = client.send(2, &offset_commit("g", 1)).await;
+        assert_eq!(committed.topics[0].partitions[0].error_code, 0);
+
+        let stall = StalledWrites::new(&io, "__consumer_offsets");
+        let mut committer = broker.connect().await;
+        let commit_id = committer.send_only(2, &offset_commit("g", 1)).await;
+        // Bounded: the commit reaches its append at once.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while io.write_stalls.load(Ordering::SeqCst) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the commit's write never started"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let batch = record_batch(1, 10, common::now_ms());
+        let response = client.send(9, &produce(0, batch.clone())).await;
+        assert_eq!(produced(&response), (0, 1));
+        let (high_watermark, records) = fetch(&mut client, 0, 1).await;
+        assert_eq!(high_watermark, 2);
+        assert_eq!(records, common::at_offset(&batch, 1));
+        assert!(
+            !io.stall_timed_out.load(Ordering::SeqCst),
+            "the produce waited for the coordinator's stuck write"
+        );
+        let early = tokio::time::timeout(Duration::from_millis(100), committer.read_frame());
+        assert!(early.await.is_err(), "answered before its write went on");
+        drop(stall);
+        let response = committer
+            .read_response::<OffsetCommitRequest>(2, commit_id)
+            .await;
+        assert_eq!(response.topics[0].partitions[0].error_code, 0);
+        assert!(!io.stall_timed_out.load(Ordering::SeqCst));
         broker.stop().await;
     })
     .await;

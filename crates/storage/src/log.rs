@@ -1328,7 +1328,23 @@ impl Log {
     /// below which data and indexes are durable: the recovery point to checkpoint. A log with
     /// nothing new does no I/O here.
     pub(crate) fn checkpoint_offset(&self) -> Result<i64> {
-        let _leader = self.lead_sync();
+        let leader = self.lead_sync();
+        self.checkpoint_led(leader)
+    }
+
+    /// [`Log::checkpoint_offset`] unless a flush of this log is in progress (perhaps stuck on
+    /// a slow disk): then `Ok(None)` at once, and the log keeps its previous recovery point
+    /// until a later checkpoint. The periodic checkpoint uses this, so one stuck sync delays
+    /// only its own log's point, not every other log's.
+    pub(crate) fn try_checkpoint_offset(&self) -> Result<Option<i64>> {
+        if !self.try_lead_sync() {
+            return Ok(None);
+        }
+        self.checkpoint_led(SyncLeader(self)).map(Some)
+    }
+
+    /// The body of a checkpoint, run by the holder of the sync gate (`_leader`).
+    fn checkpoint_led(&self, _leader: SyncLeader<'_>) -> Result<i64> {
         self.check_live()?;
         if self.flushed_offset() < self.log_end_offset()
             || self.state.lock().segments.values().any(|s| s.dirty)
@@ -1374,10 +1390,13 @@ impl Log {
         Ok(())
     }
 
-    /// Flushes if the oldest unflushed write is older than `flush.ms`.
-    pub(crate) fn flush_if_due(&self, now: i64) -> Result<()> {
+    /// Queues the log for the flusher if the oldest unflushed write is older than `flush.ms`.
+    /// The flusher syncs it (its passes go on past a stuck sync, `flusher.rs`), so the
+    /// housekeeping tick that calls this never waits for one log's disk. Returns whether a
+    /// flush was requested.
+    pub(crate) fn flush_if_due(&self, now: i64) -> bool {
         let FlushPolicy::IntervalMs(ms) = self.config.read().flush_policy() else {
-            return Ok(());
+            return false;
         };
         let due = self
             .state
@@ -1385,9 +1404,9 @@ impl Log {
             .first_unflushed_ms
             .is_some_and(|t| now.saturating_sub(t) >= ms as i64);
         if due {
-            self.flush()?;
+            self.request_flush();
         }
-        Ok(())
+        due
     }
 
     fn out_of_range(&self, state: &LogState, offset: i64) -> StorageError {

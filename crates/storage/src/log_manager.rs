@@ -107,6 +107,11 @@ pub struct LogManager {
     /// to the rename: a checkpoint computed before a deletion can then not be written after
     /// the deletion's own. Taken before `state`.
     checkpoint_file: Mutex<()>,
+    /// Held while a log is opened (recovered, its index rebuilt) and while one is deleted, so
+    /// that no log is opened twice or deleted under its opener. `state` is not held across
+    /// the open: looking up logs that are open already never waits for another's recovery.
+    /// Taken after `checkpoint_file` and before `state`.
+    opening: Mutex<()>,
 }
 
 impl LogManager {
@@ -156,6 +161,7 @@ impl LogManager {
             }),
             flusher_threads: Mutex::new(threads),
             checkpoint_file: Mutex::new(()),
+            opening: Mutex::new(()),
         })
     }
 
@@ -249,31 +255,58 @@ impl LogManager {
     }
 
     /// The log of `tp`, opening (and recovering) it on first use. `Ok(None)` if no such log.
+    ///
+    /// Blocking when the log is not open yet: recovery scans the unflushed tail and rebuilds
+    /// its indexes (a clean open reads a few KiB). Async callers use
+    /// [`LogManager::get_open_log`] first and call this off their runtime when it says no.
     pub fn get_log(&self, tp: &TopicPartition) -> Result<Option<Arc<Log>>> {
-        let mut state = self.state.lock();
-        match state.logs.get(tp) {
-            None => Ok(None),
-            Some(Slot::Open(log)) => Ok(Some(log.clone())),
-            Some(Slot::OnDisk) => {
-                // Opening under the manager lock keeps two callers from recovering the same
-                // log; a clean open reads a few KiB.
-                let recovery_point = state.recovery_points.get(tp).copied().unwrap_or(0);
-                let config = state
-                    .topic_configs
-                    .get(&tp.topic)
-                    .unwrap_or(&self.config.default_log_config)
-                    .clone();
-                let log = Arc::new(Log::open(
-                    tp.clone(),
-                    self.log_dir(tp),
-                    config,
-                    self.files.clone(),
-                    recovery_point,
-                )?);
-                log.init_self();
-                state.logs.insert(tp.clone(), Slot::Open(log.clone()));
-                Ok(Some(log))
+        match self.state.lock().logs.get(tp) {
+            None => return Ok(None),
+            Some(Slot::Open(log)) => return Ok(Some(log.clone())),
+            Some(Slot::OnDisk) => {}
+        }
+        let _opening = self.opening.lock();
+        // Looked up again: another caller may have opened it, or deleted it, meanwhile.
+        let (recovery_point, config) = {
+            let state = self.state.lock();
+            match state.logs.get(tp) {
+                None => return Ok(None),
+                Some(Slot::Open(log)) => return Ok(Some(log.clone())),
+                Some(Slot::OnDisk) => {}
             }
+            let config = state
+                .topic_configs
+                .get(&tp.topic)
+                .unwrap_or(&self.config.default_log_config)
+                .clone();
+            (state.recovery_points.get(tp).copied().unwrap_or(0), config)
+        };
+        let log = Arc::new(Log::open(
+            tp.clone(),
+            self.log_dir(tp),
+            config.clone(),
+            self.files.clone(),
+            recovery_point,
+        )?);
+        log.init_self();
+        let current = {
+            let mut state = self.state.lock();
+            debug_assert!(matches!(state.logs.get(tp), Some(Slot::OnDisk)));
+            state.logs.insert(tp.clone(), Slot::Open(log.clone()));
+            state.topic_configs.get(&tp.topic).cloned()
+        };
+        // A topic config set while the log was opening reached only open logs: apply it here.
+        if let Some(current) = current.filter(|c| *c != config) {
+            log.set_config(current);
+        }
+        Ok(Some(log))
+    }
+
+    /// The log of `tp` if it is open already; never opens one (never blocks on disk).
+    pub fn get_open_log(&self, tp: &TopicPartition) -> Option<Arc<Log>> {
+        match self.state.lock().logs.get(tp) {
+            Some(Slot::Open(log)) => Some(log.clone()),
+            _ => None,
         }
     }
 
@@ -339,6 +372,7 @@ impl LogManager {
     /// and a handle kept past this cannot reach a partition created again with its name.
     pub fn delete_log(&self, tp: &TopicPartition) -> Result<()> {
         let _checkpoint_file = self.checkpoint_file.lock();
+        let _opening = self.opening.lock();
         let mut state = self.state.lock();
         match state.logs.remove(tp) {
             None => return Err(StorageError::UnknownPartition { tp: tp.clone() }),
@@ -405,9 +439,9 @@ impl LogManager {
             if log.is_offline() {
                 continue;
             }
-            if let Err(e) = log.flush_if_due(now) {
-                tracing::warn!(partition = %tp, error = %e, "flush.ms flush failed");
-            }
+            // Queued for the flusher, never synced here: a stuck disk under one log must not
+            // hold up the others' flush.ms flushes, retention and checkpoint.
+            log.flush_if_due(now);
             if let Err(e) = log.apply_retention(now) {
                 tracing::warn!(partition = %tp, error = %e, "retention failed");
             }
@@ -430,7 +464,7 @@ impl LogManager {
             due
         };
         if due {
-            self.checkpoint()?;
+            self.write_checkpoint(false)?;
         }
         Ok(())
     }
@@ -438,14 +472,31 @@ impl LogManager {
     /// Writes every log's recovery point, flushing what each log has unflushed (and its
     /// index entries) first. A stale checkpoint only makes recovery scan more: a log that
     /// fails here (and goes offline) keeps its previous point, and the others are written.
+    /// Waits for a flush already in progress on a log (close and tests want every point);
+    /// the periodic checkpoint of [`LogManager::tick`] skips such a log instead.
     pub fn checkpoint(&self) -> Result<()> {
+        self.write_checkpoint(true)
+    }
+
+    /// The checkpoint; with `wait_for_flushes` false a log whose flush is in progress (a
+    /// sync perhaps stuck on a slow disk) keeps its previous point, so the others' points
+    /// are not held up behind it.
+    fn write_checkpoint(&self, wait_for_flushes: bool) -> Result<()> {
         let mut fresh = Vec::new();
         for log in self.open_logs() {
             if log.is_offline() {
                 continue;
             }
-            match log.checkpoint_offset() {
-                Ok(point) => fresh.push((log, point)),
+            let point = if wait_for_flushes {
+                log.checkpoint_offset().map(Some)
+            } else {
+                log.try_checkpoint_offset()
+            };
+            match point {
+                Ok(Some(point)) => fresh.push((log, point)),
+                Ok(None) => {
+                    tracing::debug!(partition = %log.topic_partition(), "recovery point kept: a flush is in progress")
+                }
                 Err(e) => {
                     tracing::warn!(partition = %log.topic_partition(), error = %e, "recovery point not advanced")
                 }

@@ -30,13 +30,57 @@ pub struct HoldIo {
     slow_dirty: AtomicBool,
     /// Syncs that have started waiting on the slow disk.
     pub slow_waits: AtomicU64,
+    /// Writes to files whose path contains this text wait (a stuck write, not a sync) until
+    /// [`HoldIo::release_writes`], or [`STALL_MAX`] at most.
+    stalled_writes: Mutex<Option<String>>,
+    stall_released: Condvar,
+    /// Writes that started waiting on the stall.
+    pub write_stalls: AtomicU64,
+    /// A stalled write that went on only because [`STALL_MAX`] passed.
+    pub stall_timed_out: AtomicBool,
 }
+
+/// The longest a stalled write waits: a test whose broker would block its runtime behind one
+/// (and so could not release it) still ends, and fails, instead of hanging.
+pub const STALL_MAX: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl HoldIo {
     /// Makes the disk under `dir` slow: its syncs wait until [`HoldIo::release_slow`].
     pub fn slow_down(&self, dir: &Path) {
         *self.slow.lock().unwrap() = Some(dir.to_path_buf());
         *self.slow_held.lock().unwrap() = true;
+    }
+
+    /// Makes writes to files whose path contains `text` wait.
+    pub fn stall_writes(&self, text: &str) {
+        *self.stalled_writes.lock().unwrap() = Some(text.to_string());
+    }
+
+    pub fn release_writes(&self) {
+        *self.stalled_writes.lock().unwrap() = None;
+        self.stall_released.notify_all();
+    }
+
+    fn wait_while_stalled(&self, path: &Path) {
+        let path = path.to_string_lossy();
+        let mut stalled = self.stalled_writes.lock().unwrap();
+        if !stalled
+            .as_ref()
+            .is_some_and(|text| path.contains(text.as_str()))
+        {
+            return;
+        }
+        self.write_stalls.fetch_add(1, Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + STALL_MAX;
+        // Bounded by STALL_MAX.
+        while stalled.is_some() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                self.stall_timed_out.store(true, Ordering::SeqCst);
+                return;
+            }
+            stalled = self.stall_released.wait_timeout(stalled, left).unwrap().0;
+        }
     }
 
     pub fn release_slow(&self) {
@@ -93,6 +137,7 @@ fn eio() -> io::Error {
 
 impl FileIo for HoldIo {
     fn write_at(&self, file: &IoFile, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
+        self.wait_while_stalled(file.path());
         if self.is_slow(file.path()) {
             self.slow_dirty.store(true, Ordering::SeqCst);
         }
@@ -155,6 +200,22 @@ impl Held {
 impl Drop for Held {
     fn drop(&mut self) {
         self.0.hold(false);
+    }
+}
+
+/// Releases stalled writes when dropped (see [`Held`]).
+pub struct StalledWrites(Arc<HoldIo>);
+
+impl StalledWrites {
+    pub fn new(io: &Arc<HoldIo>, path_text: &str) -> StalledWrites {
+        io.stall_writes(path_text);
+        StalledWrites(Arc::clone(io))
+    }
+}
+
+impl Drop for StalledWrites {
+    fn drop(&mut self) {
+        self.0.release_writes();
     }
 }
 

@@ -36,6 +36,8 @@ struct FaultIo {
     slow_held: Mutex<bool>,
     /// Syncs that started waiting on the slow disk.
     slow_waits: AtomicU64,
+    /// Opening a file on the slow disk waits too (a log being recovered there is slow).
+    slow_opens: std::sync::atomic::AtomicBool,
 }
 
 impl FaultIo {
@@ -104,6 +106,9 @@ impl FileIo for FaultIo {
         let code = self.create_errno.load(Ordering::SeqCst);
         if create && code != 0 && !path.exists() {
             return Err(io::Error::from_raw_os_error(code));
+        }
+        if self.slow_opens.load(Ordering::SeqCst) && self.is_slow(path) {
+            self.wait_while_slow();
         }
         OsIo.open(path, create)
     }
@@ -424,6 +429,169 @@ fn a_stuck_sync_delays_only_its_own_log() {
     assert_eq!(durable, Ok(true));
     assert_eq!(logs[0].high_watermark(), slow_end);
     drop(logs);
+    m.close().unwrap();
+}
+
+/// Waits (bounded: 30 s) until `done` holds.
+fn eventually(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// Runs the manager's housekeeping tick at `now` on another thread and says whether it
+/// returned within 10 s (a tick touches a few small files; waiting for a held sync it would
+/// not return until the test releases it).
+fn tick_returns(m: &Arc<LogManager>, now: i64) -> bool {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let m = Arc::clone(m);
+    std::thread::spawn(move || {
+        let _ = tx.send(m.tick(now).is_ok());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(10)) == Ok(true)
+}
+
+/// flush.ms flushes and the periodic recovery-point checkpoint go on past a log whose sync is
+/// stuck on a slow disk: the housekeeping tick hands flush.ms flushes to the flusher (whose
+/// passes go on beside a stuck one) and the checkpoint skips a log whose flush is in progress,
+/// which keeps its previous point. The other logs are flushed and checkpointed meanwhile.
+#[test]
+fn a_stuck_sync_holds_up_neither_flush_ms_nor_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(FaultIo::default());
+    let m = Arc::new(open_with(dir.path(), &io, 0));
+    let mut config = small_config();
+    config.set("flush.ms", "1000").unwrap();
+    let logs: Vec<_> = (0..4)
+        .map(|p| m.create_log(&tp(p), config.clone()).unwrap())
+        .collect();
+    let start = crate::log::now_ms();
+    for log in &logs {
+        append_next(log).unwrap();
+        assert!(
+            log.flushed_offset() < log.log_end_offset(),
+            "flush.ms: not yet synced"
+        );
+    }
+    assert!(tick_returns(&m, start + 2_000));
+    eventually("flush.ms flushes before the slow disk", || {
+        logs.iter()
+            .all(|l| l.flushed_offset() == l.log_end_offset())
+    });
+
+    io.slow_down(logs[0].dir());
+    let slow_disk = SlowDisk(&io);
+    append_next(&logs[0]).unwrap();
+    let slow_end = logs[0].log_end_offset();
+    assert!(
+        tick_returns(&m, start + 4_000),
+        "the tick waited for the stuck flush.ms flush"
+    );
+    eventually("the slow sync never started", || {
+        io.slow_waits.load(Ordering::SeqCst) > 0
+    });
+    for log in &logs[1..] {
+        append_next(log).unwrap();
+    }
+    assert!(tick_returns(&m, start + 6_000));
+    eventually(
+        "a healthy log's flush.ms flush waited for the stuck one",
+        || {
+            logs[1..]
+                .iter()
+                .all(|l| l.flushed_offset() == l.log_end_offset())
+        },
+    );
+    // Past the checkpoint interval: this tick writes the recovery points.
+    assert!(
+        tick_returns(&m, start + 20_000),
+        "the checkpoint waited for the stuck sync"
+    );
+    let points =
+        crate::checkpoint::read(&dir.path().join(crate::checkpoint::RECOVERY_POINT_FILE)).unwrap();
+    for (p, log) in logs.iter().enumerate().skip(1) {
+        assert_eq!(
+            points.get(&tp(p as i32)),
+            Some(&log.log_end_offset()),
+            "checkpointed past the stuck log"
+        );
+    }
+    assert!(
+        points.get(&tp(0)).is_none_or(|&point| point < slow_end),
+        "a point past a sync that has not returned"
+    );
+    assert!(logs[0].flushed_offset() < slow_end);
+    drop(slow_disk);
+    eventually("the slow log's flush never finished", || {
+        logs[0].flushed_offset() == slow_end
+    });
+    m.checkpoint().unwrap();
+    let points =
+        crate::checkpoint::read(&dir.path().join(crate::checkpoint::RECOVERY_POINT_FILE)).unwrap();
+    assert_eq!(points.get(&tp(0)), Some(&slow_end));
+    drop(logs);
+    m.close().unwrap();
+}
+
+/// A log opened lazily whose recovery is slow (its disk stalls every file open) holds up
+/// neither lookups of logs that are open already nor their appends: the manager's lock is not
+/// held across an open. A second caller for the same log waits for the first open and gets
+/// the same log.
+#[test]
+fn a_slow_lazy_open_holds_up_no_open_log() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let m = manager(dir.path());
+        for p in 0..2 {
+            let log = m.create_log(&tp(p), small_config()).unwrap();
+            append_next(&log).unwrap();
+        }
+        m.close().unwrap();
+    }
+    let io = Arc::new(FaultIo::default());
+    let m = Arc::new(open_with(dir.path(), &io, 0));
+    let open = m.get_log(&tp(0)).unwrap().unwrap();
+    assert!(m.get_open_log(&tp(1)).is_none(), "opened before first use");
+    io.slow_down(&dir.path().join(tp(1).dir_name()));
+    io.slow_opens.store(true, Ordering::SeqCst);
+    let slow_disk = SlowDisk(&io);
+    let openers: Vec<_> = (0..2)
+        .map(|_| {
+            let m = Arc::clone(&m);
+            std::thread::spawn(move || m.get_log(&tp(1)).unwrap().unwrap())
+        })
+        .collect();
+    eventually("the slow open never started", || {
+        io.slow_waits.load(Ordering::SeqCst) > 0
+    });
+    // Bounded: lookups of the open log answer while the other's open is stuck.
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let m = Arc::clone(&m);
+        std::thread::spawn(move || {
+            let found = m.get_log(&tp(0)).unwrap().unwrap();
+            let appended = append_next(&found).is_ok();
+            let _ = tx.send((Arc::as_ptr(&found) as usize, appended));
+        });
+    }
+    let looked_up = rx.recv_timeout(std::time::Duration::from_secs(10));
+    assert_eq!(
+        looked_up,
+        Ok((Arc::as_ptr(&open) as usize, true)),
+        "the open log's lookup waited for another log's recovery"
+    );
+    assert!(m.get_open_log(&tp(1)).is_none());
+    drop(slow_disk);
+    let opened: Vec<_> = openers.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(
+        Arc::ptr_eq(&opened[0], &opened[1]),
+        "the log was opened twice"
+    );
+    assert!(Arc::ptr_eq(&m.get_open_log(&tp(1)).unwrap(), &opened[0]));
+    assert_eq!(opened[0].log_end_offset(), 1);
+    drop((open, opened));
     m.close().unwrap();
 }
 

@@ -21,7 +21,8 @@ use rill_storage::{TopicPartition, TxnMarker};
 use super::records::{TxnRecord, TRANSACTIONAL_ID_BYTES_MAX};
 use super::shard::TxnShard;
 use super::state::{self, EndOutcome, InitOutcome, TxnMetadata, TxnState};
-use crate::coordinator::runtime::{CoordinatorRuntime, Outcome, RuntimeError};
+use crate::coordinator::runtime::{CoordinatorRuntime, Outcome, RuntimeError, Written};
+use crate::io_pool::IoPool;
 use crate::metrics::Metrics;
 use crate::producer_id::ProducerIdManager;
 
@@ -121,6 +122,10 @@ pub struct TxnCoordinator {
     metrics: Arc<Metrics>,
     /// Ids whose markers a task is writing, so no second task starts for them.
     completing: Mutex<HashSet<String>>,
+    /// The broker's I/O pool, where operations and their appends to `__transaction_state`
+    /// (and the markers) run; set once the broker has started it. Unset (tests of the
+    /// coordinator alone) they run inline.
+    io_pool: std::sync::OnceLock<Arc<IoPool>>,
 }
 
 enum InitReply {
@@ -154,6 +159,36 @@ impl TxnCoordinator {
             markers,
             metrics,
             completing: Mutex::new(HashSet::new()),
+            io_pool: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Runs operations, their appends and the markers on `pool` from now on (once; later
+    /// calls are ignored).
+    pub fn use_io_pool(&self, pool: Arc<IoPool>) {
+        let _ = self.io_pool.set(pool);
+    }
+
+    /// The runtime's write of `op` to `partition`, on the I/O pool when there is one: the
+    /// operation, the batch's append and its replay run there under the shard's lock (so the
+    /// next operation of the shard sees this one's result), and no runtime worker waits for
+    /// the disk.
+    async fn write<T: Send + 'static>(
+        self: &Arc<Self>,
+        partition: i32,
+        op: impl FnOnce(&mut TxnShard) -> Result<Outcome<TxnRecord, T>, TxnError> + Send + 'static,
+    ) -> Result<Written<T>, TxnError> {
+        let Some(pool) = self.io_pool.get() else {
+            return self.runtime.write(partition, op);
+        };
+        let this = Arc::clone(self);
+        match pool.run(move || this.runtime.write(partition, op)).await {
+            Ok(written) => written,
+            Err(e) => {
+                self.metrics
+                    .io_job_failed("transaction coordinator write", &e);
+                Err(ResponseError::CoordinatorNotAvailable.into())
+            }
         }
     }
 
@@ -183,36 +218,39 @@ impl TxnCoordinator {
         Self::validate_id(transactional_id)?;
         state::validate_timeout(timeout_ms, self.config.max_timeout_ms)?;
         let now = now_ms();
-        let ids = &self.producer_ids;
-        let written = self.runtime.write(
-            self.partition_for(transactional_id),
-            |shard: &mut TxnShard| {
-                let outcome = state::init_producer_id(
-                    shard.get(transactional_id),
-                    transactional_id,
-                    timeout_ms,
-                    expected,
-                    now,
-                    || {
-                        ids.next_id().map_err(|e| {
-                            tracing::error!(error = %e, "cannot allocate a producer id");
-                            ResponseError::KafkaStorageError
-                        })
-                    },
-                )?;
-                let (m, reply) = match outcome {
-                    InitOutcome::Ready(m) => {
-                        let reply = InitReply::Ready(m.producer_id, m.producer_epoch);
-                        (m, reply)
-                    }
-                    InitOutcome::FenceOngoing(m) => (m.clone(), InitReply::Fenced(m)),
-                };
-                Ok::<_, TxnError>(Outcome {
-                    records: vec![record(&m)],
-                    response: reply,
-                })
-            },
-        )?;
+        let ids = Arc::clone(&self.producer_ids);
+        let id = transactional_id.to_string();
+        let written = self
+            .write(
+                self.partition_for(transactional_id),
+                move |shard: &mut TxnShard| {
+                    let outcome = state::init_producer_id(
+                        shard.get(&id),
+                        &id,
+                        timeout_ms,
+                        expected,
+                        now,
+                        || {
+                            ids.next_id().map_err(|e| {
+                                tracing::error!(error = %e, "cannot allocate a producer id");
+                                ResponseError::KafkaStorageError
+                            })
+                        },
+                    )?;
+                    let (m, reply) = match outcome {
+                        InitOutcome::Ready(m) => {
+                            let reply = InitReply::Ready(m.producer_id, m.producer_epoch);
+                            (m, reply)
+                        }
+                        InitOutcome::FenceOngoing(m) => (m.clone(), InitReply::Fenced(m)),
+                    };
+                    Ok::<_, TxnError>(Outcome {
+                        records: vec![record(&m)],
+                        response: reply,
+                    })
+                },
+            )
+            .await?;
         match written.committed().await? {
             InitReply::Ready(producer_id, epoch) => Ok((producer_id, epoch)),
             InitReply::Fenced(m) => {
@@ -230,7 +268,7 @@ impl TxnCoordinator {
 
     /// AddPartitionsToTxn (the partitions exist; the caller checked) and AddOffsetsToTxn.
     pub async fn add_partitions(
-        &self,
+        self: &Arc<Self>,
         transactional_id: &str,
         producer_id: i64,
         epoch: i16,
@@ -238,22 +276,25 @@ impl TxnCoordinator {
     ) -> Result<(), TxnError> {
         Self::validate_id(transactional_id).map_err(|_| ResponseError::InvalidProducerIdMapping)?;
         let now = now_ms();
-        let written = self.runtime.write(
-            self.partition_for(transactional_id),
-            |shard: &mut TxnShard| {
-                let next = state::add_partitions(
-                    shard.get(transactional_id),
-                    producer_id,
-                    epoch,
-                    partitions,
-                    now,
-                )?;
-                Ok::<_, TxnError>(Outcome {
-                    records: next.iter().map(record).collect(),
-                    response: (),
-                })
-            },
-        )?;
+        let (id, partitions) = (transactional_id.to_string(), partitions.to_vec());
+        let written = self
+            .write(
+                self.partition_for(transactional_id),
+                move |shard: &mut TxnShard| {
+                    let next = state::add_partitions(
+                        shard.get(&id),
+                        producer_id,
+                        epoch,
+                        &partitions,
+                        now,
+                    )?;
+                    Ok::<_, TxnError>(Outcome {
+                        records: next.iter().map(record).collect(),
+                        response: (),
+                    })
+                },
+            )
+            .await?;
         written.committed().await?;
         Ok(())
     }
@@ -271,36 +312,39 @@ impl TxnCoordinator {
     ) -> Result<(i64, i16), TxnError> {
         Self::validate_id(transactional_id).map_err(|_| ResponseError::InvalidProducerIdMapping)?;
         let now = now_ms();
-        let ids = &self.producer_ids;
-        let written = self.runtime.write(
-            self.partition_for(transactional_id),
-            |shard: &mut TxnShard| {
-                let existing = shard.get(transactional_id);
-                let outcome = if v2 {
-                    state::end_txn_v2(existing, producer_id, epoch, commit, now, || {
-                        ids.next_id().map_err(|e| {
-                            tracing::error!(error = %e, "cannot allocate a producer id");
-                            ResponseError::KafkaStorageError
-                        })
-                    })?
-                } else {
-                    state::end_txn(existing, producer_id, epoch, commit, now)?
-                };
-                Ok::<_, TxnError>(match outcome {
-                    EndOutcome::Prepare(m) => Outcome {
-                        records: vec![record(&m)],
-                        response: (state::continue_with(&m), Some(m)),
-                    },
-                    EndOutcome::AlreadyDone => Outcome {
-                        records: Vec::new(),
-                        response: (
-                            existing.map_or((producer_id, epoch), state::continue_with),
-                            None,
-                        ),
-                    },
-                })
-            },
-        )?;
+        let ids = Arc::clone(&self.producer_ids);
+        let id = transactional_id.to_string();
+        let written = self
+            .write(
+                self.partition_for(transactional_id),
+                move |shard: &mut TxnShard| {
+                    let existing = shard.get(&id);
+                    let outcome = if v2 {
+                        state::end_txn_v2(existing, producer_id, epoch, commit, now, || {
+                            ids.next_id().map_err(|e| {
+                                tracing::error!(error = %e, "cannot allocate a producer id");
+                                ResponseError::KafkaStorageError
+                            })
+                        })?
+                    } else {
+                        state::end_txn(existing, producer_id, epoch, commit, now)?
+                    };
+                    Ok::<_, TxnError>(match outcome {
+                        EndOutcome::Prepare(m) => Outcome {
+                            records: vec![record(&m)],
+                            response: (state::continue_with(&m), Some(m)),
+                        },
+                        EndOutcome::AlreadyDone => Outcome {
+                            records: Vec::new(),
+                            response: (
+                                existing.map_or((producer_id, epoch), state::continue_with),
+                                None,
+                            ),
+                        },
+                    })
+                },
+            )
+            .await?;
         let (next, prepared) = written.committed().await?;
         if let Some(prepared) = prepared {
             self.spawn_completion(prepared);
@@ -394,20 +438,21 @@ impl TxnCoordinator {
     }
 
     async fn abort_timed_out(
-        &self,
+        self: &Arc<Self>,
         partition: i32,
         transactional_id: &str,
         now: i64,
     ) -> Result<Option<TxnMetadata>, TxnError> {
-        let written = self.runtime.write(partition, |shard: &mut TxnShard| {
-            let next = shard
-                .get(transactional_id)
-                .and_then(|m| state::abort_timed_out(m, now));
-            Ok::<_, TxnError>(Outcome {
-                records: next.iter().map(record).collect(),
-                response: next,
+        let id = transactional_id.to_string();
+        let written = self
+            .write(partition, move |shard: &mut TxnShard| {
+                let next = shard.get(&id).and_then(|m| state::abort_timed_out(m, now));
+                Ok::<_, TxnError>(Outcome {
+                    records: next.iter().map(record).collect(),
+                    response: next,
+                })
             })
-        })?;
+            .await?;
         let aborted = written.committed().await?;
         if let Some(m) = &aborted {
             tracing::info!(
@@ -421,29 +466,32 @@ impl TxnCoordinator {
     }
 
     async fn expire(
-        &self,
+        self: &Arc<Self>,
         partition: i32,
         transactional_id: &str,
         now: i64,
     ) -> Result<(), TxnError> {
         let id_expiration_ms = self.config.id_expiration_ms;
-        let written = self.runtime.write(partition, |shard: &mut TxnShard| {
-            let expired = shard
-                .get(transactional_id)
-                .is_some_and(|m| state::is_expired(m, now, id_expiration_ms));
-            let records = if expired {
-                vec![TxnRecord {
-                    transactional_id: transactional_id.to_string(),
-                    value: None,
-                }]
-            } else {
-                Vec::new()
-            };
-            Ok::<_, TxnError>(Outcome {
-                records,
-                response: (),
+        let id = transactional_id.to_string();
+        let written = self
+            .write(partition, move |shard: &mut TxnShard| {
+                let expired = shard
+                    .get(&id)
+                    .is_some_and(|m| state::is_expired(m, now, id_expiration_ms));
+                let records = if expired {
+                    vec![TxnRecord {
+                        transactional_id: id,
+                        value: None,
+                    }]
+                } else {
+                    Vec::new()
+                };
+                Ok::<_, TxnError>(Outcome {
+                    records,
+                    response: (),
+                })
             })
-        })?;
+            .await?;
         written.committed().await?;
         Ok(())
     }
@@ -478,7 +526,7 @@ impl TxnCoordinator {
     }
 
     /// Writes the markers of a prepared transaction, waits for them, writes its completion.
-    async fn complete(&self, prepared: TxnMetadata) -> Result<(), TxnError> {
+    async fn complete(self: &Arc<Self>, prepared: TxnMetadata) -> Result<(), TxnError> {
         // The prepare record must be durable before any marker is written: a marker that
         // outlived a lost prepare would show readers a commit that the coordinator, finding
         // the transaction still ongoing after a restart, then aborts. EndTxn's path has waited
@@ -514,23 +562,29 @@ impl TxnCoordinator {
         self.write_markers(partitions, marker).await;
         let id = prepared.transactional_id.as_str();
         let now = now_ms();
+        let (producer_id, producer_epoch, txn_state) = (
+            prepared.producer_id,
+            prepared.producer_epoch,
+            prepared.state,
+        );
+        let completing = id.to_string();
         let written = self
-            .runtime
-            .write(self.partition_for(id), |shard: &mut TxnShard| {
+            .write(self.partition_for(id), move |shard: &mut TxnShard| {
                 // Only the transaction these markers were for: same producer, epoch and state.
                 let next = shard
-                    .get(id)
+                    .get(&completing)
                     .filter(|m| {
-                        m.producer_id == prepared.producer_id
-                            && m.producer_epoch == prepared.producer_epoch
-                            && m.state == prepared.state
+                        m.producer_id == producer_id
+                            && m.producer_epoch == producer_epoch
+                            && m.state == txn_state
                     })
                     .and_then(|m| state::complete(m, now));
                 Ok::<_, TxnError>(Outcome {
                     records: next.iter().map(record).collect(),
                     response: (),
                 })
-            })?;
+            })
+            .await?;
         written.committed().await?;
         tracing::debug!(
             transactional_id = id,
@@ -550,7 +604,7 @@ impl TxnCoordinator {
             let writer = Arc::clone(&self.markers);
             let batch = std::mem::take(&mut pending);
             let retry = batch.clone();
-            let written = tokio::task::spawn_blocking(move || {
+            let write_all = move || {
                 batch
                     .into_iter()
                     .map(|tp| {
@@ -558,12 +612,20 @@ impl TxnCoordinator {
                         (tp, result)
                     })
                     .collect::<Vec<_>>()
-            })
-            .await;
+            };
+            // Appends (perhaps a log opened, a segment rolled): on the I/O pool, or the
+            // blocking pool without one.
+            let written = match self.io_pool.get() {
+                Some(pool) => pool.run(write_all).await.map_err(|e| {
+                    self.metrics.io_job_failed("transaction marker write", &e);
+                }),
+                None => tokio::task::spawn_blocking(write_all).await.map_err(|e| {
+                    self.metrics.task_failed("transaction marker write", &e);
+                }),
+            };
             let written = match written {
                 Ok(written) => written,
-                Err(e) => {
-                    self.metrics.task_failed("transaction marker write", &e);
+                Err(()) => {
                     pending = retry;
                     tokio::time::sleep(MARKER_RETRY).await;
                     continue;
