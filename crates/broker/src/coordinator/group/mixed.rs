@@ -132,6 +132,46 @@ fn by_id(owned: &[(String, Vec<i32>)], topics: &dyn TopicLookup) -> Assignment {
     a
 }
 
+/// A classic member's own timeouts inside a consumer group: its session, and the rebalance
+/// timeout it has to rejoin within when told to (capped as every rebalance timeout is).
+struct ClassicTimeouts {
+    session: Duration,
+    rebalance: Duration,
+}
+
+impl ClassicTimeouts {
+    fn of(m: &ConsumerMember) -> Self {
+        let session_ms = m.meta.classic.as_ref().map_or(0, |c| c.session_timeout_ms);
+        ClassicTimeouts {
+            session: Duration::from_millis(session_ms.max(0) as u64),
+            rebalance: Duration::from_millis(m.meta.rebalance_timeout_ms.max(0) as u64)
+                .min(super::REBALANCE_TIMEOUT_MAX),
+        }
+    }
+
+    /// Restarts the member's session (a SyncGroup or Heartbeat is a sign of life) and returns
+    /// its deadlines for the caller to set or clear the rejoin deadline.
+    fn restart_session<'a>(
+        &self,
+        shard: &'a mut GroupShard,
+        group_id: &str,
+        member_id: String,
+        now: Instant,
+    ) -> &'a mut MemberDeadlines {
+        let d = shard
+            .consumer_deadlines
+            .entry(group_id.to_string())
+            .or_default()
+            .entry(member_id)
+            .or_insert(MemberDeadlines {
+                session: now + self.session,
+                revocation: None,
+            });
+        d.session = now + self.session;
+        d
+    }
+}
+
 /// A converted or joining classic member's deadlines: its own session timeout.
 pub fn classic_deadlines(m: &ConsumerMember, now: Instant) -> MemberDeadlines {
     let session_ms = m.meta.classic.as_ref().map_or(0, |c| c.session_timeout_ms);
@@ -651,24 +691,12 @@ impl GroupCoordinator {
         let (name, metadata) = c.supported_protocols.first().cloned().unwrap_or_default();
         let rebalance =
             g.epoch > m.current.member_epoch && m.current.state != MemberState::UnrevokedPartitions;
-        let session = Duration::from_millis(c.session_timeout_ms.max(0) as u64);
-        let rebalance_timeout = Duration::from_millis(m.meta.rebalance_timeout_ms.max(0) as u64)
-            .min(super::REBALANCE_TIMEOUT_MAX);
         let assignment = encode_assignment(&m.current.assigned, topics, version_of(&metadata));
-        let id = m.id.clone();
-        let d = shard
-            .consumer_deadlines
-            .entry(group_id.to_string())
-            .or_default()
-            .entry(id)
-            .or_insert(MemberDeadlines {
-                session: now + session,
-                revocation: None,
-            });
-        d.session = now + session;
+        let (id, timeouts) = (m.id.clone(), ClassicTimeouts::of(m));
+        let d = timeouts.restart_session(shard, group_id, id, now);
         if rebalance {
             // It must rejoin within its rebalance timeout.
-            d.revocation.get_or_insert(now + rebalance_timeout);
+            d.revocation.get_or_insert(now + timeouts.rebalance);
             return Err(ErrorCode(code(ResponseError::RebalanceInProgress)));
         }
         d.revocation = None;
@@ -703,23 +731,10 @@ impl GroupCoordinator {
             || m.current.state == MemberState::UnrevokedPartitions
             || (m.current.state == MemberState::UnreleasedPartitions
                 && !waiting_on_unreleased(g, m));
-        let c = m.meta.classic.as_ref().expect("checked by classic_member");
-        let session = Duration::from_millis(c.session_timeout_ms.max(0) as u64);
-        let rebalance_timeout = Duration::from_millis(m.meta.rebalance_timeout_ms.max(0) as u64)
-            .min(super::REBALANCE_TIMEOUT_MAX);
-        let id = m.id.clone();
-        let d = shard
-            .consumer_deadlines
-            .entry(group_id.to_string())
-            .or_default()
-            .entry(id)
-            .or_insert(MemberDeadlines {
-                session: now + session,
-                revocation: None,
-            });
-        d.session = now + session;
+        let (id, timeouts) = (m.id.clone(), ClassicTimeouts::of(m));
+        let d = timeouts.restart_session(shard, group_id, id, now);
         if rejoin {
-            d.revocation.get_or_insert(now + rebalance_timeout);
+            d.revocation.get_or_insert(now + timeouts.rebalance);
             return Ok(code(ResponseError::RebalanceInProgress));
         }
         Ok(0)
