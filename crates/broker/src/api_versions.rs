@@ -34,6 +34,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     // v5 is transactions v2 (KIP-890: the epoch is bumped at every end).
     (ApiKey::EndTxn, 0, 5),
     (ApiKey::DescribeProducers, 0, 0),
+    // From Admin's abortTransaction. Kafka 4.4 has v2 (a transaction version field for
+    // KIP-890 markers); the kafka-protocol crate has v1, which Admin uses.
+    (ApiKey::WriteTxnMarkers, 1, 1),
     (ApiKey::DescribeTransactions, 0, 0),
     // v2 adds a transactional id regular expression filter.
     (ApiKey::ListTransactions, 0, 1),

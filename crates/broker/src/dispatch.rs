@@ -22,7 +22,7 @@ use crate::state::BrokerState;
 use crate::{
     acls, admin, api_versions, configs, credentials, describe_topic_partitions, fetch,
     leader_epoch, list_offsets, metadata, produce, producer_id, quotas, replica_admin, sasl,
-    share_admin, txn_api,
+    share_admin, txn_api, write_txn_markers,
 };
 
 /// The rest of a request that is waiting (for durability, or in a fetch's long poll), to be
@@ -360,6 +360,10 @@ async fn route(
         ApiKey::ListTransactions => {
             let request = decode(&mut body, prefix)?;
             reply(prefix, &txn_api::list_transactions(state, v, request))?
+        }
+        ApiKey::WriteTxnMarkers => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &write_txn_markers::handle(state, request).await)?
         }
         ApiKey::DescribeProducers => {
             let request = decode(&mut body, prefix)?;

@@ -72,6 +72,7 @@ pub mod topics;
 pub mod txn_api;
 pub mod txn_offset_commit;
 pub mod view;
+pub mod write_txn_markers;
 
 pub use broker::{Broker, BrokerConfig};
 pub use cold_read::{ColdReadConfig, ReadPathPolicy};

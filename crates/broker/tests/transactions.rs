@@ -646,3 +646,127 @@ async fn bounded_value<T, F: std::future::Future<Output = T>>(test: F) -> T {
         .await
         .expect("test timed out")
 }
+
+/// WriteTxnMarkers v1 for one marker on partition 0 of `topic`; that partition's error code.
+async fn write_marker(
+    client: &mut Client,
+    topic: &str,
+    pid: i64,
+    epoch: i16,
+    coordinator_epoch: i32,
+    commit: bool,
+) -> i16 {
+    use write_txn_markers_request::{WritableTxnMarker, WritableTxnMarkerTopic};
+    let request =
+        WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_coordinator_epoch(coordinator_epoch)
+            .with_transaction_result(commit)
+            .with_topics(vec![WritableTxnMarkerTopic::default()
+                .with_name(name(topic))
+                .with_partition_indexes(vec![0])])]);
+    let response = client.send(1, &request).await;
+    assert_eq!(response.markers.len(), 1);
+    assert_eq!(response.markers[0].producer_id.0, pid);
+    let t = &response.markers[0].topics[0];
+    assert_eq!(t.name.0.as_str(), topic);
+    assert_eq!(t.partitions[0].partition_index, 0);
+    t.partitions[0].error_code
+}
+
+/// Admin's `abortTransaction` (`kafka-transactions.sh abort`): a WriteTxnMarkers from a client
+/// aborts a hanging transaction that its coordinator never ends, so read_committed readers
+/// get past it; stale producer or coordinator epochs and partitions that are not there get
+/// Kafka's codes and write nothing.
+#[tokio::test]
+async fn an_admin_abort_marker_ends_a_hanging_transaction() {
+    const INVALID_TOPIC_EXCEPTION: i16 = 17;
+    const TRANSACTION_COORDINATOR_FENCED: i16 = 52;
+    let broker = TestBroker::start().await;
+    let mut client = broker.connect().await;
+    bounded(async {
+        create_topic(&mut client, "hang").await;
+        // A second InitProducerId bumps the epoch to 1, so epoch 0 is stale.
+        init_txn_ok(&mut client, "stuck").await;
+        let (pid, epoch) = init_txn_ok(&mut client, "stuck").await;
+        assert_eq!(epoch, 1);
+        assert_eq!(
+            add_partitions(&mut client, "stuck", pid, epoch, &[("hang", 0)]).await,
+            vec![0]
+        );
+        let b = batch(pid, epoch, 0, 3, Kind::Transactional);
+        assert_eq!(
+            produce_to(&mut client, Some("stuck"), "hang", 0, b).await,
+            (0, 0)
+        );
+        let plain = batch(-1, -1, -1, 2, Kind::Data);
+        assert_eq!(
+            produce_to(&mut client, None, "hang", 0, plain).await,
+            (0, 3)
+        );
+        assert_eq!(
+            latest(&mut client, "hang", true).await,
+            0,
+            "held by the open txn"
+        );
+
+        // Refusals write nothing.
+        assert_eq!(
+            write_marker(&mut client, "hang", pid, epoch - 1, 0, false).await,
+            INVALID_PRODUCER_EPOCH
+        );
+        assert_eq!(
+            write_marker(&mut client, "nowhere", pid, epoch, 0, false).await,
+            UNKNOWN_TOPIC_OR_PARTITION
+        );
+        assert_eq!(
+            write_marker(&mut client, "__transaction_state", pid, epoch, 0, false).await,
+            INVALID_TOPIC_EXCEPTION
+        );
+        assert_eq!(latest(&mut client, "hang", false).await, 5);
+        assert_eq!(latest(&mut client, "hang", true).await, 0);
+
+        // The abort: the marker lands at offset 5 and the last stable offset moves past it.
+        assert_eq!(
+            write_marker(&mut client, "hang", pid, epoch, 3, false).await,
+            0
+        );
+        assert_eq!(latest(&mut client, "hang", true).await, 6);
+        let read = fetch(&mut client, "hang", 0, true).await;
+        assert_eq!(read.last_stable_offset, 6);
+        let aborted = read.aborted_transactions.clone().expect("read_committed");
+        assert_eq!(aborted.len(), 1);
+        assert_eq!(
+            (aborted[0].producer_id.0, aborted[0].first_offset),
+            (pid, 0)
+        );
+        assert_eq!(
+            records(&read),
+            vec![
+                (0, false),
+                (1, false),
+                (2, false),
+                (3, false),
+                (4, false),
+                (5, true)
+            ]
+        );
+
+        // A marker from an older coordinator epoch than the last one is fenced; a producer
+        // with no open transaction here still gets its marker, as in Kafka.
+        assert_eq!(
+            write_marker(&mut client, "hang", pid, epoch, 2, false).await,
+            TRANSACTION_COORDINATOR_FENCED
+        );
+        assert_eq!(latest(&mut client, "hang", false).await, 6);
+        assert_eq!(
+            write_marker(&mut client, "hang", 12_345, 0, 0, false).await,
+            0
+        );
+        assert_eq!(latest(&mut client, "hang", false).await, 7);
+        assert_eq!(latest(&mut client, "hang", true).await, 7);
+    })
+    .await;
+    broker.stop().await;
+}
