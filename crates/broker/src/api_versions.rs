@@ -91,6 +91,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ExpireDelegationToken, 1, 2),
     (ApiKey::DescribeDelegationToken, 1, 3),
     (ApiKey::DescribeClientQuotas, 0, 1),
+    // A single-node KRaft quorum, and features fixed by the binary (quorum, update_features).
+    (ApiKey::DescribeQuorum, 0, 2),
+    (ApiKey::UpdateFeatures, 0, 2),
     (ApiKey::ListConfigResources, 0, 1),
 ];
 
@@ -128,12 +131,15 @@ pub const GROUP_VERSION: i16 = 1;
 /// `share.version` 1 enables KIP-932 share groups, as in Kafka 4.x.
 pub const SHARE_VERSION: i16 = 1;
 
+/// Every feature this broker has, at the one level it finalizes and supports at most.
+pub const FEATURES: &[(&str, i16)] = &[
+    ("group.version", GROUP_VERSION),
+    ("share.version", SHARE_VERSION),
+    ("transaction.version", TRANSACTION_VERSION),
+];
+
 pub fn handle(_request: ApiVersionsRequest) -> ApiVersionsResponse {
-    let features = [
-        ("group.version", GROUP_VERSION),
-        ("share.version", SHARE_VERSION),
-        ("transaction.version", TRANSACTION_VERSION),
-    ];
+    let features = FEATURES;
     let name = kafka_protocol::protocol::StrBytes::from_static_str;
     ApiVersionsResponse::default()
         .with_error_code(NONE)

@@ -21,8 +21,8 @@ use crate::response::{self, Response};
 use crate::state::BrokerState;
 use crate::{
     acls, admin, api_versions, configs, credentials, describe_topic_partitions, fetch,
-    leader_epoch, list_offsets, metadata, produce, producer_id, quotas, replica_admin, sasl,
-    share_admin, txn_api, write_txn_markers,
+    leader_epoch, list_offsets, metadata, produce, producer_id, quorum, quotas, replica_admin,
+    sasl, share_admin, txn_api, update_features, write_txn_markers,
 };
 
 /// The rest of a request that is waiting (for durability, or in a fetch's long poll), to be
@@ -445,6 +445,20 @@ fn route_cluster_admin(
         ApiKey::ElectLeaders => {
             let request = decode(&mut body, prefix)?;
             reply(prefix, &replica_admin::elect_leaders(state, request))
+        }
+        ApiKey::DescribeQuorum => {
+            let request = decode(&mut body, prefix)?;
+            reply(
+                prefix,
+                &quorum::describe(state, prefix.api_version, request),
+            )
+        }
+        ApiKey::UpdateFeatures => {
+            let request = decode(&mut body, prefix)?;
+            reply(
+                prefix,
+                &update_features::handle(state.config.node_id, prefix.api_version, request),
+            )
         }
         ApiKey::UnregisterBroker => {
             let request = decode(&mut body, prefix)?;

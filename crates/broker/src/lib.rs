@@ -57,6 +57,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod produce;
 pub mod producer_id;
+pub mod quorum;
 pub mod quotas;
 pub mod replica_admin;
 pub mod response;
@@ -71,6 +72,7 @@ pub mod state;
 pub mod topics;
 pub mod txn_api;
 pub mod txn_offset_commit;
+pub mod update_features;
 pub mod view;
 pub mod write_txn_markers;
 

@@ -840,3 +840,133 @@ async fn unregister_broker_knows_only_this_node() {
     })
     .await;
 }
+
+fn quorum_request(topic: &str, partitions: &[i32]) -> DescribeQuorumRequest {
+    use describe_quorum_request::{PartitionData, TopicData};
+    DescribeQuorumRequest::default().with_topics(vec![TopicData::default()
+        .with_topic_name(name(topic))
+        .with_partitions(
+            partitions
+                .iter()
+                .map(|&p| PartitionData::default().with_partition_index(p))
+                .collect(),
+        )])
+}
+
+/// Admin's `describeMetadataQuorum`: a single-node quorum of this node, as a combined-mode
+/// KRaft Kafka answers, at every version; any other partition is UNKNOWN_TOPIC_OR_PARTITION.
+#[tokio::test]
+async fn describe_quorum_is_a_single_voter_led_by_this_node() {
+    let broker = TestBroker::start().await;
+    let mut client = broker.connect().await;
+    let node = broker.state.config.node_id;
+    bounded(async {
+        for version in 0..=2 {
+            let r = client
+                .send(version, &quorum_request("__cluster_metadata", &[0]))
+                .await;
+            assert_eq!(r.error_code, 0, "v{version}");
+            assert_eq!(r.topics.len(), 1);
+            assert_eq!(r.topics[0].topic_name.0.as_str(), "__cluster_metadata");
+            let p = &r.topics[0].partitions[0];
+            assert_eq!((p.partition_index, p.error_code), (0, 0));
+            assert_eq!(p.leader_id.0, node);
+            assert!(p.leader_epoch >= 1);
+            assert_eq!(p.current_voters.len(), 1);
+            assert_eq!(p.current_voters[0].replica_id.0, node);
+            assert_eq!(p.current_voters[0].log_end_offset, p.high_watermark);
+            assert!(p.observers.is_empty());
+            if version >= 1 {
+                assert!(p.current_voters[0].last_caught_up_timestamp > 0);
+            }
+            if version >= 2 {
+                assert_eq!(r.nodes.len(), 1);
+                assert_eq!(r.nodes[0].node_id.0, node);
+                assert_eq!(r.nodes[0].listeners[0].port, broker.addr.port());
+            }
+        }
+        for (topic, partitions) in [("__cluster_metadata", &[1][..]), ("orders", &[0][..])] {
+            let r = client.send(2, &quorum_request(topic, partitions)).await;
+            assert_eq!(r.error_code, 0);
+            assert_eq!(r.topics[0].partitions[0].error_code, 3, "{topic}");
+        }
+    })
+    .await;
+    broker.stop().await;
+}
+
+fn feature_update(feature: &str, level: i16, upgrade_type: i8) -> UpdateFeaturesRequest {
+    use update_features_request::FeatureUpdateKey;
+    UpdateFeaturesRequest::default()
+        .with_timeout_ms(30_000)
+        .with_feature_updates(vec![FeatureUpdateKey::default()
+            .with_feature(s(feature))
+            .with_max_version_level(level)
+            .with_upgrade_type(upgrade_type)])
+}
+
+/// Admin's `updateFeatures`: the current level validates (and applies as a no-op); any other
+/// level is INVALID_UPDATE_VERSION with Kafka's message, and the finalized levels that
+/// ApiVersions reports do not change.
+#[tokio::test]
+async fn update_features_accepts_only_the_current_levels() {
+    const INVALID_UPDATE_VERSION: i16 = 95;
+    let broker = TestBroker::start().await;
+    let mut client = broker.connect().await;
+    bounded(async {
+        for version in 1..=2 {
+            for validate_only in [true, false] {
+                let r = client
+                    .send(
+                        version,
+                        &feature_update("group.version", 1, 1).with_validate_only(validate_only),
+                    )
+                    .await;
+                assert_eq!((r.error_code, r.error_message.as_deref()), (0, None));
+                let rows: Vec<_> = r.results.iter().map(|x| x.error_code).collect();
+                assert_eq!(rows, if version == 1 { vec![0] } else { vec![] });
+            }
+        }
+        let refused = [
+            ("group.version", 2, 1, "only supports versions 0-1"),
+            ("group.version", 0, 1, "Can't downgrade"),
+            ("transaction.version", 1, 2, "fixed by its binary"),
+            ("metadata.version", 27, 1, "does not support this feature"),
+        ];
+        for (feature, level, kind, reason) in refused {
+            let r = client
+                .send(
+                    2,
+                    &feature_update(feature, level, kind).with_validate_only(true),
+                )
+                .await;
+            assert_eq!(r.error_code, INVALID_UPDATE_VERSION, "{feature} {level}");
+            let message = r.error_message.expect("a message").to_string();
+            assert!(
+                message.starts_with(
+                    "The update failed for all features since the following feature had an \
+                     error: Invalid update version"
+                ),
+                "{message}"
+            );
+            assert!(message.contains(reason), "{message}");
+            if level == 2 {
+                let node = broker.state.config.node_id;
+                assert!(message.ends_with(&format!(
+                    "Local controller {node} only supports versions 0-1"
+                )));
+            }
+            assert!(r.results.is_empty());
+        }
+        let features = client.send(3, &ApiVersionsRequest::default()).await;
+        let finalized: Vec<_> = features
+            .finalized_features
+            .iter()
+            .map(|f| (f.name.to_string(), f.max_version_level))
+            .collect();
+        assert!(finalized.contains(&("group.version".to_string(), 1)));
+        assert!(finalized.contains(&("transaction.version".to_string(), 2)));
+    })
+    .await;
+    broker.stop().await;
+}

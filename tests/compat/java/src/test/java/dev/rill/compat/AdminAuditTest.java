@@ -55,15 +55,12 @@ class AdminAuditTest {
 
     /** Methods where rill answers otherwise than Kafka 4.4, with the reason (docs/admin-api.md). */
     static final Map<String, String> KNOWN_DIFFERENCES = Map.ofEntries(
-            Map.entry("updateFeatures(validateOnly)", "UpdateFeatures (57) not served: feature levels are the binary's"),
-            Map.entry("describeMetadataQuorum", "DescribeQuorum (55) not served: no KRaft metadata quorum"),
             Map.entry("unregisterController", "no controllers to unregister"),
             Map.entry("addRaftVoter", "AddRaftVoter (80) not served: no Raft quorum"),
             Map.entry("removeRaftVoter", "RemoveRaftVoter (81) not served: no Raft quorum"),
             Map.entry("alterClientQuotas", "AlterClientQuotas (49) not served until quotas are enforced"),
             Map.entry("alterUserScramCredentials", "AlterUserScramCredentials (51) not served until SASL/SCRAM exists"),
-            Map.entry("describeStreamsGroups", "StreamsGroupDescribe (89) not served: no streams groups (KIP-1071)"),
-            Map.entry("abortTransaction", "WriteTxnMarkers (27) from clients not served"));
+            Map.entry("describeStreamsGroups", "StreamsGroupDescribe (89) not served: no streams groups (KIP-1071)"));
 
     interface Call {
         Object run(Admin admin) throws Exception;
