@@ -724,6 +724,28 @@ async fn an_admin_abort_marker_ends_a_hanging_transaction() {
             write_marker(&mut client, "__transaction_state", pid, epoch, 0, false).await,
             INVALID_TOPIC_EXCEPTION
         );
+        {
+            // Partitions that do not exist: a negative index, an offsets-topic partition past
+            // its count.
+            use write_txn_markers_request::{WritableTxnMarker, WritableTxnMarkerTopic};
+            let topic = |t: &str, p: i32| {
+                WritableTxnMarkerTopic::default()
+                    .with_name(name(t))
+                    .with_partition_indexes(vec![p])
+            };
+            let request =
+                WriteTxnMarkersRequest::default().with_markers(vec![WritableTxnMarker::default()
+                    .with_producer_id(ProducerId(pid))
+                    .with_producer_epoch(epoch)
+                    .with_topics(vec![topic("hang", -1), topic("__consumer_offsets", 9_999)])]);
+            let response = client.send(1, &request).await;
+            let codes: Vec<_> = response.markers[0]
+                .topics
+                .iter()
+                .map(|t| t.partitions[0].error_code)
+                .collect();
+            assert_eq!(codes, vec![UNKNOWN_TOPIC_OR_PARTITION; 2]);
+        }
         assert_eq!(latest(&mut client, "hang", false).await, 5);
         assert_eq!(latest(&mut client, "hang", true).await, 0);
 
