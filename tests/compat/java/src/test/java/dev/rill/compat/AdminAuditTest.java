@@ -60,6 +60,7 @@ class AdminAuditTest {
             Map.entry("removeRaftVoter", "RemoveRaftVoter (81) not served: no Raft quorum"),
             Map.entry("alterClientQuotas", "AlterClientQuotas (49) not served until quotas are enforced"),
             Map.entry("alterUserScramCredentials", "AlterUserScramCredentials (51) not served until SASL/SCRAM exists"),
+            Map.entry("deleteShareGroups", "a share group whose only state was deleted is gone: rill keeps no record of an empty share group"),
             Map.entry("describeStreamsGroups", "StreamsGroupDescribe (89) not served: no streams groups (KIP-1071)"));
 
     interface Call {
