@@ -277,7 +277,7 @@ async fn route(
             let request: m::FetchRequest = decode(&mut body, prefix)?;
             // A log first used here is opened (recovered) on the I/O pool, not inline.
             state
-                .open_logs_off_runtime(fetch::partitions_of(&request))
+                .open_logs_off_runtime(&fetch::partitions_of(&request))
                 .await;
             match fetch::start(state, v, prefix.correlation_id, request) {
                 fetch::Fetched::Ready(response) => response,

@@ -246,7 +246,7 @@ async fn append_all(
 ) -> Vec<AppendOutcome> {
     // A log still on disk is opened (recovered) on the pool, not by the planning below.
     state
-        .open_logs_off_runtime(items.iter().map(|(tp, _)| tp.clone()).collect())
+        .open_logs_off_runtime(items.iter().map(|(tp, _)| tp))
         .await;
     let mut outcomes: Vec<Option<AppendOutcome>> = Vec::with_capacity(items.len());
     let mut jobs: Vec<(usize, PoolAppend)> = Vec::new();

@@ -191,11 +191,13 @@ impl BrokerState {
 
     /// Opens, on the I/O pool, those of `tps` whose logs are still on disk, so a handler that
     /// reads them inline (fetch) finds them open. Unknown partitions are left to the handler.
-    pub async fn open_logs_off_runtime(self: &Arc<Self>, tps: Vec<TopicPartition>) {
-        let closed: Vec<_> = tps
-            .into_iter()
-            .filter(|tp| self.logs.get_open_log(tp).is_none() && self.logs.contains(tp))
-            .collect();
+    pub async fn open_logs_off_runtime<'a>(
+        self: &Arc<Self>,
+        tps: impl IntoIterator<Item = &'a TopicPartition>,
+    ) {
+        // Every produce and fetch passes here: one lock, and a key cloned only for a log
+        // that is still on disk.
+        let closed = self.logs.on_disk(tps);
         if closed.is_empty() {
             return;
         }

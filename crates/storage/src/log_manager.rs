@@ -310,6 +310,19 @@ impl LogManager {
         }
     }
 
+    /// Those of `tps` whose logs are here but still on disk (not opened yet), under one
+    /// lock: what a request's handler would open inline on first use.
+    pub fn on_disk<'a>(
+        &self,
+        tps: impl IntoIterator<Item = &'a TopicPartition>,
+    ) -> Vec<TopicPartition> {
+        let state = self.state.lock();
+        tps.into_iter()
+            .filter(|tp| matches!(state.logs.get(*tp), Some(Slot::OnDisk)))
+            .cloned()
+            .collect()
+    }
+
     /// Whether `tp` has a log here, open or not (never opens it).
     pub fn contains(&self, tp: &TopicPartition) -> bool {
         self.state.lock().logs.contains_key(tp)
