@@ -7,9 +7,8 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::rill_bin;
@@ -30,7 +29,7 @@ fn serve(dir: &Path) -> (Child, String, Duration) {
 /// execs it.
 fn serve_limited(dir: &Path, nofile: Option<u32>) -> (Child, String, Duration) {
     let started = Instant::now();
-    let mut command = match nofile {
+    let command = match nofile {
         None => Command::new(rill_bin()),
         Some(n) => {
             let mut c = Command::new("sh");
@@ -40,27 +39,7 @@ fn serve_limited(dir: &Path, nofile: Option<u32>) -> (Child, String, Duration) {
             c
         }
     };
-    let mut child = command
-        .args(["serve", "--listen", "127.0.0.1:0", "--no-metrics"])
-        .arg("--data-dir")
-        .arg(dir)
-        .env("RILL_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn rill serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(addr) = line.strip_prefix("rill listening on ") {
-                let _ = tx.send(addr.to_string());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("broker ready within 60 s");
+    let (child, addr) = common::crash::serve_with(command, dir, Duration::from_secs(60));
     (child, addr, started.elapsed())
 }
 

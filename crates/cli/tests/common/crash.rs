@@ -32,7 +32,13 @@ impl Rng {
 /// Starts `rill serve` on `dir` (loopback, port 0, no metrics) and returns it with its
 /// address (at most 30 s).
 pub fn serve(dir: &Path) -> (Child, String) {
-    let mut child = Command::new(rill_bin())
+    serve_with(Command::new(rill_bin()), dir, Duration::from_secs(30))
+}
+
+/// [`serve`] through `command` (the `rill` binary itself, or a shell that execs it with
+/// other limits), waiting at most `ready_within` for its listening line.
+pub fn serve_with(mut command: Command, dir: &Path, ready_within: Duration) -> (Child, String) {
+    let mut child = command
         .args(["serve", "--listen", "127.0.0.1:0", "--no-metrics"])
         .arg("--data-dir")
         .arg(dir)
@@ -51,8 +57,8 @@ pub fn serve(dir: &Path) -> (Child, String) {
         }
     });
     let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("broker ready within 30 s");
+        .recv_timeout(ready_within)
+        .unwrap_or_else(|_| panic!("broker ready within {ready_within:?}"));
     (child, addr)
 }
 
