@@ -289,31 +289,34 @@ pub fn downgrade(
 ) {
     let group = g.id.clone();
     let consumer = |r| StoredRecord::Consumer(r);
-    for id in g.members.keys() {
-        records.push(consumer(ConsumerRecord::Current {
-            group: group.clone(),
-            member: id.clone(),
-            value: None,
-        }));
-    }
-    for id in g.members.keys() {
-        records.push(consumer(ConsumerRecord::TargetMember {
-            group: group.clone(),
-            member: id.clone(),
-            value: None,
-        }));
-    }
+    // One tombstone per member of a record kind, in Kafka's order of kinds.
+    let per_member = |records: &mut Vec<StoredRecord>,
+                      kind: fn(String, String) -> ConsumerRecord| {
+        records.extend(
+            g.members
+                .keys()
+                .map(|id| consumer(kind(group.clone(), id.clone()))),
+        );
+    };
+    per_member(records, |group, member| ConsumerRecord::Current {
+        group,
+        member,
+        value: None,
+    });
+    per_member(records, |group, member| ConsumerRecord::TargetMember {
+        group,
+        member,
+        value: None,
+    });
     records.push(consumer(ConsumerRecord::TargetEpoch {
         group: group.clone(),
         epoch: None,
     }));
-    for id in g.members.keys() {
-        records.push(consumer(ConsumerRecord::Member {
-            group: group.clone(),
-            member: id.clone(),
-            value: None,
-        }));
-    }
+    per_member(records, |group, member| ConsumerRecord::Member {
+        group,
+        member,
+        value: None,
+    });
     records.push(consumer(ConsumerRecord::GroupEpoch {
         group: group.clone(),
         epoch: None,
