@@ -20,9 +20,9 @@ use crate::metrics::Metrics;
 use crate::response::{self, Response};
 use crate::state::BrokerState;
 use crate::{
-    acls, admin, api_versions, configs, credentials, describe_topic_partitions, fetch,
-    hand_codec, leader_epoch, list_offsets, metadata, produce, producer_id, quorum, quotas,
-    replica_admin, sasl, share_admin, txn_api, update_features, voters, write_txn_markers,
+    acls, admin, api_versions, configs, credentials, describe_topic_partitions, fetch, hand_codec,
+    leader_epoch, list_offsets, metadata, produce, producer_id, quorum, quotas, replica_admin,
+    sasl, share_admin, txn_api, update_features, voters, write_txn_markers,
 };
 
 /// The rest of a request that is waiting (for durability, or in a fetch's long poll), to be
@@ -237,7 +237,7 @@ async fn route_group(
             let request = decode(&mut body, prefix)?;
             reply(
                 prefix,
-                &crate::share_group_api::heartbeat(state, client, request),
+                &crate::share_group_api::heartbeat(state, client, request).await,
             )
         }
         ApiKey::ShareGroupDescribe => {

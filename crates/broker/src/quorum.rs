@@ -91,7 +91,9 @@ pub fn describe(
         .with_current_voters(vec![voter])
         .with_observers(Vec::new());
     let listener = Listener::default()
-        .with_name(StrBytes::from_static_str(crate::voters::CONTROLLER_LISTENER))
+        .with_name(StrBytes::from_static_str(
+            crate::voters::CONTROLLER_LISTENER,
+        ))
         .with_host(StrBytes::from_string(state.advertised.host.clone()))
         .with_port(u16::try_from(state.advertised.port).unwrap_or(0));
     let nodes = if version >= 2 {

@@ -174,7 +174,12 @@ fn add_refusal(
         let endpoints: Vec<String> = r
             .listeners
             .iter()
-            .map(|l| format!("ListenerName({})={}/<unresolved>:{}", l.name, l.host, l.port))
+            .map(|l| {
+                format!(
+                    "ListenerName({})={}/<unresolved>:{}",
+                    l.name, l.host, l.port
+                )
+            })
             .collect();
         return Err((
             INVALID_REQUEST,
@@ -271,14 +276,13 @@ fn after_probe(voter: &str, probe: Probe) -> Refusal {
 
 /// AddRaftVoter v0.
 pub async fn add_voter(state: &BrokerState, r: AddRaftVoterRequest) -> AddRaftVoterResponse {
-    let (code, message) =
-        match add_refusal(state.topics.cluster_id(), state.config.node_id, &r) {
-            Err(refusal) => refusal,
-            Ok((host, port)) => {
-                let probe = probe(&host, port).await;
-                after_probe(&replica_key(r.voter_id, r.voter_directory_id), probe)
-            }
-        };
+    let (code, message) = match add_refusal(state.topics.cluster_id(), state.config.node_id, &r) {
+        Err(refusal) => refusal,
+        Ok((host, port)) => {
+            let probe = probe(&host, port).await;
+            after_probe(&replica_key(r.voter_id, r.voter_directory_id), probe)
+        }
+    };
     AddRaftVoterResponse::default()
         .with_error_code(code)
         .with_error_message(message.map(StrBytes::from_string))
@@ -416,7 +420,10 @@ mod tests {
     #[test]
     fn add_voter_answers_after_the_probe() {
         let voter = replica_key(101, dir());
-        assert_eq!(after_probe(&voter, Probe::TimedOut), (REQUEST_TIMED_OUT, None));
+        assert_eq!(
+            after_probe(&voter, Probe::TimedOut),
+            (REQUEST_TIMED_OUT, None)
+        );
         assert_eq!(
             after_probe(&voter, Probe::Unreachable).1.as_deref(),
             Some(
@@ -440,7 +447,10 @@ mod tests {
             )
         );
         assert_eq!(after_probe(&voter, answered(None)).0, INVALID_REQUEST);
-        assert_eq!(after_probe(&voter, answered(Some((0, 0)))).0, INVALID_REQUEST);
+        assert_eq!(
+            after_probe(&voter, answered(Some((0, 0)))).0,
+            INVALID_REQUEST
+        );
     }
 
     #[test]
@@ -457,8 +467,14 @@ mod tests {
             )
         );
         // The only voter is not removed either.
-        assert_eq!(remove_refusal(CLUSTER, 1, None, 1, dir()).0, VOTER_NOT_FOUND);
-        assert_eq!(remove_refusal(CLUSTER, 1, None, -1, dir()).0, INVALID_REQUEST);
+        assert_eq!(
+            remove_refusal(CLUSTER, 1, None, 1, dir()).0,
+            VOTER_NOT_FOUND
+        );
+        assert_eq!(
+            remove_refusal(CLUSTER, 1, None, -1, dir()).0,
+            INVALID_REQUEST
+        );
         assert_eq!(
             remove_refusal(CLUSTER, 1, None, 1, Uuid::nil()).0,
             INVALID_REQUEST
