@@ -288,7 +288,7 @@ pub async fn add_voter(state: &BrokerState, r: AddRaftVoterRequest) -> AddRaftVo
         .with_error_message(message.map(StrBytes::from_string))
 }
 
-/// Asks `host:port` for its ApiVersions (v3), bounded by [`PROBE_TIMEOUT`] and
+/// Asks `host:port` for its ApiVersions (v4), bounded by [`PROBE_TIMEOUT`] and
 /// [`PROBE_RESPONSE_MAX_BYTES`].
 async fn probe(host: &str, port: u16) -> Probe {
     match tokio::time::timeout(PROBE_TIMEOUT, exchange(host, port)).await {
@@ -306,7 +306,9 @@ async fn probe(host: &str, port: u16) -> Probe {
 }
 
 async fn exchange(host: &str, port: u16) -> std::io::Result<ApiVersionsResponse> {
-    const VERSION: i16 = 3;
+    // v4: the first version whose SupportedFeatures may list a range starting at 0
+    // (KAFKA-17011), as `kraft.version` 0-1 does; v3 answers leave it out.
+    const VERSION: i16 = 4;
     let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidData, e);
     let mut stream = tokio::net::TcpStream::connect((host, port)).await?;
     let header = RequestHeader::default()
