@@ -357,8 +357,11 @@ mod tests {
         Uuid::from_u128(0x436a_426c_cd73_4fbb_b470_36f7_a46f_08bb)
     }
 
+    /// Admin sends no cluster id unless asked to (an empty one is another cluster's, in
+    /// Kafka too).
     fn add(id: i32, directory: Uuid, listener: &str) -> AddRaftVoterRequest {
         AddRaftVoterRequest::default()
+            .with_cluster_id(None)
             .with_voter_id(id)
             .with_voter_directory_id(directory)
             .with_listeners(vec![Listener::default()
@@ -500,6 +503,49 @@ mod tests {
                 Some("Controller ID 101 is not currently registered.".into())
             )
         );
+    }
+
+    /// A node that answers ApiVersions v4 with its `kraft.version` range (v3 would leave a
+    /// range starting at 0 out).
+    #[tokio::test]
+    async fn probe_reads_the_kraft_version_range() {
+        use kafka_protocol::messages::api_versions_response::SupportedFeatureKey;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let size = socket.read_i32().await.unwrap() as usize;
+            let mut buf = vec![0u8; size];
+            socket.read_exact(&mut buf).await.unwrap();
+            let mut bytes = bytes::Bytes::from(buf);
+            let header = RequestHeader::decode(&mut bytes, 2).unwrap();
+            assert_eq!(header.request_api_key, ApiKey::ApiVersions as i16);
+            let version = header.request_api_version;
+            ApiVersionsRequest::decode(&mut bytes, version).unwrap();
+            let response = ApiVersionsResponse::default().with_supported_features(vec![
+                SupportedFeatureKey::default()
+                    .with_name(StrBytes::from_static_str("kraft.version"))
+                    .with_min_version(0)
+                    .with_max_version(1),
+            ]);
+            let mut body = BytesMut::new();
+            ResponseHeader::default()
+                .with_correlation_id(header.correlation_id)
+                .encode(&mut body, 0)
+                .unwrap();
+            response.encode(&mut body, version).unwrap();
+            socket.write_i32(body.len() as i32).await.unwrap();
+            socket.write_all(&body).await.unwrap();
+            version
+        });
+        assert_eq!(
+            probe("127.0.0.1", port).await,
+            Probe::Answered {
+                error_code: 0,
+                kraft: Some((0, 1))
+            }
+        );
+        assert_eq!(server.await.unwrap(), 4);
     }
 
     /// A closed port is unreachable; a listener that never answers times out (bounded).
