@@ -20,7 +20,7 @@ use crate::state::BrokerState;
 
 /// StreamsGroupDescribe (KIP-1071).
 pub const STREAMS_GROUP_DESCRIBE: i16 = 89;
-/// UnregisterController (KIP-1190 style controller removal, Kafka 4.x).
+/// UnregisterController (Kafka 4.x: drops a removed controller's registration).
 pub const UNREGISTER_CONTROLLER: i16 = 94;
 
 /// (api key, min version, max version) of every API served by hand, as Kafka 4.4 advertises
@@ -71,29 +71,10 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0] != 0)
     }
 
-    /// INT8.
-    pub fn i8(&mut self) -> Result<i8, Malformed> {
-        Ok(self.take(1)?[0] as i8)
-    }
-
     /// INT32, big-endian.
     pub fn i32(&mut self) -> Result<i32, Malformed> {
         let b = self.take(4)?;
         Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    /// INT64, big-endian.
-    pub fn i64(&mut self) -> Result<i64, Malformed> {
-        let b = self.take(8)?;
-        let mut raw = [0u8; 8];
-        raw.copy_from_slice(b);
-        Ok(i64::from_be_bytes(raw))
-    }
-
-    /// INT16, big-endian.
-    pub fn i16(&mut self) -> Result<i16, Malformed> {
-        let b = self.take(2)?;
-        Ok(i16::from_be_bytes([b[0], b[1]]))
     }
 
     /// UNSIGNED_VARINT (at most five bytes for a u32).
@@ -136,24 +117,6 @@ impl<'a> Reader<'a> {
         std::str::from_utf8(bytes)
             .map(str::to_string)
             .map_err(|_| Malformed("string is not UTF-8"))
-    }
-
-    /// STRING (INT16 length, non-null).
-    pub fn string(&mut self) -> Result<String, Malformed> {
-        let n = usize::try_from(self.i16()?).map_err(|_| Malformed("null string"))?;
-        let bytes = self.take(n)?;
-        std::str::from_utf8(bytes)
-            .map(str::to_string)
-            .map_err(|_| Malformed("string is not UTF-8"))
-    }
-
-    /// ARRAY (INT32 length, non-null) length, bounded by the bytes left.
-    pub fn array_len(&mut self, min_element_bytes: usize) -> Result<usize, Malformed> {
-        let n = usize::try_from(self.i32()?).map_err(|_| Malformed("null array"))?;
-        if n.saturating_mul(min_element_bytes.max(1)) > self.0.len() {
-            return Err(Malformed("array longer than the request"));
-        }
-        Ok(n)
     }
 
     /// Skips a tagged-field section (no tagged fields of these requests are known).
