@@ -20,9 +20,9 @@ use crate::metrics::Metrics;
 use crate::response::{self, Response};
 use crate::state::BrokerState;
 use crate::{
-    acls, admin, api_versions, configs, credentials, describe_topic_partitions, fetch,
+    acls, admin, api_versions, configs, credentials, describe_topic_partitions, fetch, hand_codec,
     leader_epoch, list_offsets, metadata, produce, producer_id, quorum, quotas, replica_admin,
-    sasl, share_admin, txn_api, update_features, write_txn_markers,
+    sasl, share_admin, txn_api, update_features, voters, write_txn_markers,
 };
 
 /// The rest of a request that is waiting (for durability, or in a fetch's long poll), to be
@@ -71,6 +71,21 @@ pub async fn start(
     connection_id: u64,
 ) -> Result<Handled, ConnectionError> {
     let prefix = HeaderPrefix::parse(&frame)?;
+    if let Some((min, max)) = hand_codec::supported_range(prefix.api_key) {
+        if !(min..=max).contains(&prefix.api_version) {
+            return Err(ConnectionError::UnsupportedVersion {
+                api_key: prefix.api_key,
+                api_version: prefix.api_version,
+            });
+        }
+        Metrics::add(&state.metrics.requests_total, 1);
+        let started = std::time::Instant::now();
+        let response = hand_codec::handle(state, prefix, frame);
+        state
+            .metrics
+            .observe_request(prefix.api_key, started.elapsed());
+        return response.map(|r| Handled::Ready(Some(r)));
+    }
     let api_key = ApiKey::try_from(prefix.api_key).map_err(|_| ConnectionError::UnknownApiKey {
         api_key: prefix.api_key,
     })?;
@@ -222,7 +237,7 @@ async fn route_group(
             let request = decode(&mut body, prefix)?;
             reply(
                 prefix,
-                &crate::share_group_api::heartbeat(state, client, request),
+                &crate::share_group_api::heartbeat(state, client, request).await,
             )
         }
         ApiKey::ShareGroupDescribe => {
@@ -426,6 +441,10 @@ async fn route_admin(
             let request = decode(&mut body, prefix)?;
             reply(prefix, &configs::incremental_alter(state, request).await)
         }
+        ApiKey::AddRaftVoter => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &voters::add_voter(state, request).await)
+        }
         _ => route_cluster_admin(state, api_key, prefix, body),
     }
 }
@@ -452,6 +471,10 @@ fn route_cluster_admin(
                 prefix,
                 &quorum::describe(state, prefix.api_version, request),
             )
+        }
+        ApiKey::RemoveRaftVoter => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &voters::remove_voter(state, &request))
         }
         ApiKey::UpdateFeatures => {
             let request = decode(&mut body, prefix)?;
