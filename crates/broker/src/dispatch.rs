@@ -290,9 +290,10 @@ async fn route(
         }
         ApiKey::Fetch => {
             let request: m::FetchRequest = decode(&mut body, prefix)?;
-            // A log first used here is opened (recovered) on the I/O pool, not inline.
+            // A log first used here is opened (recovered) on the I/O pool, not inline, whether
+            // the request names its topic or (v13+) only the topic's id.
             state
-                .open_logs_off_runtime(&fetch::partitions_of(&request))
+                .open_logs_off_runtime(&fetch::partitions_of(state, &request))
                 .await;
             match fetch::start(state, v, prefix.correlation_id, request) {
                 fetch::Fetched::Ready(response) => response,
@@ -305,7 +306,7 @@ async fn route(
         }
         ApiKey::ShareFetch => {
             let request = decode(&mut body, prefix)?;
-            match crate::share_fetch::start(state, request, connection_id) {
+            match crate::share_fetch::start(state, request, connection_id).await {
                 crate::share_fetch::Started::Ready(r) => reply(prefix, &r)?,
                 crate::share_fetch::Started::Waiting(waiting) => {
                     return Ok(Handled::Waiting(Box::pin(async move {
