@@ -713,6 +713,12 @@ fn read_partition(
     Some(data)
 }
 
+/// Where `throttle_time_ms` sits in a fetch response frame of `version`: after the size
+/// prefix, the correlation id, and (flexible versions) the header's empty tag buffer.
+pub fn throttle_time_offset(version: i16) -> usize {
+    4 + 4 + usize::from(version >= 12)
+}
+
 /// Encodes a fetch response body for one version.
 struct Encoder {
     version: i16,
