@@ -223,6 +223,9 @@ pub enum ScramError {
 
 type Key = (String, ScramMechanism);
 
+/// One user's answer to an alteration request.
+pub type UserResult = (String, Result<(), Refusal>);
+
 /// The broker's SCRAM credentials, persisted in the data directory.
 pub struct ScramCredentials {
     path: PathBuf,
@@ -294,7 +297,7 @@ impl ScramCredentials {
     ///
     /// # Returns
     /// One result per user named in the request, accepted users first.
-    pub fn alter(&self, alterations: &[Alteration]) -> Vec<(String, Result<(), Refusal>)> {
+    pub fn alter(&self, alterations: &[Alteration]) -> Vec<UserResult> {
         let mut current = self.current.lock();
         let (accepted, mut refused) = check(&current, alterations);
         let mut next = current.clone();
@@ -315,7 +318,7 @@ impl ScramCredentials {
                     Refusal::Storage(format!("cannot store the credentials: {op}: {e}"))
                 })
         };
-        let mut results: Vec<(String, Result<(), Refusal>)> = accepted
+        let mut results: Vec<UserResult> = accepted
             .iter()
             .map(|a| (a.user().to_string(), result.clone()))
             .collect();
@@ -329,9 +332,9 @@ impl ScramCredentials {
 fn check<'a>(
     current: &BTreeMap<Key, ScramCredential>,
     alterations: &'a [Alteration],
-) -> (Vec<&'a Alteration>, Vec<(String, Result<(), Refusal>)>) {
+) -> (Vec<&'a Alteration>, Vec<UserResult>) {
     let mut accepted: HashMap<&str, &Alteration> = HashMap::new();
-    let mut refused: Vec<(String, Result<(), Refusal>)> = Vec::new();
+    let mut refused: Vec<UserResult> = Vec::new();
     let deletions = alterations
         .iter()
         .filter(|a| matches!(a, Alteration::Delete { .. }));
@@ -495,7 +498,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
     if s == "-" {
         return Some(Vec::new());
     }
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
