@@ -290,13 +290,12 @@ async fn route(
             state
                 .open_logs_off_runtime(&fetch::partitions_of(&request))
                 .await;
-            match fetch::start(state, v, prefix.correlation_id, request) {
-                fetch::Fetched::Ready(response) => throttle_fetch(state, client_id, v, response),
+            match fetch::start(state, v, prefix.correlation_id, request, client_id) {
+                fetch::Fetched::Ready(response) => response,
                 fetch::Fetched::Parked(long_poll) => {
-                    let (state, client_id) = (Arc::clone(state), client_id.to_string());
                     return Ok(Handled::Waiting(Box::pin(async move {
-                        Ok(Some(throttle_fetch(&state, &client_id, v, long_poll.await)))
-                    })));
+                        Ok(Some(long_poll.await))
+                    })))
                 }
             }
         }
@@ -558,24 +557,6 @@ fn throttle(state: &BrokerState, kind: QuotaKind, client_id: &str, bytes: u64) -
 /// The wire field for a throttle time (bounded by `THROTTLE_MS_MAX`, far below i32::MAX).
 fn throttle_time_ms(throttle_ms: u64) -> i32 {
     i32::try_from(throttle_ms).unwrap_or(i32::MAX)
-}
-
-/// Counts a fetch response against `consumer_byte_rate` and, when over it, puts the throttle
-/// time in the response (Kafka measures a fetch by its response size). Unlike Kafka, which
-/// then answers with no records (and takes the bytes back off the rate), the records are
-/// sent: rill's fetch sessions have already moved past them. The mute that follows keeps the
-/// rate at the quota all the same.
-fn throttle_fetch(state: &BrokerState, client_id: &str, v: i16, response: Response) -> Response {
-    let throttle_ms = throttle(state, QuotaKind::Fetch, client_id, response.size_bytes());
-    if throttle_ms == 0 {
-        return response;
-    }
-    let mut response = response;
-    response.patch_i32(
-        fetch::throttle_time_offset(v),
-        throttle_time_ms(throttle_ms),
-    );
-    response.with_throttle_ms(throttle_ms)
 }
 
 fn decode<R: Decodable>(body: &mut Bytes, prefix: HeaderPrefix) -> Result<R, ConnectionError> {

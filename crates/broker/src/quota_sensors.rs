@@ -159,6 +159,25 @@ impl QuotaSensors {
         throttle_ms(value, quota, window_ms)
     }
 
+    /// Takes `bytes` back off the rate [`QuotaSensors::record`] counted them in (a throttled
+    /// fetch, whose records were not sent: Kafka's `unrecordQuotaSensor`).
+    pub fn unrecord(
+        &self,
+        quotas: &ClientQuotas,
+        kind: QuotaKind,
+        user: &str,
+        client_id: &str,
+        bytes: u64,
+        now_ms: u64,
+    ) {
+        let Some((_, entity)) = quotas.limit(user, client_id, kind.key()) else {
+            return;
+        };
+        if let Some(rate) = self.rates.lock().get_mut(&(kind, entity)) {
+            rate.record(now_ms, -(bytes as f64));
+        }
+    }
+
     /// How many rates are kept (for tests and metrics).
     pub fn len(&self) -> usize {
         self.rates.lock().len()

@@ -141,7 +141,7 @@ class ClientQuotasTest {
                 assertEquals(List.of(new ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 8192)),
                         users.get("alice").credentialInfos());
                 ExecutionException unknown = assertThrows(ExecutionException.class, () ->
-                        admin.describeUserScramCredentials(List.of("nobody")).all().get(CALL_S, TimeUnit.SECONDS));
+                        admin.describeUserScramCredentials(List.of("nobody")).description("nobody").get(CALL_S, TimeUnit.SECONDS));
                 assertInstanceOf(ResourceNotFoundException.class, unknown.getCause());
 
                 // Delete (value null) and SCRAM deletion.
