@@ -247,7 +247,15 @@ impl ClientQuotas {
                 done.1 .1 = Err(Refusal::Invalid(message));
                 continue;
             }
-            let verdict = alter_entity(&mut next, alteration, unresolvable);
+            // A key named twice refuses the entity before any other check, and Kafka's
+            // controller then reports it as a duplicate entity.
+            let mut keys: HashSet<&str> = HashSet::new();
+            let verdict = if alteration.ops.iter().all(|(k, _)| keys.insert(k)) {
+                alter_entity(&mut next, alteration, unresolvable)
+            } else {
+                let message = format!("Ignoring duplicate entity {}", describe_names(&entity));
+                Err(Refusal::Invalid(message))
+            };
             if verdict.is_ok() {
                 changed.push(results.len());
             }
@@ -326,15 +334,6 @@ fn alter_entity(
             return invalid(format!("{name} is not a valid IP or resolvable host."));
         }
     }
-    let mut seen: HashSet<&str> = HashSet::new();
-    for (key, _) in &alteration.ops {
-        if !seen.insert(key) {
-            return invalid(format!(
-                "Duplicate quota key {key} not updating quota for this entity {}",
-                describe_entity(&entity)
-            ));
-        }
-    }
     let mut values = quotas.get(&entity).cloned().unwrap_or_default();
     for (key, value) in &alteration.ops {
         match value {
@@ -384,15 +383,6 @@ fn check_value(ip: bool, key: &str, value: f64) -> Result<(), String> {
 }
 
 /// An entity as Kafka's `ClientQuotaEntity.toString` prints it.
-fn describe_entity(entity: &Entity) -> String {
-    describe_names(
-        &entity
-            .iter()
-            .map(|(t, n)| (t.name().to_string(), n.clone()))
-            .collect(),
-    )
-}
-
 fn describe_names(entity: &BTreeMap<String, Option<String>>) -> String {
     let parts: Vec<String> = entity
         .iter()
@@ -587,7 +577,12 @@ mod tests {
             (alteration(&[("ip", None)], &[(CONNECTION_CREATION_RATE, Some(3e9))]), "Proposed value for connection_creation_rate is too large for an INT."),
             (
                 alteration(&[("user", Some("u"))], &[(PRODUCER_BYTE_RATE, Some(1.0)), (PRODUCER_BYTE_RATE, None)]),
-                "Duplicate quota key producer_byte_rate not updating quota for this entity ClientQuotaEntity(entries={user=u})",
+                "Ignoring duplicate entity ClientQuotaEntity(entries={user=u})",
+            ),
+            (
+                // The repeated key is found before the entity's unknown type.
+                alteration(&[("group", Some("g"))], &[(PRODUCER_BYTE_RATE, Some(1.0)), (PRODUCER_BYTE_RATE, None)]),
+                "Ignoring duplicate entity ClientQuotaEntity(entries={group=g})",
             ),
         ];
         for (a, want) in cases {
