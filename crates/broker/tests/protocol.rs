@@ -120,11 +120,18 @@ async fn api_versions_lists_what_we_serve_at_every_version() {
                 .find(|k| k.api_key == ApiKey::Fetch as i16)
                 .expect("fetch advertised");
             assert_eq!((fetch.min_version, fetch.max_version), (4, 16));
-            // Exactly what the dispatcher serves, nothing else (e.g. no Vote, 52: KRaft-internal).
+            // Exactly what the dispatcher serves (the protocol crate's APIs and those decoded by
+            // hand), nothing else (e.g. no Vote, 52: KRaft-internal).
             assert_eq!(
                 response.api_keys.len(),
                 rill_broker::api_versions::SUPPORTED.len()
+                    + rill_broker::hand_codec::HAND_CODED.len()
             );
+            for &(key, min, max) in rill_broker::hand_codec::HAND_CODED {
+                let listed = response.api_keys.iter().find(|k| k.api_key == key);
+                let range = listed.map(|k| (k.min_version, k.max_version));
+                assert_eq!(range, Some((min, max)), "hand-coded API {key}");
+            }
             assert!(response.api_keys.iter().all(|k| k.api_key != 52));
         }
         broker.stop().await;
