@@ -10,17 +10,19 @@
 //!
 //! A panicking job is caught and reported to its caller as [`IoPoolError::Panicked`] (the
 //! caller counts it in `rill_task_panics_total`); the thread goes on.
+//!
+//! Jobs reach the threads through storage's `JobQueue` (one wake-up per job, none when a
+//! thread is busy), not a channel whose receiver the threads share under a mutex (two
+//! wake-ups per job and `sched_yield` spins on the held mutex).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use parking_lot::Mutex;
+use rill_storage::job_queue::{Job, JobQueue};
 use tokio::sync::{oneshot, Semaphore};
-
-type Job = Box<dyn FnOnce() + Send>;
 
 /// Why a job did not return.
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +35,8 @@ pub enum IoPoolError {
 
 /// The pool. Dropping it (the last `Arc`) ends the threads once the queue is drained.
 pub struct IoPool {
-    sender: Mutex<Option<mpsc::Sender<Job>>>,
+    /// Jobs admitted and not yet taken by a thread; closed by `stop`.
+    queue: Arc<JobQueue>,
     /// One permit per job that may be queued or running: `threads + queue`.
     slots: Arc<Semaphore>,
     /// Jobs admitted and not finished (queued or running).
@@ -59,14 +62,13 @@ impl IoPool {
     /// When no thread could be started.
     pub fn start(name: &str, threads: usize, queue: usize) -> std::io::Result<IoPool> {
         let threads = threads.max(1);
-        let (sender, receiver) = mpsc::channel::<Job>();
-        let receiver = Arc::new(Mutex::new(receiver));
+        let jobs = Arc::new(JobQueue::default());
         let mut handles = Vec::with_capacity(threads);
         for i in 0..threads {
-            let receiver = Arc::clone(&receiver);
+            let jobs = Arc::clone(&jobs);
             let spawned = std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
-                .spawn(move || work(&receiver));
+                .spawn(move || jobs.work());
             match spawned {
                 Ok(handle) => handles.push(handle),
                 Err(e) if handles.is_empty() => return Err(e),
@@ -77,7 +79,7 @@ impl IoPool {
             }
         }
         Ok(IoPool {
-            sender: Mutex::new(Some(sender)),
+            queue: jobs,
             slots: Arc::new(Semaphore::new(handles.len() + queue)),
             depth: Arc::new(AtomicU64::new(0)),
             jobs: Arc::new(AtomicU64::new(0)),
@@ -110,11 +112,7 @@ impl IoPool {
             drop(permit);
             let _ = tx.send(result);
         });
-        let sent = match &*self.sender.lock() {
-            Some(sender) => sender.send(job).is_ok(),
-            None => false,
-        };
-        if !sent {
+        if self.queue.push(job).is_err() {
             // The job (and its permit) was dropped unrun.
             self.depth.fetch_sub(1, Ordering::Relaxed);
             return Err(IoPoolError::Stopped);
@@ -140,7 +138,7 @@ impl IoPool {
     /// calling one, when a job's drop of the last handle stops the pool).
     pub fn stop(&self) {
         self.slots.close();
-        drop(self.sender.lock().take());
+        self.queue.close();
         let me = std::thread::current().id();
         for handle in std::mem::take(&mut *self.threads.lock()) {
             if handle.thread().id() == me {
@@ -156,17 +154,6 @@ impl IoPool {
 impl Drop for IoPool {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-fn work(receiver: &Mutex<mpsc::Receiver<Job>>) {
-    // Bounded by the pool's life: ends when the sender is dropped and the queue is empty.
-    loop {
-        let job = receiver.lock().recv();
-        match job {
-            Ok(job) => job(),
-            Err(mpsc::RecvError) => return,
-        }
     }
 }
 

@@ -268,17 +268,7 @@ async fn append_all(
         let (indexes, jobs): (Vec<usize>, Vec<PoolAppend>) = jobs.into_iter().unzip();
         let ran = state
             .io_pool
-            .run(move || {
-                jobs.into_iter()
-                    .map(|job| {
-                        // Each partition succeeds or fails alone, a panic included.
-                        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                            validate_and_append(&job, max_decompressed_bytes)
-                        }));
-                        (job, result)
-                    })
-                    .collect::<Vec<_>>()
-            })
+            .run(move || append_and_sync(jobs, acks, max_decompressed_bytes))
             .await;
         match ran {
             Ok(results) => {
@@ -302,6 +292,49 @@ async fn append_all(
         .map(|o| o.expect("every partition is answered above"))
         .collect()
 }
+
+/// A produce request's pool job: validates and appends every partition in request order, each
+/// succeeding or failing alone (a panic included); then, for acks=all, makes them durable on
+/// this thread when no flush pass is running (`Log::sync_here`: storage's group commit pass,
+/// run here instead of on a flusher thread), so the answer needs no hand-off to a flusher
+/// thread and back. The flusher wake-ups of the appends are deferred meanwhile: they would
+/// start the pass this thread runs (`rill_storage::flusher::DeferredWakes`).
+fn append_and_sync(
+    jobs: Vec<PoolAppend>,
+    acks: i16,
+    max_decompressed_bytes: u64,
+) -> Vec<(PoolAppend, std::thread::Result<AppendResult>)> {
+    let _deferred = jobs
+        .first()
+        .filter(|_| acks == -1)
+        .map(|job| job.log.defer_flush_wakes());
+    let results: Vec<_> = jobs
+        .into_iter()
+        .map(|job| {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                validate_and_append(&job, max_decompressed_bytes)
+            }));
+            (job, result)
+        })
+        .collect();
+    if acks == -1 {
+        for (job, result) in &results {
+            if let Ok(Ok(info)) = result {
+                if job.log.needs_sync_for_ack() {
+                    // A panicking pass leaves the wait to `on_durable`, as a flusher thread's
+                    // would; the append's outcome stands.
+                    let end_offset = info.last_offset + 1;
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        job.log.sync_here(end_offset)
+                    }));
+                }
+            }
+        }
+    }
+    results
+}
+
+type AppendResult = Result<rill_storage::AppendInfo, rill_storage::StorageError>;
 
 /// The checks before a partition's append that need no disk.
 fn plan_append(
@@ -408,7 +441,9 @@ fn appended(
             .record_produce(&tp.topic, records.len() as u64, record_count);
     }
     let end_offset = info.last_offset + 1;
-    if log.high_watermark() >= end_offset {
+    // Under durable visibility the flush that made it visible woke the long polls already
+    // (the flush listener), even when it ran in this request's pool job.
+    if !log.visible_when_durable() && log.high_watermark() >= end_offset {
         state.notify_appended(tp);
     }
     let sync = (acks == -1 && log.needs_sync_for_ack()).then(|| {

@@ -49,8 +49,12 @@ use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::file_io::FileIo;
 use crate::log::{Log, PreparedFlush};
+
+mod inline;
 use crate::sync_helpers::{SyncHelpers, SYNC_HELPERS};
 use crate::TopicPartition;
+pub(crate) use inline::wake_deferred;
+pub use inline::DeferredWakes;
 
 /// Called with a partition whose flushed offset (its high watermark, under durable
 /// visibility) advanced. Runs on a flushing thread: it must be quick and must not block.
@@ -218,16 +222,21 @@ impl Flusher {
         // at most one entry per open log.
         queue.logs.push(log);
         drop(queue);
-        self.wake.notify_one();
+        // An I/O-pool thread about to run the pass itself defers the wake-up (`inline.rs`).
+        if !inline::defer_wake(self) {
+            self.wake.notify_one();
+        }
         true
     }
 
     /// Wakes the workers after a log's sync gate was released: a log they skipped because
     /// its flush was in progress may be taken now.
     pub(crate) fn gate_released(&self) {
-        // Taken so a worker that just found the gate held is already waiting (no lost wake).
-        drop(self.queue.lock());
-        self.wake.notify_all();
+        // The lock is taken so a worker that just found the gate held is already waiting (no
+        // lost wake). One worker is enough, and none when nothing is queued: waking every
+        // idle worker on every release (each log of each pass) cost futex wake-ups and lock
+        // spins per pass.
+        self.wake_if_queued();
     }
 
     /// Stops the threads once what is queued is drained.
@@ -304,8 +313,13 @@ impl Flusher {
             if let Some(i) = queue.running.iter().position(|t| *t == started) {
                 queue.running.swap_remove(i);
             }
-            // The gates this pass held are free: logs queued again meanwhile can go.
-            self.wake.notify_all();
+            // The gates this pass held are free: logs queued again meanwhile go in this
+            // worker's next pass (it loops without waiting); their release woke one worker
+            // already (`gate_released`), so no other is woken here, unless stopping: then
+            // every worker that went back to waiting must see the drained queue and end.
+            if queue.stopped {
+                self.wake.notify_all();
+            }
         }
         queue.workers -= 1;
         let last = queue.workers == 0;

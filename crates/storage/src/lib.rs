@@ -17,7 +17,8 @@
 //!   [`compression`]: the four Kafka codecs, with bounded streaming decompression.
 //! - [`file_io`]: the seam through which every durable write goes (tests simulate power cuts
 //!   behind it); [`fd_cache`]: the bounded cache of open files.
-//! - [`flusher`]: the data directory's group commit thread (durability and visibility).
+//! - [`flusher`]: the data directory's group commit thread (durability and visibility);
+//!   [`job_queue`]: the queue between a thread pool's callers and its threads.
 //! - [`checkpoint`]: recovery point file; [`config`]: Kafka-named topic configs.
 //! - [`cleaner`]: one compaction pass and its crash-safe segment swap; [`offset_map`]: its
 //!   bounded key map; [`keyed_records`]: records seen by key; [`cleaner_manager`]: the bounded
@@ -38,6 +39,7 @@ pub mod fd_cache;
 pub mod file_io;
 pub mod flusher;
 pub mod index;
+pub mod job_queue;
 pub mod keyed_records;
 pub mod log;
 pub mod log_manager;

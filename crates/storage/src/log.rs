@@ -491,6 +491,12 @@ impl Log {
         self.log_end_offset.load(Ordering::Acquire)
     }
 
+    /// Whether readers see only durable offsets (the high watermark is the flushed offset):
+    /// then the flush that moves it wakes long-polling readers (the flush listener).
+    pub fn visible_when_durable(&self) -> bool {
+        self.visible_when_durable.load(Ordering::Acquire)
+    }
+
     /// The offset below which readers see records. With durable visibility (the default) it
     /// is the flushed offset: nothing a power cut can remove is ever shown. Otherwise (Kafka's
     /// behaviour, `rill.high.watermark.visibility=written`, or a relaxed flush policy) every
@@ -1116,8 +1122,38 @@ impl Log {
                 let _ = tx.send(result);
             }),
         );
+        // A flusher wake-up this thread deferred must happen before it blocks on the flusher.
+        crate::flusher::wake_deferred();
         // Every registered callback is called: by a flush, a failure or a deletion.
         rx.recv().unwrap_or_else(|_| Err(self.dead_error()))
+    }
+
+    /// Defers, on this thread and until the guard drops, the flusher wake-ups of appends to
+    /// any log of this log's data directory, for a caller that will run the pass itself
+    /// ([`Log::sync_here`]); see `flusher/inline.rs`.
+    pub fn defer_flush_wakes(&self) -> crate::flusher::DeferredWakes {
+        crate::flusher::DeferredWakes::begin(&self.files.flusher)
+    }
+
+    /// For a blocking caller about to wait for `end_offset` to be durable (an acks=all append
+    /// on the I/O pool): when no flush pass runs, runs the next one on this thread, over every
+    /// log queued on the data directory (the group commit), instead of waking a flusher thread
+    /// and waiting for it. Returns whether every offset below `end_offset` is durable now;
+    /// when not (a pass was running, a queued log is known slow, the flusher is stopped), the
+    /// caller waits as usual (`on_durable`) and the flusher threads do the sync.
+    pub fn sync_here(&self, end_offset: i64) -> bool {
+        if self.flushed_offset() >= end_offset {
+            return true;
+        }
+        if self.check_live().is_err() || self.prepared_offset.load(Ordering::Acquire) >= end_offset
+        {
+            // Offline, or a pass under way already covers it.
+            return false;
+        }
+        // Queued by the append under durable visibility; otherwise queued now.
+        self.request_flush();
+        self.files.flusher.pass_here(&*self.files.io);
+        self.flushed_offset() >= end_offset
     }
 
     /// Makes everything appended so far durable.

@@ -11,24 +11,24 @@
 //!
 //! Bounded: [`SYNC_HELPERS`] threads per data directory; a pass with more logs than that
 //! uses syncfs (or syncs in sequence) instead. Jobs beyond the free helpers wait in the
-//! channel, which holds at most the logs of the passes running (each pass waits for its
-//! own jobs before it ends).
+//! queue (`job_queue.rs`: one wake-up per job), which holds at most the logs of the passes
+//! running (each pass waits for its own jobs before it ends).
 
 use std::panic::AssertUnwindSafe;
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::job_queue::{Job, JobQueue};
+
 /// Helper threads per data directory, and the most logs a pass syncs side by side.
 pub const SYNC_HELPERS: usize = 16;
 
-type Job = Box<dyn FnOnce() + Send>;
-
 /// The helper threads of one data directory's flusher.
 pub(crate) struct SyncHelpers {
-    sender: Mutex<Option<mpsc::Sender<Job>>>,
+    /// Closed when no helper thread started, or once stopped.
+    queue: Arc<JobQueue>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -56,14 +56,13 @@ impl SyncHelpers {
     /// Starts up to `count` threads named `name-N`; fewer (even none) when the system refuses
     /// threads, in which case [`SyncHelpers::run_all`] runs jobs on the caller.
     pub(crate) fn start(name: &str, count: usize) -> SyncHelpers {
-        let (sender, receiver) = mpsc::channel::<Job>();
-        let receiver = Arc::new(Mutex::new(receiver));
+        let queue = Arc::new(JobQueue::default());
         let mut threads = Vec::with_capacity(count);
         for i in 0..count {
-            let receiver = Arc::clone(&receiver);
+            let queue = Arc::clone(&queue);
             let spawned = std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
-                .spawn(move || work(&receiver));
+                .spawn(move || queue.work());
             match spawned {
                 Ok(thread) => threads.push(thread),
                 Err(e) => {
@@ -72,16 +71,18 @@ impl SyncHelpers {
                 }
             }
         }
-        let sender = (!threads.is_empty()).then_some(sender);
+        if threads.is_empty() {
+            queue.close();
+        }
         SyncHelpers {
-            sender: Mutex::new(sender),
+            queue,
             threads: Mutex::new(threads),
         }
     }
 
     /// Whether jobs run side by side (helpers exist and have not been stopped).
     pub(crate) fn available(&self) -> bool {
-        self.sender.lock().is_some()
+        !self.queue.is_closed()
     }
 
     /// Runs every job, side by side on the helpers, and returns once all have ended (a
@@ -93,24 +94,16 @@ impl SyncHelpers {
             done: Condvar::new(),
         });
         let mut local = Vec::new();
-        {
-            let sender = self.sender.lock();
-            for job in jobs {
-                let done = Done(Arc::clone(&latch));
-                let wrapped: Job = Box::new(move || {
-                    let _done = done;
-                    if std::panic::catch_unwind(AssertUnwindSafe(job)).is_err() {
-                        tracing::error!("a sync helper job panicked");
-                    }
-                });
-                match sender.as_ref() {
-                    Some(sender) => {
-                        if let Err(mpsc::SendError(wrapped)) = sender.send(wrapped) {
-                            local.push(wrapped);
-                        }
-                    }
-                    None => local.push(wrapped),
+        for job in jobs {
+            let done = Done(Arc::clone(&latch));
+            let wrapped: Job = Box::new(move || {
+                let _done = done;
+                if std::panic::catch_unwind(AssertUnwindSafe(job)).is_err() {
+                    tracing::error!("a sync helper job panicked");
                 }
+            });
+            if let Err(refused) = self.queue.push(wrapped) {
+                local.push(refused);
             }
         }
         for job in local {
@@ -126,7 +119,7 @@ impl SyncHelpers {
     /// Ends the threads once their queued jobs are done; later `run_all` calls run on the
     /// caller.
     pub(crate) fn stop(&self) {
-        drop(self.sender.lock().take());
+        self.queue.close();
         let me = std::thread::current().id();
         for thread in std::mem::take(&mut *self.threads.lock()) {
             if thread.thread().id() == me {
@@ -139,21 +132,10 @@ impl SyncHelpers {
     }
 }
 
-fn work(receiver: &Mutex<mpsc::Receiver<Job>>) {
-    // Bounded by the flusher's life: ends when the sender is dropped and the queue is empty.
-    loop {
-        let job = receiver.lock().recv();
-        match job {
-            Ok(job) => job(),
-            Err(mpsc::RecvError) => return,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Barrier;
+    use std::sync::{mpsc, Barrier};
 
     /// Jobs really run at the same time: each waits at a barrier sized for all of them, which
     /// only opens if every one is running (one after the other, the first would wait forever;
