@@ -97,6 +97,15 @@ impl IoPool {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
+        self.run_inner(f, Arc::new(Mutex::new(None))).await
+    }
+
+    /// `f`, answered, then whatever `f` left in `then` (see [`IoPool::run_then`]).
+    async fn run_inner<T, F>(&self, f: F, then: Arc<Mutex<Option<Job>>>) -> Result<T, IoPoolError>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
         let permit = Arc::clone(&self.slots)
             .acquire_owned()
             .await
@@ -107,10 +116,29 @@ impl IoPool {
         depth.fetch_add(1, Ordering::Relaxed);
         let job: Job = Box::new(move || {
             let result = std::panic::catch_unwind(AssertUnwindSafe(f));
+            let next = then.lock().take();
+            let answer = move || {
+                let _ = tx.send(result);
+            };
+            // Without a continuation the job is counted done before it answers, so a caller
+            // sees the pool's gauges settled when its await returns.
+            let answer = match next {
+                None => Some(answer),
+                Some(next) => {
+                    answer();
+                    if let Err(panic) = std::panic::catch_unwind(AssertUnwindSafe(next)) {
+                        let message = panic_message(&*panic);
+                        tracing::error!(%message, "I/O pool job's continuation panicked");
+                    }
+                    None
+                }
+            };
             depth.fetch_sub(1, Ordering::Relaxed);
             jobs.fetch_add(1, Ordering::Relaxed);
             drop(permit);
-            let _ = tx.send(result);
+            if let Some(answer) = answer {
+                answer();
+            }
         });
         if self.queue.push(job).is_err() {
             // The job (and its permit) was dropped unrun.
@@ -122,6 +150,33 @@ impl IoPool {
             Ok(Err(panic)) => Err(IoPoolError::Panicked(panic_message(&*panic))),
             Err(_) => Err(IoPoolError::Stopped),
         }
+    }
+
+    /// Runs `f` on a pool thread and returns the first part of its result as soon as `f`
+    /// returns; the second part, if any, then runs on the same thread, in the same slot
+    /// (the pool stays bounded), while the caller goes on. For work whose caller needs only its
+    /// first step: a produce's appends answer the connection (which reads its next request)
+    /// while the same thread goes on to make them durable.
+    ///
+    /// # Errors
+    /// As [`IoPool::run`]; a panic in the continuation is logged and counted as a failed job
+    /// only in the log (its caller is gone).
+    pub async fn run_then<T, F>(&self, f: F) -> Result<T, IoPoolError>
+    where
+        F: FnOnce() -> (T, Option<Job>) + Send + 'static,
+        T: Send + 'static,
+    {
+        let then: Arc<Mutex<Option<Job>>> = Arc::new(Mutex::new(None));
+        let slot = Arc::clone(&then);
+        self.run_inner(
+            move || {
+                let (value, next) = f();
+                *slot.lock() = next;
+                value
+            },
+            then,
+        )
+        .await
     }
 
     /// Jobs queued or running now.

@@ -268,7 +268,7 @@ async fn append_all(
         let (indexes, jobs): (Vec<usize>, Vec<PoolAppend>) = jobs.into_iter().unzip();
         let ran = state
             .io_pool
-            .run(move || append_and_sync(jobs, acks, max_decompressed_bytes))
+            .run_then(move || append_and_sync(jobs, acks, max_decompressed_bytes))
             .await;
         match ran {
             Ok(results) => {
@@ -294,17 +294,19 @@ async fn append_all(
 }
 
 /// A produce request's pool job: validates and appends every partition in request order, each
-/// succeeding or failing alone (a panic included); then, for acks=all, makes them durable on
-/// this thread when no flush pass is running (`Log::sync_here`: storage's group commit pass,
-/// run here instead of on a flusher thread), so the answer needs no hand-off to a flusher
-/// thread and back. The flusher wake-ups of the appends are deferred meanwhile: they would
-/// start the pass this thread runs (`rill_storage::flusher::DeferredWakes`).
+/// succeeding or failing alone (a panic included), and answers that at once (the connection
+/// goes on to its next request); then, for acks=all, the same thread makes the appends durable
+/// when no flush pass is running (`Log::sync_here`: storage's group commit pass, run here
+/// instead of on a flusher thread), so the acknowledgement needs no hand-off to a flusher
+/// thread (the durability callback still answers it). The flusher wake-ups of the appends are
+/// deferred until then: they would start the pass this thread runs
+/// (`rill_storage::flusher::DeferredWakes`).
 fn append_and_sync(
     jobs: Vec<PoolAppend>,
     acks: i16,
     max_decompressed_bytes: u64,
-) -> Vec<(PoolAppend, std::thread::Result<AppendResult>)> {
-    let _deferred = jobs
+) -> (Vec<PoolAppended>, Option<rill_storage::job_queue::Job>) {
+    let deferred = jobs
         .first()
         .filter(|_| acks == -1)
         .map(|job| job.log.defer_flush_wakes());
@@ -317,24 +319,34 @@ fn append_and_sync(
             (job, result)
         })
         .collect();
-    if acks == -1 {
-        for (job, result) in &results {
-            if let Ok(Ok(info)) = result {
-                if job.log.needs_sync_for_ack() {
-                    // A panicking pass leaves the wait to `on_durable`, as a flusher thread's
-                    // would; the append's outcome stands.
-                    let end_offset = info.last_offset + 1;
-                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        job.log.sync_here(end_offset)
-                    }));
-                }
+    let to_sync: Vec<(Arc<rill_storage::Log>, i64)> = results
+        .iter()
+        .filter_map(|(job, result)| match result {
+            Ok(Ok(info)) if acks == -1 && job.log.needs_sync_for_ack() => {
+                Some((Arc::clone(&job.log), info.last_offset + 1))
             }
-        }
-    }
-    results
+            _ => None,
+        })
+        .collect();
+    let then = deferred.map(|deferred| {
+        Box::new(move || {
+            for (log, end_offset) in to_sync {
+                // A panicking pass leaves the answer to `on_durable`, as a flusher thread's
+                // would (the pool catches it).
+                log.sync_here(end_offset);
+            }
+            // Ends the deferral, on this thread: wakes a flusher thread if a log is still
+            // queued (a pass was running, or a log is known slow).
+            drop(deferred);
+        }) as rill_storage::job_queue::Job
+    });
+    (results, then)
 }
 
 type AppendResult = Result<rill_storage::AppendInfo, rill_storage::StorageError>;
+
+/// One partition's append as the pool job ran it (`Err`: it panicked).
+type PoolAppended = (PoolAppend, std::thread::Result<AppendResult>);
 
 /// The checks before a partition's append that need no disk.
 fn plan_append(

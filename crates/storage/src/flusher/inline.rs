@@ -40,11 +40,13 @@ thread_local! {
 }
 
 /// While alive, appends on this thread queue their logs on `flusher` without waking its
-/// threads; dropping it wakes one if a log is still queued. Scopes do not nest: a guard
-/// begun inside another does nothing.
+/// threads; dropping it wakes one if a log is still queued. Drop it on the thread that began
+/// it (the broker's I/O-pool job does). Scopes do not nest: a guard begun inside another does
+/// nothing.
 #[must_use = "wake-ups are deferred only while the guard lives"]
 pub struct DeferredWakes {
-    active: bool,
+    /// The flusher whose wake-ups this guard defers; `None` for a nested guard.
+    flusher: Option<Arc<Flusher>>,
 }
 
 impl DeferredWakes {
@@ -60,23 +62,29 @@ impl DeferredWakes {
             });
             true
         });
-        DeferredWakes { active }
+        DeferredWakes {
+            flusher: active.then(|| Arc::clone(flusher)),
+        }
     }
 }
 
 impl Drop for DeferredWakes {
     fn drop(&mut self) {
-        if !self.active {
+        let Some(flusher) = self.flusher.take() else {
             return;
-        }
-        let deferred = DEFERRED.with(|d| d.borrow_mut().take());
-        if let Some(Deferred {
-            flusher,
-            pending: true,
-        }) = deferred
-        {
-            flusher.wake_if_queued();
-        }
+        };
+        // Ends this thread's deferral if it is this guard's (dropped elsewhere, the thread's
+        // own is left alone), and wakes a thread whether or not a wake-up was recorded: a
+        // check of the queue costs one lock, a lost wake-up a stuck log.
+        DEFERRED.with(|d| {
+            let mut d = d.borrow_mut();
+            if d.as_ref()
+                .is_some_and(|deferred| Arc::ptr_eq(&deferred.flusher, &flusher))
+            {
+                *d = None;
+            }
+        });
+        flusher.wake_if_queued();
     }
 }
 

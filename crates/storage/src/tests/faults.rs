@@ -40,6 +40,8 @@ struct FaultIo {
     slow_waits: AtomicU64,
     /// Opening a file on the slow disk waits too (a log being recovered there is slow).
     slow_opens: std::sync::atomic::AtomicBool,
+    /// The thread of each fdatasync, in order.
+    sync_threads: Mutex<Vec<std::thread::ThreadId>>,
 }
 
 impl FaultIo {
@@ -137,6 +139,7 @@ impl FileIo for FaultIo {
             return Err(errno(rustix::io::Errno::IO));
         }
         self.syncs.fetch_add(1, Ordering::SeqCst);
+        self.sync_threads.lock().push(std::thread::current().id());
         if let Some(list) = self.writers.lock().remove(file.path()) {
             if !list.iter().any(|f| Arc::ptr_eq(f, file.file())) {
                 self.foreign_syncs.fetch_add(1, Ordering::SeqCst);
@@ -903,5 +906,103 @@ fn sync_activity_is_seen_while_a_pass_syncs() {
     log.wait_durable(log.log_end_offset()).unwrap();
     idle("the held pass never ended");
     drop(log);
+    m.close().unwrap();
+}
+
+/// An acks=all append's thread (the broker's I/O pool) runs the group-commit pass itself when
+/// none runs (`Log::sync_here`): the log is durable when it returns, the fdatasync ran on that
+/// thread, and no flusher thread ran a pass of its own (its wake-up was deferred, then not
+/// needed). Each log queued at that moment is in the same pass.
+#[test]
+fn an_append_is_synced_on_its_own_thread_when_no_pass_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(FaultIo::default());
+    let m = open_with(dir.path(), &io, 0);
+    let logs: Vec<_> = (0..2)
+        .map(|p| m.create_log(&tp(p), small_config()).unwrap())
+        .collect();
+    for log in &logs {
+        append_next(log).unwrap();
+        log.wait_durable(log.log_end_offset()).unwrap();
+    }
+    let passes = m.flusher_passes();
+    let syncs = io.sync_threads.lock().len();
+    {
+        let _deferred = logs[0].defer_flush_wakes();
+        for log in &logs {
+            append_next(log).unwrap();
+        }
+        assert!(logs[0].sync_here(logs[0].log_end_offset()));
+        // The other log was queued too: the same pass made it durable.
+        assert!(logs[1].sync_here(logs[1].log_end_offset()));
+    }
+    for log in &logs {
+        assert_eq!(log.flushed_offset(), log.log_end_offset());
+        assert_eq!(log.high_watermark(), log.log_end_offset());
+    }
+    assert_eq!(
+        m.flusher_passes(),
+        passes + 1,
+        "a flusher thread ran a pass too"
+    );
+    // Two logs were synced side by side (on the sync helpers); one alone is synced on this
+    // thread.
+    assert_eq!(io.sync_threads.lock().len(), syncs + 2);
+    let me = std::thread::current().id();
+    {
+        let _deferred = logs[0].defer_flush_wakes();
+        append_next(&logs[0]).unwrap();
+        assert!(logs[0].sync_here(logs[0].log_end_offset()));
+    }
+    assert_eq!(io.sync_threads.lock().last(), Some(&me));
+    drop(logs);
+    m.close().unwrap();
+}
+
+/// The appending thread never syncs a log whose last sync was slow, nor while another pass
+/// runs (at most one such thread syncs, and a slow disk holds no I/O-pool thread): it returns
+/// at once, and the flusher threads make the log durable, woken when the deferral ends.
+#[test]
+fn a_slow_log_or_a_running_pass_is_left_to_the_flusher_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(FaultIo::default());
+    let m = open_with(dir.path(), &io, 0);
+    let logs: Vec<_> = (0..2)
+        .map(|p| m.create_log(&tp(p), small_config()).unwrap())
+        .collect();
+    // Log 0's sync is slow once (held past STRAGGLER_AFTER).
+    io.slow_down(logs[0].dir());
+    let slow_disk = SlowDisk(&io);
+    append_next(&logs[0]).unwrap();
+    let waiter = {
+        let log = Arc::clone(&logs[0]);
+        std::thread::spawn(move || log.wait_durable(log.log_end_offset()))
+    };
+    eventually("the slow sync starts", || {
+        io.slow_waits.load(Ordering::SeqCst) > 0
+    });
+    // A pass is running: log 1 is left to the flusher threads.
+    let me = std::thread::current().id();
+    {
+        let _deferred = logs[1].defer_flush_wakes();
+        append_next(&logs[1]).unwrap();
+        assert!(!logs[1].sync_here(logs[1].log_end_offset()));
+    }
+    logs[1].wait_durable(logs[1].log_end_offset()).unwrap();
+    std::thread::sleep(crate::flusher::STRAGGLER_AFTER * 2);
+    drop(slow_disk);
+    waiter.join().unwrap().unwrap();
+    // No pass runs now, but log 0 is known slow.
+    {
+        let _deferred = logs[0].defer_flush_wakes();
+        append_next(&logs[0]).unwrap();
+        assert!(!logs[0].sync_here(logs[0].log_end_offset()));
+    }
+    logs[0].wait_durable(logs[0].log_end_offset()).unwrap();
+    assert!(
+        !io.sync_threads.lock().contains(&me),
+        "the appending thread synced"
+    );
+    drop(logs);
     m.close().unwrap();
 }
