@@ -8,7 +8,7 @@
 //! appended for an acks=all request must wait for that sync anyway; when no pass is running it
 //! runs the next pass itself ([`Flusher::pass_here`]), with everything queued on the directory
 //! (the group commit is unchanged: appends that arrive meanwhile queue for the next pass, which
-//! a flusher thread runs once this one ends), and the request is durable when the job returns.
+//! a flusher thread runs once this one ends); the durability callback then answers from here.
 //!
 //! Two rules keep a slow disk from holding the I/O pool: a pass runs here only when no other
 //! pass runs (so at most one pool thread syncs at a time), and never when a queued log's last
