@@ -12,12 +12,13 @@
 //! One slow disk must not stall the others. Passes run on a few worker threads
 //! ([`SYNC_WORKERS`]) sharing the queue: normally one pass runs at a time (the next one starts
 //! when it ends, with everything queued meanwhile: the group commit, the dirty set taken
-//! whole), but once the running pass has run past the straggler threshold another worker
-//! starts a pass beside it. The threshold adapts to how long passes take here
-//! (`PassHistory`): [`STRAGGLER_FACTOR`] times the median of the last [`HISTORY_PASSES`]
-//! passes, at least [`STRAGGLER_AFTER`] and at most [`STRAGGLER_AFTER_MAX`]. A fixed 20 ms
-//! was below a normal pass over thousands of partitions (issue 13's profile at 10 000): every
-//! pass looked stuck, passes overlapped, and overlapping passes synced file by file, one
+//! whole), but once the running pass has been in one sync call (a syncfs, or one log's
+//! fdatasync) past the straggler threshold of that kind of call, another worker starts a pass
+//! beside it. The thresholds adapt to how long such calls take here (`PassHistory`):
+//! [`STRAGGLER_FACTOR`] times the median of the last [`HISTORY_PASSES`] calls of the kind, at
+//! least [`STRAGGLER_AFTER`] and at most [`STRAGGLER_AFTER_MAX`]. A fixed 20 ms over the whole
+//! pass was below a normal pass over thousands of partitions (issue 13's profile at 10 000):
+//! every pass looked stuck, passes overlapped, and overlapping passes synced file by file, one
 //! device cache flush per file. No pass waits for a flush already in progress: a log whose
 //! sync gate is held (by a running pass, a checkpoint or a close) stays queued and is taken
 //! once the gate is released. Within a pass, logs whose last sync was slow are synced last
@@ -105,7 +106,7 @@ pub const STRAGGLER_AFTER_MAX: Duration = Duration::from_secs(1);
 /// pass over 10 000 partitions takes tens of ms here, a stuck fdatasync seconds.
 pub const STRAGGLER_FACTOR: u32 = 4;
 
-/// Completed passes whose median sets the straggler threshold.
+/// Recent sync calls of one kind whose median sets that kind's straggler threshold.
 pub const HISTORY_PASSES: usize = 16;
 
 /// Files a pass needs before one syncfs beats an fdatasync per file (the table above: with one
@@ -190,11 +191,34 @@ impl PassHistory {
 struct Queue {
     logs: Vec<Arc<Log>>,
     stopped: bool,
-    /// When each pass running now started (at most one per worker).
-    running: Vec<Instant>,
+    /// The sync call each running pass is in now (at most one per worker).
+    running: Vec<RunningSync>,
     /// Workers still running.
     workers: usize,
-    history: PassHistory,
+    /// Recent syncfs calls and recent per-log fdatasyncs: each kind of call is a straggler
+    /// only against calls of its own kind (a syncfs over 10 000 partitions normally takes far
+    /// longer than one log's fdatasync).
+    syncfs_history: PassHistory,
+    file_history: PassHistory,
+    next_pass: u64,
+}
+
+/// One running pass and the sync call it is in: a straggler is a pass stuck in one call, not a
+/// pass that has many files to sync and keeps publishing them.
+#[derive(Debug, Clone, Copy)]
+struct RunningSync {
+    pass: u64,
+    plan: Plan,
+    since: Instant,
+}
+
+impl Queue {
+    fn history(&self, plan: Plan) -> &PassHistory {
+        match plan {
+            Plan::Syncfs => &self.syncfs_history,
+            Plan::PerFile => &self.file_history,
+        }
+    }
 }
 
 /// The flusher's shared half: the queue the logs push to and the listener. The threads hold
@@ -386,19 +410,26 @@ impl Flusher {
                 continue;
             }
             let alone = queue.running.is_empty();
-            let straggler_after = queue.history.straggler_after();
-            let started = Instant::now();
-            queue.running.push(started);
+            let thresholds = Thresholds {
+                syncfs: queue.syncfs_history.straggler_after(),
+                file: queue.file_history.straggler_after(),
+            };
+            let pass = queue.next_pass;
+            queue.next_pass += 1;
+            queue.running.push(RunningSync {
+                pass,
+                plan: Plan::PerFile,
+                since: Instant::now(),
+            });
             self.passes_running.0.fetch_add(1, Ordering::AcqRel);
             parking_lot::MutexGuard::unlocked(&mut queue, || {
                 let gates: Vec<Gate<'_>> = logs.iter().map(Gate).collect();
-                self.pass(io, gates, alone, straggler_after);
+                self.pass(io, gates, alone, thresholds, pass);
             });
             self.passes_running.0.fetch_sub(1, Ordering::AcqRel);
-            if let Some(i) = queue.running.iter().position(|t| *t == started) {
+            if let Some(i) = queue.running.iter().position(|r| r.pass == pass) {
                 queue.running.swap_remove(i);
             }
-            queue.history.record(started.elapsed());
             // The gates this pass held are free: logs queued again meanwhile can go.
             self.wake.notify_all();
         }
@@ -408,10 +439,32 @@ impl Flusher {
         }
     }
 
+    /// Notes that pass `pass` starts a sync call of kind `plan`, after one of that kind took
+    /// `took` (recorded in its history).
+    fn sync_call(&self, pass: u64, plan: Plan, took: Option<(Plan, Duration)>) {
+        let mut queue = self.queue.lock();
+        match took {
+            Some((Plan::Syncfs, d)) => queue.syncfs_history.record(d),
+            Some((Plan::PerFile, d)) => queue.file_history.record(d),
+            None => {}
+        }
+        if let Some(r) = queue.running.iter_mut().find(|r| r.pass == pass) {
+            r.plan = plan;
+            r.since = Instant::now();
+        }
+    }
+
     /// One group commit over the logs whose sync gates the caller leads. `alone`: no other
-    /// pass was running when it started. `straggler_after`: the threshold when it started;
-    /// a sync that long is slow.
-    fn pass(&self, io: &dyn FileIo, gates: Vec<Gate<'_>>, alone: bool, straggler_after: Duration) {
+    /// pass was running when it started. `thresholds`: when it started, how long a syncfs
+    /// and a log's fdatasync may take before they count as slow.
+    fn pass(
+        &self,
+        io: &dyn FileIo,
+        gates: Vec<Gate<'_>>,
+        alone: bool,
+        thresholds: Thresholds,
+        pass: u64,
+    ) {
         self.passes.fetch_add(1, Ordering::Relaxed);
         if !alone {
             self.overlapping_passes.fetch_add(1, Ordering::Relaxed);
@@ -430,7 +483,8 @@ impl Flusher {
         }
         // Known slow logs last, so the others are published before their syncs.
         prepared.sort_by_key(|(gate, _)| gate.0.last_sync_nanos());
-        let slow_nanos = u64::try_from(straggler_after.as_nanos()).unwrap_or(u64::MAX);
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let slow_nanos = nanos(thresholds.file);
         let any_slow = prepared
             .iter()
             .any(|(gate, _)| gate.0.last_sync_nanos() >= slow_nanos);
@@ -439,30 +493,45 @@ impl Flusher {
         let together = match plan(self.group_sync, file_count, alone, any_slow) {
             Plan::Syncfs => prepared.iter().find_map(|(_, p)| p.any_file()).map(|f| {
                 self.syncfs_calls.fetch_add(1, Ordering::Relaxed);
+                self.sync_call(pass, Plan::Syncfs, None);
                 io.sync_fs(&f)
             }),
             Plan::PerFile => None,
         };
         let together_nanos = nanos_since(started);
+        let mut took = together.as_ref().map(|_| (Plan::Syncfs, started.elapsed()));
         for (gate, p) in prepared {
             let log = gate.0;
-            let own = Instant::now();
             let (result, time) = match &together {
                 // syncfs made everything durable, directory entries included.
                 Some(Ok(())) => (Ok(()), SyncTime::Shared(together_nanos)),
                 // Find out which files failed (fdatasync reports a writeback error to every
                 // descriptor that had not seen it), or sync them one by one.
                 Some(Err(_)) | None => {
+                    self.sync_call(pass, Plan::PerFile, took.take());
+                    let own = Instant::now();
                     let result = log.sync_prepared(&p);
+                    took = Some((Plan::PerFile, own.elapsed()));
                     (result, SyncTime::Own(nanos_since(own)))
                 }
             };
-            if let Some(nanos) = charge(time, slow_nanos) {
+            let slow = match time {
+                SyncTime::Own(_) => slow_nanos,
+                SyncTime::Shared(_) => nanos(thresholds.syncfs),
+            };
+            if let Some(nanos) = charge(time, slow) {
                 log.set_last_sync_nanos(nanos);
             }
             log.finish_flush(Some((p, nanos_since(started))), result);
             // Published: the log's next flush may start in another pass now.
             drop(gate);
+        }
+        if let Some(took) = took {
+            let mut queue = self.queue.lock();
+            match took {
+                (Plan::Syncfs, d) => queue.syncfs_history.record(d),
+                (Plan::PerFile, d) => queue.file_history.record(d),
+            }
         }
         if let Some(Err(e)) = together {
             tracing::warn!(error = %e, "syncfs failed; synced each file to find the failing ones");
@@ -474,19 +543,31 @@ fn nanos_since(t: Instant) -> u64 {
     u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// How long a syncfs and one log's fdatasync may take before they count as slow.
+#[derive(Debug, Clone, Copy)]
+struct Thresholds {
+    syncfs: Duration,
+    file: Duration,
+}
+
 /// How long to wait before starting a pass beside the running ones, if at all: `None` when
-/// none runs, every running one has run past the straggler threshold, or the flusher is
-/// stopping.
+/// none runs, every running one has been in its current sync call past the threshold of
+/// that kind of call, or the flusher is stopping.
 fn straggler_wait(queue: &Queue) -> Option<Duration> {
     if queue.stopped {
         return None;
     }
-    let newest = queue.running.iter().max()?;
     queue
-        .history
-        .straggler_after()
-        .checked_sub(newest.elapsed())
+        .running
+        .iter()
+        .filter_map(|r| {
+            queue
+                .history(r.plan)
+                .straggler_after()
+                .checked_sub(r.since.elapsed())
+        })
         .filter(|d| !d.is_zero())
+        .max()
 }
 
 /// Takes up to [`MAX_LOGS_PER_PASS`] queued logs whose flush is not in progress, leading
@@ -555,6 +636,46 @@ mod tests {
             Some(slow),
             "an overrun syncfs"
         );
+    }
+
+    #[test]
+    fn a_straggler_is_a_pass_stuck_in_one_call_of_its_kind() {
+        let mut q = Queue::default();
+        assert_eq!(straggler_wait(&q), None, "nothing runs: start now");
+        let ago = |ms: u64| Instant::now() - Duration::from_millis(ms);
+        q.running.push(RunningSync {
+            pass: 0,
+            plan: Plan::PerFile,
+            since: ago(0),
+        });
+        assert!(straggler_wait(&q).is_some(), "a fresh fdatasync: wait");
+        // A pass that has run for long but has just begun the fdatasync of its next log
+        // (it keeps publishing logs) is not a straggler.
+        q.running[0].since = ago(5);
+        assert!(straggler_wait(&q).is_some());
+        q.running[0].since = ago(25);
+        assert_eq!(
+            straggler_wait(&q),
+            None,
+            "one fdatasync past the 20 ms floor"
+        );
+        // syncfs calls here normally take 30 ms: one of 25 ms is normal, of 130 ms stuck.
+        for _ in 0..HISTORY_PASSES {
+            q.syncfs_history.record(Duration::from_millis(30));
+        }
+        q.running[0].plan = Plan::Syncfs;
+        assert!(straggler_wait(&q).is_some(), "a normal syncfs");
+        q.running[0].since = ago(130);
+        assert_eq!(straggler_wait(&q), None, "4 x the median syncfs");
+        // Beside it, a second pass in a fresh call: the next waits for that one too.
+        q.running.push(RunningSync {
+            pass: 1,
+            plan: Plan::PerFile,
+            since: ago(0),
+        });
+        assert!(straggler_wait(&q).is_some());
+        q.stopped = true;
+        assert_eq!(straggler_wait(&q), None, "stopping: drain now");
     }
 
     #[test]
