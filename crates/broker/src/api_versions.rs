@@ -93,24 +93,32 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeClientQuotas, 0, 1),
     // A single-node KRaft quorum, and features fixed by the binary (quorum, update_features).
     (ApiKey::DescribeQuorum, 0, 2),
+    // Changes to that quorum (voters.rs). Kafka 4.4 has AddRaftVoter v1 (AckWhenCommitted);
+    // the crate has v0.
+    (ApiKey::AddRaftVoter, 0, 0),
+    (ApiKey::RemoveRaftVoter, 0, 0),
     (ApiKey::UpdateFeatures, 0, 2),
     (ApiKey::ListConfigResources, 0, 1),
 ];
 
-/// The version range we serve for `api_key`, if any.
+/// The version range we serve for `api_key`, if any: through the crate ([`SUPPORTED`]) or
+/// by hand ([`crate::hand_codec::HAND_CODED`]).
 pub fn supported_range(api_key: i16) -> Option<(i16, i16)> {
     SUPPORTED
         .iter()
         .find(|(key, _, _)| *key as i16 == api_key)
         .map(|&(_, min, max)| (min, max))
+        .or_else(|| crate::hand_codec::supported_range(api_key))
 }
 
 fn api_version_list() -> Vec<ApiVersion> {
     SUPPORTED
         .iter()
-        .map(|&(key, min, max)| {
+        .map(|&(key, min, max)| (key as i16, min, max))
+        .chain(crate::hand_codec::HAND_CODED.iter().copied())
+        .map(|(key, min, max)| {
             ApiVersion::default()
-                .with_api_key(key as i16)
+                .with_api_key(key)
                 .with_min_version(min)
                 .with_max_version(max)
         })
@@ -206,10 +214,18 @@ mod tests {
 
     #[test]
     fn keys_are_unique() {
-        for (i, a) in SUPPORTED.iter().enumerate() {
-            for b in &SUPPORTED[i + 1..] {
-                assert_ne!(a.0 as i16, b.0 as i16);
-            }
+        let keys: Vec<i16> = api_version_list().iter().map(|v| v.api_key).collect();
+        for (i, a) in keys.iter().enumerate() {
+            assert!(!keys[i + 1..].contains(a), "key {a} listed twice");
+        }
+    }
+
+    /// APIs served by hand are exactly those the crate cannot decode.
+    #[test]
+    fn hand_coded_apis_are_unknown_to_the_crate() {
+        for &(key, min, max) in crate::hand_codec::HAND_CODED {
+            assert!(ApiKey::try_from(key).is_err(), "{key}");
+            assert!(min <= max);
         }
     }
 }

@@ -12,8 +12,8 @@
 //! header walks: [`ColdReads::run`]), so that no disk read at all happens on an async worker.
 //!
 //! Bounds: `threads` pool threads, at most `in_flight` cold reads queued, running or being
-//! sent (each at most [`COLD_READ_CHUNK_BYTES`]), so cold reads hold at most
-//! `in_flight × 1 MiB`, and optionally `bytes_per_second` of disk reads in all.
+//! sent (each at most `chunk_bytes`, default [`COLD_READ_CHUNK_BYTES`]), so cold reads hold at
+//! most `in_flight × chunk_bytes`, and optionally `bytes_per_second` of disk reads in all.
 
 use std::fs::File;
 use std::io;
@@ -26,9 +26,17 @@ use rill_storage::flusher::SyncActivity;
 use rill_storage::page_cache::{self, Residency, UncachedRead};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
-/// Largest cold read handed to the pool at once: large enough for the disk's sequential
-/// rate, small enough that a fetch's buffer stays small.
+/// Largest cold read handed to the pool at once, by default: large enough for the disk's
+/// sequential rate, small enough that a fetch's buffer stays small.
 pub const COLD_READ_CHUNK_BYTES: usize = 1 << 20;
+
+/// Bounds of `chunk_bytes` (`rill serve --cold-read-chunk-bytes`): below 64 KiB the per-read
+/// cost dominates; above 8 MiB the in-flight buffers grow past what the pool should hold.
+pub const COLD_READ_CHUNK_BYTES_MIN: usize = 64 << 10;
+pub const COLD_READ_CHUNK_BYTES_MAX: usize = 8 << 20;
+
+/// Most pool threads (`rill serve --cold-read-threads`).
+pub const COLD_READ_THREADS_MAX: usize = 16;
 
 /// Longest a cold read waits for running syncs to end before it reads anyway: a sync stuck on
 /// a slow disk must not stop catch-up reads. At 1 MiB per read, two threads waiting this long
@@ -107,8 +115,12 @@ pub fn choose(policy: ReadPathPolicy, residency: &io::Result<Residency>) -> Read
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ColdReadConfig {
     pub policy: ReadPathPolicy,
-    /// Pool threads; each runs one disk read at a time.
+    /// Pool threads; each runs one disk read at a time (1..=[`COLD_READ_THREADS_MAX`]).
     pub threads: usize,
+    /// Largest cold read of record bytes ([`COLD_READ_CHUNK_BYTES_MIN`]..=
+    /// [`COLD_READ_CHUNK_BYTES_MAX`]): a fetch's cold range is read and sent in pieces of this
+    /// size.
+    pub chunk_bytes: usize,
     /// Cold reads queued, running or being sent at once, over all connections.
     pub in_flight: usize,
     /// Disk bytes per second for all cold reads together; 0 = unbounded (the threads bound
@@ -122,6 +134,7 @@ impl Default for ColdReadConfig {
         ColdReadConfig {
             policy: ReadPathPolicy::Auto,
             threads: 2,
+            chunk_bytes: COLD_READ_CHUNK_BYTES,
             in_flight: 8,
             bytes_per_second: 0,
             method: UncachedRead::DontCache,
@@ -196,7 +209,7 @@ impl ColdReads {
             available: config.bytes_per_second as f64,
             refilled: Instant::now(),
         }));
-        for _ in 0..config.threads.max(1) {
+        for _ in 0..config.threads.clamp(1, COLD_READ_THREADS_MAX) {
             let rx = Arc::clone(&rx);
             let budget = Arc::clone(&budget);
             let method = config.method;
@@ -256,13 +269,20 @@ impl ColdReads {
         self.config.policy
     }
 
-    /// Reads up to [`COLD_READ_CHUNK_BYTES`] at `position` on the pool; waits (async) for a
+    /// Largest read [`ColdReads::read`] takes: the size of the pieces a cold range is sent in.
+    pub fn chunk_bytes(&self) -> usize {
+        self.config
+            .chunk_bytes
+            .clamp(COLD_READ_CHUNK_BYTES_MIN, COLD_READ_CHUNK_BYTES_MAX)
+    }
+
+    /// Reads up to [`ColdReads::chunk_bytes`] at `position` on the pool; waits (async) for a
     /// place among the `in_flight`. Short only at end of file.
     ///
     /// # Errors
     /// Read errors; `Other` when the pool has stopped.
     pub async fn read(&self, file: Arc<File>, position: u64, len: usize) -> io::Result<ColdChunk> {
-        debug_assert!(len <= COLD_READ_CHUNK_BYTES);
+        debug_assert!(len <= self.chunk_bytes());
         let permit = Arc::clone(&self.permits)
             .acquire_owned()
             .await

@@ -20,9 +20,9 @@ use crate::metrics::Metrics;
 use crate::response::{self, Response};
 use crate::state::BrokerState;
 use crate::{
-    acls, admin, api_versions, configs, credentials, describe_topic_partitions, fetch,
+    acls, admin, api_versions, configs, credentials, describe_topic_partitions, fetch, hand_codec,
     leader_epoch, list_offsets, metadata, produce, producer_id, quorum, quotas, replica_admin,
-    sasl, share_admin, txn_api, update_features, write_txn_markers,
+    sasl, share_admin, txn_api, update_features, voters, write_txn_markers,
 };
 
 /// The rest of a request that is waiting (for durability, or in a fetch's long poll), to be
@@ -71,6 +71,21 @@ pub async fn start(
     connection_id: u64,
 ) -> Result<Handled, ConnectionError> {
     let prefix = HeaderPrefix::parse(&frame)?;
+    if let Some((min, max)) = hand_codec::supported_range(prefix.api_key) {
+        if !(min..=max).contains(&prefix.api_version) {
+            return Err(ConnectionError::UnsupportedVersion {
+                api_key: prefix.api_key,
+                api_version: prefix.api_version,
+            });
+        }
+        Metrics::add(&state.metrics.requests_total, 1);
+        let started = std::time::Instant::now();
+        let response = hand_codec::handle(state, prefix, frame);
+        state
+            .metrics
+            .observe_request(prefix.api_key, started.elapsed());
+        return response.map(|r| Handled::Ready(Some(r)));
+    }
     let api_key = ApiKey::try_from(prefix.api_key).map_err(|_| ConnectionError::UnknownApiKey {
         api_key: prefix.api_key,
     })?;
@@ -222,7 +237,7 @@ async fn route_group(
             let request = decode(&mut body, prefix)?;
             reply(
                 prefix,
-                &crate::share_group_api::heartbeat(state, client, request),
+                &crate::share_group_api::heartbeat(state, client, request).await,
             )
         }
         ApiKey::ShareGroupDescribe => {
@@ -275,9 +290,10 @@ async fn route(
         }
         ApiKey::Fetch => {
             let request: m::FetchRequest = decode(&mut body, prefix)?;
-            // A log first used here is opened (recovered) on the I/O pool, not inline.
+            // A log first used here is opened (recovered) on the I/O pool, not inline, whether
+            // the request names its topic or (v13+) only the topic's id.
             state
-                .open_logs_off_runtime(&fetch::partitions_of(&request))
+                .open_logs_off_runtime(&fetch::partitions_of(state, &request))
                 .await;
             match fetch::start(state, v, prefix.correlation_id, request) {
                 fetch::Fetched::Ready(response) => response,
@@ -290,7 +306,7 @@ async fn route(
         }
         ApiKey::ShareFetch => {
             let request = decode(&mut body, prefix)?;
-            match crate::share_fetch::start(state, request, connection_id) {
+            match crate::share_fetch::start(state, request, connection_id).await {
                 crate::share_fetch::Started::Ready(r) => reply(prefix, &r)?,
                 crate::share_fetch::Started::Waiting(waiting) => {
                     return Ok(Handled::Waiting(Box::pin(async move {
@@ -426,6 +442,10 @@ async fn route_admin(
             let request = decode(&mut body, prefix)?;
             reply(prefix, &configs::incremental_alter(state, request).await)
         }
+        ApiKey::AddRaftVoter => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &voters::add_voter(state, request).await)
+        }
         _ => route_cluster_admin(state, api_key, prefix, body),
     }
 }
@@ -452,6 +472,10 @@ fn route_cluster_admin(
                 prefix,
                 &quorum::describe(state, prefix.api_version, request),
             )
+        }
+        ApiKey::RemoveRaftVoter => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &voters::remove_voter(state, &request))
         }
         ApiKey::UpdateFeatures => {
             let request = decode(&mut body, prefix)?;

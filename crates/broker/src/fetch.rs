@@ -109,17 +109,26 @@ pub async fn handle(
     }
 }
 
-/// The partitions a request names by topic name (those named by topic id, v13+, are looked
-/// up by the handler), for opening their logs before the read.
-pub fn partitions_of(request: &FetchRequest) -> Vec<TopicPartition> {
+/// The partitions a request names, by topic name or (v13+) by topic id, for opening their
+/// logs on the I/O pool before the read. Unknown topics are left out (the read answers them).
+pub fn partitions_of(state: &BrokerState, request: &FetchRequest) -> Vec<TopicPartition> {
     request
         .topics
         .iter()
-        .filter(|t| !t.topic.0.is_empty())
-        .flat_map(|t| {
+        .filter_map(|t| {
+            if t.topic.0.is_empty() {
+                state
+                    .topics
+                    .get_by_id(&t.topic_id)
+                    .map(|meta| (meta.name.clone(), t))
+            } else {
+                Some((t.topic.0.to_string(), t))
+            }
+        })
+        .flat_map(|(name, t)| {
             t.partitions
                 .iter()
-                .map(|p| TopicPartition::new(t.topic.0.to_string(), p.partition))
+                .map(move |p| TopicPartition::new(name.clone(), p.partition))
         })
         .collect()
 }

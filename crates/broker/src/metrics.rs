@@ -247,7 +247,11 @@ fn api_name(api_key: i16) -> &'static str {
     use kafka_protocol::messages::ApiKey;
     match ApiKey::try_from(api_key) {
         Ok(key) => api_key_name(key),
-        Err(()) => "Unknown",
+        Err(()) => match api_key {
+            crate::hand_codec::STREAMS_GROUP_DESCRIBE => "StreamsGroupDescribe",
+            crate::hand_codec::UNREGISTER_CONTROLLER => "UnregisterController",
+            _ => "Unknown",
+        },
     }
 }
 

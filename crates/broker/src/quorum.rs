@@ -6,8 +6,9 @@
 //! replicated log, so the figures of a metadata log are reported as what is true of a log that
 //! holds nothing: high watermark and log end offset 0. The leader epoch is 1: this node became
 //! leader once, at its first start, and no election ever happens. The voter's directory id is
-//! the nil UUID (Kafka's "unknown"), and its one endpoint is the client listener, as rill has
-//! no controller listener.
+//! the nil UUID (Kafka's "unknown"), and its one endpoint is the client listener, named
+//! `CONTROLLER` as a Kafka controller listener is (rill has no listener of its own for the
+//! quorum). [`crate::voters`] answers changes to this voter set.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_quorum_response::{
@@ -90,7 +91,9 @@ pub fn describe(
         .with_current_voters(vec![voter])
         .with_observers(Vec::new());
     let listener = Listener::default()
-        .with_name(StrBytes::from_static_str("PLAINTEXT"))
+        .with_name(StrBytes::from_static_str(
+            crate::voters::CONTROLLER_LISTENER,
+        ))
         .with_host(StrBytes::from_string(state.advertised.host.clone()))
         .with_port(u16::try_from(state.advertised.port).unwrap_or(0));
     let nodes = if version >= 2 {

@@ -9,7 +9,7 @@
 //!
 //! Before a file chunk is sent, the page cache is asked whether it holds the chunk
 //! (`cold_read.rs`): a resident chunk goes out with one `sendfile` as before; one that is not
-//! is sent piece by piece ([`COLD_READ_CHUNK_BYTES`]), each resident piece with `sendfile` and
+//! is sent piece by piece ([`ColdReads::chunk_bytes`]), each resident piece with `sendfile` and
 //! each other one read uncached on the cold-read pool and sent from that buffer, so no async
 //! worker waits for the disk and catch-up reads do not evict the hot tail.
 //!
@@ -26,7 +26,7 @@ use rustix::net::SendFlags;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
-use crate::cold_read::{self, ColdReads, ReadPath, ReadPathPolicy, COLD_READ_CHUNK_BYTES};
+use crate::cold_read::{self, ColdReads, ReadPath, ReadPathPolicy};
 use crate::error::ConnectionError;
 use crate::metrics::Metrics;
 use crate::response::{Chunk, Response};
@@ -135,9 +135,10 @@ impl ResponseWriter {
         let Some(cold) = self.cold.clone() else {
             unreachable!("a cold choice needs a cold-read pool (policy is Hot without one)");
         };
+        let chunk_bytes = cold.chunk_bytes() as u64;
         let mut done_bytes: u64 = 0;
         while done_bytes < total_bytes {
-            let piece_bytes = (total_bytes - done_bytes).min(COLD_READ_CHUNK_BYTES as u64);
+            let piece_bytes = (total_bytes - done_bytes).min(chunk_bytes);
             let piece = FileSlice {
                 file: Arc::clone(&slice.file),
                 position: slice.position + done_bytes,

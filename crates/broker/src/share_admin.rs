@@ -241,6 +241,21 @@ pub async fn alter_offsets(
             .with_error_code(code)
             .with_error_message(Some(s(message)));
     }
+    // A new group is created by this call (Kafka records it at group epoch 1).
+    let epoch = state
+        .shares
+        .group(&group_id)
+        .map_or(1, |g| g.group_epoch.max(1));
+    let recorded = match state.shares.record_group(&group_id, epoch) {
+        Ok(Some(written)) => durable(vec![written]).await,
+        Ok(None) => 0,
+        Err(e) => runtime_code(&e),
+    };
+    if recorded != 0 {
+        return m::AlterShareGroupOffsetsResponse::default()
+            .with_error_code(recorded)
+            .with_error_message(message_of(recorded));
+    }
     // (topic index, partition index, code, write)
     let mut results: Vec<(usize, usize, i16, Option<Written<()>>)> = Vec::new();
     for (ti, t) in r.topics.iter().enumerate() {
@@ -369,7 +384,7 @@ pub async fn delete_offsets(
 }
 
 /// DeleteGroups on a share group: NON_EMPTY_GROUP while it has members, else its share
-/// state is deleted with it. Returns the group's code.
+/// state and its record are deleted with it. Returns the group's code.
 pub async fn delete_group(state: &Arc<BrokerState>, group_id: &str) -> i16 {
     if let Some((code, _)) = group_error(state, group_id, true) {
         return code;
@@ -380,6 +395,14 @@ pub async fn delete_group(state: &Arc<BrokerState>, group_id: &str) -> i16 {
         .collect();
     let code = match delete_keys(state, &keys) {
         Ok(writes) => durable(writes).await,
+        Err(e) => runtime_code(&e),
+    };
+    if code != 0 {
+        return code;
+    }
+    let code = match state.shares.unrecord_group(group_id) {
+        Ok(Some(written)) => durable(vec![written]).await,
+        Ok(None) => 0,
         Err(e) => runtime_code(&e),
     };
     if code == 0 {

@@ -81,27 +81,92 @@ struct PartitionOut {
 /// Acknowledgement batches of one partition, as the wire has them.
 type AckBatches = Vec<(i64, i64, Vec<i8>)>;
 
+/// What a ShareFetch's in-order part (on the I/O pool) leaves for the rest of the request.
+enum Begun {
+    /// Answered at once (a bad request or a session error).
+    Ready(m::ShareFetchResponse),
+    /// The session was closed (epoch -1): answered once its acknowledgements are durable.
+    Closed {
+        out: BTreeMap<(Uuid, i32), PartitionOut>,
+        lock_ms: i32,
+        node_id: i32,
+        writes: Vec<Pending>,
+    },
+    /// The first acquisition ran; the answer waits for the acknowledgements' durability and,
+    /// when nothing was acquired, for records (the long poll).
+    Acquired(Acquisition),
+}
+
+/// A ShareFetch after its first acquisition.
+struct Acquisition {
+    group: String,
+    member: Arc<str>,
+    parts: Vec<(Uuid, i32)>,
+    max_records: usize,
+    max_bytes: u32,
+    max_wait_ms: u64,
+    lock_ms: i32,
+    node_id: i32,
+    writes: Vec<Pending>,
+    /// Whether the first acquisition got any record.
+    got: bool,
+    out: BTreeMap<(Uuid, i32), PartitionOut>,
+}
+
 /// Handles a ShareFetch up to its first acquisition; the share session then belongs to
 /// `connection_id`.
-pub fn start(state: &Arc<BrokerState>, r: m::ShareFetchRequest, connection_id: u64) -> Started {
+///
+/// The session step, the piggy-backed acknowledgements and the acquisition run on the I/O
+/// pool (`BrokerState::coordinate`), awaited here so the connection's next request sees them:
+/// they open logs on first use, load share-partitions, read records, and append share state
+/// when locks expire at the delivery limit, and an async worker must not wait for a disk.
+/// The long poll's later acquisitions go there too.
+pub async fn start(
+    state: &Arc<BrokerState>,
+    r: m::ShareFetchRequest,
+    connection_id: u64,
+) -> Started {
+    let starting = Arc::clone(state);
+    let begun = state
+        .coordinate("share fetch", move |_| begin(&starting, r, connection_id))
+        .await;
+    match begun {
+        Err(code) => Started::Ready(top_error(code, "the I/O pool did not run the share fetch")),
+        Ok(Begun::Ready(response)) => Started::Ready(response),
+        Ok(Begun::Closed {
+            out,
+            lock_ms,
+            node_id,
+            writes,
+        }) => Started::Waiting(Box::pin(async move {
+            respond(out, lock_ms, node_id, await_writes(writes).await)
+        })),
+        Ok(Begun::Acquired(acquisition)) => {
+            Started::Waiting(Box::pin(long_poll(Arc::clone(state), acquisition)))
+        }
+    }
+}
+
+/// The in-order part of a ShareFetch, on a pool thread.
+fn begin(state: &Arc<BrokerState>, r: m::ShareFetchRequest, connection_id: u64) -> Begun {
     let (Some(group), Some(member)) = (
         r.group_id.as_ref().map(|g| g.0.to_string()),
         r.member_id.as_ref().map(|m| m.to_string()),
     ) else {
-        return Started::Ready(top_error(
+        return Begun::Ready(top_error(
             ResponseError::InvalidRequest.code(),
             "GroupId and MemberId are required",
         ));
     };
     if group.is_empty() || member.is_empty() {
-        return Started::Ready(top_error(
+        return Begun::Ready(top_error(
             ResponseError::InvalidRequest.code(),
             "GroupId and MemberId must not be empty",
         ));
     }
     let partitions: usize = r.topics.iter().map(|t| t.partitions.len()).sum();
     if partitions > PARTITIONS_MAX {
-        return Started::Ready(top_error(
+        return Begun::Ready(top_error(
             ResponseError::InvalidRequest.code(),
             "too many partitions",
         ));
@@ -113,7 +178,7 @@ pub fn start(state: &Arc<BrokerState>, r: m::ShareFetchRequest, connection_id: u
             .any(|p| !p.acknowledgement_batches.is_empty())
     });
     if epoch == 0 && has_acks {
-        return Started::Ready(top_error(
+        return Begun::Ready(top_error(
             ResponseError::InvalidRequest.code(),
             "acknowledgements on the initial epoch of a share session",
         ));
@@ -127,10 +192,10 @@ pub fn start(state: &Arc<BrokerState>, r: m::ShareFetchRequest, connection_id: u
         match stepped {
             Ok(Some(old)) => release(state, &group, &member, old.partitions.iter().copied()),
             Ok(None) => {}
-            Err(e) => return Started::Ready(top_error(session_code(e), "share session")),
+            Err(e) => return Begun::Ready(top_error(session_code(e), "share session")),
         }
     } else if !coord.sessions().lock().contains(&group, &member) {
-        return Started::Ready(top_error(
+        return Begun::Ready(top_error(
             session_code(SessionError::NotFound),
             "share session",
         ));
@@ -182,9 +247,12 @@ pub fn start(state: &Arc<BrokerState>, r: m::ShareFetchRequest, connection_id: u
         if let Ok(closed) = coord.sessions().lock().close(&group, &member) {
             release(state, &group, &member, closed.partitions.iter().copied());
         }
-        return Started::Waiting(Box::pin(async move {
-            respond(out, lock_ms, node_id, await_writes(writes).await)
-        }));
+        return Begun::Closed {
+            out,
+            lock_ms,
+            node_id,
+            writes,
+        };
     }
     let session = coord
         .sessions()
@@ -211,56 +279,102 @@ pub fn start(state: &Arc<BrokerState>, r: m::ShareFetchRequest, connection_id: u
         max_bytes,
         &mut out,
     );
-    let max_wait_ms = u64::try_from(r.max_wait_ms).unwrap_or(0).min(60_000);
-    let state = Arc::clone(state);
-    Started::Waiting(Box::pin(async move {
-        let ack_result = await_writes(writes).await;
-        if !got && max_wait_ms > 0 && !parts.is_empty() {
-            let deadline = tokio::time::Instant::now() + Duration::from_millis(max_wait_ms);
-            // Bounded by the deadline; every turn sleeps at most PARK_STEP_MS or is woken.
-            while tokio::time::Instant::now() < deadline {
-                let notify = parts
-                    .first()
-                    .and_then(|(id, p)| state.topics.get_by_id(id).map(|t| (t.name.clone(), *p)))
-                    .map(|(name, p)| state.append_notify(&TopicPartition::new(name, p)));
-                let step = Duration::from_millis(PARK_STEP_MS)
-                    .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
-                let available = state.shares.available().notified();
-                match notify {
-                    Some(n) => {
-                        tokio::select! {
-                            _ = n.notified() => {}
-                            _ = available => {}
-                            _ = tokio::time::sleep(step) => {}
-                        }
-                    }
-                    None => {
-                        tokio::select! {
-                            _ = available => {}
-                            _ = tokio::time::sleep(step) => {}
-                        }
+    Begun::Acquired(Acquisition {
+        group,
+        member,
+        parts,
+        max_records,
+        max_bytes,
+        max_wait_ms: u64::try_from(r.max_wait_ms).unwrap_or(0).min(60_000),
+        lock_ms,
+        node_id,
+        writes,
+        got,
+        out,
+    })
+}
+
+/// The rest of a ShareFetch: waits for its acknowledgements' durability and, when the first
+/// acquisition got nothing, acquires again (on the I/O pool) each time records are appended
+/// or become available, until `max_wait_ms`.
+async fn long_poll(state: Arc<BrokerState>, a: Acquisition) -> m::ShareFetchResponse {
+    let Acquisition {
+        group,
+        member,
+        parts,
+        max_records,
+        max_bytes,
+        max_wait_ms,
+        lock_ms,
+        node_id,
+        writes,
+        got,
+        mut out,
+    } = a;
+    let ack_result = await_writes(writes).await;
+    let parts = Arc::new(parts);
+    if !got && max_wait_ms > 0 && !parts.is_empty() {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(max_wait_ms);
+        // Bounded by the deadline; every turn sleeps at most PARK_STEP_MS or is woken.
+        while tokio::time::Instant::now() < deadline {
+            let notify = parts
+                .first()
+                .and_then(|(id, p)| state.topics.get_by_id(id).map(|t| (t.name.clone(), *p)))
+                .map(|(name, p)| state.append_notify(&TopicPartition::new(name, p)));
+            let step = Duration::from_millis(PARK_STEP_MS)
+                .min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            let available = state.shares.available().notified();
+            match notify {
+                Some(n) => {
+                    tokio::select! {
+                        _ = n.notified() => {}
+                        _ = available => {}
+                        _ = tokio::time::sleep(step) => {}
                     }
                 }
-                if !state.shares.sessions().lock().contains(&group, &member) {
-                    break;
+                None => {
+                    tokio::select! {
+                        _ = available => {}
+                        _ = tokio::time::sleep(step) => {}
+                    }
                 }
-                let settings = share_settings(&state, &group);
-                if acquire_all(
-                    &state,
-                    &settings,
-                    &group,
-                    &member,
-                    &parts,
-                    max_records,
-                    max_bytes,
-                    &mut out,
-                ) {
-                    break;
+            }
+            if !state.shares.sessions().lock().contains(&group, &member) {
+                break;
+            }
+            let (g, m, p) = (group.clone(), Arc::clone(&member), Arc::clone(&parts));
+            let acquired = state
+                .coordinate("share fetch", move |state| {
+                    let settings = share_settings(state, &g);
+                    let got = acquire_all(
+                        state,
+                        &settings,
+                        &g,
+                        &m,
+                        &p,
+                        max_records,
+                        max_bytes,
+                        &mut out,
+                    );
+                    (got, out)
+                })
+                .await;
+            match acquired {
+                Ok((got, acquired_out)) => {
+                    out = acquired_out;
+                    if got {
+                        break;
+                    }
+                }
+                // Counted by `coordinate`; `out` went with the failed call, so the answer is
+                // what the first acquisition found (nothing), with the pool's error.
+                Err(code) => {
+                    return top_error(code, "the I/O pool did not run the share fetch");
                 }
             }
         }
-        respond(out, lock_ms, node_id, ack_result)
-    }))
+    }
+    respond(out, lock_ms, node_id, ack_result)
 }
 
 /// A ShareAcknowledge whose acknowledgements are applied, answered once they are durable.

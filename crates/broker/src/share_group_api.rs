@@ -9,7 +9,9 @@ use kafka_protocol::messages::{self as m, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::coordinator::group::ListedGroup;
+use crate::coordinator::runtime::RuntimeError;
 use crate::coordinator::share::group::{Assignment, Heartbeat, HeartbeatError};
+use crate::error::runtime_error_code;
 use crate::group_api::Client;
 use crate::state::BrokerState;
 use crate::topics::is_internal;
@@ -46,8 +48,9 @@ fn other_group_exists(state: &BrokerState, group_id: &str) -> bool {
     state.groups.list().iter().any(|g| g.id == group_id)
 }
 
-/// ShareGroupHeartbeat v1.
-pub fn heartbeat(
+/// ShareGroupHeartbeat v1. A join that creates the group records it (answered once the
+/// record is durable), so the group outlives its members and a restart.
+pub async fn heartbeat(
     state: &BrokerState,
     client: &Client,
     r: m::ShareGroupHeartbeatRequest,
@@ -96,6 +99,11 @@ pub fn heartbeat(
             assign(state, t)
         }) {
         Ok(ok) => {
+            if ok.member_epoch > 0 && state.shares.recorded_epoch(&group_id).is_none() {
+                if let Err(e) = record(state, &group_id, ok.member_epoch).await {
+                    return error(runtime_error_code(&e), &e.to_string());
+                }
+            }
             if ok.member_epoch == -1 {
                 let session = state
                     .shares
@@ -133,6 +141,14 @@ pub fn heartbeat(
     }
 }
 
+/// Records that `group_id` exists, to durability.
+async fn record(state: &BrokerState, group_id: &str, group_epoch: i32) -> Result<(), RuntimeError> {
+    if let Some(written) = state.shares.record_group(group_id, group_epoch)? {
+        written.committed().await?;
+    }
+    Ok(())
+}
+
 /// ShareGroupDescribe v1.
 pub fn describe(
     state: &BrokerState,
@@ -158,7 +174,10 @@ pub fn describe(
                     .with_error_message(Some(s(format!("Group {group_id} not found."))))
                     .with_group_state(s("Dead"));
             }
-            let group = state.shares.group(&group_id).unwrap_or_default();
+            let group = state
+                .shares
+                .group_or_recorded(&group_id)
+                .unwrap_or_default();
             base.with_group_state(s(group.state_name()))
                 .with_group_epoch(group.group_epoch)
                 .with_assignment_epoch(group.group_epoch)

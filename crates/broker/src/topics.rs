@@ -838,12 +838,18 @@ fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), RegistryError> {
 
 /// A Kafka-style cluster id: the 16 bytes of a random UUID in unpadded URL-safe base64.
 fn new_cluster_id() -> String {
+    let out = base64url(&Uuid::new_v4().into_bytes());
+    debug_assert_eq!(out.len(), 22);
+    out
+}
+
+/// Unpadded URL-safe base64, as Kafka prints a `Uuid` (cluster ids, directory ids).
+pub fn base64url(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let bytes = Uuid::new_v4().into_bytes();
     let mut bits: u32 = 0;
     let mut bit_count = 0;
-    let mut out = String::with_capacity(22);
-    for byte in bytes {
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for &byte in bytes {
         bits = (bits << 8) | u32::from(byte);
         bit_count += 8;
         while bit_count >= 6 {
@@ -854,7 +860,6 @@ fn new_cluster_id() -> String {
     if bit_count > 0 {
         out.push(ALPHABET[((bits << (6 - bit_count)) & 0x3f) as usize] as char);
     }
-    debug_assert_eq!(out.len(), 22);
     out
 }
 

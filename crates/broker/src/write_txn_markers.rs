@@ -10,10 +10,12 @@
 //! marker, as in Kafka. The answer waits until the marker is durable, and the partition's last
 //! stable offset moves past the aborted transaction.
 //!
-//! `__consumer_offsets` markers go to the group coordinator, which must replay them. The
-//! transaction and share-group state topics are refused (INVALID_TOPIC_EXCEPTION): their logs
-//! hold only their coordinators' records, and a marker there would be replayed by nothing
-//! (Kafka would append it).
+//! Markers for the coordinators' own topics (`__consumer_offsets`, `__transaction_state`,
+//! `__share_group_state`) go through the coordinator runtime, which appends them under the
+//! partition's shard lock (so no coordinator write interleaves) and replays them: the group
+//! coordinator applies or drops the producer's pending offsets; the transaction and share
+//! coordinators hold no transactional records, so a marker changes nothing there (also at
+//! load, where control batches are replayed the same way). Kafka appends these markers too.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -81,9 +83,6 @@ pub async fn handle(
 /// Writes `marker` to `tp` on the I/O pool (a page-cache append) and waits for its
 /// durability, to the partition's error code.
 async fn write(state: &Arc<BrokerState>, tp: TopicPartition, marker: TxnMarker) -> i16 {
-    if tp.topic == txn::records::TOPIC || tp.topic == share::records::TOPIC {
-        return ResponseError::InvalidTopicException.code();
-    }
     let written = state
         .coordinate("txn marker", move |state| append(state, &tp, &marker))
         .await;
@@ -95,16 +94,19 @@ async fn write(state: &Arc<BrokerState>, tp: TopicPartition, marker: TxnMarker) 
 
 /// Appends `marker` to `tp`, to its durability.
 fn append(state: &BrokerState, tp: &TopicPartition, marker: &TxnMarker) -> Result<Durable, i16> {
-    if tp.topic == group::TOPIC {
+    let coordinator = match tp.topic.as_str() {
         // The group coordinator applies or drops the producer's pending offsets as it
         // replays the marker.
-        let written = state
-            .groups
-            .write_marker(tp.partition, marker)
-            .map_err(|e| match e {
-                RuntimeError::NoPartition { .. } => ResponseError::UnknownTopicOrPartition.code(),
-                e => runtime_error_code(&e),
-            })?;
+        group::TOPIC => Some(state.groups.write_marker(tp.partition, marker)),
+        txn::records::TOPIC => Some(state.txns.write_marker(tp.partition, marker)),
+        share::records::TOPIC => Some(state.shares.write_marker(tp.partition, marker)),
+        _ => None,
+    };
+    if let Some(written) = coordinator {
+        let written = written.map_err(|e| match e {
+            RuntimeError::NoPartition { .. } => ResponseError::UnknownTopicOrPartition.code(),
+            e => runtime_error_code(&e),
+        })?;
         return Ok(Box::pin(async move {
             match written.committed().await {
                 Ok(()) => NONE,

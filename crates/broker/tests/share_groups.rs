@@ -760,6 +760,70 @@ async fn listed_groups(client: &mut Client) -> Vec<String> {
     r.groups.iter().map(|g| g.group_id.to_string()).collect()
 }
 
+async fn describe_share_group(client: &mut Client, group: &str) -> (i16, String, i32) {
+    let r = client
+        .send(
+            1,
+            &ShareGroupDescribeRequest::default().with_group_ids(vec![GroupId(s(group))]),
+        )
+        .await;
+    let g = &r.groups[0];
+    (g.error_code, g.group_state.to_string(), g.group_epoch)
+}
+
+/// A share group exists until it is deleted, as in Kafka (its `ShareGroupMetadata` record):
+/// also once its only share-partition state was deleted and it has no members, and across a
+/// crash. Created by AlterShareGroupOffsets (at epoch 1, as Kafka) or by a first join.
+#[tokio::test]
+async fn an_empty_share_group_outlives_its_offsets_its_members_and_a_crash() {
+    bounded(async {
+        let b = broker().await;
+        let mut c = b.connect().await;
+        let id = topic(&mut c, "t").await;
+        let not_found = ResponseError::GroupIdNotFound.code();
+        assert_eq!(describe_share_group(&mut c, "e").await.0, not_found);
+        assert_eq!(alter_share_offsets(&mut c, "e", &[("t", 0, 0)]).await.0, 0);
+        assert_eq!(
+            describe_share_group(&mut c, "e").await,
+            (0, "Empty".into(), 1)
+        );
+        let (code, topics) = delete_share_offsets(&mut c, "e", &["t"]).await;
+        assert_eq!((code, topics), (0, vec![("t".into(), 0)]));
+        assert_eq!(share_offsets(&mut c, "e", None).await, vec![]);
+        assert_eq!(
+            describe_share_group(&mut c, "e").await,
+            (0, "Empty".into(), 1)
+        );
+        // A group whose only member left.
+        join_and_open(&mut c, "j", "m1", "t", id).await;
+        let r = c.send(1, &heartbeat("j", "m1", -1, None)).await;
+        assert_eq!(r.error_code, 0);
+        let dir = b.kill().await;
+        let b = broker_in(dir).await;
+        let mut c = b.connect().await;
+        let listed = listed_groups(&mut c).await;
+        assert!(listed.contains(&"e".to_string()), "{listed:?}");
+        assert!(listed.contains(&"j".to_string()), "{listed:?}");
+        assert_eq!(
+            describe_share_group(&mut c, "e").await,
+            (0, "Empty".into(), 1)
+        );
+        assert_eq!(describe_share_group(&mut c, "j").await.1, "Empty");
+        // Deleted, it is gone, also after a crash.
+        assert_eq!(delete_group(&mut c, "e").await, 0);
+        assert_eq!(delete_group(&mut c, "e").await, not_found);
+        assert_eq!(describe_share_group(&mut c, "e").await.0, not_found);
+        let dir = b.kill().await;
+        let b = broker_in(dir).await;
+        let mut c = b.connect().await;
+        assert!(!listed_groups(&mut c).await.contains(&"e".to_string()));
+        assert_eq!(describe_share_group(&mut c, "e").await.0, not_found);
+        assert_eq!(delete_group(&mut c, "j").await, 0);
+        b.stop().await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn share_group_admin_apis_describe_alter_and_delete_offsets_and_groups() {
     bounded(async {

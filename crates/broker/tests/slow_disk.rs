@@ -78,6 +78,7 @@ async fn a_stuck_sync_on_one_partition_delays_only_its_own_acks() {
         let slow_dir = broker.dir.path().join(format!("{TOPIC}-0"));
         assert!(slow_dir.is_dir());
         let slow_disk = SlowDisk::new(&io, &slow_dir);
+        eprintln!("step: first records acknowledged");
         let mut slow_client = broker.connect().await;
         let slow_batch = record_batch(1, 10, common::now_ms());
         let slow_id = slow_client
@@ -93,9 +94,12 @@ async fn a_stuck_sync_on_one_partition_delays_only_its_own_acks() {
         // Every other partition is acknowledged while partition 0's sync hangs (without the
         // fix these waits never end and the test's bound fails it), and what was acknowledged
         // is durable: visible means durable, so a fetch returns it.
+        eprintln!("step: slow sync started");
         for p in 1..PARTITIONS {
             let batch = record_batch(2, 10, common::now_ms());
+            eprintln!("step: produce to {p}");
             let response = client.send(9, &produce(p, batch.clone())).await;
+            eprintln!("step: fetch from {p}");
             assert_eq!(produced(&response), (0, 1), "partition {p}");
             let (high_watermark, records) = fetch(&mut client, p, 1).await;
             assert_eq!(high_watermark, 3, "partition {p}");
@@ -106,6 +110,7 @@ async fn a_stuck_sync_on_one_partition_delays_only_its_own_acks() {
         let (high_watermark, _) = fetch(&mut client, 0, 0).await;
         assert_eq!(high_watermark, 1, "the unsynced record is not visible");
 
+        eprintln!("step: releasing the slow disk");
         drop(slow_disk);
         let response = slow_client
             .read_response::<ProduceRequest>(9, slow_id)
@@ -114,6 +119,7 @@ async fn a_stuck_sync_on_one_partition_delays_only_its_own_acks() {
         let (high_watermark, records) = fetch(&mut client, 0, 1).await;
         assert_eq!(high_watermark, 2);
         assert_eq!(records, common::at_offset(&slow_batch, 1));
+        eprintln!("step: stopping");
         broker.stop().await;
     })
     .await;

@@ -681,7 +681,6 @@ async fn write_marker(
 /// Kafka's codes and write nothing.
 #[tokio::test]
 async fn an_admin_abort_marker_ends_a_hanging_transaction() {
-    const INVALID_TOPIC_EXCEPTION: i16 = 17;
     const TRANSACTION_COORDINATOR_FENCED: i16 = 52;
     let broker = TestBroker::start().await;
     let mut client = broker.connect().await;
@@ -719,10 +718,6 @@ async fn an_admin_abort_marker_ends_a_hanging_transaction() {
         assert_eq!(
             write_marker(&mut client, "nowhere", pid, epoch, 0, false).await,
             UNKNOWN_TOPIC_OR_PARTITION
-        );
-        assert_eq!(
-            write_marker(&mut client, "__transaction_state", pid, epoch, 0, false).await,
-            INVALID_TOPIC_EXCEPTION
         );
         {
             // Partitions that do not exist: a negative index, an offsets-topic partition past
@@ -788,6 +783,41 @@ async fn an_admin_abort_marker_ends_a_hanging_transaction() {
         );
         assert_eq!(latest(&mut client, "hang", false).await, 7);
         assert_eq!(latest(&mut client, "hang", true).await, 7);
+    })
+    .await;
+    broker.stop().await;
+}
+
+/// Markers for the transaction and share coordinators' own topics are appended, as Kafka 4.4
+/// appends them (a stale epoch is refused there too, a partition past the topic's count is
+/// not there); both coordinators load past them after a crash.
+#[tokio::test]
+async fn markers_on_the_coordinator_state_topics_are_appended_and_loaded_past() {
+    let broker = TestBroker::start().await;
+    let mut client = broker.connect().await;
+    let epoch_before = bounded_value(async {
+        let (_, epoch) = init_txn_ok(&mut client, "survivor").await;
+        for topic in ["__transaction_state", "__share_group_state"] {
+            assert_eq!(
+                write_marker(&mut client, topic, 777, 5, 0, false).await,
+                0,
+                "{topic}"
+            );
+            assert_eq!(
+                write_marker(&mut client, topic, 777, 4, 0, true).await,
+                INVALID_PRODUCER_EPOCH,
+                "{topic}"
+            );
+        }
+        epoch
+    })
+    .await;
+    let dir = broker.kill().await;
+    let broker = TestBroker::start_in(dir, |_| {}).await;
+    let mut client = broker.connect().await;
+    bounded(async {
+        let (_, epoch) = init_txn_ok(&mut client, "survivor").await;
+        assert_eq!(epoch, epoch_before + 1, "the transactional id was loaded");
     })
     .await;
     broker.stop().await;

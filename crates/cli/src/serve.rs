@@ -71,6 +71,14 @@ pub struct ServeArgs {
     /// pool's two threads [default: 0].
     #[arg(long, env = "RILL_COLD_READ_BYTES_PER_SECOND", value_name = "BYTES")]
     pub cold_read_bytes_per_second: Option<u64>,
+    /// Threads of the cold-read pool, each running one disk read at a time (1-16)
+    /// [default: 2].
+    #[arg(long, env = "RILL_COLD_READ_THREADS", value_name = "N")]
+    pub cold_read_threads: Option<usize>,
+    /// Largest single cold read: a cold fetch range is read and sent in pieces of this size
+    /// (65536-8388608) [default: 1048576].
+    #[arg(long, env = "RILL_COLD_READ_CHUNK_BYTES", value_name = "BYTES")]
+    pub cold_read_chunk_bytes: Option<usize>,
     /// Close connections idle this long (Kafka's connections.max.idle.ms) [default: 600000].
     #[arg(long, env = "RILL_CONNECTIONS_MAX_IDLE_MS", value_name = "MS")]
     pub connections_max_idle_ms: Option<u64>,
@@ -202,6 +210,8 @@ struct FileConfig {
     fetch_write_mode: Option<String>,
     fetch_read_path: Option<String>,
     cold_read_bytes_per_second: Option<u64>,
+    cold_read_threads: Option<usize>,
+    cold_read_chunk_bytes: Option<usize>,
     connections_max_idle_ms: Option<u64>,
     producer_id_expiration_ms: Option<i64>,
     transactional_id_expiration_ms: Option<i64>,
@@ -240,6 +250,8 @@ pub struct ServeConfig {
     pub fetch_write_mode: String,
     pub fetch_read_path: String,
     pub cold_read_bytes_per_second: u64,
+    pub cold_read_threads: usize,
+    pub cold_read_chunk_bytes: usize,
     pub connections_max_idle_ms: u64,
     pub producer_id_expiration_ms: i64,
     pub transactional_id_expiration_ms: i64,
@@ -333,6 +345,16 @@ impl ServeConfig {
                 args.cold_read_bytes_per_second,
                 file.cold_read_bytes_per_second,
                 0,
+            ),
+            cold_read_threads: pick(
+                args.cold_read_threads,
+                file.cold_read_threads,
+                rill_broker::ColdReadConfig::default().threads,
+            ),
+            cold_read_chunk_bytes: pick(
+                args.cold_read_chunk_bytes,
+                file.cold_read_chunk_bytes,
+                rill_broker::ColdReadConfig::default().chunk_bytes,
             ),
             connections_max_idle_ms: pick(
                 args.connections_max_idle_ms,
@@ -448,6 +470,23 @@ impl ServeConfig {
         }
         if self.max_connections < 1 {
             bail!("invalid value for max_connections: 0 (must be at least 1)");
+        }
+        if !(1..=rill_broker::cold_read::COLD_READ_THREADS_MAX).contains(&self.cold_read_threads) {
+            bail!(
+                "invalid value for cold_read_threads: {} (must be 1 to {})",
+                self.cold_read_threads,
+                rill_broker::cold_read::COLD_READ_THREADS_MAX
+            );
+        }
+        let chunk = rill_broker::cold_read::COLD_READ_CHUNK_BYTES_MIN
+            ..=rill_broker::cold_read::COLD_READ_CHUNK_BYTES_MAX;
+        if !chunk.contains(&self.cold_read_chunk_bytes) {
+            bail!(
+                "invalid value for cold_read_chunk_bytes: {} (must be {} to {})",
+                self.cold_read_chunk_bytes,
+                chunk.start(),
+                chunk.end()
+            );
         }
         if self.socket_request_max_bytes < 1024 {
             bail!(
@@ -597,6 +636,8 @@ impl ServeConfig {
             cold_reads: rill_broker::ColdReadConfig {
                 policy: self.read_path()?,
                 bytes_per_second: self.cold_read_bytes_per_second,
+                threads: self.cold_read_threads,
+                chunk_bytes: self.cold_read_chunk_bytes,
                 ..rill_broker::ColdReadConfig::default()
             },
             connections_max_idle_ms: self.connections_max_idle_ms,

@@ -3,7 +3,8 @@
 //! fdatasync of each file, so it can destroy exactly those at a simulated power cut.
 //!
 //! Reads do not go through the seam: a power cut only loses what was never synced, and the
-//! simulator rewrites the real files before the log is reopened.
+//! simulator rewrites the real files before the log is reopened. The seam is only told of
+//! them ([`FileIo::reading`]), so tests can see which thread reads which segment.
 
 use std::fmt::Debug;
 use std::fs::{File, OpenOptions};
@@ -63,6 +64,12 @@ pub trait FileIo: Send + Sync + Debug + 'static {
             path: path.to_path_buf(),
         })
     }
+
+    /// Called before storage reads from a segment's `.log` (every batch header an index
+    /// lookup's walk or a read's end reads). The read itself does not go through the seam;
+    /// this lets tests record which thread reads which segment (the broker must read old
+    /// segments, which may be on disk only, off its async workers). Does nothing by default.
+    fn reading(&self, _file: &IoFile) {}
 
     /// Writes all of `bufs`, in order, at `offset`.
     fn write_at(&self, file: &IoFile, bufs: &[&[u8]], offset: u64) -> io::Result<()>;

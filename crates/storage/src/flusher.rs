@@ -21,10 +21,11 @@
 //! every pass looked stuck, passes overlapped, and overlapping passes synced file by file, one
 //! device cache flush per file. No pass waits for a flush already in progress: a log whose
 //! sync gate is held (by a running pass, a checkpoint or a close) stays queued and is taken
-//! once the gate is released. Within a pass, logs whose last sync was slow are synced last
-//! and each log is published, and its gate released, as soon as its own sync returns; a pass
-//! uses syncfs only when it runs alone and holds no log known to be slow, since syncfs would
-//! also wait for that log's dirty data (`plan`). So a partition whose fdatasync takes
+//! once the gate is released. Within a pass, logs whose last sync was slow are synced last,
+//! logs with nothing to sync are published at once, and each log is published, and its gate
+//! released, as soon as its own sync returns; a pass uses syncfs only when it runs alone and
+//! holds no log known to be slow, since syncfs would also wait for that log's dirty data
+//! (`plan`). So a partition whose fdatasync takes
 //! seconds delays only itself (and, the first time, the logs after it in its pass).
 //!
 //! Which logs are slow is known only from syncs measured per file (`charge`): a syncfs
@@ -478,6 +479,10 @@ impl Flusher {
             // Cleared before the snapshot below: an append after it queues the log again.
             log.dequeued();
             match log.prepare_flush() {
+                // Nothing to sync: queued again by a durability wait after the pass that
+                // covered it took it. Published now, not held through the others' syncs: its
+                // next flush would otherwise wait behind a slow disk it has nothing to do with.
+                Ok(Some(p)) if p.file_count() == 0 => log.finish_flush(Some((p, 0)), Ok(())),
                 Ok(Some(p)) => prepared.push((gate, p)),
                 // Deleted or offline: its waiters were answered when that happened.
                 Ok(None) => {}

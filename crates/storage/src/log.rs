@@ -1049,7 +1049,7 @@ impl Log {
 
     /// Queues the log for the flusher's next pass; flushes here when there is no flusher
     /// (stopped, or a log used without a manager).
-    fn request_flush(&self) {
+    pub(crate) fn request_flush(&self) {
         if self.queued.swap(true, Ordering::AcqRel) {
             return;
         }

@@ -745,6 +745,7 @@ impl Segment {
             return Ok(None);
         }
         let log = self.log_file(files, false)?;
+        files.io.reading(&log);
         let mut buf = [0u8; HEADER_SIZE];
         let n = log
             .read_at(&mut buf, position)

@@ -36,7 +36,13 @@ pub struct HoldIo {
     stall_released: Condvar,
     /// Writes that started waiting on the stall.
     pub write_stalls: AtomicU64,
-    /// A stalled write that went on only because [`STALL_MAX`] passed.
+    /// Opens of files whose path contains this text wait (a log's first open stuck on a slow
+    /// disk) until [`HoldIo::release_opens`], or [`STALL_MAX`] at most.
+    stalled_opens: Mutex<Option<String>>,
+    open_released: Condvar,
+    /// Opens that started waiting on the stall.
+    pub open_stalls: AtomicU64,
+    /// A stalled write or open that went on only because [`STALL_MAX`] passed.
     pub stall_timed_out: AtomicBool,
 }
 
@@ -61,16 +67,42 @@ impl HoldIo {
         self.stall_released.notify_all();
     }
 
+    /// Makes opens of files whose path contains `text` wait.
+    pub fn stall_opens(&self, text: &str) {
+        *self.stalled_opens.lock().unwrap() = Some(text.to_string());
+    }
+
+    pub fn release_opens(&self) {
+        *self.stalled_opens.lock().unwrap() = None;
+        self.open_released.notify_all();
+    }
+
     fn wait_while_stalled(&self, path: &Path) {
+        self.wait_on(
+            &self.stalled_writes,
+            &self.stall_released,
+            &self.write_stalls,
+            path,
+        );
+    }
+
+    /// Waits while `stall` names text in `path` (at most [`STALL_MAX`]), counting the wait.
+    fn wait_on(
+        &self,
+        stall: &Mutex<Option<String>>,
+        released: &Condvar,
+        waits: &AtomicU64,
+        path: &Path,
+    ) {
         let path = path.to_string_lossy();
-        let mut stalled = self.stalled_writes.lock().unwrap();
+        let mut stalled = stall.lock().unwrap();
         if !stalled
             .as_ref()
             .is_some_and(|text| path.contains(text.as_str()))
         {
             return;
         }
-        self.write_stalls.fetch_add(1, Ordering::SeqCst);
+        waits.fetch_add(1, Ordering::SeqCst);
         let deadline = std::time::Instant::now() + STALL_MAX;
         // Bounded by STALL_MAX.
         while stalled.is_some() {
@@ -79,7 +111,7 @@ impl HoldIo {
                 self.stall_timed_out.store(true, Ordering::SeqCst);
                 return;
             }
-            stalled = self.stall_released.wait_timeout(stalled, left).unwrap().0;
+            stalled = released.wait_timeout(stalled, left).unwrap().0;
         }
     }
 
@@ -136,6 +168,15 @@ fn eio() -> io::Error {
 }
 
 impl FileIo for HoldIo {
+    fn open(&self, path: &Path, create: bool) -> io::Result<IoFile> {
+        self.wait_on(
+            &self.stalled_opens,
+            &self.open_released,
+            &self.open_stalls,
+            path,
+        );
+        OsIo.open(path, create)
+    }
     fn write_at(&self, file: &IoFile, bufs: &[&[u8]], offset: u64) -> io::Result<()> {
         self.wait_while_stalled(file.path());
         if self.is_slow(file.path()) {
@@ -216,6 +257,22 @@ impl StalledWrites {
 impl Drop for StalledWrites {
     fn drop(&mut self) {
         self.0.release_writes();
+    }
+}
+
+/// Releases stalled opens when dropped (see [`Held`]).
+pub struct StalledOpens(Arc<HoldIo>);
+
+impl StalledOpens {
+    pub fn new(io: &Arc<HoldIo>, path_text: &str) -> StalledOpens {
+        io.stall_opens(path_text);
+        StalledOpens(Arc::clone(io))
+    }
+}
+
+impl Drop for StalledOpens {
+    fn drop(&mut self) {
+        self.0.release_opens();
     }
 }
 

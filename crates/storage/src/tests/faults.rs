@@ -23,6 +23,8 @@ struct FaultIo {
     /// fsyncs of files under this directory fail with EIO (syncfs fails while it is set).
     failing: Mutex<Option<PathBuf>>,
     held: Mutex<bool>,
+    /// Syncs that found `held` set and waited.
+    held_waits: AtomicU64,
     released: Condvar,
     /// Per path, the descriptors that wrote to it since its last sync (kept open, so neither
     /// the descriptor number nor the allocation can be reused and mistaken for another).
@@ -59,6 +61,9 @@ impl FaultIo {
 
     fn wait_while_held(&self) {
         let mut held = self.held.lock();
+        if *held {
+            self.held_waits.fetch_add(1, Ordering::SeqCst);
+        }
         // Bounded by the test, which always releases.
         while *held {
             self.released.wait(&mut held);
@@ -426,6 +431,23 @@ fn slow_but_normal_passes_keep_syncing_with_one_syncfs() {
 
 /// Releases the slow disk when dropped, so a failing assertion does not leave a flusher
 /// thread parked.
+/// Holds every sync until dropped, so a failing assertion releases them too (a held flusher
+/// would keep the manager's drop, and so the failed test, from ending).
+struct HeldSyncs<'a>(&'a FaultIo);
+
+impl HeldSyncs<'_> {
+    fn new(io: &FaultIo) -> HeldSyncs<'_> {
+        io.hold(true);
+        HeldSyncs(io)
+    }
+}
+
+impl Drop for HeldSyncs<'_> {
+    fn drop(&mut self) {
+        self.0.hold(false);
+    }
+}
+
 struct SlowDisk<'a>(&'a FaultIo);
 
 impl Drop for SlowDisk<'_> {
@@ -494,6 +516,59 @@ fn a_stuck_sync_delays_only_its_own_log() {
     let durable = slow_rx.recv_timeout(std::time::Duration::from_secs(30));
     assert_eq!(durable, Ok(true));
     assert_eq!(logs[0].high_watermark(), slow_end);
+    drop(logs);
+    m.close().unwrap();
+}
+
+/// A log queued again with nothing to sync (a durability wait that arrived after the pass
+/// covering it had taken it) and taken into the same pass as a log whose sync hangs is not held
+/// behind that sync: its next append becomes durable while the other's sync is still stuck.
+#[test]
+fn a_log_with_nothing_to_sync_is_not_held_behind_a_stuck_sync_in_its_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(FaultIo::default());
+    let m = open_with(dir.path(), &io, 0);
+    let logs: Vec<_> = (0..3)
+        .map(|p| m.create_log(&tp(p), small_config()).unwrap())
+        .collect();
+    for log in &logs {
+        append_next(log).unwrap();
+        log.wait_durable(log.log_end_offset()).unwrap();
+    }
+    let (stuck, idle, busy) = (&logs[0], &logs[1], &logs[2]);
+    io.slow_down(stuck.dir());
+    let slow_disk = SlowDisk(&io);
+    // Synced last in a pass, after the stuck log, as a log whose last sync was slower is.
+    idle.set_last_sync_nanos(10_000_000);
+    stuck.set_last_sync_nanos(0);
+    // A pass held on another log, so that the next pass starts beside it (after the straggler
+    // wait) with both the idle log and the stuck one queued.
+    let held = HeldSyncs::new(&io);
+    let overlapping = m.flusher_overlapping_passes();
+    append_next(busy).unwrap();
+    busy.on_durable(busy.log_end_offset(), Box::new(|_| {}));
+    eventually("the first pass is held", || {
+        io.held_waits.load(Ordering::SeqCst) > 0
+    });
+    idle.request_flush();
+    append_next(stuck).unwrap();
+    stuck.on_durable(stuck.log_end_offset(), Box::new(|_| {}));
+    eventually("a second pass started beside the held one", || {
+        m.flusher_overlapping_passes() > overlapping
+    });
+    drop(held);
+    eventually("the stuck sync started", || {
+        io.slow_waits.load(Ordering::SeqCst) > 0
+    });
+    append_next(idle).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    idle.on_durable(
+        idle.log_end_offset(),
+        Box::new(move |r| tx.send(r.is_ok()).unwrap()),
+    );
+    let durable = rx.recv_timeout(std::time::Duration::from_secs(10));
+    assert_eq!(durable, Ok(true), "the idle log waited for the stuck one");
+    drop(slow_disk);
     drop(logs);
     m.close().unwrap();
 }

@@ -5,7 +5,9 @@
 //! - [`partition`]: one share-partition's in-flight records (pure state).
 //! - [`records`] / [`shard`]: the persisted state, one snapshot record per share-partition,
 //!   replayed at load into [`shard::ShareStateShard`]s.
-//! - [`group`]: membership and assignment (in memory; members rejoin after a restart).
+//! - [`group`]: membership and assignment (in memory; members rejoin after a restart). That
+//!   a group exists is recorded in `__share_group_state` too ([`records::GroupRecord`]), so
+//!   an empty share group outlives its share-partition state and restarts, as in Kafka.
 //! - [`session`]: share sessions (in memory; clients reopen them after a restart).
 //!
 //! A share-partition is loaded from its persisted state on first use (or starts at the
@@ -35,7 +37,7 @@ use tokio::sync::Notify;
 
 use self::group::{Assignment, Heartbeat, HeartbeatError, HeartbeatOk, ShareGroup};
 use self::partition::SharePartition;
-use self::records::{ShareRecord, StateKey};
+use self::records::{GroupRecord, ShareRecord, StateKey, StoredRecord};
 use self::session::ShareSessions;
 use self::shard::ShareStateShard;
 use crate::coordinator::runtime::{CoordinatorRuntime, Outcome, RuntimeError, Written};
@@ -164,9 +166,81 @@ impl ShareCoordinator {
         self.groups.lock().get(group_id).cloned()
     }
 
-    /// Whether `group_id` is a share group: it has members, or persisted share-partitions.
+    /// A group's membership, or for a recorded group without live members (after a restart,
+    /// or created by AlterShareGroupOffsets) an empty group at its recorded epoch.
+    pub fn group_or_recorded(&self, group_id: &str) -> Option<ShareGroup> {
+        self.group(group_id).or_else(|| {
+            self.recorded_epoch(group_id).map(|group_epoch| ShareGroup {
+                group_epoch,
+                ..ShareGroup::default()
+            })
+        })
+    }
+
+    /// Whether `group_id` is a share group: it has members, is recorded, or has persisted
+    /// share-partitions (state written before groups were recorded).
     pub fn is_share_group(&self, group_id: &str) -> bool {
-        self.groups.lock().contains_key(group_id) || !self.persisted_of(group_id).is_empty()
+        self.groups.lock().contains_key(group_id)
+            || self.recorded_epoch(group_id).is_some()
+            || !self.persisted_of(group_id).is_empty()
+    }
+
+    /// The recorded group epoch of `group_id`, if the group is recorded.
+    pub fn recorded_epoch(&self, group_id: &str) -> Option<i32> {
+        let partition = self.group_partition(group_id).ok()?;
+        self.runtime
+            .read(partition, |shard| shard.group_epoch(group_id))
+    }
+
+    /// Records that `group_id` exists at `group_epoch`, unless it is recorded already.
+    /// Returns the write to await (None: nothing written).
+    ///
+    /// # Errors
+    /// The runtime's (no state partitions, a failed append).
+    pub fn record_group(
+        &self,
+        group_id: &str,
+        group_epoch: i32,
+    ) -> Result<Option<Written<()>>, RuntimeError> {
+        let partition = self.group_partition(group_id)?;
+        let written = self.runtime.write(partition, |shard| {
+            let records = if shard.group_epoch(group_id).is_some() {
+                Vec::new()
+            } else {
+                vec![StoredRecord::Group(GroupRecord {
+                    group_id: group_id.to_string(),
+                    group_epoch: Some(group_epoch),
+                })]
+            };
+            Ok::<_, RuntimeError>(Outcome {
+                records,
+                response: (),
+            })
+        })?;
+        Ok(written.wrote().then_some(written))
+    }
+
+    /// Deletes the record of `group_id` (a tombstone), if it is recorded.
+    ///
+    /// # Errors
+    /// The runtime's.
+    pub fn unrecord_group(&self, group_id: &str) -> Result<Option<Written<()>>, RuntimeError> {
+        let partition = self.group_partition(group_id)?;
+        let written = self.runtime.write(partition, |shard| {
+            let records = if shard.group_epoch(group_id).is_some() {
+                vec![StoredRecord::Group(GroupRecord {
+                    group_id: group_id.to_string(),
+                    group_epoch: None,
+                })]
+            } else {
+                Vec::new()
+            };
+            Ok::<_, RuntimeError>(Outcome {
+                records,
+                response: (),
+            })
+        })?;
+        Ok(written.wrote().then_some(written))
     }
 
     /// Every share group id with its state (Kafka's "Empty" or "Stable").
@@ -181,6 +255,9 @@ impl ShareCoordinator {
             self.runtime.read(p, |shard| {
                 for (key, _) in shard.all() {
                     out.entry(key.group_id.clone()).or_insert("Empty");
+                }
+                for group_id in shard.groups() {
+                    out.entry(group_id.clone()).or_insert("Empty");
                 }
             });
         }
@@ -285,16 +362,29 @@ impl ShareCoordinator {
         sp: Option<&SharePartition>,
     ) -> Result<Written<()>, RuntimeError> {
         let partition = self.runtime_partition(key)?;
-        let record = ShareRecord {
+        let record = StoredRecord::State(ShareRecord {
             key: key.clone(),
             state: sp.map(SharePartition::persisted),
-        };
+        });
         self.runtime.write(partition, |_| {
             Ok::<_, RuntimeError>(Outcome {
                 records: vec![record],
                 response: (),
             })
         })
+    }
+
+    /// Appends a WriteTxnMarkers marker to a `__share_group_state` partition under its
+    /// shard's lock, as Kafka appends one there; the shard ignores it at replay.
+    ///
+    /// # Errors
+    /// The runtime's (no such partition, a stale producer or coordinator epoch).
+    pub fn write_marker(
+        &self,
+        partition: i32,
+        marker: &rill_storage::TxnMarker,
+    ) -> Result<Written<()>, RuntimeError> {
+        self.runtime.write_marker(partition, marker)
     }
 
     /// Forgets a share-partition's live state (after its persisted state was deleted or
@@ -306,6 +396,18 @@ impl ShareCoordinator {
     /// Removes a group's membership (DeleteGroups on an empty share group).
     pub fn remove_group(&self, group_id: &str) {
         self.groups.lock().remove(group_id);
+    }
+
+    /// The state partition of a group's record: Kafka's share coordinator key for a group.
+    fn group_partition(&self, group_id: &str) -> Result<i32, RuntimeError> {
+        let count = self.runtime.partition_count();
+        if count == 0 {
+            return Err(RuntimeError::NoPartition {
+                partition: 0,
+                count,
+            });
+        }
+        Ok(self.runtime.partition_for(group_id))
     }
 
     fn runtime_partition(&self, key: &StateKey) -> Result<i32, RuntimeError> {

@@ -9,6 +9,13 @@
 //! UTF-8), topic id (16 bytes), partition i32; value = version i16 (0), start offset i64,
 //! batch count i32, then per batch first offset i64, last offset i64, state i8, delivery
 //! count i16.
+//!
+//! A second key type records that a share group exists (Kafka keeps a
+//! `ShareGroupMetadata` record for it in `__consumer_offsets`): key = version i16 (1), group
+//! id (i16 length + UTF-8); value = version i16 (0), group epoch i32; a tombstone when the
+//! group is deleted. A group with no members and no share-partition state (its offsets
+//! deleted) still exists through it, across restarts, as in Kafka. Brokers that do not know
+//! key version 1 skip it.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use uuid::Uuid;
@@ -19,6 +26,8 @@ use super::partition::{PersistedState, RecordState, StateBatch};
 pub const TOPIC: &str = "__share_group_state";
 
 const KEY_VERSION: i16 = 0;
+/// Key version of the record that a share group exists.
+const GROUP_KEY_VERSION: i16 = 1;
 const VALUE_VERSION: i16 = 0;
 const BATCH_BYTES: usize = 8 + 8 + 1 + 2;
 
@@ -41,6 +50,87 @@ pub struct ShareRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("malformed share state record: {0}")]
 pub struct Malformed(&'static str);
+
+/// The record that a share group exists: its group epoch, or a tombstone (`group_epoch`
+/// None) when the group is deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupRecord {
+    pub group_id: String,
+    pub group_epoch: Option<i32>,
+}
+
+/// Any record of `__share_group_state`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredRecord {
+    State(ShareRecord),
+    Group(GroupRecord),
+}
+
+impl StoredRecord {
+    pub fn key_bytes(&self) -> Bytes {
+        match self {
+            StoredRecord::State(r) => r.key_bytes(),
+            StoredRecord::Group(g) => {
+                let group = g.group_id.as_bytes();
+                let len = group.len().min(i16::MAX as usize);
+                let mut out = BytesMut::with_capacity(2 + 2 + len);
+                out.put_i16(GROUP_KEY_VERSION);
+                out.put_i16(len as i16);
+                out.put_slice(&group[..len]);
+                out.freeze()
+            }
+        }
+    }
+
+    pub fn value_bytes(&self) -> Option<Bytes> {
+        match self {
+            StoredRecord::State(r) => r.value_bytes(),
+            StoredRecord::Group(g) => {
+                let epoch = g.group_epoch?;
+                let mut out = BytesMut::with_capacity(2 + 4);
+                out.put_i16(VALUE_VERSION);
+                out.put_i32(epoch);
+                Some(out.freeze())
+            }
+        }
+    }
+
+    /// Decodes a stored record by its key version. `Ok(None)`: a key version this broker
+    /// does not know (skipped).
+    ///
+    /// # Errors
+    /// [`Malformed`] for bytes that are not a record of these formats.
+    pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<Option<StoredRecord>, Malformed> {
+        let mut k = Reader(key);
+        match k.i16()? {
+            KEY_VERSION => Ok(ShareRecord::decode(key, value)?.map(StoredRecord::State)),
+            GROUP_KEY_VERSION => {
+                let len = usize::try_from(k.i16()?).map_err(|_| Malformed("group length"))?;
+                let group_id = std::str::from_utf8(k.take(len)?)
+                    .map_err(|_| Malformed("group id"))?
+                    .to_string();
+                if !k.0.is_empty() {
+                    return Err(Malformed("bytes after the group key"));
+                }
+                let group_epoch = match value {
+                    None => None,
+                    Some(value) => {
+                        let mut v = Reader(value);
+                        if v.i16()? != VALUE_VERSION {
+                            return Err(Malformed("group value version"));
+                        }
+                        Some(v.i32()?)
+                    }
+                };
+                Ok(Some(StoredRecord::Group(GroupRecord {
+                    group_id,
+                    group_epoch,
+                })))
+            }
+            _ => Ok(None),
+        }
+    }
+}
 
 impl ShareRecord {
     pub fn key_bytes(&self) -> Bytes {
@@ -191,5 +281,41 @@ mod tests {
         huge[10..14].copy_from_slice(&i32::MAX.to_be_bytes());
         assert!(ShareRecord::decode(&k, Some(&huge)).is_err());
         assert!(ShareRecord::decode(&k[..5], None).is_err());
+    }
+
+    #[test]
+    fn group_records_round_trip_beside_state_records() {
+        let group = StoredRecord::Group(GroupRecord {
+            group_id: "sg".into(),
+            group_epoch: Some(3),
+        });
+        let (k, v) = (group.key_bytes(), group.value_bytes());
+        assert_eq!(StoredRecord::decode(&k, v.as_deref()), Ok(Some(group)));
+        let tombstone = StoredRecord::decode(&k, None).unwrap().unwrap();
+        assert_eq!(
+            tombstone,
+            StoredRecord::Group(GroupRecord {
+                group_id: "sg".into(),
+                group_epoch: None
+            })
+        );
+        let state = StoredRecord::State(ShareRecord {
+            key: StateKey {
+                group_id: "sg".into(),
+                topic_id: Uuid::from_u128(1),
+                partition: 0,
+            },
+            state: None,
+        });
+        assert_eq!(
+            StoredRecord::decode(&state.key_bytes(), None),
+            Ok(Some(state))
+        );
+        // Truncated keys and values are garbage; an unknown key version is skipped.
+        for cut in 0..k.len() {
+            assert!(StoredRecord::decode(&k[..cut], None).is_err(), "cut {cut}");
+        }
+        assert!(StoredRecord::decode(&k, Some(&[0, 0, 0])).is_err());
+        assert_eq!(StoredRecord::decode(&[0, 9, 0, 0], None), Ok(None));
     }
 }

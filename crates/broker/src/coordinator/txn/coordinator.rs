@@ -196,6 +196,19 @@ impl TxnCoordinator {
         &self.config
     }
 
+    /// Appends a WriteTxnMarkers marker to a `__transaction_state` partition under its
+    /// shard's lock, as Kafka appends one there; the shard ignores it at replay.
+    ///
+    /// # Errors
+    /// The runtime's (no such partition, a stale producer or coordinator epoch).
+    pub fn write_marker(
+        &self,
+        partition: i32,
+        marker: &rill_storage::TxnMarker,
+    ) -> Result<Written<()>, RuntimeError> {
+        self.runtime.write_marker(partition, marker)
+    }
+
     /// INVALID_REQUEST for an empty or oversized transactional id.
     pub fn validate_id(transactional_id: &str) -> Result<(), ResponseError> {
         if transactional_id.is_empty() || transactional_id.len() > TRANSACTIONAL_ID_BYTES_MAX {

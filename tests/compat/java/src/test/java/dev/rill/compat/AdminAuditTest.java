@@ -55,13 +55,8 @@ class AdminAuditTest {
 
     /** Methods where rill answers otherwise than Kafka 4.4, with the reason (docs/admin-api.md). */
     static final Map<String, String> KNOWN_DIFFERENCES = Map.ofEntries(
-            Map.entry("unregisterController", "no controllers to unregister"),
-            Map.entry("addRaftVoter", "AddRaftVoter (80) not served: no Raft quorum"),
-            Map.entry("removeRaftVoter", "RemoveRaftVoter (81) not served: no Raft quorum"),
             Map.entry("alterClientQuotas", "AlterClientQuotas (49) not served until quotas are enforced"),
-            Map.entry("alterUserScramCredentials", "AlterUserScramCredentials (51) not served until SASL/SCRAM exists"),
-            Map.entry("deleteShareGroups", "a share group whose only state was deleted is gone: rill keeps no record of an empty share group"),
-            Map.entry("describeStreamsGroups", "StreamsGroupDescribe (89) not served: no streams groups (KIP-1071)"));
+            Map.entry("alterUserScramCredentials", "AlterUserScramCredentials (51) not served until SASL/SCRAM exists"));
 
     interface Call {
         Object run(Admin admin) throws Exception;
