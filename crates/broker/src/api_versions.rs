@@ -86,11 +86,13 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListPartitionReassignments, 0, 0),
     (ApiKey::AlterReplicaLogDirs, 1, 2),
     (ApiKey::DescribeUserScramCredentials, 0, 0),
+    (ApiKey::AlterUserScramCredentials, 0, 0),
     (ApiKey::CreateDelegationToken, 1, 3),
     (ApiKey::RenewDelegationToken, 1, 2),
     (ApiKey::ExpireDelegationToken, 1, 2),
     (ApiKey::DescribeDelegationToken, 1, 3),
     (ApiKey::DescribeClientQuotas, 0, 1),
+    (ApiKey::AlterClientQuotas, 0, 1),
     // A single-node KRaft quorum, and features fixed by the binary (quorum, update_features).
     (ApiKey::DescribeQuorum, 0, 2),
     // Changes to that quorum (voters.rs). Kafka 4.4 has AddRaftVoter v1 (AckWhenCommitted);

@@ -183,7 +183,7 @@ impl Broker {
         let txn_config = config.transactions.clone();
         let share_config = config.shares.clone();
         let io = config.file_io.clone();
-        let (logs, topics, groups, txn_runtime, producer_ids, lock, dynamic) =
+        let (logs, topics, groups, txn_runtime, producer_ids, lock, dynamic, clients) =
             tokio::task::spawn_blocking(move || {
                 open_storage(logs_config, group_config, share_config, txn_config, io)
             })
@@ -252,6 +252,8 @@ impl Broker {
             state.connection_limit.set(max_connections);
         }
         state.dynamic = Arc::new(dynamic);
+        state.client_quotas = Arc::new(clients.quotas);
+        state.scram = Arc::new(clients.scram);
         state.shares = Arc::new(shares);
         state.cold_reads = Some(Arc::new(
             crate::cold_read::ColdReads::start(
@@ -383,7 +385,14 @@ type Opened = (
     ProducerIdManager,
     std::fs::File,
     DynamicConfigs,
+    ClientSettings,
 );
+
+/// What the data directory holds about clients: their quotas and SCRAM credentials.
+struct ClientSettings {
+    quotas: crate::client_quotas::ClientQuotas,
+    scram: crate::scram::ScramCredentials,
+}
 
 fn open_storage(
     mut config: LogManagerConfig,
@@ -403,6 +412,11 @@ fn open_storage(
     })?;
     let lock = lock_data_dir(&data_dir)?;
     let dynamic = DynamicConfigs::load(&data_dir).map_err(BrokerError::BrokerConfigs)?;
+    let clients = ClientSettings {
+        quotas: crate::client_quotas::ClientQuotas::load(&data_dir)
+            .map_err(BrokerError::ClientQuotas)?,
+        scram: crate::scram::ScramCredentials::load(&data_dir).map_err(BrokerError::Scram)?,
+    };
     // The cleaner starts on its dynamic settings (the command line's under them).
     config.cleaner = dynamic.snapshot().cleaner(&config.cleaner);
     let io = io.unwrap_or_else(|| Arc::new(rill_storage::file_io::OsIo));
@@ -434,6 +448,7 @@ fn open_storage(
         producer_ids,
         lock,
         dynamic,
+        clients,
     ))
 }
 

@@ -17,6 +17,7 @@ use crate::error::ConnectionError;
 use crate::frame::HeaderPrefix;
 use crate::group_api::{self, Client};
 use crate::metrics::Metrics;
+use crate::quota_sensors::{self, QuotaKind};
 use crate::response::{self, Response};
 use crate::state::BrokerState;
 use crate::{
@@ -124,7 +125,8 @@ pub async fn start(
             .await
             .map(|r| Handled::Ready(Some(r)))
     } else {
-        route(state, api_key, prefix, body, connection_id).await
+        let client_id = header.client_id.as_deref().unwrap_or("");
+        route(state, api_key, prefix, body, connection_id, client_id).await
     };
     match result {
         Ok(Handled::Waiting(waiting)) => {
@@ -264,8 +266,10 @@ async fn route(
     prefix: HeaderPrefix,
     mut body: Bytes,
     connection_id: u64,
+    client_id: &str,
 ) -> Result<Handled, ConnectionError> {
     let v = prefix.api_version;
+    let request_bytes = body.len() as u64;
     let response = match api_key {
         ApiKey::ApiVersions => {
             let request: m::ApiVersionsRequest = decode(&mut body, prefix)?;
@@ -277,9 +281,16 @@ async fn route(
         }
         ApiKey::Produce => {
             let request = decode(&mut body, prefix)?;
+            let throttle_ms = throttle(state, QuotaKind::Produce, client_id, request_bytes);
             let appending = produce::start(state, v, request).await;
-            let answer = move |response: Option<m::ProduceResponse>| {
-                response.map(|r| reply(prefix, &r)).transpose()
+            let answer = move |response: Option<m::ProduceResponse>| match response {
+                Some(r) => {
+                    let r = r.with_throttle_time_ms(throttle_time_ms(throttle_ms));
+                    reply(prefix, &r).map(|r| Some(r.with_throttle_ms(throttle_ms)))
+                }
+                // acks=0: no answer, but the connection is muted all the same.
+                None if throttle_ms > 0 => Ok(Some(Response::mute_only(throttle_ms))),
+                None => Ok(None),
             };
             if appending.is_answered() {
                 return answer(appending.finish().await).map(Handled::Ready);
@@ -295,7 +306,7 @@ async fn route(
             state
                 .open_logs_off_runtime(&fetch::partitions_of(state, &request))
                 .await;
-            match fetch::start(state, v, prefix.correlation_id, request) {
+            match fetch::start(state, v, prefix.correlation_id, request, client_id) {
                 fetch::Fetched::Ready(response) => response,
                 fetch::Fetched::Parked(long_poll) => {
                     return Ok(Handled::Waiting(Box::pin(async move {
@@ -446,6 +457,14 @@ async fn route_admin(
             let request = decode(&mut body, prefix)?;
             reply(prefix, &voters::add_voter(state, request).await)
         }
+        ApiKey::AlterClientQuotas => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &quotas::alter(state, request).await)
+        }
+        ApiKey::AlterUserScramCredentials => {
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &credentials::alter_scram(state, request).await)
+        }
         _ => route_cluster_admin(state, api_key, prefix, body),
     }
 }
@@ -502,7 +521,7 @@ fn route_cluster_admin(
         }
         ApiKey::DescribeUserScramCredentials => {
             let request = decode(&mut body, prefix)?;
-            reply(prefix, &credentials::describe_scram(request))
+            reply(prefix, &credentials::describe_scram(state, request))
         }
         ApiKey::DescribeDelegationToken => {
             let _: m::DescribeDelegationTokenRequest = decode(&mut body, prefix)?;
@@ -528,7 +547,8 @@ fn route_cluster_admin(
             )
         }
         ApiKey::DescribeClientQuotas => {
-            reply(prefix, &quotas::describe(decode(&mut body, prefix)?))
+            let request = decode(&mut body, prefix)?;
+            reply(prefix, &quotas::describe(state, request))
         }
         ApiKey::SaslHandshake => {
             let request = decode(&mut body, prefix)?;
@@ -543,6 +563,24 @@ fn route_cluster_admin(
             api_key: prefix.api_key,
         }),
     }
+}
+
+/// Records a request's bytes against the client's byte-rate quota; the throttle time in ms.
+/// Every connection is the ANONYMOUS user until authentication exists.
+fn throttle(state: &BrokerState, kind: QuotaKind, client_id: &str, bytes: u64) -> u64 {
+    state.quota_sensors.record(
+        &state.client_quotas,
+        kind,
+        quota_sensors::ANONYMOUS_USER,
+        client_id,
+        bytes,
+        u64::try_from(crate::broker::now_ms()).unwrap_or(0),
+    )
+}
+
+/// The wire field for a throttle time (bounded by `THROTTLE_MS_MAX`, far below i32::MAX).
+fn throttle_time_ms(throttle_ms: u64) -> i32 {
+    i32::try_from(throttle_ms).unwrap_or(i32::MAX)
 }
 
 fn decode<R: Decodable>(body: &mut Bytes, prefix: HeaderPrefix) -> Result<R, ConnectionError> {

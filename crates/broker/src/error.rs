@@ -56,6 +56,12 @@ pub enum BrokerError {
     /// The dynamic broker configs file is unreadable, or its values no longer apply.
     #[error("dynamic broker configs cannot be loaded")]
     BrokerConfigs(#[source] crate::broker_configs::BrokerConfigError),
+    /// The client quotas file is unreadable or malformed.
+    #[error("client quotas cannot be loaded")]
+    ClientQuotas(#[source] crate::client_quotas::QuotaStoreError),
+    /// The SCRAM credentials file is unreadable or malformed.
+    #[error("SCRAM credentials cannot be loaded")]
+    Scram(#[source] crate::scram::ScramError),
     /// The group configs file is unreadable, or its values no longer pass the checks.
     #[error("group configs cannot be loaded")]
     GroupConfigs(#[source] crate::group_configs::GroupConfigError),

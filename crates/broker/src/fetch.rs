@@ -103,7 +103,7 @@ pub async fn handle(
     correlation_id: i32,
     request: FetchRequest,
 ) -> Response {
-    match start(state, version, correlation_id, request) {
+    match start(state, version, correlation_id, request, "") {
         Fetched::Ready(response) => response,
         Fetched::Parked(long_poll) => long_poll.await,
     }
@@ -136,12 +136,21 @@ pub fn partitions_of(state: &BrokerState, request: &FetchRequest) -> Vec<TopicPa
 /// Checks the session and reads once, in request order (a session's epochs advance in the
 /// order its requests arrive); a fetch that must wait for more data returns its long poll
 /// instead of waiting, and finishes its session step when the poll ends.
+///
+/// `client_id` is the request header's: the `consumer_byte_rate` quota that applies to it caps
+/// the response at what the quota allows in one window, and a response that takes the
+/// client over its quota is answered empty with the throttle time ([`throttled`]), as Kafka's.
 pub fn start(
     state: &Arc<BrokerState>,
     version: i16,
     correlation_id: i32,
-    request: FetchRequest,
+    mut request: FetchRequest,
+    client_id: &str,
 ) -> Fetched {
+    if let Some(window_bytes_max) = quota_window_bytes(state, client_id) {
+        request.max_bytes = request.max_bytes.min(window_bytes_max);
+    }
+    let client_id = client_id.to_string();
     let encoder = Encoder {
         version,
         correlation_id,
@@ -162,26 +171,76 @@ pub fn start(
     let plan = Arc::new(plan);
     let poll = LongPoll::new(state, &request, &plan, encoder.read_committed);
     if let Some(data) = poll.first_read(state, &plan) {
-        return Fetched::Ready(finish(
-            state,
-            &encoder,
-            context,
-            session_request,
-            &plan,
-            data,
-        ));
+        let finished = finish(state, &encoder, context, session_request, &plan, data);
+        return Fetched::Ready(throttled(state, &encoder, &client_id, finished));
     }
     // Less than `min_bytes`, or a read that may wait for the disk: the rest runs as a
     // future (its reads of old segments on the cold-read pool).
     let state = Arc::clone(state);
     Fetched::Parked(Box::pin(async move {
         let data = poll.wait(&state, &plan).await;
-        finish(&state, &encoder, context, session_request, &plan, data)
+        let finished = finish(&state, &encoder, context, session_request, &plan, data);
+        throttled(&state, &encoder, &client_id, finished)
     }))
 }
 
+/// Kafka's `getMaxValueInQuotaWindow`: the most a fetch may return when a `consumer_byte_rate`
+/// quota applies, the quota times the window it is measured over (a larger response would be
+/// throttled whatever came before it).
+fn quota_window_bytes(state: &BrokerState, client_id: &str) -> Option<i32> {
+    let (quota, _) = state.client_quotas.limit(
+        crate::quota_sensors::ANONYMOUS_USER,
+        client_id,
+        crate::client_quotas::CONSUMER_BYTE_RATE,
+    )?;
+    let window_s = ((crate::quota_sensors::SAMPLES as u64 - 1)
+        * crate::quota_sensors::SAMPLE_WINDOW_MS) as f64
+        / 1000.0;
+    Some((quota * window_s).clamp(1.0, f64::from(i32::MAX)) as i32)
+}
+
+/// Counts a fetch response against the client's `consumer_byte_rate` (Kafka measures a fetch
+/// by its response size). Over the quota, the answer is Kafka's throttled response: no
+/// partitions, the throttle time, the session id (the session step has run, so the client's
+/// next request asks again from the same offsets), and the bytes taken back off the rate,
+/// since they were not sent. The connection is then muted for the throttle time.
+fn throttled(
+    state: &BrokerState,
+    encoder: &Encoder,
+    client_id: &str,
+    (response, session_id): (Response, i32),
+) -> Response {
+    use crate::quota_sensors::{QuotaKind, ANONYMOUS_USER};
+    let (bytes, now) = (response.size_bytes(), now_ms());
+    let sensors = &state.quota_sensors;
+    let quotas = &state.client_quotas;
+    let throttle_ms = sensors.record(
+        quotas,
+        QuotaKind::Fetch,
+        ANONYMOUS_USER,
+        client_id,
+        bytes,
+        now,
+    );
+    if throttle_ms == 0 {
+        return response;
+    }
+    sensors.unrecord(
+        quotas,
+        QuotaKind::Fetch,
+        ANONYMOUS_USER,
+        client_id,
+        bytes,
+        now,
+    );
+    let mut empty = encoder.encode(NONE, session_id, Vec::new());
+    let throttle_time_ms = i32::try_from(throttle_ms).unwrap_or(i32::MAX);
+    empty.patch_i32(throttle_time_offset(encoder.version), throttle_time_ms);
+    empty.with_throttle_ms(throttle_ms)
+}
+
 /// The session step after the read (a new session for a full fetch, the changed-only filter
-/// for an incremental one), then the response.
+/// for an incremental one), then the response, with the session id it carries.
 fn finish(
     state: &BrokerState,
     encoder: &Encoder,
@@ -189,7 +248,7 @@ fn finish(
     session_request: Option<SessionRequest>,
     plan: &[TopicFetch],
     data: Vec<TopicData>,
-) -> Response {
+) -> (Response, i32) {
     let (session_id, data) = match (context, session_request) {
         (Context::Full, Some(session_request)) => {
             let cached = cache_entries(plan, &data, session_request.uses_topic_ids);
@@ -213,13 +272,13 @@ fn finish(
                 .finish_incremental(session_id, next_epoch, &keys, &outcomes)
             {
                 Ok(include) => (session_id, keep_included(data, &include)),
-                Err(code) => return encoder.encode(code, session_id, Vec::new()),
+                Err(code) => return (encoder.encode(code, session_id, Vec::new()), session_id),
             }
         }
         _ => (INVALID_SESSION_ID, data),
     };
     record_metrics(state, &data);
-    encoder.encode(NONE, session_id, data)
+    (encoder.encode(NONE, session_id, data), session_id)
 }
 
 /// A fetch's wait for `min_bytes`: the bounds of the request and the notifiers of its
@@ -720,6 +779,12 @@ fn read_partition(
         }
     }
     Some(data)
+}
+
+/// Where `throttle_time_ms` sits in a fetch response frame of `version`: after the size
+/// prefix, the correlation id, and (flexible versions) the header's empty tag buffer.
+fn throttle_time_offset(version: i16) -> usize {
+    4 + 4 + usize::from(version >= 12)
 }
 
 /// Encodes a fetch response body for one version.

@@ -174,6 +174,8 @@ enum Event {
     Frame(Option<Frame>),
     Started(Result<Handled, ConnectionError>),
     Answer(Answer),
+    /// The quota mute is over: reading resumes.
+    Unmuted,
     Stop,
 }
 
@@ -214,14 +216,19 @@ async fn serve(
     let result: Result<(), ConnectionError> = async {
         // Set once nothing more is read: the requests already started are answered first.
         let mut closing: Option<Result<(), ConnectionError>> = None;
+        // Set after sending a throttled response (client quotas): nothing is read until then.
+        let mut muted_until: Option<tokio::time::Instant> = None;
         loop {
             let is_starting = starting.is_some();
             if closing.is_some() && in_flight.is_empty() && !is_starting {
                 return closing.unwrap_or(Ok(()));
             }
+            let muted = muted_until.is_some();
             let answering = !in_flight.is_empty();
-            let reading = closing.is_none() && !is_starting && in_flight.has_room();
-            let idling = !answering && !is_starting;
+            let reading = closing.is_none() && !is_starting && in_flight.has_room() && !muted;
+            // A muted connection is waiting on the broker, not idle.
+            let idling = !answering && !is_starting && !muted;
+            let unmute_at = muted_until.unwrap_or_else(tokio::time::Instant::now);
             let event = tokio::select! {
                 biased;
                 answer = in_flight.next_answer(), if answering => Event::Answer(answer),
@@ -233,13 +240,18 @@ async fn serve(
                 }, if is_starting => Event::Started(handled),
                 _ = stop.wait_for(|stopped| *stopped), if closing.is_none() => Event::Stop,
                 frame = connection.read_frame(), if reading => Event::Frame(frame?),
+                () = tokio::time::sleep_until(unmute_at), if muted => Event::Unmuted,
                 () = tokio::time::sleep(idle), if idling => {
                     return Err(ConnectionError::Idle { idle_ms })
                 }
             };
             match event {
                 Event::Stop | Event::Frame(None) => closing = Some(Ok(())),
-                Event::Answer(answer) => write(&mut connection, answer?, idle, idle_ms).await?,
+                Event::Unmuted => muted_until = None,
+                Event::Answer(answer) => {
+                    let throttle_ms = write(&mut connection, answer?, idle, idle_ms).await?;
+                    mute(&mut muted_until, throttle_ms);
+                }
                 Event::Frame(Some(frame)) => {
                     if !in_flight.is_empty() {
                         Metrics::add(&state.metrics.pipelined_requests_total, 1);
@@ -260,7 +272,9 @@ async fn serve(
                         // Nothing before it to wait for: answer at once, without queueing.
                         Ok(Handled::Ready(response)) if in_flight.is_empty() => {
                             drop(memory);
-                            write(&mut connection, response, idle, idle_ms).await?;
+                            let throttle_ms =
+                                write(&mut connection, response, idle, idle_ms).await?;
+                            mute(&mut muted_until, throttle_ms);
                         }
                         Ok(Handled::Ready(response)) => {
                             in_flight.push_answered(Ok(response), frame_bytes, memory);
@@ -293,18 +307,32 @@ async fn serve(
 
 /// Writes one response, if the request has one. A client that stops reading holds its
 /// connection slot only `idle` long.
+///
+/// # Returns
+/// How long the connection is to be muted now (the response's quota throttle, in ms).
 async fn write(
     connection: &mut Connection,
     response: Option<Response>,
     idle: Duration,
     idle_ms: u64,
-) -> Result<(), ConnectionError> {
+) -> Result<u64, ConnectionError> {
     let Some(response) = response else {
-        return Ok(());
+        return Ok(0);
     };
     tokio::time::timeout(idle, connection.write_response(&response))
         .await
-        .map_err(|_| ConnectionError::Idle { idle_ms })?
+        .map_err(|_| ConnectionError::Idle { idle_ms })??;
+    Ok(response.throttle_ms())
+}
+
+/// Mutes the connection for `throttle_ms` from now (KIP-219: after the throttled response is
+/// sent), extending a mute already in force, never shortening it.
+fn mute(muted_until: &mut Option<tokio::time::Instant>, throttle_ms: u64) {
+    if throttle_ms == 0 {
+        return;
+    }
+    let until = tokio::time::Instant::now() + Duration::from_millis(throttle_ms);
+    *muted_until = Some(muted_until.map_or(until, |m| m.max(until)));
 }
 
 #[cfg(test)]

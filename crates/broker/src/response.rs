@@ -36,9 +36,48 @@ impl std::fmt::Debug for Chunk {
 pub struct Response {
     chunks: Vec<Chunk>,
     size_bytes: u64,
+    /// How long the connection stays muted after this response is sent: the quota throttle
+    /// (`quota_sensors.rs`) the response's `throttle_time_ms` tells the client.
+    throttle_ms: u64,
 }
 
 impl Response {
+    /// No bytes, only a mute: what a throttled request that gets no response (produce with
+    /// acks=0) leaves, as Kafka mutes such a connection too.
+    pub fn mute_only(throttle_ms: u64) -> Response {
+        Response {
+            chunks: Vec::new(),
+            size_bytes: 0,
+            throttle_ms,
+        }
+    }
+
+    /// How long to mute the connection after sending this (0: not throttled).
+    pub fn throttle_ms(&self) -> u64 {
+        self.throttle_ms
+    }
+
+    /// Marks the response as throttled: the connection is muted for `throttle_ms` after it
+    /// is sent. The caller has put the same time in the body's `throttle_time_ms`.
+    pub fn with_throttle_ms(mut self, throttle_ms: u64) -> Response {
+        self.throttle_ms = throttle_ms;
+        self
+    }
+
+    /// Overwrites the four bytes at `offset` (from the start of the frame, size prefix
+    /// included) of the first chunk, which must hold them: for fields that are only known
+    /// once the response is built (Fetch's `throttle_time_ms`, which depends on its size).
+    pub fn patch_i32(&mut self, offset: usize, value: i32) {
+        if let Some(Chunk::Bytes(first)) = self.chunks.first_mut() {
+            debug_assert!(first.len() >= offset + 4);
+            if first.len() >= offset + 4 {
+                let mut patched = BytesMut::from(&first[..]);
+                patched[offset..offset + 4].copy_from_slice(&value.to_be_bytes());
+                *first = patched.freeze();
+            }
+        }
+    }
+
     /// The chunks in wire order.
     pub fn chunks(&self) -> &[Chunk] {
         &self.chunks
@@ -90,6 +129,7 @@ pub fn encode<R: Encodable + HeaderVersion>(
     body.encode(&mut buf, api_version).map_err(encode_error)?;
     debug_assert_eq!(buf.len(), LENGTH_PREFIX_BYTES + size_bytes);
     Ok(Response {
+        throttle_ms: 0,
         size_bytes: buf.len() as u64,
         chunks: vec![Chunk::Bytes(buf.freeze())],
     })
@@ -233,6 +273,7 @@ impl ChunkBuilder {
         Response {
             chunks: self.chunks,
             size_bytes: self.size_bytes,
+            throttle_ms: 0,
         }
     }
 }

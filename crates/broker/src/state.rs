@@ -68,6 +68,14 @@ pub struct BrokerState {
     pub fetch_sessions: FetchSessionCache,
     /// KIP-932 share groups (`__share_group_state`); `Broker::start` puts the loaded one here.
     pub shares: Arc<crate::coordinator::share::ShareCoordinator>,
+    /// Client quotas (AlterClientQuotas), persisted in the data directory; `Broker::start`
+    /// puts the loaded ones here.
+    pub client_quotas: Arc<crate::client_quotas::ClientQuotas>,
+    /// The byte rates the quotas are enforced on (produce and fetch).
+    pub quota_sensors: crate::quota_sensors::QuotaSensors,
+    /// SCRAM credentials (AlterUserScramCredentials), persisted in the data directory;
+    /// `Broker::start` puts the loaded ones here.
+    pub scram: Arc<crate::scram::ScramCredentials>,
 }
 
 /// The coordinators, loaded from their internal topics.
@@ -108,6 +116,7 @@ impl BrokerState {
         let dynamic = Arc::new(crate::broker_configs::DynamicConfigs::empty(
             &config.data_dir,
         ));
+        let data_dir = config.data_dir.clone();
         let connection_limit = Arc::new(crate::listener::ConnectionLimit::new(
             config.max_connections,
         ));
@@ -138,6 +147,9 @@ impl BrokerState {
             shares: Arc::new(crate::coordinator::share::ShareCoordinator::empty(
                 crate::coordinator::share::ShareConfig::default(),
             )),
+            client_quotas: Arc::new(crate::client_quotas::ClientQuotas::empty(&data_dir)),
+            quota_sensors: crate::quota_sensors::QuotaSensors::default(),
+            scram: Arc::new(crate::scram::ScramCredentials::empty(&data_dir)),
         })
     }
 

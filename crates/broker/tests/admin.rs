@@ -970,3 +970,87 @@ async fn update_features_accepts_only_the_current_levels() {
     .await;
     broker.stop().await;
 }
+
+/// `producer_byte_rate` and `consumer_byte_rate` at the wire, as Kafka enforces them: a
+/// produce that takes the client id over its quota is answered with the throttle time Kafka's
+/// formula gives (its bytes over a first 10 s window), and the connection reads nothing more
+/// until that time has passed; a fetch over the quota is answered with no partitions and the
+/// throttle time. The throttle is a lower bound on the wait, so the check cannot be flaky.
+#[tokio::test]
+async fn byte_rate_quotas_throttle_and_mute_the_connection() {
+    use common::hold_io::{fetch_request, produce_request};
+    use kafka_protocol::messages::alter_client_quotas_request::{EntityData, EntryData, OpData};
+    bounded(async {
+        let broker = TestBroker::start().await;
+        let mut client = broker.connect().await;
+        let created = client
+            .send(7, &create_topics_request("quota", 1, &[]))
+            .await;
+        assert_eq!(created.topics[0].error_code, 0);
+        let op = |key: &'static str| {
+            OpData::default()
+                .with_key(StrBytes::from_static_str(key))
+                .with_value(10_000.0)
+        };
+        let quota = AlterClientQuotasRequest::default().with_entries(vec![EntryData::default()
+            .with_entity(vec![EntityData::default()
+                .with_entity_type(StrBytes::from_static_str("client-id"))
+                .with_entity_name(Some(StrBytes::from_static_str("rill-test")))])
+            .with_ops(vec![op("producer_byte_rate"), op("consumer_byte_rate")])]);
+        let r = client.send(1, &quota).await;
+        assert_eq!(
+            r.entries[0].error_code, 0,
+            "{:?}",
+            r.entries[0].error_message
+        );
+
+        // 120 KB against 10 000 B/s measured over 10 s: 12 000 B/s, 2 s over.
+        let records = record_batch(120, 1_000, now_ms());
+        let mut producer = broker.connect().await;
+        let r = producer
+            .send(9, &produce_request("quota", records, 1))
+            .await;
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+        let throttle_ms = r.throttle_time_ms;
+        assert!(
+            (2_000..2_400).contains(&throttle_ms),
+            "throttle {throttle_ms} ms"
+        );
+        let asked = std::time::Instant::now();
+        producer.send(3, &ApiVersionsRequest::default()).await;
+        let waited_ms = asked.elapsed().as_millis();
+        assert!(
+            waited_ms + 50 >= throttle_ms as u128,
+            "answered after {waited_ms} ms"
+        );
+
+        // The fetch returns the whole 120 KB batch (over the 100 KB window cap: one batch is
+        // always returned), which takes the consumer over its quota: no partitions, throttled.
+        let mut consumer = broker.connect().await;
+        let r = consumer.send(12, &fetch_request("quota", 0, 0)).await;
+        assert_eq!(r.error_code, 0);
+        assert!(r.throttle_time_ms > 0, "fetch throttled");
+        assert!(
+            r.responses.is_empty(),
+            "a throttled fetch carries no records"
+        );
+
+        // Quota removed: no throttle.
+        let remove = |key: &'static str| {
+            OpData::default()
+                .with_key(StrBytes::from_static_str(key))
+                .with_remove(true)
+        };
+        let mut unquota = quota.clone();
+        unquota.entries[0].ops = vec![remove("producer_byte_rate"), remove("consumer_byte_rate")];
+        assert_eq!(client.send(1, &unquota).await.entries[0].error_code, 0);
+        let mut free = broker.connect().await;
+        let records = record_batch(120, 1_000, now_ms());
+        let r = free.send(9, &produce_request("quota", records, 1)).await;
+        assert_eq!(r.throttle_time_ms, 0);
+        let r = free.send(12, &fetch_request("quota", 0, 0)).await;
+        assert_eq!((r.throttle_time_ms, r.responses.len()), (0, 1));
+        broker.stop().await;
+    })
+    .await;
+}

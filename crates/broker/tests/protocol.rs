@@ -120,12 +120,19 @@ async fn api_versions_lists_what_we_serve_at_every_version() {
                 .find(|k| k.api_key == ApiKey::Fetch as i16)
                 .expect("fetch advertised");
             assert_eq!((fetch.min_version, fetch.max_version), (4, 16));
-            // Exactly what the dispatcher serves, nothing else (e.g. no AlterClientQuotas, 49).
+            // Exactly what the dispatcher serves (the protocol crate's APIs and those decoded by
+            // hand), nothing else (e.g. no Vote, 52: KRaft-internal).
             assert_eq!(
                 response.api_keys.len(),
                 rill_broker::api_versions::SUPPORTED.len()
+                    + rill_broker::hand_codec::HAND_CODED.len()
             );
-            assert!(response.api_keys.iter().all(|k| k.api_key != 49));
+            for &(key, min, max) in rill_broker::hand_codec::HAND_CODED {
+                let listed = response.api_keys.iter().find(|k| k.api_key == key);
+                let range = listed.map(|k| (k.min_version, k.max_version));
+                assert_eq!(range, Some((min, max)), "hand-coded API {key}");
+            }
+            assert!(response.api_keys.iter().all(|k| k.api_key != 52));
         }
         broker.stop().await;
     })
@@ -384,8 +391,8 @@ async fn truncated_frame_and_garbage_bodies_close_only_that_connection() {
 async fn unknown_or_unserved_api_keys_close_the_connection() {
     bounded(async {
         let broker = TestBroker::start().await;
-        // 999 and -1 are not Kafka APIs; 49 (AlterClientQuotas) is one we do not serve.
-        for api_key in [999i16, 49, -1] {
+        // 999 and -1 are not Kafka APIs; 52 (Vote, KRaft-internal) is one we do not serve.
+        for api_key in [999i16, 52, -1] {
             let mut client = broker.connect().await;
             let mut frame = BytesMut::new();
             frame.put_i32(10);

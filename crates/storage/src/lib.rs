@@ -49,6 +49,7 @@ pub mod producer_state;
 pub mod records;
 pub mod recovery;
 pub mod segment;
+pub mod sync_helpers;
 pub mod time_index;
 pub mod topic_configs;
 pub mod txn_index;

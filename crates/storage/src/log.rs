@@ -219,6 +219,11 @@ pub struct Log {
     synced: parking_lot::Condvar,
     /// Every offset below this is on disk: the recovery point.
     flushed_offset: AtomicI64,
+    /// The highest point a flush has taken (`prepare_flush`); every such flush ends by
+    /// publishing it or by taking the log offline, so a durability wait at or below it needs
+    /// no flush of its own (`on_durable`). Without this an acks=all wait registered while
+    /// its append's pass was syncing queued a second, empty pass.
+    prepared_offset: AtomicI64,
     /// Mirrors of state fields, readable without the lock.
     log_end_offset: AtomicI64,
     log_start_offset: AtomicI64,
@@ -431,6 +436,7 @@ impl Log {
             sync_gate: Mutex::new(false),
             synced: parking_lot::Condvar::new(),
             flushed_offset: AtomicI64::new(flushed_offset),
+            prepared_offset: AtomicI64::new(flushed_offset),
             log_end_offset: AtomicI64::new(log_end),
             log_start_offset: AtomicI64::new(log_start_offset),
             failed: AtomicBool::new(false),
@@ -1088,6 +1094,12 @@ impl Log {
             }
             waiters.0.push((end_offset, done));
         }
+        // A flush that took `end_offset` is under way: it answers this waiter (its publish
+        // takes the waiters lock after moving the flushed offset, which was checked above
+        // under that lock), or fails every waiter.
+        if self.prepared_offset.load(Ordering::Acquire) >= end_offset {
+            return;
+        }
         self.request_flush();
     }
 
@@ -1229,8 +1241,11 @@ impl Log {
         state.first_unflushed_ms = None;
         let sync_dir = std::mem::take(&mut state.dir_dirty);
         let sync_parent = self.parent_dir_dirty.swap(false, Ordering::AcqRel);
+        let point = state.end_point();
+        self.prepared_offset
+            .fetch_max(point.offset, Ordering::AcqRel);
         Ok(Some(PreparedFlush {
-            point: state.end_point(),
+            point,
             files,
             sync_dir,
             sync_parent,

@@ -42,6 +42,8 @@ struct FaultIo {
     slow_opens: std::sync::atomic::AtomicBool,
     /// Every fdatasync and syncfs takes this long first (a loaded disk: slow, not stuck).
     sync_delay_ms: AtomicU64,
+    /// fdatasyncs run on the flusher's helper threads (side by side).
+    helper_syncs: AtomicU64,
 }
 
 impl FaultIo {
@@ -147,6 +149,12 @@ impl FileIo for FaultIo {
             return Err(errno(rustix::io::Errno::IO));
         }
         self.syncs.fetch_add(1, Ordering::SeqCst);
+        let on_helper = std::thread::current()
+            .name()
+            .is_some_and(|n| n.starts_with("rill-flusher-sync"));
+        if on_helper {
+            self.helper_syncs.fetch_add(1, Ordering::SeqCst);
+        }
         if let Some(list) = self.writers.lock().remove(file.path()) {
             if !list.iter().any(|f| Arc::ptr_eq(f, file.file())) {
                 self.foreign_syncs.fetch_add(1, Ordering::SeqCst);
@@ -333,6 +341,8 @@ fn partitions_written_together_share_one_flush_pass() {
     // Every sync is held, so every pass looks stuck: with more workers the others would start
     // passes beside it (the slow-disk rule, `a_stuck_sync_delays_only_its_own_log`).
     config.sync_workers = 1;
+    // The syncfs path; `a_pass_syncs_its_logs_side_by_side` has the default one.
+    config.group_sync = crate::flusher::GroupSync::Syncfs;
     let dyn_io: Arc<dyn FileIo> = io.clone();
     let m = LogManager::open_with_io(config, dyn_io).unwrap();
     let logs: Vec<_> = (0..8)
@@ -341,6 +351,9 @@ fn partitions_written_together_share_one_flush_pass() {
     for log in &logs {
         append_next(log).unwrap();
         log.wait_durable(log.log_end_offset()).unwrap();
+        // As if that sync was quick: on a loaded machine it may pass the slow-log threshold,
+        // and a pass holding a slow log syncs file by file (the rule tested elsewhere).
+        log.set_last_sync_nanos(0);
     }
     io.hold(true);
     let passes = m.flusher_passes();
@@ -384,7 +397,12 @@ fn partitions_written_together_share_one_flush_pass() {
 fn slow_but_normal_passes_keep_syncing_with_one_syncfs() {
     let dir = tempfile::tempdir().unwrap();
     let io = Arc::new(FaultIo::default());
-    let m = open_with(dir.path(), &io, 0);
+    let mut config = LogManagerConfig::new(dir.path());
+    config.default_log_config = small_config();
+    // The syncfs path for 8 logs (the default syncs up to 16 side by side).
+    config.group_sync = crate::flusher::GroupSync::Syncfs;
+    let dyn_io: Arc<dyn FileIo> = io.clone();
+    let m = LogManager::open_with_io(config, dyn_io).unwrap();
     let logs: Vec<_> = (0..8)
         .map(|p| m.create_log(&tp(p), small_config()).unwrap())
         .collect();
@@ -427,6 +445,180 @@ fn slow_but_normal_passes_keep_syncing_with_one_syncfs() {
     io.sync_delay_ms.store(0, Ordering::SeqCst);
     drop(logs);
     m.close().unwrap();
+}
+
+/// Issue 13's acks=all collapse: a pass of many logs that all look slow (as after a syncfs
+/// that overran and was charged to each of them) syncs them side by side on the helper
+/// threads, never one by one on its worker (at 10 000 partitions that was one pass of
+/// ~10 000 fdatasyncs in a row). A blocker log stuck on a slow disk holds the only worker
+/// while the 20 logs queue, so they are taken into one pass.
+#[test]
+fn a_large_pass_of_slow_logs_syncs_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(FaultIo::default());
+    let mut config = LogManagerConfig::new(dir.path());
+    config.default_log_config = small_config();
+    config.sync_workers = 1;
+    let dyn_io: Arc<dyn FileIo> = io.clone();
+    let m = LogManager::open_with_io(config, dyn_io).unwrap();
+    let count = crate::sync_helpers::SYNC_HELPERS + 4;
+    let blocker = m.create_log(&tp(100), small_config()).unwrap();
+    let logs: Vec<_> = (0..count)
+        .map(|p| m.create_log(&tp(p as i32), small_config()).unwrap())
+        .collect();
+    for log in logs.iter().chain([&blocker]) {
+        append_next(log).unwrap();
+        log.wait_durable(log.log_end_offset()).unwrap();
+    }
+    io.slow_down(blocker.dir());
+    let slow_disk = SlowDisk(&io);
+    append_next(&blocker).unwrap();
+    eventually("the blocker's sync never started", || {
+        io.slow_waits.load(Ordering::SeqCst) > 0
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    for log in &logs {
+        // Slow by its last sync: the pass may not use syncfs.
+        log.set_last_sync_nanos(10_000_000_000);
+        append_next(log).unwrap();
+        let tx = tx.clone();
+        log.on_durable(
+            log.log_end_offset(),
+            Box::new(move |r| tx.send(r.is_ok()).unwrap()),
+        );
+    }
+    let (helper_syncs, syncfs) = (
+        io.helper_syncs.load(Ordering::SeqCst),
+        m.flusher_syncfs_calls(),
+    );
+    drop(slow_disk);
+    for _ in &logs {
+        assert_eq!(
+            rx.recv_timeout(std::time::Duration::from_secs(30)),
+            Ok(true)
+        );
+    }
+    let on_helpers = io.helper_syncs.load(Ordering::SeqCst) - helper_syncs;
+    assert!(
+        on_helpers >= count as u64,
+        "{on_helpers} of {count} slow logs synced on the helpers"
+    );
+    assert_eq!(m.flusher_syncfs_calls(), syncfs, "no syncfs with slow logs");
+    for log in &logs {
+        assert_eq!(log.high_watermark(), log.log_end_offset());
+    }
+    drop((logs, blocker));
+    m.close().unwrap();
+}
+
+/// Under the default group sync a pass syncs its logs side by side: with syncs held, a pass
+/// of 7 logs has all 7 fdatasyncs waiting at once (one after the other, only one would be),
+/// with no syncfs, and every log is durable once they return.
+#[test]
+fn a_pass_syncs_its_logs_side_by_side() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(FaultIo::default());
+    let mut config = LogManagerConfig::new(dir.path());
+    config.default_log_config = small_config();
+    // The held pass of log 0 looks stuck after `STRAGGLER_AFTER`; another worker then takes
+    // the other 7 (in one pass, or a few if this thread is slow to queue them: 4 workers
+    // leave room for three). One sync per pass at a time would make at most 4 wait at once.
+    config.sync_workers = 4;
+    let dyn_io: Arc<dyn FileIo> = io.clone();
+    let m = LogManager::open_with_io(config, dyn_io).unwrap();
+    let logs: Vec<_> = (0..8)
+        .map(|p| m.create_log(&tp(p), small_config()).unwrap())
+        .collect();
+    for log in &logs {
+        append_next(log).unwrap();
+        log.wait_durable(log.log_end_offset()).unwrap();
+    }
+    let held = Held(&io);
+    io.hold(true);
+    let syncfs = m.flusher_syncfs_calls();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let wait_for = |log: &Arc<Log>| {
+        append_next(log).unwrap();
+        let tx = tx.clone();
+        log.on_durable(
+            log.log_end_offset(),
+            Box::new(move |r| tx.send(r.is_ok()).unwrap()),
+        );
+    };
+    wait_for(&logs[0]);
+    eventually("log 0's sync never started", || {
+        io.held_waits.load(Ordering::SeqCst) >= 1
+    });
+    for log in &logs[1..] {
+        wait_for(log);
+    }
+    eventually("the 7 logs' syncs were not waiting at once", || {
+        io.held_waits.load(Ordering::SeqCst) >= 8
+    });
+    assert!(
+        rx.try_recv().is_err(),
+        "nothing is durable while syncs are held"
+    );
+    drop(held);
+    for _ in &logs {
+        assert_eq!(
+            rx.recv_timeout(std::time::Duration::from_secs(30)),
+            Ok(true)
+        );
+    }
+    assert_eq!(m.flusher_syncfs_calls(), syncfs, "no syncfs for 7 logs");
+    for log in &logs {
+        assert_eq!(log.high_watermark(), log.log_end_offset());
+    }
+    drop(logs);
+    m.close().unwrap();
+}
+
+/// A durability wait registered while the pass that took its append is syncing is answered
+/// by that pass: it queues no second, empty pass (one more flusher wake-up per acks=all
+/// produce on a busy machine).
+#[test]
+fn a_wait_behind_the_pass_of_its_append_queues_no_second_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(FaultIo::default());
+    let m = open_with(dir.path(), &io, 0);
+    let log = m.create_log(&tp(0), small_config()).unwrap();
+    append_next(&log).unwrap();
+    log.wait_durable(log.log_end_offset()).unwrap();
+    let held = Held(&io);
+    io.hold(true);
+    let waiting = io.held_waits.load(Ordering::SeqCst);
+    let passes = m.flusher_passes();
+    // The append queues the log; the pass takes it and waits in its sync.
+    append_next(&log).unwrap();
+    eventually("the append's sync never started", || {
+        io.held_waits.load(Ordering::SeqCst) > waiting
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    log.on_durable(
+        log.log_end_offset(),
+        Box::new(move |r| tx.send(r.is_ok()).unwrap()),
+    );
+    drop(held);
+    assert_eq!(
+        rx.recv_timeout(std::time::Duration::from_secs(30)),
+        Ok(true)
+    );
+    // A second pass would be queued at once; give it time to show.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(m.flusher_passes() - passes, 1, "a second pass ran");
+    drop(log);
+    m.close().unwrap();
+}
+
+/// Lets held syncs go when dropped, so a failing assertion does not leave flusher threads
+/// parked.
+struct Held<'a>(&'a FaultIo);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.hold(false);
+    }
 }
 
 /// Releases the slow disk when dropped, so a failing assertion does not leave a flusher
