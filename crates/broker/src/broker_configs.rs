@@ -24,8 +24,6 @@
 //! Values are percent-escaped as in the topic registry.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 
 use parking_lot::Mutex;
@@ -267,19 +265,9 @@ pub enum BrokerConfigError {
     },
     #[error("too many dynamic broker configs (at most {ENTRIES_PER_SCOPE_MAX})")]
     TooMany,
-    #[error("i/o on {path} failed while {op}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{path} line {line}: {reason}")]
-    Parse {
-        path: PathBuf,
-        line: usize,
-        reason: String,
-    },
+    /// Its file could not be read, understood or replaced.
+    #[error(transparent)]
+    File(#[from] crate::atomic_file::FileError),
 }
 
 /// The key a broker config name stands for.
@@ -435,16 +423,9 @@ impl DynamicConfigs {
     /// An unreadable or malformed file.
     pub fn load(data_dir: &Path) -> Result<DynamicConfigs, BrokerConfigError> {
         let path = data_dir.join(FILE_NAME);
-        let current = match fs::read_to_string(&path) {
-            Ok(text) => parse(&path, &text)?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Dynamic::default(),
-            Err(source) => {
-                return Err(BrokerConfigError::Io {
-                    op: "reading",
-                    path,
-                    source,
-                })
-            }
+        let current = match crate::atomic_file::read_optional(&path)? {
+            Some(text) => parse(&path, &text)?,
+            None => Dynamic::default(),
         };
         Ok(DynamicConfigs {
             path,
@@ -505,10 +486,12 @@ fn parse(path: &Path, text: &str) -> Result<Dynamic, BrokerConfigError> {
         if line.starts_with('#') || line.trim().is_empty() {
             continue;
         }
-        let error = |reason: &str| BrokerConfigError::Parse {
-            path: path.to_path_buf(),
-            line: i + 1,
-            reason: reason.to_string(),
+        let error = |reason: &str| {
+            BrokerConfigError::from(crate::atomic_file::FileError::Parse {
+                path: path.to_path_buf(),
+                line: i + 1,
+                reason: reason.to_string(),
+            })
         };
         let parts: Vec<&str> = line.split(' ').collect();
         let [scope, key, value] = parts[..] else {
@@ -532,11 +515,7 @@ fn parse(path: &Path, text: &str) -> Result<Dynamic, BrokerConfigError> {
 }
 
 fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), BrokerConfigError> {
-    crate::atomic_file::write(path, contents).map_err(|(op, source)| BrokerConfigError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    })
+    Ok(crate::atomic_file::replace(path, contents)?)
 }
 
 #[cfg(test)]

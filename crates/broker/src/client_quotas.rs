@@ -18,8 +18,6 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs;
-use std::io;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -125,22 +123,7 @@ pub struct FilterComponent {
 }
 
 /// Why the quotas file cannot be loaded.
-#[derive(Debug, Error)]
-pub enum QuotaStoreError {
-    #[error("{op} {path}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{path} line {line}: {reason}")]
-    Parse {
-        path: PathBuf,
-        line: usize,
-        reason: String,
-    },
-}
+pub type QuotaStoreError = crate::atomic_file::FileError;
 
 /// The broker's client quotas, persisted in the data directory.
 pub struct ClientQuotas {
@@ -158,16 +141,9 @@ impl ClientQuotas {
     /// An unreadable or malformed file.
     pub fn load(data_dir: &Path) -> Result<ClientQuotas, QuotaStoreError> {
         let path = data_dir.join(FILE_NAME);
-        let current = match fs::read_to_string(&path) {
-            Ok(text) => parse(&path, &text)?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(source) => {
-                return Err(QuotaStoreError::Io {
-                    op: "reading",
-                    path,
-                    source,
-                })
-            }
+        let current = match crate::atomic_file::read_optional(&path)? {
+            Some(text) => parse(&path, &text)?,
+            None => BTreeMap::new(),
         };
         Ok(ClientQuotas::with(path, current))
     }

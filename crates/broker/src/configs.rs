@@ -25,6 +25,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use rill_storage::topic_configs::{topic_config, ConfigDef, ConfigKind, TOPIC_CONFIGS};
 
+use crate::atomic_file::FileError;
 use crate::broker_configs::{self, BrokerConfigError, BrokerKey, Dynamic};
 use crate::error::NONE;
 use crate::group_configs::GroupConfigError;
@@ -476,7 +477,9 @@ async fn alter_group(
         Ok(Err(e)) => {
             let code = match e {
                 GroupConfigError::Invalid(_) => ResponseError::InvalidConfig.code(),
-                GroupConfigError::Io { .. } => ResponseError::KafkaStorageError.code(),
+                GroupConfigError::File(FileError::Io { .. }) => {
+                    ResponseError::KafkaStorageError.code()
+                }
                 _ => ResponseError::InvalidRequest.code(),
             };
             Err((code, e.to_string()))
@@ -706,7 +709,9 @@ async fn alter_broker(
         }
         Ok(Err(e)) => {
             let code = match e {
-                BrokerConfigError::Io { .. } => ResponseError::KafkaStorageError.code(),
+                BrokerConfigError::File(FileError::Io { .. }) => {
+                    ResponseError::KafkaStorageError.code()
+                }
                 _ => ResponseError::InvalidRequest.code(),
             };
             Err((code, e.to_string()))

@@ -20,8 +20,6 @@
 //! Group id, key and value are percent-escaped as in `broker-configs`.
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -189,19 +187,9 @@ pub enum GroupConfigError {
     BadResource(String),
     #[error("too many groups with configs (at most {GROUPS_MAX})")]
     TooMany,
-    #[error("i/o on {path} failed while {op}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{path} line {line}: {reason}")]
-    Parse {
-        path: PathBuf,
-        line: usize,
-        reason: String,
-    },
+    /// Its file could not be read, understood or replaced.
+    #[error(transparent)]
+    File(#[from] crate::atomic_file::FileError),
 }
 
 /// The broker side of group configs: the defaults (the broker configs they come from) and the
@@ -641,19 +629,12 @@ impl GroupConfigs {
         defaults: GroupDefaults,
     ) -> Result<GroupConfigs, GroupConfigError> {
         let path = data_dir.join(FILE_NAME);
-        let groups = match fs::read_to_string(&path) {
-            Ok(text) => parse(&path, &text)?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(source) => {
-                return Err(GroupConfigError::Io {
-                    op: "reading",
-                    path,
-                    source,
-                })
-            }
+        let groups = match crate::atomic_file::read_optional(&path)? {
+            Some(text) => parse(&path, &text)?,
+            None => BTreeMap::new(),
         };
         for (group, overrides) in &groups {
-            validate(&defaults, overrides).map_err(|e| GroupConfigError::Parse {
+            validate(&defaults, overrides).map_err(|e| crate::atomic_file::FileError::Parse {
                 path: path.clone(),
                 line: 0,
                 reason: format!("group {group}: {e}"),
@@ -772,13 +753,7 @@ impl GroupConfigs {
             return Err(GroupConfigError::TooMany);
         }
         if let Some(path) = &self.path {
-            crate::atomic_file::write(path, render(&next).as_bytes()).map_err(|(op, source)| {
-                GroupConfigError::Io {
-                    op,
-                    path: path.clone(),
-                    source,
-                }
-            })?;
+            crate::atomic_file::replace(path, render(&next).as_bytes())?;
         }
         *groups = next;
         self.cache.lock().remove(group_id);
@@ -807,10 +782,12 @@ fn parse(
         if line.starts_with('#') || line.trim().is_empty() {
             continue;
         }
-        let error = |reason: &str| GroupConfigError::Parse {
-            path: path.to_path_buf(),
-            line: i + 1,
-            reason: reason.to_string(),
+        let error = |reason: &str| {
+            GroupConfigError::from(crate::atomic_file::FileError::Parse {
+                path: path.to_path_buf(),
+                line: i + 1,
+                reason: reason.to_string(),
+            })
         };
         let parts: Vec<&str> = line.split(' ').collect();
         let [group, key, value] = parts[..] else {

@@ -25,8 +25,6 @@
 //! User names are escaped as the other line files are ([`crate::line_field`]).
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac};
@@ -204,22 +202,7 @@ pub enum Refusal {
 }
 
 /// Why the credentials file cannot be loaded or written.
-#[derive(Debug, Error)]
-pub enum ScramError {
-    #[error("{op} {path}")]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{path} line {line}: {reason}")]
-    Parse {
-        path: PathBuf,
-        line: usize,
-        reason: String,
-    },
-}
+pub type ScramError = crate::atomic_file::FileError;
 
 type Key = (String, ScramMechanism);
 
@@ -240,16 +223,9 @@ impl ScramCredentials {
     /// An unreadable or malformed file.
     pub fn load(data_dir: &Path) -> Result<ScramCredentials, ScramError> {
         let path = data_dir.join(FILE_NAME);
-        let current = match fs::read_to_string(&path) {
-            Ok(text) => parse(&path, &text)?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(source) => {
-                return Err(ScramError::Io {
-                    op: "reading",
-                    path,
-                    source,
-                })
-            }
+        let current = match crate::atomic_file::read_optional(&path)? {
+            Some(text) => parse(&path, &text)?,
+            None => BTreeMap::new(),
         };
         Ok(ScramCredentials {
             path,
@@ -585,7 +561,7 @@ mod tests {
         let r = store.alter(&[upsert(odd_user, 1, 8192), upsert("bob", 2, 4096)]);
         assert!(r.iter().all(|(_, r)| r.is_ok()), "{r:?}");
         let want = store.get(odd_user, ScramMechanism::Sha256).expect("stored");
-        let text = fs::read_to_string(dir.path().join(FILE_NAME)).expect("file");
+        let text = std::fs::read_to_string(dir.path().join(FILE_NAME)).expect("file");
         assert!(
             !text.contains(&hex(b"salted")),
             "the salted password is not stored"
@@ -606,7 +582,7 @@ mod tests {
     #[test]
     fn a_damaged_file_is_an_error_not_an_empty_store() {
         let dir = tempfile::tempdir().expect("dir");
-        fs::write(dir.path().join(FILE_NAME), "alice SCRAM-SHA-256 12 zz\n").expect("write");
+        std::fs::write(dir.path().join(FILE_NAME), "alice SCRAM-SHA-256 12 zz\n").expect("write");
         assert!(matches!(
             ScramCredentials::load(dir.path()),
             Err(ScramError::Parse { line: 1, .. })

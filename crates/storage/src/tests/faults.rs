@@ -623,23 +623,6 @@ impl Drop for Held<'_> {
 
 /// Releases the slow disk when dropped, so a failing assertion does not leave a flusher
 /// thread parked.
-/// Holds every sync until dropped, so a failing assertion releases them too (a held flusher
-/// would keep the manager's drop, and so the failed test, from ending).
-struct HeldSyncs<'a>(&'a FaultIo);
-
-impl HeldSyncs<'_> {
-    fn new(io: &FaultIo) -> HeldSyncs<'_> {
-        io.hold(true);
-        HeldSyncs(io)
-    }
-}
-
-impl Drop for HeldSyncs<'_> {
-    fn drop(&mut self) {
-        self.0.hold(false);
-    }
-}
-
 struct SlowDisk<'a>(&'a FaultIo);
 
 impl Drop for SlowDisk<'_> {
@@ -735,7 +718,8 @@ fn a_log_with_nothing_to_sync_is_not_held_behind_a_stuck_sync_in_its_pass() {
     stuck.set_last_sync_nanos(0);
     // A pass held on another log, so that the next pass starts beside it (after the straggler
     // wait) with both the idle log and the stuck one queued.
-    let held = HeldSyncs::new(&io);
+    let held = Held(&io);
+    io.hold(true);
     let overlapping = m.flusher_overlapping_passes();
     append_next(busy).unwrap();
     busy.on_durable(busy.log_end_offset(), Box::new(|_| {}));
