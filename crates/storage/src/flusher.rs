@@ -322,6 +322,10 @@ impl std::fmt::Debug for Flusher {
 /// 10 000 partitions.
 const MAX_LOGS_PER_PASS: usize = 16_384;
 
+/// A pass preparing its logs tells the others it is moving every this many logs (each a
+/// lock of the queue; a stuck one still shows, after one call's threshold).
+const PREPARE_PROGRESS_LOGS: usize = 16;
+
 /// The sync gate of one log a pass leads: released as soon as the pass has published that
 /// log (so its next flush need not wait for the rest of the pass), or when dropped unused
 /// (a log with nothing to flush, or a panic). Owns a handle, so a sync helper can publish it.
@@ -449,7 +453,7 @@ impl Flusher {
         self.syncfs_calls.load(Ordering::Relaxed)
     }
 
-    fn run(&self, io: &dyn FileIo) {
+    fn run(self: &Arc<Self>, io: &dyn FileIo) {
         let mut queue = self.queue.lock();
         // Bounded by the broker's life: each iteration runs one pass, waits, or exits once
         // stopped and drained.
@@ -509,6 +513,19 @@ impl Flusher {
         }
     }
 
+    /// Notes that pass `pass` moved on: one of its side-by-side fdatasyncs returned, or it
+    /// prepared a few more logs. It is a straggler only once it has not moved for the
+    /// threshold of its kind of call, as a pass syncing in sequence is at each log's call.
+    /// Without this, a pass over thousands of logs (preparing them takes tens of ms, syncing
+    /// them side by side hundreds of rounds of [`SYNC_HELPERS`] fdatasyncs) was a straggler
+    /// 20 ms after it began.
+    fn progress(&self, pass: u64) {
+        let mut queue = self.queue.lock();
+        if let Some(r) = queue.running.iter_mut().find(|r| r.pass == pass) {
+            r.since = Instant::now();
+        }
+    }
+
     /// Notes that pass `pass` starts a sync call of kind `plan`, after one of that kind took
     /// `took` (recorded in its history).
     fn sync_call(&self, pass: u64, plan: Plan, took: Option<(Plan, Duration)>) {
@@ -526,7 +543,7 @@ impl Flusher {
     /// pass was running when it started. `thresholds`: when it started, how long a syncfs
     /// and a log's fdatasync may take before they count as slow.
     fn pass(
-        &self,
+        self: &Arc<Self>,
         io: &dyn FileIo,
         gates: Vec<Gate>,
         alone: bool,
@@ -538,7 +555,10 @@ impl Flusher {
             self.overlapping_passes.fetch_add(1, Ordering::Relaxed);
         }
         let mut prepared: Vec<(Gate, PreparedFlush)> = Vec::with_capacity(gates.len());
-        for gate in gates {
+        for (i, gate) in gates.into_iter().enumerate() {
+            if i % PREPARE_PROGRESS_LOGS == PREPARE_PROGRESS_LOGS - 1 {
+                self.progress(pass);
+            }
             let log = &gate.0;
             // Cleared before the snapshot below: an append after it queues the log again.
             log.dequeued();
@@ -557,12 +577,25 @@ impl Flusher {
         prepared.sort_by_key(|(gate, _)| gate.0.last_sync_nanos());
         let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let slow_nanos = nanos(thresholds.file);
-        let any_slow = prepared
+        let slow_logs = prepared
             .iter()
-            .any(|(gate, _)| gate.0.last_sync_nanos() >= slow_nanos);
+            .filter(|(gate, _)| gate.0.last_sync_nanos() >= slow_nanos)
+            .count();
+        let any_slow = slow_logs > 0;
         let file_count: usize = prepared.iter().map(|(_, p)| p.file_count()).sum();
         let started = Instant::now();
         let mut chosen = plan(self.group_sync, prepared.len(), file_count, alone, any_slow);
+        tracing::debug!(
+            pass,
+            logs = prepared.len(),
+            slow_logs,
+            alone,
+            plan = ?chosen,
+            syncfs_straggler_ms = thresholds.syncfs.as_millis(),
+            file_straggler_ms = thresholds.file.as_millis(),
+            "flush pass starts"
+        );
+        let _ended = PassEnd { pass, started };
         let helpers = match chosen {
             Plan::SideBySide => self.available_helpers(),
             Plan::Syncfs | Plan::PerFile => None,
@@ -578,8 +611,11 @@ impl Flusher {
             let jobs = prepared
                 .into_iter()
                 .map(|(gate, p)| {
-                    Box::new(move || publish(gate, p, None, 0, shared_slow, started))
-                        as Box<dyn FnOnce() + Send>
+                    let flusher = Arc::clone(self);
+                    Box::new(move || {
+                        publish(gate, p, None, 0, shared_slow, started);
+                        flusher.progress(pass);
+                    }) as Box<dyn FnOnce() + Send>
                 })
                 .collect();
             // Jobs past the free helpers wait in its channel: at most SYNC_HELPERS of this
@@ -663,6 +699,20 @@ fn publish(
     }
     log.finish_flush(Some((p, nanos_since(started))), result);
     drop(gate);
+}
+
+/// Logs (at debug level) how long a pass took, whichever way it ends: with the "flush pass
+/// starts" line, what showed issue 13's passes stuck beside each other.
+struct PassEnd {
+    pass: u64,
+    started: Instant,
+}
+
+impl Drop for PassEnd {
+    fn drop(&mut self) {
+        let ms = self.started.elapsed().as_millis();
+        tracing::debug!(pass = self.pass, ms, "flush pass ends");
+    }
 }
 
 fn nanos_since(t: Instant) -> u64 {
