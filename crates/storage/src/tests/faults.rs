@@ -522,7 +522,7 @@ fn a_large_pass_of_slow_logs_syncs_side_by_side() {
 }
 
 /// Issue 13's acks=all collapse, the cause: a pass syncing hundreds of logs side by side
-/// (here 480 logs that look slow, so no syncfs: 30 rounds of 16 fdatasyncs of 2 ms) keeps
+/// (here 256 logs that look slow, so no syncfs: 16 rounds of 16 fdatasyncs of 2 ms) keeps
 /// publishing logs, and is no straggler. Before, it was judged against one fdatasync's
 /// threshold (20 ms) from its start, so a log queued meanwhile got a pass beside it; that pass
 /// was not alone, so it could not use syncfs either and synced its logs side by side too, the
@@ -537,7 +537,8 @@ fn a_side_by_side_pass_that_keeps_publishing_is_no_straggler() {
     config.default_log_config = small_config();
     let dyn_io: Arc<dyn FileIo> = io.clone();
     let m = LogManager::open_with_io(config, dyn_io).unwrap();
-    let count = crate::sync_helpers::SYNC_HELPERS * 30;
+    // As many as a pass of slow logs syncs side by side (more would use syncfs).
+    let count = crate::flusher::SIDE_BY_SIDE_MAX_LOGS;
     let late = m.create_log(&tp(10_000), small_config()).unwrap();
     let logs: Vec<_> = (0..count)
         .map(|p| m.create_log(&tp(p as i32), small_config()).unwrap())
