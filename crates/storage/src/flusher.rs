@@ -19,13 +19,19 @@
 //! least [`STRAGGLER_AFTER`] and at most [`STRAGGLER_AFTER_MAX`]. A fixed 20 ms over the whole
 //! pass was below a normal pass over thousands of partitions (issue 13's profile at 10 000):
 //! every pass looked stuck, passes overlapped, and overlapping passes synced file by file, one
-//! device cache flush per file. No pass waits for a flush already in progress: a log whose
+//! device cache flush per file. A pass that moves on (it prepares more logs, or one of its
+//! side-by-side fdatasyncs returns) is in a new call: judged from its start against one
+//! fdatasync's threshold, a side-by-side pass of thousands of logs was a straggler after
+//! 20 ms, passes started beside it every 20 ms, and under steady writes none ran alone, so
+//! none could use syncfs again (issue 13's acks=all collapse, seen in the debug log of the
+//! passes: `RILL_LOG=rill_storage::flusher=debug`). No pass waits for a flush already in progress: a log whose
 //! sync gate is held (by a running pass, a checkpoint or a close) stays queued and is taken
 //! once the gate is released. Within a pass, logs whose last sync was slow are synced last,
 //! logs with nothing to sync are published at once, and each log is published, and its gate
 //! released, as soon as its own sync returns; a pass uses syncfs only when it runs alone and
-//! holds no log known to be slow, since syncfs would also wait for that log's dirty data
-//! (`plan`). So a partition whose fdatasync takes
+//! holds no log known to be slow, since syncfs would also wait for that log's dirty data, or
+//! when it holds more than [`SIDE_BY_SIDE_MAX_LOGS`] logs, which would cost more one
+//! fdatasync each than a slow log can cost it (`plan`). So a partition whose fdatasync takes
 //! seconds delays only itself (and, the first time, the logs after it in its pass).
 //!
 //! Which logs are slow is known only from syncs measured per file (`charge`): a syncfs
@@ -66,10 +72,15 @@
 //! up to [`SYNC_HELPERS`] logs syncs them side by side on helper threads (`sync_helpers.rs`),
 //! and a larger pass uses `syncfs` (`plan` decides). A larger pass that must not use syncfs
 //! (it runs beside a stuck pass, or holds a log known to be slow) syncs its logs side by side
-//! too, [`SYNC_HELPERS`] at a time, never one by one: at 10 000 partitions an fdatasync per
-//! log in sequence took a whole acks=all run into one pass of ~2 MB/s. syncfs reports an error without naming the file; the
-//! pass then asks every file with fdatasync, which reports the error to the descriptor that
-//! wrote, so only the logs whose disk failed go offline.
+//! too, [`SYNC_HELPERS`] at a time, never one by one (at 10 000 partitions an fdatasync per
+//! log in sequence took a whole acks=all run into one pass of ~2 MB/s), up to
+//! [`SIDE_BY_SIDE_MAX_LOGS`] logs; a larger one uses syncfs anyway. Side by side shares
+//! nothing where the file system has no journal, as the benchmark machine's root ext4 has
+//! not (kernel stacks of the flusher: `ext4_fsync_nojournal`, then a synchronous inode write
+//! and a device cache flush per fdatasync): there a pass of 9 496 logs side by side took
+//! 6.0 s. syncfs reports an error without naming the file; the pass then asks every file with
+//! fdatasync, which reports the error to the descriptor that wrote, so only the logs whose
+//! disk failed go offline.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
