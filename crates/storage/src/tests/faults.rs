@@ -522,13 +522,13 @@ fn a_large_pass_of_slow_logs_syncs_side_by_side() {
 }
 
 /// Issue 13's acks=all collapse, the cause: a pass syncing hundreds of logs side by side
-/// (here 256 logs that look slow, so no syncfs: 16 rounds of 16 fdatasyncs of 2 ms) keeps
-/// publishing logs, and is no straggler. Before, it was judged against one fdatasync's
-/// threshold (20 ms) from its start, so a log queued meanwhile got a pass beside it; that pass
-/// was not alone, so it could not use syncfs either and synced its logs side by side too, the
-/// next one started beside both, and under steady writes no pass ran alone again: at 10 000
-/// partitions every pass synced thousands of logs one fdatasync each, 4 passes at once, and
-/// acks=all requests took 5.6 s.
+/// (here 256 logs that look slow, so no syncfs: 16 rounds of 16 fdatasyncs of 50 ms, the
+/// straggler threshold 4 x 50 ms) keeps publishing logs, and is no straggler. Before, it was
+/// judged against one fdatasync's threshold from its start, so a log queued meanwhile got a
+/// pass beside it; that pass was not alone, so it could not use syncfs either and synced its
+/// logs side by side too, the next one started beside both, and under steady writes no pass
+/// ran alone again: at 10 000 partitions every pass synced thousands of logs one fdatasync
+/// each, 4 passes at once, and acks=all requests took 5.6 s.
 #[test]
 fn a_side_by_side_pass_that_keeps_publishing_is_no_straggler() {
     let dir = tempfile::tempdir().unwrap();
@@ -547,10 +547,21 @@ fn a_side_by_side_pass_that_keeps_publishing_is_no_straggler() {
         append_next(log).unwrap();
         log.wait_durable(log.log_end_offset()).unwrap();
     }
-    // Each sync takes 2 ms, never a spike of the real disk (on the loaded test machine one
-    // fdatasync may take 20-60 ms, and a pass stuck in it is rightly a straggler).
-    io.sync_delay_ms.store(2, Ordering::SeqCst);
+    // Each sync takes 50 ms, never a spike of the real disk (on the loaded test machine one
+    // fdatasync may take 20-60 ms, and a pass stuck in it is rightly a straggler). A few
+    // passes of up to 16 logs teach the flusher that an fdatasync takes 50 ms here, so it
+    // takes one for stuck after 200 ms: no scheduling stall of a loaded machine (two cores,
+    // other tests) between two returning fdatasyncs should come near it.
+    io.sync_delay_ms.store(50, Ordering::SeqCst);
     io.delay_only.store(true, Ordering::SeqCst);
+    for _ in 0..crate::flusher::HISTORY_PASSES {
+        for log in &logs[..8] {
+            append_next(log).unwrap();
+        }
+        for log in &logs[..8] {
+            log.wait_durable(log.log_end_offset()).unwrap();
+        }
+    }
     // Syncs held while the logs queue, so most of them go into one large pass (beside the
     // held pass that took the first: a legitimate straggler).
     io.hold(true);
