@@ -253,6 +253,10 @@ pub async fn leave_group(
         })
         .await
         .and_then(|left| left);
+    let left = match left {
+        Ok((codes, pending)) => group_coordinator::durable(pending).await.map(|()| codes),
+        Err(e) => Err(e),
+    };
     match left {
         Err(e) => m::LeaveGroupResponse::default().with_error_code(e),
         Ok(codes) if version >= 3 => m::LeaveGroupResponse::default().with_members(

@@ -291,7 +291,7 @@ async fn serve(
     }
     .await;
     // What the connection's share sessions acquired is released now, not at lock expiry.
-    crate::share_fetch::connection_closed(&state, connection_id);
+    crate::share_fetch::connection_closed(&state, connection_id).await;
     match result {
         Ok(()) => tracing::debug!(?peer, "connection closed"),
         Err(ConnectionError::Io(e)) => tracing::debug!(?peer, error = %e, "connection i/o error"),

@@ -617,6 +617,11 @@ fn register_storage(registry: &mut Registry, state: &BrokerState) {
         ConstCounter::new(logs.flusher_overlapping_passes()),
     );
     registry.register(
+        "flusher_syncfs_calls",
+        "syncfs calls of the flusher: passes that made all their files durable at once",
+        ConstCounter::new(logs.flusher_syncfs_calls()),
+    );
+    registry.register(
         "io_pool_depth",
         "Jobs (produce appends, ListOffsets) queued or running on the broker's I/O pool",
         ConstGauge::new(i64::try_from(state.io_pool.depth()).unwrap_or(i64::MAX)),

@@ -95,6 +95,19 @@ async fn durable(writes: Vec<Written<()>>) -> i16 {
     code
 }
 
+/// Makes share-state writes on the I/O pool (each appends to `__share_group_state`, which may
+/// wait for the disk), then waits for them to be durable; the answer's code.
+async fn write_durably<F>(state: &Arc<BrokerState>, write: F) -> i16
+where
+    F: FnOnce(&BrokerState) -> Result<Vec<Written<()>>, RuntimeError> + Send + 'static,
+{
+    match state.coordinate("share state write", write).await {
+        Ok(Ok(writes)) => durable(writes).await,
+        Ok(Err(e)) => runtime_code(&e),
+        Err(code) => code,
+    }
+}
+
 fn runtime_code(e: &RuntimeError) -> i16 {
     match e {
         RuntimeError::Storage(s) => crate::error::storage_error_code(s),
@@ -246,42 +259,68 @@ pub async fn alter_offsets(
         .shares
         .group(&group_id)
         .map_or(1, |g| g.group_epoch.max(1));
-    let recorded = match state.shares.record_group(&group_id, epoch) {
-        Ok(Some(written)) => durable(vec![written]).await,
-        Ok(None) => 0,
-        Err(e) => runtime_code(&e),
-    };
+    let group = group_id.clone();
+    let recorded = write_durably(state, move |state| {
+        Ok(state
+            .shares
+            .record_group(&group, epoch)?
+            .into_iter()
+            .collect())
+    })
+    .await;
     if recorded != 0 {
         return m::AlterShareGroupOffsetsResponse::default()
             .with_error_code(recorded)
             .with_error_message(message_of(recorded));
     }
-    // (topic index, partition index, code, write)
-    let mut results: Vec<(usize, usize, i16, Option<Written<()>>)> = Vec::new();
-    for (ti, t) in r.topics.iter().enumerate() {
-        let topic = user_topic(state, &t.topic_name.0);
-        for (pi, p) in t.partitions.iter().enumerate() {
-            let outcome = match &topic {
-                Some(topic) if (0..topic.partitions).contains(&p.partition_index) => {
-                    if p.start_offset < 0 {
-                        Err(ResponseError::InvalidRequest.code())
-                    } else {
-                        let key = StateKey {
-                            group_id: group_id.clone(),
-                            topic_id: topic.id,
-                            partition: p.partition_index,
-                        };
-                        reset_partition(state, &key, p.start_offset).map_err(|e| runtime_code(&e))
+    // (topic index, partition index, code, write); the writes append, so on the I/O pool.
+    let wanted: Vec<(usize, usize, String, i32, i64)> = r
+        .topics
+        .iter()
+        .enumerate()
+        .flat_map(|(ti, t)| {
+            t.partitions.iter().enumerate().map(move |(pi, p)| {
+                let name = t.topic_name.0.to_string();
+                (ti, pi, name, p.partition_index, p.start_offset)
+            })
+        })
+        .collect();
+    let group = group_id.clone();
+    let results = state
+        .coordinate("share offsets reset", move |state| {
+            let mut results: Vec<(usize, usize, i16, Option<Written<()>>)> = Vec::new();
+            for (ti, pi, name, partition, start_offset) in wanted {
+                let outcome = match user_topic(state, &name) {
+                    Some(topic) if (0..topic.partitions).contains(&partition) => {
+                        if start_offset < 0 {
+                            Err(ResponseError::InvalidRequest.code())
+                        } else {
+                            let key = StateKey {
+                                group_id: group.clone(),
+                                topic_id: topic.id,
+                                partition,
+                            };
+                            reset_partition(state, &key, start_offset).map_err(|e| runtime_code(&e))
+                        }
                     }
+                    _ => Err(ResponseError::UnknownTopicOrPartition.code()),
+                };
+                match outcome {
+                    Ok(w) => results.push((ti, pi, 0, Some(w))),
+                    Err(code) => results.push((ti, pi, code, None)),
                 }
-                _ => Err(ResponseError::UnknownTopicOrPartition.code()),
-            };
-            match outcome {
-                Ok(w) => results.push((ti, pi, 0, Some(w))),
-                Err(code) => results.push((ti, pi, code, None)),
             }
+            results
+        })
+        .await;
+    let results = match results {
+        Ok(results) => results,
+        Err(code) => {
+            return m::AlterShareGroupOffsetsResponse::default()
+                .with_error_code(code)
+                .with_error_message(message_of(code))
         }
-    }
+    };
     let mut codes: BTreeMap<(usize, usize), i16> = BTreeMap::new();
     for (ti, pi, code, w) in results {
         let code = match w {
@@ -367,10 +406,7 @@ pub async fn delete_offsets(
         let keys = topic.as_ref().and_then(|t| by_topic.remove(&t.id));
         let code = match keys {
             None => ResponseError::UnknownTopicOrPartition.code(),
-            Some(keys) => match delete_keys(state, &keys) {
-                Ok(writes) => durable(writes).await,
-                Err(e) => runtime_code(&e),
-            },
+            Some(keys) => write_durably(state, move |state| delete_keys(state, &keys)).await,
         };
         responses.push(
             d::DeleteShareGroupOffsetsResponseTopic::default()
@@ -393,18 +429,15 @@ pub async fn delete_group(state: &Arc<BrokerState>, group_id: &str) -> i16 {
         .into_values()
         .flatten()
         .collect();
-    let code = match delete_keys(state, &keys) {
-        Ok(writes) => durable(writes).await,
-        Err(e) => runtime_code(&e),
-    };
+    let code = write_durably(state, move |state| delete_keys(state, &keys)).await;
     if code != 0 {
         return code;
     }
-    let code = match state.shares.unrecord_group(group_id) {
-        Ok(Some(written)) => durable(vec![written]).await,
-        Ok(None) => 0,
-        Err(e) => runtime_code(&e),
-    };
+    let group = group_id.to_string();
+    let code = write_durably(state, move |state| {
+        Ok(state.shares.unrecord_group(&group)?.into_iter().collect())
+    })
+    .await;
     if code == 0 {
         state.shares.remove_group(group_id);
     }
@@ -446,10 +479,7 @@ pub async fn delete_state(
                         topic_id: t.topic_id,
                         partition: p.partition,
                     };
-                    match delete_keys(state, &[key]) {
-                        Ok(writes) => durable(writes).await,
-                        Err(e) => runtime_code(&e),
-                    }
+                    write_durably(state, move |state| delete_keys(state, &[key])).await
                 }
             };
             partitions.push(

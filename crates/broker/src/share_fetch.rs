@@ -26,7 +26,7 @@ use uuid::Uuid;
 use crate::coordinator::runtime::{RuntimeError, Written};
 use crate::coordinator::share::partition::{AckError, Acquired, LogBatch, SharePartition};
 use crate::coordinator::share::records::StateKey;
-use crate::coordinator::share::session::SessionError;
+use crate::coordinator::share::session::{Session, SessionError};
 use crate::share_settings::{share_settings, OffsetReset, ShareSettings};
 use crate::state::BrokerState;
 
@@ -728,26 +728,38 @@ impl From<RuntimeError> for AckFailure {
 /// Ends the share sessions of a closed connection and makes what their members acquired
 /// through them available again at once, as Kafka does when a share session's connection
 /// disconnects (the records' delivery counts stay as they are; no lock is waited for).
-pub fn connection_closed(state: &BrokerState, connection_id: u64) {
+pub async fn connection_closed(state: &Arc<BrokerState>, connection_id: u64) {
     let ended = state
         .shares
         .sessions()
         .lock()
         .remove_connection(connection_id);
-    for (group, member, session) in ended {
+    for (group, member, _) in &ended {
         tracing::debug!(%group, %member, connection_id, "share session's connection closed");
-        release(state, &group, &member, session.partitions.iter().copied());
     }
+    release_ended(state, "share session close", ended).await;
 }
 
-/// Makes what `member` holds in `parts` available again (it left its group).
-pub fn release_parts(
-    state: &BrokerState,
-    group: &str,
-    member: &str,
-    parts: &std::collections::BTreeSet<(Uuid, i32)>,
+/// Makes what each ended session's member acquired through it available again, on the I/O
+/// pool: records released at the delivery limit are archived, and that appends share state,
+/// which may wait for the disk. The caller's async worker only waits.
+pub async fn release_ended(
+    state: &Arc<BrokerState>,
+    what: &'static str,
+    ended: Vec<(String, String, Session)>,
 ) {
-    release(state, group, member, parts.iter().copied());
+    if ended.is_empty() {
+        return;
+    }
+    // A failed job is counted by `coordinate`; the records' locks then expire at their
+    // deadline, as when a member vanishes without a word.
+    let _ = state
+        .coordinate(what, move |state| {
+            for (group, member, session) in &ended {
+                release(state, group, member, session.partitions.iter().copied());
+            }
+        })
+        .await;
 }
 
 /// Makes what `member` holds in `parts` available again (its session closed or replaced).
@@ -826,16 +838,20 @@ fn expire_or_release(
 /// session timed out (the broker's share ticker).
 pub async fn tick(state: &Arc<BrokerState>) {
     let now = crate::broker::now_ms();
-    for (group, member) in state.shares.expire_members(now) {
-        let session = state
-            .shares
-            .sessions()
-            .lock()
-            .remove_member(&group, &member);
-        if let Some(session) = session {
-            release(state, &group, &member, session.partitions.iter().copied());
-        }
-    }
+    let ended: Vec<_> = state
+        .shares
+        .expire_members(now)
+        .into_iter()
+        .filter_map(|(group, member)| {
+            let session = state
+                .shares
+                .sessions()
+                .lock()
+                .remove_member(&group, &member);
+            session.map(|session| (group, member, session))
+        })
+        .collect();
+    release_ended(state, "share member expiry", ended).await;
     // Expiring locks may append share state: on the I/O pool. A failure is counted by
     // `coordinate`; the next tick tries again.
     let writes = state

@@ -3,6 +3,7 @@
 //! (`coordinator::share`), encode.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{self as m, TopicName};
@@ -51,7 +52,7 @@ fn other_group_exists(state: &BrokerState, group_id: &str) -> bool {
 /// ShareGroupHeartbeat v1. A join that creates the group records it (answered once the
 /// record is durable), so the group outlives its members and a restart.
 pub async fn heartbeat(
-    state: &BrokerState,
+    state: &Arc<BrokerState>,
     client: &Client,
     r: m::ShareGroupHeartbeatRequest,
 ) -> m::ShareGroupHeartbeatResponse {
@@ -100,8 +101,8 @@ pub async fn heartbeat(
         }) {
         Ok(ok) => {
             if ok.member_epoch > 0 && state.shares.recorded_epoch(&group_id).is_none() {
-                if let Err(e) = record(state, &group_id, ok.member_epoch).await {
-                    return error(runtime_error_code(&e), &e.to_string());
+                if let Err((code, message)) = record(state, &group_id, ok.member_epoch).await {
+                    return error(code, &message);
                 }
             }
             if ok.member_epoch == -1 {
@@ -110,14 +111,13 @@ pub async fn heartbeat(
                     .sessions()
                     .lock()
                     .remove_member(&group_id, &member_id);
-                if let Some(session) = session {
-                    crate::share_fetch::release_parts(
-                        state,
-                        &group_id,
-                        &member_id,
-                        &session.partitions,
-                    );
-                }
+                let ended = session.map(|session| (group_id.clone(), member_id.clone(), session));
+                crate::share_fetch::release_ended(
+                    state,
+                    "share group leave",
+                    ended.into_iter().collect(),
+                )
+                .await;
             }
             m::ShareGroupHeartbeatResponse::default()
                 .with_member_id(Some(s(member_id)))
@@ -142,9 +142,24 @@ pub async fn heartbeat(
 }
 
 /// Records that `group_id` exists, to durability.
-async fn record(state: &BrokerState, group_id: &str, group_epoch: i32) -> Result<(), RuntimeError> {
-    if let Some(written) = state.shares.record_group(group_id, group_epoch)? {
-        written.committed().await?;
+/// Records the group on the I/O pool (the append may wait for the disk), then waits for the
+/// record to be durable. Errors as the answer's (code, message).
+async fn record(
+    state: &Arc<BrokerState>,
+    group_id: &str,
+    group_epoch: i32,
+) -> Result<(), (i16, String)> {
+    let failed = |e: RuntimeError| (runtime_error_code(&e), e.to_string());
+    let group = group_id.to_string();
+    let written = state
+        .coordinate("share group record", move |state| {
+            state.shares.record_group(&group, group_epoch)
+        })
+        .await
+        .map_err(|code| (code, "The coordinator is not available.".to_string()))?
+        .map_err(failed)?;
+    if let Some(written) = written {
+        written.committed().await.map_err(failed)?;
     }
     Ok(())
 }

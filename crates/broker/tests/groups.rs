@@ -831,3 +831,47 @@ async fn static_member_session_ends_at_its_deadline() {
     })
     .await;
 }
+
+/// LeaveGroup of the last member empties the group, and its record (state Empty) is written to
+/// `__consumer_offsets`: the answer comes once that record is durable, as Kafka's coordinator
+/// answers a write once its records are committed. With syncs held, no answer; released, the
+/// leave succeeds.
+#[tokio::test]
+async fn leave_group_answers_once_the_emptied_groups_record_is_durable() {
+    use common::hold_io::{Held, HoldIo};
+    use std::sync::Arc;
+    bounded(async {
+        let io = Arc::new(HoldIo::default());
+        let seam = Arc::clone(&io);
+        let broker = TestBroker::start_with(move |c| {
+            c.file_io = Some(seam);
+            c.groups.initial_rebalance_delay_ms = 0;
+            c.groups.offsets_partitions = 1;
+        })
+        .await;
+        let mut c = broker.connect().await;
+        let j = join_new(&mut c, 9, "leaving", None, 10_000).await;
+        assert_eq!(j.error_code, 0);
+        let synced = c.send(5, &sync("leaving", 1, &j.member_id, &[])).await;
+        assert_eq!(synced.error_code, 0);
+
+        let held = Held::new(&io);
+        let leave = LeaveGroupRequest::default()
+            .with_group_id(gid("leaving"))
+            .with_members(vec![
+                MemberIdentity::default().with_member_id(j.member_id.clone())
+            ]);
+        let id = c.send_only(5, &leave).await;
+        let early = tokio::time::timeout(Duration::from_millis(300), c.read_frame());
+        assert!(
+            early.await.is_err(),
+            "answered before the record was durable"
+        );
+        drop(held);
+        let r = c.read_response::<LeaveGroupRequest>(5, id).await;
+        assert_eq!(r.error_code, 0);
+        assert!(r.members.iter().all(|m| m.error_code == 0));
+        broker.stop().await;
+    })
+    .await;
+}

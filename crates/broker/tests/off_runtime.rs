@@ -1,8 +1,9 @@
 //! Disk work that must not run on an async worker (issues 11 and 13), seen through the file
 //! I/O seam: reads of old segments by a fetch happen on the cold-read pool (a probe records
 //! the thread of every segment read); a fetch that names its topic only by id (v13+) opens its
-//! log on the I/O pool, as a fetch by name does; a ShareFetch whose acquisition meets a share
-//! state write stuck on the disk holds up no other connection.
+//! log on the I/O pool, as a fetch by name does; a share state write stuck on the disk, made
+//! by a ShareFetch's acquisition, a closed connection's share session or a member leaving its
+//! share group, holds up no other connection.
 //!
 //! The stall tests run the broker on the test's single-threaded runtime: blocking work done
 //! inline would stop every connection until the stall's safety bound (`STALL_MAX`) lets it go,
@@ -313,72 +314,89 @@ fn acquired(r: &ShareFetchResponse) -> Vec<(i64, i64, i16)> {
         .collect()
 }
 
+/// A broker whose share records are archived at their second delivery, with topic `shared`
+/// (its id returned), member `m1` of share group `g` (on `client`) and three records that `m1`
+/// holds for their second (last) delivery, share session epoch 3 next. Releasing them, or
+/// their lock expiring, archives them, and that appends share state.
+async fn held_at_the_delivery_limit(io: &Arc<HoldIo>) -> (TestBroker, Client, Uuid) {
+    const TOPIC: &str = "shared";
+    let seam = Arc::clone(io);
+    let broker = TestBroker::start_with(move |c| {
+        c.file_io = Some(seam);
+        c.shares.state_partitions = 1;
+        c.shares.record_lock_duration_ms = LOCK_MS as i64;
+        c.shares.delivery_count_limit = 2;
+    })
+    .await;
+    let mut client = broker.connect().await;
+    let created = client
+        .send(
+            7,
+            &CreateTopicsRequest::default()
+                .with_timeout_ms(5_000)
+                .with_topics(vec![CreatableTopic::default()
+                    .with_name(name(TOPIC))
+                    .with_num_partitions(1)
+                    .with_replication_factor(-1)]),
+        )
+        .await;
+    assert_eq!(created.topics[0].error_code, 0);
+    let id = topic_id(&mut client, TOPIC).await;
+    let joined = client
+        .send(
+            1,
+            &share_heartbeat(0).with_subscribed_topic_names(Some(vec![name(TOPIC)])),
+        )
+        .await;
+    assert_eq!(joined.error_code, 0, "{:?}", joined.error_message);
+    // Opens the session; the share-partition starts at the log end.
+    let r = client.send(1, &share_fetch("m1", 0, id, 0)).await;
+    assert!(acquired(&r).is_empty());
+    let batch: Bytes = record_batch(3, 8, common::now_ms());
+    let r = client.send(9, &produce_request(TOPIC, batch, -1)).await;
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    let r = client.send(1, &share_fetch("m1", 1, id, 2_000)).await;
+    assert_eq!(acquired(&r), vec![(0, 2, 1)]);
+    // The lock expires below the limit (nothing written), then the records come again.
+    tokio::time::sleep(Duration::from_millis(LOCK_MS + 200)).await;
+    let r = client.send(1, &share_fetch("m1", 2, id, 2_000)).await;
+    assert_eq!(acquired(&r), vec![(0, 2, 2)]);
+    (broker, client, id)
+}
+
+/// `m1`'s ShareGroupHeartbeat in group `g` at `epoch`.
+fn share_heartbeat(epoch: i32) -> ShareGroupHeartbeatRequest {
+    ShareGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(s("g")))
+        .with_member_id(s("m1"))
+        .with_member_epoch(epoch)
+}
+
+/// With the share state write stuck on the disk (started), another connection is answered.
+async fn others_answered_during_the_stuck_write(broker: &TestBroker, io: &HoldIo) {
+    started(&io.write_stalls, "the share state write").await;
+    let mut other = broker.connect().await;
+    api_versions(&mut other).await;
+    assert!(
+        !io.stall_timed_out.load(Ordering::SeqCst),
+        "a connection waited for another's stuck share state write"
+    );
+}
+
 /// A ShareFetch whose acquisition meets an expired lock at the delivery limit appends the
 /// share state (the records are archived). With that write stuck on the disk (whether the
 /// share ticker or the fetch itself makes it, the fetch waits for it), another connection is
 /// answered, and the fetch is answered once the write goes on.
 #[tokio::test]
 async fn a_share_fetch_stuck_on_a_share_state_write_holds_up_no_other_connection() {
-    const TOPIC: &str = "shared";
     bounded(async {
         let io = Arc::new(HoldIo::default());
-        let seam = Arc::clone(&io);
-        let broker = TestBroker::start_with(move |c| {
-            c.file_io = Some(seam);
-            c.shares.state_partitions = 1;
-            c.shares.record_lock_duration_ms = LOCK_MS as i64;
-            c.shares.delivery_count_limit = 2;
-        })
-        .await;
-        let mut client = broker.connect().await;
-        let created = client
-            .send(
-                7,
-                &CreateTopicsRequest::default()
-                    .with_timeout_ms(5_000)
-                    .with_topics(vec![CreatableTopic::default()
-                        .with_name(name(TOPIC))
-                        .with_num_partitions(1)
-                        .with_replication_factor(-1)]),
-            )
-            .await;
-        assert_eq!(created.topics[0].error_code, 0);
-        let id = topic_id(&mut client, TOPIC).await;
-        let joined = client
-            .send(
-                1,
-                &ShareGroupHeartbeatRequest::default()
-                    .with_group_id(GroupId(s("g")))
-                    .with_member_id(s("m1"))
-                    .with_member_epoch(0)
-                    .with_subscribed_topic_names(Some(vec![name(TOPIC)])),
-            )
-            .await;
-        assert_eq!(joined.error_code, 0, "{:?}", joined.error_message);
-        // Opens the session; the share-partition starts at the log end.
-        let r = client.send(1, &share_fetch("m1", 0, id, 0)).await;
-        assert!(acquired(&r).is_empty());
-        let batch: Bytes = record_batch(3, 8, common::now_ms());
-        let r = client.send(9, &produce_request(TOPIC, batch, -1)).await;
-        assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
-        let r = client.send(1, &share_fetch("m1", 1, id, 2_000)).await;
-        assert_eq!(acquired(&r), vec![(0, 2, 1)]);
-        // The lock expires below the limit (nothing written), then the records come again.
-        tokio::time::sleep(Duration::from_millis(LOCK_MS + 200)).await;
-        let r = client.send(1, &share_fetch("m1", 2, id, 2_000)).await;
-        assert_eq!(acquired(&r), vec![(0, 2, 2)]);
-
+        let (broker, mut client, id) = held_at_the_delivery_limit(&io).await;
         // This lock expires at the limit: the records are archived, and that is written.
         let stall = StalledWrites::new(&io, "__share_group_state");
         tokio::time::sleep(Duration::from_millis(LOCK_MS + 200)).await;
         let fetch_id = client.send_only(1, &share_fetch("m1", 3, id, 0)).await;
-        started(&io.write_stalls, "the share state write").await;
-        let mut other = broker.connect().await;
-        api_versions(&mut other).await;
-        assert!(
-            !io.stall_timed_out.load(Ordering::SeqCst),
-            "a connection waited for a share fetch's stuck write"
-        );
+        others_answered_during_the_stuck_write(&broker, &io).await;
         let early = tokio::time::timeout(Duration::from_millis(100), client.read_frame());
         assert!(early.await.is_err(), "answered before the write went on");
         drop(stall);
@@ -386,6 +404,47 @@ async fn a_share_fetch_stuck_on_a_share_state_write_holds_up_no_other_connection
         assert!(acquired(&r).is_empty(), "archived at the delivery limit");
         assert!(!io.stall_timed_out.load(Ordering::SeqCst));
         broker.stop().await;
+    })
+    .await;
+}
+
+/// A closed connection's share session releases what its member holds; records at the
+/// delivery limit are archived, and that write, stuck on the disk, holds up no other
+/// connection (it runs on the I/O pool, not on the worker that ran the connection).
+#[tokio::test]
+async fn a_share_release_on_connection_close_holds_up_no_other_connection() {
+    bounded(async {
+        let io = Arc::new(HoldIo::default());
+        let (broker, client, _) = held_at_the_delivery_limit(&io).await;
+        let stall = StalledWrites::new(&io, "__share_group_state");
+        drop(client);
+        others_answered_during_the_stuck_write(&broker, &io).await;
+        drop(stall);
+        broker.stop().await;
+        assert!(!io.stall_timed_out.load(Ordering::SeqCst));
+    })
+    .await;
+}
+
+/// A member that leaves its share group (heartbeat at epoch -1) releases what it holds, with
+/// the same archive write; stuck, it holds up no other connection, and the leave is answered
+/// once the write goes on.
+#[tokio::test]
+async fn a_share_release_on_leaving_the_group_holds_up_no_other_connection() {
+    bounded(async {
+        let io = Arc::new(HoldIo::default());
+        let (broker, mut client, _) = held_at_the_delivery_limit(&io).await;
+        let stall = StalledWrites::new(&io, "__share_group_state");
+        let leave_id = client.send_only(1, &share_heartbeat(-1)).await;
+        others_answered_during_the_stuck_write(&broker, &io).await;
+        drop(stall);
+        let r = client
+            .read_response::<ShareGroupHeartbeatRequest>(1, leave_id)
+            .await;
+        assert_eq!(r.error_code, 0, "{:?}", r.error_message);
+        assert_eq!(r.member_epoch, -1);
+        broker.stop().await;
+        assert!(!io.stall_timed_out.load(Ordering::SeqCst));
     })
     .await;
 }

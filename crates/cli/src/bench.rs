@@ -1,4 +1,5 @@
-//! `rill bench produce|consume|e2e` (and `rebalance`, in `bench_rebalance.rs`): load generator and measurement against any
+//! `rill bench produce|consume|e2e` (and `rebalance`, in `bench_rebalance.rs`, and `spread`,
+//! in `bench_spread.rs`): load generator and measurement against any
 //! Kafka-compatible broker.
 //!
 //! - produce: one producer task fills per-partition batches (sticky partitioning: a batch's
@@ -42,6 +43,9 @@ pub enum BenchCommand {
     E2e(E2eBench),
     /// A consumer group of many members, one leaves: time until the group settles.
     Rebalance(crate::bench_rebalance::RebalanceBench),
+    /// One pre-encoded batch re-sent to many partitions of many topics in turn: the
+    /// broker's produce throughput over many partitions, with the client out of the way.
+    Spread(crate::bench_spread::SpreadBench),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -135,6 +139,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Consume(b) => consume(b).await,
         BenchCommand::E2e(b) => e2e(b).await,
         BenchCommand::Rebalance(b) => crate::bench_rebalance::run(b).await,
+        BenchCommand::Spread(b) => crate::bench_spread::run(b).await,
     }
 }
 

@@ -15,6 +15,7 @@
 
 mod bench;
 mod bench_rebalance;
+mod bench_spread;
 mod common;
 mod config;
 mod consume;

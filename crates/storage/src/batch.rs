@@ -14,7 +14,7 @@ use std::io::Read;
 
 use crate::compression::{self, Compression, CompressionError};
 use crate::error::{Result, StorageError};
-use crate::records::{ReaderBuffers, RecordError, RecordReader};
+use crate::records::{ReaderBuffers, RecordError, RecordMeta, RecordReader, SliceRecords};
 
 /// Bytes before `batchLength` counts from: baseOffset + batchLength.
 pub const LOG_OVERHEAD: usize = 12;
@@ -299,10 +299,10 @@ type RecordChecks<'a> = (u64, Option<&'a crate::TopicPartition>, Option<(i64, i6
 fn validate_records(
     batch: &[u8],
     header: &BatchHeader,
-    (max_decompressed_bytes, keys_required_in, timestamp_bounds_ms): RecordChecks<'_>,
+    checks: RecordChecks<'_>,
     buffers: ReaderBuffers,
 ) -> Result<ReaderBuffers> {
-    let invalid = |reason: String| StorageError::InvalidRecord { reason };
+    let max_decompressed_bytes = checks.0;
     let record_error = |e: RecordError| match e {
         RecordError::Compression(CompressionError::OutputTooLarge {
             max_output_bytes, ..
@@ -316,18 +316,38 @@ fn validate_records(
             reason: e.to_string(),
         },
     };
-    // Uncompressed bytes are already in memory and bounded by max.message.bytes: the bound is
-    // on inflation only.
-    let bound = if header.compression() == 0 {
-        u64::MAX
-    } else {
-        max_decompressed_bytes
-    };
-    let mut reader = RecordReader::for_batch(batch, bound, buffers).map_err(record_error)?;
+    if header.compression() == 0 {
+        // Uncompressed bytes are already in memory and bounded by max.message.bytes: walk the
+        // records where they lie, with no copy through the reader's buffer.
+        let payload = batch
+            .get(HEADER_SIZE..)
+            .ok_or(RecordError::Malformed("shorter than a batch header"))
+            .map_err(record_error)?;
+        let mut records = SliceRecords::new(payload);
+        check_records(header, checks, || {
+            records.skip_record().map_err(record_error)
+        })?;
+        return Ok(buffers);
+    }
+    let mut reader =
+        RecordReader::for_batch(batch, max_decompressed_bytes, buffers).map_err(record_error)?;
+    check_records(header, checks, || {
+        reader.skip_record().map_err(record_error)
+    })?;
+    Ok(reader.into_buffers())
+}
+
+/// The per-record checks of [`validate_records`] over the records `next` yields one by one.
+fn check_records(
+    header: &BatchHeader,
+    (_, keys_required_in, timestamp_bounds_ms): RecordChecks<'_>,
+    mut next: impl FnMut() -> Result<Option<RecordMeta>>,
+) -> Result<()> {
+    let invalid = |reason: String| StorageError::InvalidRecord { reason };
     let mut count: i64 = 0;
     let mut max_timestamp = i64::MIN;
     // Bounded by the decompressed bytes: every record consumes at least one.
-    while let Some(record) = reader.skip_record().map_err(record_error)? {
+    while let Some(record) = next()? {
         if i64::from(record.offset_delta) != count {
             return Err(invalid(format!(
                 "record {count} has offset delta {} (deltas must run 0, 1, 2, ...)",
@@ -371,7 +391,7 @@ fn validate_records(
             header.max_timestamp
         )));
     }
-    Ok(reader.into_buffers())
+    Ok(())
 }
 
 /// Validates every batch in `bytes` (a produce request's records) and returns their headers.

@@ -52,6 +52,7 @@ pub mod records;
 pub mod recovery;
 pub mod segment;
 pub mod sync_helpers;
+pub mod tail_pages;
 pub mod time_index;
 pub mod topic_configs;
 pub mod txn_index;

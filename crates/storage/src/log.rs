@@ -36,6 +36,7 @@ use crate::producer_state::{
     ProducerStateManager,
 };
 use crate::segment::{Files, Segment};
+use crate::tail_pages::{Release, TailPages};
 use crate::txn_index::{self, AbortedTxn, AbortedTxnEntry};
 use crate::txn_marker::{self, MarkerRecord, TxnMarker};
 use crate::TopicPartition;
@@ -175,6 +176,8 @@ pub(crate) struct LogState {
     /// Whether `producers` has been loaded (snapshot + replay). Loading waits for the first
     /// batch with a producer id, so opening a log that never sees one reads nothing extra.
     producers_loaded: bool,
+    /// How far the flushed tail's pages have been given back (`rill.tail.cache.bytes`).
+    tail_pages: TailPages,
 }
 
 impl LogState {
@@ -201,6 +204,26 @@ impl LogState {
             segment_base: active.base_offset,
             position: active.size,
         }
+    }
+}
+
+/// Gives back the page-cache pages of flushed tail ranges (`POSIX_FADV_DONTNEED`). The
+/// pages are clean, so this frees them without writeback; advice only, so an error costs
+/// memory, never data.
+fn release_tail_pages(releases: &[(Arc<IoFile>, Release)]) {
+    for (file, release) in releases {
+        let len = release
+            .to
+            .and_then(|to| std::num::NonZeroU64::new(to.saturating_sub(release.from)));
+        if release.to.is_some() && len.is_none() {
+            continue;
+        }
+        let _ = rustix::fs::fadvise(
+            &**file.file(),
+            release.from,
+            len,
+            rustix::fs::Advice::DontNeed,
+        );
     }
 }
 
@@ -405,6 +428,7 @@ impl Log {
         log_start_offset: i64,
         flushed_offset: i64,
     ) -> Log {
+        let segments_last_base = segments.keys().next_back().copied().unwrap_or(0);
         let state = LogState {
             segments,
             log_start_offset,
@@ -418,6 +442,7 @@ impl Log {
             },
             producers: ProducerStateManager::new(),
             producers_loaded: false,
+            tail_pages: TailPages::new(segments_last_base),
         };
         let log_end = state.log_end_offset();
         debug_assert!(log_start_offset <= log_end && flushed_offset <= log_end);
@@ -692,7 +717,9 @@ impl Log {
             log_append_time_ms: if log_append_time { now } else { -1 },
             duplicate: false,
         };
+        let releases = Self::plan_tail_release(&mut state, &self.files, config.tail_cache_bytes);
         drop(state);
+        release_tail_pages(&releases);
         if flush_now {
             self.wait_durable(last_offset + 1)?;
         } else if config.visible_when_durable() {
@@ -700,6 +727,28 @@ impl Log {
             self.request_flush();
         }
         Ok(info)
+    }
+
+    /// The flushed tail pages to give back now (`tail_pages.rs`), with the files to advise;
+    /// planned under the state lock, advised after it. A segment whose file cannot be had
+    /// (closed, deleted) is skipped: the advice only saves memory.
+    fn plan_tail_release(
+        state: &mut LogState,
+        files: &Files,
+        window_bytes: u64,
+    ) -> Vec<(Arc<IoFile>, Release)> {
+        let durable = state.durable;
+        let planned = state
+            .tail_pages
+            .plan(durable.segment_base, durable.position, window_bytes);
+        planned
+            .into_iter()
+            .filter_map(|release| {
+                let segment = state.segments.get(&release.segment_base)?;
+                let file = segment.log_file(files, false).ok()?;
+                Some((file, release))
+            })
+            .collect()
     }
 
     /// Records a transaction a just-written marker ended: an abort goes into the active

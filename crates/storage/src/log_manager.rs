@@ -183,8 +183,8 @@ impl LogManager {
         self.files.flusher.passes()
     }
 
-    /// Flush passes started beside a running one stuck past
-    /// [`crate::flusher::STRAGGLER_AFTER`] (a slow sync).
+    /// Flush passes started beside a running one stuck past the flusher's straggler
+    /// threshold (a slow sync; `flusher.rs`).
     pub fn flusher_overlapping_passes(&self) -> u64 {
         self.files.flusher.overlapping_passes()
     }

@@ -373,6 +373,114 @@ impl<R: Read> RecordReader<R> {
     }
 }
 
+/// Walks the records of an uncompressed payload in place: [`RecordReader::skip_record`]'s
+/// checks, in the same order and with the same errors, without copying the payload through a
+/// chunk buffer or reading it a byte at a time. Produce validation of uncompressed batches (the
+/// common case, and every byte of it) goes through here; compressed ones need the reader.
+#[derive(Debug, Clone)]
+pub struct SliceRecords<'a> {
+    raw: &'a [u8],
+    at: usize,
+}
+
+impl<'a> SliceRecords<'a> {
+    /// A walker over `payload`, the bytes after a batch header.
+    pub fn new(payload: &'a [u8]) -> Self {
+        SliceRecords {
+            raw: payload,
+            at: 0,
+        }
+    }
+
+    fn byte(&mut self) -> Result<u8, RecordError> {
+        let b = *self.raw.get(self.at).ok_or(RecordError::Truncated)?;
+        self.at += 1;
+        Ok(b)
+    }
+
+    /// [`RecordReader`]'s zig-zag varint of at most `max_bytes` bytes.
+    fn varint(&mut self, max_bytes: u32) -> Result<i64, RecordError> {
+        let mut value: u64 = 0;
+        for i in 0..max_bytes {
+            let b = self.byte()?;
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(((value >> 1) as i64) ^ -((value & 1) as i64));
+            }
+        }
+        Err(RecordError::Malformed("varint too long"))
+    }
+
+    fn int(&mut self) -> Result<i32, RecordError> {
+        i32::try_from(self.varint(5)?).map_err(|_| RecordError::Malformed("varint out of range"))
+    }
+
+    /// A nullable length, then skips that many bytes: the overrun check against the record's
+    /// `limit` comes before the truncation check, as in the reader.
+    fn blob(&mut self, limit: u64) -> Result<i32, RecordError> {
+        let len = self.int()?;
+        if len < -1 {
+            return Err(RecordError::Malformed("negative length"));
+        }
+        if len > 0 {
+            let end = self.at as u64 + len as u64;
+            if end > limit {
+                return Err(RecordError::Malformed("field overruns the record length"));
+            }
+            if end > self.raw.len() as u64 {
+                return Err(RecordError::Truncated);
+            }
+            self.at = end as usize;
+        }
+        Ok(len)
+    }
+
+    /// The next record's fields, checked against its length. `None` at the end of the payload.
+    pub fn skip_record(&mut self) -> Result<Option<RecordMeta>, RecordError> {
+        if self.at >= self.raw.len() {
+            return Ok(None);
+        }
+        let size = self.int()?;
+        let size = u32::try_from(size).map_err(|_| RecordError::Malformed("negative length"))?;
+        let limit = self.at as u64 + u64::from(size);
+        let attributes = self.byte()? as i8;
+        let timestamp_delta = self.varint(10)?;
+        let offset_delta = self.int()?;
+        let key_len = self.blob(limit)?;
+        let value_len = self.blob(limit)?;
+        let header_count = self.int()?;
+        let header_count = u32::try_from(header_count)
+            .map_err(|_| RecordError::Malformed("negative header count"))?;
+        // Bounded: each header takes at least two bytes of the record's length.
+        if u64::from(header_count) * 2 > u64::from(size) {
+            return Err(RecordError::Malformed(
+                "header count exceeds the record length",
+            ));
+        }
+        for _ in 0..header_count {
+            if self.blob(limit)? < 0 {
+                return Err(RecordError::Malformed("null header key"));
+            }
+            self.blob(limit)?;
+        }
+        if self.at as u64 != limit {
+            return Err(RecordError::Malformed(
+                "record fields do not fill the record length",
+            ));
+        }
+        debug_assert!(self.at <= self.raw.len());
+        Ok(Some(RecordMeta {
+            size_bytes: size,
+            attributes,
+            timestamp_delta,
+            offset_delta,
+            key_len,
+            value_len,
+            header_count,
+        }))
+    }
+}
+
 fn skip_varint(raw: &[u8], at: &mut usize) {
     while let Some(b) = raw.get(*at) {
         *at += 1;
@@ -661,6 +769,40 @@ mod tests {
                 n += 1;
             }
             prop_assert_eq!(n as usize, recs.len());
+        }
+
+        /// The in-place walker agrees with the streaming reader on every payload, honest or
+        /// not: same records, then the same error variant and message at the same record.
+        #[test]
+        fn slice_walker_matches_the_reader(
+            recs in proptest::collection::vec(record_strategy(), 0..8),
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4),
+            cut in proptest::option::of(any::<usize>()),
+        ) {
+            let mut payload = build(&recs, Compression::None)[HEADER_SIZE..].to_vec();
+            for (at, byte) in flips {
+                if !payload.is_empty() {
+                    let at = at % payload.len();
+                    payload[at] = byte;
+                }
+            }
+            if let Some(cut) = cut {
+                payload.truncate(cut % (payload.len() + 1));
+            }
+            let mut reader = RecordReader::new(&payload[..], Compression::None);
+            let mut walker = SliceRecords::new(&payload);
+            // Bounded: every record consumes at least one byte of the payload.
+            for _ in 0..=payload.len() {
+                let (a, b) = (reader.skip_record(), walker.skip_record());
+                match (&a, &b) {
+                    (Ok(x), Ok(y)) => prop_assert_eq!(x, y),
+                    (Err(x), Err(y)) => prop_assert_eq!(x.to_string(), y.to_string()),
+                    _ => prop_assert!(false, "reader {:?} but walker {:?}", a, b),
+                }
+                if !matches!(a, Ok(Some(_))) {
+                    break;
+                }
+            }
         }
 
         /// Garbage records (any codec bits) give an error or records, never a panic or a hang.

@@ -671,6 +671,16 @@ pub static TOPIC_CONFIGS: &[ConfigDef] = &[
         doc: r#"How far ahead of the write position the active segment is preallocated on disk. Bounded so that idle partitions do not reserve whole segments."#,
     },
     ConfigDef {
+        name: "rill.tail.cache.bytes",
+        kind: ConfigKind::Long,
+        default: "0",
+        check: Check::AtLeast(0),
+        broker_synonym: None,
+        synonym_default_listed: false,
+        effect: Effect::Applies(|c, v| c.tail_cache_bytes = v.int() as u64),
+        doc: r#"How much of the partition's newest flushed data stays in the page cache. Older flushed pages are given back as the log grows (they are clean, so nothing is written), which spares the CPU cost of taking fresh memory for every write; consumers further behind read through the cold-read path. 0, the default, keeps every page (Kafka's behaviour)."#,
+    },
+    ConfigDef {
         name: "rill.view.filter",
         kind: ConfigKind::String,
         default: "",

@@ -12,8 +12,9 @@
 //!
 //! Two rules keep a slow disk from holding the I/O pool: a pass runs here only when no other
 //! pass runs (so at most one pool thread syncs at a time), and never when a queued log's last
-//! sync was slow ([`STRAGGLER_AFTER`]); those go to the flusher threads, which start passes
-//! beside a stuck one.
+//! sync was slow (by the flusher's own per-file threshold, at least
+//! [`STRAGGLER_AFTER`](super::STRAGGLER_AFTER)); those go to the flusher threads, which start
+//! passes beside a stuck one.
 //!
 //! While the pool thread appends, the wake-up of a flusher thread by those appends is deferred
 //! ([`DeferredWakes`]): it would start the very pass this thread is about to run. The deferred
@@ -24,9 +25,8 @@ use std::cell::RefCell;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
-use super::{take_free, Flusher, Gate, STRAGGLER_AFTER};
+use super::{take_free, Flusher, Gate};
 use crate::file_io::FileIo;
 
 /// The flusher whose wake-ups this thread defers, and whether one was deferred.
@@ -132,9 +132,11 @@ impl Flusher {
     /// Runs one pass on the calling thread, over every log queued, if no pass is running, the
     /// threads are up, and no queued log's last sync was slow. Returns whether it ran one.
     /// Blocks for the pass's syncs.
-    pub(crate) fn pass_here(&self, io: &dyn FileIo) -> bool {
-        let slow_nanos = u64::try_from(STRAGGLER_AFTER.as_nanos()).unwrap_or(u64::MAX);
+    pub(crate) fn pass_here(self: &Arc<Self>, io: &dyn FileIo) -> bool {
         let mut queue = self.queue.lock();
+        // The flusher's own rule for a slow log (`Flusher::pass`).
+        let slow = queue.file_history.straggler_after();
+        let slow_nanos = u64::try_from(slow.as_nanos()).unwrap_or(u64::MAX);
         if queue.stopped
             || !self.running.load(Ordering::Acquire)
             || !queue.running.is_empty()
@@ -150,19 +152,14 @@ impl Flusher {
         if logs.is_empty() {
             return false;
         }
-        let started = Instant::now();
-        queue.running.push(started);
-        self.passes_running.0.fetch_add(1, Ordering::AcqRel);
+        let (alone, thresholds, pass) = self.begin_pass(&mut queue);
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
             parking_lot::MutexGuard::unlocked(&mut queue, || {
                 let gates: Vec<Gate> = logs.into_iter().map(Gate).collect();
-                self.pass(io, gates, true);
+                self.pass(io, gates, alone, thresholds, pass);
             });
         }));
-        self.passes_running.0.fetch_sub(1, Ordering::AcqRel);
-        if let Some(i) = queue.running.iter().position(|t| *t == started) {
-            queue.running.swap_remove(i);
-        }
+        self.end_pass(&mut queue, pass);
         // Logs queued during this pass: a flusher thread found it running and waits for its
         // end (or the straggler delay); wake one to take them now.
         let (more, stopped) = (!queue.logs.is_empty(), queue.stopped);

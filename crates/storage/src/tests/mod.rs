@@ -12,6 +12,7 @@ mod many_partitions;
 mod model;
 mod power_loss;
 mod sim_io;
+mod tail_cache;
 mod transactions;
 
 use crate::batch::build_batch;

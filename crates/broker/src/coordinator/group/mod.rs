@@ -663,12 +663,13 @@ impl GroupCoordinator {
         }
     }
 
-    /// LeaveGroup for each (member id, instance id); returns an error code per member.
+    /// LeaveGroup for each (member id, instance id); returns an error code per member and,
+    /// when anything was written, the write to wait for before answering.
     pub fn leave(
         &self,
         group_id: &str,
         members: &[(String, Option<String>)],
-    ) -> Result<Vec<i16>, i16> {
+    ) -> Result<(Vec<i16>, Option<Written<()>>), i16> {
         let written = self.write(group_id, |shard| {
             if shard.consumer_group(group_id).is_some() {
                 let (codes, records) = self.classic_leave(shard, group_id, members)?;
@@ -712,9 +713,15 @@ impl GroupCoordinator {
                 response: results,
             })
         });
-        // The emptied group's record is not waited for, as before the runtime: LeaveGroup
-        // answers at once.
-        written.map(|w| w.split().0).map_err(|ErrorCode(e)| e)
+        // The caller answers once the emptied group's record is durable, as Kafka's
+        // coordinator answers a write operation once its records are committed.
+        written
+            .map(|w| {
+                let wrote = w.wrote();
+                let (codes, pending) = w.split();
+                (codes, wrote.then_some(pending))
+            })
+            .map_err(|ErrorCode(e)| e)
     }
 
     fn after_members_removed(&self, g: &mut Group, now: Instant, records: &mut Vec<StoredRecord>) {
