@@ -66,7 +66,7 @@
 //! The first table was measured on a quiet machine. On a file system shared with other programs
 //! syncfs also writes back their dirty data: on the benchmark machine, with other builds
 //! running, a syncfs took 120–142 ms where the partition's own fdatasync took under 1 ms, and
-//! fdatasyncs issued side by side cost about one (they share the journal commit; 8 files of
+//! fdatasyncs issued side by side cost about one (their device waits overlap; 8 files of
 //! 4 KiB: 4.1–4.8 ms side by side, 22–26 ms in sequence, syncfs 4.0–4.5 ms, max 120 ms).
 //! So by default ([`GroupSync::Parallel`]) a pass of one log fdatasyncs its files, a pass of
 //! up to [`SYNC_HELPERS`] logs syncs them side by side on helper threads (`sync_helpers.rs`),
@@ -107,9 +107,9 @@ pub type FlushListener = Arc<dyn Fn(&TopicPartition) + Send + Sync>;
 pub enum GroupSync {
     /// A pass of up to [`SYNC_HELPERS`] logs syncs them side by side (each log's fdatasync
     /// on a helper thread, published as soon as it returns); a larger one uses syncfs as
-    /// [`GroupSync::Syncfs`] does. Side-by-side fdatasyncs share the journal commit, so they
-    /// cost about one sync, and unlike syncfs they do not write back other programs' dirty
-    /// data on a shared file system (`sync_helpers.rs` has the figures).
+    /// [`GroupSync::Syncfs`] does. A few side-by-side fdatasyncs overlap their device waits,
+    /// so they cost about one sync, and unlike syncfs they do not write back other programs'
+    /// dirty data on a shared file system (`sync_helpers.rs` has the figures).
     #[default]
     Parallel,
     /// One `syncfs` for the pass (when it has more than one file, runs alone and holds no log

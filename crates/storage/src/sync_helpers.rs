@@ -4,10 +4,12 @@
 //! Why not `syncfs`: on a file system shared with other programs, syncfs also writes back
 //! their dirty data. On the benchmark machine (a shared root file system, other builds
 //! running) one syncfs of a pass with a single new partition took 142 ms, while that
-//! partition's fdatasync took under 1 ms. fdatasyncs issued at once share the journal
-//! commit, so N of them cost about one (8 files of 4 KiB: p50 4.1–4.8 ms side by side, 22–26
+//! partition's fdatasync took under 1 ms. fdatasyncs issued at once overlap their waits on
+//! the device, so a few of them cost about one (8 files of 4 KiB: p50 4.1–4.8 ms side by side, 22–26
 //! ms one after the other, syncfs 4.0–4.5 ms with a 120 ms maximum), and each writes back
-//! only its own file.
+//! only its own file. They do not share a journal commit on the benchmark machine, whose root
+//! ext4 has no journal: there each writes its own inode and flushes the device cache, which
+//! is why thousands of them side by side cost more than one syncfs (`flusher.rs`).
 //!
 //! Bounded: [`SYNC_HELPERS`] threads per data directory; a pass with more logs than that
 //! uses syncfs (or syncs in sequence) instead. Jobs beyond the free helpers wait in the
