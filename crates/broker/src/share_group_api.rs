@@ -141,9 +141,8 @@ pub async fn heartbeat(
     }
 }
 
-/// Records that `group_id` exists, to durability.
-/// Records the group on the I/O pool (the append may wait for the disk), then waits for the
-/// record to be durable. Errors as the answer's (code, message).
+/// Records that `group_id` exists: the append runs on the I/O pool (it may wait for the disk),
+/// then the record is waited for until durable. Errors as the answer's (code, message).
 async fn record(
     state: &Arc<BrokerState>,
     group_id: &str,
