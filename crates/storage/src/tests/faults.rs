@@ -218,6 +218,18 @@ fn open_with(dir: &Path, io: &Arc<FaultIo>, max_open_files: usize) -> LogManager
     LogManager::open_with_io(config, io).unwrap()
 }
 
+/// `count` logs (partitions 0..count of the test topic) of a manager over a fresh `FaultIo`
+/// in a fresh directory (kept alive by the returned guard).
+fn logs_on_fault_io(count: i32) -> (tempfile::TempDir, Arc<FaultIo>, LogManager, Vec<Arc<Log>>) {
+    let dir = tempfile::tempdir().unwrap();
+    let io = Arc::new(FaultIo::default());
+    let m = open_with(dir.path(), &io, 0);
+    let logs = (0..count)
+        .map(|p| m.create_log(&tp(p), small_config()).unwrap())
+        .collect();
+    (dir, io, m, logs)
+}
+
 fn append_next(log: &Log) -> Result<Vec<u8>, StorageError> {
     let batch = expected_batch(log.log_end_offset());
     log.append(&batch).map(|_| batch)
@@ -742,12 +754,7 @@ impl Drop for SlowDisk<'_> {
 /// waiters are answered, while its sync is still stuck; it is answered once the sync returns.
 #[test]
 fn a_stuck_sync_delays_only_its_own_log() {
-    let dir = tempfile::tempdir().unwrap();
-    let io = Arc::new(FaultIo::default());
-    let m = open_with(dir.path(), &io, 0);
-    let logs: Vec<_> = (0..8)
-        .map(|p| m.create_log(&tp(p), small_config()).unwrap())
-        .collect();
+    let (_dir, io, m, logs) = logs_on_fault_io(8);
     for log in &logs {
         append_next(log).unwrap();
         log.wait_durable(log.log_end_offset()).unwrap();
@@ -806,12 +813,7 @@ fn a_stuck_sync_delays_only_its_own_log() {
 /// behind that sync: its next append becomes durable while the other's sync is still stuck.
 #[test]
 fn a_log_with_nothing_to_sync_is_not_held_behind_a_stuck_sync_in_its_pass() {
-    let dir = tempfile::tempdir().unwrap();
-    let io = Arc::new(FaultIo::default());
-    let m = open_with(dir.path(), &io, 0);
-    let logs: Vec<_> = (0..3)
-        .map(|p| m.create_log(&tp(p), small_config()).unwrap())
-        .collect();
+    let (_dir, io, m, logs) = logs_on_fault_io(3);
     for log in &logs {
         append_next(log).unwrap();
         log.wait_durable(log.log_end_offset()).unwrap();
@@ -1161,12 +1163,7 @@ fn sync_activity_is_seen_while_a_pass_syncs() {
 /// needed). Each log queued at that moment is in the same pass.
 #[test]
 fn an_append_is_synced_on_its_own_thread_when_no_pass_runs() {
-    let dir = tempfile::tempdir().unwrap();
-    let io = Arc::new(FaultIo::default());
-    let m = open_with(dir.path(), &io, 0);
-    let logs: Vec<_> = (0..2)
-        .map(|p| m.create_log(&tp(p), small_config()).unwrap())
-        .collect();
+    let (_dir, io, m, logs) = logs_on_fault_io(2);
     for log in &logs {
         append_next(log).unwrap();
         log.wait_durable(log.log_end_offset()).unwrap();
@@ -1210,12 +1207,7 @@ fn an_append_is_synced_on_its_own_thread_when_no_pass_runs() {
 /// at once, and the flusher threads make the log durable, woken when the deferral ends.
 #[test]
 fn a_slow_log_or_a_running_pass_is_left_to_the_flusher_threads() {
-    let dir = tempfile::tempdir().unwrap();
-    let io = Arc::new(FaultIo::default());
-    let m = open_with(dir.path(), &io, 0);
-    let logs: Vec<_> = (0..2)
-        .map(|p| m.create_log(&tp(p), small_config()).unwrap())
-        .collect();
+    let (_dir, io, m, logs) = logs_on_fault_io(2);
     // The flusher learns what a sync takes here (its slow-log threshold is 4 times the
     // median of recent ones, STRAGGLER_AFTER at least), then log 0's sync is slow once (held
     // ten times past STRAGGLER_AFTER).
