@@ -1581,13 +1581,28 @@ impl Log {
             .into_iter()
             .chain(state.segments.range(start_offset + 1..).map(|(&b, _)| b))
             .collect();
+        // The index lookups run under the lock; the header reads, which go to the disk when
+        // the reader is far behind, after it (`HeaderWalk`), so that the partition's appends
+        // never wait for them.
         // Bounded by the segment count; normally the first segment has the offset.
         for base in bases {
-            let segment = state
-                .segments
-                .get_mut(&base)
-                .expect("base taken from the map");
-            let Some((position, header)) = segment.find_batch(&self.files, start_offset)? else {
+            let Some(segment) = state.segments.get_mut(&base) else {
+                return Ok(result);
+            };
+            let (segment_id, segment_next_offset) = (segment.id, segment.next_offset);
+            let from = segment.indexed_position_of(&self.files, start_offset)?;
+            // The LSO is the first offset of an open transaction's first batch: the read stops
+            // at that batch's position.
+            let lso_from = if limit < high_watermark && base <= limit && limit < segment_next_offset
+            {
+                Some(segment.indexed_position_of(&self.files, limit)?)
+            } else {
+                None
+            };
+            let walk = segment.header_walk(&self.files, segment.size)?;
+            drop(state);
+            let Some((position, header)) = walk.find_batch(from, start_offset)? else {
+                state = self.state.lock();
                 continue;
             };
             // The segment holding the high watermark is read up to its byte position only
@@ -1595,10 +1610,8 @@ impl Log {
             let mut visible_end = durable
                 .filter(|d| d.segment_base == base)
                 .map_or(u64::MAX, |d| d.position);
-            if limit < high_watermark && base <= limit && limit < segment.next_offset {
-                // The LSO is the first offset of an open transaction's first batch: stop at
-                // that batch's position.
-                if let Some((lso_position, _)) = segment.find_batch(&self.files, limit)? {
+            if let Some(lso_from) = lso_from {
+                if let Some((lso_position, _)) = walk.find_batch(lso_from, limit)? {
                     visible_end = visible_end.min(lso_position);
                 }
             }
@@ -1610,27 +1623,35 @@ impl Log {
                 }
                 position + first
             } else {
-                segment.batch_boundary_at_or_below(
-                    &self.files,
-                    position,
-                    (position + u64::from(max_bytes)).min(visible_end),
-                )?
+                let limit = (position + u64::from(max_bytes)).min(visible_end);
+                // The index again, under the lock, if the segment is still the one walked (the
+                // cleaner may have swapped in a cleaned copy under the same base offset, whose
+                // positions differ); otherwise the walk starts from the batch found.
+                let from = match self.state.lock().segments.get_mut(&base) {
+                    Some(segment) if segment.id == segment_id => {
+                        segment.indexed_position_at_or_below(&self.files, position, limit)?
+                    }
+                    _ => position,
+                };
+                walk.boundary_at_or_below(from, limit)?
             };
             debug_assert!(end >= position + first.min(u64::from(max_bytes)));
-            let file = segment.log_file(&self.files, false)?;
             result.slices.push(FileSlice {
-                file: file.file().clone(),
+                file: walk.file().file().clone(),
                 position,
                 len: (end - position) as u32,
             });
             if isolation == Isolation::ReadCommitted {
                 // Kafka's fetch upper bound: the offset just past the returned batches.
-                let upper_bound = match segment.read_header(&self.files, end)? {
+                let upper_bound = match walk.read_header(end)? {
                     Some(next) => next.base_offset,
-                    None => segment.next_offset,
+                    None => segment_next_offset,
                 };
-                result.aborted =
-                    self.collect_aborted(&mut state, start_offset, upper_bound.min(limit))?;
+                result.aborted = self.collect_aborted(
+                    &mut self.state.lock(),
+                    start_offset,
+                    upper_bound.min(limit),
+                )?;
             }
             return Ok(result);
         }

@@ -744,34 +744,14 @@ impl Segment {
         if position + HEADER_SIZE as u64 > self.size {
             return Ok(None);
         }
-        let log = self.log_file(files, false)?;
-        files.io.reading(&log);
-        let mut buf = [0u8; HEADER_SIZE];
-        let n = log
-            .read_at(&mut buf, position)
-            .map_err(|e| StorageError::io("read", &self.log_path, e))?;
-        Ok(BatchHeader::parse(&buf[..n]))
+        self.header_walk(files, self.size)?.read_header(position)
     }
 
     /// The file position of the batch holding `offset` and that batch's header: an index
     /// lookup, then a walk over at most `index.interval.bytes` of headers.
     pub fn find_batch(&mut self, files: &Files, offset: i64) -> Result<Option<(u64, BatchHeader)>> {
-        self.ensure_indexes(files)?;
-        let rel = offset
-            .saturating_sub(self.base_offset)
-            .clamp(0, i64::from(u32::MAX)) as u32;
-        let mut position = self
-            .offset_index
-            .floor(|e| e.relative_offset <= rel)
-            .map_or(0, |e| u64::from(e.position));
-        // Bounded by the segment size: each step moves past one batch.
-        while let Some(h) = self.read_header(files, position)? {
-            if h.last_offset() >= offset {
-                return Ok(Some((position, h)));
-            }
-            position += h.total_size() as u64;
-        }
-        Ok(None)
+        let from = self.indexed_position_of(files, offset)?;
+        self.header_walk(files, self.size)?.find_batch(from, offset)
     }
 
     /// The largest batch boundary at or below `limit` (at least `from`), found through the
@@ -785,20 +765,47 @@ impl Segment {
         if limit >= self.size {
             return Ok(self.size);
         }
+        let from = self.indexed_position_at_or_below(files, from, limit)?;
+        self.header_walk(files, self.size)?
+            .boundary_at_or_below(from, limit)
+    }
+
+    /// Where the header walk for `offset` starts: the position of the last indexed batch at
+    /// or before it (0 when none). Reads nothing but the index.
+    pub fn indexed_position_of(&mut self, files: &Files, offset: i64) -> Result<u64> {
         self.ensure_indexes(files)?;
-        let mut position = self
+        let rel = offset
+            .saturating_sub(self.base_offset)
+            .clamp(0, i64::from(u32::MAX)) as u32;
+        Ok(self
+            .offset_index
+            .floor(|e| e.relative_offset <= rel)
+            .map_or(0, |e| u64::from(e.position)))
+    }
+
+    /// Where the walk for the last batch boundary at or below `limit` starts: the last
+    /// indexed position at or below it, at least `from`. Reads nothing but the index.
+    pub fn indexed_position_at_or_below(
+        &mut self,
+        files: &Files,
+        from: u64,
+        limit: u64,
+    ) -> Result<u64> {
+        self.ensure_indexes(files)?;
+        Ok(self
             .offset_index
             .floor(|e| u64::from(e.position) <= limit)
-            .map_or(from, |e| u64::from(e.position).max(from));
-        // Bounded: at most index.interval.bytes of batches past the indexed position.
-        while let Some(h) = self.read_header(files, position)? {
-            let next = position + h.total_size() as u64;
-            if next > limit {
-                break;
-            }
-            position = next;
-        }
-        Ok(position)
+            .map_or(from, |e| u64::from(e.position).max(from)))
+    }
+
+    /// The segment's batch headers below `size` (at most the segment's size), to be walked
+    /// without the log's state lock ([`HeaderWalk`]).
+    pub fn header_walk<'f>(&self, files: &'f Files, size: u64) -> Result<HeaderWalk<'f>> {
+        Ok(HeaderWalk {
+            files,
+            file: self.log_file(files, false)?,
+            size: size.min(self.size),
+        })
     }
 
     /// Where to start looking for the first record with a timestamp at or after `timestamp`.
@@ -839,6 +846,71 @@ const DEFAULT_INDEX_INTERVAL: u64 = 4096;
 
 /// Loads an index file's entries while `keep` holds; a missing or ragged file yields the
 /// whole entries before the damage.
+/// A segment's batch headers below `size`, walked without the log's state lock.
+///
+/// Why: when a reader is far behind, each header read of its fetch goes to the disk, and
+/// under the lock every append to the partition waited for it (a new consumer group reading
+/// a hot topic from the beginning stalled that topic's producers). Walking outside the lock
+/// reads what the walk under it would have read: the bytes below a segment's size never
+/// change while its file is open (appends go past the size; retention, the cleaner and
+/// truncation replace or cut files that readers keep open, as they keep them for sendfile).
+pub struct HeaderWalk<'f> {
+    files: &'f Files,
+    file: Arc<IoFile>,
+    size: u64,
+}
+
+impl HeaderWalk<'_> {
+    /// The file the headers are read from (the one a read's slices send from).
+    pub fn file(&self) -> &Arc<IoFile> {
+        &self.file
+    }
+
+    /// Reads the batch header at `position`, if a whole header lies below the walk's size.
+    pub fn read_header(&self, position: u64) -> Result<Option<BatchHeader>> {
+        if position + HEADER_SIZE as u64 > self.size {
+            return Ok(None);
+        }
+        self.files.io.reading(&self.file);
+        let mut buf = [0u8; HEADER_SIZE];
+        let n = self
+            .file
+            .read_at(&mut buf, position)
+            .map_err(|e| StorageError::io("read", self.file.path(), e))?;
+        Ok(BatchHeader::parse(&buf[..n]))
+    }
+
+    /// The batch holding `offset` (its position and header), walking from `from`, a batch
+    /// boundary ([`Segment::indexed_position_of`]).
+    pub fn find_batch(&self, mut from: u64, offset: i64) -> Result<Option<(u64, BatchHeader)>> {
+        // Bounded by the walk's size: each step moves past one batch.
+        while let Some(h) = self.read_header(from)? {
+            if h.last_offset() >= offset {
+                return Ok(Some((from, h)));
+            }
+            from += h.total_size() as u64;
+        }
+        Ok(None)
+    }
+
+    /// The largest batch boundary at or below `limit`, walking from `from`, a batch boundary
+    /// ([`Segment::indexed_position_at_or_below`]).
+    pub fn boundary_at_or_below(&self, mut from: u64, limit: u64) -> Result<u64> {
+        if limit >= self.size {
+            return Ok(self.size);
+        }
+        // Bounded: at most index.interval.bytes of batches past the indexed position.
+        while let Some(h) = self.read_header(from)? {
+            let next = from + h.total_size() as u64;
+            if next > limit {
+                break;
+            }
+            from = next;
+        }
+        Ok(from)
+    }
+}
+
 fn load_prefix<E: crate::index::IndexEntry>(path: &Path, keep: impl Fn(&E) -> bool) -> Vec<E> {
     let Ok(bytes) = std::fs::read(path) else {
         return Vec::new();

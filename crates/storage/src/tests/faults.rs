@@ -49,6 +49,10 @@ struct FaultIo {
     delay_only: std::sync::atomic::AtomicBool,
     /// fdatasyncs run on the flusher's helper threads (side by side).
     helper_syncs: AtomicU64,
+    /// Header reads wait while this is set (a reader far behind, whose reads go to the disk).
+    reads_held: Mutex<bool>,
+    /// Header reads that found `reads_held` set and waited.
+    read_waits: AtomicU64,
 }
 
 impl FaultIo {
@@ -103,6 +107,11 @@ impl FaultIo {
         }
     }
 
+    fn hold_reads(&self, held: bool) {
+        *self.reads_held.lock() = held;
+        self.released.notify_all();
+    }
+
     fn delay_sync(&self) {
         let ms = self.sync_delay_ms.load(Ordering::SeqCst);
         if ms > 0 {
@@ -123,6 +132,17 @@ fn errno(e: rustix::io::Errno) -> io::Error {
 }
 
 impl FileIo for FaultIo {
+    fn reading(&self, _file: &IoFile) {
+        let mut held = self.reads_held.lock();
+        if *held {
+            self.read_waits.fetch_add(1, Ordering::SeqCst);
+        }
+        // Bounded by the test, which always releases.
+        while *held {
+            self.released.wait(&mut held);
+        }
+    }
+
     fn open(&self, path: &Path, create: bool) -> io::Result<IoFile> {
         let code = self.create_errno.load(Ordering::SeqCst);
         if create && code != 0 && !path.exists() {
@@ -1164,9 +1184,19 @@ fn sync_activity_is_seen_while_a_pass_syncs() {
 #[test]
 fn an_append_is_synced_on_its_own_thread_when_no_pass_runs() {
     let (_dir, io, m, logs) = logs_on_fault_io(2);
+    // Syncs skip the disk: on a loaded machine a real fdatasync past the straggler threshold
+    // marks its log slow, and a pass is never run inline over a slow log.
+    io.delay_only.store(true, Ordering::SeqCst);
     for log in &logs {
         append_next(log).unwrap();
         log.wait_durable(log.log_end_offset()).unwrap();
+    }
+    // The last pass publishes its logs before it ends: wait (bounded) until none runs.
+    let activity = m.sync_activity();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while activity.syncing() {
+        assert!(std::time::Instant::now() < deadline, "a pass never ended");
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
     let passes = m.flusher_passes();
     let syncs = io.sync_threads.lock().len();
@@ -1249,4 +1279,48 @@ fn a_slow_log_or_a_running_pass_is_left_to_the_flusher_threads() {
     );
     drop(logs);
     m.close().unwrap();
+}
+
+/// A fetch whose batch-header read waits on the disk (a consumer far behind) holds up no
+/// append to the same partition: the header walk runs without the log's state lock. Under
+/// the lock, every append waited for each cold header read of a catch-up reader.
+#[test]
+fn an_append_does_not_wait_for_a_readers_header_read() {
+    let (_dir, io, _m, logs) = logs_on_fault_io(1);
+    let log = Arc::clone(&logs[0]);
+    let written: Vec<Vec<u8>> = (0..3).map(|_| append_next(&log).unwrap()).collect();
+    log.wait_durable(log.log_end_offset()).unwrap();
+    let end_before = log.log_end_offset();
+    io.hold_reads(true);
+    let reader = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || log.read_bytes(1, 1 << 20))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // Bounded by the deadline.
+    while io.read_waits.load(Ordering::SeqCst) == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let reader_waiting = io.read_waits.load(Ordering::SeqCst) > 0;
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let appender = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || {
+            let appended = append_next(&log);
+            done_tx.send(appended.is_ok()).ok();
+        })
+    };
+    let appended = done_rx.recv_timeout(std::time::Duration::from_secs(5));
+    io.hold_reads(false);
+    let read = reader.join().unwrap().unwrap();
+    appender.join().unwrap();
+    assert!(reader_waiting, "the reader never reached a header read");
+    assert_eq!(
+        appended,
+        Ok(true),
+        "the append waited for the reader's header read"
+    );
+    // The held read still returns exactly the batches from offset 1 on, as written.
+    assert_eq!(read, [&written[1][..], &written[2][..]].concat());
+    assert!(log.log_end_offset() > end_before);
 }
