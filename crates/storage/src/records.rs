@@ -146,6 +146,8 @@ pub struct RecordReader<R> {
     /// The current record's bytes (after its length) when `next_record` keeps it.
     record: Vec<u8>,
     capture: bool,
+    /// Whether the record being walked is kept (`next_record`) once its length is read.
+    keep: bool,
     /// Bytes consumed from the decoded stream.
     consumed: u64,
 }
@@ -193,6 +195,7 @@ impl<R: Read> RecordReader<R> {
             end: 0,
             record: buffers.record,
             capture: false,
+            keep: false,
             consumed: 0,
         }
     }
@@ -231,116 +234,10 @@ impl<R: Read> RecordReader<R> {
         Ok(n > 0)
     }
 
-    fn byte(&mut self) -> Result<u8, RecordError> {
-        if !self.fill()? {
-            return Err(RecordError::Truncated);
-        }
-        let b = self.chunk[self.pos];
-        self.pos += 1;
-        self.consumed += 1;
-        if self.capture {
-            self.record.push(b);
-        }
-        Ok(b)
-    }
-
-    /// A zig-zag varint of at most `max_bytes` bytes (5 for int, 10 for long).
-    fn varint(&mut self, max_bytes: u32) -> Result<i64, RecordError> {
-        let mut value: u64 = 0;
-        for i in 0..max_bytes {
-            let b = self.byte()?;
-            value |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(((value >> 1) as i64) ^ -((value & 1) as i64));
-            }
-        }
-        Err(RecordError::Malformed("varint too long"))
-    }
-
-    fn int(&mut self) -> Result<i32, RecordError> {
-        i32::try_from(self.varint(5)?).map_err(|_| RecordError::Malformed("varint out of range"))
-    }
-
-    /// Consumes `n` bytes (keeping them when capturing), failing past `limit`.
-    fn skip(&mut self, n: u64, limit: u64) -> Result<(), RecordError> {
-        if self.consumed + n > limit {
-            return Err(RecordError::Malformed("field overruns the record length"));
-        }
-        let mut left = n;
-        while left > 0 {
-            if !self.fill()? {
-                return Err(RecordError::Truncated);
-            }
-            let take = (self.end - self.pos).min(usize::try_from(left).unwrap_or(usize::MAX));
-            if self.capture {
-                self.record
-                    .extend_from_slice(&self.chunk[self.pos..self.pos + take]);
-            }
-            self.pos += take;
-            self.consumed += take as u64;
-            left -= take as u64;
-        }
-        Ok(())
-    }
-
-    /// A nullable length, then skips that many bytes; returns the length (-1 for null).
-    fn blob(&mut self, limit: u64) -> Result<i32, RecordError> {
-        let len = self.int()?;
-        if len < -1 {
-            return Err(RecordError::Malformed("negative length"));
-        }
-        if len > 0 {
-            self.skip(len as u64, limit)?;
-        }
-        Ok(len)
-    }
-
     fn parse(&mut self, keep: bool) -> Result<Option<RecordMeta>, RecordError> {
-        if !self.fill()? {
-            return Ok(None);
-        }
         self.capture = false;
-        let size = self.int()?;
-        let size = u32::try_from(size).map_err(|_| RecordError::Malformed("negative length"))?;
-        let start = self.consumed;
-        let limit = start + u64::from(size);
-        self.capture = keep;
-        self.record.clear();
-        let attributes = self.byte()? as i8;
-        let timestamp_delta = self.varint(10)?;
-        let offset_delta = self.int()?;
-        let key_len = self.blob(limit)?;
-        let value_len = self.blob(limit)?;
-        let header_count = self.int()?;
-        let header_count = u32::try_from(header_count)
-            .map_err(|_| RecordError::Malformed("negative header count"))?;
-        // Bounded: each header takes at least two bytes of the record's length.
-        if u64::from(header_count) * 2 > u64::from(size) {
-            return Err(RecordError::Malformed(
-                "header count exceeds the record length",
-            ));
-        }
-        for _ in 0..header_count {
-            if self.blob(limit)? < 0 {
-                return Err(RecordError::Malformed("null header key"));
-            }
-            self.blob(limit)?;
-        }
-        self.capture = false;
-        if self.consumed != limit {
-            return Err(RecordError::Malformed(
-                "record fields do not fill the record length",
-            ));
-        }
-        Ok(Some(RecordMeta {
-            size_bytes: size,
-            attributes,
-            timestamp_delta,
-            offset_delta,
-            key_len,
-            value_len,
-            header_count,
-        }))
+        self.keep = keep;
+        walk_record(self)
     }
 
     /// The next record's fields, checked against its length, without keeping key, value or
@@ -373,10 +270,185 @@ impl<R: Read> RecordReader<R> {
     }
 }
 
+/// Where a record walk reads its fields: a (decoded) stream through the reader's chunk
+/// buffer, or a payload in memory. One walk over both ([`walk_record`]), so the produce
+/// path's in-place validation ([`SliceRecords`]) and the reader ([`RecordReader`]) check the
+/// same things in the same order, with the same errors.
+trait FieldSource {
+    /// Whether another record starts here (false at the end of the payload).
+    fn has_more(&mut self) -> Result<bool, RecordError>;
+    fn byte(&mut self) -> Result<u8, RecordError>;
+    /// Bytes consumed so far.
+    fn position(&self) -> u64;
+    /// Skips `n` bytes of a field ending the record at `limit`: overrunning the record is
+    /// checked before running out of bytes.
+    fn skip(&mut self, n: u64, limit: u64) -> Result<(), RecordError>;
+    /// Told when the record's fields start (after its length) and when they end.
+    fn fields(&mut self, _started: bool) {}
+}
+
+/// A zig-zag varint of at most `max_bytes` bytes (5 for int, 10 for long).
+fn varint(src: &mut impl FieldSource, max_bytes: u32) -> Result<i64, RecordError> {
+    let mut value: u64 = 0;
+    for i in 0..max_bytes {
+        let b = src.byte()?;
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok(((value >> 1) as i64) ^ -((value & 1) as i64));
+        }
+    }
+    Err(RecordError::Malformed("varint too long"))
+}
+
+fn int(src: &mut impl FieldSource) -> Result<i32, RecordError> {
+    i32::try_from(varint(src, 5)?).map_err(|_| RecordError::Malformed("varint out of range"))
+}
+
+/// A nullable length, then skips that many bytes; returns the length (-1 for null).
+fn blob(src: &mut impl FieldSource, limit: u64) -> Result<i32, RecordError> {
+    let len = int(src)?;
+    if len < -1 {
+        return Err(RecordError::Malformed("negative length"));
+    }
+    if len > 0 {
+        src.skip(len as u64, limit)?;
+    }
+    Ok(len)
+}
+
+/// The next record's fields, checked against its length. `None` at the end of the payload.
+fn walk_record(src: &mut impl FieldSource) -> Result<Option<RecordMeta>, RecordError> {
+    if !src.has_more()? {
+        return Ok(None);
+    }
+    let size = int(src)?;
+    let size = u32::try_from(size).map_err(|_| RecordError::Malformed("negative length"))?;
+    let limit = src.position() + u64::from(size);
+    src.fields(true);
+    let attributes = src.byte()? as i8;
+    let timestamp_delta = varint(src, 10)?;
+    let offset_delta = int(src)?;
+    let key_len = blob(src, limit)?;
+    let value_len = blob(src, limit)?;
+    let header_count = int(src)?;
+    let header_count =
+        u32::try_from(header_count).map_err(|_| RecordError::Malformed("negative header count"))?;
+    // Bounded: each header takes at least two bytes of the record's length.
+    if u64::from(header_count) * 2 > u64::from(size) {
+        return Err(RecordError::Malformed(
+            "header count exceeds the record length",
+        ));
+    }
+    for _ in 0..header_count {
+        if blob(src, limit)? < 0 {
+            return Err(RecordError::Malformed("null header key"));
+        }
+        blob(src, limit)?;
+    }
+    src.fields(false);
+    if src.position() != limit {
+        return Err(RecordError::Malformed(
+            "record fields do not fill the record length",
+        ));
+    }
+    Ok(Some(RecordMeta {
+        size_bytes: size,
+        attributes,
+        timestamp_delta,
+        offset_delta,
+        key_len,
+        value_len,
+        header_count,
+    }))
+}
+
+impl<R: Read> FieldSource for RecordReader<R> {
+    fn has_more(&mut self) -> Result<bool, RecordError> {
+        self.fill()
+    }
+
+    fn byte(&mut self) -> Result<u8, RecordError> {
+        if !self.fill()? {
+            return Err(RecordError::Truncated);
+        }
+        let b = self.chunk[self.pos];
+        self.pos += 1;
+        self.consumed += 1;
+        if self.capture {
+            self.record.push(b);
+        }
+        Ok(b)
+    }
+
+    fn position(&self) -> u64 {
+        self.consumed
+    }
+
+    /// Consumes `n` bytes (keeping them when capturing).
+    fn skip(&mut self, n: u64, limit: u64) -> Result<(), RecordError> {
+        if self.consumed + n > limit {
+            return Err(RecordError::Malformed("field overruns the record length"));
+        }
+        let mut left = n;
+        while left > 0 {
+            if !self.fill()? {
+                return Err(RecordError::Truncated);
+            }
+            let take = (self.end - self.pos).min(usize::try_from(left).unwrap_or(usize::MAX));
+            if self.capture {
+                self.record
+                    .extend_from_slice(&self.chunk[self.pos..self.pos + take]);
+            }
+            self.pos += take;
+            self.consumed += take as u64;
+            left -= take as u64;
+        }
+        Ok(())
+    }
+
+    /// Keeps the record's bytes after its length, when `next_record` asked for them.
+    fn fields(&mut self, started: bool) {
+        if started {
+            self.capture = self.keep;
+            self.record.clear();
+        } else {
+            self.capture = false;
+        }
+    }
+}
+
+impl FieldSource for SliceRecords<'_> {
+    fn has_more(&mut self) -> Result<bool, RecordError> {
+        Ok(self.at < self.raw.len())
+    }
+
+    fn byte(&mut self) -> Result<u8, RecordError> {
+        let b = *self.raw.get(self.at).ok_or(RecordError::Truncated)?;
+        self.at += 1;
+        Ok(b)
+    }
+
+    fn position(&self) -> u64 {
+        self.at as u64
+    }
+
+    fn skip(&mut self, n: u64, limit: u64) -> Result<(), RecordError> {
+        let end = self.at as u64 + n;
+        if end > limit {
+            return Err(RecordError::Malformed("field overruns the record length"));
+        }
+        if end > self.raw.len() as u64 {
+            return Err(RecordError::Truncated);
+        }
+        self.at = end as usize;
+        Ok(())
+    }
+}
+
 /// Walks the records of an uncompressed payload in place: [`RecordReader::skip_record`]'s
-/// checks, in the same order and with the same errors, without copying the payload through a
-/// chunk buffer or reading it a byte at a time. Produce validation of uncompressed batches (the
-/// common case, and every byte of it) goes through here; compressed ones need the reader.
+/// walk ([`walk_record`]), without copying the payload through a chunk buffer. Produce
+/// validation of uncompressed batches (the common case, and every byte of it) goes through
+/// here; compressed ones need the reader.
 #[derive(Debug, Clone)]
 pub struct SliceRecords<'a> {
     raw: &'a [u8],
@@ -392,92 +464,9 @@ impl<'a> SliceRecords<'a> {
         }
     }
 
-    fn byte(&mut self) -> Result<u8, RecordError> {
-        let b = *self.raw.get(self.at).ok_or(RecordError::Truncated)?;
-        self.at += 1;
-        Ok(b)
-    }
-
-    /// [`RecordReader`]'s zig-zag varint of at most `max_bytes` bytes.
-    fn varint(&mut self, max_bytes: u32) -> Result<i64, RecordError> {
-        let mut value: u64 = 0;
-        for i in 0..max_bytes {
-            let b = self.byte()?;
-            value |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(((value >> 1) as i64) ^ -((value & 1) as i64));
-            }
-        }
-        Err(RecordError::Malformed("varint too long"))
-    }
-
-    fn int(&mut self) -> Result<i32, RecordError> {
-        i32::try_from(self.varint(5)?).map_err(|_| RecordError::Malformed("varint out of range"))
-    }
-
-    /// A nullable length, then skips that many bytes: the overrun check against the record's
-    /// `limit` comes before the truncation check, as in the reader.
-    fn blob(&mut self, limit: u64) -> Result<i32, RecordError> {
-        let len = self.int()?;
-        if len < -1 {
-            return Err(RecordError::Malformed("negative length"));
-        }
-        if len > 0 {
-            let end = self.at as u64 + len as u64;
-            if end > limit {
-                return Err(RecordError::Malformed("field overruns the record length"));
-            }
-            if end > self.raw.len() as u64 {
-                return Err(RecordError::Truncated);
-            }
-            self.at = end as usize;
-        }
-        Ok(len)
-    }
-
     /// The next record's fields, checked against its length. `None` at the end of the payload.
     pub fn skip_record(&mut self) -> Result<Option<RecordMeta>, RecordError> {
-        if self.at >= self.raw.len() {
-            return Ok(None);
-        }
-        let size = self.int()?;
-        let size = u32::try_from(size).map_err(|_| RecordError::Malformed("negative length"))?;
-        let limit = self.at as u64 + u64::from(size);
-        let attributes = self.byte()? as i8;
-        let timestamp_delta = self.varint(10)?;
-        let offset_delta = self.int()?;
-        let key_len = self.blob(limit)?;
-        let value_len = self.blob(limit)?;
-        let header_count = self.int()?;
-        let header_count = u32::try_from(header_count)
-            .map_err(|_| RecordError::Malformed("negative header count"))?;
-        // Bounded: each header takes at least two bytes of the record's length.
-        if u64::from(header_count) * 2 > u64::from(size) {
-            return Err(RecordError::Malformed(
-                "header count exceeds the record length",
-            ));
-        }
-        for _ in 0..header_count {
-            if self.blob(limit)? < 0 {
-                return Err(RecordError::Malformed("null header key"));
-            }
-            self.blob(limit)?;
-        }
-        if self.at as u64 != limit {
-            return Err(RecordError::Malformed(
-                "record fields do not fill the record length",
-            ));
-        }
-        debug_assert!(self.at <= self.raw.len());
-        Ok(Some(RecordMeta {
-            size_bytes: size,
-            attributes,
-            timestamp_delta,
-            offset_delta,
-            key_len,
-            value_len,
-            header_count,
-        }))
+        walk_record(self)
     }
 }
 
