@@ -90,6 +90,10 @@ pub struct ServeArgs {
     /// [default: 604800000].
     #[arg(long, env = "RILL_TRANSACTIONAL_ID_EXPIRATION_MS", value_name = "MS")]
     pub transactional_id_expiration_ms: Option<i64>,
+    /// How long a new classic group waits for more members before its first rebalance
+    /// completes (Kafka's group.initial.rebalance.delay.ms; 0 = no wait) [default: 3000].
+    #[arg(long, env = "RILL_GROUP_INITIAL_REBALANCE_DELAY_MS", value_name = "MS")]
+    pub group_initial_rebalance_delay_ms: Option<u64>,
     /// A KIP-848 consumer group member silent this long is removed (Kafka's
     /// group.consumer.session.timeout.ms) [default: 45000].
     #[arg(
@@ -215,6 +219,7 @@ struct FileConfig {
     connections_max_idle_ms: Option<u64>,
     producer_id_expiration_ms: Option<i64>,
     transactional_id_expiration_ms: Option<i64>,
+    group_initial_rebalance_delay_ms: Option<u64>,
     group_consumer_session_timeout_ms: Option<u64>,
     group_consumer_heartbeat_interval_ms: Option<u64>,
     group_consumer_assignors: Option<String>,
@@ -255,6 +260,7 @@ pub struct ServeConfig {
     pub connections_max_idle_ms: u64,
     pub producer_id_expiration_ms: i64,
     pub transactional_id_expiration_ms: i64,
+    pub group_initial_rebalance_delay_ms: u64,
     pub group_consumer_session_timeout_ms: u64,
     pub group_consumer_heartbeat_interval_ms: u64,
     pub group_consumer_assignors: String,
@@ -371,6 +377,11 @@ impl ServeConfig {
                 file.transactional_id_expiration_ms,
                 defaults.transactions.id_expiration_ms,
             ),
+            group_initial_rebalance_delay_ms: pick(
+                args.group_initial_rebalance_delay_ms,
+                file.group_initial_rebalance_delay_ms,
+                defaults.groups.initial_rebalance_delay_ms,
+            ),
             group_consumer_session_timeout_ms: pick(
                 args.group_consumer_session_timeout_ms,
                 file.group_consumer_session_timeout_ms,
@@ -486,6 +497,14 @@ impl ServeConfig {
                 self.cold_read_chunk_bytes,
                 chunk.start(),
                 chunk.end()
+            );
+        }
+        // An int in Kafka; the bound also keeps `now + delay` far from overflowing an Instant.
+        if self.group_initial_rebalance_delay_ms > i32::MAX as u64 {
+            bail!(
+                "invalid value for group_initial_rebalance_delay_ms: {} (must be at most {})",
+                self.group_initial_rebalance_delay_ms,
+                i32::MAX
             );
         }
         if self.socket_request_max_bytes < 1024 {
@@ -655,6 +674,7 @@ impl ServeConfig {
                 ..rill_broker::coordinator::share::ShareConfig::default()
             },
             groups: rill_broker::coordinator::group::GroupConfig {
+                initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,
                 consumer_session_timeout_ms: self.group_consumer_session_timeout_ms,
                 consumer_heartbeat_interval_ms: self.group_consumer_heartbeat_interval_ms,
                 consumer_assignors: self.consumer_assignors()?,
@@ -878,6 +898,31 @@ mod tests {
         };
         let e = ServeConfig::resolve(&args).unwrap_err().to_string();
         assert!(e.contains("fetch_read_path"), "{e}");
+    }
+
+    #[test]
+    fn initial_rebalance_delay_reaches_the_group_coordinator() {
+        let c = ServeConfig::resolve(&ServeArgs::default()).unwrap();
+        assert_eq!(
+            c.broker_config().unwrap().groups.initial_rebalance_delay_ms,
+            3_000
+        );
+        let f = write("group_initial_rebalance_delay_ms = 0\n");
+        let args = ServeArgs {
+            config: Some(f.path().into()),
+            ..ServeArgs::default()
+        };
+        let c = ServeConfig::resolve(&args).unwrap();
+        assert_eq!(
+            c.broker_config().unwrap().groups.initial_rebalance_delay_ms,
+            0
+        );
+        let args = ServeArgs {
+            group_initial_rebalance_delay_ms: Some(u64::from(u32::MAX)),
+            ..ServeArgs::default()
+        };
+        let e = ServeConfig::resolve(&args).unwrap_err().to_string();
+        assert!(e.contains("group_initial_rebalance_delay_ms"), "{e}");
     }
 
     #[test]
