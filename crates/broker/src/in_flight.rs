@@ -64,7 +64,15 @@ impl InFlight {
 
     /// Whether another request may be read and started.
     pub fn has_room(&self) -> bool {
-        self.queue.len() < MAX_IN_FLIGHT_REQUESTS && self.frame_bytes < MAX_IN_FLIGHT_BYTES
+        self.has_room_beside(0, 0)
+    }
+
+    /// Whether another request may be read while `requests` more (of `frame_bytes` in all)
+    /// are read and not yet queued here: the connection's read-ahead counts against the same
+    /// bounds, so it holds at most the bounds plus one frame.
+    pub fn has_room_beside(&self, requests: usize, frame_bytes: usize) -> bool {
+        self.queue.len() + requests < MAX_IN_FLIGHT_REQUESTS
+            && self.frame_bytes + frame_bytes < MAX_IN_FLIGHT_BYTES
     }
 
     /// Queues a request already answered; it goes out after those before it.
