@@ -190,9 +190,12 @@ mod tests {
             in_flight.push_answered(Ok(None), 1, None);
         }
         assert!(in_flight.has_room());
+        // A request being started beside the queue takes the last place.
+        assert!(!in_flight.has_room_beside(1, 1));
         in_flight.push_answered(Ok(None), 1, None);
         assert!(!in_flight.has_room());
         let mut big = InFlight::default();
+        assert!(!big.has_room_beside(1, MAX_IN_FLIGHT_BYTES));
         big.push_answered(Ok(None), MAX_IN_FLIGHT_BYTES, None);
         assert!(!big.has_room());
         assert_eq!(big.len(), 1);
