@@ -13,6 +13,7 @@
 //! [`common`] (connection flags, error messages with hints, exit codes), [`topic`],
 //! [`produce`], [`consume`], [`group`], [`bench`].
 
+mod allocator;
 mod bench;
 mod bench_rebalance;
 mod bench_spread;
@@ -85,6 +86,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .command
             .unwrap_or_else(|| Command::Serve(Box::default())),
     };
+    if matches!(command, Command::Serve(_)) {
+        allocator::keep_freed_request_buffers();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
