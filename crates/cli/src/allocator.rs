@@ -1,4 +1,4 @@
-//! Allocator settings for the broker process.
+//! Allocator settings for every `rill` command: the broker and the load generators.
 //!
 //! A pipelined connection holds two large request buffers at once (the frame being appended
 //! and the one read ahead, `rill_broker::listener`), freed and allocated again for every
@@ -7,6 +7,9 @@
 //! so every few requests a fresh 1 MB buffer was faulted in page by page while `recv` copied
 //! into it: 6-10 % of the connection thread's CPU in `perf` (`do_anonymous_page`, on a VM
 //! where each first touch of a page also costs the host a fault), none with the settings here.
+//! `rill bench produce` built each 1 MB batch in fresh pages the same way: page faults were a
+//! quarter of its CPU, and the bench client shares the benchmark machine's cores with the
+//! broker it measures (its system time per GB halved with these settings).
 //! Fixed thresholds keep up to [`TRIM_THRESHOLD_BYTES`] free per arena for reuse (glibc
 //! keeps at most 8 arenas per core), and serve buffers up to [`MMAP_THRESHOLD_BYTES`] from
 //! the arenas rather than from a fresh `mmap` each time.

@@ -86,9 +86,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .command
             .unwrap_or_else(|| Command::Serve(Box::default())),
     };
-    if matches!(command, Command::Serve(_)) {
-        allocator::keep_freed_request_buffers();
-    }
+    // Before any thread starts: the broker's request buffers and `rill bench`'s batch buffers.
+    allocator::keep_freed_request_buffers();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
