@@ -64,7 +64,15 @@ impl InFlight {
 
     /// Whether another request may be read and started.
     pub fn has_room(&self) -> bool {
-        self.queue.len() < MAX_IN_FLIGHT_REQUESTS && self.frame_bytes < MAX_IN_FLIGHT_BYTES
+        self.has_room_beside(0, 0)
+    }
+
+    /// Whether another request may be read while `requests` more (of `frame_bytes` in all)
+    /// are read and not yet queued here: the connection's read-ahead counts against the same
+    /// bounds, so it holds at most the bounds plus one frame.
+    pub fn has_room_beside(&self, requests: usize, frame_bytes: usize) -> bool {
+        self.queue.len() + requests < MAX_IN_FLIGHT_REQUESTS
+            && self.frame_bytes + frame_bytes < MAX_IN_FLIGHT_BYTES
     }
 
     /// Queues a request already answered; it goes out after those before it.
@@ -182,9 +190,12 @@ mod tests {
             in_flight.push_answered(Ok(None), 1, None);
         }
         assert!(in_flight.has_room());
+        // A request being started beside the queue takes the last place.
+        assert!(!in_flight.has_room_beside(1, 1));
         in_flight.push_answered(Ok(None), 1, None);
         assert!(!in_flight.has_room());
         let mut big = InFlight::default();
+        assert!(!big.has_room_beside(1, MAX_IN_FLIGHT_BYTES));
         big.push_answered(Ok(None), MAX_IN_FLIGHT_BYTES, None);
         assert!(!big.has_room());
         assert_eq!(big.len(), 1);

@@ -171,7 +171,7 @@ async fn accept(listener: &TcpListener) -> TcpStream {
 
 /// What woke a connection's loop.
 enum Event {
-    Frame(Option<Frame>),
+    Frame(Result<Option<Frame>, ConnectionError>),
     Started(Result<Handled, ConnectionError>),
     Answer(Answer),
     /// The quota mute is over: reading resumes.
@@ -182,10 +182,27 @@ enum Event {
 /// A request whose in-order part (`dispatch::start`) is running.
 type Starting = Pin<Box<dyn Future<Output = Result<Handled, ConnectionError>> + Send>>;
 
+/// Starts a request's in-order part; with its frame size and its share of the request budget.
+fn start(
+    state: &Arc<BrokerState>,
+    frame: Frame,
+    peer: Option<std::net::SocketAddr>,
+    connection_id: u64,
+) -> (Starting, usize, Option<OwnedSemaphorePermit>) {
+    let state = Arc::clone(state);
+    let frame_bytes = frame.body.len();
+    let body = frame.body;
+    let start: Starting =
+        Box::pin(async move { dispatch::start(&state, body, peer, connection_id).await });
+    (start, frame_bytes, frame.memory)
+}
+
 /// Serves one connection, pipelined: reads a frame, starts its request (`dispatch::start`:
-/// the part that takes effect, in request order), and reads the next one once that part is
-/// done, while earlier requests wait for durability or long-poll; answers are written strictly
-/// in request order ([`InFlight`]) and keep being written while a request starts. Stops at
+/// the part that takes effect, in request order), and reads one more frame while that part
+/// runs (a produce's append on the I/O pool), so receiving request N+1 overlaps appending
+/// request N; that frame is started once request N's part is done. Earlier requests wait for
+/// durability or long-poll meanwhile; answers are written strictly in request order
+/// ([`InFlight`]) and keep being written while a request starts. Stops at
 /// EOF, on a protocol error (after answering the requests before it), when shutdown is
 /// signalled (after answering what was started), or when the connection makes no progress for
 /// `connections_max_idle_ms` (Kafka's `connections.max.idle.ms`), so idle or stalled clients
@@ -213,19 +230,31 @@ async fn serve(
     let mut in_flight = InFlight::default();
     // The request being started, its frame size and its share of the request budget.
     let mut starting: Option<(Starting, usize, Option<OwnedSemaphorePermit>)> = None;
+    // The one frame read while `starting` runs; started as soon as that is done.
+    let mut read_ahead: Option<Frame> = None;
     let result: Result<(), ConnectionError> = async {
         // Set once nothing more is read: the requests already started are answered first.
         let mut closing: Option<Result<(), ConnectionError>> = None;
         // Set after sending a throttled response (client quotas): nothing is read until then.
         let mut muted_until: Option<tokio::time::Instant> = None;
         loop {
+            if starting.is_none() {
+                if let Some(frame) = read_ahead.take() {
+                    starting = Some(start(&state, frame, peer, connection_id));
+                }
+            }
             let is_starting = starting.is_some();
             if closing.is_some() && in_flight.is_empty() && !is_starting {
                 return closing.unwrap_or(Ok(()));
             }
             let muted = muted_until.is_some();
             let answering = !in_flight.is_empty();
-            let reading = closing.is_none() && !is_starting && in_flight.has_room() && !muted;
+            // The request being started counts against the connection's in-flight bounds.
+            let starting_bytes = starting.as_ref().map_or(0, |(_, bytes, _)| *bytes);
+            let reading = closing.is_none()
+                && read_ahead.is_none()
+                && in_flight.has_room_beside(usize::from(is_starting), starting_bytes)
+                && !muted;
             // A muted connection is waiting on the broker, not idle.
             let idling = !answering && !is_starting && !muted;
             let unmute_at = muted_until.unwrap_or_else(tokio::time::Instant::now);
@@ -239,30 +268,32 @@ async fn serve(
                     }
                 }, if is_starting => Event::Started(handled),
                 _ = stop.wait_for(|stopped| *stopped), if closing.is_none() => Event::Stop,
-                frame = connection.read_frame(), if reading => Event::Frame(frame?),
+                frame = connection.read_frame(), if reading => Event::Frame(frame),
                 () = tokio::time::sleep_until(unmute_at), if muted => Event::Unmuted,
                 () = tokio::time::sleep(idle), if idling => {
                     return Err(ConnectionError::Idle { idle_ms })
                 }
             };
             match event {
-                Event::Stop | Event::Frame(None) => closing = Some(Ok(())),
+                Event::Stop | Event::Frame(Ok(None)) => closing = Some(Ok(())),
+                // A request's in-order part is never cut off halfway: a bad frame read behind
+                // it closes the connection once the requests before it are answered.
+                Event::Frame(Err(e)) if is_starting => closing = Some(Err(e)),
+                Event::Frame(Err(e)) => return Err(e),
                 Event::Unmuted => muted_until = None,
                 Event::Answer(answer) => {
                     let throttle_ms = write(&mut connection, answer?, idle, idle_ms).await?;
                     mute(&mut muted_until, throttle_ms);
                 }
-                Event::Frame(Some(frame)) => {
-                    if !in_flight.is_empty() {
+                Event::Frame(Ok(Some(frame))) => {
+                    if !in_flight.is_empty() || is_starting {
                         Metrics::add(&state.metrics.pipelined_requests_total, 1);
                     }
-                    let (state, peer) = (Arc::clone(&state), peer);
-                    let frame_bytes = frame.body.len();
-                    let body = frame.body;
-                    let start: Starting = Box::pin(async move {
-                        dispatch::start(&state, body, peer, connection_id).await
-                    });
-                    starting = Some((start, frame_bytes, frame.memory));
+                    if is_starting {
+                        read_ahead = Some(frame);
+                    } else {
+                        starting = Some(start(&state, frame, peer, connection_id));
+                    }
                 }
                 Event::Started(handled) => {
                     let Some((_, frame_bytes, memory)) = starting.take() else {
@@ -282,8 +313,12 @@ async fn serve(
                         Ok(Handled::Waiting(waiting)) => {
                             in_flight.push_waiting(waiting, frame_bytes, memory);
                         }
-                        // The requests before this one still get their answers, then the close.
-                        Err(e) => closing = Some(Err(e)),
+                        // The requests before this one still get their answers, then the close;
+                        // a frame read behind it is not started.
+                        Err(e) => {
+                            read_ahead = None;
+                            closing = Some(Err(e));
+                        }
                     }
                 }
             }

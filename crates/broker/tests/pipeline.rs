@@ -226,3 +226,61 @@ async fn a_bad_request_behind_a_waiting_one_closes_after_the_earlier_answer() {
     })
     .await;
 }
+
+/// While a request's append runs (here stuck in its write), the connection reads the next
+/// frame: a produce of ~24 MB behind it, far more than the kernel's socket buffers hold, is
+/// taken off the socket before the first append ends, so a client's sending overlaps the
+/// broker's appending. The frame read ahead starts only after the first request's append, and
+/// both are answered in order with offsets in order.
+#[tokio::test]
+async fn the_next_frame_is_read_while_a_request_appends() {
+    bounded(async {
+        let io = Arc::new(HoldIo::default());
+        let broker = start_holding(&io).await;
+        let mut client = broker.connect().await;
+        create_topic(&mut client, "ahead").await;
+        let first = record_batch(3, 100, common::now_ms());
+        // Batches within the default message.max.bytes (1 MiB), 24 of them in one request.
+        let one = record_batch(1000, 1000, common::now_ms());
+        let mut big = BytesMut::new();
+        for _ in 0..24 {
+            big.extend_from_slice(&one);
+        }
+        io.stall_writes("ahead-0");
+        let (first_id, first_frame) = client.encode(9, &produce_request("ahead", first, 1));
+        let (big_id, big_frame) = client.encode(9, &produce_request("ahead", big.freeze(), 1));
+        let mut wire = BytesMut::from(&first_frame[..]);
+        wire.extend_from_slice(&big_frame);
+        let sent = tokio::time::timeout(Duration::from_secs(5), client.stream.write_all(&wire));
+        let sent = sent.await;
+        if sent.is_ok() {
+            // The first append is still stuck: the big frame was read while it ran.
+            eventually("the first append's write", || {
+                io.write_stalls.load(Ordering::SeqCst) >= 1
+            })
+            .await;
+        }
+        io.release_writes();
+        assert!(
+            sent.is_ok(),
+            "the frame behind an appending request was not read ({} bytes sent)",
+            wire.len()
+        );
+        sent.unwrap_or_else(|_| unreachable!("checked above"))
+            .expect("write");
+        assert!(!io.stall_timed_out.load(Ordering::SeqCst));
+        let first = client.read_response::<ProduceRequest>(9, first_id).await;
+        let big = client.read_response::<ProduceRequest>(9, big_id).await;
+        let offsets: Vec<(i16, i64)> = [first, big]
+            .iter()
+            .map(|r| {
+                let p = &r.responses[0].partition_responses[0];
+                (p.error_code, p.base_offset)
+            })
+            .collect();
+        assert_eq!(offsets, vec![(0, 0), (0, 3)]);
+        drop(client);
+        broker.stop().await;
+    })
+    .await;
+}

@@ -13,6 +13,7 @@
 //! [`common`] (connection flags, error messages with hints, exit codes), [`topic`],
 //! [`produce`], [`consume`], [`group`], [`bench`].
 
+mod allocator;
 mod bench;
 mod bench_rebalance;
 mod bench_spread;
@@ -85,6 +86,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             .command
             .unwrap_or_else(|| Command::Serve(Box::default())),
     };
+    // Before any thread starts: the broker's request buffers and `rill bench`'s batch buffers.
+    allocator::keep_freed_request_buffers();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
