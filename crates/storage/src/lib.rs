@@ -57,7 +57,6 @@ pub mod time_index;
 pub mod topic_configs;
 pub mod txn_index;
 pub mod txn_marker;
-pub mod zero_ahead;
 
 #[cfg(test)]
 mod tests;

@@ -18,7 +18,6 @@ use crate::offset_index::{self, OffsetEntry, OffsetIndex};
 use crate::recovery::{self, ScanEnd};
 use crate::time_index::{self, TimeEntry, TimeIndex};
 use crate::txn_index::{self, AbortedTxnEntry, TxnIndex};
-use crate::zero_ahead::{ZeroAhead, ZEROS};
 
 /// The file operations and open-file cache every segment of a data directory shares.
 #[derive(Debug, Clone)]
@@ -55,8 +54,6 @@ pub struct Segment {
     pub size: u64,
     /// Bytes reserved in the file (active segment); `size <= allocated`.
     allocated: u64,
-    /// The zero-filled part of the preallocation ahead of `size` (`zero_ahead.rs`).
-    zero_ahead: ZeroAhead,
     /// Offset after the last batch.
     pub next_offset: i64,
     /// Largest batch max timestamp, and the base offset of its batch; -1 when unknown or empty.
@@ -98,7 +95,6 @@ impl Segment {
             log_path: dir.join(file_name(base_offset, "log")),
             size: 0,
             allocated: 0,
-            zero_ahead: ZeroAhead::default(),
             next_offset: base_offset,
             max_timestamp: -1,
             offset_of_max_timestamp: -1,
@@ -580,32 +576,7 @@ impl Segment {
             position += h.total_size() as u64;
         }
         self.dirty = true;
-        self.zero_fill_ahead(files, &log, len);
         Ok(())
-    }
-
-    /// Zero-fills the next chunk of the preallocation after a small append, when little is
-    /// filled ahead (`zero_ahead.rs` says why and how much). Only a speed-up: a failed write
-    /// is logged and forgotten (the bytes past `size` are never read), and a failing disk is
-    /// reported by the next fdatasync of the data.
-    fn zero_fill_ahead(&mut self, files: &Files, log: &IoFile, append_bytes: u64) {
-        let Some((start, end)) = self.zero_ahead.next_range(
-            self.size,
-            self.allocated,
-            append_bytes,
-            std::time::Instant::now(),
-        ) else {
-            return;
-        };
-        assert!(
-            start >= self.size && end <= self.allocated,
-            "zero-fill past the data only"
-        );
-        let len = usize::try_from(end - start).map_or(ZEROS.len(), |n| n.min(ZEROS.len()));
-        if let Err(e) = files.io.write_at(log, &[&ZEROS[..len]], start) {
-            tracing::debug!(path = %self.log_path.display(), error = %e, "zero-fill ahead failed");
-            self.zero_ahead.forget();
-        }
     }
 
     /// Writes index entries not yet on disk, keeping the descriptors written through until
@@ -697,7 +668,6 @@ impl Segment {
                 .set_len(&log, self.size)
                 .map_err(|e| StorageError::io("truncate", &self.log_path, e))?;
             self.allocated = self.size;
-            self.zero_ahead.forget();
             self.dirty = true;
         }
         Ok(())

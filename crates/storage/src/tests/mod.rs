@@ -14,7 +14,6 @@ mod power_loss;
 mod sim_io;
 mod tail_cache;
 mod transactions;
-mod zero_fill;
 
 use crate::batch::build_batch;
 use crate::{Log, LogConfig, LogManager, LogManagerConfig, TopicPartition};
