@@ -7,8 +7,11 @@
 //! that wait, not the fdatasync, was the tail (issue 11). An I/O-pool thread that has just
 //! appended for an acks=all request must wait for that sync anyway; when no pass is running it
 //! runs the next pass itself ([`Flusher::pass_here`]), with everything queued on the directory
-//! (the group commit is unchanged: appends that arrive meanwhile queue for the next pass, which
-//! a flusher thread runs once this one ends); the durability callback then answers from here.
+//! (the group commit is unchanged: appends that arrive meanwhile queue for the next pass); the
+//! durability callback then answers from here. That next pass runs here too, at once, when the
+//! same rules allow ([`INLINE_PASSES_MAX`] passes per call): handed to a flusher thread it
+//! waited for that thread's wake-up after the sync it had already waited for, an append that
+//! arrived during a sync waiting about two syncs and a scheduling delay.
 //!
 //! Two rules keep a slow disk from holding the I/O pool: a pass runs here only when no other
 //! pass runs (so at most one pool thread syncs at a time), and never when a queued log's last
@@ -28,6 +31,11 @@ use std::sync::Arc;
 
 use super::{take_free, Flusher, Gate};
 use crate::file_io::FileIo;
+
+/// Most passes one call of [`Flusher::pass_here`] runs back to back: its own, and one over
+/// what was queued meanwhile. Bounded so an I/O-pool thread under a steady stream of
+/// appends returns to the pool (the flusher threads take over from there).
+pub const INLINE_PASSES_MAX: usize = 2;
 
 /// The flusher whose wake-ups this thread defers, and whether one was deferred.
 struct Deferred {
@@ -129,39 +137,58 @@ impl Flusher {
         }
     }
 
-    /// Runs one pass on the calling thread, over every log queued, if no pass is running, the
-    /// threads are up, and no queued log's last sync was slow. Returns whether it ran one.
-    /// Blocks for the pass's syncs.
+    /// Runs a pass on the calling thread, over every log queued, if no pass is running, the
+    /// threads are up, and no queued log's last sync was slow; then, while logs were queued
+    /// during it and the same holds, up to [`INLINE_PASSES_MAX`] passes in all. Returns whether
+    /// it ran one. Blocks for the passes' syncs.
     pub(crate) fn pass_here(self: &Arc<Self>, io: &dyn FileIo) -> bool {
         let mut queue = self.queue.lock();
-        // The flusher's own rule for a slow log (`Flusher::pass`).
-        let slow = queue.file_history.straggler_after();
-        let slow_nanos = u64::try_from(slow.as_nanos()).unwrap_or(u64::MAX);
-        if queue.stopped
-            || !self.running.load(Ordering::Acquire)
-            || !queue.running.is_empty()
-            || queue.logs.is_empty()
-            || queue
-                .logs
-                .iter()
-                .any(|log| log.last_sync_nanos() >= slow_nanos)
-        {
+        let mut ran = 0;
+        let mut panicked = None;
+        // Bounded: at most INLINE_PASSES_MAX iterations.
+        while ran < INLINE_PASSES_MAX {
+            // The flusher's own rule for a slow log (`Flusher::pass`).
+            let slow = queue.file_history.straggler_after();
+            let slow_nanos = u64::try_from(slow.as_nanos()).unwrap_or(u64::MAX);
+            if queue.stopped
+                || !self.running.load(Ordering::Acquire)
+                || !queue.running.is_empty()
+                || queue.logs.is_empty()
+                || queue
+                    .logs
+                    .iter()
+                    .any(|log| log.last_sync_nanos() >= slow_nanos)
+            {
+                break;
+            }
+            let logs = take_free(&mut queue.logs);
+            if logs.is_empty() {
+                break;
+            }
+            let (alone, thresholds, pass) = self.begin_pass(&mut queue);
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                parking_lot::MutexGuard::unlocked(&mut queue, || {
+                    let gates: Vec<Gate> = logs.into_iter().map(Gate).collect();
+                    self.pass(io, gates, alone, thresholds, pass);
+                });
+            }));
+            self.end_pass(&mut queue, pass);
+            ran += 1;
+            if let Err(panic) = outcome {
+                panicked = Some(panic);
+                break;
+            }
+            // Logs queued during this pass (appends that found it running) go in the next
+            // one, run here at once under the same lock: handing them to a flusher thread
+            // costs its wake-up (the gate release woke it, it found this pass running and
+            // went back to waiting), which on a loaded 2-core machine is scheduling delay
+            // on top of a sync.
+        }
+        if ran == 0 {
             return false;
         }
-        let logs = take_free(&mut queue.logs);
-        if logs.is_empty() {
-            return false;
-        }
-        let (alone, thresholds, pass) = self.begin_pass(&mut queue);
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            parking_lot::MutexGuard::unlocked(&mut queue, || {
-                let gates: Vec<Gate> = logs.into_iter().map(Gate).collect();
-                self.pass(io, gates, alone, thresholds, pass);
-            });
-        }));
-        self.end_pass(&mut queue, pass);
-        // Logs queued during this pass: a flusher thread found it running and waits for its
-        // end (or the straggler delay); wake one to take them now.
+        // Logs still queued: a flusher thread found a pass running and waits for its end (or
+        // the straggler delay); wake one to take them now.
         let (more, stopped) = (!queue.logs.is_empty(), queue.stopped);
         drop(queue);
         if stopped {
@@ -169,7 +196,7 @@ impl Flusher {
         } else if more {
             self.wake.notify_one();
         }
-        if let Err(panic) = outcome {
+        if let Some(panic) = panicked {
             std::panic::resume_unwind(panic);
         }
         true

@@ -1191,13 +1191,9 @@ fn an_append_is_synced_on_its_own_thread_when_no_pass_runs() {
         append_next(log).unwrap();
         log.wait_durable(log.log_end_offset()).unwrap();
     }
-    // The last pass publishes its logs before it ends: wait (bounded) until none runs.
+    // A pass publishes each log as its sync returns, before it ends: wait for its end.
     let activity = m.sync_activity();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while activity.syncing() {
-        assert!(std::time::Instant::now() < deadline, "a pass never ended");
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
+    eventually("the flusher's pass ends", || !activity.syncing());
     let passes = m.flusher_passes();
     let syncs = io.sync_threads.lock().len();
     {
@@ -1323,4 +1319,70 @@ fn an_append_does_not_wait_for_a_readers_header_read() {
     // The held read still returns exactly the batches from offset 1 on, as written.
     assert_eq!(read, [&written[1][..], &written[2][..]].concat());
     assert!(log.log_end_offset() > end_before);
+}
+
+/// An append made while an I/O-pool thread's pass syncs (it finds the pass running and leaves
+/// its sync) goes in the next pass, which that same thread runs as soon as its own ends,
+/// rather than a flusher thread woken for it: every sync after the held one ran on that
+/// thread, and it returned with the later append durable.
+#[test]
+fn an_append_during_an_inline_pass_is_synced_by_that_threads_next_pass() {
+    let (_dir, io, m, logs) = logs_on_fault_io(1);
+    let log = Arc::clone(&logs[0]);
+    // Slow but normal syncs first (200 ms each, no real fdatasync), so the straggler
+    // threshold (4 times the median) is far above the short hold below and no flusher
+    // thread starts a pass beside the held one.
+    io.delay_only.store(true, Ordering::SeqCst);
+    io.sync_delay_ms.store(200, Ordering::SeqCst);
+    for _ in 0..3 {
+        append_next(&log).unwrap();
+        log.wait_durable(log.log_end_offset()).unwrap();
+    }
+    io.sync_delay_ms.store(0, Ordering::SeqCst);
+    let activity = m.sync_activity();
+    eventually("the flusher's pass ends", || !activity.syncing());
+    let held_waits = io.held_waits.load(Ordering::SeqCst);
+    io.hold(true);
+    let held = Held(&io);
+    let inline = {
+        let log = Arc::clone(&log);
+        std::thread::spawn(move || {
+            let _deferred = log.defer_flush_wakes();
+            append_next(&log).unwrap();
+            let durable = log.sync_here(log.log_end_offset());
+            (durable, std::thread::current().id())
+        })
+    };
+    eventually("the inline pass waits in its sync", || {
+        io.held_waits.load(Ordering::SeqCst) > held_waits
+    });
+    let passes = m.flusher_passes();
+    let syncs = io.sync_threads.lock().len();
+    {
+        let _deferred = log.defer_flush_wakes();
+        append_next(&log).unwrap();
+        assert!(
+            !log.sync_here(log.log_end_offset()),
+            "a pass is running: this thread must not sync"
+        );
+    }
+    let end = log.log_end_offset();
+    drop(held);
+    let (durable, inline_thread) = inline.join().unwrap();
+    assert!(durable);
+    log.wait_durable(end).unwrap();
+    let threads = io.sync_threads.lock()[syncs..].to_vec();
+    assert!(!threads.is_empty());
+    assert!(
+        threads.iter().all(|t| *t == inline_thread),
+        "a flusher thread synced the later append: {threads:?} (inline {inline_thread:?})"
+    );
+    assert_eq!(
+        m.flusher_passes(),
+        passes + 1,
+        "one more pass, on that thread"
+    );
+    drop(logs);
+    drop(log);
+    m.close().unwrap();
 }
