@@ -489,6 +489,17 @@ impl Flusher {
         self.syncfs_calls.load(Ordering::Relaxed)
     }
 
+    /// Whether a close of `logs` logs (`files` files) makes them durable with one syncfs:
+    /// the choice a pass running alone with no slow log makes (`plan`), so the configured
+    /// [`GroupSync`] holds at shutdown too. Counted as a syncfs call when it does.
+    pub(crate) fn close_uses_syncfs(&self, logs: usize, files: usize) -> bool {
+        let syncfs = plan(self.group_sync, logs, files, true, false) == Plan::Syncfs;
+        if syncfs {
+            self.syncfs_calls.fetch_add(1, Ordering::Relaxed);
+        }
+        syncfs
+    }
+
     fn run(self: &Arc<Self>, io: &dyn FileIo) {
         let mut queue = self.queue.lock();
         // Bounded by the broker's life: each iteration runs one pass, waits, or exits once
