@@ -349,7 +349,12 @@ async fn produce_loop(
                 }
                 let wake = producer.linger_deadline().map_or(due, |l| l.min(due));
                 if wake > now {
-                    tokio::time::sleep_until(wake.into()).await;
+                    // An answer frees a request slot: collect it (and its ack time) at once
+                    // rather than at the next record's time, as a client's network thread does.
+                    tokio::select! {
+                        () = tokio::time::sleep_until(wake.into()) => {}
+                        answered = producer.next_answer() => answered?,
+                    }
                 }
                 producer.poll()?;
                 account(producer, &mut failed, &mut wire, latency);

@@ -250,6 +250,30 @@ impl Producer {
         std::mem::take(&mut self.acks)
     }
 
+    /// Waits until the oldest outstanding request is answered, then records its acks and
+    /// sends what waited for its request slot; never returns while none is outstanding.
+    /// Cancel-safe (the request stays outstanding), so a paced sender can wait for the next
+    /// record's time or the next answer, whichever comes first: otherwise answers are only
+    /// collected when it wakes for a record, and with every slot taken, records wait for
+    /// that wake-up (up to a timer tick) before they are even sent.
+    ///
+    /// # Errors
+    /// Encoding or connection errors of the requests it sends.
+    pub async fn next_answer(&mut self) -> Result<()> {
+        let Some(front) = self.in_flight.front_mut() else {
+            return std::future::pending().await;
+        };
+        let result = match (&mut front.response).await {
+            Ok(r) => r,
+            Err(e) => Err(ClientError::Invalid(format!("produce task failed: {e}"))),
+        };
+        // No await since the answer was taken: the entry is removed before any cancellation.
+        if let Some(done) = self.in_flight.pop_front() {
+            self.record(done.batches, result);
+        }
+        self.poll()
+    }
+
     /// Requests outstanding.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
