@@ -633,7 +633,7 @@ pub fn clean(log: &Log, ctx: &CleanContext<'_>) -> Result<Option<CleanStats>> {
         .set_first_dirty(&*log.files().io, log.dir(), map_end)?;
     stats.end_offset = map_end;
     let c = &log.cleaner;
-    let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    let nanos = crate::flusher::nanos_since(started);
     c.bytes_read_total
         .fetch_add(stats.bytes_read, Ordering::Relaxed);
     c.bytes_written_total

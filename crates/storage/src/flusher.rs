@@ -780,7 +780,7 @@ impl Drop for PassEnd {
     }
 }
 
-fn nanos_since(t: Instant) -> u64 {
+pub(crate) fn nanos_since(t: Instant) -> u64 {
     u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 

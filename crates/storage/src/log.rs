@@ -1288,7 +1288,7 @@ impl Log {
         let started = std::time::Instant::now();
         match self.sync_prepared(&prepared) {
             Ok(()) => {
-                let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                let nanos = crate::flusher::nanos_since(started);
                 self.finish_flush(Some((prepared, nanos)), Ok(()));
                 Ok(())
             }

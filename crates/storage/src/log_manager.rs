@@ -21,6 +21,7 @@ use crate::config::LogConfig;
 use crate::error::{Result, StorageError};
 use crate::fd_cache::FdCache;
 use crate::file_io::{FileIo, OsIo};
+use crate::flusher::nanos_since;
 use crate::flusher::{FlushListener, Flusher, GroupSync};
 use crate::log::{now_ms, Log};
 use crate::segment::Files;
@@ -763,10 +764,6 @@ struct CloseTimes {
     prepare_nanos: u64,
     sync_nanos: u64,
     publish_nanos: u64,
-}
-
-fn nanos_since(t: Instant) -> u64 {
-    u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Drop for LogManager {
